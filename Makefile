@@ -1,0 +1,34 @@
+# xai-bridge: `make demo` runs the main job, `make test` runs the test suite.
+# Each creates/updates the virtual environment in $(VENV) first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.xai-bridge-installed
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
+OUT ?= demo-output
+
+.PHONY: install test test-fast demo bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: pip takes 2.14.1 / 0.29.1 from this machine's local wheels
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider -m "not slow and not browser"
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py --out $(OUT)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -1,0 +1,1 @@
+"""Backends: one small module per library, imported lazily through the registry."""

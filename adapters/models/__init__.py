@@ -1,0 +1,29 @@
+"""Model adapters: torch modules, NHWC array callables, black boxes, bundled models.
+
+Torch is imported only when a torch adapter is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .array_model import ArrayModel, BlackBoxModel
+
+__all__ = ["ArrayModel", "BlackBoxModel", "TorchModel", "PixelModule", "model_guard", "efficientnet_lite0"]
+
+_LAZY = {
+    "TorchModel": ".torch_module",
+    "PixelModule": ".torch_module",
+    "model_guard": ".torch_state",
+    "hook_count": ".torch_state",
+    "efficientnet_lite0": ".zoo",
+    "imagenet_class_names": ".zoo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

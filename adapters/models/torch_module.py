@@ -1,0 +1,148 @@
+"""Adapter for a torch ``nn.Module`` taking NCHW input, with declared preprocessing."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xai_bridge.models import OutputKind, Preprocess, batched
+
+from .torch_state import model_guard
+
+__all__ = ["TorchModel", "PixelModule"]
+
+
+class PixelModule(nn.Module):
+    """Float ``(N, 3, H, W)`` pixels in [0, 255] -> preprocessing -> user's module.
+
+    Every step is differentiable, so attributions land on image pixels.
+
+    Args:
+        model: the user's module (kept as a child, not copied).
+        preprocess: the declared preprocessing.
+        softmax: append a softmax over the last axis.
+    """
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, softmax: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.preprocess = preprocess
+        self.softmax = softmax
+        factor, offset = preprocess.scale.factor_offset
+        self.factor, self.offset = float(factor), float(offset)
+        device = _module_device(model)
+        mean = preprocess.mean or (0.0, 0.0, 0.0)
+        std = preprocess.std or (1.0, 1.0, 1.0)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        pre = self.preprocess
+        if pre.size is not None and tuple(x.shape[-2:]) != pre.size:
+            x = F.interpolate(x, size=pre.size, mode="bilinear", align_corners=False, antialias=pre.antialias)
+        x = x * self.factor + self.offset
+        if pre.channel_order == "BGR":
+            x = x.flip(1)
+        if pre.mean is not None or pre.std is not None:
+            x = (x - self.mean) / self.std
+        if pre.layout == "NHWC":
+            x = x.permute(0, 2, 3, 1)
+        out = self.model(x)
+        return torch.softmax(out, dim=-1) if self.softmax else out
+
+
+class TorchModel:
+    """A torch module as a :class:`xai_bridge.models.DifferentiableModel`.
+
+    Args:
+        module: the classifier; it is never modified (mode, ``requires_grad``,
+            ``.grad`` and hooks are restored after every call) nor moved.
+        preprocess: what the module expects; see :class:`~xai_bridge.models.Preprocess`.
+        output_kind: what the module returns.
+        class_names: names of the outputs, for ``target_names`` and class-name targets.
+        batch_size: largest batch run at once.
+        device: where inputs go; defaults to the module's device. It must be
+            the module's device (move the module yourself).
+        softmax: explain softmax probabilities instead of the raw outputs.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        preprocess: Preprocess,
+        output_kind: OutputKind | str = OutputKind.LOGITS,
+        class_names: Sequence[str] | None = None,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+        softmax: bool = False,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        if not isinstance(preprocess, Preprocess):
+            raise TypeError("preprocess: expected an xai_bridge.Preprocess, e.g. Preprocess.imagenet()")
+        if int(batch_size) <= 0:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        here = _module_device(module)
+        if device is not None and torch.device(device) != here:
+            raise ValueError(
+                f"device: the module is on {here}, not {torch.device(device)}; move it first with "
+                f"module.to({str(device)!r}) (xai-bridge never moves your model)"
+            )
+        self._module = module
+        self.preprocess = preprocess
+        self.output_kind = OutputKind.PROBABILITIES if softmax else OutputKind(output_kind)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.batch_size = int(batch_size)
+        self._device = here
+        self._pixel = PixelModule(module, preprocess, softmax=softmax)
+
+    @property
+    def module(self) -> nn.Module:
+        """The user's module."""
+        return self._module
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the module's parameters."""
+        return self._device
+
+    def pixel_module(self) -> nn.Module:
+        """Module from [0, 255] NCHW pixels to outputs (see :class:`PixelModule`)."""
+        return self._pixel
+
+    def pixel_tensor(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 NHWC -> float32 NCHW tensor in [0, 255] on the model's device."""
+        t = torch.from_numpy(np.ascontiguousarray(images)).to(self._device)
+        return t.permute(0, 3, 1, 2).float().contiguous()
+
+    def guard(self, freeze_params: bool = False) -> Any:
+        """Eval mode inside; mode, requires_grad, grads and hooks restored after."""
+        return model_guard(self._module, eval_mode=True, freeze_params=freeze_params)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
+        with self.guard(), torch.inference_mode():
+            return batched(lambda b: self._pixel(self.pixel_tensor(b)).float().cpu().numpy(), images, self.batch_size)
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Context for repeated ``predict`` calls: one guard around all of them."""
+        with self.guard():
+            yield
+
+    def __repr__(self) -> str:
+        return (
+            f"TorchModel({type(self._module).__name__}, preprocess={self.preprocess}, "
+            f"output_kind={self.output_kind.value!r}, batch_size={self.batch_size}, device={self._device})"
+        )
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device("cpu")

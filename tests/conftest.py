@@ -1,0 +1,91 @@
+"""Tiny seeded fixtures shared by every test module.
+
+Fast tests use ``tiny_net`` (a 2-conv CNN, 5 classes) on small random images;
+tests marked ``slow`` use the real EfficientNet-Lite0 on scikit-image samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import xai_bridge as xb  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+class TinyNet(nn.Module):
+    """conv(3->6) -> ReLU -> conv(6->8) -> ReLU -> global avg pool -> linear(8->5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+def make_tiny_net(seed: int = 0) -> TinyNet:
+    """A freshly initialised TinyNet; deterministic for a given seed."""
+    gen = torch.Generator().manual_seed(seed)
+    net = TinyNet()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+        net.features[3].running_mean.copy_(torch.randn(8, generator=gen) * 0.1)
+        net.features[3].running_var.copy_(torch.rand(8, generator=gen) + 0.5)
+    return net.eval()
+
+
+TINY_PREPROCESS = xb.Preprocess(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+TINY_CLASSES = ("cat", "dog", "car", "tree", "cup")
+
+
+@pytest.fixture
+def tiny_net() -> TinyNet:
+    return make_tiny_net(0)
+
+
+@pytest.fixture
+def tiny_model(tiny_net: TinyNet) -> "xb.TorchModel":
+    return xb.TorchModel(tiny_net, TINY_PREPROCESS, class_names=TINY_CLASSES, batch_size=8)
+
+
+@pytest.fixture
+def rgb_images() -> np.ndarray:
+    """Two seeded random uint8 images, (2, 40, 48, 3)."""
+    return np.random.default_rng(0).integers(0, 256, size=(2, 40, 48, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def chelsea() -> np.ndarray:
+    from skimage import data
+
+    return data.chelsea()
+
+
+@pytest.fixture(scope="session")
+def coffee() -> np.ndarray:
+    from skimage import data
+
+    return data.coffee()
+
+
+@pytest.fixture(scope="session")
+def effnet():
+    """The real EfficientNet-Lite0 (ImageNet weights, offline) as a TorchModel."""
+    pytest.importorskip("timm")
+    from xai_bridge.adapters.models import efficientnet_lite0
+
+    return efficientnet_lite0(batch_size=16)

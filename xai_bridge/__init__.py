@@ -1,0 +1,77 @@
+"""xai-bridge: one call and one result format for image explanations.
+
+Route one call to shap, lime, captum, pytorch-grad-cam, torchcam or the
+built-in methods, and get every result back as an :class:`Explanation`::
+
+    import xai_bridge as xb
+    model = xb.TorchModel(net, xb.Preprocess.imagenet())
+    exp = xb.explain(model, "cat.jpg", "gradcam.GradCAM", targets=xb.top_k(3))
+
+Only numpy and Pillow are imported here; backends load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    BackendNotInstalledError,
+    FormatError,
+    ImageInputError,
+    MethodNotApplicableError,
+    UnknownMethodError,
+    XaiBridgeError,
+)
+from .explain import explain, explain_many
+from .explanation import Explanation
+from .images import Layout, load_image, load_images
+from .models import CountingModel, DifferentiableModel, Model, OutputKind, Preprocess, Scale, as_model, softmax
+from .normalize import Norm, normalize
+from .registry import BackendSpec, Registry, available_methods, default_registry
+from .targets import TopK, top_k
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "explain",
+    "explain_many",
+    "Explanation",
+    "load_images",
+    "load_image",
+    "Layout",
+    "Model",
+    "DifferentiableModel",
+    "OutputKind",
+    "Preprocess",
+    "Scale",
+    "CountingModel",
+    "as_model",
+    "softmax",
+    "Norm",
+    "normalize",
+    "BackendSpec",
+    "Registry",
+    "available_methods",
+    "default_registry",
+    "TopK",
+    "top_k",
+    "TorchModel",
+    "ArrayModel",
+    "BlackBoxModel",
+    "XaiBridgeError",
+    "ImageInputError",
+    "BackendNotInstalledError",
+    "UnknownMethodError",
+    "MethodNotApplicableError",
+    "FormatError",
+]
+
+_LAZY = {"TorchModel", "ArrayModel", "BlackBoxModel"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from .adapters import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'xai_bridge' has no attribute {name!r}")

@@ -1,0 +1,99 @@
+"""The one call contract between :func:`xai_bridge.explain` and every backend.
+
+A backend is a callable ``backend(request: ExplainRequest) -> BackendResult``.
+The request carries uint8 NHWC images, resolved ``(N, T)`` targets and the
+user's keyword parameters; the result carries ``(N, T, H, W)`` maps at image
+resolution. :func:`xai_bridge.explain` does the rest (loading images,
+targets, timing, counting, building the :class:`~xai_bridge.Explanation`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from .errors import MethodNotApplicableError
+from .models import DifferentiableModel, Model
+
+__all__ = ["ExplainRequest", "BackendResult", "Backend", "check_params", "require_differentiable"]
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """What a backend is asked to explain.
+
+    Attributes:
+        method: the registered method name.
+        model: the model (calls to ``predict`` are counted).
+        images: uint8 ``(N, H, W, 3)``; backends must not modify it.
+        targets: int64 ``(N, T)``.
+        params: the user's keyword parameters for the method.
+        seed: random seed (always set; backends must be deterministic given it).
+        options: fixed options of the registered name (e.g. which captum class).
+    """
+
+    method: str
+    model: Model
+    images: np.ndarray
+    targets: np.ndarray
+    params: Mapping[str, Any]
+    seed: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """What a backend returns.
+
+    Attributes:
+        attributions: float ``(N, T, H, W)`` at image resolution, unnormalised.
+        params: the effective parameters, defaults included (JSON-able).
+        backend_version: the library's version.
+        raw: optional ``(N, T, C, H, W)`` per-channel values.
+        base_scores: optional ``(N, T)`` baseline / fully-masked outputs.
+        n_model_evals: evaluations not made through ``model.predict`` (e.g.
+            tensor forward passes of gradient methods); predict calls are
+            counted by the caller and added.
+        extras: arrays with leading ``(N, T)`` axes.
+        uses_seed: whether the method is random (the seed is recorded if so).
+    """
+
+    attributions: np.ndarray
+    params: Mapping[str, Any]
+    backend_version: str
+    raw: np.ndarray | None = None
+    base_scores: np.ndarray | None = None
+    n_model_evals: int = 0
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)
+    uses_seed: bool = False
+
+
+class Backend(Protocol):
+    """A registered method implementation."""
+
+    def __call__(self, request: ExplainRequest) -> BackendResult:  # noqa: D102
+        ...
+
+
+def check_params(method: str, params: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``params`` over ``defaults``; unknown names raise listing the valid ones."""
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise TypeError(
+            f"{method}: unknown parameter(s) {unknown}; valid parameters are {sorted(defaults) or 'none'}"
+        )
+    return {**defaults, **params}
+
+
+def require_differentiable(request: ExplainRequest, working: str = "") -> DifferentiableModel:
+    """Return the request's model if it is differentiable, else raise naming what works."""
+    model = request.model
+    if isinstance(model, DifferentiableModel) and hasattr(model, "pixel_module"):
+        return model
+    hint = f" Methods that work on any model: {working}." if working else ""
+    raise MethodNotApplicableError(
+        f"model: {request.method} needs gradients, but {type(model).__name__} is not a torch model; wrap a "
+        f"torch nn.Module with TorchModel(module, preprocess=...).{hint}"
+    )

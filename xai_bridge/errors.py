@@ -1,0 +1,42 @@
+"""Exceptions raised by xai-bridge.
+
+Every error names the argument at fault and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "XaiBridgeError",
+    "ImageInputError",
+    "BackendNotInstalledError",
+    "UnknownMethodError",
+    "MethodNotApplicableError",
+    "FormatError",
+]
+
+
+class XaiBridgeError(Exception):
+    """Base class of every error raised on purpose by xai-bridge."""
+
+
+class ImageInputError(XaiBridgeError, ValueError):
+    """An image argument could not be read or interpreted."""
+
+
+class BackendNotInstalledError(XaiBridgeError, ImportError):
+    """The library behind a registered method is not installed."""
+
+
+class UnknownMethodError(XaiBridgeError, KeyError):
+    """No method is registered under the given name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class MethodNotApplicableError(XaiBridgeError, TypeError):
+    """The method needs something the model does not offer (e.g. gradients)."""
+
+
+class FormatError(XaiBridgeError, ValueError):
+    """A saved file is not a valid xai-bridge file (or of an unknown version)."""

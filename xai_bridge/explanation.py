@@ -1,0 +1,427 @@
+"""The common result of every method: :class:`Explanation`.
+
+An Explanation holds parallel arrays indexed by image ``n`` and target ``t``
+(shap-style), plus the provenance needed to reproduce it. It is frozen; its
+arrays are made read-only so nothing downstream can change a result in place.
+
+Saved files are a single ``.npz`` (no pickle) holding the arrays and one JSON
+metadata string; :data:`FORMAT_VERSION` is checked on load.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from .errors import FormatError
+
+__all__ = ["Explanation", "FORMAT_NAME", "FORMAT_VERSION", "jsonable"]
+
+FORMAT_NAME = "xai-bridge.explanation"
+FORMAT_VERSION = 1
+
+Index = Union[int, slice, Sequence[int], np.ndarray]
+
+
+def jsonable(value: Any) -> Any:
+    """Return ``value`` as plain JSON data (tuples become lists, enums their value).
+
+    Values that JSON cannot hold (callables, modules, arrays) become their
+    ``repr`` so that ``params`` always round-trips through save/load exactly.
+    """
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
+    if value is None or isinstance(value, (bool, str)):
+        return str(value) if isinstance(value, str) else value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else repr(f)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray) and value.size <= 64:
+        return jsonable(value.tolist())
+    if hasattr(value, "__dataclass_fields__"):
+        return {"__type__": type(value).__name__, **{f.name: jsonable(getattr(value, f.name)) for f in fields(value)}}
+    return repr(value)
+
+
+def _frozen_array(value: Any, dtype: Any, name: str, ndim: int | None = None) -> np.ndarray:
+    arr = np.array(value, dtype=dtype, copy=True)
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"Explanation.{name}: expected {ndim} dimensions, got shape {arr.shape}")
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """Attributions for ``N`` images and ``T`` targets per image.
+
+    Attributes:
+        attributions: float32 ``(N, T, H, W)`` maps at the resolution of ``images``.
+            Raw and unnormalised: use :mod:`xai_bridge.normalize` to scale them.
+        images: uint8 ``(N, H, W, 3)`` RGB images that were explained.
+        targets: int64 ``(N, T)`` class indices (or token ids for captions).
+        target_names: str ``(N, T)`` readable names of the targets.
+        scores: float32 ``(N, T)`` model output for each target on the image
+            (NaN where the method did not compute one).
+        method: registered method name, e.g. ``"captum.IntegratedGradients"``.
+        backend: library that produced the maps (``"captum"``, ``"builtin"``, ...).
+        backend_version: version of that library.
+        params: JSON data: every setting needed to reproduce the result.
+        seed: random seed used, or None for deterministic methods.
+        n_model_evals: number of single-image model evaluations spent.
+        seconds: wall-clock seconds spent in the method.
+        raw: optional float32 ``(N, T, C, H, W)`` per-channel values.
+        base_scores: optional float32 ``(N, T)`` output on the baseline / fully
+            masked input, where the method defines one.
+        extras: method-specific arrays whose leading axes are ``(N, T)``
+            (e.g. LIME segments, IG convergence delta).
+    """
+
+    attributions: np.ndarray
+    images: np.ndarray
+    targets: np.ndarray
+    target_names: np.ndarray
+    scores: np.ndarray
+    method: str
+    backend: str
+    backend_version: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    n_model_evals: int = 0
+    seconds: float = 0.0
+    raw: np.ndarray | None = None
+    base_scores: np.ndarray | None = None
+    extras: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        attributions = _frozen_array(self.attributions, np.float32, "attributions", 4)
+        images = _frozen_array(self.images, np.uint8, "images", 4)
+        n, t, h, w = attributions.shape
+        if images.shape != (n, h, w, 3):
+            raise ValueError(
+                f"Explanation.images: expected shape {(n, h, w, 3)} to match attributions "
+                f"{attributions.shape}, got {images.shape}"
+            )
+        set_(self, "attributions", attributions)
+        set_(self, "images", images)
+        set_(self, "targets", self._per_target(self.targets, np.int64, "targets"))
+        names = np.asarray(self.target_names)
+        if names.dtype.kind not in "U":
+            names = names.astype(str)
+        set_(self, "target_names", self._per_target(names, names.dtype, "target_names"))
+        set_(self, "scores", self._per_target(self.scores, np.float32, "scores"))
+        if self.base_scores is not None:
+            set_(self, "base_scores", self._per_target(self.base_scores, np.float32, "base_scores"))
+        if self.raw is not None:
+            raw = _frozen_array(self.raw, np.float32, "raw", 5)
+            if raw.shape[:2] != (n, t) or raw.shape[3:] != (h, w):
+                raise ValueError(f"Explanation.raw: expected shape ({n}, {t}, C, {h}, {w}), got {raw.shape}")
+            set_(self, "raw", raw)
+        extras: dict[str, np.ndarray] = {}
+        for key, value in dict(self.extras).items():
+            arr = np.array(value, copy=True)
+            if arr.dtype == object:
+                raise ValueError(f"Explanation.extras[{key!r}]: object arrays cannot be saved; use numbers or str")
+            if arr.shape[:2] != (n, t):
+                raise ValueError(f"Explanation.extras[{key!r}]: leading axes must be (N, T) = {(n, t)}, got {arr.shape}")
+            arr.setflags(write=False)
+            extras[str(key)] = arr
+        set_(self, "extras", MappingProxyType(extras))
+        set_(self, "params", MappingProxyType(jsonable(dict(self.params))))
+        set_(self, "seed", None if self.seed is None else int(self.seed))
+        set_(self, "n_model_evals", int(self.n_model_evals))
+        set_(self, "seconds", float(self.seconds))
+
+    def _per_target(self, value: Any, dtype: Any, name: str) -> np.ndarray:
+        arr = _frozen_array(value, dtype, name)
+        expected = self.attributions.shape[:2]
+        if arr.shape != expected:
+            raise ValueError(f"Explanation.{name}: expected shape {expected} (N, T), got {arr.shape}")
+        return arr
+
+    # ------------------------------------------------------------------ views
+    @property
+    def n_images(self) -> int:
+        """Number of images ``N``."""
+        return int(self.attributions.shape[0])
+
+    @property
+    def n_targets(self) -> int:
+        """Number of targets per image ``T``."""
+        return int(self.attributions.shape[1])
+
+    def __len__(self) -> int:
+        return self.n_images
+
+    def __getitem__(self, key: Index | tuple[Index, Index]) -> "Explanation":
+        """Slice by image, or by ``(image, target)``; dimensions are always kept.
+
+        ``exp[0]`` is an Explanation with ``N == 1``; ``exp[:, :2]`` keeps the
+        first two targets of every image.
+        """
+        img_key, tgt_key = key if isinstance(key, tuple) else (key, slice(None))
+        img_idx = self._index(img_key, self.n_images, "image")
+        tgt_idx = self._index(tgt_key, self.n_targets, "target")
+
+        def take(arr: np.ndarray | None) -> np.ndarray | None:
+            return None if arr is None else arr[img_idx][:, tgt_idx]
+
+        return replace(
+            self,
+            attributions=take(self.attributions),
+            images=self.images[img_idx],
+            targets=take(self.targets),
+            target_names=take(self.target_names),
+            scores=take(self.scores),
+            raw=take(self.raw),
+            base_scores=take(self.base_scores),
+            extras={k: take(v) for k, v in self.extras.items()},
+        )
+
+    @staticmethod
+    def _index(key: Index, size: int, what: str) -> np.ndarray:
+        idx = np.arange(size)
+        try:
+            picked = idx[key]
+        except IndexError as exc:
+            raise IndexError(f"{what} index {key!r} out of range for {size} {what}s") from exc
+        return np.atleast_1d(picked)
+
+    def map(self, image: int = 0, target: int = 0) -> np.ndarray:
+        """Return the ``(H, W)`` attribution map of one image and target."""
+        return self.attributions[image, target]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Explanation):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or a.shape != b.shape or a.dtype != b.dtype:
+                    return False
+                if not np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"):
+                    return False
+            elif f.name == "extras":
+                if a.keys() != b.keys():
+                    return False
+                if any(a[k].dtype != b[k].dtype or not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a):
+                    return False
+            elif f.name == "params":
+                if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Explanation(method={self.method!r}, backend={self.backend!r}, "
+            f"attributions={self.attributions.shape}, targets={self.targets.tolist()}, "
+            f"n_model_evals={self.n_model_evals}, seconds={self.seconds:.3f})"
+        )
+
+    # ------------------------------------------------------------- save/load
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the Explanation to ``path`` (``.npz`` is appended if missing).
+
+        The file is an uncompressed-metadata ``.npz``: arrays plus one JSON
+        string ``__meta__``; it loads with ``numpy.load(allow_pickle=False)``.
+        The file is written to a temporary name and renamed, so a crash never
+        leaves a half-written file under ``path``.
+        """
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        arrays: dict[str, np.ndarray] = {
+            "attributions": self.attributions,
+            "images": self.images,
+            "targets": self.targets,
+            "target_names": self.target_names,
+            "scores": self.scores,
+        }
+        if self.raw is not None:
+            arrays["raw"] = self.raw
+        if self.base_scores is not None:
+            arrays["base_scores"] = self.base_scores
+        for key, value in self.extras.items():
+            arrays[f"extras/{key}"] = value
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "method": self.method,
+            "backend": self.backend,
+            "backend_version": self.backend_version,
+            "params": dict(self.params),
+            "seed": self.seed,
+            "n_model_evals": self.n_model_evals,
+            "seconds": self.seconds,
+            "extras": sorted(self.extras),
+        }
+        arrays["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(buf.getvalue())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Explanation":
+        """Read an Explanation written by :meth:`save`.
+
+        Raises:
+            FormatError: the file is not an xai-bridge Explanation or has a
+                newer format version than this library reads.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                data = {k: npz[k] for k in npz.files}
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"path: {path} is not a readable .npz file ({exc})") from exc
+        if "__meta__" not in data:
+            raise FormatError(f"path: {path} has no xai-bridge metadata")
+        meta = json.loads(str(data.pop("__meta__")))
+        if meta.get("format") != FORMAT_NAME:
+            raise FormatError(f"path: {path} is not an xai-bridge Explanation (format {meta.get('format')!r})")
+        if int(meta.get("version", -1)) > FORMAT_VERSION:
+            raise FormatError(
+                f"path: {path} has format version {meta['version']}; this xai-bridge reads up to "
+                f"{FORMAT_VERSION}: upgrade xai-bridge"
+            )
+        extras = {k: data[f"extras/{k}"] for k in meta.get("extras", [])}
+        return cls(
+            attributions=data["attributions"],
+            images=data["images"],
+            targets=data["targets"],
+            target_names=data["target_names"],
+            scores=data["scores"],
+            raw=data.get("raw"),
+            base_scores=data.get("base_scores"),
+            extras=extras,
+            method=meta["method"],
+            backend=meta["backend"],
+            backend_version=meta["backend_version"],
+            params=meta["params"],
+            seed=meta["seed"],
+            n_model_evals=meta["n_model_evals"],
+            seconds=meta["seconds"],
+        )
+
+    # ------------------------------------------------------------------ shap
+    def to_shap(self, channels: bool = True) -> Any:
+        """Return a ``shap.Explanation`` that ``shap.image_plot`` accepts.
+
+        Args:
+            channels: when True the values are ``(N, H, W, 3, T)`` like shap's
+                image explainers (the raw per-channel values if present, else the
+                map divided evenly over the 3 channels so sums are kept); when
+                False ``(N, H, W, 1, T)``.
+
+        Returns:
+            ``shap.Explanation`` with ``data`` the uint8 images scaled to [0, 1]
+            floats, ``output_names`` the target names and ``base_values`` the
+            base scores (zeros when the method has none).
+        """
+        try:
+            import shap
+        except ImportError as exc:  # pragma: no cover - exercised without shap
+            raise ImportError("to_shap() needs shap: pip install 'xai-bridge[shap]'") from exc
+        if channels:
+            if self.raw is not None and self.raw.shape[2] == 3:
+                values = np.transpose(self.raw, (0, 3, 4, 2, 1))
+            else:
+                values = np.repeat(np.transpose(self.attributions, (0, 2, 3, 1))[:, :, :, None, :] / 3.0, 3, axis=3)
+        else:
+            values = np.transpose(self.attributions, (0, 2, 3, 1))[:, :, :, None, :]
+        base = self.base_scores if self.base_scores is not None else np.zeros(self.targets.shape, np.float32)
+        return shap.Explanation(
+            values=np.ascontiguousarray(values, dtype=np.float32),
+            base_values=np.array(base, dtype=np.float32),
+            data=self.images.astype(np.float32) / 255.0,
+            output_names=self.target_names.tolist(),
+        )
+
+    @classmethod
+    def from_shap(
+        cls,
+        shap_explanation: Any,
+        images: np.ndarray | None = None,
+        targets: Sequence[Sequence[int]] | np.ndarray | None = None,
+        method: str = "shap.partition",
+        scores: np.ndarray | None = None,
+        **provenance: Any,
+    ) -> "Explanation":
+        """Build an Explanation from a ``shap.Explanation`` of images.
+
+        Args:
+            shap_explanation: values shaped ``(N, H, W, C, T)`` (or ``(N, H, W, C)``
+                for a single output).
+            images: uint8 ``(N, H, W, 3)`` images; defaults to ``data`` rescaled
+                (floats in [0, 1] are multiplied by 255).
+            targets: ``(N, T)`` target indices; defaults to ``0..T-1``.
+            method: method name to record.
+            scores: ``(N, T)`` model outputs; NaN when not given.
+            **provenance: other Explanation fields (``params``, ``seconds`` ...).
+
+        Returns:
+            Explanation with ``attributions`` the channel sum and ``raw`` the
+            per-channel values.
+        """
+        values = np.asarray(shap_explanation.values, dtype=np.float32)
+        if values.ndim == 4:
+            values = values[..., None]
+        if values.ndim != 5:
+            raise ValueError(f"shap_explanation: expected values of shape (N, H, W, C, T), got {values.shape}")
+        raw = np.transpose(values, (0, 4, 3, 1, 2))
+        n, t = raw.shape[:2]
+        if images is None:
+            data = np.asarray(shap_explanation.data, dtype=np.float64)
+            if data.max() <= 1.0:
+                data = data * 255.0
+            images = np.clip(np.rint(data), 0, 255).astype(np.uint8)
+        if targets is None:
+            targets = np.tile(np.arange(t), (n, 1))
+        names = shap_explanation.output_names
+        if names is None:
+            target_names = np.asarray(targets).astype(str)
+        else:
+            names_arr = np.asarray(names, dtype=str)
+            target_names = np.broadcast_to(names_arr, (n, t)) if names_arr.ndim <= 1 else names_arr
+        base = shap_explanation.base_values
+        base_scores = None if base is None else np.broadcast_to(np.asarray(base, np.float32).reshape(n, -1), (n, t))
+        return cls(
+            attributions=raw.sum(axis=2),
+            raw=raw if raw.shape[2] > 1 else None,
+            images=images,
+            targets=targets,
+            target_names=target_names,
+            scores=np.full((n, t), np.nan, np.float32) if scores is None else scores,
+            base_scores=base_scores,
+            method=method,
+            backend=provenance.pop("backend", "shap"),
+            **provenance,
+        )

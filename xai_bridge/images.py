@@ -1,0 +1,277 @@
+"""Turn any image input into uint8 RGB ``(N, H, W, 3)`` arrays.
+
+Accepted: paths (str or ``os.PathLike``), ``PIL.Image.Image``, numpy arrays and
+torch tensors, single or batched, in layouts ``HW``, ``HWC``, ``CHW``, ``NHW``,
+``NHWC`` and ``NCHW``; or a list of any of these. Gray, RGBA, palette, 16-bit,
+CMYK and EXIF-rotated files all become RGB. Inputs are never mutated.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageInputError
+
+__all__ = ["Layout", "load_images", "load_image", "DEFAULT_MAX_PIXELS"]
+
+#: Largest image (in pixels) read by default: Pillow's own bomb threshold.
+DEFAULT_MAX_PIXELS: int = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+_CHANNELS = (1, 3, 4)
+
+
+class Layout(str, enum.Enum):
+    """Axis order of an array or tensor image."""
+
+    HW = "HW"
+    HWC = "HWC"
+    CHW = "CHW"
+    NHW = "NHW"
+    NHWC = "NHWC"
+    NCHW = "NCHW"
+
+
+def load_images(
+    images: Any,
+    layout: Layout | str | None = None,
+    size: tuple[int, int] | None = None,
+    value_range: tuple[float, float] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Load one image or a batch as uint8 RGB ``(N, H, W, 3)``.
+
+    Args:
+        images: a path, PIL image, array or tensor (single or batched), or a
+            list/tuple of those.
+        layout: axis order of array/tensor inputs; inferred when omitted and
+            required when the shape is ambiguous (e.g. ``3x3x3``).
+        size: ``(height, width)`` to resize every image to (bilinear); needed
+            when a list holds images of different sizes.
+        value_range: ``(low, high)`` of float inputs. Inferred as ``(0, 1)``
+            when all values lie there, ``(0, 255)`` when they lie there; else
+            required (e.g. ``(-1, 1)`` for Inception-style inputs).
+        background: RGB colour transparent pixels are composited onto.
+        max_pixels: largest accepted image, guarding against decompression bombs.
+
+    Returns:
+        A new uint8 array of shape ``(N, H, W, 3)``.
+
+    Raises:
+        ImageInputError: the input cannot be read or interpreted; the message
+            names the file or argument and the fix.
+    """
+    layout = Layout(layout) if layout is not None else None
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ImageInputError("images: got an empty list; pass at least one image")
+        parts = [_to_batch(item, layout, value_range, background, max_pixels) for item in images]
+    else:
+        parts = [_to_batch(images, layout, value_range, background, max_pixels)]
+    if size is not None:
+        parts = [_resize_batch(p, size) for p in parts]
+    shapes = {p.shape[1:3] for p in parts}
+    if len(shapes) > 1:
+        raise ImageInputError(
+            f"images: got images of different sizes {sorted(shapes)}; pass size=(height, width) to resize them"
+        )
+    return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+
+
+def load_image(image: Any, **kwargs: Any) -> np.ndarray:
+    """Load a single image as uint8 RGB ``(H, W, 3)``; see :func:`load_images`."""
+    batch = load_images(image, **kwargs)
+    if batch.shape[0] != 1:
+        raise ImageInputError(f"image: expected one image, got a batch of {batch.shape[0]}")
+    return batch[0]
+
+
+def _to_batch(
+    item: Any,
+    layout: Layout | None,
+    value_range: tuple[float, float] | None,
+    background: tuple[int, int, int],
+    max_pixels: int,
+) -> np.ndarray:
+    if isinstance(item, (str, os.PathLike)):
+        return _read_file(Path(item), background, max_pixels)[None]
+    if isinstance(item, Image.Image):
+        return _from_pil(item, background, f"PIL image {item!r}")[None]
+    if type(item).__module__.startswith("torch") and hasattr(item, "detach"):
+        arr = item.detach().cpu().numpy().copy()
+        return _from_array(arr, layout, value_range)
+    if isinstance(item, np.ndarray):
+        return _from_array(item, layout, value_range)
+    raise ImageInputError(
+        f"images: unsupported type {type(item).__name__}; pass a path, PIL image, numpy array or torch tensor"
+    )
+
+
+def _read_file(path: Path, background: tuple[int, int, int], max_pixels: int) -> np.ndarray:
+    if not path.is_file():
+        raise ImageInputError(f"images: file {str(path)!r} does not exist")
+    if path.stat().st_size == 0:
+        raise ImageInputError(f"images: file {str(path)!r} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageInputError(
+                        f"images: file {str(path)!r} is {w}x{h} = {w * h} pixels, over max_pixels={max_pixels} "
+                        "(possible decompression bomb); raise max_pixels if you trust the file"
+                    )
+                img.load()
+                return _from_pil(img, background, f"file {str(path)!r}")
+    except ImageInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageInputError(
+            f"images: file {str(path)!r} is too large (possible decompression bomb): {exc}; "
+            "raise max_pixels if you trust the file"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageInputError(f"images: file {str(path)!r} is not an image Pillow can read") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageInputError(f"images: file {str(path)!r} is truncated or corrupt: {exc}") from exc
+
+
+def _from_pil(img: Image.Image, background: tuple[int, int, int], what: str) -> np.ndarray:
+    if img.width == 0 or img.height == 0:
+        raise ImageInputError(f"images: {what} has zero size {img.size}")
+    img = ImageOps.exif_transpose(img)  # returns a copy; the caller's image is untouched
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        return _from_array(arr, Layout.HW, None)[0]
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if mode in ("LA", "PA"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        base = Image.new("RGB", img.size, tuple(background))
+        base.paste(img, mask=img.getchannel("A"))
+        img = base
+    elif img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8)
+
+
+def _infer_layout(shape: tuple[int, ...]) -> Layout:
+    if len(shape) == 2:
+        return Layout.HW
+    if len(shape) == 3:
+        first, last = shape[0] in _CHANNELS, shape[-1] in _CHANNELS
+        if last and not first:
+            return Layout.HWC
+        if first and not last:
+            return Layout.CHW
+        if not first and not last:
+            return Layout.NHW
+    if len(shape) == 4:
+        second, last = shape[1] in _CHANNELS, shape[-1] in _CHANNELS
+        if last and not second:
+            return Layout.NHWC
+        if second and not last:
+            return Layout.NCHW
+    raise ImageInputError(
+        f"images: the layout of an array of shape {shape} is ambiguous; pass layout= one of "
+        f"{[m.value for m in Layout if len(m.value) == len(shape)]}"
+    )
+
+
+def _from_array(arr: np.ndarray, layout: Layout | None, value_range: tuple[float, float] | None) -> np.ndarray:
+    if arr.size == 0:
+        raise ImageInputError(f"images: got an empty array of shape {arr.shape}")
+    if arr.ndim not in (2, 3, 4):
+        raise ImageInputError(f"images: expected 2 to 4 dimensions, got shape {arr.shape}")
+    layout = layout or _infer_layout(arr.shape)
+    if len(layout.value) != arr.ndim:
+        raise ImageInputError(f"images: layout={layout.value!r} does not fit an array of shape {arr.shape}")
+    perm = {
+        Layout.HW: None,
+        Layout.HWC: None,
+        Layout.CHW: (1, 2, 0),
+        Layout.NHW: None,
+        Layout.NHWC: None,
+        Layout.NCHW: (0, 2, 3, 1),
+    }[layout]
+    if perm is not None:
+        arr = np.transpose(arr, perm)
+    if layout in (Layout.HW, Layout.NHW):
+        arr = arr[..., None]
+    if layout in (Layout.HW, Layout.HWC, Layout.CHW):
+        arr = arr[None]
+    channels = arr.shape[-1]
+    if channels not in _CHANNELS:
+        raise ImageInputError(f"images: expected 1, 3 or 4 channels, got {channels} (shape {arr.shape}); check layout=")
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ImageInputError(f"images: zero-size image of shape {arr.shape}")
+    out = _to_uint8(arr, value_range)
+    if channels == 1:
+        out = np.repeat(out, 3, axis=-1)
+    elif channels == 4:
+        out = out[..., :3].copy()
+    return np.ascontiguousarray(out)
+
+
+def _to_uint8(arr: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+    if value_range is None and arr.dtype == np.uint8:
+        return arr.copy()
+    if value_range is None and arr.dtype == np.uint16:
+        return np.rint(arr.astype(np.float64) / 257.0).astype(np.uint8)
+    if value_range is None and arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    data = arr.astype(np.float64)
+    if not np.isfinite(data).all():
+        raise ImageInputError("images: array contains NaN or infinite values")
+    if value_range is None:
+        lo, hi = float(data.min()), float(data.max())
+        if lo >= 0.0 and hi <= 1.0 and arr.dtype.kind == "f":
+            value_range = (0.0, 1.0)
+        elif lo >= 0.0 and hi <= 255.0:
+            value_range = (0.0, 255.0)
+        else:
+            raise ImageInputError(
+                f"images: values span [{lo:.3g}, {hi:.3g}]; pass value_range=(low, high), e.g. (-1, 1)"
+            )
+    low, high = map(float, value_range)
+    if not high > low:
+        raise ImageInputError(f"value_range: expected low < high, got {value_range}")
+    scaled = (data - low) * (255.0 / (high - low))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _resize_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = int(size[0]), int(size[1])
+    if h <= 0 or w <= 0:
+        raise ImageInputError(f"size: expected positive (height, width), got {size}")
+    if batch.shape[1:3] == (h, w):
+        return batch
+    return np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in batch])
+
+
+def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> Sequence[Path]:
+    """Expand folders into the sorted image files they hold (by extension)."""
+    exts = {e.lower() for e, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in exts))
+        else:
+            out.append(p)
+    return out
+

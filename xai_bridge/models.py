@@ -1,0 +1,292 @@
+"""The model protocol every backend talks to, and declared preprocessing.
+
+A :class:`Model` takes uint8 RGB ``(N, H, W, 3)`` images and returns
+``(N, outputs)`` floats, batched. Models that can be differentiated also
+satisfy :class:`DifferentiableModel`: they expose a torch module that maps
+float ``(N, 3, H, W)`` pixels in [0, 255] (the image itself) to outputs, so
+gradient methods attribute to image pixels and baselines such as "black" mean
+what they say.
+
+Concrete adapters live in :mod:`xai_bridge.adapters.models`; this module stays
+free of heavy imports.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "Model",
+    "DifferentiableModel",
+    "OutputKind",
+    "Scale",
+    "Preprocess",
+    "CountingModel",
+    "as_model",
+    "softmax",
+]
+
+
+class OutputKind(str, enum.Enum):
+    """What a model's outputs are."""
+
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
+    SCORES = "scores"  # anything else: regression outputs, log-probabilities, similarities
+
+
+class Scale(str, enum.Enum):
+    """Pixel range the model expects before mean/std normalisation."""
+
+    UNIT = "unit"  # [0, 1]
+    SYMMETRIC = "symmetric"  # [-1, 1] (Inception / Keras "tf" mode)
+    BYTE = "byte"  # [0, 255] (Keras "caffe" mode, with BGR and mean subtraction)
+
+    @property
+    def factor_offset(self) -> tuple[float, float]:
+        """``(factor, offset)`` so that ``x_scaled = x_255 * factor + offset``."""
+        return {Scale.UNIT: (1 / 255.0, 0.0), Scale.SYMMETRIC: (2 / 255.0, -1.0), Scale.BYTE: (1.0, 0.0)}[self]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Declared preprocessing from uint8 RGB pixels to the model's input.
+
+    The order is: resize -> scale -> channel order -> ``(x - mean) / std`` ->
+    layout. Everything is applied by xai-bridge, so backends that perturb
+    pixels and backends that need tensors see the same model.
+
+    Attributes:
+        size: ``(height, width)`` the model expects, or None to keep the size.
+        scale: pixel range before normalisation.
+        mean: per-channel mean in the scaled range (after channel reordering).
+        std: per-channel std in the scaled range.
+        channel_order: ``"RGB"`` or ``"BGR"``.
+        layout: ``"NCHW"`` (torch) or ``"NHWC"`` (Keras / numpy callables).
+        antialias: antialias when resizing down (as PIL and torchvision v2 do).
+    """
+
+    size: tuple[int, int] | None = None
+    scale: Scale = Scale.UNIT
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    channel_order: str = "RGB"
+    layout: str = "NCHW"
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", Scale(self.scale))
+        if self.size is not None:
+            size = tuple(int(s) for s in self.size)
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(f"Preprocess.size: expected (height, width) > 0, got {self.size}")
+            object.__setattr__(self, "size", size)
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != 3:
+                    raise ValueError(f"Preprocess.{name}: expected 3 values, got {value}")
+                object.__setattr__(self, name, value)
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"Preprocess.std: values must be > 0, got {self.std}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"Preprocess.channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"Preprocess.layout: expected 'NCHW' or 'NHWC', got {self.layout!r}")
+
+    @classmethod
+    def imagenet(cls, size: int | tuple[int, int] = 224, layout: str = "NCHW") -> "Preprocess":
+        """torchvision-style ImageNet preprocessing: [0, 1], ImageNet mean/std."""
+        hw = (size, size) if isinstance(size, int) else size
+        return cls(size=hw, scale=Scale.UNIT, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), layout=layout)
+
+    @classmethod
+    def inception(cls, size: int | tuple[int, int] = 299) -> "Preprocess":
+        """Keras ``inception_v3.preprocess_input`` ("tf" mode): [-1, 1], NHWC."""
+        hw = (size, size) if isinstance(size, int) else size
+        return cls(size=hw, scale=Scale.SYMMETRIC, layout="NHWC")
+
+    @classmethod
+    def caffe(cls, size: int | tuple[int, int] = 224) -> "Preprocess":
+        """Keras ``resnet50.preprocess_input`` ("caffe" mode): BGR, [0, 255] minus mean, NHWC."""
+        hw = (size, size) if isinstance(size, int) else size
+        return cls(size=hw, scale=Scale.BYTE, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0),
+                   channel_order="BGR", layout="NHWC")
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """Apply to uint8 ``(N, H, W, 3)`` images; returns float32 in ``layout``.
+
+        Resizing uses Pillow's bilinear filter (antialiased), like Keras'
+        ``load_img(target_size=...)``.
+        """
+        x = images
+        if self.size is not None and x.shape[1:3] != self.size:
+            h, w = self.size
+            resample = Image.BILINEAR if self.antialias else Image.NEAREST
+            x = np.stack([np.asarray(Image.fromarray(im).resize((w, h), resample)) for im in x])
+        return self.normalize(x.astype(np.float32))
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Scale, reorder and normalise float NHWC pixels in [0, 255] (no resize)."""
+        factor, offset = self.scale.factor_offset
+        x = x * np.float32(factor) + np.float32(offset)
+        if self.channel_order == "BGR":
+            x = x[..., ::-1]
+        if self.mean is not None:
+            x = x - np.asarray(self.mean, np.float32)
+        if self.std is not None:
+            x = x / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            x = np.transpose(x, (0, 3, 1, 2))
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A batched image model: uint8 ``(N, H, W, 3)`` -> float ``(N, outputs)``.
+
+    Attributes:
+        output_kind: what the outputs are.
+        class_names: optional names of the outputs.
+        batch_size: largest batch passed to the underlying model at once.
+    """
+
+    output_kind: OutputKind
+    class_names: Sequence[str] | None
+    batch_size: int
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Return the model outputs for uint8 RGB NHWC images."""
+        ...
+
+
+@runtime_checkable
+class DifferentiableModel(Model, Protocol):
+    """A :class:`Model` backed by a torch module, for gradient and CAM methods."""
+
+    @property
+    def module(self) -> Any:
+        """The user's ``torch.nn.Module`` (for choosing layers; never modified)."""
+        ...
+
+    @property
+    def device(self) -> Any:
+        """The torch device inputs are sent to."""
+        ...
+
+    def pixel_module(self) -> Any:
+        """A module mapping float ``(N, 3, H, W)`` pixels in [0, 255] to outputs.
+
+        It applies the declared preprocessing (differentiably) and then the
+        user's module; the user's module is a child, not a copy.
+        """
+        ...
+
+    def pixel_tensor(self, images: np.ndarray) -> Any:
+        """uint8 NHWC images as a float32 ``(N, 3, H, W)`` tensor in [0, 255] on ``device``."""
+        ...
+
+    def guard(self) -> ContextManager[Any]:
+        """Context manager: eval mode inside; mode, requires_grad and hooks restored after."""
+        ...
+
+
+class CountingModel:
+    """Wrap a :class:`Model` and count the images passed to ``predict``.
+
+    Attribute access falls through to the wrapped model, so a counted
+    differentiable model is still differentiable.
+    """
+
+    def __init__(self, model: Model) -> None:
+        self._model = model
+        self.count = 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Forward to the wrapped model and count ``len(images)`` evaluations."""
+        self.count += int(len(images))
+        return self._model.predict(images)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    @property
+    def wrapped(self) -> Model:
+        """The model being counted."""
+        return self._model
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax."""
+    z = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def as_model(
+    model: Any,
+    preprocess: Preprocess | None = None,
+    output_kind: OutputKind | str | None = None,
+    class_names: Sequence[str] | None = None,
+    batch_size: int = 32,
+) -> Model:
+    """Wrap ``model`` in the matching adapter unless it already is a :class:`Model`.
+
+    Args:
+        model: a :class:`Model`, a ``torch.nn.Module`` (NCHW) or a callable.
+            A callable with ``preprocess`` is treated as an array model
+            (e.g. Keras) fed preprocessed floats; without, as a black box fed
+            uint8 NHWC images.
+        preprocess: required for torch modules; see :class:`Preprocess`.
+        output_kind: what the model returns (default logits for torch modules,
+            probabilities otherwise).
+        class_names: names of the outputs.
+        batch_size: largest batch sent to the model.
+
+    Returns:
+        A :class:`Model`.
+    """
+    if isinstance(model, Model) and callable(getattr(model, "predict", None)) and hasattr(model, "output_kind"):
+        return model
+    if _is_torch_module(model):
+        if preprocess is None:
+            raise TypeError(
+                "preprocess: a torch module needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
+                "or Preprocess(scale='unit'); or wrap it yourself with xai_bridge.adapters.models.TorchModel"
+            )
+        from .adapters.models import TorchModel
+
+        return TorchModel(model, preprocess, output_kind=output_kind or OutputKind.LOGITS,
+                          class_names=class_names, batch_size=batch_size)
+    if callable(model):
+        from .adapters.models import ArrayModel, BlackBoxModel
+
+        if preprocess is not None:
+            return ArrayModel(model, preprocess, output_kind=output_kind or OutputKind.PROBABILITIES,
+                              class_names=class_names, batch_size=batch_size)
+        return BlackBoxModel(model, output_kind=output_kind or OutputKind.PROBABILITIES,
+                             class_names=class_names, batch_size=batch_size)
+    raise TypeError(f"model: expected a Model, torch.nn.Module or callable, got {type(model).__name__}")
+
+
+def _is_torch_module(obj: Any) -> bool:
+    return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__)
+
+
+def batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Call ``fn`` on ``images`` in chunks of ``batch_size`` and concatenate."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    outs = [np.asarray(fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    out = np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
+    if out.ndim == 1:
+        out = out[:, None]
+    if out.ndim != 2 or out.shape[0] != len(images):
+        raise ValueError(f"model: expected outputs of shape (N={len(images)}, outputs), got {out.shape}")
+    return out.astype(np.float32, copy=False)

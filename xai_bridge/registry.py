@@ -1,0 +1,174 @@
+"""Backends by name, imported lazily, with install hints.
+
+Each name maps to a :class:`BackendSpec`: an import path ``"module:attribute"``
+to a backend callable, the libraries it needs and the pip extra that installs
+them. Nothing is imported until a method is first used. Third-party packages
+add methods through the entry-point group ``xai_bridge.backends``, each entry
+pointing to a callable that returns a list of :class:`BackendSpec`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import BackendNotInstalledError, UnknownMethodError
+
+__all__ = ["BackendSpec", "Registry", "default_registry", "available_methods", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "xai_bridge.backends"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A registered method.
+
+    Attributes:
+        name: public name, ``"library.Method"`` (e.g. ``"captum.IntegratedGradients"``).
+        target: ``"module:attribute"`` of the backend callable.
+        requires: import names that must be installed (e.g. ``("captum",)``).
+        extra: the pip extra installing them (for the hint).
+        family: ``"cam"``, ``"gradient"``, ``"perturbation"`` or ``"other"``.
+        needs_gradients: whether the model must be a torch model.
+        options: fixed keyword options passed to the backend in the request.
+        description: one line for ``available_methods``.
+    """
+
+    name: str
+    target: str
+    requires: tuple[str, ...] = ()
+    extra: str = ""
+    family: str = "other"
+    needs_gradients: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def install_hint(self) -> str:
+        """The pip command that installs what this method needs."""
+        return f"pip install 'xai-bridge[{self.extra}]'" if self.extra else f"pip install {' '.join(self.requires)}"
+
+    def is_installed(self) -> bool:
+        """Whether every required library can be imported (without importing it)."""
+        return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+
+
+class Registry:
+    """A name -> :class:`BackendSpec` table with lazy loading.
+
+    Args:
+        specs: initial specs.
+        entry_points: load third-party specs from the ``xai_bridge.backends``
+            entry-point group on first lookup.
+    """
+
+    def __init__(self, specs: Iterable[BackendSpec] = (), entry_points: bool = True) -> None:
+        self._specs: dict[str, BackendSpec] = {}
+        self._loaded: dict[str, Callable[..., Any]] = {}
+        self._entry_points_pending = entry_points
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: BackendSpec, clobber: bool = False) -> None:
+        """Add ``spec``; a taken name is refused unless ``clobber=True``."""
+        if not isinstance(spec, BackendSpec):
+            raise TypeError(f"spec: expected a BackendSpec, got {type(spec).__name__}")
+        if ":" not in spec.target:
+            raise ValueError(f"spec.target: expected 'module:attribute', got {spec.target!r}")
+        if spec.name in self._specs and not clobber:
+            raise ValueError(f"name: method {spec.name!r} is already registered; pass clobber=True to replace it")
+        self._specs[spec.name] = spec
+        self._loaded.pop(spec.name, None)
+
+    @property
+    def specs(self) -> Mapping[str, BackendSpec]:
+        """Read-only view of every registered spec."""
+        self._load_entry_points()
+        return MappingProxyType(self._specs)
+
+    def spec(self, name: str) -> BackendSpec:
+        """The spec registered as ``name``; unknown names raise with suggestions."""
+        specs = self.specs
+        if name in specs:
+            return specs[name]
+        folded = {k.lower(): k for k in specs}
+        if name.lower() in folded:
+            return specs[folded[name.lower()]]
+        close = difflib.get_close_matches(name, list(specs), n=3, cutoff=0.5)
+        close += [k for k in specs if k.lower().endswith("." + name.lower()) and k not in close]
+        hint = f" Did you mean {', '.join(repr(c) for c in close[:4])}?" if close else ""
+        raise UnknownMethodError(
+            f"method: no method named {name!r}.{hint} See xai_bridge.available_methods() for all names."
+        )
+
+    def load(self, name: str) -> tuple[BackendSpec, Callable[..., Any]]:
+        """Import and return ``(spec, backend callable)`` for ``name``.
+
+        Raises:
+            UnknownMethodError: no such name.
+            BackendNotInstalledError: a required library is missing (with hint).
+        """
+        spec = self.spec(name)
+        if spec.name in self._loaded:
+            return spec, self._loaded[spec.name]
+        missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendNotInstalledError(
+                f"method: {spec.name!r} needs {', '.join(missing)}, which is not installed; {spec.install_hint}"
+            )
+        module_name, _, attr = spec.target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise BackendNotInstalledError(
+                f"method: {spec.name!r} could not be imported ({exc}); {spec.install_hint}"
+            ) from exc
+        backend = getattr(module, attr)
+        self._loaded[spec.name] = backend
+        return spec, backend
+
+    def available(self, installed_only: bool = False, family: str | None = None) -> list[str]:
+        """Sorted method names, optionally only installed ones or one family."""
+        return sorted(
+            name
+            for name, spec in self.specs.items()
+            if (not installed_only or spec.is_installed()) and (family is None or spec.family == family)
+        )
+
+    def _load_entry_points(self) -> None:
+        if not self._entry_points_pending:
+            return
+        self._entry_points_pending = False
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            provided = ep.load()
+            specs = provided() if callable(provided) else provided
+            for spec in specs:
+                self.register(spec)
+
+
+_DEFAULT: list[Registry] = []
+
+
+def default_registry() -> Registry:
+    """The registry holding the built-in methods (created on first use)."""
+    if not _DEFAULT:
+        from .adapters.backends.catalog import builtin_specs
+
+        _DEFAULT.append(Registry(builtin_specs()))
+    return _DEFAULT[0]
+
+
+def available_methods(installed_only: bool = False, family: str | None = None) -> list[str]:
+    """Names of the registered methods.
+
+    Args:
+        installed_only: only methods whose libraries are installed.
+        family: only ``"cam"``, ``"gradient"``, ``"perturbation"`` or ``"other"``.
+    """
+    return default_registry().available(installed_only=installed_only, family=family)

@@ -1,0 +1,101 @@
+"""Which outputs to explain: an index, a list per image, a class name, top-k."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+__all__ = ["TopK", "top_k", "TargetSpec", "resolve_targets", "needs_predictions"]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """The ``k`` highest-scoring outputs of each image, best first."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if int(self.k) < 1:
+            raise ValueError(f"top_k: k must be >= 1, got {self.k}")
+
+
+def top_k(k: int) -> TopK:
+    """Target the ``k`` highest-scoring outputs of each image (seed 003 uses 4)."""
+    return TopK(int(k))
+
+
+TargetSpec = Union[int, str, TopK, Sequence[Any], np.ndarray, None]
+
+
+def needs_predictions(spec: TargetSpec) -> bool:
+    """Whether resolving ``spec`` needs the model's outputs (top-k)."""
+    return spec is None or isinstance(spec, TopK) or (isinstance(spec, str) and spec.lower() in ("top1", "top-1"))
+
+
+def resolve_targets(
+    spec: TargetSpec,
+    n_images: int,
+    outputs: np.ndarray | None,
+    class_names: Sequence[str] | None,
+    n_outputs: int | None,
+) -> np.ndarray:
+    """Turn a target spec into an int64 ``(N, T)`` array.
+
+    Args:
+        spec: ``"top1"`` (default), ``top_k(k)``, an int, a class name, a list
+            with one entry per image (ints or names), or an ``(N, T)`` nested list.
+        n_images: ``N``.
+        outputs: ``(N, K)`` model outputs (needed for top-k).
+        class_names: names of the outputs (needed for names).
+        n_outputs: ``K``, to check indices are in range.
+
+    Returns:
+        int64 ``(N, T)``.
+    """
+    if spec is None or (isinstance(spec, str) and spec.lower() in ("top1", "top-1")):
+        spec = TopK(1)
+    if isinstance(spec, TopK):
+        if outputs is None:
+            raise ValueError("targets: top-k targets need the model outputs")
+        k = min(spec.k, outputs.shape[1])
+        order = np.argsort(-outputs, axis=1, kind="stable")
+        return order[:, :k].astype(np.int64)
+    if isinstance(spec, (int, np.integer, str)):
+        idx = _one(spec, class_names, n_outputs)
+        return np.full((n_images, 1), idx, dtype=np.int64)
+    items = list(spec)
+    if len(items) != n_images:
+        raise ValueError(
+            f"targets: got {len(items)} entries for {n_images} images; pass one entry per image, "
+            "a single int/name for all, 'top1' or top_k(k)"
+        )
+    rows = [[_one(v, class_names, n_outputs) for v in (it if _is_seq(it) else [it])] for it in items]
+    widths = {len(r) for r in rows}
+    if len(widths) != 1 or 0 in widths:
+        raise ValueError(f"targets: every image needs the same number (>= 1) of targets, got {sorted(widths)}")
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _one(value: Any, class_names: Sequence[str] | None, n_outputs: int | None) -> int:
+    if isinstance(value, str):
+        if class_names is None:
+            raise ValueError(f"targets: class name {value!r} given but the model has no class_names; pass an index")
+        lowered = [c.lower() for c in class_names]
+        if value.lower() in lowered:
+            return lowered.index(value.lower())
+        close = difflib.get_close_matches(value.lower(), lowered, n=3)
+        hint = f" Did you mean {', '.join(repr(class_names[lowered.index(c)]) for c in close)}?" if close else ""
+        raise ValueError(f"targets: no class named {value!r}.{hint}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"targets: expected class indices or names, got {value!r}")
+    idx = int(value)
+    if idx < 0 or (n_outputs is not None and idx >= n_outputs):
+        raise ValueError(f"targets: class {idx} is out of range for a model with {n_outputs} outputs")
+    return idx
