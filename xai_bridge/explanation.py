@@ -223,7 +223,7 @@ class Explanation:
                 if any(a[k].dtype != b[k].dtype or not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a):
                     return False
             elif f.name == "params":
-                if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+                if json.dumps(dict(a), sort_keys=True) != json.dumps(dict(b), sort_keys=True):
                     return False
             elif a != b:
                 return False
@@ -362,7 +362,7 @@ class Explanation:
             values=np.ascontiguousarray(values, dtype=np.float32),
             base_values=np.array(base, dtype=np.float32),
             data=self.images.astype(np.float32) / 255.0,
-            output_names=self.target_names.tolist(),
+            output_names=np.array(self.target_names, dtype=object),
         )
 
     @classmethod

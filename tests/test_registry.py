@@ -1,0 +1,79 @@
+"""The backend registry: lazy loading, install hints, refusing clobbers, entry points."""
+
+from __future__ import annotations
+
+import sys
+from importlib import metadata
+
+import pytest
+
+import xai_bridge as xb
+from xai_bridge.registry import BackendSpec, Registry
+
+
+def test_builtin_methods_are_listed() -> None:
+    names = xb.available_methods()
+    assert {"builtin.saliency", "builtin.occlusion"} <= set(names)
+    assert names == sorted(names)
+    assert "builtin.occlusion" in xb.available_methods(family="perturbation")
+    assert "builtin.saliency" not in xb.available_methods(family="perturbation")
+
+
+def test_import_is_light() -> None:
+    code = (
+        "import sys, xai_bridge; xai_bridge.available_methods(); "
+        "heavy = [m for m in ('torch', 'shap', 'captum', 'lime', 'pytorch_grad_cam', 'torchcam', 'transformers', "
+        "'matplotlib', 'pandas') if m in sys.modules]; print(heavy); assert not heavy, heavy"
+    )
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_method_suggests_names() -> None:
+    with pytest.raises(xb.UnknownMethodError, match="builtin.saliency"):
+        xb.default_registry().spec("builtin.salency")
+    with pytest.raises(xb.UnknownMethodError, match="available_methods"):
+        xb.default_registry().spec("nothing-like-it")
+    assert xb.default_registry().spec("BUILTIN.SALIENCY").name == "builtin.saliency"
+
+
+def test_missing_library_gives_install_hint() -> None:
+    reg = Registry(entry_points=False)
+    reg.register(BackendSpec("fake.Method", "fake_module:run", requires=("surely_not_installed_lib",), extra="fake"))
+    with pytest.raises(xb.BackendNotInstalledError, match=r"pip install 'xai-bridge\[fake\]'"):
+        reg.load("fake.Method")
+    assert not reg.specs["fake.Method"].is_installed()
+    assert reg.available(installed_only=True) == []
+
+
+def test_register_refuses_taken_names_unless_clobber() -> None:
+    reg = Registry(entry_points=False)
+    spec = BackendSpec("x.M", "math:sqrt")
+    reg.register(spec)
+    with pytest.raises(ValueError, match="already registered.*clobber=True"):
+        reg.register(spec)
+    reg.register(BackendSpec("x.M", "math:floor"), clobber=True)
+    assert reg.load("x.M")[1](2.5) == 2
+    with pytest.raises(TypeError):
+        reg.specs["y"] = spec  # read-only view
+    with pytest.raises(ValueError, match="module:attribute"):
+        reg.register(BackendSpec("x.N", "no_colon"))
+
+
+def test_entry_points_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = BackendSpec("thirdparty.Method", "math:sqrt", description="from a plugin")
+
+    class EP:
+        name = "thirdparty"
+
+        def load(self):
+            return lambda: [spec]
+
+    def fake_entry_points(group: str):
+        assert group == "xai_bridge.backends"
+        return [EP()]
+
+    monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
+    reg = Registry([BackendSpec("a.B", "math:floor")])
+    assert reg.available() == ["a.B", "thirdparty.Method"]
