@@ -121,3 +121,9 @@ def test_real_model_end_to_end(effnet, chelsea, tmp_path) -> None:
     assert exp.targets[0, 0] == 285 and exp.target_names[0, 0] == "Egyptian cat"
     assert exp.attributions.shape == (1, 2, *chelsea.shape[:2])
     assert xb.Explanation.load(exp.save(tmp_path / "e.npz")) == exp
+
+
+def test_seed_must_be_a_non_negative_int(tiny_model, rgb_images) -> None:
+    for bad in (-1, 1.5, True, "0"):
+        with pytest.raises(ValueError, match="seed: expected a non-negative integer"):
+            xb.explain(tiny_model, rgb_images, "builtin.saliency", seed=bad)

@@ -22,6 +22,7 @@ from .errors import (
     UnknownMethodError,
     XaiBridgeError,
 )
+from . import masks
 from .explain import explain, explain_many
 from .explanation import Explanation
 from .images import Layout, load_image, load_images
@@ -58,6 +59,9 @@ __all__ = [
     "TorchModel",
     "ArrayModel",
     "BlackBoxModel",
+    "ImageMasker",
+    "MaskKind",
+    "masks",
     "XaiBridgeError",
     "ImageInputError",
     "BackendNotInstalledError",
@@ -66,12 +70,19 @@ __all__ = [
     "FormatError",
 ]
 
-_LAZY = {"TorchModel", "ArrayModel", "BlackBoxModel"}
+# name -> module holding it; imported on first access (none of them imports a heavy library)
+_LAZY = {
+    "TorchModel": "xai_bridge.adapters.models",
+    "ArrayModel": "xai_bridge.adapters.models",
+    "BlackBoxModel": "xai_bridge.adapters.models",
+    "ImageMasker": "xai_bridge.adapters.backends.shap_backend",
+    "MaskKind": "xai_bridge.adapters.backends.shap_backend",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from .adapters import models
+        import importlib
 
-        return getattr(models, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'xai_bridge' has no attribute {name!r}")

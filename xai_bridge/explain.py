@@ -79,6 +79,8 @@ def explain_many(
     Returns:
         ``{method name: Explanation}`` in the order given.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     registry = registry or default_registry()
     plan = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
     if not plan:

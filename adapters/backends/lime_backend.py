@@ -1,0 +1,214 @@
+"""LIME for images (Ribeiro et al. 2016, https://arxiv.org/abs/1602.04938) via ``lime.lime_image``.
+
+Superpixels are computed on the uint8 image (so scikit-image sees [0, 1]
+colours) with lime's own ``SegmentationAlgorithm``; lime perturbs the image
+as float64 pixels in [0, 255] and every perturbed batch is rounded back to
+uint8 and sent through ``model.predict``. So torch modules, NHWC callables
+expecting [-1, 1] and black boxes need no user wrapper: the preprocessing is
+the model's, declared once.
+
+The Explanation holds the pixel map (each pixel gets its superpixel's weight)
+and, in ``extras``, the segments and per-superpixel weights in lime's order,
+from which :func:`xai_bridge.masks.image_and_mask` rebuilds lime's
+``get_image_and_mask`` view.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import numpy as np
+
+from xai_bridge.backend import BackendResult, ExplainRequest, check_params
+
+__all__ = ["lime", "segmenter", "LIME_SEGMENTATION_DEFAULTS"]
+
+#: Parameters used when ``segmentation`` is just an algorithm name. quickshift's
+#: are lime's own defaults; slic and felzenszwalb keep scikit-image's, except
+#: that slic numbers superpixels from 0 as lime expects.
+LIME_SEGMENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "quickshift": {"kernel_size": 4, "max_dist": 200, "ratio": 0.2},
+    "slic": {"start_label": 0},
+    "felzenszwalb": {},
+}
+
+_DEFAULTS = {
+    "num_samples": 1000,
+    "hide_color": None,
+    "segmentation": "quickshift",
+    "batch_size": None,
+    "num_features": 100000,
+    "kernel_width": 0.25,
+    "feature_selection": "auto",
+}
+
+
+def segmenter(spec: Any) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
+    """Return ``(fn, description)``: ``fn`` maps a uint8 HWC image to int labels.
+
+    Args:
+        spec: an algorithm name (``"quickshift"``, ``"slic"``, ``"felzenszwalb"``,
+            with :data:`LIME_SEGMENTATION_DEFAULTS`), an object with ``kind``
+            and ``params`` attributes (e.g. ``Segmentation``) run through lime's
+            ``SegmentationAlgorithm`` with exactly those params (unknown names
+            raise; lime's wrapper would drop them), or any callable.
+
+    Note: lime passes ``random_seed`` to quickshift, but scikit-image now calls
+    it ``rng`` and lime's wrapper drops unknown names, so lime's quickshift
+    always runs with scikit-image's default ``rng=42``; so does this one.
+    Segmentation is deterministic either way.
+    """
+    import skimage.segmentation
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
+
+    if spec is None:
+        spec = "quickshift"
+    if isinstance(spec, str):
+        kind, params = spec, dict(LIME_SEGMENTATION_DEFAULTS.get(spec, {}))
+    elif hasattr(spec, "kind") and hasattr(spec, "params"):
+        kind, params = str(getattr(spec.kind, "value", spec.kind)), dict(spec.params)
+    elif callable(spec):
+        return spec, repr(spec)
+    else:
+        raise TypeError(f"segmentation: expected an algorithm name, a Segmentation or a callable, got {spec!r}")
+    if kind not in LIME_SEGMENTATION_DEFAULTS:
+        raise ValueError(f"segmentation: unknown algorithm {kind!r}; expected one of {sorted(LIME_SEGMENTATION_DEFAULTS)}")
+    valid = set(inspect.signature(getattr(skimage.segmentation, kind)).parameters) - {"image"}
+    unknown = sorted(set(params) - valid)
+    if unknown:  # lime's wrapper would drop them silently
+        raise ValueError(f"segmentation: unknown {kind} parameter(s) {unknown}; valid ones are {sorted(valid)}")
+    return SegmentationAlgorithm(kind, **params), {"kind": kind, "params": params}
+
+
+def _labels(segments: Any, shape: tuple[int, int]) -> np.ndarray:
+    seg = np.asarray(segments)
+    if seg.shape != shape:
+        raise ValueError(f"segmentation: expected labels of shape {shape}, got {seg.shape}")
+    _, inverse = np.unique(seg, return_inverse=True)  # lime expects superpixels numbered 0..S-1
+    return inverse.reshape(shape).astype(np.int32)
+
+
+def _hide_color(value: Any) -> Any:
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape not in ((), (3,)) or arr.min() < 0 or arr.max() > 255:
+        raise ValueError(f"hide_color: expected None (superpixel mean), a number or RGB triple in 0..255, got {value!r}")
+    return float(arr) if arr.ndim == 0 else tuple(float(v) for v in arr)
+
+
+def lime(request: ExplainRequest) -> BackendResult:
+    """LIME image explanations, one lime call per image (lime has no batch API).
+
+    Each image uses a fresh ``LimeImageExplainer(random_state=seed)``, so an
+    image's result does not depend on the other images in the batch.
+
+    Params:
+        num_samples: perturbed images per image (default 1000).
+        hide_color: fill of hidden superpixels in pixel units 0-255 (number or
+            RGB triple), or None for each superpixel's mean colour (lime's default).
+        segmentation: see :func:`segmenter` (default lime's quickshift).
+        batch_size: images per ``classifier_fn`` call (default: the model's).
+        num_features: superpixels kept in each explanation (lime's default: all).
+        kernel_width: lime's kernel width (default 0.25).
+        feature_selection: lime's feature selection (default ``"auto"``).
+
+    Extras:
+        segments: int32 ``(N, T, H, W)`` superpixel labels 0..S-1.
+        superpixel_weights: float32 ``(N, T, S_max)``; NaN for superpixels not
+            in the explanation and for padding.
+        superpixel_order: int32 ``(N, T, S_max)``, superpixel ids in lime's
+            order (decreasing ``|weight|``), padded with -1.
+        intercept, local_score, local_pred: float32 ``(N, T)``: the surrogate's
+            intercept, weighted R^2 and prediction on the unperturbed image.
+    """
+    from importlib.metadata import version
+
+    from lime import lime_image
+
+    params = check_params(request.method, request.params, _DEFAULTS)
+    num_samples = _int_at_least("num_samples", params["num_samples"], 2)
+    num_features = _int_at_least("num_features", params["num_features"], 1)
+    batch_size = _int_at_least("batch_size", params["batch_size"] or request.model.batch_size, 1)
+    hide_color = _hide_color(params["hide_color"])
+    segment, seg_desc = segmenter(params["segmentation"])
+    images, targets = request.images, request.targets
+    n, h, w, _ = images.shape
+    t = targets.shape[1]
+    model = request.model
+
+    def classifier_fn(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(np.clip(np.rint(batch), 0, 255).astype(np.uint8)), dtype=np.float64)
+
+    segments = np.stack([_labels(segment(img), (h, w)) for img in images])
+    s_max = int(segments.max()) + 1
+    weights = np.full((n, t, s_max), np.nan, np.float32)
+    order = np.full((n, t, s_max), -1, np.int32)
+    fits = np.zeros((3, n, t), np.float32)  # intercept, local_score, local_pred
+    attributions = np.zeros((n, t, h, w), np.float32)
+    for i in range(n):
+        explainer = lime_image.LimeImageExplainer(
+            kernel_width=float(params["kernel_width"]),
+            feature_selection=params["feature_selection"],
+            random_state=request.seed % 2**32,
+        )
+        fitted = _capture_fits(explainer)
+        exp = explainer.explain_instance(
+            images[i].astype(np.float64),
+            classifier_fn,
+            labels=tuple(int(k) for k in targets[i]),
+            hide_color=hide_color,
+            top_labels=None,
+            num_features=num_features,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            segmentation_fn=lambda _image, seg=segments[i]: seg,
+            random_seed=request.seed % 2**32,
+        )
+        for j, label in enumerate(targets[i]):
+            ranked = exp.local_exp[int(label)]
+            ids = np.array([f for f, _ in ranked], np.int64)
+            vals = np.array([v for _, v in ranked], np.float64)
+            order[i, j, : len(ids)] = ids
+            weights[i, j, ids] = vals
+            per_superpixel = np.zeros(s_max, np.float64)
+            per_superpixel[ids] = vals
+            attributions[i, j] = per_superpixel[segments[i]]
+            intercept, _, score, local_pred = fitted[int(label)]
+            fits[:, i, j] = (intercept, score, np.ravel(local_pred)[0])
+    return BackendResult(
+        attributions=attributions,
+        params={**params, "segmentation": seg_desc, "hide_color": hide_color, "batch_size": batch_size,
+                "num_samples": num_samples, "num_features": num_features},
+        backend_version=version("lime"),
+        extras={
+            "segments": np.repeat(segments[:, None], t, axis=1),
+            "superpixel_weights": weights,
+            "superpixel_order": order,
+            "intercept": fits[0],
+            "local_score": fits[1],
+            "local_pred": fits[2],
+        },
+        uses_seed=True,
+    )
+
+
+def _capture_fits(explainer: Any) -> dict[int, tuple[Any, ...]]:
+    """Record each label's surrogate fit: lime's ImageExplanation keeps only the last one's score."""
+    fitted: dict[int, tuple[Any, ...]] = {}
+    fit = explainer.base.explain_instance_with_data
+
+    def capture(data: Any, labels: Any, distances: Any, label: int, *args: Any, **kwargs: Any) -> Any:
+        out = fit(data, labels, distances, label, *args, **kwargs)
+        fitted[int(label)] = out
+        return out
+
+    explainer.base.explain_instance_with_data = capture  # this explainer instance only
+    return fitted
+
+
+def _int_at_least(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return int(value)

@@ -1,0 +1,312 @@
+"""shap's Partition explainer (any model) and GradientExplainer (torch models).
+
+The Partition explainer sees float HWC images in [0, 255]; the function it
+calls rounds them back to uint8 and goes through ``model.predict`` (batched),
+so torch modules, NHWC array callables and black boxes need no user wrapper.
+Maskers are an :class:`ImageMasker` at the API; shap's strings
+(``"blur(128,128)"``) are produced only when the shap masker is built.
+
+shap is imported inside the backend functions only, so :class:`ImageMasker`
+can be imported without shap.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from xai_bridge.backend import BackendResult, ExplainRequest, check_params, require_differentiable
+
+__all__ = ["MaskKind", "ImageMasker", "partition", "gradient", "target_groups"]
+
+
+class MaskKind(str, enum.Enum):
+    """How shap's image masker hides a region."""
+
+    INPAINT_TELEA = "inpaint_telea"  # OpenCV Telea inpainting
+    INPAINT_NS = "inpaint_ns"  # OpenCV Navier-Stokes inpainting
+    BLUR = "blur"  # box blur of the whole image (cv2.blur)
+    CONSTANT = "constant"  # a fixed colour
+
+
+@dataclass(frozen=True)
+class ImageMasker:
+    """A shap image masker option.
+
+    Attributes:
+        kind: the masking technique.
+        blur_kernel: ``(x size, y size)`` of the box blur, as in shap's
+            ``"blur(kx,ky)"`` (``BLUR`` only).
+        value: fill colour in pixel units 0-255, a number or an RGB triple
+            (``CONSTANT`` only).
+    """
+
+    kind: MaskKind = MaskKind.INPAINT_TELEA
+    blur_kernel: tuple[int, int] = (128, 128)
+    value: float | tuple[float, float, float] = 0.0
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", MaskKind(self.kind))
+        except ValueError:
+            raise ValueError(
+                f"masker: unknown kind {self.kind!r}; expected one of {[k.value for k in MaskKind]}"
+            ) from None
+        kernel = tuple(int(k) for k in np.broadcast_to(np.asarray(self.blur_kernel), (2,)))
+        if min(kernel) < 1:
+            raise ValueError(f"masker.blur_kernel: expected two sizes >= 1, got {self.blur_kernel}")
+        object.__setattr__(self, "blur_kernel", kernel)
+        value = np.asarray(self.value, dtype=np.float64)
+        if value.shape not in ((), (3,)) or value.min() < 0 or value.max() > 255:
+            raise ValueError(f"masker.value: expected a number or RGB triple in 0..255, got {self.value!r}")
+        object.__setattr__(self, "value", float(value) if value.ndim == 0 else tuple(float(v) for v in value))
+
+    @classmethod
+    def blur(cls, kx: int, ky: int | None = None) -> "ImageMasker":
+        """A box-blur masker, shap's ``"blur(kx,ky)"``."""
+        return cls(MaskKind.BLUR, blur_kernel=(kx, kx if ky is None else ky))
+
+    @classmethod
+    def parse(cls, spec: "ImageMasker | MaskKind | str") -> "ImageMasker":
+        """Accept an ImageMasker, a :class:`MaskKind` or shap's string.
+
+        shap's strings are ``"inpaint_telea"``, ``"inpaint_ns"`` and
+        ``"blur(kx,ky)"``.
+        """
+        if isinstance(spec, ImageMasker):
+            return spec
+        if isinstance(spec, MaskKind):
+            return cls(spec)
+        if isinstance(spec, str):
+            match = re.fullmatch(r"\s*blur\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*", spec)
+            if match:
+                return cls.blur(int(match.group(1)), int(match.group(2)))
+            if spec in (MaskKind.INPAINT_TELEA.value, MaskKind.INPAINT_NS.value):
+                return cls(MaskKind(spec))
+        raise ValueError(
+            f"masker: expected an ImageMasker, a MaskKind or one of 'inpaint_telea', 'inpaint_ns', "
+            f"'blur(kx,ky)', got {spec!r}"
+        )
+
+    def shap_mask_value(self, shape: tuple[int, int, int]) -> str | np.ndarray:
+        """The ``mask_value`` argument of ``shap.maskers.Image`` for images of ``shape``."""
+        if self.kind is MaskKind.BLUR:
+            return f"blur({self.blur_kernel[0]},{self.blur_kernel[1]})"
+        if self.kind is MaskKind.CONSTANT:
+            return np.broadcast_to(np.asarray(self.value, np.float64), shape).copy()
+        return self.kind.value
+
+
+def target_groups(targets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Split ``(N, T)`` targets into ``(columns, rows)`` groups of images sharing a target row.
+
+    Libraries that take one output list per call are called once per group,
+    so each image explains its own targets.
+    """
+    unique, inverse = np.unique(targets, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    return [(unique[g], np.flatnonzero(inverse == g)) for g in range(len(unique))]
+
+
+@contextmanager
+def _numpy_global_seed(seed: int) -> Iterator[None]:
+    """Seed numpy's global RNG for a library that uses it; restore its state after."""
+    state = np.random.get_state()
+    np.random.seed(seed % 2**32)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def _as_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(x, dtype=np.float64)), 0, 255).astype(np.uint8)
+
+
+class _PredictUint8:
+    """shap's model function: float HWC batches in [0, 255] -> ``model.predict`` on uint8."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(_as_uint8(x)), dtype=np.float64)
+
+
+_PARTITION_DEFAULTS = {"masker": MaskKind.INPAINT_TELEA, "max_evals": 500, "batch_size": 50, "fixed_context": None}
+
+
+def partition(request: ExplainRequest) -> BackendResult:
+    """shap's Partition explainer on image pixels (Owen values; Lundberg & Lee 2017,
+    https://arxiv.org/abs/1705.07874; hierarchical masking as in shap's image examples).
+
+    The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
+    satisfy efficiency: their sum over pixels and channels is
+    ``f(x) - f(fully masked)``; ``base_scores`` holds ``f(fully masked)``.
+    shap breaks priority ties with numpy's global RNG: it is seeded with
+    ``request.seed`` (and restored) so results are reproducible.
+
+    Params:
+        masker: :class:`ImageMasker`, a :class:`MaskKind` or shap's string
+            (default ``"inpaint_telea"``).
+        max_evals: model evaluations per image (default 500, shap's).
+        batch_size: masked images per model call; it also decides which
+            partitions are expanded within ``max_evals`` (default 50).
+        fixed_context: shap's ``fixed_context`` (None, 0 or 1).
+    """
+    import shap
+
+    params = check_params(request.method, request.params, _PARTITION_DEFAULTS)
+    masker = ImageMasker.parse(params["masker"])
+    max_evals = _int_at_least("max_evals", params["max_evals"], 2)
+    batch_size = _int_at_least("batch_size", params["batch_size"], 1)
+    if params["fixed_context"] not in (None, 0, 1):
+        raise ValueError(f"fixed_context: expected None, 0 or 1, got {params['fixed_context']!r}")
+    images, targets = request.images, request.targets
+    n, h, w, _ = images.shape
+    shap_masker = shap.maskers.Image(masker.shap_mask_value((h, w, 3)), (h, w, 3))
+    explainer = shap.explainers.Partition(_PredictUint8(request.model), shap_masker)
+    x = images.astype(np.float64)
+    values = np.zeros((n, targets.shape[1], 3, h, w), np.float32)
+    base = np.zeros(targets.shape, np.float32)
+    for cols, rows in target_groups(targets):
+        with _numpy_global_seed(request.seed):
+            out = explainer(
+                x[rows],
+                max_evals=max_evals,
+                batch_size=batch_size,
+                outputs=cols,
+                fixed_context=params["fixed_context"],
+                silent=True,
+            )
+        values[rows] = np.transpose(np.asarray(out.values).reshape(len(rows), h, w, 3, -1), (0, 4, 3, 1, 2))
+        base[rows] = np.asarray(out.base_values).reshape(len(rows), -1)
+    return BackendResult(
+        attributions=values.sum(axis=2),
+        raw=values,
+        base_scores=base,
+        params={**params, "masker": masker, "max_evals": max_evals, "batch_size": batch_size},
+        backend_version=shap.__version__,
+        uses_seed=True,
+    )
+
+
+_GRADIENT_DEFAULTS = {"background": "black", "nsamples": 200, "local_smoothing": 0.0, "batch_size": None}
+
+
+def gradient(request: ExplainRequest) -> BackendResult:
+    """shap's GradientExplainer: expected gradients (Erion et al. 2021,
+    https://arxiv.org/abs/1906.10670) on image pixels of a torch model.
+
+    Runs on ``model.pixel_module()``, so values are per image pixel in [0, 255]
+    units and the background lives in the same space. ``base_scores`` is the
+    mean output on the background (what the values sum to approximately, with
+    ``f(x)``). Seeded: shap's ``rseed`` and the torch RNG (forked) use
+    ``request.seed``.
+
+    Params:
+        background: ``"black"`` (one black image, the default), an int ``k``
+            (``k`` uniform-noise images drawn from the seed) or an array of
+            images ``(K, H, W, 3)`` / ``(H, W, 3)`` in 0..255 at the image size.
+        nsamples: gradient samples per image and target (default 200).
+        local_smoothing: std of Gaussian noise added to the input, in pixel
+            units (default 0).
+        batch_size: samples per forward/backward pass (default: the model's).
+    """
+    import shap
+    import torch
+
+    params = check_params(request.method, request.params, _GRADIENT_DEFAULTS)
+    model = require_differentiable(request, working="shap.partition, lime, rise")
+    nsamples = _int_at_least("nsamples", params["nsamples"], 1)
+    batch_size = _int_at_least("batch_size", params["batch_size"] or model.batch_size, 1)
+    smoothing = float(params["local_smoothing"])
+    if smoothing < 0:
+        raise ValueError(f"local_smoothing: expected a value >= 0, got {smoothing}")
+    images, targets = request.images, request.targets
+    n, h, w, _ = images.shape
+    background = _background(params["background"], (h, w), request.seed)
+    net = model.pixel_module()
+    x = model.pixel_tensor(images)
+    bg = torch.from_numpy(np.ascontiguousarray(background.transpose(0, 3, 1, 2))).to(model.device)
+    values = np.zeros((n, targets.shape[1], 3, h, w), np.float32)
+    devices = [model.device] if model.device.type == "cuda" else []
+    evals = 0
+    with model.guard(freeze_params=True):
+        for cols, rows in target_groups(targets):
+            selected = _select_columns(net, cols)
+            with torch.random.fork_rng(devices=devices), _numpy_global_seed(request.seed):
+                torch.manual_seed(request.seed)
+                explainer = shap.GradientExplainer(selected, bg, batch_size=batch_size, local_smoothing=smoothing)
+                out = explainer.shap_values(x[rows], nsamples=nsamples, rseed=request.seed % 2**32)
+            values[rows] = np.transpose(np.asarray(out).reshape(len(rows), 3, h, w, -1), (0, 4, 1, 2, 3))
+            evals += len(bg) + len(rows) * len(cols) * nsamples
+        with torch.no_grad():
+            bg_out = net(bg).float().cpu().numpy()
+    evals += len(bg)
+    base = bg_out.mean(axis=0)[targets]
+    return BackendResult(
+        attributions=values.sum(axis=2),
+        raw=values,
+        base_scores=base,
+        params={**params, "background": _describe(params["background"]), "nsamples": nsamples,
+                "local_smoothing": smoothing, "batch_size": batch_size},
+        backend_version=shap.__version__,
+        n_model_evals=evals,
+        uses_seed=True,
+    )
+
+
+def _select_columns(net: Any, cols: np.ndarray) -> Any:
+    """An ``nn.Module`` returning ``net``'s outputs at ``cols`` only (shap explains every output)."""
+    import torch
+    from torch import nn
+
+    class SelectColumns(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.cols = torch.as_tensor(np.asarray(cols, np.int64))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+            return self.net(x).index_select(1, self.cols.to(x.device))
+
+    return SelectColumns()
+
+
+def _background(spec: Any, size: tuple[int, int], seed: int) -> np.ndarray:
+    h, w = size
+    if isinstance(spec, str):
+        if spec != "black":
+            raise ValueError(f"background: expected 'black', an int or an image array, got {spec!r}")
+        return np.zeros((1, h, w, 3), np.float32)
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+        if spec < 1:
+            raise ValueError(f"background: expected at least 1 noise image, got {spec}")
+        return np.random.default_rng(seed).uniform(0, 255, size=(int(spec), h, w, 3)).astype(np.float32)
+    arr = np.asarray(spec, dtype=np.float32)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or arr.shape[1:] != (h, w, 3):
+        raise ValueError(f"background: expected images of shape (K, {h}, {w}, 3), got {arr.shape}")
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError("background: expected pixel values in 0..255")
+    return arr
+
+
+def _describe(spec: Any) -> Any:
+    if isinstance(spec, (str, int, np.integer)):
+        return spec
+    arr = np.asarray(spec)
+    return f"array{tuple(arr.shape)}"
+
+
+def _int_at_least(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return int(value)
