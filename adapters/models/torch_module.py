@@ -126,7 +126,7 @@ class TorchModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
-        with self.guard(), torch.inference_mode():
+        with self.guard(), torch.no_grad():
             return batched(lambda b: self._pixel(self.pixel_tensor(b)).float().cpu().numpy(), images, self.batch_size)
 
     @contextmanager
