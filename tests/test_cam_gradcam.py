@@ -174,7 +174,7 @@ def test_deep_feature_factorization_parity(tiny_model, rgb_images) -> None:
 
     exp = xb.explain(tiny_model, rgb_images, "gradcam.DeepFeatureFactorization", targets=[[1, 4], [3, 0]],
                      n_components=3)
-    assert exp.extras["concept_maps"].shape == (2, 2, 3, 40, 48)
+    assert exp.attributions.shape == (2, 3, 40, 48)  # one map per concept: T = n_components
     for i in range(2):
         with tiny_model.guard():
             lib = DeepFeatureFactorization(tiny_model.pixel_module(), tiny_model.module.features,
@@ -184,18 +184,17 @@ def test_deep_feature_factorization_parity(tiny_model, rgb_images) -> None:
             finally:
                 lib.activations_and_grads.release()
         probs = torch.softmax(torch.from_numpy(outputs), dim=-1).numpy()
-        for ours, lib_map in zip(exp.extras["concept_maps"][i, 0], maps[0]):
+        for ours, lib_map in zip(exp.attributions[i], maps[0]):
             # the library min-max scales at layer resolution, then resizes: an affine map of ours
             design = np.stack([ours.ravel(), np.ones(ours.size)], axis=1).astype(np.float64)
             (scale, offset), *_ = np.linalg.lstsq(design, lib_map.ravel().astype(np.float64), rcond=None)
             assert scale > 0 and np.abs(design @ [scale, offset] - lib_map.ravel()).max() < 1e-5
-        for j, target in enumerate(exp.targets[i]):
-            assert np.allclose(exp.extras["concept_scores"][i, j], probs[:, target], atol=1e-6)
-            k = int(np.argmax(probs[:, target]))
-            assert exp.extras["concept"][i, j] == k
-            assert np.array_equal(exp.attributions[i, j], exp.extras["concept_maps"][i, j, k])
-        assert exp.extras["concept_labels"][i, 0].tolist() == np.argsort(-probs, axis=1)[:, :2].tolist()
-    assert exp.extras["concept_legends"][0, 0, 0].count(":") == 2  # "cat:0.41, dog:0.30"
+        assert np.allclose(exp.extras["concept_probs"][i], probs, atol=1e-6)
+        assert exp.targets[i].tolist() == probs.argmax(axis=1).tolist()
+        assert np.allclose(exp.scores[i], probs.max(axis=1), atol=1e-6)
+        assert exp.extras["concept_labels"][i].tolist() == np.argsort(-probs, axis=1)[:, :2].tolist()
+    name = exp.target_names[0, 1]
+    assert name.startswith("concept 1: ") and name.count(":") == 3  # "concept 1: cat:0.41, dog:0.30"
 
 
 def test_vit_token_grid_parity(rgb_images) -> None:

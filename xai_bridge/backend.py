@@ -58,6 +58,12 @@ class BackendResult:
             counted by the caller and added.
         extras: arrays with leading ``(N, T)`` axes.
         uses_seed: whether the method is random (the seed is recorded if so).
+        targets: for methods that define their own targets (e.g. Deep Feature
+            Factorization: one per concept), int ``(N, T')``; then
+            ``target_names`` and ``scores`` ``(N, T')`` must be given too and
+            replace the requested targets.
+        target_names: names of the backend's own targets.
+        scores: scores of the backend's own targets.
     """
 
     attributions: np.ndarray
@@ -68,6 +74,9 @@ class BackendResult:
     n_model_evals: int = 0
     extras: Mapping[str, np.ndarray] = field(default_factory=dict)
     uses_seed: bool = False
+    targets: np.ndarray | None = None
+    target_names: np.ndarray | None = None
+    scores: np.ndarray | None = None
 
 
 class Backend(Protocol):

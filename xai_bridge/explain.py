@@ -121,15 +121,19 @@ def explain_many(
         result: BackendResult = backend(request)
         seconds = time.perf_counter() - start
         attributions = np.asarray(result.attributions)
-        expected = (*target_idx.shape, *batch.shape[1:3])
+        own = result.targets is not None
+        if own and (result.target_names is None or result.scores is None):
+            raise RuntimeError(f"backend {spec.name!r} returned its own targets without target_names and scores")
+        out_targets = np.asarray(result.targets) if own else target_idx
+        expected = (*out_targets.shape, *batch.shape[1:3])
         if attributions.shape != expected:
             raise RuntimeError(f"backend {spec.name!r} returned maps of shape {attributions.shape}, expected {expected}")
         results[spec.name] = Explanation(
             attributions=attributions,
             images=batch,
-            targets=target_idx,
-            target_names=names_arr,
-            scores=scores,
+            targets=out_targets,
+            target_names=result.target_names if own else names_arr,
+            scores=result.scores if own else scores,
             raw=result.raw,
             base_scores=result.base_scores,
             extras=result.extras,

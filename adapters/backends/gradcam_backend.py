@@ -17,19 +17,15 @@ library averages scaled maps).
 
 Deep Feature Factorization (Collins et al. 2018, https://arxiv.org/abs/1806.10206)
 factorises one image's layer activations into ``n_components`` concepts
-(non-negative matrix factorisation, per image, deterministic). It fits the
-``(N, T, H, W)`` contract like this: ``attributions[n, t]`` is the map of the
-concept that gives target ``t`` the highest probability when the classifier
-head is applied to the concept embeddings; every concept's map and its top
-labels are in ``extras``:
-
-* ``concept_maps`` ``(N, T, K, H, W)``: raw map of each concept (same for all t),
-* ``concept`` ``(N, T)``: the concept chosen for each target,
-* ``concept_scores`` ``(N, T, K)``: probability of the target under each concept,
-* ``concept_labels`` / ``concept_label_scores`` ``(N, T, K, top_k)``: each
-  concept's top classes and probabilities; ``concept_legends`` ``(N, T, K)``
-  the same as text (``"Egyptian cat:0.81, tabby:0.12"``) when the model has
-  class names.
+(non-negative matrix factorisation, per image, deterministic). It defines its
+own targets: one per concept, so ``T = n_components`` and the requested
+``targets`` are not used. ``attributions[n, k]`` is concept ``k``'s raw map,
+``targets[n, k]`` the concept's top class when the classifier head is applied
+to the concept embedding, ``scores[n, k]`` that class's probability and
+``target_names[n, k]`` reads ``"concept k: Egyptian cat:0.81, tabby:0.12"``.
+``extras`` holds ``concept_labels`` / ``concept_label_scores`` ``(N, K, top_k)``
+(each concept's top classes and probabilities) and ``concept_probs``
+``(N, K, classes)``.
 
 Hooks are released and swapped submodules (AblationCAM's ablation layer,
 guided backprop's ReLUs) put back in ``finally``; the model guard restores
@@ -461,23 +457,20 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
             probs_all.append(torch.softmax(torch.from_numpy(logits), dim=-1).numpy())
             maps[i] = _upsample(explanations[0], tuple(images.shape[1:3]))
     probs = np.stack(probs_all)  # (N, K, classes)
-    check_target_range(targets, probs.shape[-1])
-    scores = np.take_along_axis(probs, np.repeat(targets[:, None, :], k, axis=1), axis=2).transpose(0, 2, 1)
-    chosen = scores.argmax(axis=2)  # (N, T)
     labels = np.argsort(-probs, axis=2, kind="stable")[:, :, :top_k]  # (N, K, top_k)
     label_scores = np.take_along_axis(probs, labels, axis=2)
-    extras: dict[str, np.ndarray] = {
-        "concept_maps": np.repeat(maps[:, None], t, axis=1),
-        "concept": chosen.astype(np.int64),
-        "concept_scores": scores.astype(np.float32),
-        "concept_labels": np.repeat(labels[:, None], t, axis=1).astype(np.int64),
-        "concept_label_scores": np.repeat(label_scores[:, None], t, axis=1).astype(np.float32),
-    }
     names = getattr(model, "class_names", None)
-    if names is not None:
-        legends = np.array([[", ".join(f"{','.join(str(names[c]).split(',')[:3])}:{s:.2f}" for c, s in zip(lab, sc))
-                             for lab, sc in zip(labels[i], label_scores[i])] for i in range(n)])
-        extras["concept_legends"] = np.repeat(legends[:, None], t, axis=1)
-    attributions = np.take_along_axis(maps, chosen[:, :, None, None], axis=1)
-    return BackendResult(attributions=attributions, params={**params, **layer.describe()}, backend_version=_version(),
-                         n_model_evals=counter.count, extras=extras)
+
+    def label(c: int) -> str:
+        return ",".join(str(names[c]).split(",")[:3]) if names is not None else str(c)
+
+    target_names = np.array([[f"concept {j}: " + ", ".join(f"{label(c)}:{p:.2f}" for c, p in zip(lab, sc))
+                              for j, (lab, sc) in enumerate(zip(labels[i], label_scores[i]))] for i in range(n)])
+    extras: dict[str, np.ndarray] = {
+        "concept_labels": labels.astype(np.int64),
+        "concept_label_scores": label_scores.astype(np.float32),
+        "concept_probs": probs.astype(np.float32),
+    }
+    return BackendResult(attributions=maps, params={**params, **layer.describe()}, backend_version=_version(),
+                         n_model_evals=counter.count, extras=extras, targets=labels[:, :, 0].astype(np.int64),
+                         target_names=target_names, scores=label_scores[:, :, 0].astype(np.float32))
