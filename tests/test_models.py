@@ -165,3 +165,13 @@ def test_real_efficientnet_classifies_skimage_samples(effnet, chelsea, coffee) -
     assert effnet.predict(coffee[None]).argmax() == 967  # espresso
     assert effnet.class_names[285] == "Egyptian cat"
     assert not effnet.module.training
+
+
+def test_guard_restores_transformers_output_capturing_flag() -> None:
+    net = make_tiny_net(5)
+    net.fc.__dict__["_output_capturing_hooks_installed"] = True
+    with model_guard(net):
+        net.features.__dict__["_output_capturing_hooks_installed"] = True
+        net.fc.__dict__["_output_capturing_hooks_installed"] = False
+    assert "_output_capturing_hooks_installed" not in net.features.__dict__
+    assert net.fc.__dict__["_output_capturing_hooks_installed"] is True

@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "explain",
     "explain_many",
+    "explain_caption",
     "Explanation",
     "load_images",
     "load_image",
@@ -77,6 +78,7 @@ _LAZY = {
     "BlackBoxModel": "xai_bridge.adapters.models",
     "ImageMasker": "xai_bridge.adapters.backends.shap_backend",
     "MaskKind": "xai_bridge.adapters.backends.shap_backend",
+    "explain_caption": "xai_bridge.caption",
 }
 
 

@@ -7,6 +7,9 @@ from typing import Any, Iterator
 
 __all__ = ["model_guard", "hook_count"]
 
+_HF_FLAG = "_output_capturing_hooks_installed"
+_MISSING = object()
+
 _HOOK_DICTS = (
     "_forward_hooks",
     "_forward_pre_hooks",
@@ -51,6 +54,9 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
     grads = [p.grad for p in params]
     hooks = [{d: dict(getattr(m, d, {})) for d in _HOOK_DICTS} for m in modules]
     full_backward = [getattr(m, "_is_full_backward_hook", None) for m in modules]
+    # transformers >= 5 installs output-capturing hooks on first forward and sets this flag;
+    # removing the hooks without restoring the flag would silently break output_hidden_states.
+    flags = [m.__dict__.get(_HF_FLAG, _MISSING) for m in modules]
     try:
         if eval_mode:
             module.eval()
@@ -66,6 +72,11 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
             p.grad = grad
         for m, flag in zip(modules, full_backward):
             m._is_full_backward_hook = flag
+        for m, flag in zip(modules, flags):
+            if flag is _MISSING:
+                m.__dict__.pop(_HF_FLAG, None)
+            else:
+                m.__dict__[_HF_FLAG] = flag
         for m, saved in zip(modules, hooks):
             for d, before in saved.items():
                 current = getattr(m, d, None)

@@ -1,0 +1,270 @@
+"""Captioners: anything that turns uint8 RGB images into one caption each.
+
+The protocol is one method, ``caption(images) -> list[str]`` on uint8
+``(N, H, W, 3)`` arrays. Implementations:
+
+* :class:`FunctionCaptioner` -- any Python function;
+* :class:`TransformersCaptioner` -- a local transformers captioning model
+  (``VisionEncoderDecoderModel``, BLIP) which can also score a caption with
+  *its own* language head given a masked image (:class:`SelfScoringCaptioner`),
+  so no external scorer model is needed (the improvement seed 000 names,
+  shap #1739);
+* remote APIs (Azure AI Vision, OpenAI-compatible, Hugging Face) in
+  :mod:`xai_bridge.adapters.models.remote`.
+
+torch and transformers are imported only when a transformers captioner runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from xai_bridge.models import Preprocess
+
+from .scorers import CaptionTokens, TokenScore, clean_token, eval_mode, token_scores
+
+__all__ = ["Captioner", "SelfScoringCaptioner", "FunctionCaptioner", "TransformersCaptioner", "as_captioner",
+           "describe"]
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    """Captions a batch of uint8 RGB ``(N, H, W, 3)`` images, one string each."""
+
+    def caption(self, images: np.ndarray) -> list[str]:
+        """One caption per image."""
+        ...
+
+
+@runtime_checkable
+class SelfScoringCaptioner(Captioner, Protocol):
+    """A captioner that scores a reference caption's tokens given an image itself."""
+
+    def tokenize(self, caption: str) -> CaptionTokens:
+        """Tokenise a reference caption with the captioner's own tokenizer."""
+        ...
+
+    def score_images(self, reference: CaptionTokens, images: np.ndarray) -> np.ndarray:
+        """float ``(N, T)`` scores of the reference tokens given each image."""
+        ...
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """JSON provenance of a captioner or scorer (its ``describe()`` or its type); never secrets."""
+    fn = getattr(obj, "describe", None)
+    if callable(fn):
+        return dict(fn())
+    return {"type": type(obj).__name__}
+
+
+def _check_images(images: Any) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+class FunctionCaptioner:
+    """Wrap a Python function as a :class:`Captioner`.
+
+    Args:
+        fn: ``fn(image) -> str`` on one uint8 ``(H, W, 3)`` image, or with
+            ``batched=True`` ``fn(images) -> list[str]`` on ``(N, H, W, 3)``.
+        batched: whether ``fn`` takes a whole batch.
+        name: name recorded in provenance (default: the function's name).
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], Any], *, batched: bool = False, name: str | None = None) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+        self.fn = fn
+        self.batched = bool(batched)
+        self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
+
+    def caption(self, images: np.ndarray) -> list[str]:
+        """Call the function (on copies: it may change them freely)."""
+        images = _check_images(images)
+        if self.batched:
+            out = list(self.fn(images.copy()))
+            if len(out) != len(images):
+                raise ValueError(f"fn: returned {len(out)} captions for {len(images)} images")
+            return [str(c) for c in out]
+        return [str(self.fn(img.copy())) for img in images]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON provenance."""
+        return {"type": type(self).__name__, "function": self.name, "batched": self.batched}
+
+    def __repr__(self) -> str:
+        return f"FunctionCaptioner({self.name}, batched={self.batched})"
+
+
+def as_captioner(obj: Any) -> Captioner:
+    """Return ``obj`` if it has ``caption``; wrap a plain function in :class:`FunctionCaptioner`."""
+    if callable(getattr(obj, "caption", None)):
+        return obj
+    if callable(obj):
+        return FunctionCaptioner(obj)
+    raise TypeError(
+        f"captioner: expected an object with caption(images) -> list[str] or a function image -> str, "
+        f"got {type(obj).__name__}"
+    )
+
+
+class TransformersCaptioner:
+    """A local transformers image-captioning model, scored with its own language head.
+
+    Works with ``VisionEncoderDecoderModel`` (ViT-GPT2, TrOCR-style, ...) and
+    ``BlipForConditionalGeneration``. ``caption`` runs ``model.generate``;
+    ``score_images`` teacher-forces the reference caption through the
+    decoder given each (masked) image: ``log p(r_t | image, r_<t)``.
+
+    Args:
+        model: the transformers model.
+        tokenizer: its tokenizer (or a processor with ``decode``).
+        preprocess: xai-bridge preprocessing to the model's ``pixel_values``
+            (e.g. ``Preprocess(size=(224, 224), mean=(.5,)*3, std=(.5,)*3)``);
+            or pass ``image_processor``.
+        image_processor: a transformers image processor (used when
+            ``preprocess`` is None).
+        generate_kwargs: keyword arguments for ``generate`` (default greedy,
+            ``max_new_tokens=20``).
+        output: score kind of ``score_images`` (default log-probability).
+        batch_size: images per forward pass.
+        device: torch device (default: the model's).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        preprocess: Preprocess | None = None,
+        image_processor: Any = None,
+        generate_kwargs: Mapping[str, Any] | None = None,
+        output: TokenScore | str = TokenScore.LOG_PROB,
+        batch_size: int = 16,
+        device: Any = None,
+    ) -> None:
+        if (preprocess is None) == (image_processor is None):
+            raise TypeError("preprocess: pass exactly one of preprocess=Preprocess(...) or image_processor=...")
+        if preprocess is not None and not isinstance(preprocess, Preprocess):
+            raise TypeError(f"preprocess: expected an xai_bridge.Preprocess, got {type(preprocess).__name__}")
+        if int(batch_size) <= 0:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        from .scorers import _device_of
+
+        self.model = model
+        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # accept a processor
+        self.preprocess = preprocess
+        self.image_processor = image_processor
+        self.generate_kwargs = {"max_new_tokens": 20, "do_sample": False, "num_beams": 1, **dict(generate_kwargs or {})}
+        self.output = TokenScore(output)
+        self.batch_size = int(batch_size)
+        self.device = _device_of(model, device)
+        config = model.config
+        self._blip = getattr(config, "model_type", "") == "blip"
+        if self._blip:
+            start = getattr(config.text_config, "bos_token_id", None)
+        else:
+            start = getattr(config, "decoder_start_token_id", None)
+            if start is None:
+                start = getattr(getattr(config, "decoder", None), "bos_token_id", None)
+        if start is None:
+            raise ValueError("model: the config has no decoder_start_token_id; set model.config.decoder_start_token_id")
+        self._start = int(start)
+
+    def _pixels(self, images: np.ndarray) -> Any:
+        import torch
+
+        if self.preprocess is not None:
+            x = self.preprocess.apply(images)
+            if self.preprocess.layout == "NHWC":
+                x = np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
+            return torch.from_numpy(x).to(self.device)
+        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.device)
+
+    def caption_tokens(self, images: np.ndarray) -> list[CaptionTokens]:
+        """Generated captions as :class:`CaptionTokens`: the generated ids themselves, up to the first EOS."""
+        import torch
+
+        images = _check_images(images)
+        stops = self._stop_ids()
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        result: list[CaptionTokens] = []
+        with eval_mode(self.model), torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                pixels = self._pixels(images[start : start + self.batch_size])
+                generated = self.model.generate(pixel_values=pixels, **self.generate_kwargs)
+                for row in generated.cpu().tolist():
+                    # [start] + tokens + [eos] + padding: keep exactly the tokens generated, in their context
+                    row = row[1:] if row and row[0] == self._start else row
+                    cut = next((k for k, i in enumerate(row) if i in stops), len(row))
+                    ids = [i for i in row[:cut] if i != pad]
+                    text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                    result.append(CaptionTokens(text, tuple(ids), tuple(clean_token(self.tokenizer, i) for i in ids)))
+        return result
+
+    def _stop_ids(self) -> set[int]:
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = getattr(self.tokenizer, "eos_token_id", None)
+        return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
+
+    def caption(self, images: np.ndarray) -> list[str]:
+        """One generated caption per image."""
+        return [tokens.text for tokens in self.caption_tokens(images)]
+
+    def tokenize(self, caption: str) -> CaptionTokens:
+        """Tokenise a reference caption with the model's tokenizer (no special tokens)."""
+        from .scorers import _tokenize_reference
+
+        return _tokenize_reference(self.tokenizer, caption)
+
+    def score_images(self, reference: CaptionTokens, images: np.ndarray) -> np.ndarray:
+        """Teacher-forced scores of the reference tokens given each image, float32 ``(N, T)``."""
+        import torch
+
+        from .scorers import _check_reference
+        _check_reference(reference)
+        images = _check_images(images)
+        ref = torch.tensor(reference.ids, dtype=torch.long, device=self.device)
+        decoder_input = torch.cat([torch.tensor([self._start], device=self.device), ref[:-1]])
+        outs = []
+        with eval_mode(self.model), torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                pixels = self._pixels(images[start : start + self.batch_size])
+                tokens = decoder_input.expand(len(pixels), -1)
+                if self._blip:
+                    logits = self.model(pixel_values=pixels, input_ids=tokens).logits
+                else:
+                    logits = self.model(pixel_values=pixels, decoder_input_ids=tokens).logits
+                log_probs = torch.log_softmax(logits.double(), dim=-1)
+                outs.append(log_probs.gather(2, ref.expand(len(pixels), -1).unsqueeze(-1)).squeeze(-1).cpu().numpy())
+        if not outs:
+            return np.zeros((0, len(reference)), np.float32)
+        return token_scores(np.concatenate(outs, axis=0), self.output).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON provenance."""
+        return {
+            "type": type(self).__name__,
+            "model": str(getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__),
+            "architecture": type(self.model).__name__,
+            "generate_kwargs": {k: v for k, v in self.generate_kwargs.items()
+                                if isinstance(v, (int, float, str, bool))},
+            "output": self.output.value,
+        }
+
+    def __repr__(self) -> str:
+        return f"TransformersCaptioner({type(self.model).__name__}, output={self.output.value!r})"
+
+
+def captions_of(captioner: Captioner, images: np.ndarray) -> list[str]:
+    """``captioner.caption(images)`` with the result checked (one str per image)."""
+    out = captioner.caption(images)
+    if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != len(images):
+        raise ValueError(f"captioner: caption() must return one string per image ({len(images)}), got {out!r:.80}")
+    return [str(c) for c in out]

@@ -1,0 +1,802 @@
+"""Remote captioners: Azure AI Vision (v3.1 and 4.0), OpenAI-compatible chat, Hugging Face.
+
+Every remote captioner shares one HTTP client that does what seed 000's
+one-request-at-a-time loop did not:
+
+* **concurrency** -- a batch is captioned by a thread pool (one
+  ``requests.Session`` per thread, ``max_concurrency`` requests in flight);
+  identical images in a batch are sent once;
+* **retries** -- 429, 408 and 5xx answers, timeouts and dropped connections
+  are retried with exponential backoff and jitter, honouring ``Retry-After``
+  (seconds or an HTTP date) and ``retry-after-ms``; 401/403 fail at once;
+  malformed JSON is retried a bounded number of times, then fails clearly;
+* **rate limit** -- an optional client-side token bucket (requests/second);
+* **image limits** -- images are encoded in memory (no temporary files) and
+  fitted to the API's limits before sending (e.g. Azure v3.1: < 4 MB, at
+  least 50x50, JPEG/PNG/GIF/BMP), resized with the aspect ratio kept;
+* **cache** -- answers are stored in a persistent sqlite cache keyed by the
+  SHA-256 of the image content (pixels and shape, plus the encoding
+  settings: the encoded bytes are a deterministic function of these, and a
+  cache hit then costs no encoding), the endpoint URL and the request
+  parameters, so a re-run or a crashed run never pays twice;
+* **secrets** -- the key comes from an argument or an environment variable and
+  is only ever put in a request header: never in logs, cache keys or values,
+  reprs, ``describe()`` or error messages.
+
+Example (seed 000)::
+
+    captioner = AzureVisionV31Captioner("https://<name>.cognitiveservices.azure.com")  # key: $AZURE_VISION_KEY
+    captioner.caption(images)  # -> ["a woman wearing glasses", ...]
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import email.utils
+import hashlib
+import io
+import logging
+import math
+import os
+import random
+import threading
+import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from PIL import Image
+
+from xai_bridge.cache import DiskCache, cache_key, open_cache
+from xai_bridge.errors import XaiBridgeError
+
+__all__ = [
+    "RemoteCaptioner",
+    "AzureVisionV31Captioner",
+    "AzureVision40Captioner",
+    "OpenAICaptioner",
+    "HFInferenceCaptioner",
+    "RetryPolicy",
+    "RateLimiter",
+    "ImageLimits",
+    "EncodedImage",
+    "RemoteStats",
+    "RemoteCaptionError",
+    "AuthenticationError",
+    "Secret",
+    "encode_image",
+    "parse_retry_after",
+    "AZURE_V31_LIMITS",
+    "AZURE_V40_LIMITS",
+    "OPENAI_LIMITS",
+]
+
+logger = logging.getLogger("xai_bridge.remote")
+
+
+class RemoteCaptionError(XaiBridgeError, RuntimeError):
+    """A remote captioning request failed for good (after the allowed retries)."""
+
+
+class AuthenticationError(RemoteCaptionError, PermissionError):
+    """The endpoint refused the API key (HTTP 401/403), or no key was given."""
+
+
+class Secret:
+    """A string that shows as ``'***'`` in every repr/str and refuses to be pickled."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = str(value)
+
+    def reveal(self) -> str:
+        """The secret itself; only for building a request header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Secret: API keys are never pickled or saved")
+
+
+# ----------------------------------------------------------------- policies
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to retry.
+
+    Attributes:
+        max_retries: retries after a retryable answer (429, 408, 5xx), a
+            timeout or a dropped connection.
+        backoff: first backoff in seconds; doubles each retry.
+        max_backoff: largest backoff (without ``Retry-After``).
+        jitter: backoff is multiplied by ``1 + jitter * U[0, 1)``.
+        max_retry_after: longest ``Retry-After`` honoured; a longer one fails
+            with a clear error instead of stalling the run.
+        max_malformed: retries of answers that are not the expected JSON.
+        retry_statuses: HTTP statuses that are retried.
+        seed: seed of the jitter (None: random).
+    """
+
+    max_retries: int = 6
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    jitter: float = 0.25
+    max_retry_after: float = 120.0
+    max_malformed: int = 2
+    retry_statuses: tuple[int, ...] = (408, 429, 500, 502, 503, 504)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.max_malformed < 0:
+            raise ValueError("retry: max_retries and max_malformed must be >= 0")
+        if self.backoff < 0 or self.max_backoff < 0 or self.jitter < 0:
+            raise ValueError("retry: backoff, max_backoff and jitter must be >= 0")
+
+    def backoff_delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``attempt + 1`` (no ``Retry-After``)."""
+        return min(self.max_backoff, self.backoff * 2.0**attempt) * (1.0 + self.jitter * rng.random())
+
+
+def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, ``x-ms-retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        if name in lowered:
+            try:
+                return max(0.0, float(lowered[name]) / 1000.0)
+            except ValueError:
+                pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+class RateLimiter:
+    """A thread-safe token bucket: at most ``rate`` requests per second, bursts up to ``burst``.
+
+    Each caller reserves a token under the lock and sleeps outside it, so
+    waiting threads are served in order and never hold the lock.
+
+    Args:
+        rate: requests per second (> 0).
+        burst: bucket size.
+        clock: monotonic clock (injectable for tests).
+        sleep: sleep function (injectable for tests).
+    """
+
+    def __init__(self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate_limit: expected requests per second > 0, got {rate}")
+        if int(burst) < 1:
+            raise ValueError(f"burst: expected >= 1, got {burst}")
+        self.rate = float(rate)
+        self.burst = int(burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = float(burst)
+        self._last = clock()
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until it is available; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(rate={self.rate}, burst={self.burst})"
+
+
+# ------------------------------------------------------------------- images
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an API accepts.
+
+    Attributes:
+        max_bytes: largest encoded file (None: no limit).
+        min_side: smallest width/height in pixels.
+        max_side: largest width/height (None: no limit).
+        formats: accepted Pillow format names.
+    """
+
+    max_bytes: int | None = None
+    min_side: int = 1
+    max_side: int | None = None
+    formats: tuple[str, ...] = ("PNG", "JPEG")
+
+
+#: Azure Computer Vision v3.1 analyze: < 4 MB, at least 50x50, JPEG/PNG/GIF/BMP.
+AZURE_V31_LIMITS = ImageLimits(max_bytes=4 * 1024 * 1024 - 1, min_side=50, formats=("JPEG", "PNG", "GIF", "BMP"))
+#: Azure AI Vision 4.0 Image Analysis: < 20 MB, between 50x50 and 16000x16000.
+AZURE_V40_LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024 - 1, min_side=50, max_side=16000,
+                               formats=("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"))
+#: OpenAI-style vision chat: up to 20 MB per image, PNG/JPEG/WEBP/GIF.
+OPENAI_LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, formats=("PNG", "JPEG", "WEBP", "GIF"))
+
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "BMP": "image/bmp", "WEBP": "image/webp",
+         "TIFF": "image/tiff"}
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image encoded for sending.
+
+    Attributes:
+        data: the file bytes.
+        content_type: MIME type.
+        sha256: hex digest of ``data`` (the cache key's image part).
+        size: ``(height, width)`` as sent.
+    """
+
+    data: bytes = field(repr=False)
+    content_type: str
+    sha256: str
+    size: tuple[int, int]
+
+
+def _check_format(image_format: str, limits: ImageLimits) -> str:
+    fmt = str(image_format).upper().replace("JPG", "JPEG")
+    if fmt not in limits.formats:
+        raise ValueError(f"image_format: {image_format!r} is not accepted by this API; "
+                         f"use one of {list(limits.formats)}")
+    return fmt
+
+
+def _encode(img: Image.Image, fmt: str, jpeg_quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        img.save(buf, format="JPEG", quality=jpeg_quality)
+    else:
+        img.save(buf, format=fmt, compress_level=1) if fmt == "PNG" else img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def encode_image(image: np.ndarray, limits: ImageLimits = ImageLimits(), image_format: str = "PNG",
+                 fit: bool = True, jpeg_quality: int = 95) -> EncodedImage:
+    """Encode a uint8 ``(H, W, 3)`` image in memory, fitted to ``limits``.
+
+    Too small images are enlarged and too large ones shrunk, keeping the
+    aspect ratio (as seed 000 does); a file over ``max_bytes`` is re-encoded
+    as JPEG (when allowed) and then shrunk until it fits.
+
+    Args:
+        image: the image.
+        limits: what the API accepts.
+        image_format: ``"PNG"`` (lossless, default) or another Pillow format in ``limits.formats``.
+        fit: resize to fit; when False an image outside the limits raises.
+        jpeg_quality: quality of JPEG encoding.
+
+    Returns:
+        The :class:`EncodedImage`.
+    """
+    fmt = _check_format(image_format, limits)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"images: expected uint8 (H, W, 3) RGB, got {arr.dtype} {arr.shape}")
+    h, w = arr.shape[:2]
+    scale = 1.0
+    if min(h, w) < limits.min_side:
+        scale = limits.min_side / min(h, w)
+    if limits.max_side is not None and max(h, w) * scale > limits.max_side:
+        scale = limits.max_side / max(h, w)
+        if min(h, w) * scale < limits.min_side:
+            raise ValueError(f"images: a {w}x{h} image cannot fit between {limits.min_side} and {limits.max_side} "
+                             f"pixels per side with its aspect ratio kept")
+    img = Image.fromarray(arr)
+    if scale != 1.0:
+        if not fit:
+            raise ValueError(f"images: {w}x{h} is outside the API's limits ({limits.min_side}.."
+                             f"{limits.max_side or 'any'} pixels per side); pass fit_images=True to resize")
+        rounding = math.ceil if scale > 1 else round
+        size = (max(limits.min_side, int(rounding(w * scale))), max(limits.min_side, int(rounding(h * scale))))
+        img = img.resize(size, Image.BICUBIC)
+    data = _encode(img, fmt, jpeg_quality)
+    if limits.max_bytes is not None:
+        while len(data) > limits.max_bytes:
+            if not fit:
+                raise ValueError(f"images: encoded image is {len(data)} bytes, over the API's {limits.max_bytes}")
+            if fmt != "JPEG" and "JPEG" in limits.formats:
+                fmt = "JPEG"
+            else:
+                shrink = math.sqrt(limits.max_bytes / len(data)) * 0.95
+                size = (int(img.width * shrink), int(img.height * shrink))
+                if min(size) < limits.min_side:
+                    raise ValueError(f"images: cannot encode under {limits.max_bytes} bytes at >= {limits.min_side} px")
+                img = img.resize(size, Image.BICUBIC)
+            data = _encode(img, fmt, jpeg_quality)
+    return EncodedImage(data=data, content_type=_MIME.get(fmt, "application/octet-stream"),
+                        sha256=hashlib.sha256(data).hexdigest(), size=(img.height, img.width))
+
+
+# -------------------------------------------------------------------- stats
+class RemoteStats:
+    """Thread-safe counters of a remote captioner (cumulative over its lifetime).
+
+    Attributes:
+        requests: HTTP requests sent (retries included).
+        retries: retries after a transient failure or malformed answer.
+        cache_hits: captions served from the on-disk cache.
+        deduplicated: images answered by an identical image in the same batch.
+        captions: captions returned.
+    """
+
+    _FIELDS = ("requests", "retries", "cache_hits", "deduplicated", "captions")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = self.retries = self.cache_hits = self.deduplicated = self.captions = 0
+
+    def add(self, **counts: int) -> None:
+        """Add to counters atomically."""
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + int(value))
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters as a dict."""
+        with self._lock:
+            return {name: getattr(self, name) for name in self._FIELDS}
+
+    def __repr__(self) -> str:
+        return f"RemoteStats({self.snapshot()})"
+
+
+@dataclass(frozen=True)
+class _Call:
+    url: str
+    params: Mapping[str, str]
+    headers: Mapping[str, str]
+    data: bytes | None = None
+    json: Any = None
+
+
+# --------------------------------------------------------------- the client
+class RemoteCaptioner:
+    """Base class of the HTTP captioners; subclasses say how to ask and how to read the answer.
+
+    Args:
+        url: the endpoint URL requests are posted to.
+        key: the API key (default: the ``key_env`` environment variable).
+        key_env: environment variable holding the key.
+        max_concurrency: requests in flight at once.
+        timeout: seconds, or ``(connect, read)`` seconds, per request.
+        retry: the :class:`RetryPolicy`.
+        rate_limit: client-side limit in requests per second (None: none).
+        burst: token-bucket size for ``rate_limit``.
+        cache: a :class:`~xai_bridge.cache.DiskCache`, a path, ``"auto"``
+            (``~/.cache/xai-bridge/captions.sqlite``) or None for no cache.
+        image_format: encoding of the images sent (PNG: lossless).
+        fit_images: resize images outside the API's limits instead of raising.
+    """
+
+    #: what the API accepts
+    limits: ImageLimits = ImageLimits()
+    #: environment variable read when no key is passed
+    default_key_env: str | None = None
+    #: whether requests without a key are refused up front
+    key_required: bool = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str | None = None,
+        key_env: str | None = None,
+        max_concurrency: int = 16,
+        timeout: float | tuple[float, float] = (5.0, 60.0),
+        retry: RetryPolicy | None = None,
+        rate_limit: float | None = None,
+        burst: int = 1,
+        cache: DiskCache | str | os.PathLike[str] | bool | None = "auto",
+        image_format: str = "PNG",
+        fit_images: bool = True,
+    ) -> None:
+        import requests  # noqa: F401  (fail early with a clear message if missing)
+
+        if not isinstance(url, str) or "://" not in url:
+            raise ValueError(f"url: expected an http(s) URL, got {url!r}")
+        if int(max_concurrency) < 1:
+            raise ValueError(f"max_concurrency: expected >= 1, got {max_concurrency}")
+        self.url = url
+        self.key_env = key_env if key_env is not None else self.default_key_env
+        raw_key = key if key is not None else (os.environ.get(self.key_env) if self.key_env else None)
+        self._key: Secret | None = Secret(raw_key) if raw_key else None
+        if self._key is None and self.key_required:
+            where = f" or set the {self.key_env} environment variable" if self.key_env else ""
+            raise AuthenticationError(f"key: {type(self).__name__} needs an API key; pass key=...{where}")
+        self.max_concurrency = int(max_concurrency)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.limiter = RateLimiter(rate_limit, burst) if rate_limit else None
+        self.image_format = _check_format(image_format, self.limits)
+        self.fit_images = bool(fit_images)
+        self.cache = open_cache(cache, "captions.sqlite")
+        self.stats = RemoteStats()
+        self._rng = random.Random(self.retry.seed)
+        self._rng_lock = threading.Lock()
+        self._local = threading.local()
+        self._sessions: list[Any] = []
+        self._sessions_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # -- what subclasses define
+    def _request_params(self) -> dict[str, Any]:
+        """Parameters that change the answer (part of the cache key and provenance)."""
+        return {}
+
+    def _auth_headers(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    def _prepare(self, image: EncodedImage) -> _Call:
+        raise NotImplementedError
+
+    def _parse(self, payload: Any) -> str:
+        raise NotImplementedError
+
+    # -- public API
+    def caption(self, images: np.ndarray) -> list[str]:
+        """Caption uint8 ``(N, H, W, 3)`` images concurrently; one string per image.
+
+        Cached answers are reused, identical images are sent once, and the
+        rest go out ``max_concurrency`` at a time. Each answer is written to
+        the cache as soon as it arrives.
+
+        Raises:
+            AuthenticationError: the key was refused (401/403).
+            RemoteCaptionError: a request failed after the allowed retries.
+        """
+        arr = np.asarray(images)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
+        keys = [self._cache_key(img) for img in arr]
+        unique: dict[str, np.ndarray] = {}
+        for k, img in zip(keys, arr):
+            unique.setdefault(k, img)
+        results: dict[str, str] = {}
+        if self.cache is not None and unique:
+            results = {k: str(v["caption"]) for k, v in self.cache.get_many(unique).items()}
+        todo = [k for k in unique if k not in results]
+        self.stats.add(cache_hits=len(unique) - len(todo), deduplicated=len(keys) - len(unique), captions=len(keys))
+        if len(todo) == 1:
+            results[todo[0]] = self._fetch(todo[0], unique[todo[0]])
+        elif todo:
+            executor = self._pool()
+            futures: dict[Future[str], str] = {executor.submit(self._fetch, k, unique[k]): k for k in todo}
+            try:
+                for future, k in futures.items():
+                    results[k] = future.result()
+            except BaseException:
+                # stop what has not started; let requests in flight finish (and reach the cache)
+                for future in futures:
+                    future.cancel()
+                wait(futures)
+                raise
+        return [results[k] for k in keys]
+
+    def describe(self) -> dict[str, Any]:
+        """JSON provenance: type, URL and request parameters; never the key."""
+        return {"type": type(self).__name__, "url": self.url, "params": self._request_params(),
+                "image_format": self.image_format}
+
+    def close(self) -> None:
+        """Wait for requests in flight, stop the threads, close the sessions and the cache (idempotent)."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for s in sessions:
+            s.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> "RemoteCaptioner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        key = "'***'" if self._key is not None else "None"
+        return f"{type(self).__name__}(url={self.url!r}, key={key}, max_concurrency={self.max_concurrency})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(f"{type(self).__name__} holds an API key and open connections; it cannot be pickled")
+
+    # -- internals
+    def _cache_key(self, image: np.ndarray) -> str:
+        content = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+        encoding = [self.image_format, self.fit_images, list(map(str, dataclasses.astuple(self.limits)))]
+        return cache_key("xai-bridge.caption/1", type(self).__name__, self.url, self._request_params(), encoding,
+                         list(image.shape), content)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="xai-bridge-caption")
+            self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
+        return self._executor
+
+    def _session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+
+            session = requests.Session()
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=2, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def _scrub(self, text: str) -> str:
+        if self._key is not None and self._key.reveal():
+            text = text.replace(self._key.reveal(), "***")
+        return text
+
+    def _backoff(self, attempt: int) -> float:
+        with self._rng_lock:
+            return self.retry.backoff_delay(attempt, self._rng)
+
+    def _fetch(self, key: str, pixels: np.ndarray) -> str:
+        """Encode one image and send it until it is answered, retrying transient failures."""
+        import requests
+
+        image = encode_image(pixels, self.limits, self.image_format, self.fit_images)
+        session = self._session()
+        call = self._prepare(image)
+        headers = dict(call.headers)
+        if self._key is not None:
+            headers.update(self._auth_headers(self._key.reveal()))
+        name = type(self).__name__
+        transient = malformed = 0
+        while True:
+            if self.limiter is not None:
+                self.limiter.acquire()
+            self.stats.add(requests=1)
+            start = time.monotonic()
+            retry_after: float | None = None
+            try:
+                response = session.post(call.url, params=call.params, headers=headers, data=call.data,
+                                        json=call.json, timeout=self.timeout)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                reason = f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}"
+                logger.debug("POST %s failed after %.3f s: %s", call.url, time.monotonic() - start, reason)
+            else:
+                status = response.status_code
+                logger.debug("POST %s -> HTTP %d in %.3f s", call.url, status, time.monotonic() - start)
+                if status in (401, 403):
+                    where = f" or ${self.key_env}" if self.key_env else ""
+                    raise AuthenticationError(
+                        f"key: {name} at {call.url} refused the API key (HTTP {status}): "
+                        f"{self._scrub(response.text)[:200]!r}; check key={where}"
+                    )
+                if status in self.retry.retry_statuses:
+                    retry_after = parse_retry_after(response.headers)
+                    reason = f"HTTP {status}"
+                elif status >= 400:
+                    raise RemoteCaptionError(
+                        f"{name}: {call.url} answered HTTP {status}: {self._scrub(response.text)[:300]!r}"
+                    )
+                else:
+                    try:
+                        text = self._parse(response.json())
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                        malformed += 1
+                        snippet = self._scrub(response.text)[:200]
+                        if malformed > self.retry.max_malformed:
+                            raise RemoteCaptionError(
+                                f"{name}: {call.url} sent {malformed} malformed answers "
+                                f"({type(exc).__name__}); last one: {snippet!r}"
+                            ) from None
+                        logger.warning("%s: malformed answer from %s (%s); retrying", name, call.url,
+                                       type(exc).__name__)
+                        self.stats.add(retries=1)
+                        time.sleep(self._backoff(malformed - 1))
+                        continue
+                    if self.cache is not None:
+                        self.cache.set(key, {"caption": text})
+                    return text
+            if transient >= self.retry.max_retries:
+                raise RemoteCaptionError(f"{name}: {call.url} failed after {transient + 1} attempts; last: {reason}")
+            if retry_after is not None and retry_after > self.retry.max_retry_after:
+                raise RemoteCaptionError(
+                    f"{name}: {call.url} asked to wait {retry_after:.0f} s (Retry-After), more than "
+                    f"retry.max_retry_after={self.retry.max_retry_after:.0f} s; try later or raise the limit"
+                )
+            delay = retry_after if retry_after is not None else self._backoff(transient)
+            transient += 1
+            self.stats.add(retries=1)
+            logger.debug("%s: %s; retry %d in %.3f s", name, reason, transient, delay)
+            time.sleep(delay)
+
+
+def _join(base: str, path: str) -> str:
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+class AzureVisionV31Captioner(RemoteCaptioner):
+    """Azure Computer Vision v3.1 ``analyze?visualFeatures=Description`` (seed 000).
+
+    Args:
+        endpoint: the resource endpoint, e.g. ``https://<name>.cognitiveservices.azure.com``.
+        key: the subscription key (sent as ``Ocp-Apim-Subscription-Key``;
+            default ``$AZURE_VISION_KEY``).
+        language: caption language.
+        **kwargs: see :class:`RemoteCaptioner`.
+
+    An answer without a caption (it happens on heavily masked images) gives ``""``.
+    """
+
+    limits = AZURE_V31_LIMITS
+    default_key_env = "AZURE_VISION_KEY"
+    key_required = True
+
+    def __init__(self, endpoint: str, *, language: str = "en", **kwargs: Any) -> None:
+        self.language = language
+        super().__init__(_join(endpoint, "vision/v3.1/analyze"), **kwargs)
+
+    def _request_params(self) -> dict[str, Any]:
+        return {"visualFeatures": "Description", "language": self.language}
+
+    def _auth_headers(self, key: str) -> dict[str, str]:
+        return {"Ocp-Apim-Subscription-Key": key}
+
+    def _prepare(self, image: EncodedImage) -> _Call:
+        return _Call(self.url, self._request_params(), {"Content-Type": "application/octet-stream"}, data=image.data)
+
+    def _parse(self, payload: Any) -> str:
+        captions = payload["description"]["captions"]
+        return str(captions[0]["text"]).strip() if captions else ""
+
+
+class AzureVision40Captioner(RemoteCaptioner):
+    """Azure AI Vision 4.0 Image Analysis (``imageanalysis:analyze?features=caption``).
+
+    Args:
+        endpoint: the resource endpoint.
+        key: the subscription key (default ``$AZURE_VISION_KEY``).
+        api_version: the ``api-version`` query parameter.
+        gender_neutral_caption: ask for gender-neutral captions.
+        language: caption language.
+        **kwargs: see :class:`RemoteCaptioner`.
+    """
+
+    limits = AZURE_V40_LIMITS
+    default_key_env = "AZURE_VISION_KEY"
+    key_required = True
+
+    def __init__(self, endpoint: str, *, api_version: str = "2024-02-01", gender_neutral_caption: bool = False,
+                 language: str = "en", **kwargs: Any) -> None:
+        self.api_version = api_version
+        self.gender_neutral_caption = bool(gender_neutral_caption)
+        self.language = language
+        super().__init__(_join(endpoint, "computervision/imageanalysis:analyze"), **kwargs)
+
+    def _request_params(self) -> dict[str, Any]:
+        return {"api-version": self.api_version, "features": "caption", "language": self.language,
+                "gender-neutral-caption": str(self.gender_neutral_caption).lower()}
+
+    def _auth_headers(self, key: str) -> dict[str, str]:
+        return {"Ocp-Apim-Subscription-Key": key}
+
+    def _prepare(self, image: EncodedImage) -> _Call:
+        return _Call(self.url, self._request_params(), {"Content-Type": "application/octet-stream"}, data=image.data)
+
+    def _parse(self, payload: Any) -> str:
+        return str(payload["captionResult"]["text"]).strip()
+
+
+class OpenAICaptioner(RemoteCaptioner):
+    """An OpenAI-compatible chat-completions vision endpoint (OpenAI, vLLM, Ollama, LM Studio...).
+
+    The image goes as a base64 ``data:`` URL in an ``image_url`` message part.
+
+    Args:
+        base_url: the API base, e.g. ``https://api.openai.com/v1`` or
+            ``http://localhost:11434/v1`` (Ollama); ``/chat/completions`` is appended.
+        model: the model name.
+        prompt: the instruction sent with each image.
+        key: the key (``Authorization: Bearer``; default ``$OPENAI_API_KEY``;
+            optional, local servers need none).
+        max_tokens: longest caption.
+        temperature: sampling temperature (0: as deterministic as the server allows).
+        detail: OpenAI's image ``detail`` (``"low"``, ``"high"``, ``"auto"``).
+        **kwargs: see :class:`RemoteCaptioner`.
+    """
+
+    limits = OPENAI_LIMITS
+    default_key_env = "OPENAI_API_KEY"
+
+    def __init__(self, base_url: str, model: str, *, prompt: str = "Write a one-sentence caption of this image.",
+                 max_tokens: int = 60, temperature: float = 0.0, detail: str = "auto", **kwargs: Any) -> None:
+        self.model = str(model)
+        self.prompt = str(prompt)
+        self.max_tokens = int(max_tokens)
+        self.temperature = float(temperature)
+        self.detail = str(detail)
+        super().__init__(_join(base_url, "chat/completions"), **kwargs)
+
+    def _request_params(self) -> dict[str, Any]:
+        return {"model": self.model, "prompt": self.prompt, "max_tokens": self.max_tokens,
+                "temperature": self.temperature, "detail": self.detail}
+
+    def _prepare(self, image: EncodedImage) -> _Call:
+        data_url = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": self.prompt},
+                {"type": "image_url", "image_url": {"url": data_url, "detail": self.detail}},
+            ]}],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+        return _Call(self.url, {}, {}, json=body)
+
+    def _parse(self, payload: Any) -> str:
+        content = payload["choices"][0]["message"]["content"]
+        if isinstance(content, list):  # content parts
+            content = " ".join(str(p["text"]) for p in content if p.get("type") == "text")
+        if not isinstance(content, str):
+            raise TypeError("message.content is not text")
+        return content.strip()
+
+
+class HFInferenceCaptioner(RemoteCaptioner):
+    """A Hugging Face inference-style image-to-text endpoint (raw image body -> ``[{"generated_text": ...}]``).
+
+    Args:
+        model: a model id (appended to ``base_url``) or a full endpoint URL
+            (e.g. a dedicated Inference Endpoint or a local text-generation server).
+        base_url: where model ids are served.
+        key: the token (``Authorization: Bearer``; default ``$HF_TOKEN``; optional).
+        **kwargs: see :class:`RemoteCaptioner`.
+    """
+
+    default_key_env = "HF_TOKEN"
+
+    def __init__(self, model: str, *, base_url: str = "https://router.huggingface.co/hf-inference/models",
+                 **kwargs: Any) -> None:
+        self.model = str(model)
+        super().__init__(self.model if "://" in self.model else _join(base_url, self.model), **kwargs)
+
+    def _prepare(self, image: EncodedImage) -> _Call:
+        return _Call(self.url, {}, {"Content-Type": image.content_type}, data=image.data)
+
+    def _parse(self, payload: Any) -> str:
+        item = payload[0] if isinstance(payload, list) else payload
+        return str(item["generated_text"]).strip()

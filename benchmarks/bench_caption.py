@@ -1,0 +1,258 @@
+"""Seed 000's serial captioning loop vs xai-bridge's ``explain_caption``, side by side.
+
+Both explain one 224x224 image's caption with shap's Partition explainer
+(300 evaluations, batches of 50, the same masker) against the loopback
+Azure v3.1 server of the tests, with a fixed per-request latency (100 ms by
+default), and score captions with the same tiny teacher-forced BART:
+
+* **seed** -- seed 000's loop: every masked image is written to disk as PNG,
+  read back and posted with ``requests.post``, one at a time, no cache. (The
+  seed's own ``shap.models.TeacherForcingLogits`` no longer exists and
+  ``shap.models.TeacherForcing`` fails on image maskers in shap 0.51, so the
+  loop is re-created around a plain model function.)
+* **xai-bridge** -- ``explain_caption(AzureVisionV31Captioner(...), ...)``:
+  in-memory encoding, concurrent requests, de-duplication, on-disk cache;
+  once with the defaults (16 requests at once, PNG), once with one request
+  per masked image of a shap batch at once and BMP (lossless and ~70x cheaper
+  to encode than PNG; Azure accepts it), and once more with the cache warm.
+
+shap's Partition explainer asks for its 300 evaluations in ~10 sequential
+batches (each expands the nodes the previous one chose), so at 100 ms per
+request no client can go below ~1 s of waiting, and shap's own CPU time
+(masking, partition tree) is paid on both sides: these bound the ratio.
+The server runs in its own process, like a remote endpoint.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_caption.py [--latency 0.1] [--max-evals 300] [--json out.json]
+
+Prints a table and a JSON line with both times and the ratio. The default
+masker is ``blur(128,128)`` (one of seed 000's options), whose cost is small;
+with ``--masker inpaint_ns`` (the seed's default) OpenCV inpainting of every
+masked image costs the same on both sides and bounds the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+KEY = "bench-key-not-a-secret"
+
+
+def test_image(size: int = 224) -> np.ndarray:
+    """skimage's chelsea resized to ``size`` x ``size`` (a synthetic image without scikit-image)."""
+    try:
+        from skimage import data
+
+        img = data.chelsea()
+    except ImportError:  # pragma: no cover
+        img = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
+def _method_params(args: argparse.Namespace) -> dict[str, Any]:
+    if args.method == "shap.partition":
+        return {"masker": args.masker, "batch_size": args.batch_size}
+    return {"grid": 7, "baseline": 0}  # rise
+
+
+def seed_serial(url: str, image: np.ndarray, scorer: Any, reference: Any, args: argparse.Namespace,
+                workdir: Path) -> np.ndarray:
+    """Seed 000's loop: save each masked image, post it, parse the caption; one at a time."""
+    import requests
+    import shap
+
+    def get_caption(path_to_image: str) -> str:
+        headers = {"Ocp-Apim-Subscription-Key": KEY, "Content-Type": "application/octet-stream"}
+        params = {"visualFeatures": "Description", "language": "en"}
+        payload = open(path_to_image, "rb").read()
+        response = requests.post(url + "/vision/v3.1/analyze", headers=headers, params=params, data=payload,
+                                 timeout=30)
+        results = json.loads(response.content)
+        return results["description"]["captions"][0]["text"]
+
+    counter = [0]
+
+    def caption_one(masked: np.ndarray) -> str:
+        path = workdir / f"0_{counter[0]}.png"
+        Image.fromarray(np.clip(np.rint(masked), 0, 255).astype(np.uint8)).save(path)
+        counter[0] += 1
+        return get_caption(str(path))
+
+    if args.method != "shap.partition":  # the same serial loop, under another method
+        from xai_bridge.caption import explain_caption
+
+        [exp] = explain_caption(caption_one, image, scorer, method=args.method, max_evals=args.max_evals,
+                                captions=[reference.text], seed=0, **_method_params(args))
+        return exp.attributions[0]
+
+    def f(x: np.ndarray) -> np.ndarray:
+        return scorer.score(reference, [caption_one(masked) for masked in x]).astype(np.float64)
+
+    masker = shap.maskers.Image(args.masker, image.shape)
+    explainer = shap.explainers.Partition(f, masker)
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        out = explainer(image[None].astype(np.float64), max_evals=args.max_evals, batch_size=args.batch_size,
+                        fixed_context=None, silent=True)
+    finally:
+        np.random.set_state(state)
+    return np.asarray(out.values)[0].sum(axis=2).transpose(2, 0, 1)  # (T, H, W)
+
+
+def bridge(url: str, image: np.ndarray, scorer: Any, args: argparse.Namespace, cache: Path | None,
+           max_concurrency: int, image_format: str = "PNG") -> tuple[np.ndarray, dict[str, int]]:
+    """xai-bridge: explain_caption with a concurrent, cached Azure v3.1 captioner."""
+    from xai_bridge.adapters.models.remote import AzureVisionV31Captioner
+    from xai_bridge.caption import explain_caption
+
+    with AzureVisionV31Captioner(url, key=KEY, cache=cache, max_concurrency=max_concurrency,
+                                 image_format=image_format) as captioner:
+        [exp] = explain_caption(captioner, image, scorer, method=args.method, max_evals=args.max_evals, seed=0,
+                                model_batch_size=max(64, max_concurrency), **_method_params(args))
+        return exp.attributions[0], captioner.stats.snapshot()
+
+
+def _serve(conn: Any, latency: float) -> None:
+    """Child process: run the loopback server, answer 'count' / 'reset' / 'stop' on the pipe."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from caption_server import CaptionServer
+
+    with CaptionServer(key=KEY, latency=latency) as server:
+        conn.send(server.url)
+        while True:
+            command = conn.recv()
+            if command == "count":
+                conn.send(server.requests)
+            elif command == "reset":
+                server.reset_counts()
+                conn.send(True)
+            else:
+                conn.send(True)
+                return
+
+
+class RemoteServer:
+    """The loopback server in its own process, like a real remote endpoint (its CPU is not ours)."""
+
+    def __init__(self, latency: float) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve, args=(child, latency), daemon=True)
+        self._process.start()
+        if not self._conn.poll(60):
+            raise RuntimeError("the loopback server did not start within 60 s")
+        self.url = self._conn.recv()
+
+    def _ask(self, command: str) -> Any:
+        self._conn.send(command)
+        return self._conn.recv()
+
+    @property
+    def requests(self) -> int:
+        return int(self._ask("count"))
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def __enter__(self) -> "RemoteServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._ask("stop")
+        finally:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.terminate()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.1, help="server latency per request, seconds")
+    parser.add_argument("--max-evals", type=int, default=300)
+    parser.add_argument("--method", choices=["shap.partition", "rise"], default="shap.partition",
+                        help="shap.partition (seed 000) or rise (all masks known up front)")
+    parser.add_argument("--batch-size", type=int, default=50, help="shap's batch size (the seed's)")
+    parser.add_argument("--masker", default="blur(128,128)",
+                        help="shap masker for both runs: 'blur(128,128)' (default), 'inpaint_ns' (seed 000's; "
+                             "its OpenCV inpainting costs ~30 ms per masked image on both sides)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import shap
+    import torch
+
+    torch.set_num_threads(2)
+    from caption_server import rule_caption
+    from test_caption_models import build_bart, build_tokenizer
+
+    from xai_bridge.adapters.models.scorers import TeacherForcingScorer
+
+    tok = build_tokenizer()
+    scorer = TeacherForcingScorer(build_bart(len(tok)), tok, output="log_odds")  # shap's TeacherForcing output
+    image = test_image()
+    reference = scorer.tokenize(rule_caption(image))
+    # warm-up outside the timings: numba compiles shap's partition code, torch its kernels
+    warm = shap.explainers.Partition(lambda x: np.zeros((len(x), 2)), shap.maskers.Image(args.masker, (16, 16, 3)))
+    warm(np.zeros((1, 16, 16, 3)), max_evals=20, batch_size=5, silent=True)
+    scorer.score(reference, [reference.text, "a dog"])
+    rows: list[dict[str, Any]] = []
+    with RemoteServer(args.latency) as server, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp) / "masked_images"
+        workdir.mkdir()
+        start = time.perf_counter()
+        seed_maps = seed_serial(server.url, image, scorer, reference, args, workdir)
+        rows.append({"run": "seed 000 serial loop", "seconds": time.perf_counter() - start,
+                     "requests": server.requests, "files_written": len(os.listdir(workdir))})
+        cache = Path(tmp) / "captions.sqlite"
+        runs = [("xai-bridge, defaults (16 at once, PNG)", 16, None, "PNG"),
+                (f"xai-bridge, {args.batch_size} at once, BMP", args.batch_size, cache, "BMP"),
+                ("xai-bridge re-run, cache warm", args.batch_size, cache, "BMP")]
+        for name, concurrency, run_cache, image_format in runs:
+            server.reset()
+            start = time.perf_counter()
+            maps, stats = bridge(server.url, image, scorer, args, run_cache, concurrency, image_format)
+            rows.append({"run": name, "seconds": time.perf_counter() - start, "requests": server.requests,
+                         "files_written": 0, "cache_hits": stats["cache_hits"],
+                         "max_abs_diff_vs_seed": float(np.abs(maps - seed_maps).max())})
+    base = rows[0]["seconds"]
+    for row in rows:
+        row["speedup"] = base / row["seconds"]
+    result = {"method": args.method, "latency_s": args.latency, "max_evals": args.max_evals,
+              "batch_size": args.batch_size, "masker": args.masker if args.method == "shap.partition" else None,
+              "caption": reference.text, "tokens": len(reference), "runs": rows,
+              "speedup_default": rows[1]["speedup"], "speedup_tuned": rows[2]["speedup"],
+              "speedup_cached": rows[3]["speedup"]}
+    setting = (f"batch_size={args.batch_size}, masker {args.masker}" if args.method == "shap.partition"
+               else "one batch of masks")
+    print(f"\ncaption {reference.text!r}: {len(reference)} tokens, {args.method}, max_evals={args.max_evals}, "
+          f"{setting}, server latency {args.latency * 1000:.0f} ms\n")
+    print(f"{'run':44s} {'seconds':>8s} {'requests':>9s} {'files':>6s} {'speedup':>8s} {'max|diff|':>10s}")
+    for row in rows:
+        diff = row.get("max_abs_diff_vs_seed")
+        print(f"{row['run']:44s} {row['seconds']:8.2f} {row['requests']:9d} {row['files_written']:6d} "
+              f"{row['speedup']:7.1f}x {'' if diff is None else f'{diff:10.2e}'}")
+    print("\n" + json.dumps(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

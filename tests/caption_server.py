@@ -1,0 +1,259 @@
+"""A loopback captioning server for tests and benchmarks (127.0.0.1 only).
+
+It speaks four protocols:
+
+* ``POST /vision/v3.1/analyze?visualFeatures=Description`` (Azure Computer Vision v3.1)
+* ``POST /computervision/imageanalysis:analyze?api-version=2024-02-01&features=caption`` (Azure AI Vision 4.0)
+* ``POST /v1/chat/completions`` (OpenAI-compatible vision chat, image as a data URL)
+* ``POST /models/<id>`` (Hugging Face inference image-to-text)
+
+Captions come from :func:`rule_caption`, a deterministic rule on the mean
+brightness of the image's quadrants, so masking a quadrant changes one word.
+
+Faults are scripted with :meth:`CaptionServer.inject`: each incoming request
+takes the next fault in the queue (``"429"``, ``"429:<retry-after>"``,
+``"500"``, ``"503"``, ``"timeout"``, ``"malformed"``, ``"401"``), then requests are
+answered normally. The server counts requests, faults and -- per image
+SHA-256 -- successful answers, so tests can check that every image was
+answered exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import io
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["CaptionServer", "rule_caption", "WORDS"]
+
+#: Word pairs chosen by the top-left, top-right, bottom-left, bottom-right quadrant (dark, bright).
+WORDS = (("red", "blue"), ("cat", "dog"), ("green", "white"), ("tree", "car"))
+
+
+def rule_caption(image: np.ndarray) -> str:
+    """``"a {TL} {TR} near a {BL} {BR}"``: each word picked by its quadrant's mean brightness (> 127.5)."""
+    h, w = image.shape[:2]
+    quads = (image[: h // 2, : w // 2], image[: h // 2, w // 2 :], image[h // 2 :, : w // 2], image[h // 2 :, w // 2 :])
+    picks = [WORDS[i][int(q.mean() > 127.5)] for i, q in enumerate(quads)]
+    return f"a {picks[0]} {picks[1]} near a {picks[2]} {picks[3]}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+    owner: "CaptionServer"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps({"error": {"code": code, "message": message}}).encode(), headers=headers)
+
+    def do_POST(self) -> None:  # noqa: N802
+        owner = self.server.owner
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        fault = owner._begin(url.path)
+        if owner.latency:
+            time.sleep(owner.latency)
+        route = owner._route(url.path)
+        if route is None:
+            return self._error(404, "NotFound", f"no route {url.path}")
+        if route in ("v31", "v40"):
+            sent_key = self.headers.get("Ocp-Apim-Subscription-Key", "")
+        else:
+            sent_key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if fault == "401" or (owner.key is not None and sent_key != owner.key):
+            # echo the key like a careless server would: clients must scrub it
+            return self._error(401, "401", f"Access denied due to invalid subscription key {sent_key}.")
+        if fault == "timeout":
+            time.sleep(owner.hang)
+            self.close_connection = True
+            return None
+        if fault is not None and fault.startswith("429"):
+            retry_after = fault.partition(":")[2] or owner.retry_after
+            return self._error(429, "429", "Rate limit exceeded", headers={"Retry-After": retry_after})
+        if fault in ("500", "503"):
+            return self._error(int(fault), "InternalServerError", "try again")
+        if fault == "malformed":
+            return self._send(200, b'{"description": {"captions": [{"text": "a tru')
+        if route == "v31" and query.get("visualFeatures") != "Description":
+            return self._error(400, "InvalidRequest", "visualFeatures=Description required")
+        if route == "v40" and (query.get("features") != "caption" or "api-version" not in query):
+            return self._error(400, "InvalidRequest", "features=caption and api-version required")
+        try:
+            data = self._image_bytes(route, body)
+            with Image.open(io.BytesIO(data)) as im:
+                fmt = im.format
+                image = np.asarray(im.convert("RGB"))
+        except Exception as exc:  # noqa: BLE001 - any bad input is a 400
+            return self._error(400, "InvalidImageFormat", f"cannot read the image ({type(exc).__name__})")
+        if route in ("v31", "v40"):
+            h, w = image.shape[:2]
+            if min(h, w) < 50 or len(data) >= 4 * 1024 * 1024 or fmt not in ("JPEG", "PNG", "GIF", "BMP"):
+                return self._error(400, "InvalidImageSize", f"image {w}x{h}, {len(data)} bytes, {fmt}")
+        caption = owner.rule(image)
+        owner._answered(hashlib.sha256(data).hexdigest(), caption)
+        if route == "v31":
+            payload: Any = {
+                "description": {"tags": caption.split(), "captions": [{"text": caption, "confidence": 0.9}]},
+                "requestId": "loopback",
+                "metadata": {"height": image.shape[0], "width": image.shape[1]},
+            }
+        elif route == "v40":
+            payload = {"captionResult": {"text": caption, "confidence": 0.9}, "modelVersion": "2023-10-01"}
+        elif route == "chat":
+            payload = {"id": "loopback", "object": "chat.completion",
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": caption},
+                                    "finish_reason": "stop"}]}
+        else:
+            payload = [{"generated_text": caption}]
+        return self._send(200, json.dumps(payload).encode())
+
+    @staticmethod
+    def _image_bytes(route: str, body: bytes) -> bytes:
+        if route != "chat":
+            return body
+        message = json.loads(body)["messages"][0]
+        parts = [p for p in message["content"] if p.get("type") == "image_url"]
+        url = parts[0]["image_url"]["url"]
+        return base64.b64decode(url.split(",", 1)[1])
+
+
+class CaptionServer:
+    """A threaded HTTP captioning server on ``127.0.0.1`` (a free port), for tests.
+
+    Args:
+        key: the accepted key (None accepts anything).
+        latency: seconds every request takes.
+        rule: ``rule(image) -> caption``.
+        hang: seconds a ``"timeout"`` fault sleeps before dropping the connection.
+        retry_after: ``Retry-After`` of a plain ``"429"`` fault.
+
+    Attributes:
+        url: ``http://127.0.0.1:<port>``.
+        requests: total requests received.
+        faults_served: faults served, by kind.
+        answered: successful answers per image SHA-256.
+        paths: requests per URL path.
+    """
+
+    def __init__(self, key: str | None = "loopback-secret-key-0123456789", latency: float = 0.0,
+                 rule: Callable[[np.ndarray], str] = rule_caption, hang: float = 1.0, retry_after: str = "0") -> None:
+        self.key = key
+        self.latency = float(latency)
+        self.rule = rule
+        self.hang = float(hang)
+        self.retry_after = retry_after
+        self._lock = threading.Lock()
+        self._faults: collections.deque[str] = collections.deque()
+        self.requests = 0
+        self.faults_served: collections.Counter[str] = collections.Counter()
+        self.answered: collections.Counter[str] = collections.Counter()
+        self.paths: collections.Counter[str] = collections.Counter()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control
+    def start(self) -> "CaptionServer":
+        """Bind a free port on 127.0.0.1 and serve in a daemon thread."""
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="caption-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> "CaptionServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server."""
+        if self._httpd is None:
+            raise RuntimeError("CaptionServer: not started")
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def inject(self, *faults: str) -> None:
+        """Queue faults; each request takes the next one."""
+        with self._lock:
+            self._faults.extend(faults)
+
+    def reset_counts(self) -> None:
+        """Zero the counters (queued faults are kept)."""
+        with self._lock:
+            self.requests = 0
+            self.faults_served.clear()
+            self.answered.clear()
+            self.paths.clear()
+
+    # -- used by the handler
+    def _begin(self, path: str) -> str | None:
+        with self._lock:
+            self.requests += 1
+            self.paths[path] += 1
+            fault = self._faults.popleft() if self._faults else None
+            if fault is not None:
+                self.faults_served[fault] += 1
+            return fault
+
+    def _answered(self, digest: str, caption: str) -> None:
+        with self._lock:
+            self.answered[digest] += 1
+
+    @staticmethod
+    def _route(path: str) -> str | None:
+        if path == "/vision/v3.1/analyze":
+            return "v31"
+        if path == "/computervision/imageanalysis:analyze":
+            return "v40"
+        if path == "/v1/chat/completions":
+            return "chat"
+        if path.startswith("/models/"):
+            return "hf"
+        return None
