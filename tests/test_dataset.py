@@ -1,0 +1,167 @@
+"""Dataset runs: streaming, resume after a crash, bad images skipped, Ray equals local."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import xai_bridge as xb
+from xai_bridge.adapters.models import BlackBoxModel, TorchModel
+from xai_bridge.dataset import Store, explain_dataset, image_key, list_sources
+
+METHODS = ["builtin.saliency", ("builtin.occlusion", {"window": 8})]
+
+
+def sequential_model() -> TorchModel:
+    """A tiny seeded CNN built from torch.nn only (picklable for Ray workers)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    return TorchModel(net, xb.Preprocess(scale="unit"), batch_size=4)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    root.mkdir()
+    for i in range(6):
+        size = (16, 16) if i < 4 else (12, 20)  # two sizes: two batches
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / f"img{i}.png")
+    return root
+
+
+class Crash(KeyboardInterrupt):
+    """A kill: BaseException, so the run stops (ordinary errors only fail one image)."""
+
+
+class CountingBox:
+    """A black box counting images seen; raises after ``crash_after`` predict calls."""
+
+    def __init__(self, crash_after: int | None = None) -> None:
+        self.images = 0
+        self.calls = 0
+        self.crash_after = crash_after
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.crash_after is not None and self.calls > self.crash_after:
+            raise Crash("killed")
+        self.images += len(x)
+        return np.stack([x[..., 0].mean(axis=(1, 2)), x[..., 1].mean(axis=(1, 2))], axis=1)
+
+
+def test_sources(folder: Path, tmp_path: Path) -> None:
+    assert [p.name for p in list_sources(folder)] == [f"img{i}.png" for i in range(6)]
+    assert len(list_sources(str(folder / "img[0-2].png"))) == 3
+    listing = tmp_path / "list.txt"
+    listing.write_text("images/img1.png\n# comment\nimages/img3.png\n")
+    assert [p.name for p in list_sources(listing)] == ["img1.png", "img3.png"]
+    with pytest.raises(FileNotFoundError, match="source"):
+        list_sources(tmp_path / "nope")
+
+
+def test_store_matches_explain_per_image(folder: Path, tmp_path: Path) -> None:
+    model = sequential_model()
+    summary = explain_dataset(model, folder, METHODS, tmp_path / "store", batch_size=3, progress=False)
+    assert (summary.done, summary.skipped, summary.failed) == (6, 0, ())
+    store = Store(tmp_path / "store")
+    for path in list_sources(folder):
+        got = store.load(image_key(path), "builtin.saliency")
+        ref = xb.explain(model, path, "builtin.saliency")
+        assert np.allclose(got.attributions, ref.attributions, rtol=1e-5, atol=1e-12)
+        assert np.array_equal(got.targets, ref.targets)
+    paths = [p for p, _ in store.explanations("builtin.occlusion")]
+    assert len(paths) == 6
+
+
+def test_resume_after_crash_recomputes_nothing(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    box = CountingBox(crash_after=3)  # per batch of 1: predict pass + occlusion pass => crash in image 2
+    with pytest.raises(Crash):
+        explain_dataset(BlackBoxModel(box, batch_size=64), folder, [("builtin.occlusion", {"window": 8})], out,
+                        batch_size=1, progress=False)
+    store = Store(out)
+    done_before = {r["key"] for r in store.records if r["status"] == "done"}
+    assert 0 < len(done_before) < 6
+    for key in done_before:  # every indexed entry loads
+        store.load(key, "builtin.occlusion")
+    assert not list(out.rglob("*.tmp"))
+    resumed = CountingBox()
+    summary = explain_dataset(BlackBoxModel(resumed, batch_size=64), folder, [("builtin.occlusion", {"window": 8})],
+                              out, batch_size=1, progress=False)
+    assert summary.skipped == len(done_before) and summary.done == 6 - len(done_before)
+    cost = {}
+    for i, path in enumerate(list_sources(folder)):  # what each image costs on its own
+        alone = CountingBox()
+        explain_dataset(BlackBoxModel(alone, batch_size=64), [path], [("builtin.occlusion", {"window": 8})],
+                        tmp_path / f"alone{i}", batch_size=1, progress=False)
+        cost[image_key(path)] = alone.images
+    # nothing already stored was recomputed: the resumed run paid exactly for the missing images
+    assert resumed.images == sum(c for key, c in cost.items() if key not in done_before)
+    again = CountingBox()
+    summary = explain_dataset(BlackBoxModel(again), folder, [("builtin.occlusion", {"window": 8})], out,
+                              batch_size=1, progress=False)
+    assert again.calls == 0 and summary.skipped == 6 and summary.done == 0
+
+
+def test_torn_index_line_is_ignored(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    explain_dataset(sequential_model(), folder, ["builtin.saliency"], out, progress=False)
+    with open(out / "index.jsonl", "a") as fh:
+        fh.write('{"key": "abc", "sta')  # killed mid-write
+    assert len(Store(out).records) == 6
+
+
+def test_corrupt_image_skipped_and_reported(folder: Path, tmp_path: Path) -> None:
+    (folder / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "notes.jpg").write_text("not an image")
+    summary = explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", progress=False)
+    assert summary.done == 5
+    failed = dict(summary.failed)
+    assert set(Path(p).name for p in failed) == {"img2.png", "notes.jpg"}
+    assert all("not an image" in r or "corrupt" in r for r in failed.values())
+    assert "2 failed" in str(summary)
+    again = explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", progress=False)
+    assert again.skipped == 7 and again.done == 0  # failures are remembered, retried only on request
+
+
+def test_resume_with_other_settings_is_refused(folder: Path, tmp_path: Path) -> None:
+    explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", progress=False)
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    assert manifest["methods"] == [["builtin.saliency", {}]]
+    with pytest.raises(ValueError, match="out: the store .* other settings"):
+        explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", seed=1, progress=False)
+
+
+def test_bad_arguments(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="engine"):
+        explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "s", engine="spark")
+    with pytest.raises(ValueError, match="batch_size"):
+        explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "s", batch_size=0)
+
+
+def test_ray_engine_equals_local(folder: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    model = sequential_model()
+    local = explain_dataset(model, folder, METHODS, tmp_path / "local", batch_size=2, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = explain_dataset(model, folder, METHODS, tmp_path / "ray", batch_size=2, engine="ray",
+                                 progress=False)
+    finally:
+        ray.shutdown()
+    assert remote.done == local.done == 6 and remote.engine == "ray"
+    a, b = Store(tmp_path / "local"), Store(tmp_path / "ray")
+    for rec in a.records:
+        for method in ("builtin.saliency", "builtin.occlusion"):
+            x, y = a.load(rec["key"], method), b.load(rec["key"], method)
+            for name in ("attributions", "raw", "images", "targets", "target_names", "scores"):
+                left, right = getattr(x, name), getattr(y, name)
+                assert (left is None and right is None) or np.array_equal(left, right)
+            assert x.params == y.params and x.n_model_evals == y.n_model_evals

@@ -1,0 +1,359 @@
+"""Explain whole folders of images, resumably, locally or on Ray.
+
+The store is a folder::
+
+    STORE/manifest.json          methods, targets, seed and size of the run
+    STORE/index.jsonl            one JSON line per finished image (done or failed)
+    STORE/<method>/<key>.npz     one Explanation per image and method
+
+Each ``.npz`` is written to a temporary name and renamed (see
+:meth:`Explanation.save`); an image's index line is appended only after all
+its files are in place. A killed run therefore leaves no half-written entry,
+and a restart skips every image with an index line and recomputes the rest.
+A resume with different settings is refused.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ImageInputError
+from .explanation import Explanation, jsonable
+from .images import iter_image_files, load_image
+from .targets import TargetSpec, TopK
+
+__all__ = ["explain_dataset", "DatasetSummary", "Store", "list_sources", "image_key", "model_factory"]
+
+MethodList = Sequence["str | tuple[str, Mapping[str, Any]]"]
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a run did.
+
+    Attributes:
+        done: images explained in this run.
+        skipped: images already in the store.
+        failed: ``(path, reason)`` of images that could not be explained.
+        seconds: wall-clock time of the run.
+        store: the store folder.
+    """
+
+    done: int
+    skipped: int
+    failed: tuple[tuple[str, str], ...]
+    seconds: float
+    store: str
+    engine: str = "local"
+
+    @property
+    def images_per_second(self) -> float:
+        """Images explained per second in this run."""
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        lines = [f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed in {self.seconds:.1f}s "
+                 f"({self.images_per_second:.2f} images/s, engine {self.engine}) -> {self.store}"]
+        lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
+
+
+def list_sources(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Image paths from a folder, a glob pattern, a list file (one path per line) or a list of paths."""
+    if isinstance(source, (str, os.PathLike)):
+        text = str(source)
+        path = Path(text)
+        if path.is_dir():
+            return list(iter_image_files([path]))
+        if any(ch in text for ch in "*?["):
+            return sorted(Path(p) for p in globlib.glob(text, recursive=True) if Path(p).is_file())
+        if path.is_file() and path.suffix.lower() in (".txt", ".lst", ".list"):
+            base = path.parent
+            lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            return [p if p.is_absolute() else base / p for p in map(Path, lines)]
+        if path.is_file():
+            return [path]
+        raise FileNotFoundError(f"source: {text!r} is not a folder, glob pattern, list file or image file")
+    return [Path(p) for p in source]
+
+
+def image_key(path: Path) -> str:
+    """A stable key for an image file: its resolved path, size and modification time."""
+    st = path.stat() if path.exists() else None
+    ident = f"{path.resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}"
+    return hashlib.sha1(ident.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Store:
+    """An on-disk store of per-image Explanations (see the module docstring).
+
+    Args:
+        root: the folder (created if missing).
+    """
+
+    root: Path
+    _records: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._records = {}
+        index = self.root / "index.jsonl"
+        if index.exists():
+            for line in index.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line from a crash: ignore it
+                    continue
+                self._records[rec["key"]] = rec
+
+    def check_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Write the run's manifest, or refuse if the store holds a different run."""
+        path = self.root / "manifest.json"
+        manifest = jsonable(dict(manifest))
+        if path.exists():
+            existing = json.loads(path.read_text())
+            if existing != manifest:
+                raise ValueError(
+                    f"out: the store {str(self.root)!r} holds a run with other settings ({existing}); "
+                    "use a new folder or the same methods, targets, seed and size"
+                )
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+    def file(self, method: str, key: str) -> Path:
+        """Where one image's Explanation of ``method`` lives."""
+        return self.root / method / f"{key}.npz"
+
+    def record(self, rec: Mapping[str, Any]) -> None:
+        """Append an index line (after the image's files are in place) and flush it to disk."""
+        with open(self.root / "index.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(dict(rec), sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._records[rec["key"]] = dict(rec)
+
+    def status(self, key: str) -> str | None:
+        """``"done"``, ``"failed"`` or None for an image key."""
+        rec = self._records.get(key)
+        return None if rec is None else rec["status"]
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every index record, in the order written."""
+        return list(self._records.values())
+
+    def load(self, key: str, method: str) -> Explanation:
+        """The stored Explanation of one image and method."""
+        return Explanation.load(self.file(method, key))
+
+    def explanations(self, method: str) -> Iterator[tuple[str, Explanation]]:
+        """``(source path, Explanation)`` of every done image for ``method``."""
+        for rec in self.records:
+            if rec["status"] == "done":
+                yield rec["path"], self.load(rec["key"], method)
+
+
+def explain_dataset(
+    model: Any,
+    source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    methods: MethodList,
+    out: str | os.PathLike[str],
+    *,
+    targets: TargetSpec = "top1",
+    seed: int = 0,
+    batch_size: int = 16,
+    size: tuple[int, int] | None = None,
+    engine: str = "local",
+    num_workers: int = 2,
+    retry_failed: bool = False,
+    progress: bool = True,
+    preprocess: Any = None,
+) -> DatasetSummary:
+    """Explain every image of ``source`` with ``methods`` into the store ``out``.
+
+    Args:
+        model: as for :func:`xai_bridge.explain` (a Model, a torch module with
+            ``preprocess``, or a callable). With ``engine="ray"`` a zero-argument
+            callable returning the model may be passed as ``model`` to build it once
+            per worker (mark it with :func:`model_factory`).
+        source: a folder, a glob pattern, a list file or a list of paths.
+        methods: method names or ``(name, params)`` pairs.
+        out: the store folder; an existing store resumes.
+        targets: ``"top1"``, ``top_k(k)``, an index or a class name (one spec
+            for every image).
+        seed: random seed.
+        batch_size: images explained per call (consecutive images of the same
+            size are batched together).
+        size: resize every image to ``(height, width)`` first.
+        engine: ``"local"`` (in this process) or ``"ray"`` (``pip install ray``).
+        num_workers: Ray actors (ignored locally).
+        retry_failed: try images that failed in an earlier run again.
+        progress: show a progress bar with rate and ETA.
+        preprocess: declared preprocessing when ``model`` is a bare torch module.
+
+    Returns:
+        A :class:`DatasetSummary`; bad images are listed there, never raised.
+    """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine: expected 'local' or 'ray', got {engine!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    if not isinstance(targets, (str, int, TopK)) and targets is not None:
+        raise TypeError("targets: use one spec for all images ('top1', top_k(k), an index or a class name)")
+    plan = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
+    if not plan:
+        raise ValueError("methods: pass at least one method name")
+    start = time.perf_counter()
+    store = Store(Path(out))
+    store.check_manifest({"methods": plan, "targets": targets, "seed": seed, "size": size})
+    paths = list_sources(source)
+    pending, skipped = [], 0
+    for path in paths:
+        key = image_key(path)
+        status = store.status(key)
+        if status == "done" or (status == "failed" and not retry_failed):
+            skipped += 1
+        else:
+            pending.append((key, path))
+    job = _Job(plan=plan, targets=targets, seed=int(seed), size=size, preprocess=preprocess)
+    bar = _progress(len(pending), progress)
+    failed: list[tuple[str, str]] = []
+
+    def finished(rec: Mapping[str, Any]) -> None:
+        store.record(rec)
+        if rec["status"] == "failed":
+            failed.append((rec["path"], rec["reason"]))
+        bar.update(1)
+
+    try:
+        if engine == "ray":
+            from .adapters.backends.ray_engine import run_ray
+
+            run_ray(model, job, _batches(pending, job, int(batch_size), finished), store.root, finished,
+                    num_workers=int(num_workers))
+        else:
+            from .models import as_model
+
+            wrapped = None if not pending else as_model(_build(model), preprocess=preprocess)
+            for batch in _batches(pending, job, int(batch_size), finished):
+                for rec in job.run(wrapped, batch, store.root):
+                    finished(rec)
+    finally:
+        bar.close()
+    done = len(pending) - len(failed)
+    return DatasetSummary(done=done, skipped=skipped, failed=tuple(failed), seconds=time.perf_counter() - start,
+                          store=str(store.root), engine=engine)
+
+
+def model_factory(fn: Any) -> Any:
+    """Mark a zero-argument callable as a model factory (built once per Ray worker)."""
+    fn.__xai_bridge_factory__ = True
+    return fn
+
+
+def _build(model: Any) -> Any:
+    return model() if getattr(model, "__xai_bridge_factory__", False) else model
+
+
+@dataclass(frozen=True)
+class _Batch:
+    keys: tuple[str, ...]
+    paths: tuple[str, ...]
+    images: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a worker needs to explain a batch and write its files."""
+
+    plan: list[tuple[str, dict[str, Any]]]
+    targets: Any
+    seed: int
+    size: tuple[int, int] | None
+    preprocess: Any
+
+    def run(self, model: Any, batch: _Batch, root: Path) -> list[dict[str, Any]]:
+        """Explain one batch and write its files; return one index record per image."""
+        from .explain import explain_many
+
+        try:
+            results = explain_many(model, batch.images, self.plan, self.targets, seed=self.seed)
+        except Exception as exc:  # noqa: BLE001 - isolate the bad image, never stop the run
+            if len(batch.keys) == 1:
+                return [_failed(batch.keys[0], batch.paths[0], f"{type(exc).__name__}: {exc}")]
+            return [rec for i in range(len(batch.keys))
+                    for rec in self.run(model, _Batch(batch.keys[i : i + 1], batch.paths[i : i + 1],
+                                                      batch.images[i : i + 1]), root)]
+        records = []
+        for i, (key, path) in enumerate(zip(batch.keys, batch.paths)):
+            files = {}
+            for name, exp in results.items():
+                # per-image cost: the batch's evaluations and time shared evenly
+                one = replace(exp[i], n_model_evals=exp.n_model_evals // len(batch.keys),
+                              seconds=exp.seconds / len(batch.keys))
+                target = root / name / f"{key}.npz"
+                one.save(target)
+                files[name] = str(target.relative_to(root))
+            records.append({"key": key, "path": path, "status": "done", "files": files})
+        return records
+
+
+def _failed(key: str, path: str, reason: str) -> dict[str, Any]:
+    return {"key": key, "path": path, "status": "failed", "reason": reason}
+
+
+def _batches(pending: Sequence[tuple[str, Path]], job: _Job, batch_size: int, finished: Any) -> Iterator[_Batch]:
+    """Load images one by one (bad ones reported through ``finished``) and group same-size runs."""
+    keys: list[str] = []
+    paths: list[str] = []
+    images: list[np.ndarray] = []
+
+    def flush() -> _Batch:
+        batch = _Batch(tuple(keys), tuple(paths), np.stack(images))
+        keys.clear(), paths.clear(), images.clear()
+        return batch
+
+    for key, path in pending:
+        try:
+            img = load_image(path, size=job.size)
+        except (ImageInputError, OSError) as exc:
+            finished(_failed(key, str(path), str(exc)))
+            continue
+        if images and (img.shape != images[0].shape or len(images) == batch_size):
+            yield flush()
+        keys.append(key)
+        paths.append(str(path))
+        images.append(img)
+    if images:
+        yield flush()
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return _NoBar()
+    return tqdm(total=total, unit="img", desc="explain", smoothing=0.1)
