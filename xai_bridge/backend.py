@@ -32,6 +32,8 @@ class ExplainRequest:
         params: the user's keyword parameters for the method.
         seed: random seed (always set; backends must be deterministic given it).
         options: fixed options of the registered name (e.g. which captum class).
+        n_outputs: the model's number of outputs when already known (targets
+            were checked against it), so backends need no extra forward pass.
     """
 
     method: str
@@ -41,6 +43,7 @@ class ExplainRequest:
     params: Mapping[str, Any]
     seed: int
     options: Mapping[str, Any] = field(default_factory=dict)
+    n_outputs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,7 @@ def explain_many(
             params=params,
             seed=int(seed),
             options=spec.options,
+            n_outputs=int(outputs.shape[1]),
         )
         start = time.perf_counter()
         result: BackendResult = backend(request)

@@ -251,7 +251,7 @@ def _cam_maps(request: ExplainRequest, model: Any, name: str, params: dict[str, 
     layer = None
     if METHODS[name].layer:
         layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"])
-    _check_outputs(net, x0, targets)
+    _check_outputs(net, x0, targets, request.n_outputs)
     runner = _Runner(name, net, layer, params)
     stack.callback(runner.release)
     maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
@@ -262,11 +262,14 @@ def _cam_maps(request: ExplainRequest, model: Any, name: str, params: dict[str, 
     return maps, layer
 
 
-def _check_outputs(net: Any, x0: Any, targets: np.ndarray) -> None:
+def _check_outputs(net: Any, x0: Any, targets: np.ndarray, n_outputs: int | None) -> None:
+    """Check targets against the output count (one forward pass only when it is unknown)."""
     import torch
 
-    with torch.no_grad():
-        check_target_range(targets, int(net(x0).shape[-1]))
+    if n_outputs is None:
+        with torch.no_grad():
+            n_outputs = int(net(x0).shape[-1])
+    check_target_range(targets, n_outputs)
 
 
 def _enter(request: ExplainRequest, model: Any, stack: ExitStack, freeze: bool = True) -> ForwardCounter:
@@ -338,7 +341,7 @@ def _guided(request: ExplainRequest, model: Any) -> np.ndarray:
     net = model.pixel_module()
     images, targets = request.images, request.targets
     x0 = model.pixel_tensor(images[:1])
-    _check_outputs(net, x0, targets)
+    _check_outputs(net, x0, targets, request.n_outputs)
     gb = GuidedBackpropReLUModel(net, device=None)
     out = np.zeros((*targets.shape, 3, *images.shape[1:3]), np.float32)
     for i in range(len(images)):
@@ -438,7 +441,7 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
         net = model.pixel_module()
         x0 = model.pixel_tensor(images[:1])
         layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"])
-        _check_outputs(net, x0, targets)
+        _check_outputs(net, x0, targets, request.n_outputs)
         head = None
         for i in range(n):
             x = model.pixel_tensor(images[i : i + 1])

@@ -182,8 +182,11 @@ def cam(request: ExplainRequest) -> BackendResult:
         counter = stack.enter_context(ForwardCounter(net))
         x0 = model.pixel_tensor(images[:1])
         layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"])
-        with torch.no_grad():
-            check_target_range(targets, int(net(x0).shape[-1]))
+        n_outputs = request.n_outputs
+        if n_outputs is None:  # only when called outside explain(), which already checked the targets
+            with torch.no_grad():
+                n_outputs = int(net(x0).shape[-1])
+        check_target_range(targets, n_outputs)
         extractor = stack.enter_context(_extractor(name, net, model, layer, params))
         stack.callback(extractor.remove_hooks)
         call = {k: params[k] for k in spec.call}
