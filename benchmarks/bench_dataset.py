@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
                     summary = explain_dataset(factory, folder, methods, out, engine=engine, batch_size=8,
                                               num_workers=args.workers, progress=False)
                     seconds = time.perf_counter() - start
+                    if summary.failed:
+                        print(summary)
                     rows.append({"engine": engine, "repeat": rep, "images": summary.done, "seconds": seconds,
                                  "images_per_s": summary.done / seconds})
         finally:

@@ -165,3 +165,18 @@ def test_ray_engine_equals_local(folder: Path, tmp_path: Path) -> None:
                 left, right = getattr(x, name), getattr(y, name)
                 assert (left is None and right is None) or np.array_equal(left, right)
             assert x.params == y.params and x.n_model_evals == y.n_model_evals
+
+
+def test_ray_engine_builds_a_factory_model_in_each_worker(folder: Path, tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from xai_bridge.dataset import model_factory
+
+    factory = model_factory(sequential_model)  # a module-level function: pickled by reference
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {
+        "PYTHONPATH": str(Path(__file__).resolve().parent)}})
+    try:
+        summary = explain_dataset(factory, folder, ["builtin.saliency"], tmp_path / "ray", engine="ray",
+                                  progress=False)
+    finally:
+        ray.shutdown()
+    assert summary.done == 6 and summary.failed == ()

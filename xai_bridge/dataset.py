@@ -243,7 +243,7 @@ def explain_dataset(
             from .adapters.backends.ray_engine import run_ray
 
             run_ray(model, job, _batches(pending, job, int(batch_size), finished), store.root, finished,
-                    num_workers=int(num_workers))
+                    num_workers=int(num_workers), is_factory=_is_factory(model))
         else:
             from .models import as_model
 
@@ -264,8 +264,13 @@ def model_factory(fn: Any) -> Any:
     return fn
 
 
-def _build(model: Any) -> Any:
-    return model() if getattr(model, "__xai_bridge_factory__", False) else model
+def _is_factory(model: Any) -> bool:
+    return bool(getattr(model, "__xai_bridge_factory__", False))
+
+
+def _build(model: Any, is_factory: bool | None = None) -> Any:
+    """The model itself, or what a factory returns (decided on the driver: the mark does not survive pickling)."""
+    return model() if (_is_factory(model) if is_factory is None else is_factory) else model
 
 
 @dataclass(frozen=True)

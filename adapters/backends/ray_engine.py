@@ -22,6 +22,7 @@ def run_ray(
     root: Path,
     finished: Callable[[Mapping[str, Any]], None],
     num_workers: int = 2,
+    is_factory: bool = False,
 ) -> None:
     """Explain ``batches`` on ``num_workers`` Ray actors.
 
@@ -41,18 +42,18 @@ def run_ray(
 
         @ray.remote(num_cpus=1)
         class Worker:
-            def __init__(self, model_ref: Any, job: Any) -> None:
+            def __init__(self, model_ref: Any, job: Any, is_factory: bool) -> None:
                 from xai_bridge.dataset import _build
                 from xai_bridge.models import as_model
 
-                self.model = as_model(_build(model_ref), preprocess=job.preprocess)
+                self.model = as_model(_build(model_ref, is_factory), preprocess=job.preprocess)
                 self.job = job
 
             def run(self, batch: Any, root: str) -> list[dict[str, Any]]:
                 return self.job.run(self.model, batch, Path(root))
 
         model_ref = ray.put(model)
-        workers = [Worker.remote(model_ref, job) for _ in range(num_workers)]
+        workers = [Worker.remote(model_ref, job, is_factory) for _ in range(num_workers)]
         in_flight: list[Any] = []
         turn = 0
         for batch in batches:
