@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt Makefile
 	# torch first, pinned: pip takes 2.14.1 / 0.29.1 from this machine's local wheels
 	$(PIP) torch==2.14.1 torchvision==0.29.1
 	$(PIP) -e '.[all,dev]'
+	# headless chromium for the report's browser test (Debian package; the test skips without it)
+	-command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium not installed: the browser test will be skipped"
 	touch $(STAMP)
 
 install: $(STAMP)

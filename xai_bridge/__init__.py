@@ -37,6 +37,8 @@ __all__ = [
     "explain",
     "explain_many",
     "explain_caption",
+    "explain_dataset",
+    "evaluate",
     "Explanation",
     "load_images",
     "load_image",
@@ -79,6 +81,8 @@ _LAZY = {
     "ImageMasker": "xai_bridge.adapters.backends.shap_backend",
     "MaskKind": "xai_bridge.adapters.backends.shap_backend",
     "explain_caption": "xai_bridge.caption",
+    "evaluate": "xai_bridge.metrics",
+    "explain_dataset": "xai_bridge.dataset",
 }
 
 

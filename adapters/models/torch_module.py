@@ -117,7 +117,7 @@ class TorchModel:
 
     def pixel_tensor(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC -> float32 NCHW tensor in [0, 255] on the model's device."""
-        t = torch.from_numpy(np.ascontiguousarray(images)).to(self._device)
+        t = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(self._device)  # inputs may be read-only
         return t.permute(0, 3, 1, 2).float().contiguous()
 
     def guard(self, freeze_params: bool = False) -> Any:
