@@ -46,6 +46,16 @@ def test_seed004_lime_without_wrapper(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.png"))) == 4
 
 
+@pytest.mark.slow
+def test_seed002_ig_random_baselines(tmp_path: Path) -> None:
+    results = load("seed002_integrated_gradients").main(["--out", str(tmp_path), "--quick"])
+    ig = results["captum.IntegratedGradients"]
+    assert ig.params["baselines"] == ["random", "random"] and ig.targets[0, 0] == 285
+    gap = ig.scores[0, 0] - ig.base_scores[0, 0]
+    assert abs(ig.attributions.sum() - gap) < 0.1 * abs(gap)  # completeness, loosely at 16 steps
+    assert (tmp_path / "ig_heat.png").is_file() and (tmp_path / "ig_outline.png").is_file()
+
+
 def test_examples_are_shorter_than_the_seeds() -> None:
     seeds = Path(__file__).resolve().parents[2] / "shared" / "seeds"
     if not seeds.is_dir():

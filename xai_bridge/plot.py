@@ -75,8 +75,8 @@ def overlay(
         return img * np.clip(m, 0, 1)[..., None]
     from scipy import ndimage
 
-    threshold = np.percentile(m, 100 - top_percent)
-    region = m >= threshold
+    smooth = ndimage.gaussian_filter(m, sigma=max(1.0, min(m.shape) / 56))  # regions, not speckle (GradVisualizer)
+    region = smooth >= np.percentile(smooth, 100 - top_percent)
     edge = region & ~ndimage.binary_erosion(region, iterations=max(1, min(m.shape) // 112))
     out = img * 0.8
     out[edge] = (0.0, 1.0, 0.0)
