@@ -12,7 +12,7 @@ import numpy as np
 
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, require_differentiable
 
-__all__ = ["saliency", "occlusion", "sliding_windows"]
+__all__ = ["saliency", "occlusion", "sliding_windows", "baseline_fills"]
 
 
 def saliency(request: ExplainRequest) -> BackendResult:
@@ -87,7 +87,7 @@ def occlusion(request: ExplainRequest) -> BackendResult:
     if min(stride) < 1:
         raise ValueError(f"stride: expected positive steps, got {stride}")
     corners = sliding_windows(h, w, window, stride)
-    fills = _fills(images, params["baseline"])
+    fills = np.rint(baseline_fills(images, params["baseline"])).astype(np.uint8)
     base = request.model.predict(images)
     base_scores = np.take_along_axis(base, targets, axis=1)
 
@@ -116,16 +116,20 @@ def occlusion(request: ExplainRequest) -> BackendResult:
     )
 
 
-def _fills(images: np.ndarray, baseline: object) -> np.ndarray:
+def baseline_fills(images: np.ndarray, baseline: object) -> np.ndarray:
+    """Per-image RGB fill ``(N, 3)`` float64 for a baseline: a number, an RGB triple or ``"mean"``.
+
+    Shared by occlusion and RISE.
+    """
     n = len(images)
     if isinstance(baseline, str):
         if baseline != "mean":
             raise ValueError(f"baseline: expected a number, an RGB triple or 'mean', got {baseline!r}")
-        return np.rint(images.reshape(n, -1, 3).mean(axis=1)).astype(np.uint8)
-    value = np.broadcast_to(np.asarray(baseline, dtype=np.float64), (3,))
-    if value.min() < 0 or value.max() > 255:
-        raise ValueError(f"baseline: expected values in 0..255, got {baseline!r}")
-    return np.tile(np.rint(value).astype(np.uint8), (n, 1))
+        return images.reshape(n, -1, 3).mean(axis=1)
+    value = np.asarray(baseline, dtype=np.float64)
+    if value.shape not in ((), (3,)) or value.min() < 0 or value.max() > 255:
+        raise ValueError(f"baseline: expected a number or RGB triple in 0..255, got {baseline!r}")
+    return np.tile(np.broadcast_to(value, (3,)), (n, 1))
 
 
 def _predict_stream(model: object, stream: Iterator[np.ndarray], total: int) -> np.ndarray:

@@ -16,6 +16,8 @@ import numpy as np
 
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params
 
+from .builtin import baseline_fills
+
 __all__ = ["rise", "RiseMasks", "sample_masks", "linear_resize_matrix"]
 
 _DEFAULTS = {"n_masks": 4000, "grid": 7, "p1": 0.5, "baseline": 0}
@@ -112,7 +114,7 @@ def rise(request: ExplainRequest) -> BackendResult:
         raise ValueError(f"p1: expected a probability in (0, 1], got {params['p1']!r}")
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
-    fills = _fills(images, params["baseline"])[:, None, None, :]  # (N, 1, 1, 3)
+    fills = baseline_fills(images, params["baseline"]).astype(np.float32)[:, None, None, :]  # (N, 1, 1, 3)
     sampled = sample_masks(int(n_masks), (h, w), (int(grid[0]), int(grid[1])), p1, request.seed)
     chunk = max(1, _CHUNK_VALUES // (n * h * w * 3))
     pixels = images.astype(np.float32)
@@ -131,15 +133,3 @@ def rise(request: ExplainRequest) -> BackendResult:
         backend_version="builtin",
         uses_seed=True,
     )
-
-
-def _fills(images: np.ndarray, baseline: object) -> np.ndarray:
-    n = len(images)
-    if isinstance(baseline, str):
-        if baseline != "mean":
-            raise ValueError(f"baseline: expected a number, an RGB triple or 'mean', got {baseline!r}")
-        return images.reshape(n, -1, 3).mean(axis=1).astype(np.float32)
-    value = np.asarray(baseline, dtype=np.float64)
-    if value.shape not in ((), (3,)) or value.min() < 0 or value.max() > 255:
-        raise ValueError(f"baseline: expected a number or RGB triple in 0..255, got {baseline!r}")
-    return np.tile(np.broadcast_to(value, (3,)).astype(np.float32), (n, 1))

@@ -8,11 +8,9 @@ hint.
 
 from __future__ import annotations
 
-import importlib.util
-import re
-from pathlib import Path
-
 from xai_bridge.registry import BackendSpec
+
+from . import defines_class
 
 _MOD = "xai_bridge.adapters.backends.gradcam_backend"
 _REQUIRES = ("pytorch_grad_cam", "torch", "cv2")
@@ -55,19 +53,6 @@ _TABLE = (
 )
 
 
-def _defined(relpath: str, cls: str) -> bool:
-    """Whether the installed pytorch_grad_cam defines ``cls`` in ``relpath`` (True when not installed)."""
-    spec = importlib.util.find_spec("pytorch_grad_cam")
-    if spec is None or not spec.submodule_search_locations:
-        return True
-    for root in spec.submodule_search_locations:
-        path = Path(root) / relpath
-        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        if re.search(rf"^class {cls}\b", text, re.M):
-            return True
-    return False
-
-
 SPECS = tuple(
     BackendSpec(
         name=f"gradcam.{name}",
@@ -80,5 +65,5 @@ SPECS = tuple(
         description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
     )
     for name, relpath, cls, function, family, description in _TABLE
-    if _defined(relpath, cls)
+    if defines_class("pytorch_grad_cam", relpath, cls)
 )

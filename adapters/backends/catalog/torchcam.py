@@ -9,11 +9,10 @@ several layers, so no raw map) and ``LeGrad`` (torchvision ViT attention only).
 
 from __future__ import annotations
 
-import importlib.util
-import re
-from pathlib import Path
 
 from xai_bridge.registry import BackendSpec
+
+from . import defines_class
 
 _MOD = "xai_bridge.adapters.backends.torchcam_backend"
 
@@ -33,19 +32,6 @@ _TABLE = (
 )
 
 
-def _defined(relpath: str, cls: str) -> bool:
-    """Whether the installed torchcam defines ``cls`` in ``methods/relpath`` (True when not installed)."""
-    spec = importlib.util.find_spec("torchcam")
-    if spec is None or not spec.submodule_search_locations:
-        return True
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "methods" / relpath
-        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        if re.search(rf"^class {cls}\b", text, re.M):
-            return True
-    return False
-
-
 SPECS = tuple(
     BackendSpec(
         name=f"torchcam.{cls}",
@@ -58,5 +44,5 @@ SPECS = tuple(
         description=f"torchcam {description}; raw maps at image resolution.",
     )
     for cls, relpath, description in _TABLE
-    if _defined(relpath, cls)
+    if defines_class("torchcam", f"methods/{relpath}", cls)
 )
