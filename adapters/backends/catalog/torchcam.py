@@ -9,7 +9,6 @@ several layers, so no raw map) and ``LeGrad`` (torchvision ViT attention only).
 
 from __future__ import annotations
 
-
 from xai_bridge.registry import BackendSpec
 
 from . import defines_class
