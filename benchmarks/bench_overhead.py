@@ -79,8 +79,7 @@ def direct_sides(net: Any, image: np.ndarray) -> dict[str, tuple[dict[str, Any],
     def run_lime() -> Any:
         explainer = lime_image.LimeImageExplainer(random_state=0)
         return explainer.explain_instance(image.astype(np.float64), logits_np, labels=(TARGET,), top_labels=None,
-                                          hide_color=0, num_samples=300, batch_size=50, random_seed=0,
-                                          progress_bar=False)
+                                          hide_color=0, num_samples=300, batch_size=50, random_seed=0)
     sides["lime"] = ({"num_samples": 300, "batch_size": 50, "hide_color": 0}, run_lime)
 
     if "captum.IntegratedGradients" in xb.available_methods(installed_only=True):

@@ -1,0 +1,136 @@
+"""The HTML report (content, offline, in a real headless browser) and the CLI end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from test_explanation import make_explanation
+
+import xai_bridge as xb
+from xai_bridge.cli import main
+from xai_bridge.report import build_report, write_report
+
+
+def two_methods() -> dict[str, xb.Explanation]:
+    exp = make_explanation()
+    return {"lib.A": exp, "lib.B": dataclasses.replace(exp, method="lib.B", seconds=1.5, n_model_evals=42)}
+
+
+def test_report_content_is_self_contained() -> None:
+    metrics = pd.DataFrame({"method": ["lib.A", "lib.B"], "metric": ["deletion", "deletion"], "image": [0, 0],
+                            "target": [0, 0], "value": [0.25, 0.5]})
+    page = build_report(two_methods(), title="T", metrics=metrics, image_names=["cat.png", "dog.png"])
+    images = re.findall(r"<img [^>]*src='([^']*)'", page)
+    assert len(images) == 2 * (1 + 2)
+    assert all(src.startswith("data:image/png;base64,") for src in images)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "cat.png: predicted class 0" in page and "dog.png: predicted class 3" in page
+    assert "1.50" in page and ">42<" in page  # seconds and evaluations
+    assert "<h2>Metrics</h2>" in page and "deletion" in page and "0.500" in page
+    assert page.count("rank_correlation") == 2  # one agreement table per image
+
+
+def test_write_report_is_atomic(tmp_path: Path) -> None:
+    path = write_report(tmp_path / "sub" / "r.html", two_methods())
+    assert path.read_text().startswith("<!DOCTYPE html>")
+    assert [p.name for p in path.parent.iterdir()] == ["r.html"]
+
+
+@pytest.mark.browser
+def test_report_in_headless_chromium(tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    path = write_report(tmp_path / "report.html", two_methods())
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            shown = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+            title = page.title()
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(shown) == 6 and all(shown)
+    assert title == "xai-bridge report"
+
+
+@pytest.fixture
+def two_pngs(tmp_path: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_cli_methods_lists_install_status() -> None:
+    result = CliRunner().invoke(main, ["methods"])
+    assert result.exit_code == 0
+    assert re.search(r"builtin\.saliency\s+gradient\s+installed: yes", result.output)
+    assert "captum.IntegratedGradients" in result.output
+    only_cam = CliRunner().invoke(main, ["methods", "--family", "cam"])
+    assert "builtin" not in only_cam.output and "gradcam.GradCAM" in only_cam.output
+
+
+def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path]) -> None:
+    out = tmp_path / "out"
+    spec = str(Path(__file__).with_name("cli_tiny.py")) + ":tiny"
+    result = CliRunner().invoke(main, [
+        "explain", spec, *map(str, two_pngs), "--preprocess", "unit", "-m", "builtin.saliency",
+        "-m", "builtin.occlusion", "-p", "builtin.occlusion:window=4", "--targets", "top2", "--out", str(out),
+        "--report", str(out / "report.html")])
+    assert result.exit_code == 0, result.output
+    occ = xb.Explanation.load(out / "builtin.occlusion.npz")
+    assert occ.attributions.shape == (2, 2, 12, 12) and occ.params["window"] == [4, 4]
+    sal = xb.Explanation.load(out / "builtin.saliency.npz")
+    assert np.array_equal(sal.targets, occ.targets)
+    assert (out / "report.html").is_file()
+    rep = CliRunner().invoke(main, ["report", str(out / "builtin.saliency.npz"), str(out / "builtin.occlusion.npz"),
+                                    "--out", str(tmp_path / "r.html"), "--png", str(tmp_path / "g.png")])
+    assert rep.exit_code == 0, rep.output
+    assert (tmp_path / "r.html").stat().st_size > 1000 and (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_cli_black_box_module_spec_and_dataset(tmp_path: Path, two_pngs: list[Path]) -> None:
+    store = tmp_path / "store"
+    result = CliRunner().invoke(main, ["explain", "cli_tiny:box", str(two_pngs[0].parent), "--preprocess", "none",
+                                       "-m", "builtin.occlusion", "-p", "builtin.occlusion:window=6", "--dataset",
+                                       "--out", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "2 done, 0 skipped, 0 failed" in result.output
+    assert len((store / "index.jsonl").read_text().splitlines()) == 2
+
+
+def test_cli_errors_are_clear(tmp_path: Path, two_pngs: list[Path]) -> None:
+    bad_spec = CliRunner().invoke(main, ["explain", "no_colon", str(two_pngs[0]), "-m", "builtin.saliency",
+                                         "--out", str(tmp_path)])
+    assert bad_spec.exit_code != 0 and "module:factory" in bad_spec.output
+    bad_param = CliRunner().invoke(main, ["explain", "cli_tiny:box", str(two_pngs[0]), "-m", "builtin.occlusion",
+                                          "-p", "window=4", "--out", str(tmp_path)])
+    assert bad_param.exit_code != 0 and "METHOD:KEY=VALUE" in bad_param.output
+    gradient_on_box = CliRunner().invoke(main, ["explain", "cli_tiny:box", str(two_pngs[0]), "--preprocess", "none",
+                                                "-m", "builtin.saliency", "--out", str(tmp_path)])
+    assert gradient_on_box.exit_code != 0 and "needs gradients" in gradient_on_box.output
+    junk = tmp_path / "junk.npz"
+    np.savez(junk, x=np.zeros(2))
+    bad_file = CliRunner().invoke(main, ["report", str(junk), "--out", str(tmp_path / "r.html")])
+    assert bad_file.exit_code != 0 and "no xai-bridge metadata" in bad_file.output
