@@ -184,7 +184,8 @@ def test_random_logit_matches_quantus_and_counts_evaluations(tiny_model, rgb_ima
         return xb.explain(tiny_model, imgs, "builtin.saliency", targets=[[int(t)] for t in targets]).attributions
 
     q = quantus.RandomLogit(num_classes=5, seed=3, disable_warnings=True)
-    want = q(model=tiny_model.pixel_module().eval(), x_batch=np.transpose(rgb_images[:1], (0, 3, 1, 2)).astype(np.float32),
+    x = np.transpose(rgb_images[:1], (0, 3, 1, 2)).astype(np.float32)
+    want = q(model=tiny_model.pixel_module().eval(), x_batch=x,
              y_batch=exp.targets[:, 0], a_batch=np.asarray(exp.attributions), explain_func=direct, channel_first=True)
     assert df["value"][0] == pytest.approx(float(want[0]), abs=1e-6)
     assert df["n_model_evals"][0] >= 2  # the off-class explanation's predict + backward pass are counted

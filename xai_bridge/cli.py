@@ -55,7 +55,10 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
             raise click.BadParameter(f"cannot import {target!r}: {exc}", param_hint="MODEL") from exc
     if not hasattr(module, attr):
         raise click.BadParameter(f"{target!r} has no attribute {attr!r}", param_hint="MODEL")
-    obj = getattr(module, attr)()
+    try:
+        obj = getattr(module, attr)()
+    except Exception as exc:  # the user's factory: say which one failed and why
+        raise click.ClickException(f"MODEL: {spec} raised {type(exc).__name__}: {exc}") from exc
     if isinstance(obj, xb.Model) and hasattr(obj, "output_kind"):
         return obj
     pre = None
@@ -139,6 +142,12 @@ def explain(model_spec: str, images: tuple[Path, ...], methods_: tuple[str, ...]
     from xai_bridge.images import iter_image_files
 
     per_method = parse_params(params, methods_)
+    registry = xb.default_registry()
+    for name in methods_:  # fail before any work (a --dataset run would otherwise fail every image)
+        try:
+            registry.spec(name)
+        except xb.UnknownMethodError as exc:
+            raise click.BadParameter(str(exc), param_hint="--method") from exc
     model = load_model_spec(model_spec, preprocess, batch_size)
     target = _targets(targets)
     plan = [(m, per_method[m]) for m in methods_]
@@ -149,6 +158,8 @@ def explain(model_spec: str, images: tuple[Path, ...], methods_: tuple[str, ...]
         summary = explain_dataset(model, sources, plan, out, targets=target, seed=seed, batch_size=batch_size,
                                   size=tuple(size) if size else None, engine=engine)
         click.echo(str(summary))
+        if summary.failed and not summary.done and not summary.skipped:
+            raise click.ClickException("every image failed (reasons above)")
         return
     from tqdm.auto import tqdm
 
@@ -187,15 +198,23 @@ def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> 
     from xai_bridge.report import write_report
 
     try:
-        exps = {e.method: e for e in (xb.Explanation.load(f) for f in files)}
+        loaded = [(f, xb.Explanation.load(f)) for f in files]
     except xb.FormatError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"report -> {write_report(out, exps, title=title)}")
-    if png is not None:
-        from xai_bridge.plot import comparison_grid
+    methods_seen = [e.method for _, e in loaded]
+    # the same method from two files (other params, other runs) keeps both, named by file
+    exps = {(e.method if methods_seen.count(e.method) == 1 else f.stem): e for f, e in loaded}
+    if len(exps) != len(loaded):
+        raise click.ClickException("FILES: two files have the same name and method; rename one")
+    try:
+        click.echo(f"report -> {write_report(out, exps, title=title)}")
+        if png is not None:
+            from xai_bridge.plot import comparison_grid
 
-        comparison_grid(exps).savefig(png, dpi=80, bbox_inches="tight")
-        click.echo(f"grid -> {png}")
+            comparison_grid(exps).savefig(png, dpi=80, bbox_inches="tight")
+            click.echo(f"grid -> {png}")
+    except ValueError as exc:  # explanations of other images, ...
+        raise click.ClickException(str(exc)) from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

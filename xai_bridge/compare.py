@@ -99,7 +99,7 @@ def agreement_table(
     Returns:
         ``pandas.DataFrame`` with columns ``method_a, method_b, image, target,
         rank_correlation, top_k_iou``, one row per pair of methods, image and
-        target position.
+        target position where both methods explain the same target.
     """
     import pandas as pd
 
@@ -109,10 +109,12 @@ def agreement_table(
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             ea, eb = exps[a], exps[b]
-            if ea.attributions.shape[:1] != eb.attributions.shape[:1] or ea.images.shape != eb.images.shape:
+            if ea.images.shape != eb.images.shape or not np.array_equal(ea.images, eb.images):
                 raise ValueError(f"explanations: {a!r} and {b!r} explain different images")
             for n in range(ea.n_images):
                 for t in range(min(ea.n_targets, eb.n_targets)):
+                    if ea.targets[n, t] != eb.targets[n, t]:
+                        continue  # maps of different classes are not compared
                     ma, mb = ea.attributions[n, t], eb.attributions[n, t]
                     rows.append({"method_a": a, "method_b": b, "image": n, "target": int(ea.targets[n, t]),
                                  "rank_correlation": rank_correlation(ma, mb, mode),
@@ -121,11 +123,14 @@ def agreement_table(
 
 
 def agreement_matrix(table: Any, value: str = "rank_correlation") -> Any:
-    """Square ``method x method`` DataFrame of the mean ``value`` over images and targets (1 on the diagonal)."""
+    """Square ``method x method`` DataFrame of the mean ``value`` over images and targets.
+
+    1 on the diagonal; NaN for a pair with no comparable maps.
+    """
     import pandas as pd
 
     names = list(dict.fromkeys([*table["method_a"], *table["method_b"]]))
-    mat = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    mat = pd.DataFrame(np.where(np.eye(len(names), dtype=bool), 1.0, np.nan), index=names, columns=names)
     means = table.groupby(["method_a", "method_b"])[value].mean()
     for (a, b), v in means.items():
         mat.loc[a, b] = mat.loc[b, a] = v

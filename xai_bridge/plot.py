@@ -170,7 +170,10 @@ def comparison_grid(
         for j, (name, t) in enumerate(columns, start=1):
             exp = exps[name]
             ax = axes[i, j]
-            ax.imshow(overlay(first.images[i], normed[name][i, t if per_target else 0], style, cmap, alpha))
+            m = normed[name][i, t if per_target else 0]
+            if norm is Norm.SIGNED and style is Style.HEAT:
+                m = (m + 1) / 2  # the colour bar runs from -1: put 0 in the middle of the colour map
+            ax.imshow(overlay(first.images[i], m, style, cmap, alpha))
             if titles and i == 0:
                 label = name.replace(".", "\n", 1)  # library on one line, method below
                 ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8)

@@ -50,10 +50,9 @@ def _overlay_png(image: np.ndarray, norm_map: np.ndarray) -> str:
 def _table(df: Any, float_format: str = "{:.3f}") -> str:
     cols = list(df.columns)
     rows = ["<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "</tr>"]
-    for _, rec in df.iterrows():
+    for rec in zip(*(df[c].tolist() for c in cols)):  # per column, so ints stay ints (iterrows upcasts)
         cells = []
-        for c in cols:
-            v = rec[c]
+        for v in rec:
             text = float_format.format(v) if isinstance(v, (float, np.floating)) else str(v)
             cells.append(f'<td class="{"l" if isinstance(v, str) else ""}">{html.escape(text)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")

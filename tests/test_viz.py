@@ -1,0 +1,266 @@
+"""Figures (layout, titles, colour bar, one normalisation rule) and agreement metrics with known answers.
+
+Everything is built from hand-made Explanations: no models, milliseconds per test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import stats
+from test_explanation import make_explanation
+
+import xai_bridge as xb
+from xai_bridge.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
+from xai_bridge.plot import Scale, Style, caption_plot, comparison_grid, figure_png, overlay
+
+H, W = 6, 8
+
+
+def ramp(scale: float = 1.0) -> np.ndarray:
+    """A positive ramp ``1..H*W`` (H, W), times ``scale``."""
+    return (np.arange(H * W, dtype=np.float32).reshape(H, W) + 1) * scale
+
+
+def exp_of(maps: np.ndarray, method: str = "lib.A", images: np.ndarray | None = None,
+           targets: np.ndarray | None = None) -> xb.Explanation:
+    """An Explanation of ``maps`` (N, T, H, W) over white images unless given."""
+    maps = np.asarray(maps, np.float32)
+    n, t = maps.shape[:2]
+    images = np.full((n, *maps.shape[2:], 3), 255, np.uint8) if images is None else images
+    targets = np.arange(n * t).reshape(n, t) if targets is None else targets
+    return xb.Explanation(attributions=maps, images=images, targets=targets,
+                          target_names=[[f"class {c}" for c in row] for row in np.asarray(targets)],
+                          scores=np.full((n, t), 0.5), method=method, backend="lib")
+
+
+def panels(fig) -> list:
+    """The image panels of a figure in row-major order (the colour bar excluded)."""
+    return [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+
+
+def pixels(ax) -> np.ndarray:
+    return np.asarray(ax.images[0].get_array(), np.float64)
+
+
+# ------------------------------------------------------------------ figures
+def test_grid_layout_titles_labels_and_colour_bar() -> None:
+    exp = make_explanation()  # 2 images x 3 targets, 5 x 6 pixels
+    fig = comparison_grid({"captum.Saliency": exp, "gradcam.GradCAM": dataclasses.replace(exp, method="x")})
+    image_axes = panels(fig)
+    assert len(image_axes) == 2 * (1 + 2)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and len(fig.axes) == 2 * 3 + 1
+    assert [ax.get_title() for ax in image_axes[:3]] == ["image", "captum\nSaliency", "gradcam\nGradCAM"]
+    assert all(ax.get_title() == "" for ax in image_axes[3:])  # titles on the first row only
+    assert image_axes[1].get_xlabel() == "class 0" and image_axes[4].get_xlabel() == "class 3"
+    assert np.array_equal(pixels(image_axes[3]), exp.images[1])  # first column: the image itself
+    assert bars[0].get_ylim() == (0.0, 1.0) and "abs" in bars[0].get_ylabel()
+    assert fig.xai_bridge_norm == {"norm": "abs", "percentile": 99.0, "scale": "map"}
+
+
+def test_grid_per_target_has_a_column_per_method_and_target() -> None:
+    exp = make_explanation()
+    fig = comparison_grid([exp, dataclasses.replace(exp, method="lib.B")], per_target=True)
+    image_axes = panels(fig)
+    assert len(image_axes) == 2 * (1 + 2 * 3)
+    titles = [ax.get_title() for ax in image_axes[:7]]
+    assert titles[1:4] == [f"captum\nIntegratedGradients [{t}]" for t in range(3)]
+    assert titles[4:] == [f"lib\nB [{t}]" for t in range(3)]
+    assert [ax.get_xlabel() for ax in image_axes[8:11]] == ["class 3", "class 4", "class 5"]
+
+
+def test_identical_maps_under_other_names_draw_identical_pixels() -> None:
+    exp = make_explanation()
+    for scale in Scale:
+        fig = comparison_grid({"a": exp, "b": dataclasses.replace(exp, method="b")}, scale=scale)
+        ax = panels(fig)
+        for row in range(2):
+            assert np.array_equal(pixels(ax[3 * row + 1]), pixels(ax[3 * row + 2]))
+
+
+def test_heat_overlay_applies_the_stated_rule() -> None:
+    exp = make_explanation()
+    fig = comparison_grid(exp, norm="abs", percentile=90.0)
+    for row in range(2):
+        m = exp.attributions[row, 0]
+        expected = overlay(exp.images[row], np.clip(np.abs(m) / np.percentile(np.abs(m), 90.0), 0, 1), "heat")
+        np.testing.assert_allclose(pixels(panels(fig)[2 * row + 1]), expected, atol=1e-6)
+
+
+def test_figure_scale_keeps_relative_brightness_and_map_scale_does_not() -> None:
+    # MASKED over a white image draws the normalised value itself, so brightness is measurable.
+    exps = {"small": exp_of(ramp()[None, None]), "big": exp_of(ramp(10.0)[None, None], "big")}
+    fig = comparison_grid(exps, style="masked", scale="figure", percentile=None)
+    small, big = pixels(panels(fig)[1]), pixels(panels(fig)[2])
+    np.testing.assert_allclose(big, 10 * small, atol=1e-6)
+    assert big.max() == pytest.approx(1.0)
+    assert fig.xai_bridge_norm == {"norm": "abs", "percentile": None, "scale": "figure"}
+    fig = comparison_grid(exps, style="masked", scale="map", percentile=None)
+    np.testing.assert_allclose(pixels(panels(fig)[1]), pixels(panels(fig)[2]), atol=1e-6)
+    assert fig.xai_bridge_norm["scale"] == "map"
+
+
+def test_method_scale_is_shared_across_images_of_a_method_only() -> None:
+    maps = np.stack([ramp(), ramp(2.0)])[:, None]  # image 1 twice as strong as image 0
+    exps = {"a": exp_of(maps), "b": exp_of(maps * 100, "b")}
+    fig = comparison_grid(exps, style="masked", scale="method", percentile=None)
+    ax = panels(fig)  # rows of (image, a, b)
+    np.testing.assert_allclose(pixels(ax[4]), 2 * pixels(ax[1]), atol=1e-6)  # within a method: shared
+    np.testing.assert_allclose(pixels(ax[2]), pixels(ax[1]), atol=1e-6)  # across methods: own scale
+    fig = comparison_grid(exps, style="masked", scale="map", percentile=None)
+    np.testing.assert_allclose(pixels(panels(fig)[4]), pixels(panels(fig)[1]), atol=1e-6)
+
+
+def test_signed_rule_uses_the_whole_colour_bar() -> None:
+    maps = np.linspace(-1, 1, H * W, dtype=np.float32).reshape(1, 1, H, W)
+    maps[0, 0, 2, 3] = 0.0
+    maps[0, 0, 1, 1] = -0.5
+    exp = exp_of(maps)
+    fig = comparison_grid(exp, norm="signed", style="heat", percentile=None, alpha=1.0)
+    bar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"][0]
+    assert bar.get_ylim() == (-1.0, 1.0)
+    drawn = pixels(panels(fig)[1])
+    # -1 is the bottom colour of the bar, +1 the top one, 0 the middle (not the bottom)
+    np.testing.assert_allclose(drawn[0, 0], overlay(exp.images[0], np.zeros((1, 1)), "heat", alpha=1.0)[0, 0])
+    np.testing.assert_allclose(drawn[-1, -1], overlay(exp.images[0], np.ones((1, 1)), "heat", alpha=1.0)[0, 0])
+    for (y, x), colour in {(2, 3): 0.5, (1, 1): 0.25}.items():
+        expected = overlay(exp.images[0], np.full((1, 1), colour), "heat", alpha=1.0)[0, 0]
+        np.testing.assert_allclose(drawn[y, x], expected)
+    fig = comparison_grid(exp, style="signed")  # the signed style implies the signed rule
+    assert fig.xai_bridge_norm["norm"] == "signed"
+
+
+def test_grid_rejects_explanations_of_other_images() -> None:
+    exp = make_explanation()
+    other = dataclasses.replace(exp, images=255 - exp.images, method="other")
+    with pytest.raises(ValueError, match="other images"):
+        comparison_grid([exp, other])
+    with pytest.raises(ValueError, match="at least one"):
+        comparison_grid({})
+    with pytest.raises(ValueError):
+        comparison_grid(exp, scale="row")
+
+
+def test_overlay_styles() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    zeros = np.zeros((32, 32))
+    np.testing.assert_allclose(overlay(image, zeros, Style.HEAT, alpha=0.0), image / 255.0, atol=1e-6)
+    np.testing.assert_allclose(overlay(image, zeros, Style.SIGNED), image / 255.0, atol=1e-6)  # 0: untouched
+    assert overlay(image, zeros, Style.MASKED).max() == 0
+    np.testing.assert_allclose(overlay(image, np.ones((32, 32)), "masked"), image / 255.0, atol=1e-6)
+    blob = np.zeros((32, 32))
+    blob[8:16, 8:16] = 1.0
+    out = overlay(image, blob, Style.OUTLINE, top_percent=10)
+    green = np.all(out == (0.0, 1.0, 0.0), axis=-1)
+    ys, xs = np.nonzero(green)
+    assert green.any() and 4 <= ys.min() and ys.max() <= 19 and 4 <= xs.min() and xs.max() <= 19
+    assert out.shape == (32, 32, 3) and 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_caption_plot_has_one_panel_per_token_on_one_scale() -> None:
+    maps = np.stack([ramp(), ramp(3.0), -ramp()])[None]  # 3 tokens
+    exp = dataclasses.replace(exp_of(maps), target_names=[["a", "cat", "sitting"]])
+    fig = caption_plot(exp, columns=2)
+    shown = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in shown] == ["image", "a", "cat", "sitting"]
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+    fig = caption_plot(exp, columns=6, norm="abs", percentile=None)
+    shown = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    token_a, token_cat = pixels(shown[1]), pixels(shown[2])  # one shared scale: "cat" is 3x "a"
+    expected_a = overlay(exp.images[0], ramp() / ramp(3.0).max(), "heat", alpha=0.6)
+    np.testing.assert_allclose(token_a, expected_a, atol=1e-6)
+    assert not np.allclose(token_a, token_cat)
+
+
+def test_figure_png_bytes() -> None:
+    png = figure_png(comparison_grid(make_explanation()))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+
+
+# ------------------------------------------------------------------ agreement
+def test_identical_and_inverted_maps() -> None:
+    a = ramp()
+    assert rank_correlation(a, a.copy()) == pytest.approx(1.0)
+    assert top_k_iou(a, a.copy(), 10) == 1.0
+    inverted = a.max() + 1 - a
+    assert rank_correlation(a, inverted) == pytest.approx(-1.0)
+    assert top_k_iou(a, inverted, 10) == 0.0
+    # |.| by default: a sign flip is full agreement; raw signed values disagree completely
+    assert rank_correlation(a, -a) == pytest.approx(1.0)
+    assert rank_correlation(a, -a, mode=None) == pytest.approx(-1.0)
+    assert rank_correlation(a, -a, mode="signed") == pytest.approx(-1.0)
+    assert top_k_iou(a, -a, 10, mode="positive") < 1.0
+
+
+def test_known_partial_overlap() -> None:
+    a = np.zeros((4, 5))
+    b = np.zeros((4, 5))
+    a[0, :4] = [9, 8, 7, 6]  # top 20% = 4 pixels
+    b[0, 2:4] = [9, 9]
+    b[3, :2] = [5, 5]  # shares 2 of 4 pixels with a
+    assert top_k_iou(a, b, 20) == pytest.approx(2 / 6)
+    assert top_k_iou(a, b, 10) == pytest.approx(0.0)  # top 2 pixels: (0,0),(0,1) vs (0,2),(0,3)
+    assert top_k_iou(a, b, 100) == 1.0
+    assert top_k_iou(a, b, 1) == 0.0  # at least one pixel is kept
+
+
+def test_rank_correlation_with_ties_matches_scipy() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 4, size=(6, 7)).astype(float)  # many ties
+    b = a + rng.integers(0, 3, size=(6, 7))
+    expected = stats.spearmanr(a.ravel(), b.ravel()).statistic
+    assert rank_correlation(a, b) == pytest.approx(expected, abs=1e-12)
+    tied = np.array([[1.0, 1.0], [2.0, 2.0]])
+    assert rank_correlation(tied, np.array([[0.0, 0.0], [1.0, 1.0]])) == pytest.approx(1.0)
+    assert np.isnan(rank_correlation(np.ones((2, 2)), tied))  # a constant map has no ranking
+
+
+def test_metric_errors_name_the_argument() -> None:
+    with pytest.raises(ValueError, match="percent"):
+        top_k_iou(ramp(), ramp(), 0)
+    with pytest.raises(ValueError, match="percent"):
+        top_k_iou(ramp(), ramp(), 101)
+    with pytest.raises(ValueError, match="shapes differ"):
+        rank_correlation(ramp(), ramp()[:2])
+    with pytest.raises(ValueError, match="shapes differ"):
+        top_k_iou(ramp(), ramp()[:2])
+
+
+def test_agreement_table_rows_columns_and_values() -> None:
+    maps = np.stack([np.stack([ramp(), ramp(2.0)]), np.stack([ramp(), -ramp()])])  # 2 images x 2 targets
+    a = exp_of(maps)
+    same = exp_of(maps * 3, "same")
+    flip = exp_of(maps[..., ::-1, ::-1].copy(), "flip")  # the ramp reversed: rank -1, IoU 0
+    table = agreement_table({"a": a, "same": same, "flip": flip}, percent=10)
+    assert list(table.columns) == ["method_a", "method_b", "image", "target", "rank_correlation", "top_k_iou"]
+    assert len(table) == 3 * 2 * 2  # pairs x images x targets
+    assert list(table.target[:4]) == [0, 1, 2, 3]
+    pair = lambda x, y: table[(table.method_a == x) & (table.method_b == y)]  # noqa: E731
+    assert np.allclose(pair("a", "same").rank_correlation, 1) and np.allclose(pair("a", "same").top_k_iou, 1)
+    assert np.allclose(pair("a", "flip").rank_correlation, -1) and np.allclose(pair("a", "flip").top_k_iou, 0)
+    matrix = agreement_matrix(table)
+    assert list(matrix.index) == list(matrix.columns) == ["a", "same", "flip"]
+    assert np.allclose(matrix.values, matrix.values.T) and np.allclose(np.diag(matrix.values), 1)
+    assert matrix.loc["same", "flip"] == pytest.approx(-1) and matrix.loc["a", "same"] == pytest.approx(1)
+    iou = agreement_matrix(table, "top_k_iou")
+    assert iou.loc["flip", "a"] == 0 and iou.loc["a", "a"] == 1
+    assert len(agreement_table([a])) == 0
+
+
+def test_agreement_compares_only_maps_of_the_same_target() -> None:
+    maps = np.stack([ramp(), ramp()])[None]  # 1 image x 2 targets
+    a = exp_of(maps, targets=np.array([[3, 1]]))
+    b = exp_of(maps, "b", targets=np.array([[3, 2]]))  # position 1 explains another class
+    table = agreement_table([a, b])
+    assert list(table.target) == [3]
+    c = exp_of(maps, "c", targets=np.array([[4, 1]]))  # shares class 1 with a, nothing with b
+    matrix = agreement_matrix(agreement_table({"a": a, "b": b, "c": c}))
+    assert matrix.loc["a", "b"] == pytest.approx(1) and matrix.loc["a", "c"] == pytest.approx(1)
+    assert np.isnan(matrix.loc["b", "c"]) and np.isnan(matrix.loc["c", "b"])  # never compared: NaN, not 0
+    with pytest.raises(ValueError, match="different images"):
+        agreement_table([a, exp_of(np.stack([maps[0], maps[0]]), "two images")])
+    with pytest.raises(ValueError, match="different images"):  # same shape, other pixels
+        agreement_table({"a": a, "dark": exp_of(maps, "dark", images=np.zeros((1, H, W, 3), np.uint8))})
