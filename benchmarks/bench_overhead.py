@@ -1,19 +1,34 @@
 """xai-bridge vs each library called directly, side by side, on EfficientNet-Lite0.
 
-For every routed method this prints ``time through xai-bridge / time calling
-the library directly with the same settings`` (target <= 1.05) and, for
-perturbation methods, ``time / (model evaluations x best-batch forward time
-per image)`` (target <= 1.1). Both sides get the same 224x224 image, so the
-resize is a no-op; the direct side preprocesses by hand, as a user would.
-CPU, 2 threads; the two sides alternate, medians of ``--repeats`` runs.
+For every routed method this prints
 
-    .venv/bin/python benchmarks/bench_overhead.py [--repeats 3] [--methods gradcam.GradCAM lime ...]
+* ``overhead = time through xai.explain / time calling the library directly
+  with the same settings`` (target <= 1.05), where the direct side is what a
+  competent user writes by hand: the image preprocessed once into a
+  normalised tensor, the library called on the plain module (captum,
+  pytorch-grad-cam, torchcam, shap.GradientExplainer) or with a hand-written
+  ``f(x)`` doing the preprocessing (shap Partition, lime);
+* for perturbation methods, ``efficiency = time / (model evaluations x
+  best-batch forward time per image)`` (target <= 1.1), the forward time being
+  the fastest per-image time of ``model.predict`` over batch sizes 1..32 and
+  the evaluations those of the method plus the one scoring pass of
+  ``explain``;
+* separately, what the full-resolution path costs: the same call on the
+  original 451x300 picture (differentiable resize to 224 inside the model)
+  over the call on the 224x224 picture.
+
+Both sides get the same 224x224 image, so xai-bridge's resize is a no-op.
+CPU, 2 threads; the sides alternate (A B, B A, ...) after a warm-up; medians
+of ``--repeats`` runs.
+
+    .venv/bin/python benchmarks/bench_overhead.py [--repeats 3] [--methods lime gradcam.GradCAM ...] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,136 +36,229 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    Setup,
+    add_common_args,
     best_forward_per_image,
-    chelsea_224,
     interleaved,
+    load_setup,
+    machine,
     median,
     setup_threads,
     table,
-    to_tensor,
+    verdict,
     write,
 )
 
-import xai_bridge as xb  # noqa: E402
+OVERHEAD_TARGET = 1.05
+EFFICIENCY_TARGET = 1.1
+FULL_RES_METHODS = ("gradcam.GradCAM", "builtin.saliency", "captum.IntegratedGradients", "lime")
 
-TARGET = 285
-LAYER = "bn2"
+
+@dataclass(frozen=True)
+class Settings:
+    """Sample counts (small in ``--quick``)."""
+
+    lime_samples: int = 200
+    shap_evals: int = 200
+    shap_masker: str = "blur(64,64)"
+    gradient_samples: int = 32
+    ig_steps: int = 50
+    rise_masks: int = 300
+    window: int = 32
+    batch: int = 16
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        return cls(lime_samples=20, shap_evals=20, shap_masker="blur(8,8)", gradient_samples=4, ig_steps=4,
+                   rise_masks=20, window=8, batch=8)
 
 
-def direct_sides(net: Any, image: np.ndarray) -> dict[str, tuple[dict[str, Any], Callable[[], Any]]]:
-    """method -> (xai-bridge params, the library called directly with the same settings)."""
+@dataclass(frozen=True)
+class Case:
+    """One routed method: its xai-bridge params and the direct call (None: no library to compare with)."""
+
+    method: str
+    params: dict[str, Any]
+    direct: Callable[[], Any] | None
+    perturbation: bool = False
+
+
+def cases(s: Setup, cfg: Settings) -> list[Case]:
+    """Every benchmarked method with matched settings on both sides."""
     import torch
 
-    sides: dict[str, tuple[dict[str, Any], Callable[[], Any]]] = {}
+    net, image, target = s.net, s.image, s.target
+    layer = net.get_submodule(s.layer)
+    out: list[Case] = []
 
-    def logits_np(batch: np.ndarray) -> np.ndarray:
-        x = (np.asarray(batch, np.float32) / 255.0 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array(
-            [0.229, 0.224, 0.225], np.float32)
-        with torch.no_grad():
-            return net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    def saliency_by_hand() -> Any:
+        x = s.tensor(image).requires_grad_(True)
+        net(x)[0, target].backward()
+        return x.grad.abs()
 
-    from pytorch_grad_cam import GradCAM, LayerCAM
+    out.append(Case("builtin.saliency", {}, saliency_by_hand))
+
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    for name, cls in (("gradcam.GradCAM", GradCAM), ("gradcam.LayerCAM", LayerCAM)):
+    for cls in (GradCAM, GradCAMPlusPlus, LayerCAM):
         def run_cam(cls: Any = cls) -> Any:
-            with cls(model=net, target_layers=[net.bn2]) as cam:
-                return cam(input_tensor=to_tensor(image), targets=[ClassifierOutputTarget(TARGET)])
-        sides[name] = ({"layer": LAYER}, run_cam)
+            with cls(model=net, target_layers=[layer]) as cam:
+                return cam(input_tensor=s.tensor(image), targets=[ClassifierOutputTarget(target)])
+        out.append(Case(f"gradcam.{cls.__name__}", {"layer": s.layer}, run_cam))
 
     from torchcam.methods import GradCAM as TCGradCAM
+    from torchcam.methods import LayerCAM as TCLayerCAM
 
-    def run_torchcam() -> Any:
-        with TCGradCAM(net, LAYER) as extractor:
-            out = net(to_tensor(image))
-            return extractor(TARGET, out)
-    sides["torchcam.GradCAM"] = ({"layer": LAYER}, run_torchcam)
+    for cls in (TCGradCAM, TCLayerCAM):
+        def run_torchcam(cls: Any = cls) -> Any:
+            with cls(net, s.layer) as extractor:
+                return extractor(target, net(s.tensor(image)))
+        out.append(Case(f"torchcam.{cls.__name__}", {"layer": s.layer}, run_torchcam))
 
     import shap
 
-    def run_shap() -> Any:
-        masker = shap.maskers.Image("blur(64,64)", image.shape)
-        explainer = shap.Explainer(logits_np, masker)
-        return explainer(image[None].astype(np.float64), max_evals=300, batch_size=50, outputs=[TARGET], silent=True)
-    sides["shap.partition"] = ({"masker": "blur(64,64)", "max_evals": 300, "batch_size": 50}, run_shap)
+    def run_partition() -> Any:
+        masker = shap.maskers.Image(cfg.shap_masker, image.shape)
+        explainer = shap.Explainer(s.logits_np, masker)
+        return explainer(image[None].astype(np.float64), max_evals=cfg.shap_evals, batch_size=cfg.batch,
+                         outputs=[target], silent=True)
+
+    out.append(Case("shap.partition", {"masker": cfg.shap_masker, "max_evals": cfg.shap_evals,
+                                       "batch_size": cfg.batch}, run_partition, perturbation=True))
+
+    class Column(torch.nn.Module):  # shap explains every output; a user selects the one they want
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return net(x)[:, target : target + 1]
+
+    def run_gradient() -> Any:
+        torch.manual_seed(0)
+        explainer = shap.GradientExplainer(Column(), s.tensor(np.zeros_like(image)), batch_size=cfg.batch)
+        return explainer.shap_values(s.tensor(image), nsamples=cfg.gradient_samples, rseed=0)
+
+    out.append(Case("shap.gradient", {"nsamples": cfg.gradient_samples, "batch_size": cfg.batch}, run_gradient))
 
     from lime import lime_image
 
     def run_lime() -> Any:
         explainer = lime_image.LimeImageExplainer(random_state=0)
-        return explainer.explain_instance(image.astype(np.float64), logits_np, labels=(TARGET,), top_labels=None,
-                                          hide_color=0, num_samples=300, batch_size=50, random_seed=0)
-    sides["lime"] = ({"num_samples": 300, "batch_size": 50, "hide_color": 0}, run_lime)
+        return explainer.explain_instance(image.astype(np.float64), s.logits_np, labels=(target,), top_labels=None,
+                                          hide_color=0, num_samples=cfg.lime_samples, batch_size=cfg.batch,
+                                          random_seed=0)
 
-    if "captum.IntegratedGradients" in xb.available_methods(installed_only=True):
-        from captum.attr import IntegratedGradients, Saliency
+    out.append(Case("lime", {"num_samples": cfg.lime_samples, "batch_size": cfg.batch, "hide_color": 0}, run_lime,
+                    perturbation=True))
+    out.append(Case("rise", {"n_masks": cfg.rise_masks}, None, perturbation=True))
+    out.append(Case("builtin.occlusion", {"window": cfg.window, "stride": cfg.window}, None, perturbation=True))
 
-        def run_ig() -> Any:
-            x = to_tensor(image)
-            return IntegratedGradients(net).attribute(x, baselines=to_tensor(np.zeros_like(image)), target=TARGET,
-                                                      n_steps=50, internal_batch_size=25)
-        sides["captum.IntegratedGradients"] = ({"n_steps": 50, "internal_batch_size": 25}, run_ig)
+    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
-        def run_saliency() -> Any:
-            return Saliency(net).attribute(to_tensor(image).requires_grad_(True), target=TARGET)
-        sides["captum.Saliency"] = ({}, run_saliency)
-    return sides
+    black = s.tensor(np.zeros_like(image))
 
+    def run_ig() -> Any:
+        return IntegratedGradients(net).attribute(s.tensor(image), baselines=black, target=target,
+                                                  n_steps=cfg.ig_steps, internal_batch_size=cfg.batch)
 
-PERTURBATION_ONLY = {
-    "rise": {"n_masks": 500},
-    "builtin.occlusion": {"window": 32, "stride": 32},
-}
+    out.append(Case("captum.IntegratedGradients", {"n_steps": cfg.ig_steps, "internal_batch_size": cfg.batch},
+                    run_ig))
+
+    def run_captum_saliency() -> Any:
+        return Saliency(net).attribute(s.tensor(image).requires_grad_(True), target=target)
+
+    out.append(Case("captum.Saliency", {}, run_captum_saliency))
+
+    def run_smoothgrad() -> Any:  # noise std: 25.5 pixel units = 0.1 of [0, 1], divided by std per channel
+        torch.manual_seed(0)
+        return NoiseTunnel(Saliency(net)).attribute(s.tensor(image), target=target, nt_type="smoothgrad",
+                                                    nt_samples=8, stdevs=float(0.1 / s.std.mean()),
+                                                    nt_samples_batch_size=cfg.batch)
+
+    out.append(Case("captum.Saliency+NoiseTunnel", {"noise_tunnel": {"kind": "smoothgrad", "nt_samples": 8,
+                                                                    "stdevs": 25.5,
+                                                                    "nt_samples_batch_size": cfg.batch}},
+                    run_smoothgrad))
+
+    def run_occlusion() -> Any:
+        return Occlusion(net).attribute(s.tensor(image), baselines=black, target=target,
+                                        sliding_window_shapes=(3, cfg.window, cfg.window),
+                                        strides=(3, cfg.window, cfg.window), perturbations_per_eval=cfg.batch)
+
+    out.append(Case("captum.Occlusion", {"window": cfg.window, "stride": cfg.window,
+                                         "perturbations_per_eval": cfg.batch}, run_occlusion, perturbation=True))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    add_common_args(parser)
     parser.add_argument("--methods", nargs="*", default=None, help="subset of methods")
+    parser.add_argument("--no-full-res", action="store_true", help="skip the full-resolution rows")
     args = parser.parse_args(argv)
-    setup_threads(2)
-    from xai_bridge.adapters.models import efficientnet_lite0
+    setup_threads(args.threads)
+    import xai_bridge as xb
 
-    model = efficientnet_lite0(batch_size=50)
-    net = model.module
-    image = chelsea_224()
-    per_image, best_batch = best_forward_per_image(model.predict, image)
-    rows = []
-    sides = direct_sides(net, image)
-    wanted = args.methods or [*sides, *PERTURBATION_ONLY]
-    for method in wanted:
-        if method in sides:
-            params, direct = sides[method]
-            last: dict[str, Any] = {}
+    cfg = Settings.quick() if args.quick else Settings()
+    s = load_setup(args.quick, batch_size=cfg.batch)
+    per_image, best_batch = best_forward_per_image(s.model.predict, s.image)
+    available = set(xb.available_methods(installed_only=True))
+    table_cases = [c for c in cases(s, cfg) if (args.methods is None or c.method in args.methods)]
+    rows: list[dict[str, Any]] = []
+    for case in table_cases:
+        name = case.method.split("+")[0]
+        if name not in available:
+            rows.append({"method": case.method, "note": "not available"})
+            continue
+        last: dict[str, Any] = {}
 
-            def ours(method: str = method, params: dict[str, Any] = params) -> None:
-                last["exp"] = xb.explain(model, image, method, targets=TARGET, **params)
+        def ours(name: str = name, params: dict[str, Any] = case.params) -> None:
+            last["exp"] = xb.explain(s.model, s.image, name, targets=s.target, **params)
 
-            times = interleaved({"xai-bridge": ours, "direct": direct}, repeats=args.repeats)
-            row = {"method": method, "xai_bridge_s": median(times["xai-bridge"]), "direct_s": median(times["direct"])}
-            row["overhead_ratio"] = row["xai_bridge_s"] / row["direct_s"]
-        else:
-            params = PERTURBATION_ONLY[method]
-            last = {}
-
-            def ours(method: str = method, params: dict[str, Any] = params) -> None:
-                last["exp"] = xb.explain(model, image, method, targets=TARGET, **params)
-
-            times = interleaved({"xai-bridge": ours}, repeats=args.repeats)
-            row = {"method": method, "xai_bridge_s": median(times["xai-bridge"])}
-        exp = last["exp"]
-        row["n_model_evals"] = exp.n_model_evals
-        if exp.n_model_evals > 1 and method not in ("captum.IntegratedGradients", "captum.Saliency") \
-                and not method.startswith(("gradcam.", "torchcam.")):
-            row["efficiency_ratio"] = row["xai_bridge_s"] / (exp.n_model_evals * per_image)
+        sides = {"xai-bridge": ours} if case.direct is None else {"xai-bridge": ours, "direct": case.direct}
+        times = interleaved(sides, repeats=args.repeats)
+        row: dict[str, Any] = {"method": case.method, "xai_bridge_s": median(times["xai-bridge"])}
+        if case.direct is not None:
+            row["direct_s"] = median(times["direct"])
+            row["overhead"] = row["xai_bridge_s"] / row["direct_s"]
+            row["overhead_ok"] = verdict(row["overhead"], OVERHEAD_TARGET)
+        evals = int(last["exp"].n_model_evals) + 1  # + the scoring pass of explain()
+        row["model_evals"] = evals
+        if case.perturbation:
+            row["efficiency"] = row["xai_bridge_s"] / (evals * per_image)
+            row["efficiency_ok"] = verdict(row["efficiency"], EFFICIENCY_TARGET)
+        row["times"] = {k: [round(v, 4) for v in vs] for k, vs in times.items()}
         rows.append(row)
-        print(table([row], list(row)), flush=True)
-    result = {"device": "cpu", "threads": 2, "image": "chelsea 224x224", "target": TARGET,
-              "forward_s_per_image": per_image, "best_batch": best_batch, "repeats": args.repeats, "rows": rows}
-    print()
-    print(table(rows, ["method", "xai_bridge_s", "direct_s", "overhead_ratio", "n_model_evals", "efficiency_ratio"]))
-    print(f"best-batch forward: {per_image * 1000:.2f} ms/image at batch {best_batch}")
-    print(f"-> {write('overhead', result)}")
+        print(table([row], [c for c in row if c != "times"]), flush=True)
+
+    full_rows: list[dict[str, Any]] = []
+    if not args.no_full_res:
+        for case in table_cases:
+            if case.method not in FULL_RES_METHODS or case.method not in available:
+                continue
+
+            def at(img: np.ndarray, case: Case = case) -> Callable[[], Any]:
+                return lambda: xb.explain(s.model, img, case.method, targets=s.target, **case.params)
+
+            times = interleaved({"model_size": at(s.image), "full": at(s.full_image)}, repeats=args.repeats)
+            full_rows.append({"method": case.method, "at_model_size_s": median(times["model_size"]),
+                              "full_res_s": median(times["full"]),
+                              "full_res_ratio": median(times["full"]) / median(times["model_size"]),
+                              "full_size": "x".join(map(str, s.full_image.shape[:2]))})
+            print(table(full_rows[-1:], list(full_rows[-1])), flush=True)
+
+    result = {"setup": s.name, "threads": args.threads, "target": s.target, "layer": s.layer,
+              "settings": cfg.__dict__, "forward_s_per_image": per_image, "best_batch": best_batch,
+              "repeats": args.repeats, "machine": machine(), "targets": {"overhead": OVERHEAD_TARGET,
+                                                                         "efficiency": EFFICIENCY_TARGET},
+              "rows": rows, "full_resolution": full_rows}
+    print(f"\n== overhead: xai-bridge / library called directly (target <= {OVERHEAD_TARGET}); "
+          f"efficiency: time / (evals x best forward) (target <= {EFFICIENCY_TARGET})")
+    print(table(rows, ["method", "xai_bridge_s", "direct_s", "overhead", "overhead_ok", "model_evals", "efficiency",
+                       "efficiency_ok"]))
+    print(f"best-batch forward through model.predict: {per_image * 1000:.2f} ms/image at batch {best_batch}")
+    if full_rows:
+        print("\n== full-resolution path: same call on the original picture / on the 224x224 one")
+        print(table(full_rows, list(full_rows[0])))
+    print(f"-> {write('overhead-quick' if args.quick else 'overhead', result, args.results)}")
     return result
 
 

@@ -1,76 +1,177 @@
-"""Shared helpers for the benchmarks: interleaved timing, the real model, output.
+"""Shared helpers for the benchmarks: the setup, interleaved timing, output.
 
-Timings on a shared machine are noisy, so every comparison runs its two sides
+Timings on a shared machine are noisy, so every comparison runs its sides
 alternately (A B A B ...) after a warm-up and reports medians and the ratio
-of medians. No benchmark asserts a time: they print.
+of medians. No benchmark asserts a time: they print a table and write JSON.
+
+Two setups: the real one (the bundled EfficientNet-Lite0, scikit-image's cat
+resized to 224x224, target 285 "Egyptian cat", layer ``bn2``) and ``--quick``
+(a tiny seeded CNN on a 32x32 image, for the smoke test; its numbers mean
+nothing).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import platform
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def add_common_args(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
+    """The flags every benchmark takes: ``--quick``, ``--repeats``, ``--threads``, ``--results``."""
+    parser.add_argument("--quick", action="store_true", help="tiny model and image, few samples (smoke test)")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per side (median reported)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON results")
 
 
 def setup_threads(n: int = 2) -> None:
-    """Pin torch to ``n`` threads (the benchmarks' stated setting)."""
+    """Pin torch (and the BLAS libraries of child processes) to ``n`` threads."""
     import torch
 
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
     torch.set_num_threads(n)
 
 
-def chelsea_224() -> np.ndarray:
-    """scikit-image's cat resized to 224x224 uint8 (so resizing is a no-op on both sides)."""
-    from skimage import data
+@dataclass(frozen=True)
+class Setup:
+    """A model, an image at the model's input size, and what the direct side needs.
 
+    Attributes:
+        model: the xai-bridge ``TorchModel``.
+        image: uint8 ``(S, S, 3)`` at the model's input size (resize is a no-op).
+        full_image: the same picture at its own resolution.
+        target: class index explained.
+        layer: dotted name of the CAM layer.
+        mean: per-channel mean of the preprocessing (on [0, 1] pixels).
+        std: per-channel std.
+        quick: the tiny setup.
+        name: a description for the JSON.
+    """
+
+    model: Any
+    image: np.ndarray
+    full_image: np.ndarray
+    target: int
+    layer: str
+    mean: np.ndarray
+    std: np.ndarray
+    quick: bool
+    name: str
+
+    @property
+    def net(self) -> Any:
+        """The user's ``nn.Module``."""
+        return self.model.module
+
+    def tensor(self, images: np.ndarray) -> Any:
+        """What a user writes by hand: uint8/float HWC or NHWC -> normalised NCHW float32 tensor."""
+        import torch
+
+        x = np.asarray(images, np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        x = (x / 255.0 - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+    def logits_np(self, batch: np.ndarray) -> np.ndarray:
+        """A hand-written ``f(x)`` for shap/lime: NHWC pixels in [0, 255] -> logits (numpy)."""
+        import torch
+
+        with torch.no_grad():
+            return self.net(self.tensor(batch)).numpy()
+
+
+def tiny_net(seed: int = 0) -> Any:
+    """A 2-conv CNN with 5 outputs and seeded weights (the smoke-test model)."""
+    import torch
+    from torch import nn
+
+    gen = torch.Generator().manual_seed(seed)
+    net = nn.Sequential()
+    net.add_module("features", nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
+                                             nn.BatchNorm2d(8), nn.ReLU()))
+    net.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    net.add_module("flatten", nn.Flatten())
+    net.add_module("fc", nn.Linear(8, 5))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return net.eval()
+
+
+def load_setup(quick: bool = False, batch_size: int = 16) -> Setup:
+    """The benchmark setup (see the module docstring)."""
     import xai_bridge as xb
 
-    return xb.load_images(data.chelsea(), size=(224, 224))[0]
+    if quick:
+        mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+        model = xb.TorchModel(tiny_net(), xb.Preprocess(size=(32, 32), mean=mean, std=std), batch_size=batch_size)
+        full = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+        image = xb.load_images(full, size=(32, 32))[0]
+        return Setup(model, image, full, 1, "features.3", np.float32(mean), np.float32(std), True,
+                     "tiny CNN, random 32x32 image")
+    from skimage import data
+
+    from xai_bridge.adapters.models import efficientnet_lite0
+
+    model = efficientnet_lite0(batch_size=batch_size)
+    pre = model.preprocess
+    full = data.chelsea()
+    image = xb.load_images(full, size=(224, 224))[0]
+    return Setup(model, image, full, 285, "bn2", np.asarray(pre.mean, np.float32), np.asarray(pre.std, np.float32),
+                 False, "EfficientNet-Lite0, chelsea 224x224")
 
 
-def to_tensor(image: np.ndarray) -> Any:
-    """What a user writes by hand: HWC uint8 -> normalised NCHW float tensor."""
-    import torch
+def interleaved(sides: Mapping[str, Callable[[], Any]], repeats: int = 3, warmup: int = 1) -> dict[str, list[float]]:
+    """Run each side ``warmup`` times, then ``repeats`` rounds alternating sides; seconds per run.
 
-    x = (image.astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(x.transpose(2, 0, 1)[None].copy())
-
-
-def interleaved(sides: dict[str, Callable[[], Any]], repeats: int = 3, warmup: int = 1) -> dict[str, list[float]]:
-    """Run each side ``warmup`` times, then ``repeats`` rounds alternating sides; seconds per run."""
+    The order of the sides alternates between rounds too (A B, B A, ...), so
+    neither side always runs right after the other's memory churn.
+    """
+    names = list(sides)
     for _ in range(warmup):
-        for fn in sides.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, fn in sides.items():
+        for name in names:
+            sides[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
             start = time.perf_counter()
-            fn()
+            sides[name]()
             times[name].append(time.perf_counter() - start)
     return times
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
+    """Median of ``values``."""
     return float(statistics.median(values))
 
 
 def best_forward_per_image(predict: Callable[[np.ndarray], Any], image: np.ndarray,
-                           batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)) -> tuple[float, int]:
-    """Fastest seconds per image of ``predict`` over several batch sizes, and that batch size."""
+                           batch_sizes: Sequence[int] = (1, 4, 8, 16, 32), repeats: int = 3) -> tuple[float, int]:
+    """Fastest seconds per image of ``predict`` over several batch sizes, and that batch size.
+
+    ``predict`` is the model's own ``predict`` (the path perturbation methods
+    use), so batches larger than the model's ``batch_size`` are chunked by it.
+    """
     best = (float("inf"), 1)
     for b in batch_sizes:
         batch = np.repeat(image[None], b, axis=0)
         predict(batch)
         runs = []
-        for _ in range(3):
+        for _ in range(repeats):
             start = time.perf_counter()
             predict(batch)
             runs.append((time.perf_counter() - start) / b)
@@ -78,20 +179,49 @@ def best_forward_per_image(predict: Callable[[np.ndarray], Any], image: np.ndarr
     return best
 
 
-def write(name: str, result: dict[str, Any]) -> Path:
-    """Write ``result`` to benchmarks/results/<name>.json and return the path."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2))
+def machine() -> dict[str, Any]:
+    """Where the numbers were taken: CPU count, load, torch threads, versions."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpus": os.cpu_count(), "load_avg": [round(v, 2) for v in load] if load else None,
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write(name: str, result: Mapping[str, Any], folder: Path = RESULTS) -> Path:
+    """Write ``result`` to ``folder/<name>.json`` and return the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=_jsonable))
     return path
 
 
-def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """A plain-text table of ``rows``."""
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A plain-text table of ``rows`` (floats with 3 decimals, missing cells blank)."""
     def fmt(v: Any) -> str:
+        if v is None:
+            return ""
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
-    widths = [max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns]
+    widths = [max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in columns]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(fmt(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def verdict(value: float | None, target: float, higher_is_better: bool = False) -> str:
+    """``"met"`` / ``"MISSED"`` for a ratio against its target ('' when not measured)."""
+    if value is None:
+        return ""
+    ok = value >= target if higher_is_better else value <= target
+    return "met" if ok else "MISSED"
