@@ -9,6 +9,7 @@ targets, timing, counting, building the :class:`~xai_bridge.Explanation`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
@@ -17,7 +18,14 @@ import numpy as np
 from .errors import MethodNotApplicableError
 from .models import DifferentiableModel, Model
 
-__all__ = ["ExplainRequest", "BackendResult", "Backend", "check_params", "require_differentiable"]
+__all__ = [
+    "ExplainRequest",
+    "BackendResult",
+    "Backend",
+    "check_params",
+    "require_differentiable",
+    "library_version",
+]
 
 
 @dataclass(frozen=True)
@@ -109,3 +117,15 @@ def require_differentiable(request: ExplainRequest, working: str = "") -> Differ
         f"model: {request.method} needs gradients, but {type(model).__name__} is not a torch model; wrap a "
         f"torch nn.Module with TorchModel(module, preprocess=...).{hint}"
     )
+
+
+@functools.lru_cache(maxsize=None)
+def library_version(distribution: str) -> str:
+    """Installed version of ``distribution`` (e.g. ``"grad-cam"``), read once per process.
+
+    Reading package metadata parses files (milliseconds), too slow to repeat
+    around every explanation.
+    """
+    from importlib.metadata import version
+
+    return version(distribution)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ from .backend import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError
 from .explanation import Explanation
 from .images import Layout, load_images
-from .models import CountingModel, DifferentiableModel, Preprocess, as_model
+from .models import CountingModel, DifferentiableModel, Preprocess, ScoreTap, as_model
 from .registry import Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
@@ -66,6 +67,13 @@ def explain_many(
 ) -> dict[str, Explanation]:
     """Explain with several methods, sharing image loading and the prediction pass.
 
+    The prediction pass runs once, before the methods, when ``targets`` need
+    the model's outputs (``"top1"``, :func:`~xai_bridge.top_k`) or the model's
+    output count is not known yet. With explicit targets each explanation's
+    ``scores`` are read from the method's own evaluation of the unperturbed
+    image (see :class:`~xai_bridge.models.ScoreTap`), and a prediction pass
+    runs (once) only for a method that never evaluates it.
+
     Args:
         model: as in :func:`explain`.
         images: as in :func:`explain`.
@@ -99,15 +107,23 @@ def explain_many(
                 f"model: {working}"
             )
     batch = load_images(images, layout=layout)
-    outputs = wrapped.predict(batch)
+    known = getattr(wrapped, "output_count", None)
+    predicted: np.ndarray | None = None
+    if needs_predictions(targets) or not isinstance(known, int):
+        predicted = wrapped.predict(batch)
+    n_outputs = int(predicted.shape[1]) if predicted is not None else int(known)  # type: ignore[arg-type]
     target_idx = resolve_targets(
-        targets, len(batch), outputs if needs_predictions(targets) else None, wrapped.class_names, outputs.shape[1]
+        targets, len(batch), predicted if needs_predictions(targets) else None, wrapped.class_names, n_outputs
     )
-    scores = np.take_along_axis(outputs, target_idx, axis=1)
+    # With explicit targets the scores come from the image's own evaluation inside each method (a
+    # ScoreTap); one shared prediction pass runs only for methods that never evaluate the image itself.
+    shared = np.take_along_axis(predicted, target_idx, axis=1) if predicted is not None else None
     names_arr = _target_names(target_idx, wrapped.class_names)
     results: dict[str, Explanation] = {}
     for (spec, backend), params in loaded:
-        counted = CountingModel(wrapped)
+        tap = ScoreTap(batch) if shared is None else None
+        pixel_tap = getattr(wrapped, "tap_scores", None) if tap is not None else None
+        counted = CountingModel(wrapped, tap=tap if pixel_tap is None else None)
         request = ExplainRequest(
             method=spec.name,
             model=counted,
@@ -116,11 +132,15 @@ def explain_many(
             params=params,
             seed=int(seed),
             options=spec.options,
-            n_outputs=int(outputs.shape[1]),
+            n_outputs=n_outputs,
         )
         start = time.perf_counter()
-        result: BackendResult = backend(request)
+        with pixel_tap(tap) if pixel_tap is not None else nullcontext():
+            result: BackendResult = backend(request)
         seconds = time.perf_counter() - start
+        scores = shared if tap is None else tap.scores(target_idx)
+        if scores is None and result.targets is None:
+            shared = scores = np.take_along_axis(wrapped.predict(batch), target_idx, axis=1)
         attributions = np.asarray(result.attributions)
         own = result.targets is not None
         if own and (result.target_names is None or result.scores is None):

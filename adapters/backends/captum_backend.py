@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from xai_bridge.backend import BackendResult, ExplainRequest, check_params, require_differentiable
+from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import MethodNotApplicableError
 
 from .segments import segment_images
@@ -576,9 +576,7 @@ def _np(tensor: Any) -> np.ndarray:
 
 
 def _version() -> str:
-    from importlib.metadata import version
-
-    return version("captum")
+    return library_version("captum")
 
 
 def _int_at_least(name: str, value: Any, low: int) -> int:

@@ -41,8 +41,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from xai_bridge.adapters.models.torch_module import PixelModule
 from xai_bridge.adapters.models.torch_state import model_guard
-from xai_bridge.backend import BackendResult, ExplainRequest, check_params, require_differentiable
+from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 
 from .layers import ForwardCounter, TargetLayer, check_target_range, children_restored, choose_layer, seeded
 
@@ -109,9 +110,7 @@ _SMOOTHING = {"aug_smooth": False, "eigen_smooth": False}
 
 
 def _version() -> str:
-    from importlib.metadata import version
-
-    return version("grad-cam")
+    return library_version("grad-cam")
 
 
 def _raw_class(base: type) -> type:
@@ -250,7 +249,8 @@ def _cam_maps(request: ExplainRequest, model: Any, name: str, params: dict[str, 
     x0 = model.pixel_tensor(images[:1])
     layer = None
     if METHODS[name].layer:
-        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"])
+        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"],
+                             getattr(model, "memo", None))
     _check_outputs(net, x0, targets, request.n_outputs)
     runner = _Runner(name, net, layer, params)
     stack.callback(runner.release)
@@ -275,7 +275,8 @@ def _check_outputs(net: Any, x0: Any, targets: np.ndarray, n_outputs: int | None
 def _enter(request: ExplainRequest, model: Any, stack: ExitStack, freeze: bool = True) -> ForwardCounter:
     net = model.pixel_module()
     stack.enter_context(model.guard(freeze_params=freeze))
-    stack.enter_context(model_guard(net, eval_mode=False))  # also hooks on the pixel wrapper itself
+    if not isinstance(net, PixelModule):  # TorchModel.guard already covers its pixel wrapper
+        stack.enter_context(model_guard(net, eval_mode=False))  # hooks on the wrapper itself
     stack.enter_context(children_restored(net))
     stack.enter_context(seeded(request.seed, model.device))
     return stack.enter_context(ForwardCounter(net))
@@ -440,7 +441,8 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
         counter = _enter(request, model, stack)
         net = model.pixel_module()
         x0 = model.pixel_tensor(images[:1])
-        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"])
+        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"],
+                             getattr(model, "memo", None))
         _check_outputs(net, x0, targets, request.n_outputs)
         head = None
         for i in range(n):

@@ -247,8 +247,15 @@ def choose_layer(
     target: int,
     layer: nn.Module | str | None = None,
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> TargetLayer:
     """Resolve the ``layer`` / ``reshape_transform`` params of a CAM method.
+
+    The choice depends only on the module's structure and the input size, so
+    with ``memo`` (the model wrapper's cache) the tracing forward pass runs
+    once per layer and input size; a cached choice is used only while the
+    module still holds that submodule under that name. An automatic token-grid
+    choice depends on the target and is not cached.
 
     Args:
         module: the user's module.
@@ -258,6 +265,7 @@ def choose_layer(
         layer: None (automatic), a submodule of ``module`` or its dotted name.
         reshape_transform: None (automatic for token grids) or a callable
             mapping the layer output to ``(N, C, h, w)``.
+        memo: optional cache dict (see above).
 
     Returns:
         The :class:`TargetLayer`.
@@ -268,6 +276,35 @@ def choose_layer(
     """
     if reshape_transform is not None and not callable(reshape_transform):
         raise TypeError(f"reshape_transform: expected a callable or None, got {type(reshape_transform).__name__}")
+    if not isinstance(memo, dict) or not (layer is None or isinstance(layer, (str, nn.Module))):
+        return _choose(module, net, x, target, layer, reshape_transform)
+    key = ("cam-layer", layer if not isinstance(layer, nn.Module) else id(layer),
+           None if reshape_transform is None else id(reshape_transform), tuple(x.shape[1:]))
+    hit = memo.get(key)
+    if isinstance(hit, TargetLayer) and hit.reshape_transform is (reshape_transform or hit.reshape_transform):
+        if (layer is None or layer is hit.module or layer == hit.name) and _holds(module, hit):
+            return hit
+    chosen = _choose(module, net, x, target, layer, reshape_transform)
+    if not (layer is None and isinstance(chosen.reshape_transform, TokenGrid)):
+        memo[key] = chosen
+    return chosen
+
+
+def _holds(module: nn.Module, chosen: TargetLayer) -> bool:
+    try:
+        return module.get_submodule(chosen.name) is chosen.module
+    except AttributeError:
+        return False
+
+
+def _choose(
+    module: nn.Module,
+    net: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    layer: nn.Module | str | None,
+    reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None,
+) -> TargetLayer:
     infos, _ = trace_layers(module, net, x)
     prefix = _prefix_tokens(module)
     candidates = layer_candidates(infos, prefix)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from xai_bridge.backend import BackendResult, ExplainRequest, check_params
+from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version
 
 __all__ = ["lime", "segmenter", "LIME_SEGMENTATION_DEFAULTS"]
 
@@ -123,8 +123,6 @@ def lime(request: ExplainRequest) -> BackendResult:
         intercept, local_score, local_pred: float32 ``(N, T)``: the surrogate's
             intercept, weighted R^2 and prediction on the unperturbed image.
     """
-    from importlib.metadata import version
-
     from lime import lime_image
 
     params = check_params(request.method, request.params, _DEFAULTS)
@@ -181,7 +179,7 @@ def lime(request: ExplainRequest) -> BackendResult:
         attributions=attributions,
         params={**params, "segmentation": seg_desc, "hide_color": hide_color, "batch_size": batch_size,
                 "num_samples": num_samples, "num_features": num_features},
-        backend_version=version("lime"),
+        backend_version=library_version("lime"),
         extras={
             "segments": np.repeat(segments[:, None], t, axis=1),
             "superpixel_weights": weights,

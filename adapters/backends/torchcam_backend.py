@@ -21,16 +21,17 @@ converted to pixels with the declared preprocessing.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
+from xai_bridge.adapters.models.torch_module import PixelModule
 from xai_bridge.adapters.models.torch_state import model_guard
-from xai_bridge.backend import BackendResult, ExplainRequest, check_params, require_differentiable
+from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 
-from .layers import ForwardCounter, TargetLayer, check_target_range, children_restored, choose_layer, seeded
+from .layers import ForwardCounter, TargetLayer, check_target_range, choose_layer, seeded
 
 __all__ = ["cam", "METHODS", "FINER_BASES"]
 
@@ -75,9 +76,7 @@ _SMOOTH_STD = 0.3
 
 
 def _version() -> str:
-    from importlib.metadata import version
-
-    return version("torchcam")
+    return library_version("torchcam")
 
 
 def _pixel_std(model: Any, std: float) -> float:
@@ -177,11 +176,12 @@ def cam(request: ExplainRequest) -> BackendResult:
     maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
     with ExitStack() as stack:
         stack.enter_context(model.guard(freeze_params=True))
-        stack.enter_context(model_guard(net, eval_mode=False))  # also hooks on the pixel wrapper itself
-        stack.enter_context(children_restored(net))
+        if not isinstance(net, PixelModule):  # TorchModel.guard already covers its pixel wrapper
+            stack.enter_context(model_guard(net, eval_mode=False))  # hooks on the wrapper itself
         counter = stack.enter_context(ForwardCounter(net))
         x0 = model.pixel_tensor(images[:1])
-        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"])
+        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"],
+                             getattr(model, "memo", None))
         n_outputs = request.n_outputs
         if n_outputs is None:  # only when called outside explain(), which already checked the targets
             with torch.no_grad():
@@ -194,7 +194,7 @@ def cam(request: ExplainRequest) -> BackendResult:
             x = model.pixel_tensor(images[start : start + model.batch_size])
             for j in range(targets.shape[1]):
                 idx = [int(t) for t in targets[start : start + len(x), j]]
-                with seeded(request.seed, model.device):
+                with seeded(request.seed, model.device) if spec.random else nullcontext():
                     if spec.gradients:
                         with torch.enable_grad():
                             scores = net(x.requires_grad_(True))

@@ -46,10 +46,13 @@ class ArrayModel:
         self.output_kind = OutputKind(output_kind)
         self.class_names = list(class_names) if class_names is not None else None
         self.batch_size = int(batch_size)
+        self.output_count: int | None = None  # known after the first predict
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32."""
-        return batched(lambda b: _numpy(self.fn(self.preprocess.apply(b))), images, self.batch_size)
+        out = batched(lambda b: _numpy(self.fn(self.preprocess.apply(b))), images, self.batch_size)
+        self.output_count = int(out.shape[1])
+        return out
 
     def __repr__(self) -> str:
         return f"ArrayModel({getattr(self.fn, '__name__', type(self.fn).__name__)}, preprocess={self.preprocess})"
@@ -82,10 +85,13 @@ class BlackBoxModel:
         self.output_kind = OutputKind(output_kind)
         self.class_names = list(class_names) if class_names is not None else None
         self.batch_size = int(batch_size)
+        self.output_count: int | None = None  # known after the first predict
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32."""
-        return batched(lambda b: _numpy(self.fn(b.copy())), images, self.batch_size)
+        out = batched(lambda b: _numpy(self.fn(b.copy())), images, self.batch_size)
+        self.output_count = int(out.shape[1])
+        return out
 
     def __repr__(self) -> str:
         return f"BlackBoxModel({getattr(self.fn, '__name__', type(self.fn).__name__)})"

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_bridge.models import OutputKind, Preprocess, batched
+from xai_bridge.models import OutputKind, Preprocess, ScoreTap, batched
 
 from .torch_state import model_guard
 
@@ -40,8 +40,21 @@ class PixelModule(nn.Module):
         std = preprocess.std or (1.0, 1.0, 1.0)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+        self.tap: ScoreTap | None = None
+        self.n_outputs: int | None = None
+        # The wrapper's own flag only (the user's module keeps its mode): guards then find
+        # nothing to switch when the user's module is already in eval mode.
+        self.training = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = self._forward(x)
+        if out.ndim == 2:
+            self.n_outputs = int(out.shape[1])
+            if self.tap is not None and not self.tap.complete:
+                _offer(self.tap, x, out)
+        return out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.preprocess
         if pre.size is not None and tuple(x.shape[-2:]) != pre.size:
             x = F.interpolate(x, size=pre.size, mode="bilinear", align_corners=False, antialias=pre.antialias)
@@ -100,6 +113,9 @@ class TorchModel:
         self.batch_size = int(batch_size)
         self._device = here
         self._pixel = PixelModule(module, preprocess, softmax=softmax)
+        #: Caches that depend only on the module's structure and the input size
+        #: (e.g. the CAM layer found by tracing); never holds tensors of a call.
+        self.memo: dict[Any, Any] = {}
 
     @property
     def module(self) -> nn.Module:
@@ -121,13 +137,31 @@ class TorchModel:
         return t.permute(0, 3, 1, 2).float().contiguous()
 
     def guard(self, freeze_params: bool = False) -> Any:
-        """Eval mode inside; mode, requires_grad, grads and hooks restored after."""
-        return model_guard(self._module, eval_mode=True, freeze_params=freeze_params)
+        """Eval mode inside; mode, requires_grad, grads and hooks restored after.
+
+        Covers :meth:`pixel_module` too (it holds the user's module as a child),
+        so hooks a library leaves on the pixel wrapper are removed as well.
+        """
+        return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
         with self.guard(), torch.no_grad():
             return batched(lambda b: self._pixel(self.pixel_tensor(b)).float().cpu().numpy(), images, self.batch_size)
+
+    @property
+    def output_count(self) -> int | None:
+        """Number of outputs, once any forward pass has shown it (None before)."""
+        return self._pixel.n_outputs
+
+    @contextmanager
+    def tap_scores(self, tap: ScoreTap) -> Iterator[None]:
+        """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside."""
+        previous, self._pixel.tap = self._pixel.tap, tap
+        try:
+            yield
+        finally:
+            self._pixel.tap = previous
 
     @contextmanager
     def inference(self) -> Iterator[None]:
@@ -140,6 +174,21 @@ class TorchModel:
             f"TorchModel({type(self._module).__name__}, preprocess={self.preprocess}, "
             f"output_kind={self.output_kind.value!r}, batch_size={self.batch_size}, device={self._device})"
         )
+
+
+def _offer(tap: ScoreTap, x: torch.Tensor, out: torch.Tensor) -> None:
+    """Give ``tap`` the rows of ``out`` whose input ``x`` (pixels, NCHW) is an unperturbed image."""
+    images = tap.images
+    if x.ndim != 4 or tuple(x.shape[1:]) != (images.shape[3], *images.shape[1:3]):
+        return
+    with torch.no_grad():
+        keys = x.detach().sum(dim=(1, 2, 3), dtype=torch.float64).cpu().numpy()
+        for row, i in tap.candidates(keys):
+            if i in tap.outputs:
+                continue
+            ref = torch.from_numpy(images[i]).to(x.device).permute(2, 0, 1).to(x.dtype)
+            if torch.equal(x[row].detach(), ref):
+                tap.outputs[i] = out[row].detach().float().cpu().numpy()
 
 
 def _module_device(module: nn.Module) -> torch.device:

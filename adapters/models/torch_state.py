@@ -47,40 +47,56 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
     Yields:
         The module itself.
     """
-    modules = list(module.modules())
-    training = [m.training for m in modules]
-    params = list(module.parameters())
+    # One pass over the module tree; plain attributes are read and written through __dict__
+    # (nn.Module.__setattr__ is slow, and this runs around every explanation).
+    states: list[dict[str, Any]] = []
+    saved: list[tuple[Any, ...]] = []
+    params: list[Any] = []
+    seen: set[int] = set()
+    for m in module.modules():
+        state = m.__dict__
+        states.append(state)
+        # Only non-empty hook dicts are copied: after the block, any hook not in its copy goes.
+        saved.append((
+            state.get("training"),
+            state.get("_is_full_backward_hook", _MISSING),
+            # transformers >= 5 installs output-capturing hooks on first forward and sets this flag;
+            # removing the hooks without restoring the flag would silently break output_hidden_states.
+            state.get(_HF_FLAG, _MISSING),
+            {d: tuple(h) for d in _HOOK_DICTS if (h := state.get(d))},
+        ))
+        for p in state.get("_parameters", {}).values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
     requires = [p.requires_grad for p in params]
     grads = [p.grad for p in params]
-    hooks = [{d: dict(getattr(m, d, {})) for d in _HOOK_DICTS} for m in modules]
-    full_backward = [getattr(m, "_is_full_backward_hook", None) for m in modules]
-    # transformers >= 5 installs output-capturing hooks on first forward and sets this flag;
-    # removing the hooks without restoring the flag would silently break output_hidden_states.
-    flags = [m.__dict__.get(_HF_FLAG, _MISSING) for m in modules]
     try:
-        if eval_mode:
+        if eval_mode and any(training for training, *_ in saved):
             module.eval()
         if freeze_params:
-            for p in params:
-                p.requires_grad_(False)
+            for p, flag in zip(params, requires):
+                if flag:
+                    p.requires_grad_(False)
         yield module
     finally:
-        for m, flag in zip(modules, training):
-            m.training = flag
+        for state, (training, backward, hf, hooks) in zip(states, saved):
+            if state.get("training") is not training:
+                state["training"] = training
+            for key, value in (("_is_full_backward_hook", backward), (_HF_FLAG, hf)):
+                if state.get(key, _MISSING) is not value:
+                    if value is _MISSING:
+                        state.pop(key, None)
+                    else:
+                        state[key] = value
+            for d in _HOOK_DICTS:
+                current = state.get(d)
+                if current:
+                    before = hooks.get(d, ())
+                    for key in [k for k in current if k not in before]:
+                        del current[key]
         for p, flag, grad in zip(params, requires, grads):
-            p.requires_grad_(flag)
-            p.grad = grad
-        for m, flag in zip(modules, full_backward):
-            m._is_full_backward_hook = flag
-        for m, flag in zip(modules, flags):
-            if flag is _MISSING:
-                m.__dict__.pop(_HF_FLAG, None)
-            else:
-                m.__dict__[_HF_FLAG] = flag
-        for m, saved in zip(modules, hooks):
-            for d, before in saved.items():
-                current = getattr(m, d, None)
-                if current is None:
-                    continue
-                for key in [k for k in current if k not in before]:
-                    del current[key]
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+            if p.grad is not grad:
+                p.grad = grad
