@@ -161,9 +161,12 @@ def test_ray_engine_equals_local(folder: Path, tmp_path: Path) -> None:
     for rec in a.records:
         for method in ("builtin.saliency", "builtin.occlusion"):
             x, y = a.load(rec["key"], method), b.load(rec["key"], method)
-            for name in ("attributions", "raw", "images", "targets", "target_names", "scores"):
+            for name in ("attributions", "raw", "images", "targets", "target_names"):
                 left, right = getattr(x, name), getattr(y, name)
                 assert (left is None and right is None) or np.array_equal(left, right)
+            # scores come from whichever forward pass saw the image first (a prediction pass in a fresh
+            # worker, the method's own pass in a warm process): equal up to float rounding
+            np.testing.assert_allclose(x.scores, y.scores, rtol=1e-5, atol=1e-6)
             assert x.params == y.params and x.n_model_evals == y.n_model_evals
 
 

@@ -14,6 +14,7 @@ free of heavy imports.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Protocol, Sequence, runtime_checkable
 
@@ -28,6 +29,7 @@ __all__ = [
     "Preprocess",
     "CountingModel",
     "ScoreTap",
+    "BatchTuner",
     "as_model",
     "softmax",
 ]
@@ -343,9 +345,95 @@ def batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_si
     if batch_size <= 0:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     outs = [np.asarray(fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    return _stack_outputs(outs, len(images))
+
+
+class BatchTuner:
+    """Chooses the chunk size of batched model calls by measured speed, at no extra cost.
+
+    Per image, a model is often fastest at a batch size well below the largest
+    that fits (on CPUs, caches: EfficientNet-Lite0 runs ~1.3x faster per image
+    at 4-8 than at 50), or at the largest (GPUs). The first calls for an input
+    shape run chunks of growing size (1, 2, 4, ... up to ``largest``) on the
+    real inputs, ``repeats`` full chunks each, and time them; from then on the
+    size with the fastest time per image is used. Nothing is evaluated twice.
+    A chunk that runs out of memory lowers ``largest`` to half its size and is
+    retried.
+
+    Args:
+        largest: the largest chunk (the model's ``batch_size``).
+        repeats: timed chunks per size (the fastest counts).
+        is_oom: whether an exception means "out of memory" (default: MemoryError,
+            or a RuntimeError saying "out of memory", as torch raises).
+        clock: seconds counter (tests pass a fake one).
+    """
+
+    def __init__(self, largest: int, repeats: int = 2,
+                 is_oom: Callable[[BaseException], bool] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if int(largest) <= 0:
+            raise ValueError(f"largest: expected a positive integer, got {largest}")
+        self.largest = int(largest)
+        self.repeats = int(repeats)
+        self.is_oom = is_oom or _is_oom
+        self.clock = clock
+        self._times: dict[tuple[int, ...], dict[int, list[float]]] = {}
+        self._chosen: dict[tuple[int, ...], int] = {}
+
+    def chosen(self, shape: Sequence[int]) -> int | None:
+        """The chunk size chosen for inputs of ``shape`` (one item), None while still timing."""
+        return self._chosen.get(tuple(shape))
+
+    def _sizes(self) -> list[int]:
+        sizes, b = [], 1
+        while b < self.largest:
+            sizes.append(b)
+            b *= 2
+        return [*sizes, self.largest]
+
+    def _next(self, key: tuple[int, ...]) -> int:
+        if key in self._chosen:
+            return min(self._chosen[key], self.largest)
+        times = self._times.setdefault(key, {})
+        for size in self._sizes():
+            if len(times.get(size, ())) < self.repeats:
+                return size
+        best = min((min(ts), size) for size, ts in times.items() if ts and size <= self.largest)[1]
+        self._chosen[key] = best
+        return best
+
+    def __call__(self, fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+        """``fn`` over ``images`` in tuned chunks, outputs concatenated as :func:`batched` does."""
+        key = tuple(images.shape[1:])
+        outs: list[np.ndarray] = []
+        start = 0
+        while start < len(images):
+            size = self._next(key)
+            chunk = images[start : start + size]
+            began = self.clock()
+            try:
+                out = np.asarray(fn(chunk))
+            except Exception as exc:
+                if size > 1 and self.is_oom(exc):
+                    self.largest = max(1, size // 2)
+                    self._chosen.pop(key, None)
+                    continue
+                raise
+            if key not in self._chosen and len(chunk) == size:
+                self._times[key].setdefault(size, []).append((self.clock() - began) / size)
+            outs.append(out)
+            start += len(chunk)
+        return _stack_outputs(outs, len(images))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def _stack_outputs(outs: list[np.ndarray], n: int) -> np.ndarray:
     out = np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
     if out.ndim == 1:
         out = out[:, None]
-    if out.ndim != 2 or out.shape[0] != len(images):
-        raise ValueError(f"model: expected outputs of shape (N={len(images)}, outputs), got {out.shape}")
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ValueError(f"model: expected outputs of shape (N={n}, outputs), got {out.shape}")
     return out.astype(np.float32, copy=False)

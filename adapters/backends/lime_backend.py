@@ -152,6 +152,7 @@ def lime(request: ExplainRequest) -> BackendResult:
             random_state=request.seed % 2**32,
         )
         fitted = _capture_fits(explainer)
+        _vectorised_sampling(explainer)
         exp = explainer.explain_instance(
             images[i].astype(np.float64),
             classifier_fn,
@@ -190,6 +191,33 @@ def lime(request: ExplainRequest) -> BackendResult:
         },
         uses_seed=True,
     )
+
+
+def _vectorised_sampling(explainer: Any) -> None:
+    """Replace lime's per-sample loop in ``data_labels`` with array operations, on this explainer only.
+
+    Same random draws (one ``randint`` of ``num_samples * n_features``, first
+    row all ones), same perturbed images in the same order and batches, so the
+    result equals lime's; but no per-sample deep copy and per-superpixel
+    comparison (lime's loop costs ~1 ms an image at 224x224), and no progress bar.
+    """
+
+    def data_labels(image: np.ndarray, fudged_image: np.ndarray, segments: np.ndarray, classifier_fn: Any,
+                    num_samples: int, batch_size: int = 10, **_: Any) -> tuple[np.ndarray, np.ndarray]:
+        n_features = np.unique(segments).shape[0]
+        data = explainer.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+        data[0, :] = 1
+        width = max(int(segments.max()) + 1, n_features)
+        labels = []
+        for start in range(0, num_samples, batch_size):
+            rows = data[start : start + batch_size]
+            hide = np.zeros((len(rows), width), bool)
+            hide[:, :n_features] = rows == 0  # lime hides the pixels of segment ids z with row[z] == 0
+            hidden = hide[:, segments]  # (b, H, W)
+            labels.extend(classifier_fn(np.where(hidden[..., None], fudged_image, image)))
+        return data, np.array(labels)
+
+    explainer.data_labels = data_labels
 
 
 def _capture_fits(explainer: Any) -> dict[int, tuple[Any, ...]]:

@@ -117,12 +117,13 @@ def rise(request: ExplainRequest) -> BackendResult:
     fills = baseline_fills(images, params["baseline"]).astype(np.float32)[:, None, None, :]  # (N, 1, 1, 3)
     sampled = sample_masks(int(n_masks), (h, w), (int(grid[0]), int(grid[1])), p1, request.seed)
     chunk = max(1, _CHUNK_VALUES // (n * h * w * 3))
-    pixels = images.astype(np.float32)
+    diff = images.astype(np.float32) - fills  # masked = fill + mask * (pixel - fill), in three passes
     saliency = np.zeros((n, targets.shape[1], h, w), np.float64)
     for start in range(0, len(sampled), chunk):
         masks = sampled.masks(start, start + chunk)  # (k, H, W)
-        keep = masks[:, None, :, :, None]
-        masked = np.rint(pixels[None] * keep + fills[None] * (1.0 - keep))
+        masked = np.multiply(masks[:, None, :, :, None], diff[None])
+        masked += fills[None]
+        np.rint(masked, out=masked)
         out = request.model.predict(masked.astype(np.uint8).reshape(-1, h, w, 3))
         scores = np.take_along_axis(out.reshape(len(masks), n, -1), targets[None], axis=2)  # (k, N, T)
         saliency += np.einsum("knt,khw->nthw", scores.astype(np.float64), masks.astype(np.float64))

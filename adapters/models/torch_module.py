@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xai_bridge.models import OutputKind, Preprocess, ScoreTap, batched
+from xai_bridge.models import BatchTuner, OutputKind, Preprocess, ScoreTap, batched
 
 from .torch_state import model_guard
 
@@ -78,7 +78,11 @@ class TorchModel:
         preprocess: what the module expects; see :class:`~xai_bridge.models.Preprocess`.
         output_kind: what the module returns.
         class_names: names of the outputs, for ``target_names`` and class-name targets.
-        batch_size: largest batch run at once.
+        batch_size: largest batch run at once (gradient methods use it as is).
+        tune_batch: let ``predict`` (the path of perturbation methods) pick
+            the fastest chunk size up to ``batch_size`` by timing its first
+            calls (see :class:`~xai_bridge.models.BatchTuner`); False: always
+            chunks of ``batch_size``.
         device: where inputs go; defaults to the module's device. It must be
             the module's device (move the module yourself).
         softmax: explain softmax probabilities instead of the raw outputs.
@@ -93,6 +97,7 @@ class TorchModel:
         batch_size: int = 32,
         device: str | torch.device | None = None,
         softmax: bool = False,
+        tune_batch: bool = True,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
@@ -113,6 +118,7 @@ class TorchModel:
         self.batch_size = int(batch_size)
         self._device = here
         self._pixel = PixelModule(module, preprocess, softmax=softmax)
+        self._tuner = BatchTuner(self.batch_size) if tune_batch else None
         #: Caches that depend only on the module's structure and the input size
         #: (e.g. the CAM layer found by tracing); never holds tensors of a call.
         self.memo: dict[Any, Any] = {}
@@ -146,8 +152,13 @@ class TorchModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
-        with self.guard(), torch.no_grad():
-            return batched(lambda b: self._pixel(self.pixel_tensor(b)).float().cpu().numpy(), images, self.batch_size)
+        def run(b: np.ndarray) -> np.ndarray:
+            return self._pixel(self.pixel_tensor(b)).float().cpu().numpy()
+
+        with self.guard(), torch.inference_mode():
+            if self._tuner is None or len(images) <= 1:
+                return batched(run, images, self.batch_size)
+            return self._tuner(run, images)
 
     @property
     def output_count(self) -> int | None:

@@ -1,0 +1,82 @@
+"""BatchTuner: the fastest chunk size from the real calls, out-of-memory fallback, same outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_PREPROCESS, make_tiny_net
+
+from xai_bridge.adapters.models import TorchModel
+from xai_bridge.models import BatchTuner
+
+
+class FakeModel:
+    """Outputs each image's mean; costs ``fixed + per_image(size) * size`` seconds on a fake clock."""
+
+    def __init__(self, per_image: dict[int, float], fail_above: int | None = None) -> None:
+        self.now = 0.0
+        self.per_image = per_image
+        self.fail_above = fail_above
+        self.seen: list[int] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def __call__(self, chunk: np.ndarray) -> np.ndarray:
+        if self.fail_above is not None and len(chunk) > self.fail_above:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        self.seen.extend(chunk[:, 0, 0, 0].tolist())
+        self.now += self.per_image.get(len(chunk), 1.0) * len(chunk)
+        return chunk.reshape(len(chunk), -1).mean(axis=1, keepdims=True)
+
+
+def _images(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 2, 3), np.float32)
+
+
+def test_picks_the_fastest_size_per_image_without_repeating_work() -> None:
+    fake = FakeModel({1: 3.0, 2: 2.0, 4: 1.0, 8: 1.5, 16: 2.5})
+    tuner = BatchTuner(16, clock=fake.clock)
+    images = _images(100)
+    out = tuner(fake, images)
+    assert np.array_equal(out[:, 0], images.reshape(100, -1).mean(axis=1))
+    assert fake.seen == list(range(100))  # every image once, in order
+    assert tuner.chosen(images.shape[1:]) == 4
+    fake.seen.clear()
+    tuner(fake, _images(12))
+    assert fake.seen == list(range(12))
+
+
+def test_timing_continues_across_calls() -> None:
+    fake = FakeModel({1: 1.0, 2: 0.5, 4: 0.9})
+    tuner = BatchTuner(4, clock=fake.clock)
+    tuner(fake, _images(3))  # too few images to time every size (partial chunks are not timed)
+    assert tuner.chosen((2, 2, 3)) is None
+    for _ in range(6):
+        tuner(fake, _images(5))
+    assert tuner.chosen((2, 2, 3)) == 2
+
+
+def test_out_of_memory_halves_the_largest_chunk() -> None:
+    fake = FakeModel({1: 4.0, 2: 3.0, 4: 2.0, 8: 1.0}, fail_above=8)
+    tuner = BatchTuner(32, clock=fake.clock)
+    out = tuner(fake, _images(80))
+    assert len(out) == 80 and fake.seen == list(range(80))
+    assert tuner.largest == 8 and tuner.chosen((2, 2, 3)) == 8
+
+
+def test_other_errors_propagate() -> None:
+    def broken(chunk: np.ndarray) -> np.ndarray:
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        BatchTuner(8)(broken, _images(4))
+
+
+def test_tuned_torch_model_predicts_like_fixed_batches(rgb_images) -> None:
+    images = np.concatenate([rgb_images] * 20)  # 40 images
+    tuned = TorchModel(make_tiny_net(0), TINY_PREPROCESS, batch_size=8)
+    fixed = TorchModel(make_tiny_net(0), TINY_PREPROCESS, batch_size=8, tune_batch=False)
+    for _ in range(3):
+        np.testing.assert_allclose(tuned.predict(images), fixed.predict(images), rtol=1e-5, atol=1e-6)
+    assert tuned._tuner is not None and tuned._tuner.chosen(images.shape[1:]) in (1, 2, 4, 8)
