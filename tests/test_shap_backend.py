@@ -224,3 +224,16 @@ def test_partition_efficiency_on_effnet_chelsea(effnet, chelsea) -> None:
     assert np.allclose(sums, exp.scores - exp.base_scores, rtol=1e-4, atol=1e-3)
     assert exp.n_model_evals <= 1 + 200
     assert np.abs(exp.scores - exp.base_scores).min() > 0.5  # a real, non-trivial difference was split
+
+
+def test_partition_tree_built_once_per_shape_and_equal_to_shaps() -> None:
+    import shap
+
+    from xai_bridge.adapters.backends.shap_backend import _image_masker, _partition_tree
+
+    first, second = _image_masker("blur(8,8)", (12, 10, 3)), _image_masker(0.0, (12, 10, 3))
+    reference = shap.maskers.Image("blur(8,8)", (12, 10, 3))
+    assert np.array_equal(first.clustering, reference.clustering)
+    assert isinstance(first, shap.maskers.Image) and first.blur_kernel == (8, 8)
+    assert first.clustering is not second.clustering  # each masker owns a copy
+    assert _partition_tree.cache_info().currsize >= 1
