@@ -47,6 +47,13 @@ def test_picks_the_fastest_size_per_image_without_repeating_work() -> None:
     assert fake.seen == list(range(12))
 
 
+def test_near_ties_go_to_the_larger_size() -> None:
+    fake = FakeModel({1: 1.0, 2: 1.0, 4: 1.04, 8: 2.0})
+    tuner = BatchTuner(8, clock=fake.clock)
+    tuner(fake, _images(60))
+    assert tuner.chosen((2, 2, 3)) == 4
+
+
 def test_timing_continues_across_calls() -> None:
     fake = FakeModel({1: 1.0, 2: 0.5, 4: 0.9})
     tuner = BatchTuner(4, clock=fake.clock)
@@ -80,3 +87,25 @@ def test_tuned_torch_model_predicts_like_fixed_batches(rgb_images) -> None:
     for _ in range(3):
         np.testing.assert_allclose(tuned.predict(images), fixed.predict(images), rtol=1e-5, atol=1e-6)
     assert tuned._tuner is not None and tuned._tuner.chosen(images.shape[1:]) in (1, 2, 4, 8)
+
+
+def test_channels_last_gives_the_same_outputs_and_gradients(rgb_images) -> None:
+    import torch
+
+    import xai_bridge as xb
+
+    net = make_tiny_net(0)
+    plain = TorchModel(net, TINY_PREPROCESS, batch_size=8)
+    fast = TorchModel(net, TINY_PREPROCESS, batch_size=8, channels_last=True)
+    seen: list[bool] = []
+    net.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    out = fast.predict(rgb_images)
+    assert seen and all(seen)  # the module got channels-last input
+    seen.clear()
+    np.testing.assert_allclose(out, plain.predict(rgb_images), rtol=1e-5, atol=1e-5)
+    assert seen and not any(seen)
+    a = xb.explain(fast, rgb_images, "builtin.saliency", targets=[1, 2])
+    b = xb.explain(plain, rgb_images, "builtin.saliency", targets=[1, 2])
+    np.testing.assert_allclose(a.attributions, b.attributions, rtol=1e-4, atol=1e-6)
+    assert all(p.is_contiguous() for p in net.parameters())  # weights untouched

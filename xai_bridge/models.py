@@ -355,8 +355,11 @@ class BatchTuner:
     that fits (on CPUs, caches: EfficientNet-Lite0 runs ~1.3x faster per image
     at 4-8 than at 50), or at the largest (GPUs). The first calls for an input
     shape run chunks of growing size (1, 2, 4, ... up to ``largest``) on the
-    real inputs, ``repeats`` full chunks each, and time them; from then on the
-    size with the fastest time per image is used. Nothing is evaluated twice.
+    real inputs, ``repeats`` full chunks each, and time them (the fastest of
+    a size's chunks counts: the first call at a new size pays for memory
+    allocation); from then on the size with the fastest time per image is
+    used, the larger of sizes within 5% of each other. Nothing is evaluated
+    twice.
     A chunk that runs out of memory lowers ``largest`` to half its size and is
     retried.
 
@@ -368,7 +371,7 @@ class BatchTuner:
         clock: seconds counter (tests pass a fake one).
     """
 
-    def __init__(self, largest: int, repeats: int = 2,
+    def __init__(self, largest: int, repeats: int = 3,
                  is_oom: Callable[[BaseException], bool] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if int(largest) <= 0:
@@ -398,9 +401,12 @@ class BatchTuner:
         for size in self._sizes():
             if len(times.get(size, ())) < self.repeats:
                 return size
-        best = min((min(ts), size) for size, ts in times.items() if ts and size <= self.largest)[1]
-        self._chosen[key] = best
-        return best
+        fastest = {size: min(ts) for size, ts in times.items() if ts and size <= self.largest}
+        best = min(fastest.values())
+        # ties (within 5%, below timing noise) go to the larger size: fewer calls, less per-call overhead
+        chosen = max(size for size, t in fastest.items() if t <= best * 1.05)
+        self._chosen[key] = chosen
+        return chosen
 
     def __call__(self, fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
         """``fn`` over ``images`` in tuned chunks, outputs concatenated as :func:`batched` does."""

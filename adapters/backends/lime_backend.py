@@ -137,7 +137,9 @@ def lime(request: ExplainRequest) -> BackendResult:
     model = request.model
 
     def classifier_fn(batch: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(np.clip(np.rint(batch), 0, 255).astype(np.uint8)), dtype=np.float64)
+        if batch.dtype != np.uint8:
+            batch = np.clip(np.rint(batch), 0, 255).astype(np.uint8)
+        return np.asarray(model.predict(batch), dtype=np.float64)
 
     segments = np.stack([_labels(segment(img), (h, w)) for img in images])
     s_max = int(segments.max()) + 1
@@ -200,6 +202,8 @@ def _vectorised_sampling(explainer: Any) -> None:
     row all ones), same perturbed images in the same order and batches, so the
     result equals lime's; but no per-sample deep copy and per-superpixel
     comparison (lime's loop costs ~1 ms an image at 224x224), and no progress bar.
+    Only for this backend's ``classifier_fn``, which rounds images to uint8: the
+    images are mixed in uint8 directly.
     """
 
     def data_labels(image: np.ndarray, fudged_image: np.ndarray, segments: np.ndarray, classifier_fn: Any,
@@ -208,6 +212,8 @@ def _vectorised_sampling(explainer: Any) -> None:
         data = explainer.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1
         width = max(int(segments.max()) + 1, n_features)
+        # classifier_fn rounds to uint8 anyway: mixing uint8 images gives the same batches, 8x less memory
+        image, fudged_image = (np.clip(np.rint(a), 0, 255).astype(np.uint8) for a in (image, fudged_image))
         labels = []
         for start in range(0, num_samples, batch_size):
             rows = data[start : start + batch_size]

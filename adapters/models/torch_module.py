@@ -26,13 +26,16 @@ class PixelModule(nn.Module):
         model: the user's module (kept as a child, not copied).
         preprocess: the declared preprocessing.
         softmax: append a softmax over the last axis.
+        channels_last: hand the module channels-last NCHW tensors.
     """
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess, softmax: bool = False) -> None:
+    def __init__(self, model: nn.Module, preprocess: Preprocess, softmax: bool = False,
+                 channels_last: bool = False) -> None:
         super().__init__()
         self.model = model
         self.preprocess = preprocess
         self.softmax = softmax
+        self.channels_last = channels_last
         factor, offset = preprocess.scale.factor_offset
         self.factor, self.offset = float(factor), float(offset)
         device = _module_device(model)
@@ -65,6 +68,8 @@ class PixelModule(nn.Module):
             x = (x - self.mean) / self.std
         if pre.layout == "NHWC":
             x = x.permute(0, 2, 3, 1)
+        elif self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.model(x)
         return torch.softmax(out, dim=-1) if self.softmax else out
 
@@ -83,6 +88,11 @@ class TorchModel:
             the fastest chunk size up to ``batch_size`` by timing its first
             calls (see :class:`~xai_bridge.models.BatchTuner`); False: always
             chunks of ``batch_size``.
+        channels_last: feed the module channels-last tensors (its weights are
+            not converted). On CPUs with oneDNN convolutions this is often
+            faster (EfficientNet-Lite0: ~20% for forward and backward);
+            outputs equal the default's up to float rounding. Off by default:
+            modules that ``view`` their activations may reject such inputs.
         device: where inputs go; defaults to the module's device. It must be
             the module's device (move the module yourself).
         softmax: explain softmax probabilities instead of the raw outputs.
@@ -98,6 +108,7 @@ class TorchModel:
         device: str | torch.device | None = None,
         softmax: bool = False,
         tune_batch: bool = True,
+        channels_last: bool = False,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
@@ -117,7 +128,7 @@ class TorchModel:
         self.class_names = list(class_names) if class_names is not None else None
         self.batch_size = int(batch_size)
         self._device = here
-        self._pixel = PixelModule(module, preprocess, softmax=softmax)
+        self._pixel = PixelModule(module, preprocess, softmax=softmax, channels_last=channels_last)
         self._tuner = BatchTuner(self.batch_size) if tune_batch else None
         #: Caches that depend only on the module's structure and the input size
         #: (e.g. the CAM layer found by tracing); never holds tensors of a call.

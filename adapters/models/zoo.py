@@ -50,12 +50,15 @@ def load_efficientnet_lite0() -> "torch.nn.Module":  # noqa: F821
     return model.eval()
 
 
-def efficientnet_lite0(batch_size: int = 16, softmax: bool = False) -> TorchModel:
+def efficientnet_lite0(batch_size: int = 16, softmax: bool = False, tune_batch: bool = True,
+                       channels_last: bool = False) -> TorchModel:
     """EfficientNet-Lite0 (ImageNet, 224x224, ImageNet mean/std) as a :class:`TorchModel`.
 
     Args:
         batch_size: largest batch run at once.
         softmax: explain probabilities instead of logits.
+        tune_batch: see :class:`TorchModel`.
+        channels_last: see :class:`TorchModel` (~20% faster on CPU here).
     """
     return TorchModel(
         load_efficientnet_lite0(),
@@ -64,4 +67,6 @@ def efficientnet_lite0(batch_size: int = 16, softmax: bool = False) -> TorchMode
         class_names=imagenet_class_names(),
         batch_size=batch_size,
         softmax=softmax,
+        tune_batch=tune_batch,
+        channels_last=channels_last,
     )
