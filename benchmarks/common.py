@@ -135,16 +135,19 @@ def load_setup(quick: bool = False, batch_size: int = 16) -> Setup:
                  False, "EfficientNet-Lite0, chelsea 224x224")
 
 
-def interleaved(sides: Mapping[str, Callable[[], Any]], repeats: int = 3, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(sides: Mapping[str, Callable[[], Any]], repeats: int = 3, warmup: int = 1,
+                warm: Sequence[str] = ()) -> dict[str, list[float]]:
     """Run each side ``warmup`` times, then ``repeats`` rounds alternating sides; seconds per run.
 
     The order of the sides alternates between rounds too (A B, B A, ...), so
-    neither side always runs right after the other's memory churn.
+    neither side always runs right after the other's memory churn. Sides named
+    in ``warm`` were already run by the caller and skip the warm-up.
     """
     names = list(sides)
     for _ in range(warmup):
         for name in names:
-            sides[name]()
+            if name not in warm:
+                sides[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
@@ -160,23 +163,31 @@ def median(values: Sequence[float]) -> float:
 
 
 def best_forward_per_image(predict: Callable[[np.ndarray], Any], image: np.ndarray,
-                           batch_sizes: Sequence[int] = (1, 4, 8, 16, 32), repeats: int = 3) -> tuple[float, int]:
-    """Fastest seconds per image of ``predict`` over several batch sizes, and that batch size.
+                           batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), rounds: int = 5,
+                           images_per_run: int = 32) -> tuple[float, int]:
+    """Seconds per image of ``predict`` at its best batch size, and that batch size.
 
-    ``predict`` is the model's own ``predict`` (the path perturbation methods
-    use), so batches larger than the model's ``batch_size`` are chunked by it.
+    ``predict`` must run each call as one batch (a ``TorchModel`` with
+    ``tune_batch=False`` and a large ``batch_size``). Every size runs
+    ``images_per_run`` images per timing (several calls for small sizes), the
+    sizes take turns for ``rounds`` rounds after a warm-up, and each size's
+    median counts: one pass per size would mostly measure the machine's drift.
     """
-    best = (float("inf"), 1)
+    batches = {b: np.repeat(image[None], b, axis=0) for b in batch_sizes}
+
+    def run(b: int) -> None:
+        for _ in range(max(1, images_per_run // b)):
+            predict(batches[b])
+
+    times: dict[int, list[float]] = {b: [] for b in batch_sizes}
     for b in batch_sizes:
-        batch = np.repeat(image[None], b, axis=0)
-        predict(batch)
-        runs = []
-        for _ in range(repeats):
+        run(b)
+    for r in range(rounds):
+        for b in batch_sizes if r % 2 == 0 else batch_sizes[::-1]:
             start = time.perf_counter()
-            predict(batch)
-            runs.append((time.perf_counter() - start) / b)
-        best = min(best, (min(runs), b))
-    return best
+            run(b)
+            times[b].append((time.perf_counter() - start) / (max(1, images_per_run // b) * b))
+    return min((median(ts), b) for b, ts in times.items())
 
 
 def machine() -> dict[str, Any]:
