@@ -49,6 +49,11 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
     """
     # One pass over the module tree; plain attributes are read and written through __dict__
     # (nn.Module.__setattr__ is slow, and this runs around every explanation).
+    from torch.utils.hooks import RemovableHandle
+
+    # Hook dicts are keyed by handle ids, which only grow: every hook registered inside the block has
+    # an id >= this one, so no hook dict needs copying on the way in.
+    first_new = RemovableHandle.next_id
     states: list[dict[str, Any]] = []
     saved: list[tuple[Any, ...]] = []
     params: list[Any] = []
@@ -56,14 +61,12 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
     for m in module.modules():
         state = m.__dict__
         states.append(state)
-        # Only non-empty hook dicts are copied: after the block, any hook not in its copy goes.
         saved.append((
             state.get("training"),
             state.get("_is_full_backward_hook", _MISSING),
             # transformers >= 5 installs output-capturing hooks on first forward and sets this flag;
             # removing the hooks without restoring the flag would silently break output_hidden_states.
             state.get(_HF_FLAG, _MISSING),
-            {d: tuple(h) for d in _HOOK_DICTS if (h := state.get(d))},
         ))
         for p in state.get("_parameters", {}).values():
             if p is not None and id(p) not in seen:
@@ -80,7 +83,7 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
                     p.requires_grad_(False)
         yield module
     finally:
-        for state, (training, backward, hf, hooks) in zip(states, saved):
+        for state, (training, backward, hf) in zip(states, saved):
             if state.get("training") is not training:
                 state["training"] = training
             for key, value in (("_is_full_backward_hook", backward), (_HF_FLAG, hf)):
@@ -92,8 +95,7 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
             for d in _HOOK_DICTS:
                 current = state.get(d)
                 if current:
-                    before = hooks.get(d, ())
-                    for key in [k for k in current if k not in before]:
+                    for key in [k for k in current if isinstance(k, int) and k >= first_new]:
                         del current[key]
         for p, flag, grad in zip(params, requires, grads):
             if p.requires_grad != flag:
