@@ -6,6 +6,8 @@ tests marked ``slow`` use the real EfficientNet-Lite0 on scikit-image samples.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,17 @@ def effnet():
     from xai_bridge.adapters.models import efficientnet_lite0
 
     return efficientnet_lite0(batch_size=16)
+
+
+def make_pngs(folder: "Path", n: int = 2, size: int = 16, seed: int = 0) -> list["Path"]:
+    """``n`` seeded random RGB PNGs ``img0.png``... of ``size`` x ``size`` in ``folder`` (created)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from conftest import make_pngs
 from test_explanation import make_explanation
 
 import xai_bridge as xb
@@ -73,13 +73,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
 
 @pytest.fixture
 def two_pngs(tmp_path: Path) -> list[Path]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(2):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return make_pngs(tmp_path, size=12)
 
 
 def test_cli_methods_lists_install_status() -> None:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from conftest import make_pngs
 from test_explanation import make_explanation
 
 import xai_bridge as xb
@@ -137,15 +138,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ CLI
 @pytest.fixture
 def pngs(tmp_path: Path) -> list[Path]:
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(2):
-        path = folder / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return make_pngs(tmp_path / "images", size=16)
 
 
 def run(*args: str):
