@@ -172,3 +172,83 @@ def test_seeded_restores_global_generators() -> None:
     assert np.random.rand() == expected_np and torch.equal(torch.rand(1), expected_torch)
     with seeded(7):
         assert (np.random.rand(), torch.rand(1)) == first
+
+
+def _inplace_net(seed: int = 0) -> nn.Module:
+    """conv -> BatchNorm -> in-place ReLU -> pool -> linear: an in-place op right after the CAM layer."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def test_gradient_stop_cuts_the_graph_below_the_layer_and_keeps_the_gradient(rgb_images) -> None:
+    from xai_bridge.adapters.backends.layers import gradient_stop
+    from xai_bridge.adapters.models import hook_count
+
+    model = xb.TorchModel(_inplace_net(), TINY_PREPROCESS, tune_batch=False)
+    net, x = model.pixel_module(), model.pixel_tensor(rgb_images)
+    layer = choose_layer(model.module, net, x[:1], 0, "1")
+    seen: dict[str, torch.Tensor] = {}
+
+    def keep(_m, inp, out):
+        seen["input_tracked"] = inp[0].requires_grad
+        seen["out"] = out
+
+    def gradient(stop: bool) -> np.ndarray:
+        handle = layer.module.register_forward_hook(keep)
+        try:
+            with model.guard(freeze_params=True), gradient_stop(layer if stop else None) as stopped:
+                assert stopped is stop
+                scores = net(x.clone().requires_grad_(not stop))
+                (g,) = torch.autograd.grad(scores[:, 2].sum(), seen["out"])
+        finally:
+            handle.remove()
+        assert seen["input_tracked"] is (not stop)  # with the stop nothing before the layer is recorded
+        return g.numpy()
+
+    hooks = hook_count(model.module)
+    assert np.allclose(gradient(True), gradient(False), rtol=1e-6, atol=1e-8)
+    assert np.abs(gradient(True)).max() > 0
+    assert hook_count(model.module) == hooks
+
+
+def test_gradient_stop_skips_a_layer_that_runs_twice() -> None:
+    from xai_bridge.adapters.backends.layers import TargetLayer, gradient_stop
+
+    relu = nn.ReLU()
+    with gradient_stop(TargetLayer("relu", relu, (1, 3, 4, 4), None, calls=2)) as stopped:
+        assert stopped is False and not relu._forward_hooks
+
+
+@pytest.mark.parametrize("method", ["gradcam.GradCAM", "gradcam.GradCAMPlusPlus", "gradcam.LayerCAM", "gradcam.ScoreCAM",
+                                    "torchcam.GradCAM", "torchcam.LayerCAM", "torchcam.SmoothGradCAMpp"])
+def test_cams_are_the_same_with_and_without_the_gradient_stop(rgb_images, monkeypatch, method) -> None:
+    """Even with an in-place op right after the layer (where the libraries disagree with each other)."""
+    from contextlib import contextmanager
+
+    backend = pytest.importorskip(f"xai_bridge.adapters.backends.{method.split('.')[0]}_backend")
+    real = backend.gradient_stop
+    used = []
+
+    @contextmanager
+    def spy(layer):
+        with real(layer) as stopped:
+            used.append(stopped)
+            yield stopped
+
+    @contextmanager
+    def no_stop(layer):
+        yield False
+
+    model = xb.TorchModel(_inplace_net(1), TINY_PREPROCESS, tune_batch=False)
+    images = rgb_images.copy()
+    monkeypatch.setattr(backend, "gradient_stop", spy)
+    stopped = xb.explain(model, images, method, targets=[2, 3], layer="1").attributions
+    monkeypatch.setattr(backend, "gradient_stop", no_stop)
+    full = xb.explain(model, images, method, targets=[2, 3], layer="1").attributions
+    assert used == [True] and np.abs(full).max() > 0
+    assert np.allclose(stopped, full, rtol=1e-6, atol=1e-9)
+    assert np.array_equal(images, rgb_images)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 import re
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -226,6 +226,7 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
         counter[0] += int(first.shape[0])
 
     bs = int(getattr(model, "batch_size", n) or n)
+    random = nt is not None or name in _RANDOM_METHODS or _has_random(params.get("baselines"))
     with model.guard(freeze_params=True), _lrp_rules(net, name), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CAPTUM_NOISE)
         handle = net.register_forward_pre_hook(count)
@@ -236,7 +237,7 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
                 chunk = [b[sl] for b in baselines] if baselines is not None else None
                 for j in range(t):
                     target = torch.tensor(targets[sl, j], dtype=torch.int64, device=x.device)
-                    with _seeded(seed, x.device):
+                    with _seeded(seed, x.device) if random else nullcontext():
                         attr, d = _gradient_call(name, algo, x[sl], target, chunk, effective, nt)
                     raw[sl, j] = attr
                     if delta is not None and d is not None:
@@ -261,7 +262,6 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
             raise
         finally:
             handle.remove()
-    random = nt is not None or name in _RANDOM_METHODS or _has_random(params.get("baselines"))
     return BackendResult(
         attributions=raw.sum(axis=2),
         raw=raw,

@@ -45,7 +45,15 @@ from xai_bridge.adapters.models.torch_module import PixelModule
 from xai_bridge.adapters.models.torch_state import model_guard
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 
-from .layers import ForwardCounter, TargetLayer, check_target_range, children_restored, choose_layer, seeded
+from .layers import (
+    ForwardCounter,
+    TargetLayer,
+    check_target_range,
+    children_restored,
+    choose_layer,
+    gradient_stop,
+    seeded,
+)
 
 __all__ = ["Kernel", "cam", "guided_backprop", "guided_gradcam", "deep_feature_factorization", "METHODS"]
 
@@ -252,11 +260,13 @@ def _cam_maps(request: ExplainRequest, model: Any, name: str, params: dict[str, 
         layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"],
                              getattr(model, "memo", None))
     _check_outputs(net, x0, targets, request.n_outputs)
+    # ShapleyCAM differentiates through the parameters: no stop (and no freeze) for it
+    stopped = stack.enter_context(gradient_stop(layer if METHODS[name].freeze else None))
     runner = _Runner(name, net, layer, params)
     stack.callback(runner.release)
     maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
     for start in range(0, len(images), model.batch_size):
-        x = model.pixel_tensor(images[start : start + model.batch_size]).requires_grad_(True)
+        x = model.pixel_tensor(images[start : start + model.batch_size]).requires_grad_(not stopped)
         for j in range(targets.shape[1]):
             maps[start : start + len(x), j] = runner(x, targets[start : start + len(x), j])
     return maps, layer

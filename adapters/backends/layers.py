@@ -44,6 +44,7 @@ __all__ = [
     "choose_layer",
     "check_target_range",
     "children_restored",
+    "gradient_stop",
     "ForwardCounter",
     "seeded",
 ]
@@ -131,12 +132,14 @@ class TargetLayer:
         shape: its raw output shape for one image.
         reshape_transform: None for ``(N, C, h, w)`` outputs, else a callable
             mapping the output to ``(N, C, h, w)``.
+        calls: how often it runs in one forward pass.
     """
 
     name: str
     module: nn.Module = field(repr=False, compare=False)
     shape: tuple[int, ...]
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    calls: int = 1
 
     def describe(self) -> dict[str, Any]:
         """The effective ``layer`` / ``reshape_transform`` params (JSON-able)."""
@@ -317,12 +320,12 @@ def _choose(
             got = "no tensor" if probe is None else tuple(probe.shape)
             raise ValueError(f"reshape_transform: must map the output of {info.name!r} {info.shape} to "
                              f"(N, C, h, w), got {got}")
-        return TargetLayer(info.name, info.module, info.shape, reshape_transform)
+        return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
     if len(info.shape) == 4 and info.shape[2] * info.shape[3] > 1:
-        return TargetLayer(info.name, info.module, info.shape)
+        return TargetLayer(info.name, info.module, info.shape, None, info.calls)
     grid = TokenGrid.infer(info.shape[1], prefix) if len(info.shape) == 3 else None
     if grid is not None:
-        return TargetLayer(info.name, info.module, info.shape, grid)
+        return TargetLayer(info.name, info.module, info.shape, grid, info.calls)
     raise ValueError(
         f"layer: {info.name!r} outputs shape {info.shape or 'no tensor'}, which has no spatial dims; CAM methods "
         f"need a layer that outputs (N, C, h, w) or a square token grid (N, tokens, D), or pass "
@@ -350,9 +353,9 @@ def _automatic(
         flags = _patch_gradient_flags(net, x, target, tokens)
         live = [pair for pair, flag in zip(tokens, flags) if flag]
         info, grid = (live or tokens)[-1]
-        return TargetLayer(info.name, info.module, info.shape, reshape_transform or grid)
+        return TargetLayer(info.name, info.module, info.shape, reshape_transform or grid, info.calls)
     info = spatial[-1]
-    return TargetLayer(info.name, info.module, info.shape, reshape_transform)
+    return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
 
 
 def _find(module: nn.Module, layer: nn.Module | str, infos: Sequence[LayerInfo],
@@ -384,6 +387,42 @@ def check_target_range(targets: np.ndarray, n_outputs: int) -> None:
     bad = targets[(targets < 0) | (targets >= n_outputs)]
     if bad.size:
         raise ValueError(f"targets: class {int(bad[0])} is out of range for a model with {n_outputs} outputs")
+
+
+@contextmanager
+def gradient_stop(layer: TargetLayer | None) -> Iterator[bool]:
+    """Cut the autograd graph below a CAM layer while the context is open.
+
+    Gradient CAMs need the target score's gradient at the layer's output only.
+    A forward hook (run before the libraries' own hooks) hands the rest of the
+    network a copy of that output that starts a fresh graph: with the
+    parameters frozen and the input not requiring grad, nothing before the
+    layer is recorded and the backward pass runs through the head alone. The
+    values, and the gradients at the layer, are the same. The copy is a clone
+    of a detached leaf, so in-place ops after the layer behave as before.
+
+    Args:
+        layer: the target layer; None (no layer) or a layer that runs more
+            than once per forward pass gets no stop.
+
+    Yields:
+        Whether the stop is in place (when False the caller must make the
+        input require grad as usual).
+    """
+    if layer is None or layer.calls != 1:
+        yield False
+        return
+
+    def hook(_mod: nn.Module, _args: Any, out: Any) -> Any:
+        if isinstance(out, torch.Tensor) and torch.is_grad_enabled() and out.is_floating_point():
+            return out.detach().requires_grad_(True).clone()
+        return None
+
+    handle = layer.module.register_forward_hook(hook, prepend=True)
+    try:
+        yield True
+    finally:
+        handle.remove()
 
 
 @contextmanager

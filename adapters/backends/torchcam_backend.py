@@ -31,7 +31,7 @@ from xai_bridge.adapters.models.torch_module import PixelModule
 from xai_bridge.adapters.models.torch_state import model_guard
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 
-from .layers import ForwardCounter, TargetLayer, check_target_range, choose_layer, seeded
+from .layers import ForwardCounter, TargetLayer, check_target_range, choose_layer, gradient_stop, seeded
 
 __all__ = ["cam", "METHODS", "FINER_BASES"]
 
@@ -187,6 +187,7 @@ def cam(request: ExplainRequest) -> BackendResult:
             with torch.no_grad():
                 n_outputs = int(net(x0).shape[-1])
         check_target_range(targets, n_outputs)
+        stopped = spec.gradients and stack.enter_context(gradient_stop(layer))
         extractor = stack.enter_context(_extractor(name, net, model, layer, params))
         stack.callback(extractor.remove_hooks)
         call = {k: params[k] for k in spec.call}
@@ -197,7 +198,7 @@ def cam(request: ExplainRequest) -> BackendResult:
                 with seeded(request.seed, model.device) if spec.random else nullcontext():
                     if spec.gradients:
                         with torch.enable_grad():
-                            scores = net(x.requires_grad_(True))
+                            scores = net(x.requires_grad_(not stopped))
                     else:
                         with torch.no_grad():
                             scores = net(x)
