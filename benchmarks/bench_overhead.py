@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         evals = max(int(last["predicted"]), int(last["exp"].n_model_evals)) if case.perturbation \
             else int(last["exp"].n_model_evals)
         row["model_evals"] = evals
+        if not case.perturbation:  # prediction passes xai-bridge adds for scores (0 when the method's own forward serves)
+            row["predict_passes"] = int(last["predicted"])
         if case.perturbation:
             per_eval = median(times["forward"]) / len(yard_images)
             row["forward_ms"] = 1000 * per_eval
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "rows": rows, "full_resolution": full_rows}
     print(f"\n== overhead: xai-bridge / library called directly (target <= {OVERHEAD_TARGET}); "
           f"efficiency: time / (evals x best forward) (target <= {EFFICIENCY_TARGET})")
-    print(table(rows, ["method", "xai_bridge_s", "direct_s", "overhead", "overhead_ok", "model_evals", "forward_ms",
+    print(table(rows, ["method", "xai_bridge_s", "direct_s", "overhead", "overhead_ok", "model_evals", "predict_passes", "forward_ms",
                        "efficiency", "efficiency_ok", "in_forward"]))
     print(f"best-batch forward through model.predict: {per_image * 1000:.2f} ms/image at batch {best_batch}")
     if full_rows:
