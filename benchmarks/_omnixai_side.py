@@ -57,20 +57,30 @@ def main() -> None:
     net = load_efficientnet_lite0()
     image = Image(np.load(settings["image"]), batched=False)
     names = ["gradcam", "lime", "ig"]
-    params = {"lime": {"num_samples": settings["num_samples"], "batch_size": settings["batch_size"],
-                       "top_labels": 1, "hide_color": 0},
-              "ig": {"steps": settings["steps"]}}
+    params = {
+        "lime": {
+            "num_samples": settings["num_samples"],
+            "batch_size": settings["batch_size"],
+            "top_labels": 1,
+            "hide_color": 0,
+        },
+        "ig": {"steps": settings["steps"]},
+    }
 
     def explainer(which):
         return VisionExplainer(
-            explainers=which, mode="classification", model=net, preprocess=preprocess,
+            explainers=which,
+            mode="classification",
+            model=net,
+            preprocess=preprocess,
             postprocess=lambda logits: torch.softmax(logits, dim=-1),
             params={"gradcam": {"target_layer": net.bn2}} if "gradcam" in which else {},
         )
 
     every = explainer(names)
-    print(json.dumps({"ready": True, "omnixai": __import__("omnixai").__version__, "numpy": np.__version__}),
-          flush=True)
+    print(
+        json.dumps({"ready": True, "omnixai": __import__("omnixai").__version__, "numpy": np.__version__}), flush=True
+    )
     for line in sys.stdin:
         command = line.strip()
         if command == "run":

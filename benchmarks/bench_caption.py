@@ -68,8 +68,9 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     return {"grid": 7, "baseline": 0}  # rise
 
 
-def seed_serial(url: str, image: np.ndarray, scorer: Any, reference: Any, args: argparse.Namespace,
-                workdir: Path) -> np.ndarray:
+def seed_serial(
+    url: str, image: np.ndarray, scorer: Any, reference: Any, args: argparse.Namespace, workdir: Path
+) -> np.ndarray:
     """Seed 000's loop: save each masked image, post it, parse the caption; one at a time."""
     import requests
     import shap
@@ -78,8 +79,7 @@ def seed_serial(url: str, image: np.ndarray, scorer: Any, reference: Any, args: 
         headers = {"Ocp-Apim-Subscription-Key": KEY, "Content-Type": "application/octet-stream"}
         params = {"visualFeatures": "Description", "language": "en"}
         payload = open(path_to_image, "rb").read()
-        response = requests.post(url + "/vision/v3.1/analyze", headers=headers, params=params, data=payload,
-                                 timeout=30)
+        response = requests.post(url + "/vision/v3.1/analyze", headers=headers, params=params, data=payload, timeout=30)
         results = json.loads(response.content)
         return results["description"]["captions"][0]["text"]
 
@@ -94,8 +94,16 @@ def seed_serial(url: str, image: np.ndarray, scorer: Any, reference: Any, args: 
     if args.method != "shap.partition":  # the same serial loop, under another method
         from xai_bridge.caption import explain_caption
 
-        [exp] = explain_caption(caption_one, image, scorer, method=args.method, max_evals=args.max_evals,
-                                captions=[reference.text], seed=0, **_method_params(args))
+        [exp] = explain_caption(
+            caption_one,
+            image,
+            scorer,
+            method=args.method,
+            max_evals=args.max_evals,
+            captions=[reference.text],
+            seed=0,
+            **_method_params(args),
+        )
         return exp.attributions[0]
 
     def f(x: np.ndarray) -> np.ndarray:
@@ -106,23 +114,45 @@ def seed_serial(url: str, image: np.ndarray, scorer: Any, reference: Any, args: 
     state = np.random.get_state()
     np.random.seed(0)
     try:
-        out = explainer(image[None].astype(np.float64), max_evals=args.max_evals, batch_size=args.batch_size,
-                        fixed_context=None, silent=True)
+        out = explainer(
+            image[None].astype(np.float64),
+            max_evals=args.max_evals,
+            batch_size=args.batch_size,
+            fixed_context=None,
+            silent=True,
+        )
     finally:
         np.random.set_state(state)
     return np.asarray(out.values)[0].sum(axis=2).transpose(2, 0, 1)  # (T, H, W)
 
 
-def bridge(url: str, image: np.ndarray, scorer: Any, args: argparse.Namespace, cache: Path | None,
-           max_concurrency: int, image_format: str = "PNG") -> tuple[np.ndarray, dict[str, int]]:
+def bridge(
+    url: str,
+    image: np.ndarray,
+    scorer: Any,
+    args: argparse.Namespace,
+    cache: Path | None,
+    max_concurrency: int,
+    image_format: str = "PNG",
+) -> tuple[np.ndarray, dict[str, int]]:
     """xai-bridge: explain_caption with a concurrent, cached Azure v3.1 captioner."""
     from xai_bridge.adapters.models.remote import AzureVisionV31Captioner
+
     from xai_bridge.caption import explain_caption
 
-    with AzureVisionV31Captioner(url, key=KEY, cache=cache, max_concurrency=max_concurrency,
-                                 image_format=image_format) as captioner:
-        [exp] = explain_caption(captioner, image, scorer, method=args.method, max_evals=args.max_evals, seed=0,
-                                model_batch_size=max(64, max_concurrency), **_method_params(args))
+    with AzureVisionV31Captioner(
+        url, key=KEY, cache=cache, max_concurrency=max_concurrency, image_format=image_format
+    ) as captioner:
+        [exp] = explain_caption(
+            captioner,
+            image,
+            scorer,
+            method=args.method,
+            max_evals=args.max_evals,
+            seed=0,
+            model_batch_size=max(64, max_concurrency),
+            **_method_params(args),
+        )
         return exp.attributions[0], captioner.stats.snapshot()
 
 
@@ -170,7 +200,7 @@ class RemoteServer:
     def reset(self) -> None:
         self._ask("reset")
 
-    def __enter__(self) -> "RemoteServer":
+    def __enter__(self) -> RemoteServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -186,12 +216,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.1, help="server latency per request, seconds")
     parser.add_argument("--max-evals", type=int, default=300)
-    parser.add_argument("--method", choices=["shap.partition", "rise"], default="shap.partition",
-                        help="shap.partition (seed 000) or rise (all masks known up front)")
+    parser.add_argument(
+        "--method",
+        choices=["shap.partition", "rise"],
+        default="shap.partition",
+        help="shap.partition (seed 000) or rise (all masks known up front)",
+    )
     parser.add_argument("--batch-size", type=int, default=50, help="shap's batch size (the seed's)")
-    parser.add_argument("--masker", default="blur(128,128)",
-                        help="shap masker for both runs: 'blur(128,128)' (default), 'inpaint_ns' (seed 000's; "
-                             "its OpenCV inpainting costs ~30 ms per masked image on both sides)")
+    parser.add_argument(
+        "--masker",
+        default="blur(128,128)",
+        help="shap masker for both runs: 'blur(128,128)' (default), 'inpaint_ns' (seed 000's; "
+        "its OpenCV inpainting costs ~30 ms per masked image on both sides)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -201,7 +238,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(2)
     from caption_server import rule_caption
     from test_caption_models import build_bart, build_tokenizer
-
     from xai_bridge.adapters.models.scorers import TeacherForcingScorer
 
     tok = build_tokenizer()
@@ -218,36 +254,66 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         workdir.mkdir()
         start = time.perf_counter()
         seed_maps = seed_serial(server.url, image, scorer, reference, args, workdir)
-        rows.append({"run": "seed 000 serial loop", "seconds": time.perf_counter() - start,
-                     "requests": server.requests, "files_written": len(os.listdir(workdir))})
+        rows.append(
+            {
+                "run": "seed 000 serial loop",
+                "seconds": time.perf_counter() - start,
+                "requests": server.requests,
+                "files_written": len(os.listdir(workdir)),
+            }
+        )
         cache = Path(tmp) / "captions.sqlite"
-        runs = [("xai-bridge, defaults (16 at once, PNG)", 16, None, "PNG"),
-                (f"xai-bridge, {args.batch_size} at once, BMP", args.batch_size, cache, "BMP"),
-                ("xai-bridge re-run, cache warm", args.batch_size, cache, "BMP")]
+        runs = [
+            ("xai-bridge, defaults (16 at once, PNG)", 16, None, "PNG"),
+            (f"xai-bridge, {args.batch_size} at once, BMP", args.batch_size, cache, "BMP"),
+            ("xai-bridge re-run, cache warm", args.batch_size, cache, "BMP"),
+        ]
         for name, concurrency, run_cache, image_format in runs:
             server.reset()
             start = time.perf_counter()
             maps, stats = bridge(server.url, image, scorer, args, run_cache, concurrency, image_format)
-            rows.append({"run": name, "seconds": time.perf_counter() - start, "requests": server.requests,
-                         "files_written": 0, "cache_hits": stats["cache_hits"],
-                         "max_abs_diff_vs_seed": float(np.abs(maps - seed_maps).max())})
+            rows.append(
+                {
+                    "run": name,
+                    "seconds": time.perf_counter() - start,
+                    "requests": server.requests,
+                    "files_written": 0,
+                    "cache_hits": stats["cache_hits"],
+                    "max_abs_diff_vs_seed": float(np.abs(maps - seed_maps).max()),
+                }
+            )
     base = rows[0]["seconds"]
     for row in rows:
         row["speedup"] = base / row["seconds"]
-    result = {"method": args.method, "latency_s": args.latency, "max_evals": args.max_evals,
-              "batch_size": args.batch_size, "masker": args.masker if args.method == "shap.partition" else None,
-              "caption": reference.text, "tokens": len(reference), "runs": rows,
-              "speedup_default": rows[1]["speedup"], "speedup_tuned": rows[2]["speedup"],
-              "speedup_cached": rows[3]["speedup"]}
-    setting = (f"batch_size={args.batch_size}, masker {args.masker}" if args.method == "shap.partition"
-               else "one batch of masks")
-    print(f"\ncaption {reference.text!r}: {len(reference)} tokens, {args.method}, max_evals={args.max_evals}, "
-          f"{setting}, server latency {args.latency * 1000:.0f} ms\n")
+    result = {
+        "method": args.method,
+        "latency_s": args.latency,
+        "max_evals": args.max_evals,
+        "batch_size": args.batch_size,
+        "masker": args.masker if args.method == "shap.partition" else None,
+        "caption": reference.text,
+        "tokens": len(reference),
+        "runs": rows,
+        "speedup_default": rows[1]["speedup"],
+        "speedup_tuned": rows[2]["speedup"],
+        "speedup_cached": rows[3]["speedup"],
+    }
+    setting = (
+        f"batch_size={args.batch_size}, masker {args.masker}"
+        if args.method == "shap.partition"
+        else "one batch of masks"
+    )
+    print(
+        f"\ncaption {reference.text!r}: {len(reference)} tokens, {args.method}, max_evals={args.max_evals}, "
+        f"{setting}, server latency {args.latency * 1000:.0f} ms\n"
+    )
     print(f"{'run':44s} {'seconds':>8s} {'requests':>9s} {'files':>6s} {'speedup':>8s} {'max|diff|':>10s}")
     for row in rows:
         diff = row.get("max_abs_diff_vs_seed")
-        print(f"{row['run']:44s} {row['seconds']:8.2f} {row['requests']:9d} {row['files_written']:6d} "
-              f"{row['speedup']:7.1f}x {'' if diff is None else f'{diff:10.2e}'}")
+        print(
+            f"{row['run']:44s} {row['seconds']:8.2f} {row['requests']:9d} {row['files_written']:6d} "
+            f"{row['speedup']:7.1f}x {'' if diff is None else f'{diff:10.2e}'}"
+        )
     print("\n" + json.dumps(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

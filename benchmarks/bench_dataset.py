@@ -38,8 +38,13 @@ def main(argv: list[str] | None = None) -> dict:
         @model_factory
         def factory():
             torch.manual_seed(0)
-            net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                      torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+            net = torch.nn.Sequential(
+                torch.nn.Conv2d(3, 4, 3),
+                torch.nn.ReLU(),
+                torch.nn.AdaptiveAvgPool2d(1),
+                torch.nn.Flatten(),
+                torch.nn.Linear(4, 3),
+            ).eval()
             return xb.TorchModel(net, xb.Preprocess(scale="unit"))
 
         methods, n_images = ["builtin.saliency"], 8
@@ -62,18 +67,39 @@ def main(argv: list[str] | None = None) -> dict:
                 for engine in ("local", "ray"):
                     out = Path(tmp) / f"{engine}{rep}"
                     start = time.perf_counter()
-                    summary = explain_dataset(factory, folder, methods, out, engine=engine, batch_size=8,
-                                              num_workers=args.workers, progress=False)
+                    summary = explain_dataset(
+                        factory,
+                        folder,
+                        methods,
+                        out,
+                        engine=engine,
+                        batch_size=8,
+                        num_workers=args.workers,
+                        progress=False,
+                    )
                     seconds = time.perf_counter() - start
                     if summary.failed:
                         print(summary)
-                    rows.append({"engine": engine, "repeat": rep, "images": summary.done, "seconds": seconds,
-                                 "images_per_s": summary.done / seconds})
+                    rows.append(
+                        {
+                            "engine": engine,
+                            "repeat": rep,
+                            "images": summary.done,
+                            "seconds": seconds,
+                            "images_per_s": summary.done / seconds,
+                        }
+                    )
         finally:
             ray.shutdown()
     best = {e: max(r["images_per_s"] for r in rows if r["engine"] == e) for e in ("local", "ray")}
-    result = {"methods": methods, "images": n_images, "workers": args.workers, "runs": rows,
-              "images_per_s": best, "ray_over_local": best["ray"] / best["local"]}
+    result = {
+        "methods": methods,
+        "images": n_images,
+        "workers": args.workers,
+        "runs": rows,
+        "images_per_s": best,
+        "ray_over_local": best["ray"] / best["local"],
+    }
     print(f"{'engine':8s} {'images':>7s} {'seconds':>8s} {'images/s':>9s}")
     for r in rows:
         print(f"{r['engine']:8s} {r['images']:7d} {r['seconds']:8.2f} {r['images_per_s']:9.2f}")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, machine, table, write  # noqa: E402
+from common import add_common_args, machine, table, write
 
 CHILD = r"""
 import json, resource, sys, time
@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, repeats=1)
     parser.add_argument("--steps", type=int, default=None, help="IG steps (200; 20 with --quick)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=None,
-                        help="internal_batch_size values, 0 = None (default 200 50 10 0)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="internal_batch_size values, 0 = None (default 200 50 10 0)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="the model's batch_size (used by size 0)")
     args = parser.parse_args(argv)
     steps = args.steps or (20 if args.quick else 200)
@@ -83,29 +84,66 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         effective = size or args.batch_size
         guess, free = predicted_mb(rows, effective), available_mb()
         if guess is not None and free is not None and guess > 0.85 * free:
-            rows.append({"internal_batch_size": size or "None", "effective_batch": effective,
-                         "note": f"skipped: needs ~{guess:.0f} MiB, {free:.0f} MiB available"})
+            rows.append(
+                {
+                    "internal_batch_size": size or "None",
+                    "effective_batch": effective,
+                    "note": f"skipped: needs ~{guess:.0f} MiB, {free:.0f} MiB available",
+                }
+            )
             print(rows[-1], flush=True)
             continue
-        code = CHILD.format(here=here, threads=args.threads, quick=args.quick, batch=args.batch_size, steps=steps,
-                            size=size or None)
+        code = CHILD.format(
+            here=here, threads=args.threads, quick=args.quick, batch=args.batch_size, steps=steps, size=size or None
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if out.returncode != 0:
-            rows.append({"internal_batch_size": size or "None", "effective_batch": effective,
-                         "note": f"failed (rc {out.returncode}): {out.stderr.strip().splitlines()[-1:]}"})
+            rows.append(
+                {
+                    "internal_batch_size": size or "None",
+                    "effective_batch": effective,
+                    "note": f"failed (rc {out.returncode}): {out.stderr.strip().splitlines()[-1:]}",
+                }
+            )
             print(rows[-1], flush=True)
             continue
         res = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append({"internal_batch_size": size or "None", "effective_batch": res["internal_batch_size"],
-                     "peak_rss_mb": res["peak_mb"], "above_baseline_mb": res["peak_mb"] - res["baseline_mb"],
-                     "mb_per_step_in_batch": (res["peak_mb"] - res["baseline_mb"]) / res["internal_batch_size"],
-                     "seconds": res["seconds"], "convergence_delta": res["delta"]})
+        rows.append(
+            {
+                "internal_batch_size": size or "None",
+                "effective_batch": res["internal_batch_size"],
+                "peak_rss_mb": res["peak_mb"],
+                "above_baseline_mb": res["peak_mb"] - res["baseline_mb"],
+                "mb_per_step_in_batch": (res["peak_mb"] - res["baseline_mb"]) / res["internal_batch_size"],
+                "seconds": res["seconds"],
+                "convergence_delta": res["delta"],
+            }
+        )
         print(table(rows[-1:], list(rows[-1])), flush=True)
-    result = {"method": "captum.IntegratedGradients", "n_steps": steps, "setup": "quick" if args.quick else
-              "EfficientNet-Lite0, chelsea 224x224", "threads": args.threads, "machine": machine(), "rows": rows}
+    result = {
+        "method": "captum.IntegratedGradients",
+        "n_steps": steps,
+        "setup": "quick" if args.quick else "EfficientNet-Lite0, chelsea 224x224",
+        "threads": args.threads,
+        "machine": machine(),
+        "rows": rows,
+    }
     print(f"\n== IG {steps} steps, one image: peak RSS vs internal_batch_size (fresh process each)")
-    print(table(rows, ["internal_batch_size", "effective_batch", "peak_rss_mb", "above_baseline_mb",
-                       "mb_per_step_in_batch", "seconds", "convergence_delta", "note"]))
+    print(
+        table(
+            rows,
+            [
+                "internal_batch_size",
+                "effective_batch",
+                "peak_rss_mb",
+                "above_baseline_mb",
+                "mb_per_step_in_batch",
+                "seconds",
+                "convergence_delta",
+                "note",
+            ],
+        )
+    )
     print(f"-> {write('memory-quick' if args.quick else 'memory', result, args.results)}")
     return result
 

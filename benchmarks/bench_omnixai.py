@@ -35,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, load_setup, machine, median, setup_threads, table, verdict, write  # noqa: E402
+from common import add_common_args, load_setup, machine, median, setup_threads, table, verdict, write
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEEDUP_TARGET = 2.0
@@ -46,9 +46,13 @@ class OmniSide:
 
     def __init__(self, python: Path, settings: dict[str, Any], stderr: IO[str]) -> None:
         self.stderr = stderr
-        self.proc = subprocess.Popen([str(python), str(Path(__file__).with_name("_omnixai_side.py")),
-                                      json.dumps(settings)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=stderr, text=True)
+        self.proc = subprocess.Popen(
+            [str(python), str(Path(__file__).with_name("_omnixai_side.py")), json.dumps(settings)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
         self.hello = self._answer("ready")
 
     def _answer(self, key: str) -> dict[str, Any]:
@@ -100,15 +104,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import xai_bridge as xb
 
     s = load_setup()
-    methods = [("gradcam.GradCAM", {"layer": "bn2"}),
-               ("lime", {"num_samples": args.num_samples, "batch_size": args.batch_size, "hide_color": 0}),
-               ("captum.IntegratedGradients", {"n_steps": args.steps, "method": "riemann_trapezoid",
-                                               "baselines": ["random"] * args.baselines})]
+    methods = [
+        ("gradcam.GradCAM", {"layer": "bn2"}),
+        ("lime", {"num_samples": args.num_samples, "batch_size": args.batch_size, "hide_color": 0}),
+        (
+            "captum.IntegratedGradients",
+            {"n_steps": args.steps, "method": "riemann_trapezoid", "baselines": ["random"] * args.baselines},
+        ),
+    ]
     import xai_bridge.adapters.models as xm
 
     # xai-bridge as installed, and with TorchModel(channels_last=True) (an option OmniXAI has no equivalent of)
-    fast = xm.TorchModel(s.net, s.model.preprocess, class_names=s.model.class_names, batch_size=s.model.batch_size,
-                         channels_last=True)
+    fast = xm.TorchModel(
+        s.net, s.model.preprocess, class_names=s.model.class_names, batch_size=s.model.batch_size, channels_last=True
+    )
     last: dict[str, Any] = {}
 
     def ours(model: Any = s.model, key: str = "results") -> float:
@@ -121,20 +130,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fast_times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "omnixai.stderr", "w+") as err:
         np.save(Path(tmp) / "image.npy", s.image)
-        settings = {"image": str(Path(tmp) / "image.npy"), "num_samples": args.num_samples,
-                    "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads}
+        settings = {
+            "image": str(Path(tmp) / "image.npy"),
+            "num_samples": args.num_samples,
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "threads": args.threads,
+        }
         omni = OmniSide(python, settings, err)
         try:
             omni.ask("run", "seconds")  # warm-up, each side once
             ours()
             ours(fast, "fast")
-            sides = [(omni_times, lambda: omni.ask("run", "seconds")["seconds"]), (ours_times, ours),
-                     (fast_times, lambda: ours(fast, "fast"))]
+            sides = [
+                (omni_times, lambda: omni.ask("run", "seconds")["seconds"]),
+                (ours_times, ours),
+                (fast_times, lambda: ours(fast, "fast")),
+            ]
             for r in range(args.repeats):
                 for times, fn in sides if r % 2 == 0 else sides[::-1]:
                     times.append(float(fn()))
-                print(f"round {r + 1}: omnixai {omni_times[-1]:.2f} s, xai-bridge {ours_times[-1]:.2f} s, "
-                      f"channels_last {fast_times[-1]:.2f} s", flush=True)
+                print(
+                    f"round {r + 1}: omnixai {omni_times[-1]:.2f} s, xai-bridge {ours_times[-1]:.2f} s, "
+                    f"channels_last {fast_times[-1]:.2f} s",
+                    flush=True,
+                )
             omni_per = {} if args.no_per_method else omni.ask("per_method", "per_method")["per_method"]
         finally:
             omni.close()
@@ -145,15 +165,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     row["channels_last_s"] = median(fast_times)
     row["speedup_channels_last"] = row["omnixai_s"] / row["channels_last_s"]
     row["channels_last_ok"] = verdict(row["speedup_channels_last"], SPEEDUP_TARGET, higher_is_better=True)
-    per_rows = [{"method": m, "omnixai_alone_s": omni_per.get(o), "xai_bridge_in_call_s": ours_per.get(m)}
-                for m, o in zip([m for m, _ in methods], ["gradcam", "lime", "ig"])]
-    result = {"methods": [m for m, _ in methods], "params": dict(methods),
-              "settings": {k: v for k, v in settings.items() if k != "image"} | {"image": s.name,
-                                                                                  "baselines": args.baselines},
-              "omnixai": omni.hello, "machine": machine(), "repeats": args.repeats,
-              "omnixai_times": omni_times, "xai_bridge_times": ours_times, "channels_last_times": fast_times,
-              "per_method": per_rows,
-              "target": SPEEDUP_TARGET, **row}
+    per_rows = [
+        {"method": m, "omnixai_alone_s": omni_per.get(o), "xai_bridge_in_call_s": ours_per.get(m)}
+        for m, o in zip([m for m, _ in methods], ["gradcam", "lime", "ig"])
+    ]
+    result = {
+        "methods": [m for m, _ in methods],
+        "params": dict(methods),
+        "settings": {k: v for k, v in settings.items() if k != "image"}
+        | {"image": s.name, "baselines": args.baselines},
+        "omnixai": omni.hello,
+        "machine": machine(),
+        "repeats": args.repeats,
+        "omnixai_times": omni_times,
+        "xai_bridge_times": ours_times,
+        "channels_last_times": fast_times,
+        "per_method": per_rows,
+        "target": SPEEDUP_TARGET,
+        **row,
+    }
     print(f"\n== OmniXAI VisionExplainer vs xai_bridge.explain_many (gradcam + lime + ig); target >= {SPEEDUP_TARGET}x")
     print(table([row], list(row)))
     print(table(per_rows, ["method", "omnixai_alone_s", "xai_bridge_in_call_s"]))

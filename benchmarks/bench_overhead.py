@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     Setup,
     add_common_args,
     best_forward_per_image,
@@ -75,9 +76,18 @@ class Settings:
     batch: int = 16
 
     @classmethod
-    def quick(cls) -> "Settings":
-        return cls(lime_samples=20, shap_evals=20, shap_masker="blur(8,8)", gradient_samples=4, ig_steps=4,
-                   rise_masks=20, window=8, stride=8, batch=8)
+    def quick(cls) -> Settings:
+        return cls(
+            lime_samples=20,
+            shap_evals=20,
+            shap_masker="blur(8,8)",
+            gradient_samples=4,
+            ig_steps=4,
+            rise_masks=20,
+            window=8,
+            stride=8,
+            batch=8,
+        )
 
 
 @dataclass(frozen=True)
@@ -131,18 +141,22 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     for cls in (GradCAM, GradCAMPlusPlus, LayerCAM):
+
         def run_cam(cls: Any = cls) -> Any:
             with cls(model=net, target_layers=[layer]) as cam:
                 return cam(input_tensor=s.tensor(image), targets=[ClassifierOutputTarget(target)])
+
         out.append(Case(f"gradcam.{cls.__name__}", {"layer": s.layer}, run_cam))
 
     from torchcam.methods import GradCAM as TCGradCAM
     from torchcam.methods import LayerCAM as TCLayerCAM
 
     for cls in (TCGradCAM, TCLayerCAM):
+
         def run_torchcam(cls: Any = cls) -> Any:
             with cls(net, s.layer) as extractor:
                 return extractor(target, net(s.tensor(image)))
+
         out.append(Case(f"torchcam.{cls.__name__}", {"layer": s.layer}, run_torchcam))
 
     import shap
@@ -150,11 +164,22 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
     def run_partition() -> Any:
         masker = shap.maskers.Image(cfg.shap_masker, image.shape)
         explainer = shap.Explainer(s.logits_np, masker)
-        return explainer(image[None].astype(np.float64), max_evals=cfg.shap_evals, batch_size=cfg.batch,
-                         outputs=[target], silent=True)
+        return explainer(
+            image[None].astype(np.float64),
+            max_evals=cfg.shap_evals,
+            batch_size=cfg.batch,
+            outputs=[target],
+            silent=True,
+        )
 
-    out.append(Case("shap.partition", {"masker": cfg.shap_masker, "max_evals": cfg.shap_evals,
-                                       "batch_size": cfg.batch}, run_partition, perturbation=True))
+    out.append(
+        Case(
+            "shap.partition",
+            {"masker": cfg.shap_masker, "max_evals": cfg.shap_evals, "batch_size": cfg.batch},
+            run_partition,
+            perturbation=True,
+        )
+    )
 
     class Column(torch.nn.Module):  # shap explains every output; a user selects the one they want
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,12 +196,25 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
 
     def run_lime() -> Any:
         explainer = lime_image.LimeImageExplainer(random_state=0)
-        return explainer.explain_instance(image.astype(np.float64), s.logits_np, labels=(target,), top_labels=None,
-                                          hide_color=0, num_samples=cfg.lime_samples, batch_size=cfg.batch,
-                                          random_seed=0)
+        return explainer.explain_instance(
+            image.astype(np.float64),
+            s.logits_np,
+            labels=(target,),
+            top_labels=None,
+            hide_color=0,
+            num_samples=cfg.lime_samples,
+            batch_size=cfg.batch,
+            random_seed=0,
+        )
 
-    out.append(Case("lime", {"num_samples": cfg.lime_samples, "batch_size": cfg.batch, "hide_color": 0}, run_lime,
-                    perturbation=True))
+    out.append(
+        Case(
+            "lime",
+            {"num_samples": cfg.lime_samples, "batch_size": cfg.batch, "hide_color": 0},
+            run_lime,
+            perturbation=True,
+        )
+    )
     out.append(Case("rise", {"n_masks": cfg.rise_masks}, None, perturbation=True))
     out.append(Case("builtin.occlusion", {"window": cfg.window, "stride": cfg.stride}, None, perturbation=True))
 
@@ -185,11 +223,11 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
     black = s.tensor(np.zeros_like(image))
 
     def run_ig() -> Any:
-        return IntegratedGradients(net).attribute(s.tensor(image), baselines=black, target=target,
-                                                  n_steps=cfg.ig_steps, internal_batch_size=cfg.batch)
+        return IntegratedGradients(net).attribute(
+            s.tensor(image), baselines=black, target=target, n_steps=cfg.ig_steps, internal_batch_size=cfg.batch
+        )
 
-    out.append(Case("captum.IntegratedGradients", {"n_steps": cfg.ig_steps, "internal_batch_size": cfg.batch},
-                    run_ig))
+    out.append(Case("captum.IntegratedGradients", {"n_steps": cfg.ig_steps, "internal_batch_size": cfg.batch}, run_ig))
 
     def run_captum_saliency() -> Any:
         return Saliency(net).attribute(s.tensor(image).requires_grad_(True), target=target)
@@ -198,22 +236,48 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
 
     def run_smoothgrad() -> Any:  # noise std: 25.5 pixel units = 0.1 of [0, 1], divided by std per channel
         torch.manual_seed(0)
-        return NoiseTunnel(Saliency(net)).attribute(s.tensor(image), target=target, nt_type="smoothgrad",
-                                                    nt_samples=8, stdevs=float(0.1 / s.std.mean()),
-                                                    nt_samples_batch_size=cfg.batch)
+        return NoiseTunnel(Saliency(net)).attribute(
+            s.tensor(image),
+            target=target,
+            nt_type="smoothgrad",
+            nt_samples=8,
+            stdevs=float(0.1 / s.std.mean()),
+            nt_samples_batch_size=cfg.batch,
+        )
 
-    out.append(Case("captum.Saliency+NoiseTunnel", {"noise_tunnel": {"kind": "smoothgrad", "nt_samples": 8,
-                                                                    "stdevs": 25.5,
-                                                                    "nt_samples_batch_size": cfg.batch}},
-                    run_smoothgrad))
+    out.append(
+        Case(
+            "captum.Saliency+NoiseTunnel",
+            {
+                "noise_tunnel": {
+                    "kind": "smoothgrad",
+                    "nt_samples": 8,
+                    "stdevs": 25.5,
+                    "nt_samples_batch_size": cfg.batch,
+                }
+            },
+            run_smoothgrad,
+        )
+    )
 
     def run_occlusion() -> Any:
-        return Occlusion(net).attribute(s.tensor(image), baselines=black, target=target,
-                                        sliding_window_shapes=(3, cfg.window, cfg.window),
-                                        strides=(3, cfg.stride, cfg.stride), perturbations_per_eval=cfg.batch)
+        return Occlusion(net).attribute(
+            s.tensor(image),
+            baselines=black,
+            target=target,
+            sliding_window_shapes=(3, cfg.window, cfg.window),
+            strides=(3, cfg.stride, cfg.stride),
+            perturbations_per_eval=cfg.batch,
+        )
 
-    out.append(Case("captum.Occlusion", {"window": cfg.window, "stride": cfg.stride,
-                                         "perturbations_per_eval": cfg.batch}, run_occlusion, perturbation=True))
+    out.append(
+        Case(
+            "captum.Occlusion",
+            {"window": cfg.window, "stride": cfg.stride, "perturbations_per_eval": cfg.batch},
+            run_occlusion,
+            perturbation=True,
+        )
+    )
     return out
 
 
@@ -261,8 +325,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # chunks of the best batch size, so it sees the same drift of this shared machine's speed.
             ours()
             warm = ("xai-bridge",)
-            n_yard = best_batch * max(1, round(max(int(last["predicted"]), int(last["exp"].n_model_evals))
-                                               / 4 / best_batch))
+            n_yard = best_batch * max(
+                1, round(max(int(last["predicted"]), int(last["exp"].n_model_evals)) / 4 / best_batch)
+            )
             yard_images = np.repeat(s.image[None], n_yard, axis=0)
             sides["forward"] = lambda: yardstick.predict(yard_images)
         times = interleaved(sides, repeats=args.repeats, warm=warm)
@@ -273,10 +338,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row["overhead_ok"] = verdict(row["overhead"], OVERHEAD_TARGET)
         # perturbation methods: every image through model.predict; others: the method's own forwards
         # (captum's perturbation methods run tensors through the pixel module, counted by the backend)
-        evals = max(int(last["predicted"]), int(last["exp"].n_model_evals)) if case.perturbation \
+        evals = (
+            max(int(last["predicted"]), int(last["exp"].n_model_evals))
+            if case.perturbation
             else int(last["exp"].n_model_evals)
+        )
         row["model_evals"] = evals
-        if not case.perturbation:  # prediction passes xai-bridge adds for scores (0 when the method's own forward serves)
+        if (
+            not case.perturbation
+        ):  # prediction passes xai-bridge adds for scores (0 when the method's own forward serves)
             row["predict_passes"] = int(last["predicted"])
         if case.perturbation:
             per_eval = median(times["forward"]) / len(yard_images)
@@ -284,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row["efficiency"] = row["xai_bridge_s"] / (evals * per_eval)
             row["efficiency_ok"] = verdict(row["efficiency"], EFFICIENCY_TARGET)
             # drift-free view: the share of the call spent inside the model's forward passes
-            row["in_forward"] = median(last["forward_share"][-args.repeats:]) / row["xai_bridge_s"]
+            row["in_forward"] = median(last["forward_share"][-args.repeats :]) / row["xai_bridge_s"]
         row["times"] = {k: [round(v, 4) for v in vs] for k, vs in times.items()}
         rows.append(row)
         print(table([row], [c for c in row if c != "times"]), flush=True)
@@ -299,21 +369,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 return lambda: xb.explain(s.model, img, case.method, targets=s.target, **case.params)
 
             times = interleaved({"model_size": at(s.image), "full": at(s.full_image)}, repeats=args.repeats)
-            full_rows.append({"method": case.method, "at_model_size_s": median(times["model_size"]),
-                              "full_res_s": median(times["full"]),
-                              "full_res_ratio": median(times["full"]) / median(times["model_size"]),
-                              "full_size": "x".join(map(str, s.full_image.shape[:2]))})
+            full_rows.append(
+                {
+                    "method": case.method,
+                    "at_model_size_s": median(times["model_size"]),
+                    "full_res_s": median(times["full"]),
+                    "full_res_ratio": median(times["full"]) / median(times["model_size"]),
+                    "full_size": "x".join(map(str, s.full_image.shape[:2])),
+                }
+            )
             print(table(full_rows[-1:], list(full_rows[-1])), flush=True)
 
-    result = {"setup": s.name, "threads": args.threads, "target": s.target, "layer": s.layer,
-              "settings": cfg.__dict__, "forward_s_per_image": per_image, "best_batch": best_batch,
-              "repeats": args.repeats, "machine": machine(), "targets": {"overhead": OVERHEAD_TARGET,
-                                                                         "efficiency": EFFICIENCY_TARGET},
-              "rows": rows, "full_resolution": full_rows}
-    print(f"\n== overhead: xai-bridge / library called directly (target <= {OVERHEAD_TARGET}); "
-          f"efficiency: time / (evals x best forward) (target <= {EFFICIENCY_TARGET})")
-    print(table(rows, ["method", "xai_bridge_s", "direct_s", "overhead", "overhead_ok", "model_evals", "predict_passes", "forward_ms",
-                       "efficiency", "efficiency_ok", "in_forward"]))
+    result = {
+        "setup": s.name,
+        "threads": args.threads,
+        "target": s.target,
+        "layer": s.layer,
+        "settings": cfg.__dict__,
+        "forward_s_per_image": per_image,
+        "best_batch": best_batch,
+        "repeats": args.repeats,
+        "machine": machine(),
+        "targets": {"overhead": OVERHEAD_TARGET, "efficiency": EFFICIENCY_TARGET},
+        "rows": rows,
+        "full_resolution": full_rows,
+    }
+    print(
+        f"\n== overhead: xai-bridge / library called directly (target <= {OVERHEAD_TARGET}); "
+        f"efficiency: time / (evals x best forward) (target <= {EFFICIENCY_TARGET})"
+    )
+    print(
+        table(
+            rows,
+            [
+                "method",
+                "xai_bridge_s",
+                "direct_s",
+                "overhead",
+                "overhead_ok",
+                "model_evals",
+                "predict_passes",
+                "forward_ms",
+                "efficiency",
+                "efficiency_ok",
+                "in_forward",
+            ],
+        )
+    )
     print(f"best-batch forward through model.predict: {per_image * 1000:.2f} ms/image at batch {best_batch}")
     if full_rows:
         print("\n== full-resolution path: same call on the original picture / on the 224x224 one")

@@ -18,9 +18,10 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -101,8 +102,12 @@ def tiny_net(seed: int = 0) -> Any:
 
     gen = torch.Generator().manual_seed(seed)
     net = nn.Sequential()
-    net.add_module("features", nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
-                                             nn.BatchNorm2d(8), nn.ReLU()))
+    net.add_module(
+        "features",
+        nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()
+        ),
+    )
     net.add_module("pool", nn.AdaptiveAvgPool2d(1))
     net.add_module("flatten", nn.Flatten())
     net.add_module("fc", nn.Linear(8, 5))
@@ -121,22 +126,32 @@ def load_setup(quick: bool = False, batch_size: int = 16) -> Setup:
         model = xb.TorchModel(tiny_net(), xb.Preprocess(size=(32, 32), mean=mean, std=std), batch_size=batch_size)
         full = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
         image = xb.load_images(full, size=(32, 32))[0]
-        return Setup(model, image, full, 1, "features.3", np.float32(mean), np.float32(std), True,
-                     "tiny CNN, random 32x32 image")
+        return Setup(
+            model, image, full, 1, "features.3", np.float32(mean), np.float32(std), True, "tiny CNN, random 32x32 image"
+        )
     from skimage import data
-
     from xai_bridge.adapters.models import efficientnet_lite0
 
     model = efficientnet_lite0(batch_size=batch_size)
     pre = model.preprocess
     full = data.chelsea()
     image = xb.load_images(full, size=(224, 224))[0]
-    return Setup(model, image, full, 285, "bn2", np.asarray(pre.mean, np.float32), np.asarray(pre.std, np.float32),
-                 False, "EfficientNet-Lite0, chelsea 224x224")
+    return Setup(
+        model,
+        image,
+        full,
+        285,
+        "bn2",
+        np.asarray(pre.mean, np.float32),
+        np.asarray(pre.std, np.float32),
+        False,
+        "EfficientNet-Lite0, chelsea 224x224",
+    )
 
 
-def interleaved(sides: Mapping[str, Callable[[], Any]], repeats: int = 3, warmup: int = 1,
-                warm: Sequence[str] = ()) -> dict[str, list[float]]:
+def interleaved(
+    sides: Mapping[str, Callable[[], Any]], repeats: int = 3, warmup: int = 1, warm: Sequence[str] = ()
+) -> dict[str, list[float]]:
     """Run each side ``warmup`` times, then ``repeats`` rounds alternating sides; seconds per run.
 
     The order of the sides alternates between rounds too (A B, B A, ...), so
@@ -162,9 +177,13 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def best_forward_per_image(predict: Callable[[np.ndarray], Any], image: np.ndarray,
-                           batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32), rounds: int = 5,
-                           images_per_run: int = 32) -> tuple[float, int]:
+def best_forward_per_image(
+    predict: Callable[[np.ndarray], Any],
+    image: np.ndarray,
+    batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+    rounds: int = 5,
+    images_per_run: int = 32,
+) -> tuple[float, int]:
     """Seconds per image of ``predict`` at its best batch size, and that batch size.
 
     ``predict`` must run each call as one batch (a ``TorchModel`` with
@@ -195,9 +214,14 @@ def machine() -> dict[str, Any]:
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpus": os.cpu_count(), "load_avg": [round(v, 2) for v in load] if load else None,
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "cpus": os.cpu_count(),
+        "load_avg": [round(v, 2) for v in load] if load else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def write(name: str, result: Mapping[str, Any], folder: Path = RESULTS) -> Path:
@@ -218,6 +242,7 @@ def _jsonable(value: Any) -> Any:
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """A plain-text table of ``rows`` (floats with 3 decimals, missing cells blank)."""
+
     def fmt(v: Any) -> str:
         if v is None:
             return ""

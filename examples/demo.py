@@ -23,8 +23,11 @@ from xai_bridge.cli import main as cli
 SAMPLES = ("chelsea", "coffee", "rocket", "astronaut")
 METHODS = {
     "gradcam.GradCAM": [],
-    "captum.IntegratedGradients": ["n_steps=16", "internal_batch_size=32",
-                                   'noise_tunnel={"kind": "smoothgrad", "nt_samples": 4, "stdevs": 12.75}'],
+    "captum.IntegratedGradients": [
+        "n_steps=16",
+        "internal_batch_size=32",
+        'noise_tunnel={"kind": "smoothgrad", "nt_samples": 4, "stdevs": 12.75}',
+    ],
     "captum.Occlusion": ["window=32", "stride=32"],
     "shap.partition": ['masker="blur(64,64)"', "max_evals=300", "batch_size=50"],
     "lime": ["num_samples=300", "batch_size=50"],
@@ -39,10 +42,24 @@ def main(argv: list[str] | None = None) -> None:
     images.mkdir(parents=True, exist_ok=True)
     for name in SAMPLES:
         Image.fromarray(getattr(data, name)()).convert("RGB").save(images / f"{name}.png")
-    command = ["explain", "efficientnet_lite0", *(str(images / f"{n}.png") for n in SAMPLES),
-               "--size", "224", "224", "--batch-size", "50", "--out", str(args.out),
-               "--report", str(args.out / "report.html"), "--png", str(args.out / "grid.png"),
-               "--title", "xai-bridge demo: EfficientNet-Lite0 on scikit-image samples"]
+    command = [
+        "explain",
+        "efficientnet_lite0",
+        *(str(images / f"{n}.png") for n in SAMPLES),
+        "--size",
+        "224",
+        "224",
+        "--batch-size",
+        "50",
+        "--out",
+        str(args.out),
+        "--report",
+        str(args.out / "report.html"),
+        "--png",
+        str(args.out / "grid.png"),
+        "--title",
+        "xai-bridge demo: EfficientNet-Lite0 on scikit-image samples",
+    ]
     for method, params in METHODS.items():
         command += ["-m", method, *(x for p in params for x in ("-p", f"{method}:{p}"))]
     start = time.perf_counter()

@@ -31,16 +31,23 @@ from pathlib import Path
 from typing import Any
 
 APIS = ("azure-v3.1", "azure-v4.0", "openai", "hf")
-KEY_ENVS = {"azure-v3.1": "AZURE_VISION_KEY", "azure-v4.0": "AZURE_VISION_KEY", "openai": "OPENAI_API_KEY",
-            "hf": "HF_TOKEN"}
+KEY_ENVS = {
+    "azure-v3.1": "AZURE_VISION_KEY",
+    "azure-v4.0": "AZURE_VISION_KEY",
+    "openai": "OPENAI_API_KEY",
+    "hf": "HF_TOKEN",
+}
 
 
 def make_captioner(args: argparse.Namespace) -> Any:
     """The remote captioner for ``--api`` (the key comes from ``--key-env``)."""
     from xai_bridge.adapters.models import remote
 
-    common = {"key_env": args.key_env or KEY_ENVS[args.api], "max_concurrency": args.concurrency,
-              "cache": args.cache or "auto"}
+    common = {
+        "key_env": args.key_env or KEY_ENVS[args.api],
+        "max_concurrency": args.concurrency,
+        "cache": args.cache or "auto",
+    }
     if args.api == "azure-v3.1":
         return remote.AzureVisionV31Captioner(args.endpoint, **common)
     if args.api == "azure-v4.0":
@@ -58,8 +65,11 @@ def main(argv: list[str] | None = None) -> list[Any]:
     parser.add_argument("--model", default=None, help="model name (openai) or model id (hf)")
     parser.add_argument("--key-env", default=None, help="environment variable holding the key")
     parser.add_argument("--images", nargs="+", required=True, help="image files")
-    parser.add_argument("--scorer", default="sshleifer/distilbart-xsum-12-6",
-                        help="seq2seq or causal LM (local path or hub id) scoring the caption tokens")
+    parser.add_argument(
+        "--scorer",
+        default="sshleifer/distilbart-xsum-12-6",
+        help="seq2seq or causal LM (local path or hub id) scoring the caption tokens",
+    )
     parser.add_argument("--method", default="shap.partition", help="shap.partition, lime, rise, builtin.occlusion")
     parser.add_argument("--max-evals", type=int, default=300)
     parser.add_argument("--masker", default="inpaint_ns", help="shap masker: inpaint_ns, inpaint_telea, blur(k,k)")
@@ -71,6 +81,7 @@ def main(argv: list[str] | None = None) -> list[Any]:
     args = parser.parse_args(argv)
 
     from xai_bridge.adapters.models.scorers import TeacherForcingScorer
+
     from xai_bridge.caption import explain_caption
 
     scorer = TeacherForcingScorer.from_pretrained(args.scorer)
@@ -79,11 +90,19 @@ def main(argv: list[str] | None = None) -> list[Any]:
     results = []
     with make_captioner(args) as captioner:
         for path in args.images:
-            [exp] = explain_caption(captioner, path, scorer, method=args.method, max_evals=args.max_evals,
-                                    max_side=args.max_side, **method_params)
+            [exp] = explain_caption(
+                captioner,
+                path,
+                scorer,
+                method=args.method,
+                max_evals=args.max_evals,
+                max_side=args.max_side,
+                **method_params,
+            )
             saved = exp.save(args.out / f"{Path(path).stem}.npz")
-            print(f"{path}: {exp.params['caption']!r} -> {saved} ({exp.n_model_evals} evaluations, "
-                  f"{exp.seconds:.1f} s)")
+            print(
+                f"{path}: {exp.params['caption']!r} -> {saved} ({exp.n_model_evals} evaluations, {exp.seconds:.1f} s)"
+            )
             if args.plot:
                 _plot(exp, args.out / f"{Path(path).stem}.png")
             results.append(exp)

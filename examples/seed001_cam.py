@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from skimage import data
 from torchcam.utils import overlay_mask
+from xai_bridge.adapters.models import efficientnet_lite0
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import efficientnet_lite0
 
 METHODS = ["torchcam.SmoothGradCAMpp", "gradcam.GradCAM", "gradcam.LayerCAM", "gradcam.GuidedGradCAM"]
 
@@ -32,8 +31,9 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
     model = efficientnet_lite0()
     image = xb.load_images(data.chelsea(), size=(224, 224))
     results = xb.explain_many(model, image, METHODS)
-    results["gradcam.DeepFeatureFactorization"] = xb.explain(model, image, "gradcam.DeepFeatureFactorization",
-                                                             n_components=4)
+    results["gradcam.DeepFeatureFactorization"] = xb.explain(
+        model, image, "gradcam.DeepFeatureFactorization", n_components=4
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     for name, exp in results.items():
         maps = xb.normalize(exp.attributions[0], xb.Norm.POSITIVE)  # one explicit normalisation for all
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
             # torchcam's overlay_mask, as in the seed (alpha = weight of the photo)
             overlay = overlay_mask(Image.fromarray(image[0]), Image.fromarray(heat, mode="F"), alpha=0.7)
             overlay.save(args.out / f"{name}_{t}.png")
-        print(f"{name:36s} {str(exp.target_names[0, 0]):44s} layer={exp.params.get('layer')} {exp.seconds:.2f}s")
+        print(f"{name:36s} {exp.target_names[0, 0]!s:44s} layer={exp.params.get('layer')} {exp.seconds:.2f}s")
     return results
 
 

@@ -16,9 +16,9 @@ import argparse
 from pathlib import Path
 
 from skimage import data
+from xai_bridge.adapters.models import efficientnet_lite0
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import efficientnet_lite0
 from xai_bridge.plot import comparison_grid
 
 
@@ -29,9 +29,16 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
     args = parser.parse_args(argv)
     steps, runs = (16, 2) if args.quick else (50, 10)  # the tutorial: 50 steps, 10 random baselines
     results = xb.explain_many(
-        efficientnet_lite0(), xb.load_images(data.chelsea(), size=(224, 224)),
-        ["captum.Saliency",
-         ("captum.IntegratedGradients", {"n_steps": steps, "baselines": ["random"] * runs, "internal_batch_size": 32})])
+        efficientnet_lite0(),
+        xb.load_images(data.chelsea(), size=(224, 224)),
+        [
+            "captum.Saliency",
+            (
+                "captum.IntegratedGradients",
+                {"n_steps": steps, "baselines": ["random"] * runs, "internal_batch_size": 32},
+            ),
+        ],
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     for style in ("heat", "outline"):
         fig = comparison_grid(results, style=style, norm="positive", percentile=99.5)

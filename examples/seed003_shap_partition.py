@@ -18,12 +18,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # a script: no window
-import matplotlib.pyplot as plt  # noqa: E402
-import shap  # noqa: E402
-from skimage import data  # noqa: E402
+import matplotlib.pyplot as plt
+import shap
+from skimage import data
+from xai_bridge.adapters.models import efficientnet_lite0
 
-import xai_bridge as xb  # noqa: E402
-from xai_bridge.adapters.models import efficientnet_lite0  # noqa: E402
+import xai_bridge as xb
 
 
 def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for masker, max_evals in budgets.items():
-        exp = xb.explain(model, images, "shap.partition", targets=xb.top_k(4), masker=masker,
-                         max_evals=max_evals, batch_size=50)
+        exp = xb.explain(
+            model, images, "shap.partition", targets=xb.top_k(4), masker=masker, max_evals=max_evals, batch_size=50
+        )
         shap.image_plot(exp.to_shap(), show=False)
         plt.savefig(args.out / f"partition_{masker.split('(')[0]}.png", dpi=80, bbox_inches="tight")
         plt.close("all")

@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 from skimage import data
 from skimage.segmentation import mark_boundaries
+from xai_bridge.adapters.models.zoo import imagenet_class_names, load_efficientnet_lite0
 
 import xai_bridge as xb
-from xai_bridge.adapters.models.zoo import imagenet_class_names, load_efficientnet_lite0
 
 
 def keras_style_model() -> xb.ArrayModel:
@@ -44,14 +44,17 @@ def main(argv: list[str] | None = None) -> xb.Explanation:
     parser.add_argument("--quick", action="store_true", help="small budget (smoke test)")
     args = parser.parse_args(argv)
     image = xb.load_images(data.chelsea(), size=(224, 224))
-    exp = xb.explain(keras_style_model(), image, "lime", targets=xb.top_k(5), hide_color=0,
-                     num_samples=100 if args.quick else 1000)
+    exp = xb.explain(
+        keras_style_model(), image, "lime", targets=xb.top_k(5), hide_color=0, num_samples=100 if args.quick else 1000
+    )
     print("top 5:", exp.target_names[0].tolist())
     args.out.mkdir(parents=True, exist_ok=True)
-    views = {"top1_positive_hidden": dict(target=0, positive_only=True, hide_rest=True),
-             "top1_positive": dict(target=0, positive_only=True, hide_rest=False),
-             "top1_pros_and_cons": dict(target=0, positive_only=False, hide_rest=False),
-             "top5_positive_hidden": dict(target=4, positive_only=True, hide_rest=True)}
+    views = {
+        "top1_positive_hidden": dict(target=0, positive_only=True, hide_rest=True),
+        "top1_positive": dict(target=0, positive_only=True, hide_rest=False),
+        "top1_pros_and_cons": dict(target=0, positive_only=False, hide_rest=False),
+        "top5_positive_hidden": dict(target=4, positive_only=True, hide_rest=True),
+    }
     for name, view in views.items():
         img, mask = xb.masks.image_and_mask(exp, num_features=5, **view)
         Image.fromarray((mark_boundaries(img, mask) * 255).astype(np.uint8)).save(args.out / f"{name}.png")

@@ -27,14 +27,15 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["CaptionServer", "rule_caption", "WORDS"]
+__all__ = ["WORDS", "CaptionServer", "rule_caption"]
 
 #: Word pairs chosen by the top-left, top-right, bottom-left, bottom-right quadrant (dark, bright).
 WORDS = (("red", "blue"), ("cat", "dog"), ("green", "white"), ("tree", "car"))
@@ -52,7 +53,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256
     allow_reuse_address = True
-    owner: "CaptionServer"
+    owner: CaptionServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -60,11 +61,12 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stalls
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -79,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps({"error": {"code": code, "message": message}}).encode(), headers=headers)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         owner = self.server.owner
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         url = urlsplit(self.path)
@@ -117,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
             with Image.open(io.BytesIO(data)) as im:
                 fmt = im.format
                 image = np.asarray(im.convert("RGB"))
-        except Exception as exc:  # noqa: BLE001 - any bad input is a 400
+        except Exception as exc:
             return self._error(400, "InvalidImageFormat", f"cannot read the image ({type(exc).__name__})")
         if route in ("v31", "v40"):
             h, w = image.shape[:2]
@@ -134,9 +136,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif route == "v40":
             payload = {"captionResult": {"text": caption, "confidence": 0.9}, "modelVersion": "2023-10-01"}
         elif route == "chat":
-            payload = {"id": "loopback", "object": "chat.completion",
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": caption},
-                                    "finish_reason": "stop"}]}
+            payload = {
+                "id": "loopback",
+                "object": "chat.completion",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": caption}, "finish_reason": "stop"}
+                ],
+            }
         else:
             payload = [{"generated_text": caption}]
         return self._send(200, json.dumps(payload).encode())
@@ -169,8 +175,14 @@ class CaptionServer:
         paths: requests per URL path.
     """
 
-    def __init__(self, key: str | None = "loopback-secret-key-0123456789", latency: float = 0.0,
-                 rule: Callable[[np.ndarray], str] = rule_caption, hang: float = 1.0, retry_after: str = "0") -> None:
+    def __init__(
+        self,
+        key: str | None = "loopback-secret-key-0123456789",
+        latency: float = 0.0,
+        rule: Callable[[np.ndarray], str] = rule_caption,
+        hang: float = 1.0,
+        retry_after: str = "0",
+    ) -> None:
         self.key = key
         self.latency = float(latency)
         self.rule = rule
@@ -186,12 +198,13 @@ class CaptionServer:
         self._thread: threading.Thread | None = None
 
     # -- control
-    def start(self) -> "CaptionServer":
+    def start(self) -> CaptionServer:
         """Bind a free port on 127.0.0.1 and serve in a daemon thread."""
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="caption-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="caption-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -205,7 +218,7 @@ class CaptionServer:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "CaptionServer":
+    def __enter__(self) -> CaptionServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -6,7 +6,7 @@ or load it as ``tests/cli_models.py:tiny``.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,8 +18,9 @@ N_CLASSES = 4
 def tiny() -> nn.Module:
     """A seeded conv net for 3-channel images of any size: conv -> ReLU -> global pool -> linear (4 classes)."""
     gen = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(5, N_CLASSES))
+    net = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, N_CLASSES)
+    )
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)

@@ -60,7 +60,7 @@ def tiny_net() -> TinyNet:
 
 
 @pytest.fixture
-def tiny_model(tiny_net: TinyNet) -> "xb.TorchModel":
+def tiny_model(tiny_net: TinyNet) -> xb.TorchModel:
     # fixed chunks: parity tests compare bit for bit with libraries that chunk predict calls their own way,
     # and a tuned chunk size changes float rounding (~1e-8); tuning is tested in test_batch_tuner.py
     return xb.TorchModel(tiny_net, TINY_PREPROCESS, class_names=TINY_CLASSES, batch_size=8, tune_batch=False)
@@ -95,7 +95,7 @@ def effnet():
     return efficientnet_lite0(batch_size=16)
 
 
-def make_pngs(folder: "Path", n: int = 2, size: int = 16, seed: int = 0) -> list["Path"]:
+def make_pngs(folder: Path, n: int = 2, size: int = 16, seed: int = 0) -> list[Path]:
     """``n`` seeded random RGB PNGs ``img0.png``... of ``size`` x ``size`` in ``folder`` (created)."""
     from PIL import Image
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TINY_PREPROCESS, make_tiny_net
-
 from xai_bridge.adapters.models import TorchModel
+
 from xai_bridge.models import BatchTuner
 
 
@@ -99,7 +99,8 @@ def test_channels_last_gives_the_same_outputs_and_gradients(rgb_images) -> None:
     fast = TorchModel(net, TINY_PREPROCESS, batch_size=8, channels_last=True)
     seen: list[bool] = []
     net.register_forward_pre_hook(
-        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
     out = fast.predict(rgb_images)
     assert seen and all(seen)  # the module got channels-last input
     seen.clear()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from xai_bridge.adapters.models import hook_count
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import hook_count
 from xai_bridge.backend import ExplainRequest
 
 gc = pytest.importorskip("pytorch_grad_cam")
@@ -16,8 +16,21 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 
 #: Every class-score CAM method of pytorch-grad-cam 1.5.7 that runs on one layer.
 LAYER_METHODS = (
-    "GradCAM", "HiResCAM", "GradCAMPlusPlus", "XGradCAM", "ScoreCAM", "AblationCAM", "EigenCAM", "EigenGradCAM",
-    "LayerCAM", "GradCAMElementWise", "KPCA_CAM", "ShapleyCAM", "FEM", "SegEigenCAM", "RandomCAM",
+    "GradCAM",
+    "HiResCAM",
+    "GradCAMPlusPlus",
+    "XGradCAM",
+    "ScoreCAM",
+    "AblationCAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "LayerCAM",
+    "GradCAMElementWise",
+    "KPCA_CAM",
+    "ShapleyCAM",
+    "FEM",
+    "SegEigenCAM",
+    "RandomCAM",
 )
 TARGETS = [1, 3]
 
@@ -54,7 +67,10 @@ def library_maps(model, images, cls_name: str, targets, seed: int = 0, **ctor):
 def test_every_method_is_registered() -> None:
     names = set(xb.available_methods())
     expected = {f"gradcam.{m}" for m in LAYER_METHODS} | {
-        "gradcam.FullGrad", "gradcam.FinerCAM", "gradcam.GuidedBackprop", "gradcam.GuidedGradCAM",
+        "gradcam.FullGrad",
+        "gradcam.FinerCAM",
+        "gradcam.GuidedBackprop",
+        "gradcam.GuidedGradCAM",
         "gradcam.DeepFeatureFactorization",
     }
     assert expected <= names
@@ -172,13 +188,15 @@ def test_guided_gradcam_is_raw_cam_times_guided_backprop(tiny_model, rgb_images)
 def test_deep_feature_factorization_parity(tiny_model, rgb_images) -> None:
     from pytorch_grad_cam import DeepFeatureFactorization
 
-    exp = xb.explain(tiny_model, rgb_images, "gradcam.DeepFeatureFactorization", targets=[[1, 4], [3, 0]],
-                     n_components=3)
+    exp = xb.explain(
+        tiny_model, rgb_images, "gradcam.DeepFeatureFactorization", targets=[[1, 4], [3, 0]], n_components=3
+    )
     assert exp.attributions.shape == (2, 3, 40, 48)  # one map per concept: T = n_components
     for i in range(2):
         with tiny_model.guard():
-            lib = DeepFeatureFactorization(tiny_model.pixel_module(), tiny_model.module.features,
-                                           computation_on_concepts=tiny_model.module.fc)
+            lib = DeepFeatureFactorization(
+                tiny_model.pixel_module(), tiny_model.module.features, computation_on_concepts=tiny_model.module.fc
+            )
             try:
                 _, maps, outputs = lib(tiny_model.pixel_tensor(rgb_images[i : i + 1]), 3)
             finally:
@@ -198,18 +216,20 @@ def test_deep_feature_factorization_parity(tiny_model, rgb_images) -> None:
 
 
 def test_vit_token_grid_parity(rgb_images) -> None:
+    from conftest import TINY_PREPROCESS
     from pytorch_grad_cam.utils.reshape_transforms import vit_reshape_transform
     from test_layers import tiny_vit
-
-    from conftest import TINY_PREPROCESS
 
     model = xb.TorchModel(tiny_vit(), TINY_PREPROCESS)
     exp = xb.explain(model, rgb_images, "gradcam.GradCAM", targets=TARGETS)
     assert exp.params["layer"] == "blocks.1.norm1"
     assert exp.params["reshape_transform"] == {"__type__": "TokenGrid", "prefix_tokens": 1, "height": 4, "width": 4}
     with model.guard():
-        lib = gc.GradCAM(model.pixel_module(), [model.module.blocks[-1].norm1],
-                         reshape_transform=lambda t: vit_reshape_transform(t, 4, 4))
+        lib = gc.GradCAM(
+            model.pixel_module(),
+            [model.module.blocks[-1].norm1],
+            reshape_transform=lambda t: vit_reshape_transform(t, 4, 4),
+        )
         try:
             expected = lib(model.pixel_tensor(rgb_images), [ClassifierOutputTarget(t) for t in TARGETS])
         finally:
@@ -265,8 +285,15 @@ def test_errors(tiny_model, rgb_images) -> None:
         xb.explain(tiny_model, rgb_images, "gradcam.KPCA_CAM", kernel="gauss")
     from xai_bridge.adapters.backends import gradcam_backend
 
-    request = ExplainRequest(method="gradcam.GradCAM", model=tiny_model, images=rgb_images,
-                             targets=np.array([[1], [7]]), params={}, seed=0, options={"method": "GradCAM"})
+    request = ExplainRequest(
+        method="gradcam.GradCAM",
+        model=tiny_model,
+        images=rgb_images,
+        targets=np.array([[1], [7]]),
+        params={},
+        seed=0,
+        options={"method": "GradCAM"},
+    )
     with pytest.raises(ValueError, match="targets: class 7 is out of range for a model with 5 outputs"):
         gradcam_backend.cam(request)
     with pytest.raises(xb.MethodNotApplicableError, match="needs gradients"):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from xai_bridge.adapters.models import hook_count
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import hook_count
 
 methods = pytest.importorskip("torchcam.methods")
 
@@ -26,8 +26,13 @@ SETTINGS = {
     "LayerCAM": {},
     "FinerCAM": {"num_references": 2},
 }
-LIBRARY_CTOR = {"ScoreCAM": {"batch_size": 5}, "SSCAM": {"num_samples": 3}, "ISCAM": {"num_samples": 3},
-                "SmoothGradCAMpp": {"num_samples": 3, "std": 20.0}, "FinerCAM": {"num_references": 2}}
+LIBRARY_CTOR = {
+    "ScoreCAM": {"batch_size": 5},
+    "SSCAM": {"num_samples": 3},
+    "ISCAM": {"num_samples": 3},
+    "SmoothGradCAMpp": {"num_samples": 3, "std": 20.0},
+    "FinerCAM": {"num_references": 2},
+}
 
 
 def minmax(a: np.ndarray) -> np.ndarray:
@@ -101,13 +106,16 @@ def test_smoothgradcampp_default_noise_is_in_pixels(tiny_model) -> None:
 def test_vit_token_grid(rgb_images) -> None:
     from conftest import TINY_PREPROCESS
     from test_layers import tiny_vit
-
     from xai_bridge.adapters.backends.layers import TokenGrid
 
     model = xb.TorchModel(tiny_vit(), TINY_PREPROCESS)
     exp = xb.explain(model, rgb_images, "torchcam.LayerCAM", targets=TARGETS)
-    with model.guard(), methods.LayerCAM(model.pixel_module(), model.module.blocks[-1].norm1,
-                                         reshape_transform=TokenGrid(1, 4, 4)) as extractor:
+    with (
+        model.guard(),
+        methods.LayerCAM(
+            model.pixel_module(), model.module.blocks[-1].norm1, reshape_transform=TokenGrid(1, 4, 4)
+        ) as extractor,
+    ):
         (cam,) = extractor(TARGETS, model.pixel_module()(model.pixel_tensor(rgb_images)), normalized=False)
     assert np.allclose(exp.attributions[:, 0], upsample(cam.detach(), (40, 48)), atol=1e-6)
     assert exp.attributions.max() > 0 and hook_count(model.pixel_module()) == 0
@@ -128,7 +136,8 @@ def test_errors(tiny_model, rgb_images) -> None:
 
 def _state(net: torch.nn.Module) -> list:
     return [(n, m.training, type(m)) for n, m in net.named_modules()] + [
-        (n, p.requires_grad, p.grad is None) for n, p in net.named_parameters()]
+        (n, p.requires_grad, p.grad is None) for n, p in net.named_parameters()
+    ]
 
 
 def test_every_cam_method_in_sequence_leaves_the_model_as_it_was(tiny_model, rgb_images) -> None:
@@ -141,8 +150,12 @@ def test_every_cam_method_in_sequence_leaves_the_model_as_it_was(tiny_model, rgb
     before = _state(net)
     names = [m for m in xb.available_methods() if m.split(".")[0] in ("gradcam", "torchcam")]
     assert len(names) >= 30
-    small = {"torchcam.SSCAM": {"num_samples": 2}, "torchcam.ISCAM": {"num_samples": 2},
-             "torchcam.SmoothGradCAMpp": {"num_samples": 2}, "gradcam.DeepFeatureFactorization": {"n_components": 2}}
+    small = {
+        "torchcam.SSCAM": {"num_samples": 2},
+        "torchcam.ISCAM": {"num_samples": 2},
+        "torchcam.SmoothGradCAMpp": {"num_samples": 2},
+        "gradcam.DeepFeatureFactorization": {"n_components": 2},
+    }
     results = xb.explain_many(tiny_model, rgb_images, [(m, small.get(m, {})) for m in names], targets=[[1, 2], [3, 0]])
     for name, exp in results.items():
         assert exp.attributions.shape == (2, 2, 40, 48) and np.isfinite(exp.attributions).all(), name

@@ -24,12 +24,12 @@ from test_caption_models import (  # noqa: E402
     build_tokenizer,
     build_vit_gpt2,
 )
-
-import xai_bridge as xb  # noqa: E402
 from xai_bridge.adapters.backends.builtin import sliding_windows  # noqa: E402
 from xai_bridge.adapters.models.captioners import FunctionCaptioner, TransformersCaptioner  # noqa: E402
 from xai_bridge.adapters.models.remote import AzureVisionV31Captioner, RetryPolicy  # noqa: E402
 from xai_bridge.adapters.models.scorers import TeacherForcingScorer, WordMatchScorer  # noqa: E402
+
+import xai_bridge as xb  # noqa: E402
 from xai_bridge.caption import BUDGET_PARAMS, CaptionScoreModel, explain_caption, fit_max_side  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -103,8 +103,9 @@ def test_caption_score_model_needs_a_scorer_unless_self_scoring():
 
 # ------------------------------------------------------------------ occlusion, exact
 def test_occlusion_localises_each_word_exactly():
-    [exp] = explain_caption(rule_caption, BRIGHT, WordMatchScorer(), method="builtin.occlusion",
-                            window=16, stride=16, baseline=0)
+    [exp] = explain_caption(
+        rule_caption, BRIGHT, WordMatchScorer(), method="builtin.occlusion", window=16, stride=16, baseline=0
+    )
     assert exp.attributions.shape == (1, 7, 32, 32)
     assert exp.target_names.tolist() == [["a", "blue", "dog", "near", "a", "white", "car"]]
     assert exp.targets.tolist() == [list(range(7))]  # word positions for a vocabulary-free scorer
@@ -167,10 +168,12 @@ def test_remote_captioner_with_teacher_forcing(server, tok, bart, tmp_path, capl
 def test_faults_during_an_explanation_cost_one_answer_per_image(server, tmp_path):
     server.inject("429", "500", "timeout", "malformed", "503")
     server.hang = 0.6
-    with AzureVisionV31Captioner(server.url, key=server.key, cache=None, timeout=(2.0, 0.3),
-                                 retry=RetryPolicy(backoff=0.01, seed=0)) as cap:
-        [exp] = explain_caption(cap, quadrant_image(64), WordMatchScorer(), method="builtin.occlusion",
-                                window=32, stride=16, baseline=0)
+    with AzureVisionV31Captioner(
+        server.url, key=server.key, cache=None, timeout=(2.0, 0.3), retry=RetryPolicy(backoff=0.01, seed=0)
+    ) as cap:
+        [exp] = explain_caption(
+            cap, quadrant_image(64), WordMatchScorer(), method="builtin.occlusion", window=32, stride=16, baseline=0
+        )
     distinct = 1 + len(sliding_windows(64, 64, (32, 32), (16, 16)))  # the caption, then 9 windows
     assert len(server.answered) == distinct and set(server.answered.values()) == {1}
     assert server.requests == distinct + 5
@@ -208,8 +211,9 @@ def _require(method: str) -> None:
 
 def test_shap_partition_owen_values_localise_and_add_up():
     _require("shap.partition")
-    [exp] = explain_caption(rule_caption, BRIGHT, WordMatchScorer(), method="shap.partition", max_evals=120,
-                            masker=_constant_black())
+    [exp] = explain_caption(
+        rule_caption, BRIGHT, WordMatchScorer(), method="shap.partition", max_evals=120, masker=_constant_black()
+    )
     assert exp.attributions.shape == (1, 7, 32, 32) and exp.params["max_evals"] == 120
     dog = exp.attributions[0, 2]
     outside = dog.copy()
@@ -229,8 +233,15 @@ def _constant_black():
 def test_shap_partition_through_the_loopback_server(server):
     _require("shap.partition")
     with AzureVisionV31Captioner(server.url, key=server.key, cache=None) as cap:
-        [exp] = explain_caption(cap, quadrant_image(64), WordMatchScorer(), method="shap.partition", max_evals=80,
-                                masker=_constant_black(), batch_size=40)
+        [exp] = explain_caption(
+            cap,
+            quadrant_image(64),
+            WordMatchScorer(),
+            method="shap.partition",
+            max_evals=80,
+            masker=_constant_black(),
+            batch_size=40,
+        )
     assert exp.attributions.shape == (1, 7, 64, 64)
     assert set(server.answered.values()) == {1} and server.requests == len(server.answered)
     assert server.requests <= exp.n_model_evals
@@ -266,8 +277,13 @@ def test_lime_and_rise_localise_the_word():
 # ------------------------------------------------------------------ inputs and errors
 def test_several_images_of_different_sizes_give_one_explanation_each():
     small, large = BRIGHT, np.zeros((48, 40, 3), np.uint8)
-    exps = explain_caption(rule_caption, [small, large], WordMatchScorer(), method="builtin.occlusion",
-                           captions=["a blue dog", "a red cat near a green tree"])
+    exps = explain_caption(
+        rule_caption,
+        [small, large],
+        WordMatchScorer(),
+        method="builtin.occlusion",
+        captions=["a blue dog", "a red cat near a green tree"],
+    )
     assert [e.attributions.shape for e in exps] == [(1, 3, 32, 32), (1, 7, 48, 40)]
     assert exps[1].params["caption"] == "a red cat near a green tree"
 
@@ -288,8 +304,9 @@ def test_fit_max_side_keeps_the_aspect_ratio_like_seed_000():
     assert fit_max_side(img, 500).shape == (500, 300, 3)
     assert fit_max_side(np.zeros((300, 700, 3), np.uint8), 500).shape == (214, 500, 3)
     assert fit_max_side(BRIGHT, 500) is BRIGHT and fit_max_side(img, None) is img
-    [exp] = explain_caption(rule_caption, np.full((80, 40, 3), 230, np.uint8), WordMatchScorer(),
-                            method="builtin.occlusion", max_side=40)
+    [exp] = explain_caption(
+        rule_caption, np.full((80, 40, 3), 230, np.uint8), WordMatchScorer(), method="builtin.occlusion", max_side=40
+    )
     assert exp.images.shape == (1, 40, 20, 3)
 
 
@@ -308,14 +325,32 @@ def test_seed000_example_runs_against_the_loopback_server(server, tok, bart, tmp
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(img).save(paths[-1])
     spec = importlib.util.spec_from_file_location(
-        "seed000_caption", Path(__file__).resolve().parents[1] / "examples" / "seed000_caption.py")
+        "seed000_caption", Path(__file__).resolve().parents[1] / "examples" / "seed000_caption.py"
+    )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)  # importing runs nothing
     assert server.requests == 0
     monkeypatch.setenv("LOOPBACK_KEY", server.key)
-    exps = example.main(["--endpoint", server.url, "--key-env", "LOOPBACK_KEY", "--images", *map(str, paths),
-                         "--scorer", str(model_dir), "--max-evals", "40", "--masker", "blur(8,8)",
-                         "--cache", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "out")])
+    exps = example.main(
+        [
+            "--endpoint",
+            server.url,
+            "--key-env",
+            "LOOPBACK_KEY",
+            "--images",
+            *map(str, paths),
+            "--scorer",
+            str(model_dir),
+            "--max-evals",
+            "40",
+            "--masker",
+            "blur(8,8)",
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert [e.attributions.shape[2:] for e in exps] == [(64, 64), (60, 90)]
     assert [e.params["caption"] for e in exps] == [rule_caption(quadrant_image(64)), "a red cat near a green tree"]
     assert set(server.answered.values()) == {1}

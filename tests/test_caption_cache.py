@@ -33,7 +33,7 @@ def test_many_keys_and_threads(tmp_path):
         try:
             for i in range(80):
                 cache.set(f"{t}-{i}", i)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]

@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-import xai_bridge as xb  # noqa: E402
 from xai_bridge.adapters.models.captioners import (  # noqa: E402
     FunctionCaptioner,
     SelfScoringCaptioner,
@@ -30,12 +29,20 @@ from xai_bridge.adapters.models.scorers import (  # noqa: E402
 )
 from xai_bridge.adapters.models.torch_state import hook_count  # noqa: E402
 
+import xai_bridge as xb  # noqa: E402
+
 torch.set_num_threads(2)
 
 CORPUS = [
-    "a red cat near a green tree", "a blue dog near a white car", "a red dog near a white tree",
-    "a blue cat near a green car", "a red cat near a white car", "a blue dog near a green tree",
-    "a bird on a branch", "a woman wearing glasses", "a group of horses standing on grass",
+    "a red cat near a green tree",
+    "a blue dog near a white car",
+    "a red dog near a white tree",
+    "a blue cat near a green car",
+    "a red cat near a white car",
+    "a blue dog near a green tree",
+    "a bird on a branch",
+    "a woman wearing glasses",
+    "a group of horses standing on grass",
 ]
 TINY_VIT_PREPROCESS = xb.Preprocess(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -48,14 +55,20 @@ def build_tokenizer(special_template: bool = True):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS * 3, trainer)
     if special_template:
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>",
-                                                           special_tokens=[("<s>", 0), ("</s>", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def build_bart(vocab_size: int, seed: int = 0):
@@ -63,10 +76,22 @@ def build_bart(vocab_size: int, seed: int = 0):
     from transformers import BartConfig, BartForConditionalGeneration
 
     torch.manual_seed(seed)
-    config = BartConfig(vocab_size=vocab_size, d_model=32, encoder_layers=2, decoder_layers=2,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                        max_position_embeddings=64, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                        decoder_start_token_id=2, forced_eos_token_id=2)
+    config = BartConfig(
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=2,
+    )
     return BartForConditionalGeneration(config).eval()
 
 
@@ -75,20 +100,39 @@ def build_gpt2(vocab_size: int, seed: int = 0):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=64,
-                        bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
     return GPT2LMHeadModel(config).eval()
 
 
 def build_vit_gpt2(vocab_size: int, seed: int = 0):
     """A VisionEncoderDecoderModel: 2-layer ViT (32x32 images, 8x8 patches) + 2-layer GPT-2 with cross-attention."""
-    from transformers import GPT2Config, ViTConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+    from transformers import GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
 
     torch.manual_seed(seed)
-    vit = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64)
-    gpt = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=2, n_positions=64, add_cross_attention=True,
-                     is_decoder=True, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    vit = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    gpt = GPT2Config(
+        vocab_size=vocab_size,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        add_cross_attention=True,
+        is_decoder=True,
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+    )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(vit, gpt)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 0, 1, 2
     return VisionEncoderDecoderModel(config=config).eval()
@@ -280,8 +324,9 @@ def test_function_captioner_single_and_batched(rgb_images):
 
 
 def test_transformers_captioner_scores_with_its_own_head(causal_tok, vit_gpt2, rgb_images):
-    cap = TransformersCaptioner(vit_gpt2, causal_tok, preprocess=TINY_VIT_PREPROCESS,
-                                generate_kwargs={"max_new_tokens": 5})
+    cap = TransformersCaptioner(
+        vit_gpt2, causal_tok, preprocess=TINY_VIT_PREPROCESS, generate_kwargs={"max_new_tokens": 5}
+    )
     assert isinstance(cap, SelfScoringCaptioner)
     texts = cap.caption(rgb_images)
     tokens = cap.caption_tokens(rgb_images)
@@ -307,8 +352,9 @@ def test_transformers_captioner_scores_with_its_own_head(causal_tok, vit_gpt2, r
 
 
 def test_transformers_captioner_restores_state_and_checks_args(causal_tok, vit_gpt2, rgb_images):
-    cap = TransformersCaptioner(vit_gpt2, causal_tok, preprocess=TINY_VIT_PREPROCESS,
-                                generate_kwargs={"max_new_tokens": 3})
+    cap = TransformersCaptioner(
+        vit_gpt2, causal_tok, preprocess=TINY_VIT_PREPROCESS, generate_kwargs={"max_new_tokens": 3}
+    )
     before = _warm_up(vit_gpt2, pixel_values=torch.zeros(1, 3, 32, 32), decoder_input_ids=torch.tensor([[0]]))
     vit_gpt2.train()
     try:
@@ -334,11 +380,29 @@ def build_blip(vocab_size: int, seed: int = 0):
     from transformers import BlipConfig, BlipForConditionalGeneration
 
     torch.manual_seed(seed)
-    text = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=64, bos_token_id=0, pad_token_id=1, eos_token_id=2,
-                sep_token_id=2, encoder_hidden_size=32, initializer_range=0.5)
-    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
-                  patch_size=8, initializer_range=0.5)
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        sep_token_id=2,
+        encoder_hidden_size=32,
+        initializer_range=0.5,
+    )
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        initializer_range=0.5,
+    )
     return BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision)).eval()
 
 

@@ -13,9 +13,8 @@ import pytest
 
 pytest.importorskip("requests")
 
-from caption_server import CaptionServer, rule_caption  # noqa: E402
-
-from xai_bridge.adapters.models.remote import (  # noqa: E402
+from caption_server import CaptionServer, rule_caption
+from xai_bridge.adapters.models.remote import (
     AZURE_V31_LIMITS,
     AuthenticationError,
     AzureVision40Captioner,
@@ -30,7 +29,8 @@ from xai_bridge.adapters.models.remote import (  # noqa: E402
     encode_image,
     parse_retry_after,
 )
-from xai_bridge.cache import DiskCache  # noqa: E402
+
+from xai_bridge.cache import DiskCache
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,8 +66,12 @@ def test_each_protocol_returns_the_servers_captions(kind, server, images):
     with make(kind, server) as cap:
         assert cap.caption(images[:6]) == [rule_caption(im) for im in images[:6]]
         assert cap.stats.snapshot() == {"requests": 6, "retries": 0, "cache_hits": 0, "deduplicated": 0, "captions": 6}
-    expected_path = {"azure31": "/vision/v3.1/analyze", "azure40": "/computervision/imageanalysis:analyze",
-                     "openai": "/v1/chat/completions", "hf": "/models/org/loopback-blip"}[kind]
+    expected_path = {
+        "azure31": "/vision/v3.1/analyze",
+        "azure40": "/computervision/imageanalysis:analyze",
+        "openai": "/v1/chat/completions",
+        "hf": "/models/org/loopback-blip",
+    }[kind]
     assert server.paths == {expected_path: 6}
     assert sorted(server.answered.values()) == [1] * 6
 
@@ -286,8 +290,11 @@ def test_empty_azure_description_gives_an_empty_caption(server):
 
 def test_answer_shapes_each_api_may_send(server):
     with make("openai", server) as cap:
-        parts = {"choices": [{"message": {"content": [{"type": "text", "text": "a cat"},
-                                                      {"type": "text", "text": "on a mat "}]}}]}
+        parts = {
+            "choices": [
+                {"message": {"content": [{"type": "text", "text": "a cat"}, {"type": "text", "text": "on a mat "}]}}
+            ]
+        }
         assert cap._parse(parts) == "a cat on a mat"
         with pytest.raises(TypeError):
             cap._parse({"choices": [{"message": {"content": None}}]})

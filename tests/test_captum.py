@@ -8,11 +8,11 @@ import pytest
 torch = pytest.importorskip("torch")
 ca = pytest.importorskip("captum.attr")
 from torch import nn  # noqa: E402
-
-import xai_bridge as xb  # noqa: E402
 from xai_bridge.adapters.backends.captum_backend import NoiseTunnel  # noqa: E402
 from xai_bridge.adapters.backends.segments import DEFAULT_SEGMENTATION, Segmentation  # noqa: E402
 from xai_bridge.adapters.models.torch_state import hook_count  # noqa: E402
+
+import xai_bridge as xb  # noqa: E402
 
 SEED = 7
 
@@ -97,8 +97,9 @@ def test_gradient_parity(tiny_model, small, name, params, direct_kwargs) -> None
         attr = out[0] if isinstance(out, tuple) else out
         np.testing.assert_allclose(exp.raw[:, j], attr.detach().numpy(), rtol=1e-5, atol=1e-6)
         if isinstance(out, tuple):
-            np.testing.assert_allclose(exp.extras["convergence_delta"][:, j], out[1].detach().numpy(), rtol=1e-4,
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                exp.extras["convergence_delta"][:, j], out[1].detach().numpy(), rtol=1e-4, atol=1e-5
+            )
     assert exp.n_model_evals > 0
     assert not any("rule" in vars(m) for m in net.modules())  # LRP's rule attributes removed
 
@@ -114,9 +115,19 @@ def test_gradient_shap_and_deeplift_shap_parity(tiny_model, small) -> None:
         dist = _random_baselines(small, 5)
         algo = getattr(ca, name)(net)
         with tiny_model.guard(freeze_params=True):
-            want = _direct(lambda: [algo.attribute(x[i:i + 1], baselines=torch.cat([d[i:i + 1] for d in dist]),
-                                                   target=_targets(exp, 0)[i:i + 1], **kwargs).detach().numpy()
-                                    for i in range(2)])
+            want = _direct(
+                lambda: [
+                    algo.attribute(
+                        x[i : i + 1],
+                        baselines=torch.cat([d[i : i + 1] for d in dist]),
+                        target=_targets(exp, 0)[i : i + 1],
+                        **kwargs,
+                    )
+                    .detach()
+                    .numpy()
+                    for i in range(2)
+                ]
+            )
         np.testing.assert_allclose(exp.raw[:, 0], np.concatenate(want), rtol=1e-5, atol=1e-6)
         assert exp.seed == SEED
         with torch.no_grad():
@@ -126,32 +137,58 @@ def test_gradient_shap_and_deeplift_shap_parity(tiny_model, small) -> None:
 
 def test_ig_random_baselines_averaged_seed002(tiny_model, small) -> None:
     """IG averaged over several random baselines (Keras IG tutorial): mean of captum IG over each baseline."""
-    exp = xb.explain(tiny_model, small, "captum.IntegratedGradients", targets=0, seed=SEED,
-                     baselines=["random", "random", "random"], n_steps=8)
+    exp = xb.explain(
+        tiny_model,
+        small,
+        "captum.IntegratedGradients",
+        targets=0,
+        seed=SEED,
+        baselines=["random", "random", "random"],
+        n_steps=8,
+    )
     net = tiny_model.pixel_module()
     x = tiny_model.pixel_tensor(small)
     tgt = torch.zeros(2, dtype=torch.int64)
-    outs = [ca.IntegratedGradients(net).attribute(x, baselines=b, target=tgt, n_steps=8, internal_batch_size=8,
-                                                  return_convergence_delta=True) for b in _random_baselines(small, 3)]
+    outs = [
+        ca.IntegratedGradients(net).attribute(
+            x, baselines=b, target=tgt, n_steps=8, internal_batch_size=8, return_convergence_delta=True
+        )
+        for b in _random_baselines(small, 3)
+    ]
     np.testing.assert_allclose(exp.raw[:, 0], np.mean([o[0].detach().numpy() for o in outs], 0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(exp.extras["convergence_delta"][:, 0], np.mean([o[1].numpy() for o in outs], 0),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        exp.extras["convergence_delta"][:, 0], np.mean([o[1].numpy() for o in outs], 0), rtol=1e-4, atol=1e-5
+    )
     assert exp.params["baselines"] == ["random"] * 3 and exp.seed == SEED
     # completeness of the average: sum(attr) = f(x) - mean f(b) + mean delta (captum's sign)
     gap = exp.scores[:, 0] - exp.base_scores[:, 0]
-    np.testing.assert_allclose(exp.attributions.sum(axis=(2, 3))[:, 0], gap + exp.extras["convergence_delta"][:, 0],
-                               rtol=1e-3, atol=1e-3)
-    again = xb.explain(tiny_model, small, "captum.IntegratedGradients", targets=0, seed=SEED,
-                       baselines=["random", "random", "random"], n_steps=8)
+    np.testing.assert_allclose(
+        exp.attributions.sum(axis=(2, 3))[:, 0], gap + exp.extras["convergence_delta"][:, 0], rtol=1e-3, atol=1e-3
+    )
+    again = xb.explain(
+        tiny_model,
+        small,
+        "captum.IntegratedGradients",
+        targets=0,
+        seed=SEED,
+        baselines=["random", "random", "random"],
+        n_steps=8,
+    )
     np.testing.assert_array_equal(again.attributions, exp.attributions)
-    other = xb.explain(tiny_model, small, "captum.IntegratedGradients", targets=0, seed=SEED + 1,
-                       baselines=["random", "random", "random"], n_steps=8)
+    other = xb.explain(
+        tiny_model,
+        small,
+        "captum.IntegratedGradients",
+        targets=0,
+        seed=SEED + 1,
+        baselines=["random", "random", "random"],
+        n_steps=8,
+    )
     assert not np.allclose(other.attributions, exp.attributions)
 
 
 def test_ig_completeness_tiny(tiny_model, small) -> None:
-    exp = xb.explain(tiny_model, small, "captum.IntegratedGradients", targets=xb.top_k(2), n_steps=50,
-                     baselines="mean")
+    exp = xb.explain(tiny_model, small, "captum.IntegratedGradients", targets=xb.top_k(2), n_steps=50, baselines="mean")
     gap = exp.scores - exp.base_scores
     np.testing.assert_allclose(exp.attributions.sum(axis=(2, 3)), gap, rtol=0.02, atol=1e-3)
     assert np.abs(exp.extras["convergence_delta"]).max() < 0.02 * np.abs(gap).max()
@@ -159,8 +196,13 @@ def test_ig_completeness_tiny(tiny_model, small) -> None:
     assert exp.n_model_evals >= 2 * 2 * 50  # 2 targets x 2 images x 50 steps
 
 
-@pytest.mark.parametrize("nt", [NoiseTunnel("vargrad", nt_samples=4, stdevs=20.0),
-                                {"kind": "smoothgrad_sq", "nt_samples": 3, "stdevs": 10.0, "nt_samples_batch_size": 2}])
+@pytest.mark.parametrize(
+    "nt",
+    [
+        NoiseTunnel("vargrad", nt_samples=4, stdevs=20.0),
+        {"kind": "smoothgrad_sq", "nt_samples": 3, "stdevs": 10.0, "nt_samples_batch_size": 2},
+    ],
+)
 @pytest.mark.parametrize("name", ["Saliency", "IntegratedGradients"])
 def test_noise_tunnel_parity(tiny_model, small, nt, name) -> None:
     extra = {"n_steps": 8} if name == "IntegratedGradients" else {}
@@ -168,12 +210,23 @@ def test_noise_tunnel_parity(tiny_model, small, nt, name) -> None:
     cfg = nt if isinstance(nt, NoiseTunnel) else NoiseTunnel(**nt)
     net = tiny_model.pixel_module()
     x = tiny_model.pixel_tensor(small)
-    kwargs = {"baselines": torch.zeros_like(x), "n_steps": 8, "method": "gausslegendre",
-              "internal_batch_size": 8} if extra else {"abs": True}
+    kwargs = (
+        {"baselines": torch.zeros_like(x), "n_steps": 8, "method": "gausslegendre", "internal_batch_size": 8}
+        if extra
+        else {"abs": True}
+    )
     with tiny_model.guard(freeze_params=True):
-        want = _direct(lambda: ca.NoiseTunnel(getattr(ca, name)(net)).attribute(
-            x, nt_type=cfg.kind.value, nt_samples=cfg.nt_samples, stdevs=cfg.stdevs,
-            nt_samples_batch_size=cfg.nt_samples_batch_size, target=torch.ones(2, dtype=torch.int64), **kwargs))
+        want = _direct(
+            lambda: ca.NoiseTunnel(getattr(ca, name)(net)).attribute(
+                x,
+                nt_type=cfg.kind.value,
+                nt_samples=cfg.nt_samples,
+                stdevs=cfg.stdevs,
+                nt_samples_batch_size=cfg.nt_samples_batch_size,
+                target=torch.ones(2, dtype=torch.int64),
+                **kwargs,
+            )
+        )
     np.testing.assert_allclose(exp.raw[:, 0], want.detach().numpy(), rtol=1e-5, atol=1e-5)
     assert exp.seed == SEED and exp.params["noise_tunnel"]["kind"] == cfg.kind.value
     assert "convergence_delta" not in exp.extras
@@ -197,14 +250,16 @@ SEG = Segmentation("slic", {"n_segments": 8, "compactness": 10})
 def test_perturbation_parity_and_black_box(tiny_model, small, name, params, kwargs) -> None:
     if name != "Occlusion":
         params = {**params, "segmentation": SEG}
-    exp = xb.explain(tiny_model, small, f"captum.{name}", targets=xb.top_k(1), seed=SEED, perturbations_per_eval=5,
-                     **params)
+    exp = xb.explain(
+        tiny_model, small, f"captum.{name}", targets=xb.top_k(1), seed=SEED, perturbations_per_eval=5, **params
+    )
     net = tiny_model.pixel_module()
     x = tiny_model.pixel_tensor(small)
     base = float(params.get("baselines", 0))
     for i in range(2):
-        call = dict(kwargs, perturbations_per_eval=5, baselines=torch.full((1, 3, 16, 16), base),
-                    target=int(exp.targets[i, 0]))
+        call = dict(
+            kwargs, perturbations_per_eval=5, baselines=torch.full((1, 3, 16, 16), base), target=int(exp.targets[i, 0])
+        )
         if name == "Occlusion":
             call.update(sliding_window_shapes=(3, 6, 6), strides=(3, 4, 4))
         else:
@@ -212,7 +267,7 @@ def test_perturbation_parity_and_black_box(tiny_model, small, name, params, kwar
             np.testing.assert_array_equal(exp.extras["segments"][i, 0], mask)
             call["feature_mask"] = torch.as_tensor(mask, dtype=torch.int64)[None, None]
         with tiny_model.guard(freeze_params=True), torch.no_grad():
-            want = _direct(lambda: getattr(ca, name)(net).attribute(x[i:i + 1], **call))
+            want = _direct(lambda: getattr(ca, name)(net).attribute(x[i : i + 1], **call))
         np.testing.assert_allclose(exp.attributions[i, 0], want[0, 0].numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(want[0, 0].numpy(), want[0, 2].numpy())  # one value per pixel
     assert exp.raw is None and exp.n_model_evals > 0
@@ -221,8 +276,7 @@ def test_perturbation_parity_and_black_box(tiny_model, small, name, params, kwar
     np.testing.assert_allclose(exp.base_scores, f_base.numpy(), rtol=1e-5)
     # the same method on a black box (uint8 NHWC -> predict) gives the same values: pixels stay integers
     box = xb.BlackBoxModel(tiny_model.predict, output_kind="logits", batch_size=5)
-    boxed = xb.explain(box, small, f"captum.{name}", targets=exp.targets, seed=SEED, perturbations_per_eval=5,
-                       **params)
+    boxed = xb.explain(box, small, f"captum.{name}", targets=exp.targets, seed=SEED, perturbations_per_eval=5, **params)
     np.testing.assert_allclose(boxed.attributions, exp.attributions, rtol=1e-4, atol=1e-5)
     assert boxed.n_model_evals == exp.n_model_evals
 
@@ -238,7 +292,7 @@ def test_superpixel_extras_and_default_segmentation(tiny_model, small) -> None:
             np.testing.assert_allclose(exp.attributions[i, 0][seg[i, 0] == s], w[i, 0, s], rtol=1e-5)
     # FeatureAblation: each superpixel's value is f(x) - f(x with it ablated to black)
     i, s = 0, 0
-    ablated = small[i:i + 1].copy()
+    ablated = small[i : i + 1].copy()
     ablated[0][seg[i, 0] == s] = 0
     drop = exp.scores[i, 0] - tiny_model.predict(ablated)[0, exp.targets[i, 0]]
     np.testing.assert_allclose(w[i, 0, s], drop, rtol=1e-4, atol=1e-5)
@@ -263,14 +317,30 @@ def test_gradient_method_on_black_box_names_working_methods(tiny_model, small) -
     box = xb.BlackBoxModel(tiny_model.predict, output_kind="logits")
     with pytest.raises(xb.MethodNotApplicableError, match="captum.IntegratedGradients.*needs gradients") as info:
         xb.explain(box, small, "captum.IntegratedGradients")
-    for name in ("captum.FeatureAblation", "captum.KernelShap", "captum.Lime", "captum.Occlusion",
-                 "captum.ShapleyValueSampling"):
+    for name in (
+        "captum.FeatureAblation",
+        "captum.KernelShap",
+        "captum.Lime",
+        "captum.Occlusion",
+        "captum.ShapleyValueSampling",
+    ):
         assert name in str(info.value)
     assert "captum.Saliency" not in str(info.value)
     specs = xb.default_registry().specs
     assert {n for n, s in specs.items() if n.startswith("captum.") and s.needs_gradients} == {
-        f"captum.{c}" for c in ("Saliency", "InputXGradient", "IntegratedGradients", "DeepLift", "DeepLiftShap",
-                                "GradientShap", "GuidedBackprop", "Deconvolution", "LRP")}
+        f"captum.{c}"
+        for c in (
+            "Saliency",
+            "InputXGradient",
+            "IntegratedGradients",
+            "DeepLift",
+            "DeepLiftShap",
+            "GradientShap",
+            "GuidedBackprop",
+            "Deconvolution",
+            "LRP",
+        )
+    }
 
 
 def test_model_state_restored(tiny_net, small) -> None:
@@ -313,8 +383,9 @@ def test_bad_params(tiny_model, small, method, params, match) -> None:
 
 def test_image_baseline_equals_number(tiny_model, small) -> None:
     a = xb.explain(tiny_model, small, "captum.IntegratedGradients", n_steps=8, baselines=50)
-    b = xb.explain(tiny_model, small, "captum.IntegratedGradients", n_steps=8,
-                   baselines=np.full((16, 16, 3), 50, np.uint8))
+    b = xb.explain(
+        tiny_model, small, "captum.IntegratedGradients", n_steps=8, baselines=np.full((16, 16, 3), 50, np.uint8)
+    )
     c = xb.explain(tiny_model, small, "captum.IntegratedGradients", n_steps=8, baselines=(50, 50, 50))
     np.testing.assert_allclose(a.attributions, b.attributions, rtol=1e-6)
     np.testing.assert_allclose(a.attributions, c.attributions, rtol=1e-6)
@@ -323,8 +394,14 @@ def test_image_baseline_equals_number(tiny_model, small) -> None:
 # --- segmentation ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seg", [Segmentation("slic", {"n_segments": 50}), Segmentation("felzenszwalb", {"scale": 50}),
-                                 Segmentation("quickshift", {"kernel_size": 3, "max_dist": 10})])
+@pytest.mark.parametrize(
+    "seg",
+    [
+        Segmentation("slic", {"n_segments": 50}),
+        Segmentation("felzenszwalb", {"scale": 50}),
+        Segmentation("quickshift", {"kernel_size": 3, "max_dist": 10}),
+    ],
+)
 def test_segmentation_kinds(seg, blocky) -> None:
     labels = seg(blocky)
     assert labels.shape == blocky.shape[:2] and labels.dtype == np.int32
@@ -357,8 +434,10 @@ def test_ig_completeness_effnet_chelsea(effnet, chelsea) -> None:
 
 def test_chunks_of_batch_size_match_one_batch(tiny_net, tiny_model, small) -> None:
     one = xb.TorchModel(tiny_net, tiny_model.preprocess, batch_size=1)
-    for method, params in [("captum.IntegratedGradients", {"n_steps": 4, "baselines": "mean"}),
-                           ("captum.DeepLift", {})]:
+    for method, params in [
+        ("captum.IntegratedGradients", {"n_steps": 4, "baselines": "mean"}),
+        ("captum.DeepLift", {}),
+    ]:
         a = xb.explain(tiny_model, small, method, targets=xb.top_k(2), **params)
         b = xb.explain(one, small, method, targets=xb.top_k(2), **params)
         np.testing.assert_allclose(b.raw, a.raw, rtol=1e-5, atol=1e-6)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from xai_bridge.adapters.models import BlackBoxModel, TorchModel
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import BlackBoxModel, TorchModel
 from xai_bridge.dataset import Store, explain_dataset, image_key, list_sources
 
 METHODS = ["builtin.saliency", ("builtin.occlusion", {"window": 8})]
@@ -20,8 +20,13 @@ METHODS = ["builtin.saliency", ("builtin.occlusion", {"window": 8})]
 def sequential_model() -> TorchModel:
     """A tiny seeded CNN built from torch.nn only (picklable for Ray workers)."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                              torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()
     # fixed chunks: the Ray test compares workers and the local run bit for bit
     return TorchModel(net, xb.Preprocess(scale="unit"), batch_size=4, tune_batch=False)
 
@@ -85,8 +90,14 @@ def test_resume_after_crash_recomputes_nothing(folder: Path, tmp_path: Path) -> 
     out = tmp_path / "store"
     box = CountingBox(crash_after=3)  # per batch of 1: predict pass + occlusion pass => crash in image 2
     with pytest.raises(Crash):
-        explain_dataset(BlackBoxModel(box, batch_size=64), folder, [("builtin.occlusion", {"window": 8})], out,
-                        batch_size=1, progress=False)
+        explain_dataset(
+            BlackBoxModel(box, batch_size=64),
+            folder,
+            [("builtin.occlusion", {"window": 8})],
+            out,
+            batch_size=1,
+            progress=False,
+        )
     store = Store(out)
     done_before = {r["key"] for r in store.records if r["status"] == "done"}
     assert 0 < len(done_before) < 6
@@ -94,20 +105,33 @@ def test_resume_after_crash_recomputes_nothing(folder: Path, tmp_path: Path) -> 
         store.load(key, "builtin.occlusion")
     assert not list(out.rglob("*.tmp"))
     resumed = CountingBox()
-    summary = explain_dataset(BlackBoxModel(resumed, batch_size=64), folder, [("builtin.occlusion", {"window": 8})],
-                              out, batch_size=1, progress=False)
+    summary = explain_dataset(
+        BlackBoxModel(resumed, batch_size=64),
+        folder,
+        [("builtin.occlusion", {"window": 8})],
+        out,
+        batch_size=1,
+        progress=False,
+    )
     assert summary.skipped == len(done_before) and summary.done == 6 - len(done_before)
     cost = {}
     for i, path in enumerate(list_sources(folder)):  # what each image costs on its own
         alone = CountingBox()
-        explain_dataset(BlackBoxModel(alone, batch_size=64), [path], [("builtin.occlusion", {"window": 8})],
-                        tmp_path / f"alone{i}", batch_size=1, progress=False)
+        explain_dataset(
+            BlackBoxModel(alone, batch_size=64),
+            [path],
+            [("builtin.occlusion", {"window": 8})],
+            tmp_path / f"alone{i}",
+            batch_size=1,
+            progress=False,
+        )
         cost[image_key(path)] = alone.images
     # nothing already stored was recomputed: the resumed run paid exactly for the missing images
     assert resumed.images == sum(c for key, c in cost.items() if key not in done_before)
     again = CountingBox()
-    summary = explain_dataset(BlackBoxModel(again), folder, [("builtin.occlusion", {"window": 8})], out,
-                              batch_size=1, progress=False)
+    summary = explain_dataset(
+        BlackBoxModel(again), folder, [("builtin.occlusion", {"window": 8})], out, batch_size=1, progress=False
+    )
     assert again.calls == 0 and summary.skipped == 6 and summary.done == 0
 
 
@@ -153,8 +177,7 @@ def test_ray_engine_equals_local(folder: Path, tmp_path: Path) -> None:
     local = explain_dataset(model, folder, METHODS, tmp_path / "local", batch_size=2, progress=False)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = explain_dataset(model, folder, METHODS, tmp_path / "ray", batch_size=2, engine="ray",
-                                 progress=False)
+        remote = explain_dataset(model, folder, METHODS, tmp_path / "ray", batch_size=2, engine="ray", progress=False)
     finally:
         ray.shutdown()
     assert remote.done == local.done == 6 and remote.engine == "ray"
@@ -176,11 +199,14 @@ def test_ray_engine_builds_a_factory_model_in_each_worker(folder: Path, tmp_path
     from xai_bridge.dataset import model_factory
 
     factory = model_factory(sequential_model)  # a module-level function: pickled by reference
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {
-        "PYTHONPATH": str(Path(__file__).resolve().parent)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}},
+    )
     try:
-        summary = explain_dataset(factory, folder, ["builtin.saliency"], tmp_path / "ray", engine="ray",
-                                  progress=False)
+        summary = explain_dataset(factory, folder, ["builtin.saliency"], tmp_path / "ray", engine="ray", progress=False)
     finally:
         ray.shutdown()
     assert summary.done == 6 and summary.failed == ()

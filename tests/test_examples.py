@@ -60,8 +60,13 @@ def test_examples_are_shorter_than_the_seeds() -> None:
     seeds = Path(__file__).resolve().parents[2] / "shared" / "seeds"
     if not seeds.is_dir():
         pytest.skip("shared/seeds is not beside this checkout")
-    pairs = {"001": "seed001_cam.py", "003": "seed003_shap_partition.py", "004": "seed004_lime.py",
-             "000": "seed000_caption.py", "002": "seed002_integrated_gradients.py"}
+    pairs = {
+        "001": "seed001_cam.py",
+        "003": "seed003_shap_partition.py",
+        "004": "seed004_lime.py",
+        "000": "seed000_caption.py",
+        "002": "seed002_integrated_gradients.py",
+    }
     for seed, example in pairs.items():
         path = EXAMPLES / example
         if not path.is_file():

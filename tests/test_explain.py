@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
+from xai_bridge.adapters.models import BlackBoxModel, TorchModel, hook_count
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import BlackBoxModel, TorchModel, hook_count
 
 
 def test_saliency_equals_autograd_by_hand(tiny_model, rgb_images) -> None:
@@ -98,8 +98,9 @@ def test_user_model_and_inputs_untouched(rgb_images) -> None:
 
 
 def test_explain_many_shares_targets_and_matches_single_calls(tiny_model, rgb_images) -> None:
-    many = xb.explain_many(tiny_model, rgb_images, ["builtin.saliency", ("builtin.occlusion", {"window": 8})],
-                           targets=xb.top_k(2))
+    many = xb.explain_many(
+        tiny_model, rgb_images, ["builtin.saliency", ("builtin.occlusion", {"window": 8})], targets=xb.top_k(2)
+    )
     assert list(many) == ["builtin.saliency", "builtin.occlusion"]
     single = xb.explain(tiny_model, rgb_images, "builtin.occlusion", targets=xb.top_k(2), window=8)
     assert np.array_equal(many["builtin.occlusion"].attributions, single.attributions)

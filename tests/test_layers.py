@@ -7,8 +7,6 @@ import pytest
 import torch
 from conftest import TINY_PREPROCESS
 from torch import nn
-
-import xai_bridge as xb
 from xai_bridge.adapters.backends.layers import (
     ForwardCounter,
     TokenGrid,
@@ -20,14 +18,17 @@ from xai_bridge.adapters.backends.layers import (
     trace_layers,
 )
 
+import xai_bridge as xb
+
 timm_vit = pytest.importorskip("timm.models.vision_transformer")
 
 
 def tiny_vit(seed: int = 0) -> nn.Module:
     """A 2-block timm ViT on 32x32 inputs (4x4 patches of 8 px + class token), no weights."""
     torch.manual_seed(seed)
-    return timm_vit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                                      num_classes=5).eval()
+    return timm_vit.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5
+    ).eval()
 
 
 def _x(model: xb.TorchModel, images: np.ndarray) -> torch.Tensor:
@@ -129,8 +130,9 @@ def test_vit_gets_last_block_norm1_and_a_token_grid(rgb_images) -> None:
 
 def test_vit_with_average_pooling_uses_the_final_norm(rgb_images) -> None:
     torch.manual_seed(0)
-    vit = timm_vit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5,
-                                     global_pool="avg", fc_norm=False).eval()
+    vit = timm_vit.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5, global_pool="avg", fc_norm=False
+    ).eval()
     model = xb.TorchModel(vit, TINY_PREPROCESS)
     assert choose_layer(model.module, model.pixel_module(), _x(model, rgb_images), 0).name == "norm"
 
@@ -177,8 +179,14 @@ def test_seeded_restores_global_generators() -> None:
 def _inplace_net(seed: int = 0) -> nn.Module:
     """conv -> BatchNorm -> in-place ReLU -> pool -> linear: an in-place op right after the CAM layer."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4))
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 4),
+    )
     with torch.no_grad():
         net[1].running_mean.uniform_(-0.2, 0.2)
     return net.eval()
@@ -223,8 +231,18 @@ def test_gradient_stop_skips_a_layer_that_runs_twice() -> None:
         assert stopped is False and not relu._forward_hooks
 
 
-@pytest.mark.parametrize("method", ["gradcam.GradCAM", "gradcam.GradCAMPlusPlus", "gradcam.LayerCAM", "gradcam.ScoreCAM",
-                                    "torchcam.GradCAM", "torchcam.LayerCAM", "torchcam.SmoothGradCAMpp"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "gradcam.GradCAM",
+        "gradcam.GradCAMPlusPlus",
+        "gradcam.LayerCAM",
+        "gradcam.ScoreCAM",
+        "torchcam.GradCAM",
+        "torchcam.LayerCAM",
+        "torchcam.SmoothGradCAMpp",
+    ],
+)
 def test_cams_are_the_same_with_and_without_the_gradient_stop(rgb_images, monkeypatch, method) -> None:
     """Even with an in-place op right after the layer (where the libraries disagree with each other)."""
     from contextlib import contextmanager

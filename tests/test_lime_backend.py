@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from xai_bridge.adapters.models import BlackBoxModel
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import BlackBoxModel
 from xai_bridge.masks import image_and_mask, ranked_superpixels, superpixel_weights
 
 lime_image = pytest.importorskip("lime.lime_image")
@@ -44,8 +44,7 @@ def test_lime_matches_lime_called_directly(tiny_model, cats) -> None:
         labels = tuple(exp.targets[i].tolist())
         # lime's default superpixels (its wrapper drops random_seed: scikit-image calls it rng now)
         quickshift = SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2, random_seed=3)
-        ref = _lime_directly(tiny_model, cats[i], labels, 3, quickshift, num_samples=80, batch_size=8,
-                             hide_color=None)
+        ref = _lime_directly(tiny_model, cats[i], labels, 3, quickshift, num_samples=80, batch_size=8, hide_color=None)
         segments = exp.extras["segments"][i, 0]
         assert np.array_equal(segments, ref.segments) and segments.max() >= 5
         for j, label in enumerate(labels):
@@ -61,8 +60,10 @@ def test_lime_matches_lime_called_directly(tiny_model, cats) -> None:
         assert exp.extras["local_pred"][i, -1] == np.float32(ref.local_pred[0])
     assert exp.n_model_evals == 2 * 80
     assert exp.seed == 3 and exp.backend == "lime"
-    assert exp.params["segmentation"] == {"kind": "quickshift", "params": {"kernel_size": 4, "max_dist": 200,
-                                                                          "ratio": 0.2}}
+    assert exp.params["segmentation"] == {
+        "kind": "quickshift",
+        "params": {"kernel_size": 4, "max_dist": 200, "ratio": 0.2},
+    }
 
 
 @dataclass(frozen=True)
@@ -75,31 +76,55 @@ class _Segmentation:
 
 def test_slic_hide_color_and_segmentation_objects(tiny_model, cats) -> None:
     params = {"n_segments": 30, "compactness": 10, "start_label": 0}
-    exp = xb.explain(tiny_model, cats, "lime", targets=[[1], [4]], seed=0, num_samples=60, hide_color=(0, 0, 255),
-                     segmentation=_Segmentation("slic", params), batch_size=16)
-    ref = _lime_directly(tiny_model, cats[1], (4,), 0, SegmentationAlgorithm("slic", **params), num_samples=60,
-                         batch_size=16, hide_color=(0, 0, 255))
+    exp = xb.explain(
+        tiny_model,
+        cats,
+        "lime",
+        targets=[[1], [4]],
+        seed=0,
+        num_samples=60,
+        hide_color=(0, 0, 255),
+        segmentation=_Segmentation("slic", params),
+        batch_size=16,
+    )
+    ref = _lime_directly(
+        tiny_model,
+        cats[1],
+        (4,),
+        0,
+        SegmentationAlgorithm("slic", **params),
+        num_samples=60,
+        batch_size=16,
+        hide_color=(0, 0, 255),
+    )
     n = len(ref.local_exp[4])
-    assert np.array_equal(exp.extras["superpixel_weights"][1, 0, :n], np.float32([dict(ref.local_exp[4])[k] for k in range(n)]))
+    assert np.array_equal(
+        exp.extras["superpixel_weights"][1, 0, :n], np.float32([dict(ref.local_exp[4])[k] for k in range(n)])
+    )
     assert np.isnan(exp.extras["superpixel_weights"][1, 0, n:]).all()  # padding to the largest superpixel count
     assert np.all(exp.extras["superpixel_order"][1, 0, n:] == -1)
     assert exp.params["hide_color"] == [0.0, 0.0, 255.0] and exp.params["batch_size"] == 16
 
 
 def test_each_image_is_independent_of_the_batch(tiny_model, cats) -> None:
-    both = xb.explain(tiny_model, cats, "lime", targets=[[0, 2], [3, 1]], seed=5, num_samples=40,
-                      segmentation="felzenszwalb")
-    second = xb.explain(tiny_model, cats[1:], "lime", targets=[[3, 1]], seed=5, num_samples=40,
-                        segmentation="felzenszwalb")
+    both = xb.explain(
+        tiny_model, cats, "lime", targets=[[0, 2], [3, 1]], seed=5, num_samples=40, segmentation="felzenszwalb"
+    )
+    second = xb.explain(
+        tiny_model, cats[1:], "lime", targets=[[3, 1]], seed=5, num_samples=40, segmentation="felzenszwalb"
+    )
     s = second.extras["superpixel_weights"].shape[-1]
     assert np.array_equal(both.attributions[1], second.attributions[0])
-    assert np.array_equal(both.extras["superpixel_weights"][1, :, :s], second.extras["superpixel_weights"][0],
-                          equal_nan=True)
-    again = xb.explain(tiny_model, cats, "lime", targets=[[0, 2], [3, 1]], seed=5, num_samples=40,
-                       segmentation="felzenszwalb")
+    assert np.array_equal(
+        both.extras["superpixel_weights"][1, :, :s], second.extras["superpixel_weights"][0], equal_nan=True
+    )
+    again = xb.explain(
+        tiny_model, cats, "lime", targets=[[0, 2], [3, 1]], seed=5, num_samples=40, segmentation="felzenszwalb"
+    )
     assert np.array_equal(both.attributions, again.attributions)
-    other = xb.explain(tiny_model, cats, "lime", targets=[[0, 2], [3, 1]], seed=6, num_samples=40,
-                       segmentation="felzenszwalb")
+    other = xb.explain(
+        tiny_model, cats, "lime", targets=[[0, 2], [3, 1]], seed=6, num_samples=40, segmentation="felzenszwalb"
+    )
     assert not np.allclose(both.attributions, other.attributions)
 
 
@@ -110,8 +135,15 @@ def test_all_model_calls_are_batched_uint8(cats) -> None:
         seen.append((x.dtype.name, len(x)))
         return np.stack([x[..., 0].mean((1, 2)), x[:, :50].mean((1, 2, 3))], axis=1) / 255.0
 
-    exp = xb.explain(BlackBoxModel(fn, batch_size=25), cats[:1], "lime", targets=1, num_samples=100,
-                     segmentation=_Segmentation("slic", {"n_segments": 20, "start_label": 0}), hide_color=0)
+    exp = xb.explain(
+        BlackBoxModel(fn, batch_size=25),
+        cats[:1],
+        "lime",
+        targets=1,
+        num_samples=100,
+        segmentation=_Segmentation("slic", {"n_segments": 20, "start_label": 0}),
+        hide_color=0,
+    )
     assert {d for d, _ in seen} == {"uint8"} and [n for _, n in seen[1:]] == [25] * 4
     assert exp.n_model_evals == 100
     segs, weights = exp.extras["segments"][0, 0], exp.extras["superpixel_weights"][0, 0]
@@ -123,8 +155,16 @@ def test_all_model_calls_are_batched_uint8(cats) -> None:
 def test_image_and_mask_equals_lime(tiny_model, cats) -> None:
     exp = xb.explain(tiny_model, cats[:1], "lime", targets=xb.top_k(2), seed=1, num_samples=80)
     quickshift = SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2, random_seed=1)
-    ref = _lime_directly(tiny_model, cats[0], tuple(exp.targets[0].tolist()), 1, quickshift, num_samples=80,
-                         batch_size=8, hide_color=None)
+    ref = _lime_directly(
+        tiny_model,
+        cats[0],
+        tuple(exp.targets[0].tolist()),
+        1,
+        quickshift,
+        num_samples=80,
+        batch_size=8,
+        hide_color=None,
+    )
     options = [
         dict(positive_only=True, num_features=5, hide_rest=True),
         dict(positive_only=True, num_features=3, hide_rest=False),

@@ -12,9 +12,9 @@ quantus = pytest.importorskip("quantus")
 pytest.importorskip("pandas")
 
 from conftest import TINY_PREPROCESS, make_tiny_net  # noqa: E402
+from xai_bridge.adapters.models.torch_state import hook_count  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
-from xai_bridge.adapters.models.torch_state import hook_count  # noqa: E402
 from xai_bridge.metrics import (  # noqa: E402
     COLUMNS,
     ROAD,
@@ -22,15 +22,18 @@ from xai_bridge.metrics import (  # noqa: E402
     Deletion,
     FaithfulnessCorrelation,
     Insertion,
-    RandomLogit,
     Randomisation,
+    RandomLogit,
     boxes_to_masks,
     evaluate,
     randomised_copy,
 )
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::UserWarning"),
-              pytest.mark.filterwarnings("ignore::RuntimeWarning")]
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+]
 
 S = 16  # image side
 GRAY = 200
@@ -53,8 +56,15 @@ def quadrant_map() -> np.ndarray:
 def hand_explanation(maps: np.ndarray, images: np.ndarray, method: str, targets=None) -> xb.Explanation:
     n, t = maps.shape[:2]
     targets = np.zeros((n, t), np.int64) if targets is None else np.asarray(targets)
-    return xb.Explanation(attributions=maps, images=images, targets=targets, target_names=targets.astype(str),
-                          scores=np.zeros((n, t)), method=method, backend="hand")
+    return xb.Explanation(
+        attributions=maps,
+        images=images,
+        targets=targets,
+        target_names=targets.astype(str),
+        scores=np.zeros((n, t)),
+        method=method,
+        backend="hand",
+    )
 
 
 @pytest.fixture
@@ -62,8 +72,11 @@ def quadrant_case():
     images = np.full((2, S, S, 3), GRAY, np.uint8)
     images[1] = np.random.default_rng(1).integers(100, 256, (S, S, 3), dtype=np.uint8)
     quad = np.broadcast_to(quadrant_map(), (2, 1, S, S))
-    return xb.BlackBoxModel(top_left_score), images, [hand_explanation(quad, images, "quadrant"),
-                                                      hand_explanation(1.0 - quad, images, "inverse")]
+    return (
+        xb.BlackBoxModel(top_left_score),
+        images,
+        [hand_explanation(quad, images, "quadrant"), hand_explanation(1.0 - quad, images, "inverse")],
+    )
 
 
 # ------------------------------------------------------------------ deletion / insertion
@@ -90,7 +103,7 @@ def test_deletion_blur_baseline_and_softmax_settings(quadrant_case):
     blur = evaluate(model, exps[0], [Deletion(steps=4, baseline="blur", blur_radius=2.0)])
     black = evaluate(model, exps[0], [Deletion(steps=4)])
     assert blur["value"][0] == pytest.approx(GRAY / 255, abs=1e-6)  # a blurred flat image is the image: no drop
-    assert 0.5 < blur["value"][1] - black["value"][1]  # blurred noise keeps the quadrant's mean brightness
+    assert blur["value"][1] - black["value"][1] > 0.5  # blurred noise keeps the quadrant's mean brightness
     logits = xb.BlackBoxModel(top_left_score, output_kind="logits")
     soft = evaluate(logits, exps[0][:1], [Insertion(steps=4, softmax=True)])
     s = GRAY / 255.0
@@ -115,15 +128,23 @@ def test_nhwc_array_model_gives_the_same_curves(quadrant_case):
 # ------------------------------------------------------------------ pointing game
 def test_pointing_game_with_boxes_or_masks(quadrant_case):
     model, images, exps = quadrant_case
-    noisy = [hand_explanation(np.asarray(e.attributions) + np.random.default_rng(0).random((2, 1, S, S)) * 0.01,
-                              images, e.method) for e in exps]
+    noisy = [
+        hand_explanation(
+            np.asarray(e.attributions) + np.random.default_rng(0).random((2, 1, S, S)) * 0.01, images, e.method
+        )
+        for e in exps
+    ]
     spiked = np.array(noisy[1].attributions)
     spiked[1, 0, 12, 12] += 1.0  # the inverse map of image 1 peaks in the bottom-right quadrant
     noisy[1] = hand_explanation(spiked, images, "inverse")
     half = S // 2
     by_box = evaluate(model, noisy, "pointing_game", boxes=[(0, 0, half, half)] * 2)
     assert by_box.set_index(["method", "image"])["value"].to_dict() == {
-        ("quadrant", 0): 1.0, ("quadrant", 1): 1.0, ("inverse", 0): 0.0, ("inverse", 1): 0.0}
+        ("quadrant", 0): 1.0,
+        ("quadrant", 1): 1.0,
+        ("inverse", 0): 0.0,
+        ("inverse", 1): 0.0,
+    }
     masks = boxes_to_masks([(0, 0, half, half), [(0, 0, half, half), (half, half, S, S)]], (S, S), 2)
     assert masks.sum() == 64 + 128
     by_mask = evaluate(model, noisy, "pointing_game", masks=masks)
@@ -141,12 +162,16 @@ def test_sparseness_and_complexity_match_quantus(name, cls, rgb_images):
     df = evaluate(xb.BlackBoxModel(top_left_score), exp, name)
     x = np.transpose(rgb_images, (0, 3, 1, 2)).astype(np.float32)
     for t in range(2):
-        want = getattr(quantus, cls)(disable_warnings=True)(model=None, x_batch=x, y_batch=exp.targets[:, t],
-                                                            a_batch=maps[:, t : t + 1])
+        want = getattr(quantus, cls)(disable_warnings=True)(
+            model=None, x_batch=x, y_batch=exp.targets[:, t], a_batch=maps[:, t : t + 1]
+        )
         got = df[df["target"].isin(exp.targets[:, t])].sort_values("image")["value"].to_numpy()
         np.testing.assert_allclose(got, np.asarray(want, np.float64), rtol=1e-6)
-    sparse = evaluate(xb.BlackBoxModel(top_left_score), [hand_explanation(
-        np.broadcast_to(quadrant_map(), (1, 1, S, S)), np.zeros((1, S, S, 3), np.uint8), "q")], "sparseness")
+    sparse = evaluate(
+        xb.BlackBoxModel(top_left_score),
+        [hand_explanation(np.broadcast_to(quadrant_map(), (1, 1, S, S)), np.zeros((1, S, S, 3), np.uint8), "q")],
+        "sparseness",
+    )
     assert sparse["value"][0] == pytest.approx(0.75)  # Gini of a map with 1/4 ones, 3/4 zeros
 
 
@@ -159,8 +184,14 @@ def test_faithfulness_correlation_matches_quantus_with_the_same_seed(tiny_model,
     for n in range(2):  # evaluate runs Quantus per image with the seed set
         np.random.seed(7)
         q = quantus.FaithfulnessCorrelation(nr_runs=12, subset_size=64, return_aggregate=False, disable_warnings=True)
-        values += q(model=tiny_model.pixel_module().eval(), x_batch=x[n : n + 1], y_batch=exp.targets[n : n + 1, 0],
-                    a_batch=np.asarray(exp.attributions[n : n + 1]), softmax=False, channel_first=True)
+        values += q(
+            model=tiny_model.pixel_module().eval(),
+            x_batch=x[n : n + 1],
+            y_batch=exp.targets[n : n + 1, 0],
+            a_batch=np.asarray(exp.attributions[n : n + 1]),
+            softmax=False,
+            channel_first=True,
+        )
     np.testing.assert_allclose(df["value"], values, rtol=1e-4, atol=1e-5)
     assert np.isfinite(df["value"]).all() and (df["n_model_evals"] == 13).all()  # 1 unperturbed + 12 runs
 
@@ -185,8 +216,14 @@ def test_random_logit_matches_quantus_and_counts_evaluations(tiny_model, rgb_ima
 
     q = quantus.RandomLogit(num_classes=5, seed=3, disable_warnings=True)
     x = np.transpose(rgb_images[:1], (0, 3, 1, 2)).astype(np.float32)
-    want = q(model=tiny_model.pixel_module().eval(), x_batch=x,
-             y_batch=exp.targets[:, 0], a_batch=np.asarray(exp.attributions), explain_func=direct, channel_first=True)
+    want = q(
+        model=tiny_model.pixel_module().eval(),
+        x_batch=x,
+        y_batch=exp.targets[:, 0],
+        a_batch=np.asarray(exp.attributions),
+        explain_func=direct,
+        channel_first=True,
+    )
     assert df["value"][0] == pytest.approx(float(want[0]), abs=1e-6)
     assert df["n_model_evals"][0] >= 2  # the off-class explanation's predict + backward pass are counted
     with pytest.raises(ValueError, match="num_classes"):
@@ -222,8 +259,12 @@ def test_road_morf_and_lerf_rank_the_quadrant_map_first():
 
     torch.manual_seed(0)
     cam = (quad[:, 0] - quad.min()) / (quad.max() - quad.min())  # min-max scaled, grad-cam's CAM range
-    want = ROADMostRelevantFirstAverage([50, 80])(torch.from_numpy(img.transpose(0, 3, 1, 2).astype(np.float32)),
-                                                  cam.astype(np.float32), [ClassifierOutputTarget(0)], Rounded())
+    want = ROADMostRelevantFirstAverage([50, 80])(
+        torch.from_numpy(img.transpose(0, 3, 1, 2).astype(np.float32)),
+        cam.astype(np.float32),
+        [ClassifierOutputTarget(0)],
+        Rounded(),
+    )
     assert v["quadrant", "road_morf"] == pytest.approx(float(want[0]), abs=1e-6)
     again = evaluate(model, exps, [ROAD("morf", percentiles=(50, 80))], seed=0)
     np.testing.assert_array_equal(again["value"], df[df.metric == "road_morf"]["value"])  # seeded noise
@@ -258,8 +299,11 @@ def test_randomisation_never_touches_the_users_model(rgb_images):
     with pytest.raises(TypeError, match="added_by_backend"):  # explicit params are used as given
         evaluate(model, extra, [Randomisation(layers=(), params={"added_by_backend": 1})])
     with pytest.raises(xb.MethodNotApplicableError, match="TorchModel"):
-        evaluate(xb.BlackBoxModel(top_left_score), hand_explanation(
-            np.zeros((1, 1, S, S)), np.zeros((1, S, S, 3), np.uint8), "x"), "randomisation")
+        evaluate(
+            xb.BlackBoxModel(top_left_score),
+            hand_explanation(np.zeros((1, 1, S, S)), np.zeros((1, S, S, 3), np.uint8), "x"),
+            "randomisation",
+        )
 
 
 @pytest.mark.slow
@@ -282,13 +326,14 @@ def test_randomisation_decorrelates_gradcam_on_efficientnet(effnet, chelsea):
 # ------------------------------------------------------------------ captions
 def test_caption_explanations_score_each_token_column():
     from caption_server import rule_caption
-
     from xai_bridge.adapters.models.scorers import WordMatchScorer
+
     from xai_bridge.caption import CaptionScoreModel, explain_caption
 
     bright = np.full((32, 32, 3), 230, np.uint8)
-    [exp] = explain_caption(rule_caption, bright, WordMatchScorer(), method="builtin.occlusion",
-                            window=16, stride=16, baseline=0)
+    [exp] = explain_caption(
+        rule_caption, bright, WordMatchScorer(), method="builtin.occlusion", window=16, stride=16, baseline=0
+    )
     model = CaptionScoreModel(rule_caption, WordMatchScorer(), exp.params["caption"])
     tl = np.zeros((1, 32, 32), bool)
     tl[:, :16, :16] = True

@@ -17,9 +17,12 @@ pytest.importorskip("pandas")
 import xai_bridge as xb  # noqa: E402
 from xai_bridge.metrics import FaithfulnessCorrelation, RandomLogit, evaluate  # noqa: E402
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::UserWarning"),
-              pytest.mark.filterwarnings("ignore::RuntimeWarning"),
-              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 S = 16
 
@@ -51,8 +54,15 @@ def case():
     maps = rng.normal(size=(3, 2, S, S)).astype(np.float32)
     maps[:, 0, : S // 2, : S // 2] += 2.0  # target 0 leans on the top-left quadrant
     targets = np.array([[0, 1], [2, 0], [1, 2]])
-    exp = xb.Explanation(attributions=maps, images=images, targets=targets, target_names=targets.astype(str),
-                         scores=np.zeros((3, 2)), method="hand", backend="hand")
+    exp = xb.Explanation(
+        attributions=maps,
+        images=images,
+        targets=targets,
+        target_names=targets.astype(str),
+        scores=np.zeros((3, 2)),
+        method="hand",
+        backend="hand",
+    )
     return xb.BlackBoxModel(weighted_quadrants), images, exp
 
 
@@ -77,8 +87,12 @@ def test_pointing_game_matches_quantus(case):
     assert set(df["value"]) <= {0.0, 1.0}
     for t in range(2):
         want = quantus.PointingGame(disable_warnings=True)(
-            model=None, x_batch=_nchw(images), y_batch=exp.targets[:, t],
-            a_batch=np.asarray(exp.attributions[:, t : t + 1]), s_batch=masks[:, t : t + 1].astype(float))
+            model=None,
+            x_batch=_nchw(images),
+            y_batch=exp.targets[:, t],
+            a_batch=np.asarray(exp.attributions[:, t : t + 1]),
+            s_batch=masks[:, t : t + 1].astype(float),
+        )
         np.testing.assert_array_equal(_values(df, exp, t), np.asarray(want, float))
     # the hit/miss is the map's argmax inside the mask, computed here by hand as well
     for n in range(3):
@@ -96,11 +110,17 @@ def test_faithfulness_correlation_on_a_black_box_matches_quantus_on_a_torch_twin
         want = []
         for n in range(3):  # evaluate calls Quantus per image with numpy's global generator seeded
             np.random.seed(4)
-            q = quantus.FaithfulnessCorrelation(nr_runs=15, subset_size=20, return_aggregate=False,
-                                                disable_warnings=True)
-            want += q(model=TorchQuadrants().eval(), x_batch=_nchw(images[n : n + 1]),
-                      y_batch=exp.targets[n : n + 1, t], a_batch=np.asarray(exp.attributions[n : n + 1, t : t + 1]),
-                      softmax=softmax, channel_first=True)
+            q = quantus.FaithfulnessCorrelation(
+                nr_runs=15, subset_size=20, return_aggregate=False, disable_warnings=True
+            )
+            want += q(
+                model=TorchQuadrants().eval(),
+                x_batch=_nchw(images[n : n + 1]),
+                y_batch=exp.targets[n : n + 1, t],
+                a_batch=np.asarray(exp.attributions[n : n + 1, t : t + 1]),
+                softmax=softmax,
+                channel_first=True,
+            )
         np.testing.assert_allclose(_values(df, exp, t), want, rtol=1e-4, atol=1e-5)
     assert (df["n_model_evals"] == 16).all()  # 1 + nr_runs per (image, target): 32 per image over its 2 targets
     state = np.random.get_state()[1].copy()
@@ -125,22 +145,41 @@ def test_random_logit_on_a_black_box_matches_quantus(case):
 
     def direct(model, inputs, targets, **kwargs):
         imgs = np.transpose(inputs, (0, 2, 3, 1)).astype(np.uint8)
-        return xb.explain(xb.BlackBoxModel(weighted_quadrants), imgs, "builtin.occlusion",
-                          targets=[[int(t)] for t in targets], window=8, stride=8, baseline=0).attributions
+        return xb.explain(
+            xb.BlackBoxModel(weighted_quadrants),
+            imgs,
+            "builtin.occlusion",
+            targets=[[int(t)] for t in targets],
+            window=8,
+            stride=8,
+            baseline=0,
+        ).attributions
 
     want = []
     for n in range(2):
         q = quantus.RandomLogit(num_classes=3, seed=9, disable_warnings=True)
-        want += q(model=TorchQuadrants().eval(), x_batch=_nchw(images[n : n + 1]), y_batch=exp.targets[n : n + 1, 0],
-                  a_batch=np.asarray(exp.attributions[n : n + 1]), explain_func=direct, channel_first=True)
+        want += q(
+            model=TorchQuadrants().eval(),
+            x_batch=_nchw(images[n : n + 1]),
+            y_batch=exp.targets[n : n + 1, 0],
+            a_batch=np.asarray(exp.attributions[n : n + 1]),
+            explain_func=direct,
+            channel_first=True,
+        )
     np.testing.assert_allclose(df["value"], want, atol=1e-6)
     assert (df["n_model_evals"] > 1).all()  # the off-class occlusion runs are counted
 
 
 def test_constant_map_gives_nan_instead_of_a_quantus_error(case):
     model, images, exp = case
-    flat = xb.Explanation(attributions=np.zeros((1, 1, S, S), np.float32), images=images[:1],
-                          targets=np.array([[0]]), target_names=np.array([["0"]]), scores=np.zeros((1, 1)),
-                          method="flat", backend="hand")
+    flat = xb.Explanation(
+        attributions=np.zeros((1, 1, S, S), np.float32),
+        images=images[:1],
+        targets=np.array([[0]]),
+        target_names=np.array([["0"]]),
+        scores=np.zeros((1, 1)),
+        method="flat",
+        backend="hand",
+    )
     df = evaluate(model, flat, ("sparseness", "complexity", "faithfulness_corr"))
     assert df["value"].isna().all() and len(df) == 3

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
+from xai_bridge.adapters.models import ArrayModel, BlackBoxModel, TorchModel, hook_count, model_guard
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import ArrayModel, BlackBoxModel, TorchModel, hook_count, model_guard
 
 
 def manual_forward(net: torch.nn.Module, images: np.ndarray) -> np.ndarray:
@@ -60,13 +60,12 @@ def test_guard_restores_on_exception_and_removes_leaked_hooks() -> None:
     net = make_tiny_net(2).train()
     grad_before = torch.ones_like(net.fc.weight)
     net.fc.weight.grad = grad_before
-    with pytest.raises(RuntimeError, match="boom"):
-        with model_guard(net, freeze_params=True):
-            assert not net.training and not net.fc.weight.requires_grad
-            net.features[0].register_forward_hook(lambda *a: None)
-            net.fc.register_full_backward_hook(lambda *a: None)
-            net.fc.weight.grad = None
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), model_guard(net, freeze_params=True):
+        assert not net.training and not net.fc.weight.requires_grad
+        net.features[0].register_forward_hook(lambda *a: None)
+        net.fc.register_full_backward_hook(lambda *a: None)
+        net.fc.weight.grad = None
+        raise RuntimeError("boom")
     assert net.training and net.fc.weight.requires_grad
     assert net.fc.weight.grad is grad_before
     assert hook_count(net) == 0

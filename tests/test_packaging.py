@@ -24,7 +24,8 @@ def test_every_adapter_subpackage_is_declared() -> None:
     root = Path(__file__).resolve().parents[1]
     declared = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
-        "xai_bridge.adapters" + ("." + ".".join(p.parent.relative_to(root / "adapters").parts) if p.parent != root / "adapters" else "")
+        "xai_bridge.adapters"
+        + ("." + ".".join(p.parent.relative_to(root / "adapters").parts) if p.parent != root / "adapters" else "")
         for p in (root / "adapters").rglob("__init__.py")
     }
     assert found <= declared, f"add to pyproject [tool.setuptools] packages: {sorted(found - declared)}"

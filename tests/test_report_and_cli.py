@@ -25,8 +25,15 @@ def two_methods() -> dict[str, xb.Explanation]:
 
 
 def test_report_content_is_self_contained() -> None:
-    metrics = pd.DataFrame({"method": ["lib.A", "lib.B"], "metric": ["deletion", "deletion"], "image": [0, 0],
-                            "target": [0, 0], "value": [0.25, 0.5]})
+    metrics = pd.DataFrame(
+        {
+            "method": ["lib.A", "lib.B"],
+            "metric": ["deletion", "deletion"],
+            "image": [0, 0],
+            "target": [0, 0],
+            "value": [0.25, 0.5],
+        }
+    )
     page = build_report(two_methods(), title="T", metrics=metrics, image_names=["cat.png", "dog.png"])
     images = re.findall(r"<img [^>]*src='([^']*)'", page)
     assert len(images) == 2 * (1 + 2)
@@ -53,9 +60,18 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
     path = write_report(tmp_path / "report.html", two_methods())
     errors: list[str] = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page()
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -88,41 +104,108 @@ def test_cli_methods_lists_install_status() -> None:
 def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path]) -> None:
     out = tmp_path / "out"
     spec = str(Path(__file__).with_name("cli_tiny.py")) + ":tiny"
-    result = CliRunner().invoke(main, [
-        "explain", spec, *map(str, two_pngs), "--preprocess", "unit", "-m", "builtin.saliency",
-        "-m", "builtin.occlusion", "-p", "builtin.occlusion:window=4", "--targets", "top2", "--out", str(out),
-        "--report", str(out / "report.html")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            spec,
+            *map(str, two_pngs),
+            "--preprocess",
+            "unit",
+            "-m",
+            "builtin.saliency",
+            "-m",
+            "builtin.occlusion",
+            "-p",
+            "builtin.occlusion:window=4",
+            "--targets",
+            "top2",
+            "--out",
+            str(out),
+            "--report",
+            str(out / "report.html"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     occ = xb.Explanation.load(out / "builtin.occlusion.npz")
     assert occ.attributions.shape == (2, 2, 12, 12) and occ.params["window"] == [4, 4]
     sal = xb.Explanation.load(out / "builtin.saliency.npz")
     assert np.array_equal(sal.targets, occ.targets)
     assert (out / "report.html").is_file()
-    rep = CliRunner().invoke(main, ["report", str(out / "builtin.saliency.npz"), str(out / "builtin.occlusion.npz"),
-                                    "--out", str(tmp_path / "r.html"), "--png", str(tmp_path / "g.png")])
+    rep = CliRunner().invoke(
+        main,
+        [
+            "report",
+            str(out / "builtin.saliency.npz"),
+            str(out / "builtin.occlusion.npz"),
+            "--out",
+            str(tmp_path / "r.html"),
+            "--png",
+            str(tmp_path / "g.png"),
+        ],
+    )
     assert rep.exit_code == 0, rep.output
     assert (tmp_path / "r.html").stat().st_size > 1000 and (tmp_path / "g.png").stat().st_size > 1000
 
 
 def test_cli_black_box_module_spec_and_dataset(tmp_path: Path, two_pngs: list[Path]) -> None:
     store = tmp_path / "store"
-    result = CliRunner().invoke(main, ["explain", "cli_tiny:box", str(two_pngs[0].parent), "--preprocess", "none",
-                                       "-m", "builtin.occlusion", "-p", "builtin.occlusion:window=6", "--dataset",
-                                       "--out", str(store)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "cli_tiny:box",
+            str(two_pngs[0].parent),
+            "--preprocess",
+            "none",
+            "-m",
+            "builtin.occlusion",
+            "-p",
+            "builtin.occlusion:window=6",
+            "--dataset",
+            "--out",
+            str(store),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "2 done, 0 skipped, 0 failed" in result.output
     assert len((store / "index.jsonl").read_text().splitlines()) == 2
 
 
 def test_cli_errors_are_clear(tmp_path: Path, two_pngs: list[Path]) -> None:
-    bad_spec = CliRunner().invoke(main, ["explain", "no_colon", str(two_pngs[0]), "-m", "builtin.saliency",
-                                         "--out", str(tmp_path)])
+    bad_spec = CliRunner().invoke(
+        main, ["explain", "no_colon", str(two_pngs[0]), "-m", "builtin.saliency", "--out", str(tmp_path)]
+    )
     assert bad_spec.exit_code != 0 and "module:factory" in bad_spec.output
-    bad_param = CliRunner().invoke(main, ["explain", "cli_tiny:box", str(two_pngs[0]), "-m", "builtin.occlusion",
-                                          "-p", "window=4", "--out", str(tmp_path)])
+    bad_param = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "cli_tiny:box",
+            str(two_pngs[0]),
+            "-m",
+            "builtin.occlusion",
+            "-p",
+            "window=4",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert bad_param.exit_code != 0 and "METHOD:KEY=VALUE" in bad_param.output
-    gradient_on_box = CliRunner().invoke(main, ["explain", "cli_tiny:box", str(two_pngs[0]), "--preprocess", "none",
-                                                "-m", "builtin.saliency", "--out", str(tmp_path)])
+    gradient_on_box = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "cli_tiny:box",
+            str(two_pngs[0]),
+            "--preprocess",
+            "none",
+            "-m",
+            "builtin.saliency",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert gradient_on_box.exit_code != 0 and "needs gradients" in gradient_on_box.output
     junk = tmp_path / "junk.npz"
     np.savez(junk, x=np.zeros(2))

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 from conftest import make_pngs
+from PIL import Image
 from test_explanation import make_explanation
 
 import xai_bridge as xb
@@ -25,16 +25,26 @@ from xai_bridge.cli import main
 from xai_bridge.report import _table, build_report, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def three_methods() -> dict[str, xb.Explanation]:
     exp = make_explanation()  # 2 images x 3 targets, names "class 0".."class 5", 123 evals, 0.30 s
-    return {"captum.IntegratedGradients": exp,
-            "lib.B": dataclasses.replace(exp, method="lib.B", seconds=1.25, n_model_evals=42),
-            "lib.C": dataclasses.replace(exp, method="lib.C", attributions=-exp.attributions, raw=None,
-                                         seconds=7.5, n_model_evals=9)}
+    return {
+        "captum.IntegratedGradients": exp,
+        "lib.B": dataclasses.replace(exp, method="lib.B", seconds=1.25, n_model_evals=42),
+        "lib.C": dataclasses.replace(
+            exp, method="lib.C", attributions=-exp.attributions, raw=None, seconds=7.5, n_model_evals=9
+        ),
+    }
 
 
 def img_sources(page: str) -> list[str]:
@@ -67,7 +77,7 @@ def test_report_names_predictions_costs_and_agreement() -> None:
     assert page.count("<figcaption>input</figcaption>") == 2
     assert page.count("rank_correlation") == 2  # one agreement table per image
     # 3 pairs x 3 targets per image; IntegratedGradients vs its negation agrees fully under |.|
-    assert page.count("<td class=\"l\">captum.IntegratedGradients</td><td class=\"l\">lib.C</td>") == 2 * 3
+    assert page.count('<td class="l">captum.IntegratedGradients</td><td class="l">lib.C</td>') == 2 * 3
     assert "<h2>Metrics</h2>" not in page
     single = build_report({"only": make_explanation()})
     assert "rank_correlation" not in single and len(img_sources(single)) == 2 * 2
@@ -76,9 +86,14 @@ def test_report_names_predictions_costs_and_agreement() -> None:
 
 
 def test_report_renders_the_metrics_pivot() -> None:
-    metrics = pd.DataFrame({"method": ["lib.B", "lib.B", "lib.C", "lib.B"],
-                            "metric": ["deletion", "deletion", "deletion", "insertion"],
-                            "image": [0, 1, 0, 0], "value": [0.25, 0.75, 0.125, 0.9]})
+    metrics = pd.DataFrame(
+        {
+            "method": ["lib.B", "lib.B", "lib.C", "lib.B"],
+            "metric": ["deletion", "deletion", "deletion", "insertion"],
+            "image": [0, 1, 0, 0],
+            "value": [0.25, 0.75, 0.125, 0.9],
+        }
+    )
     page = build_report(three_methods(), metrics=metrics)
     section = page.split("<h2>Metrics</h2>", 1)[1]
     assert "<th>method</th><th>deletion</th><th>insertion</th>" in section
@@ -121,8 +136,7 @@ def test_report_in_headless_chromium(tmp_path: Path) -> None:
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(path.as_uri(), wait_until="load", timeout=30_000)
-            shown = page.evaluate(
-                "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+            shown = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
             title = page.title()
             headings = page.locator("h2").all_inner_texts()
         finally:
@@ -157,13 +171,36 @@ def test_methods_lists_install_status() -> None:
 
 
 @pytest.mark.parametrize("spec", ["tests/cli_models.py:tiny", "cli_models:tiny"])
-def test_explain_writes_explanations_report_and_grid(tmp_path: Path, pngs: list[Path], spec: str,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explain_writes_explanations_report_and_grid(
+    tmp_path: Path, pngs: list[Path], spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(Path(__file__).parent.parent)  # the file spec is relative to the repository root
     out = tmp_path / "out"
-    result = run("explain", spec, *pngs, "--preprocess", "unit", "-m", "builtin.saliency", "-m", "builtin.occlusion",
-                 "-p", "builtin.occlusion:window=4", "--targets", "top2", "--seed", "3", "--out", out,
-                 "--report", out / "report.html", "--png", out / "grid.png", "--title", "tiny run")
+    result = run(
+        "explain",
+        spec,
+        *pngs,
+        "--preprocess",
+        "unit",
+        "-m",
+        "builtin.saliency",
+        "-m",
+        "builtin.occlusion",
+        "-p",
+        "builtin.occlusion:window=4",
+        "--targets",
+        "top2",
+        "--seed",
+        "3",
+        "--out",
+        out,
+        "--report",
+        out / "report.html",
+        "--png",
+        out / "grid.png",
+        "--title",
+        "tiny run",
+    )
     assert result.exit_code == 0, result.output
     assert "builtin.occlusion: " in result.output and "report -> " in result.output
     sal = xb.Explanation.load(out / "builtin.saliency.npz")
@@ -184,8 +221,15 @@ def test_explain_writes_explanations_report_and_grid(tmp_path: Path, pngs: list[
     assert "img0.png: predicted" in page and "img1.png: predicted" in page
     assert (out / "grid.png").read_bytes()[:4] == b"\x89PNG"
 
-    rep = run("report", out / "builtin.saliency.npz", out / "builtin.occlusion.npz",
-              "--out", tmp_path / "r.html", "--png", tmp_path / "g.png")
+    rep = run(
+        "report",
+        out / "builtin.saliency.npz",
+        out / "builtin.occlusion.npz",
+        "--out",
+        tmp_path / "r.html",
+        "--png",
+        tmp_path / "g.png",
+    )
     assert rep.exit_code == 0, rep.output
     assert len(img_sources((tmp_path / "r.html").read_text())) == 2 * (1 + 2)
     assert Image.open(tmp_path / "g.png").format == "PNG"
@@ -228,8 +272,10 @@ def test_explain_errors_are_clear(tmp_path: Path, pngs: list[Path]) -> None:
         (["cli_models:broken"], "RuntimeError: broken factory"),
         (["cli_models:tiny", "-p", "window=4"], "METHOD:KEY=VALUE"),
         (["cli_models:tiny", "-p", "builtin.saliency:abs=true"], "is not one of the methods"),
-        (["cli_models:tiny", "-p", "builtin.occlusion:windw=4"],
-         "valid parameters are ['baseline', 'stride', 'window']"),
+        (
+            ["cli_models:tiny", "-p", "builtin.occlusion:windw=4"],
+            "valid parameters are ['baseline', 'stride', 'window']",
+        ),
         (["cli_models:tiny", "-m", "builtin.saliencyy"], "Did you mean 'builtin.saliency'"),
         (["cli_models:tiny", "--targets", "9"], "targets: class 9 is out of range"),
     ]
@@ -246,8 +292,20 @@ def test_explain_errors_are_clear(tmp_path: Path, pngs: list[Path]) -> None:
 
 def test_explain_dataset_writes_a_resumable_store(tmp_path: Path, pngs: list[Path]) -> None:
     store = tmp_path / "store"
-    args = ["explain", "cli_models:box", pngs[0].parent, "--preprocess", "none", "-m", "builtin.occlusion",
-            "-p", "builtin.occlusion:window=8", "--dataset", "--out", store]
+    args = [
+        "explain",
+        "cli_models:box",
+        pngs[0].parent,
+        "--preprocess",
+        "none",
+        "-m",
+        "builtin.occlusion",
+        "-p",
+        "builtin.occlusion:window=8",
+        "--dataset",
+        "--out",
+        store,
+    ]
     result = run(*args)
     assert result.exit_code == 0, result.output
     assert "2 done, 0 skipped, 0 failed" in result.output

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import xai_bridge as xb
 from xai_bridge.adapters.backends.rise import linear_resize_matrix, sample_masks
 from xai_bridge.adapters.models import BlackBoxModel
+
+import xai_bridge as xb
 
 
 @pytest.mark.parametrize("size, grid", [((24, 24), 7), ((40, 48), (5, 6)), ((13, 29), 3)])
@@ -19,8 +19,13 @@ def test_masks_match_the_reference_implementation(size, grid) -> None:
     got = masks.masks()
     gh, gw = masks.grids.shape[1:]
     for k in range(len(masks)):
-        up = resize(masks.grids[k].astype(np.float64), ((gh + 1) * masks.cell[0], (gw + 1) * masks.cell[1]),
-                    order=1, mode="reflect", anti_aliasing=False)
+        up = resize(
+            masks.grids[k].astype(np.float64),
+            ((gh + 1) * masks.cell[0], (gw + 1) * masks.cell[1]),
+            order=1,
+            mode="reflect",
+            anti_aliasing=False,
+        )
         dy, dx = masks.shifts[k]
         assert np.allclose(got[k], up[dy : dy + size[0], dx : dx + size[1]], atol=1e-6)
     assert masks.cell == (-(-size[0] // gh), -(-size[1] // gw))
@@ -31,7 +36,10 @@ def test_masks_match_the_reference_implementation(size, grid) -> None:
 def test_resize_matrix_is_linear_with_mirrored_edges() -> None:
     m = linear_resize_matrix(3, 12)
     assert np.allclose(m.sum(axis=1), 1.0)
-    assert np.allclose(m @ np.array([0.0, 1.0, 0.0]), [0.375, 0.125, 0.125, 0.375, 0.625, 0.875, 0.875, 0.625, 0.375, 0.125, 0.125, 0.375])
+    assert np.allclose(
+        m @ np.array([0.0, 1.0, 0.0]),
+        [0.375, 0.125, 0.125, 0.375, 0.625, 0.875, 0.875, 0.625, 0.375, 0.125, 0.125, 0.375],
+    )
 
 
 def test_saliency_equals_the_formula_on_a_one_pixel_model() -> None:

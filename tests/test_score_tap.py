@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
-
-import xai_bridge as xb
 from xai_bridge.adapters.backends.layers import choose_layer
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel
+
+import xai_bridge as xb
 from xai_bridge.models import ScoreTap
 
 

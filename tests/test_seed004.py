@@ -8,14 +8,15 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from xai_bridge.adapters.models import ArrayModel, TorchModel
 
 import xai_bridge as xb
-from xai_bridge.adapters.models import ArrayModel, TorchModel
 from xai_bridge.masks import image_and_mask
 
 shap = pytest.importorskip("shap")
 lime_image = pytest.importorskip("lime.lime_image")
 from lime.wrappers.scikit_image import SegmentationAlgorithm  # noqa: E402
+
 
 def assert_close(actual, expected, rel: float = 1e-5) -> None:
     """Equal to ``rel`` times the largest expected magnitude (values here can be ~1e-7 per pixel)."""
@@ -72,7 +73,9 @@ def keras_style_predict(net: InceptionLike):
     """Seed 004's hand-written path: load_img(target_size) + inception preprocess_input inside predict."""
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        resized = [np.asarray(Image.fromarray(np.uint8(np.rint(im))).resize((SIZE, SIZE), Image.BILINEAR)) for im in batch]
+        resized = [
+            np.asarray(Image.fromarray(np.uint8(np.rint(im))).resize((SIZE, SIZE), Image.BILINEAR)) for im in batch
+        ]
         return net(np.stack(resized).astype(np.float32) / 127.5 - 1.0)
 
     return predict
@@ -94,7 +97,10 @@ def torch_style_predict(net: nn.Module):
 def _lime_reference(predict, image: np.ndarray, **kwargs):
     quickshift = SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2)
     return lime_image.LimeImageExplainer(random_state=0).explain_instance(
-        image.astype(np.double), predict, segmentation_fn=lambda x: quickshift(x.astype(np.uint8)), random_seed=0,
+        image.astype(np.double),
+        predict,
+        segmentation_fn=lambda x: quickshift(x.astype(np.uint8)),
+        random_seed=0,
         **kwargs,
     )
 
@@ -125,8 +131,13 @@ def test_shap_on_an_nhwc_inception_callable_needs_no_wrapper(cat) -> None:
     predict = keras_style_predict(net)
     explainer = shap.Explainer(lambda x: predict(x.copy()), shap.maskers.Image("inpaint_telea", cat.shape))
     np.random.seed(0)
-    ref = explainer(cat[None].astype(np.float64), max_evals=60, batch_size=50,
-                    outputs=shap.Explanation.argsort.flip[:4], silent=True)
+    ref = explainer(
+        cat[None].astype(np.float64),
+        max_evals=60,
+        batch_size=50,
+        outputs=shap.Explanation.argsort.flip[:4],
+        silent=True,
+    )
     assert_close(exp.raw, np.transpose(ref.values, (0, 4, 3, 1, 2)))
     assert np.allclose(exp.base_scores, ref.base_values, atol=1e-6)
     assert np.allclose(exp.raw.reshape(1, 4, -1).sum(-1), exp.scores - exp.base_scores, atol=1e-5)
@@ -135,15 +146,23 @@ def test_shap_on_an_nhwc_inception_callable_needs_no_wrapper(cat) -> None:
 def test_torch_nchw_model_needs_no_wrapper(cat) -> None:
     net = StrictNCHW()
     model = TorchModel(net, xb.Preprocess(scale="unit", mean=(0.5,) * 3, std=(0.25,) * 3), batch_size=10)
-    small = np.ascontiguousarray(cat[:SIZE * 2, : SIZE * 2])
+    small = np.ascontiguousarray(cat[: SIZE * 2, : SIZE * 2])
     small = np.asarray(Image.fromarray(small).resize((SIZE, SIZE), Image.BILINEAR))
-    lime_exp = xb.explain(model, small, "lime", targets=xb.top_k(2), hide_color=0, num_samples=60, batch_size=10,
-                          segmentation="slic")
+    lime_exp = xb.explain(
+        model, small, "lime", targets=xb.top_k(2), hide_color=0, num_samples=60, batch_size=10, segmentation="slic"
+    )
     assert net.training  # the adapter ran it in eval mode and restored the user's mode
     slic = SegmentationAlgorithm("slic", start_label=0)
     ref = lime_image.LimeImageExplainer(random_state=0).explain_instance(
-        small.astype(np.double), torch_style_predict(net), top_labels=2, hide_color=0, num_samples=60,
-        batch_size=10, segmentation_fn=lambda x: slic(x.astype(np.uint8)), random_seed=0)
+        small.astype(np.double),
+        torch_style_predict(net),
+        top_labels=2,
+        hide_color=0,
+        num_samples=60,
+        batch_size=10,
+        segmentation_fn=lambda x: slic(x.astype(np.uint8)),
+        random_seed=0,
+    )
     for j, label in enumerate(ref.top_labels):
         ranked = ref.local_exp[label]
         assert lime_exp.targets[0, j] == label
@@ -151,6 +170,11 @@ def test_torch_nchw_model_needs_no_wrapper(cat) -> None:
     shap_exp = xb.explain(model, small, "shap.partition", targets=xb.top_k(2), masker="inpaint_ns", max_evals=40)
     explainer = shap.Explainer(torch_style_predict(net), shap.maskers.Image("inpaint_ns", small.shape))
     np.random.seed(0)
-    ref = explainer(small[None].astype(np.float64), max_evals=40, batch_size=50,
-                    outputs=shap.Explanation.argsort.flip[:2], silent=True)
+    ref = explainer(
+        small[None].astype(np.float64),
+        max_evals=40,
+        batch_size=50,
+        outputs=shap.Explanation.argsort.flip[:2],
+        silent=True,
+    )
     assert_close(shap_exp.raw, np.transpose(ref.values, (0, 4, 3, 1, 2)))

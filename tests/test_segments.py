@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("skimage")
-import skimage.segmentation  # noqa: E402
-
-from xai_bridge.adapters.backends.segments import (  # noqa: E402
+import skimage.segmentation
+from xai_bridge.adapters.backends.segments import (
     DEFAULT_SEGMENTATION,
     Segmentation,
     SegmentationKind,

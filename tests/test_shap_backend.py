@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
-import xai_bridge as xb
 from xai_bridge.adapters.backends.shap_backend import ImageMasker, MaskKind
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel, hook_count
+
+import xai_bridge as xb
 
 shap = pytest.importorskip("shap")
 pytest.importorskip("cv2")
@@ -35,46 +35,82 @@ def small_images(rgb_images) -> np.ndarray:
 
 @pytest.mark.parametrize("fixed_context", [None, 1])
 def test_partition_matches_shap_called_directly(tiny_model, small_images, fixed_context) -> None:
-    exp = xb.explain(tiny_model, small_images, "shap.partition", targets=[[1, 3], [1, 3]], seed=7,
-                     masker="inpaint_telea", max_evals=80, batch_size=20, fixed_context=fixed_context)
-    explainer = shap.explainers.Partition(_to_uint8_predict(tiny_model), shap.maskers.Image("inpaint_telea", (24, 24, 3)))
+    exp = xb.explain(
+        tiny_model,
+        small_images,
+        "shap.partition",
+        targets=[[1, 3], [1, 3]],
+        seed=7,
+        masker="inpaint_telea",
+        max_evals=80,
+        batch_size=20,
+        fixed_context=fixed_context,
+    )
+    explainer = shap.explainers.Partition(
+        _to_uint8_predict(tiny_model), shap.maskers.Image("inpaint_telea", (24, 24, 3))
+    )
     np.random.seed(7)  # shap breaks priority ties with numpy's global RNG
-    ref = explainer(small_images.astype(np.float64), max_evals=80, batch_size=20, outputs=np.array([1, 3]),
-                    fixed_context=fixed_context, silent=True)
+    ref = explainer(
+        small_images.astype(np.float64),
+        max_evals=80,
+        batch_size=20,
+        outputs=np.array([1, 3]),
+        fixed_context=fixed_context,
+        silent=True,
+    )
     assert exp.raw.shape == (2, 2, 3, 24, 24)
     assert_close(exp.raw, np.transpose(ref.values, (0, 4, 3, 1, 2)))
     assert np.allclose(exp.attributions, exp.raw.sum(axis=2))
     assert np.allclose(exp.base_scores, ref.base_values, atol=1e-5)
     assert np.allclose(exp.raw.reshape(2, 2, -1).sum(-1), exp.scores - exp.base_scores, atol=1e-4)
-    assert exp.params == {"masker": {"__type__": "ImageMasker", "kind": "inpaint_telea", "blur_kernel": [128, 128],
-                                     "value": 0.0}, "max_evals": 80, "batch_size": 20, "fixed_context": fixed_context}
+    assert exp.params == {
+        "masker": {"__type__": "ImageMasker", "kind": "inpaint_telea", "blur_kernel": [128, 128], "value": 0.0},
+        "max_evals": 80,
+        "batch_size": 20,
+        "fixed_context": fixed_context,
+    }
     assert exp.seed == 7 and exp.backend == "shap" and exp.backend_version == shap.__version__
 
 
 def test_partition_top4_equals_argsort_flip(tiny_model, small_images) -> None:
     """Seed 003: outputs=shap.Explanation.argsort.flip[:4] is targets=top_k(4)."""
-    exp = xb.explain(tiny_model, small_images[:1], "shap.partition", targets=xb.top_k(4), masker="blur(6,6)",
-                     max_evals=64)
+    exp = xb.explain(
+        tiny_model, small_images[:1], "shap.partition", targets=xb.top_k(4), masker="blur(6,6)", max_evals=64
+    )
     explainer = shap.explainers.Partition(_to_uint8_predict(tiny_model), shap.maskers.Image("blur(6,6)", (24, 24, 3)))
     np.random.seed(0)
-    ref = explainer(small_images[:1].astype(np.float64), max_evals=64, batch_size=50,
-                    outputs=shap.Explanation.argsort.flip[:4], silent=True)
+    ref = explainer(
+        small_images[:1].astype(np.float64),
+        max_evals=64,
+        batch_size=50,
+        outputs=shap.Explanation.argsort.flip[:4],
+        silent=True,
+    )
     assert exp.targets.tolist() == [np.argsort(-tiny_model.predict(small_images[:1])[0])[:4].tolist()]
     assert_close(exp.raw, np.transpose(ref.values, (0, 4, 3, 1, 2)))
 
 
 def test_each_image_explains_its_own_targets(tiny_model, small_images) -> None:
-    both = xb.explain(tiny_model, small_images, "shap.partition", targets=[[0, 2], [4, 1]], masker="blur(4,4)",
-                      max_evals=40)
+    both = xb.explain(
+        tiny_model, small_images, "shap.partition", targets=[[0, 2], [4, 1]], masker="blur(4,4)", max_evals=40
+    )
     for i, row in enumerate([[0, 2], [4, 1]]):
-        alone = xb.explain(tiny_model, small_images[i : i + 1], "shap.partition", targets=[row], masker="blur(4,4)",
-                           max_evals=40)
+        alone = xb.explain(
+            tiny_model, small_images[i : i + 1], "shap.partition", targets=[row], masker="blur(4,4)", max_evals=40
+        )
         assert_close(both.raw[i], alone.raw[0])
         assert both.targets[i].tolist() == row
 
 
-@pytest.mark.parametrize("masker", [ImageMasker(MaskKind.INPAINT_NS), ImageMasker.blur(5, 3),
-                                    ImageMasker(MaskKind.CONSTANT, value=(10, 200, 30)), MaskKind.INPAINT_TELEA])
+@pytest.mark.parametrize(
+    "masker",
+    [
+        ImageMasker(MaskKind.INPAINT_NS),
+        ImageMasker.blur(5, 3),
+        ImageMasker(MaskKind.CONSTANT, value=(10, 200, 30)),
+        MaskKind.INPAINT_TELEA,
+    ],
+)
 def test_partition_efficiency_for_every_masker(tiny_model, small_images, masker) -> None:
     exp = xb.explain(tiny_model, small_images, "shap.partition", targets=xb.top_k(2), masker=masker, max_evals=50)
     sums = exp.raw.reshape(2, 2, -1).sum(axis=-1)
@@ -83,8 +119,14 @@ def test_partition_efficiency_for_every_masker(tiny_model, small_images, masker)
 
 
 def test_constant_masker_base_is_the_model_on_the_fill(tiny_model, small_images) -> None:
-    exp = xb.explain(tiny_model, small_images, "shap.partition", targets=[[3], [3]],
-                     masker=ImageMasker(MaskKind.CONSTANT, value=(10, 200, 30)), max_evals=30)
+    exp = xb.explain(
+        tiny_model,
+        small_images,
+        "shap.partition",
+        targets=[[3], [3]],
+        masker=ImageMasker(MaskKind.CONSTANT, value=(10, 200, 30)),
+        max_evals=30,
+    )
     fill = np.broadcast_to(np.array([10, 200, 30], np.uint8), (1, 24, 24, 3))
     assert np.allclose(exp.base_scores[:, 0], tiny_model.predict(fill)[0, 3], atol=1e-5)
 
@@ -107,8 +149,12 @@ def test_partition_tie_breaks_follow_the_seed() -> None:
         return (x[..., 0].astype(np.float64) ** 2).mean(axis=(1, 2))[:, None]
 
     masker = ImageMasker(MaskKind.CONSTANT, value=0)
-    runs = {seed: xb.explain(BlackBoxModel(energy), img, "shap.partition", targets=0, masker=masker, max_evals=8,
-                             batch_size=2, seed=seed).raw for seed in range(3)}
+    runs = {
+        seed: xb.explain(
+            BlackBoxModel(energy), img, "shap.partition", targets=0, masker=masker, max_evals=8, batch_size=2, seed=seed
+        ).raw
+        for seed in range(3)
+    }
     assert len({r.tobytes() for r in runs.values()}) == 3
     explainer = shap.explainers.Partition(energy, shap.maskers.Image(np.zeros((16, 16, 3)), (16, 16, 3)))
     for seed, raw in runs.items():
@@ -124,8 +170,15 @@ def test_black_box_gets_uint8_batches(small_images) -> None:
         seen.append((x.dtype.name, len(x)))
         return np.stack([x[..., 0].mean((1, 2)), x[:, :12].mean((1, 2, 3))], axis=1)
 
-    exp = xb.explain(BlackBoxModel(fn, batch_size=64), small_images, "shap.partition", targets=1,
-                     masker="blur(4,4)", max_evals=60, batch_size=20)
+    exp = xb.explain(
+        BlackBoxModel(fn, batch_size=64),
+        small_images,
+        "shap.partition",
+        targets=1,
+        masker="blur(4,4)",
+        max_evals=60,
+        batch_size=20,
+    )
     assert {d for d, _ in seen} == {"uint8"} and max(n for _, n in seen) <= 20
     assert exp.n_model_evals == sum(n for _, n in seen[1:])
     assert np.allclose(exp.raw.reshape(2, -1).sum(-1), exp.scores[:, 0] - exp.base_scores[:, 0], atol=1e-4)
@@ -155,8 +208,9 @@ def test_masker_options_and_errors(tiny_model, small_images) -> None:
 
 # ----------------------------------------------------------------- gradient
 def test_gradient_matches_shap_called_directly(tiny_model, small_images) -> None:
-    exp = xb.explain(tiny_model, small_images, "shap.gradient", targets=[[1, 3], [1, 3]], seed=3, nsamples=12,
-                     background=3)
+    exp = xb.explain(
+        tiny_model, small_images, "shap.gradient", targets=[[1, 3], [1, 3]], seed=3, nsamples=12, background=3
+    )
     bg = np.random.default_rng(3).uniform(0, 255, size=(3, 24, 24, 3)).astype(np.float32)
     bg_t = torch.from_numpy(bg.transpose(0, 3, 1, 2).copy())
     explainer = shap.GradientExplainer(tiny_model.pixel_module(), bg_t, batch_size=tiny_model.batch_size)
@@ -228,7 +282,6 @@ def test_partition_efficiency_on_effnet_chelsea(effnet, chelsea) -> None:
 
 def test_partition_tree_built_once_per_shape_and_equal_to_shaps() -> None:
     import shap
-
     from xai_bridge.adapters.backends.shap_backend import _image_masker, _partition_tree
 
     first, second = _image_masker("blur(8,8)", (12, 10, 3)), _image_masker(0.0, (12, 10, 3))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import masks
 from .errors import (
     BackendNotInstalledError,
     FormatError,
@@ -22,7 +23,6 @@ from .errors import (
     UnknownMethodError,
     XaiBridgeError,
 )
-from . import masks
 from .explain import explain, explain_many
 from .explanation import Explanation
 from .images import Layout, load_image, load_images
@@ -34,43 +34,43 @@ from .targets import TopK, top_k
 __version__ = "0.1.0"
 
 __all__ = [
-    "explain",
-    "explain_many",
-    "explain_caption",
-    "explain_dataset",
-    "evaluate",
-    "Explanation",
-    "load_images",
-    "load_image",
-    "Layout",
-    "Model",
+    "ArrayModel",
+    "BackendNotInstalledError",
+    "BackendSpec",
+    "BlackBoxModel",
+    "CountingModel",
     "DifferentiableModel",
+    "Explanation",
+    "FormatError",
+    "ImageInputError",
+    "ImageMasker",
+    "Layout",
+    "MaskKind",
+    "MethodNotApplicableError",
+    "Model",
+    "Norm",
     "OutputKind",
     "Preprocess",
-    "Scale",
-    "CountingModel",
-    "as_model",
-    "softmax",
-    "Norm",
-    "normalize",
-    "BackendSpec",
     "Registry",
+    "Scale",
+    "TopK",
+    "TorchModel",
+    "UnknownMethodError",
+    "XaiBridgeError",
+    "as_model",
     "available_methods",
     "default_registry",
-    "TopK",
-    "top_k",
-    "TorchModel",
-    "ArrayModel",
-    "BlackBoxModel",
-    "ImageMasker",
-    "MaskKind",
+    "evaluate",
+    "explain",
+    "explain_caption",
+    "explain_dataset",
+    "explain_many",
+    "load_image",
+    "load_images",
     "masks",
-    "XaiBridgeError",
-    "ImageInputError",
-    "BackendNotInstalledError",
-    "UnknownMethodError",
-    "MethodNotApplicableError",
-    "FormatError",
+    "normalize",
+    "softmax",
+    "top_k",
 ]
 
 # name -> module holding it; imported on first access (none of them imports a heavy library)

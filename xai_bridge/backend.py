@@ -10,8 +10,9 @@ targets, timing, counting, building the :class:`~xai_bridge.Explanation`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,12 +20,12 @@ from .errors import MethodNotApplicableError
 from .models import DifferentiableModel, Model
 
 __all__ = [
-    "ExplainRequest",
-    "BackendResult",
     "Backend",
+    "BackendResult",
+    "ExplainRequest",
     "check_params",
-    "require_differentiable",
     "library_version",
+    "require_differentiable",
 ]
 
 
@@ -101,9 +102,7 @@ def check_params(method: str, params: Mapping[str, Any], defaults: Mapping[str, 
     """Merge ``params`` over ``defaults``; unknown names raise listing the valid ones."""
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise TypeError(
-            f"{method}: unknown parameter(s) {unknown}; valid parameters are {sorted(defaults) or 'none'}"
-        )
+        raise TypeError(f"{method}: unknown parameter(s) {unknown}; valid parameters are {sorted(defaults) or 'none'}")
     return {**defaults, **params}
 
 
@@ -119,7 +118,7 @@ def require_differentiable(request: ExplainRequest, working: str = "") -> Differ
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def library_version(distribution: str) -> str:
     """Installed version of ``distribution`` (e.g. ``"grad-cam"``), read once per process.
 

@@ -19,8 +19,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 __all__ = ["DiskCache", "cache_key", "default_cache_dir", "open_cache"]
 
@@ -135,7 +136,7 @@ class DiskCache:
                 self._conn.close()
                 self._conn = None
 
-    def __enter__(self) -> "DiskCache":
+    def __enter__(self) -> DiskCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -146,7 +147,7 @@ class DiskCache:
 
 
 def open_cache(
-    cache: "DiskCache | str | os.PathLike[str] | bool | None", filename: str = "cache.sqlite"
+    cache: DiskCache | str | os.PathLike[str] | bool | None, filename: str = "cache.sqlite"
 ) -> DiskCache | None:
     """Resolve a ``cache=`` argument.
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -44,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .adapters.models.scorers import CaptionScorer, CaptionTokens
     from .registry import Registry
 
-__all__ = ["CaptionScoreModel", "explain_caption", "fit_max_side", "BUDGET_PARAMS"]
+__all__ = ["BUDGET_PARAMS", "CaptionScoreModel", "explain_caption", "fit_max_side"]
 
 #: The parameter that sets the number of model evaluations of each method.
 BUDGET_PARAMS: dict[str, str] = {"shap.partition": "max_evals", "lime": "num_samples", "rise": "n_masks"}
@@ -79,8 +80,14 @@ class CaptionScoreModel:
 
     output_kind = OutputKind.SCORES
 
-    def __init__(self, captioner: Any, scorer: "CaptionScorer | None", reference: "str | CaptionTokens",
-                 batch_size: int = 64, reference_image: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        captioner: Any,
+        scorer: CaptionScorer | None,
+        reference: str | CaptionTokens,
+        batch_size: int = 64,
+        reference_image: np.ndarray | None = None,
+    ) -> None:
         from .adapters.models.captioners import SelfScoringCaptioner, as_captioner
         from .adapters.models.scorers import CaptionTokens
 
@@ -90,8 +97,9 @@ class CaptionScoreModel:
                 f"scorer: {type(self.captioner).__name__} cannot score captions itself; pass "
                 "scorer=TeacherForcingScorer(model, tokenizer) (or EmbeddingSimilarityScorer / WordMatchScorer)"
             )
-        if scorer is not None and not (callable(getattr(scorer, "score", None))
-                                       and callable(getattr(scorer, "tokenize", None))):
+        if scorer is not None and not (
+            callable(getattr(scorer, "score", None)) and callable(getattr(scorer, "tokenize", None))
+        ):
             raise TypeError(f"scorer: expected an object with tokenize() and score(), got {type(scorer).__name__}")
         if int(batch_size) <= 0:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
@@ -159,8 +167,10 @@ class CaptionScoreModel:
         return np.stack([self._caption_rows[c] for c in captions])
 
     def __repr__(self) -> str:
-        return (f"CaptionScoreModel({self.captioner!r}, {self.scorer!r}, reference={self.reference.text!r}, "
-                f"T={len(self.reference)})")
+        return (
+            f"CaptionScoreModel({self.captioner!r}, {self.scorer!r}, reference={self.reference.text!r}, "
+            f"T={len(self.reference)})"
+        )
 
 
 def _digest(image: np.ndarray) -> str:
@@ -197,9 +207,9 @@ def _image_rows(images: Any, layout: Layout | str | None) -> list[np.ndarray]:
 
 
 def explain_caption(
-    captioner: "Captioner | Callable[[np.ndarray], str]",
+    captioner: Captioner | Callable[[np.ndarray], str],
     images: Any,
-    scorer: "CaptionScorer | str | None" = None,
+    scorer: CaptionScorer | str | None = None,
     method: str = "shap.partition",
     max_evals: int | None = 300,
     *,
@@ -208,7 +218,7 @@ def explain_caption(
     max_side: int | None = None,
     model_batch_size: int = 64,
     layout: Layout | str | None = None,
-    registry: "Registry | None" = None,
+    registry: Registry | None = None,
     **params: Any,
 ) -> list[Explanation]:
     """Explain each image's caption, one target per caption token.
@@ -273,11 +283,17 @@ def explain_caption(
             from .adapters.models.captioners import captions_of
 
             reference = captions_of(captioner, batch)[0]
-        model = CaptionScoreModel(captioner, scorer, reference, batch_size=model_batch_size,
-                                  reference_image=image if captions is None else None)
+        model = CaptionScoreModel(
+            captioner,
+            scorer,
+            reference,
+            batch_size=model_batch_size,
+            reference_image=image if captions is None else None,
+        )
         tokens = model.reference
-        exp = explain(model, batch, method, targets=[list(range(len(tokens)))], seed=seed, registry=registry,
-                      **method_params)
+        exp = explain(
+            model, batch, method, targets=[list(range(len(tokens)))], seed=seed, registry=registry, **method_params
+        )
         provenance = {
             **dict(exp.params),
             "caption": tokens.text,

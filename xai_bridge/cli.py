@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-__all__ = ["main", "load_model_spec", "parse_params"]
+__all__ = ["load_model_spec", "main", "parse_params"]
 
 PREPROCESS = ("imagenet", "inception", "caffe", "unit", "none")
 
@@ -39,8 +39,9 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
         return efficientnet_lite0(batch_size=batch_size)
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise click.BadParameter(f"{spec!r}: expected efficientnet_lite0, module:factory or file.py:factory",
-                                 param_hint="MODEL")
+        raise click.BadParameter(
+            f"{spec!r}: expected efficientnet_lite0, module:factory or file.py:factory", param_hint="MODEL"
+        )
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -63,8 +64,12 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
         return obj
     pre = None
     if preprocess != "none":
-        pre = {"imagenet": xb.Preprocess.imagenet, "inception": xb.Preprocess.inception,
-               "caffe": xb.Preprocess.caffe, "unit": lambda: xb.Preprocess(scale="unit")}[preprocess]()
+        pre = {
+            "imagenet": xb.Preprocess.imagenet,
+            "inception": xb.Preprocess.inception,
+            "caffe": xb.Preprocess.caffe,
+            "unit": lambda: xb.Preprocess(scale="unit"),
+        }[preprocess]()
     return xb.as_model(obj, preprocess=pre, batch_size=batch_size)
 
 
@@ -77,8 +82,9 @@ def parse_params(items: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, 
         if not eq or not colon or not key:
             raise click.BadParameter(f"{item!r}: expected METHOD:KEY=VALUE", param_hint="--param")
         if method not in out:
-            raise click.BadParameter(f"{item!r}: {method!r} is not one of the methods {list(methods)}",
-                                     param_hint="--param")
+            raise click.BadParameter(
+                f"{item!r}: {method!r} is not one of the methods {list(methods)}", param_hint="--param"
+            )
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -122,21 +128,47 @@ def methods(installed: bool, family: str | None) -> None:
 @click.option("-m", "--method", "methods_", multiple=True, required=True, help="method name (repeatable)")
 @click.option("-p", "--param", "params", multiple=True, help="METHOD:KEY=VALUE (repeatable; VALUE is JSON or text)")
 @click.option("--targets", default="top1", show_default=True, help="top1, topK, a class index or a class name")
-@click.option("--preprocess", type=click.Choice(PREPROCESS), default="imagenet", show_default=True,
-              help="preprocessing of a torch module / array model given by a factory")
+@click.option(
+    "--preprocess",
+    type=click.Choice(PREPROCESS),
+    default="imagenet",
+    show_default=True,
+    help="preprocessing of a torch module / array model given by a factory",
+)
 @click.option("--size", nargs=2, type=int, default=None, help="resize images to HEIGHT WIDTH first")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder (or store with --dataset)")
-@click.option("--report", "report_path", type=click.Path(path_type=Path), default=None, help="also write this HTML report")
+@click.option(
+    "--report", "report_path", type=click.Path(path_type=Path), default=None, help="also write this HTML report"
+)
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="also write a comparison grid PNG")
 @click.option("--title", default="xai-bridge report", show_default=True, help="title of the HTML report")
 @click.option("--dataset", is_flag=True, help="stream a folder into a resumable store (one file per image)")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="with --dataset: run locally or on Ray")
-def explain(model_spec: str, images: tuple[Path, ...], methods_: tuple[str, ...], params: tuple[str, ...],
-            targets: str, preprocess: str, size: tuple[int, int] | None, batch_size: int, seed: int, out: Path,
-            report_path: Path | None, png: Path | None, title: str, dataset: bool, engine: str) -> None:
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="with --dataset: run locally or on Ray",
+)
+def explain(
+    model_spec: str,
+    images: tuple[Path, ...],
+    methods_: tuple[str, ...],
+    params: tuple[str, ...],
+    targets: str,
+    preprocess: str,
+    size: tuple[int, int] | None,
+    batch_size: int,
+    seed: int,
+    out: Path,
+    report_path: Path | None,
+    png: Path | None,
+    title: str,
+    dataset: bool,
+    engine: str,
+) -> None:
     """Explain IMAGES (files or folders) with MODEL and write one .npz per method to --out."""
     import xai_bridge as xb
     from xai_bridge.images import iter_image_files
@@ -155,8 +187,17 @@ def explain(model_spec: str, images: tuple[Path, ...], methods_: tuple[str, ...]
         from xai_bridge.dataset import explain_dataset
 
         sources = [p for p in iter_image_files(images)]
-        summary = explain_dataset(model, sources, plan, out, targets=target, seed=seed, batch_size=batch_size,
-                                  size=tuple(size) if size else None, engine=engine)
+        summary = explain_dataset(
+            model,
+            sources,
+            plan,
+            out,
+            targets=target,
+            seed=seed,
+            batch_size=batch_size,
+            size=tuple(size) if size else None,
+            engine=engine,
+        )
         click.echo(str(summary))
         if summary.failed and not summary.done and not summary.skipped:
             raise click.ClickException("every image failed (reasons above)")

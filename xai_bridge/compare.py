@@ -7,14 +7,15 @@ the absolute value, since methods disagree on signs.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .explanation import Explanation
 from .normalize import Norm
 
-__all__ = ["rank_correlation", "top_k_iou", "agreement_table", "agreement_matrix"]
+__all__ = ["agreement_matrix", "agreement_table", "rank_correlation", "top_k_iou"]
 
 
 def _prepare(a: np.ndarray, mode: Norm | str | None) -> np.ndarray:
@@ -116,9 +117,16 @@ def agreement_table(
                     if ea.targets[n, t] != eb.targets[n, t]:
                         continue  # maps of different classes are not compared
                     ma, mb = ea.attributions[n, t], eb.attributions[n, t]
-                    rows.append({"method_a": a, "method_b": b, "image": n, "target": int(ea.targets[n, t]),
-                                 "rank_correlation": rank_correlation(ma, mb, mode),
-                                 "top_k_iou": top_k_iou(ma, mb, percent, mode)})
+                    rows.append(
+                        {
+                            "method_a": a,
+                            "method_b": b,
+                            "image": n,
+                            "target": int(ea.targets[n, t]),
+                            "rank_correlation": rank_correlation(ma, mb, mode),
+                            "top_k_iou": top_k_iou(ma, mb, percent, mode),
+                        }
+                    )
     return pd.DataFrame(rows, columns=["method_a", "method_b", "image", "target", "rank_correlation", "top_k_iou"])
 
 

@@ -20,9 +20,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from .explanation import Explanation, jsonable
 from .images import iter_image_files, load_image
 from .targets import TargetSpec, TopK
 
-__all__ = ["explain_dataset", "DatasetSummary", "Store", "list_sources", "image_key", "model_factory"]
+__all__ = ["DatasetSummary", "Store", "explain_dataset", "image_key", "list_sources", "model_factory"]
 
 MethodList = Sequence["str | tuple[str, Mapping[str, Any]]"]
 
@@ -61,8 +62,10 @@ class DatasetSummary:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
     def __str__(self) -> str:
-        lines = [f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed in {self.seconds:.1f}s "
-                 f"({self.images_per_second:.2f} images/s, engine {self.engine}) -> {self.store}"]
+        lines = [
+            f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed in {self.seconds:.1f}s "
+            f"({self.images_per_second:.2f} images/s, engine {self.engine}) -> {self.store}"
+        ]
         lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
 
@@ -242,8 +245,15 @@ def explain_dataset(
         if engine == "ray":
             from .adapters.backends.ray_engine import run_ray
 
-            run_ray(model, job, _batches(pending, job, int(batch_size), finished), store.root, finished,
-                    num_workers=int(num_workers), is_factory=_is_factory(model))
+            run_ray(
+                model,
+                job,
+                _batches(pending, job, int(batch_size), finished),
+                store.root,
+                finished,
+                num_workers=int(num_workers),
+                is_factory=_is_factory(model),
+            )
         else:
             from .models import as_model
 
@@ -254,8 +264,14 @@ def explain_dataset(
     finally:
         bar.close()
     done = len(pending) - len(failed)
-    return DatasetSummary(done=done, skipped=skipped, failed=tuple(failed), seconds=time.perf_counter() - start,
-                          store=str(store.root), engine=engine)
+    return DatasetSummary(
+        done=done,
+        skipped=skipped,
+        failed=tuple(failed),
+        seconds=time.perf_counter() - start,
+        store=str(store.root),
+        engine=engine,
+    )
 
 
 def model_factory(fn: Any) -> Any:
@@ -296,19 +312,24 @@ class _Job:
 
         try:
             results = explain_many(model, batch.images, self.plan, self.targets, seed=self.seed)
-        except Exception as exc:  # noqa: BLE001 - isolate the bad image, never stop the run
+        except Exception as exc:
             if len(batch.keys) == 1:
                 return [_failed(batch.keys[0], batch.paths[0], f"{type(exc).__name__}: {exc}")]
-            return [rec for i in range(len(batch.keys))
-                    for rec in self.run(model, _Batch(batch.keys[i : i + 1], batch.paths[i : i + 1],
-                                                      batch.images[i : i + 1]), root)]
+            return [
+                rec
+                for i in range(len(batch.keys))
+                for rec in self.run(
+                    model, _Batch(batch.keys[i : i + 1], batch.paths[i : i + 1], batch.images[i : i + 1]), root
+                )
+            ]
         records = []
         for i, (key, path) in enumerate(zip(batch.keys, batch.paths)):
             files = {}
             for name, exp in results.items():
                 # per-image cost: the batch's evaluations and time shared evenly
-                one = replace(exp[i], n_model_evals=exp.n_model_evals // len(batch.keys),
-                              seconds=exp.seconds / len(batch.keys))
+                one = replace(
+                    exp[i], n_model_evals=exp.n_model_evals // len(batch.keys), seconds=exp.seconds / len(batch.keys)
+                )
                 target = root / name / f"{key}.npz"
                 one.save(target)
                 files[name] = str(target.relative_to(root))

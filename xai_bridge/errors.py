@@ -6,12 +6,12 @@ Every error names the argument at fault and, where there is one, the fix.
 from __future__ import annotations
 
 __all__ = [
-    "XaiBridgeError",
-    "ImageInputError",
     "BackendNotInstalledError",
-    "UnknownMethodError",
-    "MethodNotApplicableError",
     "FormatError",
+    "ImageInputError",
+    "MethodNotApplicableError",
+    "UnknownMethodError",
+    "XaiBridgeError",
 ]
 
 

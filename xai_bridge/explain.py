@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -148,7 +149,9 @@ def explain_many(
         out_targets = np.asarray(result.targets) if own else target_idx
         expected = (*out_targets.shape, *batch.shape[1:3])
         if attributions.shape != expected:
-            raise RuntimeError(f"backend {spec.name!r} returned maps of shape {attributions.shape}, expected {expected}")
+            raise RuntimeError(
+                f"backend {spec.name!r} returned maps of shape {attributions.shape}, expected {expected}"
+            )
         results[spec.name] = Explanation(
             attributions=attributions,
             images=batch,
@@ -174,4 +177,3 @@ def _target_names(targets: np.ndarray, class_names: Sequence[str] | None) -> np.
         return targets.astype(str)
     names = np.asarray(list(class_names), dtype=str)
     return names[targets]
-

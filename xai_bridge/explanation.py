@@ -15,16 +15,17 @@ import io
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
 from .errors import FormatError
 
-__all__ = ["Explanation", "FORMAT_NAME", "FORMAT_VERSION", "jsonable"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable"]
 
 FORMAT_NAME = "xai-bridge.explanation"
 FORMAT_VERSION = 1
@@ -139,7 +140,9 @@ class Explanation:
             if arr.dtype == object:
                 raise ValueError(f"Explanation.extras[{key!r}]: object arrays cannot be saved; use numbers or str")
             if arr.shape[:2] != (n, t):
-                raise ValueError(f"Explanation.extras[{key!r}]: leading axes must be (N, T) = {(n, t)}, got {arr.shape}")
+                raise ValueError(
+                    f"Explanation.extras[{key!r}]: leading axes must be (N, T) = {(n, t)}, got {arr.shape}"
+                )
             arr.setflags(write=False)
             extras[str(key)] = arr
         set_(self, "extras", MappingProxyType(extras))
@@ -169,7 +172,7 @@ class Explanation:
     def __len__(self) -> int:
         return self.n_images
 
-    def __getitem__(self, key: Index | tuple[Index, Index]) -> "Explanation":
+    def __getitem__(self, key: Index | tuple[Index, Index]) -> Explanation:
         """Slice by image, or by ``(image, target)``; dimensions are always kept.
 
         ``exp[0]`` is an Explanation with ``N == 1``; ``exp[:, :2]`` keeps the
@@ -220,7 +223,10 @@ class Explanation:
             elif f.name == "extras":
                 if a.keys() != b.keys():
                     return False
-                if any(a[k].dtype != b[k].dtype or not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a):
+                if any(
+                    a[k].dtype != b[k].dtype or not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")
+                    for k in a
+                ):
                     return False
             elif f.name == "params":
                 if json.dumps(dict(a), sort_keys=True) != json.dumps(dict(b), sort_keys=True):
@@ -289,7 +295,7 @@ class Explanation:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Explanation":
+    def load(cls, path: str | os.PathLike[str]) -> Explanation:
         """Read an Explanation written by :meth:`save`.
 
         Raises:
@@ -374,7 +380,7 @@ class Explanation:
         method: str = "shap.partition",
         scores: np.ndarray | None = None,
         **provenance: Any,
-    ) -> "Explanation":
+    ) -> Explanation:
         """Build an Explanation from a ``shap.Explanation`` of images.
 
         Args:

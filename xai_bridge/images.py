@@ -11,15 +11,16 @@ from __future__ import annotations
 import enum
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageInputError
 
-__all__ = ["Layout", "load_images", "load_image", "DEFAULT_MAX_PIXELS"]
+__all__ = ["DEFAULT_MAX_PIXELS", "Layout", "load_image", "load_images"]
 
 #: Largest image (in pixels) read by default: Pillow's own bomb threshold.
 DEFAULT_MAX_PIXELS: int = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
@@ -274,4 +275,3 @@ def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> Sequence[Path]:
         else:
             out.append(p)
     return out
-

@@ -11,7 +11,7 @@ import numpy as np
 
 from .explanation import Explanation
 
-__all__ = ["image_and_mask", "superpixel_weights", "ranked_superpixels"]
+__all__ = ["image_and_mask", "ranked_superpixels", "superpixel_weights"]
 
 
 def superpixel_weights(attributions: np.ndarray, segments: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ def image_and_mask(
     min_weight: float = 0.0,
     segments: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """lime's ``get_image_and_mask`` for one image and target.
+    """Lime's ``get_image_and_mask`` for one image and target.
 
     Args:
         explanation: a LIME Explanation, or any Explanation with ``segments``.

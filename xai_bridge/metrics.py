@@ -44,9 +44,10 @@ import copy
 import enum
 import re
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -59,24 +60,24 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas
 
 __all__ = [
-    "evaluate",
-    "Baseline",
-    "Deletion",
-    "Insertion",
+    "COLUMNS",
+    "METRICS",
     "ROAD",
-    "PointingGame",
-    "Sparseness",
+    "Baseline",
     "Complexity",
+    "Deletion",
     "FaithfulnessCorrelation",
+    "Insertion",
+    "Metric",
+    "PointingGame",
     "RandomLogit",
     "Randomisation",
-    "Metric",
-    "METRICS",
-    "COLUMNS",
-    "perturbation_curve",
+    "Sparseness",
     "boxes_to_masks",
-    "randomised_copy",
+    "evaluate",
     "explain_func_for",
+    "perturbation_curve",
+    "randomised_copy",
 ]
 
 #: Columns of the DataFrame returned by :func:`evaluate`.
@@ -293,8 +294,9 @@ class Randomisation:
             object.__setattr__(self, "layers", layers)
 
 
-Metric = Union[Deletion, Insertion, ROAD, PointingGame, Sparseness, Complexity, FaithfulnessCorrelation,
-               RandomLogit, Randomisation]
+Metric = Union[
+    Deletion, Insertion, ROAD, PointingGame, Sparseness, Complexity, FaithfulnessCorrelation, RandomLogit, Randomisation
+]
 
 #: Metric names accepted by :func:`evaluate` and the dataclass each builds.
 METRICS: dict[str, Callable[[], Any]] = {
@@ -351,7 +353,7 @@ def evaluate(
     seed: int = 0,
     steps: int | None = None,
     baseline: Baseline | str | None = None,
-) -> "pandas.DataFrame":
+) -> pandas.DataFrame:
     """Score explanations of the same model with several metrics.
 
     Args:
@@ -394,8 +396,24 @@ def evaluate(
         models = [as_model(m) for m in model]
     else:
         models = [as_model(model)] * len(exps)
-    metric_list = [metrics] if isinstance(metrics, (str, Deletion, ROAD, PointingGame, Sparseness, Complexity,
-                                                    FaithfulnessCorrelation, RandomLogit, Randomisation)) else metrics
+    metric_list = (
+        [metrics]
+        if isinstance(
+            metrics,
+            (
+                str,
+                Deletion,
+                ROAD,
+                PointingGame,
+                Sparseness,
+                Complexity,
+                FaithfulnessCorrelation,
+                RandomLogit,
+                Randomisation,
+            ),
+        )
+        else metrics
+    )
     resolved = [_resolve_metric(m, steps, baseline) for m in metric_list]
     if not resolved:
         raise ValueError("metrics: pass at least one metric")
@@ -418,15 +436,17 @@ def evaluate(
                 evals = counted.count - before
                 t_count = one.n_targets
                 for t in range(t_count):
-                    rows.append({
-                        "method": exp.method,
-                        "metric": metric.name,
-                        "image": n,
-                        "target": int(exp.targets[n, t]),
-                        "value": float(values[t]),
-                        "n_model_evals": evals / t_count,
-                        "seconds": seconds / t_count,
-                    })
+                    rows.append(
+                        {
+                            "method": exp.method,
+                            "metric": metric.name,
+                            "image": n,
+                            "target": int(exp.targets[n, t]),
+                            "value": float(values[t]),
+                            "n_model_evals": evals / t_count,
+                            "seconds": seconds / t_count,
+                        }
+                    )
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["n_model_evals"] = frame["n_model_evals"].astype(float)
     return frame
@@ -630,12 +650,22 @@ def _faithfulness(metric: FaithfulnessCorrelation, model: CountingModel, exp: Ex
     for t in range(exp.n_targets):
         if _flat(exp, t):
             continue
-        q = quantus.FaithfulnessCorrelation(nr_runs=metric.nr_runs, subset_size=metric.subset_size,
-                                            perturb_baseline=metric.baseline, return_aggregate=False,
-                                            disable_warnings=True)
+        q = quantus.FaithfulnessCorrelation(
+            nr_runs=metric.nr_runs,
+            subset_size=metric.subset_size,
+            perturb_baseline=metric.baseline,
+            return_aggregate=False,
+            disable_warnings=True,
+        )
         with _numpy_seed(seed):
-            out = q(model=module, x_batch=x, y_batch=columns[:, t], a_batch=_quantus_a(exp, t),
-                    softmax=use_softmax, channel_first=True)
+            out = q(
+                model=module,
+                x_batch=x,
+                y_batch=columns[:, t],
+                a_batch=_quantus_a(exp, t),
+                softmax=use_softmax,
+                channel_first=True,
+            )
         values[t] = float(np.asarray(out, dtype=np.float64).reshape(-1)[0])
     return values
 
@@ -658,8 +688,14 @@ def _random_logit(metric: RandomLogit, model: CountingModel, exp: Explanation, s
             continue
         q = quantus.RandomLogit(num_classes=num_classes, seed=seed, disable_warnings=True)
         with _numpy_seed(seed):
-            out = q(model=module, x_batch=x, y_batch=columns[:, t], a_batch=_quantus_a(exp, t),
-                    explain_func=explain_func, channel_first=True)
+            out = q(
+                model=module,
+                x_batch=x,
+                y_batch=columns[:, t],
+                a_batch=_quantus_a(exp, t),
+                explain_func=explain_func,
+                channel_first=True,
+            )
         values[t] = float(np.asarray(out, dtype=np.float64).reshape(-1)[0])
     return values
 
@@ -684,8 +720,9 @@ def explain_func_for(model: Any, exp: Explanation, counter: CountingModel | None
     return explain_func
 
 
-def _explain_like(model: Any, exp: Explanation, images: np.ndarray, targets: Any,
-                  params: Mapping[str, Any] | None = None) -> Explanation:
+def _explain_like(
+    model: Any, exp: Explanation, images: np.ndarray, targets: Any, params: Mapping[str, Any] | None = None
+) -> Explanation:
     """Run ``exp.method`` again with its params; retry with the backend's valid names if some are refused."""
     from .explain import explain
 
@@ -747,8 +784,14 @@ def randomised_copy(model: DifferentiableModel, layers: Sequence[str] | None, se
                     for p in sub.parameters(recurse=False):
                         p.normal_(0.0, 0.01)
     pixel = inner.pixel_module()
-    return TorchModel(net, inner.preprocess, output_kind=inner.output_kind, class_names=inner.class_names,
-                      batch_size=inner.batch_size, softmax=bool(getattr(pixel, "softmax", False)))
+    return TorchModel(
+        net,
+        inner.preprocess,
+        output_kind=inner.output_kind,
+        class_names=inner.class_names,
+        batch_size=inner.batch_size,
+        softmax=bool(getattr(pixel, "softmax", False)),
+    )
 
 
 def _randomisation(metric: Randomisation, model: CountingModel, exp: Explanation, seed: int) -> np.ndarray:
@@ -774,7 +817,7 @@ def _randomisation(metric: Randomisation, model: CountingModel, exp: Explanation
 
 # --------------------------------------------------------------- regions
 def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndarray:
-    """bool ``(N, H, W)`` masks from boxes ``(x0, y0, x1, y1)`` (pixels, end exclusive).
+    """Bool ``(N, H, W)`` masks from boxes ``(x0, y0, x1, y1)`` (pixels, end exclusive).
 
     ``boxes`` holds one entry per image: a box, or a list of boxes (their union).
     """
@@ -798,7 +841,7 @@ def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndar
 
 
 def _regions(exp: Explanation, boxes: Any, masks: Any) -> np.ndarray:
-    """bool ``(N, T, H, W)`` regions for the pointing game."""
+    """Bool ``(N, T, H, W)`` regions for the pointing game."""
     n, t, h, w = exp.attributions.shape
     if (boxes is None) == (masks is None):
         raise ValueError("boxes/masks: the pointing game needs exactly one of boxes=... or masks=...")

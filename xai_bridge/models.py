@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Protocol, Sequence, runtime_checkable
+from typing import Any, ContextManager, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 __all__ = [
-    "Model",
-    "DifferentiableModel",
-    "OutputKind",
-    "Scale",
-    "Preprocess",
-    "CountingModel",
-    "ScoreTap",
     "BatchTuner",
+    "CountingModel",
+    "DifferentiableModel",
+    "Model",
+    "OutputKind",
+    "Preprocess",
+    "Scale",
+    "ScoreTap",
     "as_model",
     "softmax",
 ]
@@ -104,23 +105,29 @@ class Preprocess:
             raise ValueError(f"Preprocess.layout: expected 'NCHW' or 'NHWC', got {self.layout!r}")
 
     @classmethod
-    def imagenet(cls, size: int | tuple[int, int] = 224, layout: str = "NCHW") -> "Preprocess":
+    def imagenet(cls, size: int | tuple[int, int] = 224, layout: str = "NCHW") -> Preprocess:
         """torchvision-style ImageNet preprocessing: [0, 1], ImageNet mean/std."""
         hw = (size, size) if isinstance(size, int) else size
         return cls(size=hw, scale=Scale.UNIT, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), layout=layout)
 
     @classmethod
-    def inception(cls, size: int | tuple[int, int] = 299) -> "Preprocess":
+    def inception(cls, size: int | tuple[int, int] = 299) -> Preprocess:
         """Keras ``inception_v3.preprocess_input`` ("tf" mode): [-1, 1], NHWC."""
         hw = (size, size) if isinstance(size, int) else size
         return cls(size=hw, scale=Scale.SYMMETRIC, layout="NHWC")
 
     @classmethod
-    def caffe(cls, size: int | tuple[int, int] = 224) -> "Preprocess":
+    def caffe(cls, size: int | tuple[int, int] = 224) -> Preprocess:
         """Keras ``resnet50.preprocess_input`` ("caffe" mode): BGR, [0, 255] minus mean, NHWC."""
         hw = (size, size) if isinstance(size, int) else size
-        return cls(size=hw, scale=Scale.BYTE, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0),
-                   channel_order="BGR", layout="NHWC")
+        return cls(
+            size=hw,
+            scale=Scale.BYTE,
+            mean=(103.939, 116.779, 123.68),
+            std=(1.0, 1.0, 1.0),
+            channel_order="BGR",
+            layout="NHWC",
+        )
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         """Apply to uint8 ``(N, H, W, 3)`` images; returns float32 in ``layout``.
@@ -275,7 +282,7 @@ class CountingModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Forward to the wrapped model and count ``len(images)`` evaluations."""
-        self.count += int(len(images))
+        self.count += len(images)
         out = self._model.predict(images)
         if self._tap is not None:
             self._tap.offer(np.asarray(images), out)
@@ -330,16 +337,27 @@ def as_model(
             )
         from .adapters.models import TorchModel
 
-        return TorchModel(model, preprocess, output_kind=output_kind or OutputKind.LOGITS,
-                          class_names=class_names, batch_size=batch_size)
+        return TorchModel(
+            model,
+            preprocess,
+            output_kind=output_kind or OutputKind.LOGITS,
+            class_names=class_names,
+            batch_size=batch_size,
+        )
     if callable(model):
         from .adapters.models import ArrayModel, BlackBoxModel
 
         if preprocess is not None:
-            return ArrayModel(model, preprocess, output_kind=output_kind or OutputKind.PROBABILITIES,
-                              class_names=class_names, batch_size=batch_size)
-        return BlackBoxModel(model, output_kind=output_kind or OutputKind.PROBABILITIES,
-                             class_names=class_names, batch_size=batch_size)
+            return ArrayModel(
+                model,
+                preprocess,
+                output_kind=output_kind or OutputKind.PROBABILITIES,
+                class_names=class_names,
+                batch_size=batch_size,
+            )
+        return BlackBoxModel(
+            model, output_kind=output_kind or OutputKind.PROBABILITIES, class_names=class_names, batch_size=batch_size
+        )
     raise TypeError(f"model: expected a Model, torch.nn.Module or callable, got {type(model).__name__}")
 
 
@@ -378,9 +396,13 @@ class BatchTuner:
         clock: seconds counter (tests pass a fake one).
     """
 
-    def __init__(self, largest: int, repeats: int = 3,
-                 is_oom: Callable[[BaseException], bool] | None = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        largest: int,
+        repeats: int = 3,
+        is_oom: Callable[[BaseException], bool] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         if int(largest) <= 0:
             raise ValueError(f"largest: expected a positive integer, got {largest}")
         self.largest = int(largest)

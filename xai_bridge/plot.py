@@ -11,14 +11,15 @@ applied identically to every map of a figure, and the colour bar shows it.
 from __future__ import annotations
 
 import enum
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .explanation import Explanation
 from .normalize import Norm, normalize
 
-__all__ = ["Style", "Scale", "overlay", "comparison_grid", "caption_plot", "figure_png"]
+__all__ = ["Scale", "Style", "caption_plot", "comparison_grid", "figure_png", "overlay"]
 
 
 class Style(str, enum.Enum):
@@ -150,8 +151,14 @@ def comparison_grid(
         else:
             normed[name] = _normalised(maps, norm, percentile, shared=True)
     if scale is Scale.FIGURE:
-        stacked = np.concatenate([(exps[n].attributions if per_target else exps[n].attributions[:, :1]).reshape(
-            -1, *first.images.shape[1:3]) for n in exps])
+        stacked = np.concatenate(
+            [
+                (exps[n].attributions if per_target else exps[n].attributions[:, :1]).reshape(
+                    -1, *first.images.shape[1:3]
+                )
+                for n in exps
+            ]
+        )
         joint = _normalised(stacked, norm, percentile, shared=True)
         offset = 0
         for name in exps:
@@ -183,8 +190,12 @@ def comparison_grid(
         ax.set_yticks([])
     lo = -1.0 if norm is Norm.SIGNED else 0.0
     bar_cmap = "bwr" if style is Style.SIGNED else cmap
-    fig.colorbar(ScalarMappable(Normalize(lo, 1.0), bar_cmap), ax=axes.ravel().tolist(), shrink=0.8,
-                 label=f"{norm.value}, clip p{percentile}, scale per {scale.value}")
+    fig.colorbar(
+        ScalarMappable(Normalize(lo, 1.0), bar_cmap),
+        ax=axes.ravel().tolist(),
+        shrink=0.8,
+        label=f"{norm.value}, clip p{percentile}, scale per {scale.value}",
+    )
     fig.xai_bridge_norm = {"norm": norm.value, "percentile": percentile, "scale": scale.value}
     return fig
 
@@ -229,8 +240,12 @@ def caption_plot(
         if not ax.images:
             ax.set_axis_off()
     lo = -1.0 if norm is Norm.SIGNED else 0.0
-    fig.colorbar(ScalarMappable(Normalize(lo, 1.0), "bwr" if style is Style.SIGNED else "jet"),
-                 ax=axes.ravel().tolist(), shrink=0.8, label=f"{norm.value}, clip p{percentile}, shared")
+    fig.colorbar(
+        ScalarMappable(Normalize(lo, 1.0), "bwr" if style is Style.SIGNED else "jet"),
+        ax=axes.ravel().tolist(),
+        shrink=0.8,
+        label=f"{norm.value}, clip p{percentile}, shared",
+    )
     return fig
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .errors import BackendNotInstalledError, UnknownMethodError
 
-__all__ = ["BackendSpec", "Registry", "default_registry", "available_methods", "ENTRY_POINT_GROUP"]
+__all__ = ["ENTRY_POINT_GROUP", "BackendSpec", "Registry", "available_methods", "default_registry"]
 
 ENTRY_POINT_GROUP = "xai_bridge.backends"
 

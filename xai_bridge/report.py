@@ -10,8 +10,9 @@ import base64
 import html
 import io
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -87,32 +88,45 @@ def build_report(
     first = next(iter(exps.values()))
     names = list(image_names) if image_names is not None else [f"image {i}" for i in range(first.n_images)]
     agreement = agreement_table(exps) if len(exps) > 1 else None
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-             f"<p class='note'>Overlays: {Norm(norm).value} values clipped at the {percentile}th percentile, "
-             "each map scaled to [0, 1] by the same rule (jet colour map).</p>"]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        f"<p class='note'>Overlays: {Norm(norm).value} values clipped at the {percentile}th percentile, "
+        "each map scaled to [0, 1] by the same rule (jet colour map).</p>",
+    ]
     cost = "".join(
         f"<tr><td class='l'>{html.escape(n)}</td><td>{e.seconds:.2f}</td><td>{e.n_model_evals}</td>"
         f"<td class='l'>{html.escape(e.backend)} {html.escape(e.backend_version)}</td></tr>"
-        for n, e in exps.items())
-    parts.append("<h2>Methods</h2><table><tr><th class='l'>method</th><th>seconds</th><th>model evaluations</th>"
-                 f"<th class='l'>library</th></tr>{cost}</table>")
+        for n, e in exps.items()
+    )
+    parts.append(
+        "<h2>Methods</h2><table><tr><th class='l'>method</th><th>seconds</th><th>model evaluations</th>"
+        f"<th class='l'>library</th></tr>{cost}</table>"
+    )
     for i in range(first.n_images):
-        parts.append(f"<h2>{html.escape(names[i])}: predicted {html.escape(str(first.target_names[i, 0]))} "
-                     f"(score {first.scores[i, 0]:.3f})</h2><div class='row'>")
-        parts.append(f"<figure><img alt='{html.escape(names[i])}' src='data:image/png;base64,"
-                     f"{_png(first.images[i])}'><figcaption>input</figcaption></figure>")
+        parts.append(
+            f"<h2>{html.escape(names[i])}: predicted {html.escape(str(first.target_names[i, 0]))} "
+            f"(score {first.scores[i, 0]:.3f})</h2><div class='row'>"
+        )
+        parts.append(
+            f"<figure><img alt='{html.escape(names[i])}' src='data:image/png;base64,"
+            f"{_png(first.images[i])}'><figcaption>input</figcaption></figure>"
+        )
         for name, exp in exps.items():
             m = normalize(exp.attributions[i, 0], norm, percentile=percentile)
-            parts.append(f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,"
-                         f"{_overlay_png(exp.images[i], m)}'><figcaption>{html.escape(name)}<br>"
-                         f"{html.escape(str(exp.target_names[i, 0]))} &middot; {exp.seconds:.2f}s &middot; "
-                         f"{exp.n_model_evals} evals</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,"
+                f"{_overlay_png(exp.images[i], m)}'><figcaption>{html.escape(name)}<br>"
+                f"{html.escape(str(exp.target_names[i, 0]))} &middot; {exp.seconds:.2f}s &middot; "
+                f"{exp.n_model_evals} evals</figcaption></figure>"
+            )
         parts.append("</div>")
         if agreement is not None:
             sub = agreement[(agreement["image"] == i)].drop(columns=["image"])
-            parts.append("<p class='note'>Agreement (Spearman rank correlation of |maps|, IoU of the top 10% "
-                         "pixels):</p>" + _table(sub))
+            parts.append(
+                "<p class='note'>Agreement (Spearman rank correlation of |maps|, IoU of the top 10% "
+                "pixels):</p>" + _table(sub)
+            )
     if metrics is not None and len(metrics):
         pivot = metrics.pivot_table(index=["method"], columns="metric", values="value", aggfunc="mean").reset_index()
         pivot.columns = [str(c) for c in pivot.columns]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["TopK", "top_k", "TargetSpec", "resolve_targets", "needs_predictions"]
+__all__ = ["TargetSpec", "TopK", "needs_predictions", "resolve_targets", "top_k"]
 
 
 @dataclass(frozen=True)

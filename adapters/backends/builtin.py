@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, require_differentiable
 
-__all__ = ["saliency", "occlusion", "sliding_windows", "baseline_fills"]
+__all__ = ["baseline_fills", "occlusion", "saliency", "sliding_windows"]
 
 
 def saliency(request: ExplainRequest) -> BackendResult:

@@ -37,9 +37,10 @@ from __future__ import annotations
 import enum
 import re
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ from xai_bridge.errors import MethodNotApplicableError
 
 from .segments import segment_images
 
-__all__ = ["run", "NoiseTunnel", "NoiseKind", "GRADIENT_METHODS", "PERTURBATION_METHODS"]
+__all__ = ["GRADIENT_METHODS", "PERTURBATION_METHODS", "NoiseKind", "NoiseTunnel", "run"]
 
 
 class NoiseKind(str, enum.Enum):
@@ -246,7 +247,7 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
                 outs = []
                 with torch.no_grad():
                     for start in range(0, n, bs):
-                        outs.append(torch.stack([net(b[start:start + bs].to(x.device)) for b in baselines]).mean(0))
+                        outs.append(torch.stack([net(b[start : start + bs].to(x.device)) for b in baselines]).mean(0))
                 out = torch.cat(outs)
                 idx = torch.tensor(targets, dtype=torch.int64, device=out.device)
                 base_scores = out.gather(1, idx).float().cpu().numpy()
@@ -301,29 +302,39 @@ def _gradient_call(
     if name == "Saliency":
         kwargs["abs"] = bool(params["abs"])
     if name == "IntegratedGradients":
-        kwargs.update(n_steps=params["n_steps"], method=params["method"],
-                      internal_batch_size=params["internal_batch_size"])
+        kwargs.update(
+            n_steps=params["n_steps"], method=params["method"], internal_batch_size=params["internal_batch_size"]
+        )
     if name == "GradientShap":
         kwargs.update(n_samples=params["n_samples"], stdevs=float(params["stdevs"]))
     want_delta = name in _DELTA and nt is None
     runner = algo
     if nt is not None:
         runner = ca.NoiseTunnel(algo)
-        kwargs.update(nt_type=NoiseKind(nt.kind).value, nt_samples=nt.nt_samples, stdevs=float(nt.stdevs),
-                      nt_samples_batch_size=nt.nt_samples_batch_size)
+        kwargs.update(
+            nt_type=NoiseKind(nt.kind).value,
+            nt_samples=nt.nt_samples,
+            stdevs=float(nt.stdevs),
+            nt_samples_batch_size=nt.nt_samples_batch_size,
+        )
     if baselines is None:
         out = runner.attribute(x, target=target, **kwargs)
         return _np(out), None
     if name in _DISTRIBUTION:
         attrs = []
         for i in range(x.shape[0]):  # each image has its own distribution (e.g. its mean colour)
-            dist = torch_cat([b[i:i + 1] for b in baselines]).to(x.device)
-            attrs.append(_np(runner.attribute(x[i:i + 1], baselines=dist, target=target[i:i + 1], **kwargs)))
+            dist = torch_cat([b[i : i + 1] for b in baselines]).to(x.device)
+            attrs.append(_np(runner.attribute(x[i : i + 1], baselines=dist, target=target[i : i + 1], **kwargs)))
         return np.concatenate(attrs), None
     attrs, deltas = [], []
     for b in baselines:
-        out = runner.attribute(x, baselines=b.to(x.device), target=target,
-                               **({"return_convergence_delta": True} if want_delta else {}), **kwargs)
+        out = runner.attribute(
+            x,
+            baselines=b.to(x.device),
+            target=target,
+            **({"return_convergence_delta": True} if want_delta else {}),
+            **kwargs,
+        )
         if want_delta:
             attrs.append(_np(out[0]))
             deltas.append(_np(out[1]).reshape(-1))
@@ -341,7 +352,7 @@ def torch_cat(tensors: Sequence[Any]) -> Any:
 
 @contextmanager
 def _lrp_rules(net: Any, name: str) -> Iterator[None]:
-    """captum's LRP leaves a ``rule`` attribute on every layer; remove the ones it added."""
+    """Captum's LRP leaves a ``rule`` attribute on every layer; remove the ones it added."""
     if name != "LRP":
         yield
         return
@@ -382,8 +393,9 @@ def _run_perturbation(request: ExplainRequest, name: str) -> BackendResult:
     )
     effective: dict[str, Any] = {**params, "perturbations_per_eval": per_eval}
     if isinstance(params["baselines"], list):
-        raise ValueError(f"baselines: captum.{name} takes one baseline (a number, RGB tuple, image, 'random' or "
-                         "'mean'), not a list")
+        raise ValueError(
+            f"baselines: captum.{name} takes one baseline (a number, RGB tuple, image, 'random' or 'mean'), not a list"
+        )
     rng = np.random.default_rng(seed)
     baseline = _baselines_list(params["baselines"], images, rng)[0]  # (N, 3, H, W) float32
     effective["baselines"] = _describe_baselines(params["baselines"])
@@ -398,8 +410,10 @@ def _run_perturbation(request: ExplainRequest, name: str) -> BackendResult:
     else:
         segments, effective["segmentation"] = segment_images(params["segmentation"], images)
         if name in ("KernelShap", "Lime") and (segments.reshape(n, -1).max(axis=1) < 1).any():
-            raise ValueError(f"segmentation: captum.{name} needs at least 2 superpixels per image, but an image got "
-                             "one; ask for more segments (e.g. Segmentation('slic', {'n_segments': 50}))")
+            raise ValueError(
+                f"segmentation: captum.{name} needs at least 2 superpixels per image, but an image got "
+                "one; ask for more segments (e.g. Segmentation('slic', {'n_segments': 50}))"
+            )
         if "n_samples" in params:
             effective["n_samples"] = kwargs["n_samples"] = _int_at_least("n_samples", params["n_samples"], 1)
     algo = getattr(ca, name)(forward)
@@ -407,8 +421,8 @@ def _run_perturbation(request: ExplainRequest, name: str) -> BackendResult:
     base_scores = np.zeros((n, t), np.float32)
     with _maybe_guard(model):
         for i in range(n):
-            x = x_all[i:i + 1]
-            b = baseline[i:i + 1].to(x.device)
+            x = x_all[i : i + 1]
+            b = baseline[i : i + 1].to(x.device)
             call = dict(kwargs)
             if segments is not None:
                 call["feature_mask"] = torch.as_tensor(segments[i], dtype=torch.int64, device=x.device)[None, None]
@@ -498,8 +512,10 @@ def _baselines_list(spec: Any, images: np.ndarray, rng: np.random.Generator) -> 
 
 def _one_baseline(spec: Any, image: np.ndarray, rng: np.random.Generator, index: int) -> np.ndarray:
     h, w = image.shape[:2]
-    hint = ("baselines: expected a number, an RGB tuple, an image array, 'random', 'mean' or a list of those "
-            f"(pixel units 0-255), got {spec!r}")
+    hint = (
+        "baselines: expected a number, an RGB tuple, an image array, 'random', 'mean' or a list of those "
+        f"(pixel units 0-255), got {spec!r}"
+    )
     if isinstance(spec, str):
         if spec == "random":
             return rng.uniform(0.0, 255.0, size=(3, h, w)).astype(np.float32)
@@ -518,8 +534,10 @@ def _one_baseline(spec: Any, image: np.ndarray, rng: np.random.Generator, index:
     if arr.ndim == 4 and arr.shape[1:] == (h, w, 3):
         arr = arr[index]
     if arr.shape != (h, w, 3) or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"baselines: an image baseline must have shape {(h, w, 3)} (HWC, pixel units 0-255), "
-                         f"got {np.asarray(spec).shape}")
+        raise ValueError(
+            f"baselines: an image baseline must have shape {(h, w, 3)} (HWC, pixel units 0-255), "
+            f"got {np.asarray(spec).shape}"
+        )
     return arr.astype(np.float32).transpose(2, 0, 1).copy()
 
 

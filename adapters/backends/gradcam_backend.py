@@ -35,14 +35,15 @@ mode, ``requires_grad`` and ``.grad`` and removes any hook left behind.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
-
 from xai_bridge.adapters.models.torch_module import PixelModule
 from xai_bridge.adapters.models.torch_state import model_guard
+
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 
 from .layers import (
@@ -55,7 +56,7 @@ from .layers import (
     seeded,
 )
 
-__all__ = ["Kernel", "cam", "guided_backprop", "guided_gradcam", "deep_feature_factorization", "METHODS"]
+__all__ = ["METHODS", "Kernel", "cam", "deep_feature_factorization", "guided_backprop", "guided_gradcam"]
 
 
 class Kernel(str, enum.Enum):
@@ -216,16 +217,22 @@ class _Runner:
             rows = np.flatnonzero(targets == t)
             self.cam.raw_cams = []
             comparison = [int(c) for c in self.params["comparison_categories"]]
-            self.obj(x[rows], None, alpha=float(self.params["alpha"]), comparison_categories=comparison,
-                     target_idx=int(t))
+            self.obj(
+                x[rows], None, alpha=float(self.params["alpha"]), comparison_categories=comparison, target_idx=int(t)
+            )
             (raw,) = self.cam.raw_cams
             out[rows] = _upsample(raw, tuple(x.shape[-2:]))
         return out
 
 
 def _defaults(spec: _Method) -> dict[str, Any]:
-    return {**(_LAYER if spec.layer else {}), **(_SMOOTHING if spec.smoothing else {}), **spec.ctor, **spec.attrs,
-            **spec.call}
+    return {
+        **(_LAYER if spec.layer else {}),
+        **(_SMOOTHING if spec.smoothing else {}),
+        **spec.ctor,
+        **spec.attrs,
+        **spec.call,
+    }
 
 
 def _check(params: Mapping[str, Any]) -> None:
@@ -249,16 +256,24 @@ def _check(params: Mapping[str, Any]) -> None:
             raise TypeError(f"{key}: expected True or False, got {params[key]!r}")
 
 
-def _cam_maps(request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
-              ) -> tuple[np.ndarray, TargetLayer | None]:
+def _cam_maps(
+    request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
+) -> tuple[np.ndarray, TargetLayer | None]:
     """Raw ``(N, T, H, W)`` maps of one method; runs inside the caller's guard."""
     net = model.pixel_module()
     images, targets = request.images, request.targets
     x0 = model.pixel_tensor(images[:1])
     layer = None
     if METHODS[name].layer:
-        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"],
-                             getattr(model, "memo", None))
+        layer = choose_layer(
+            model.module,
+            net,
+            x0,
+            int(targets[0, 0]),
+            params["layer"],
+            params["reshape_transform"],
+            getattr(model, "memo", None),
+        )
     _check_outputs(net, x0, targets, request.n_outputs)
     # ShapleyCAM differentiates through the parameters: no stop (and no freeze) for it
     stopped = stack.enter_context(gradient_stop(layer if METHODS[name].freeze else None))
@@ -375,8 +390,9 @@ def guided_backprop(request: ExplainRequest) -> BackendResult:
     with ExitStack() as stack:
         counter = _enter(request, model, stack)
         raw = _guided(request, model)
-    return BackendResult(attributions=raw.sum(axis=2), raw=raw, params=params, backend_version=_version(),
-                         n_model_evals=counter.count)
+    return BackendResult(
+        attributions=raw.sum(axis=2), raw=raw, params=params, backend_version=_version(), n_model_evals=counter.count
+    )
 
 
 def guided_gradcam(request: ExplainRequest) -> BackendResult:
@@ -396,8 +412,13 @@ def guided_gradcam(request: ExplainRequest) -> BackendResult:
         with ExitStack() as cam_stack:
             maps, layer = _cam_maps(request, model, "GradCAM", params, cam_stack)
         raw = _guided(request, model) * maps[:, :, None]
-    return BackendResult(attributions=raw.sum(axis=2), raw=raw, params=_effective(params, layer),
-                         backend_version=_version(), n_model_evals=counter.count)
+    return BackendResult(
+        attributions=raw.sum(axis=2),
+        raw=raw,
+        params=_effective(params, layer),
+        backend_version=_version(),
+        n_model_evals=counter.count,
+    )
 
 
 def _resolve_head(module: Any, head: Any, channels: int) -> Callable[[Any], Any]:
@@ -451,8 +472,15 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
         counter = _enter(request, model, stack)
         net = model.pixel_module()
         x0 = model.pixel_tensor(images[:1])
-        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"],
-                             getattr(model, "memo", None))
+        layer = choose_layer(
+            model.module,
+            net,
+            x0,
+            int(targets[0, 0]),
+            params["layer"],
+            params["reshape_transform"],
+            getattr(model, "memo", None),
+        )
         _check_outputs(net, x0, targets, request.n_outputs)
         head = None
         for i in range(n):
@@ -479,13 +507,27 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
     def label(c: int) -> str:
         return ",".join(str(names[c]).split(",")[:3]) if names is not None else str(c)
 
-    target_names = np.array([[f"concept {j}: " + ", ".join(f"{label(c)}:{p:.2f}" for c, p in zip(lab, sc))
-                              for j, (lab, sc) in enumerate(zip(labels[i], label_scores[i]))] for i in range(n)])
+    target_names = np.array(
+        [
+            [
+                f"concept {j}: " + ", ".join(f"{label(c)}:{p:.2f}" for c, p in zip(lab, sc))
+                for j, (lab, sc) in enumerate(zip(labels[i], label_scores[i]))
+            ]
+            for i in range(n)
+        ]
+    )
     extras: dict[str, np.ndarray] = {
         "concept_labels": labels.astype(np.int64),
         "concept_label_scores": label_scores.astype(np.float32),
         "concept_probs": probs.astype(np.float32),
     }
-    return BackendResult(attributions=maps, params={**params, **layer.describe()}, backend_version=_version(),
-                         n_model_evals=counter.count, extras=extras, targets=labels[:, :, 0].astype(np.int64),
-                         target_names=target_names, scores=label_scores[:, :, 0].astype(np.float32))
+    return BackendResult(
+        attributions=maps,
+        params={**params, **layer.describe()},
+        backend_version=_version(),
+        n_model_evals=counter.count,
+        extras=extras,
+        targets=labels[:, :, 0].astype(np.int64),
+        target_names=target_names,
+        scores=label_scores[:, :, 0].astype(np.float32),
+    )

@@ -27,26 +27,27 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 __all__ = [
-    "TokenGrid",
+    "ForwardCounter",
     "LayerInfo",
     "TargetLayer",
-    "trace_layers",
-    "layer_candidates",
-    "choose_layer",
+    "TokenGrid",
     "check_target_range",
     "children_restored",
+    "choose_layer",
     "gradient_stop",
-    "ForwardCounter",
+    "layer_candidates",
     "seeded",
+    "trace_layers",
 ]
 
 #: Prefix tokens tried when the model does not say how many it has.
@@ -87,7 +88,7 @@ class TokenGrid:
         return grid.permute(0, 3, 1, 2)
 
     @classmethod
-    def infer(cls, n_tokens: int, prefix_tokens: int | None = None) -> "TokenGrid | None":
+    def infer(cls, n_tokens: int, prefix_tokens: int | None = None) -> TokenGrid | None:
         """The square grid of ``n_tokens`` tokens, or None when there is none.
 
         Args:
@@ -208,9 +209,7 @@ def _prefix_tokens(module: nn.Module) -> int | None:
 
 def layer_candidates(infos: Sequence[LayerInfo], prefix_tokens: int | None = None) -> list[LayerInfo]:
     """Layers an automatic choice may pick, in forward order (see the module docstring)."""
-    return [
-        i for i in infos if i.calls == 1 and (_is_spatial(i) or _token_grid(i, prefix_tokens) is not None)
-    ]
+    return [i for i in infos if i.calls == 1 and (_is_spatial(i) or _token_grid(i, prefix_tokens) is not None)]
 
 
 def _patch_gradient_flags(
@@ -281,8 +280,12 @@ def choose_layer(
         raise TypeError(f"reshape_transform: expected a callable or None, got {type(reshape_transform).__name__}")
     if not isinstance(memo, dict) or not (layer is None or isinstance(layer, (str, nn.Module))):
         return _choose(module, net, x, target, layer, reshape_transform)
-    key = ("cam-layer", layer if not isinstance(layer, nn.Module) else id(layer),
-           None if reshape_transform is None else id(reshape_transform), tuple(x.shape[1:]))
+    key = (
+        "cam-layer",
+        layer if not isinstance(layer, nn.Module) else id(layer),
+        None if reshape_transform is None else id(reshape_transform),
+        tuple(x.shape[1:]),
+    )
     hit = memo.get(key)
     if isinstance(hit, TargetLayer) and hit.reshape_transform is (reshape_transform or hit.reshape_transform):
         if (layer is None or layer is hit.module or layer == hit.name) and _holds(module, hit):
@@ -318,8 +321,9 @@ def _choose(
         probe = reshape_transform(torch.zeros(info.shape)) if info.shape else None
         if probe is None or probe.ndim != 4:
             got = "no tensor" if probe is None else tuple(probe.shape)
-            raise ValueError(f"reshape_transform: must map the output of {info.name!r} {info.shape} to "
-                             f"(N, C, h, w), got {got}")
+            raise ValueError(
+                f"reshape_transform: must map the output of {info.name!r} {info.shape} to (N, C, h, w), got {got}"
+            )
         return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
     if len(info.shape) == 4 and info.shape[2] * info.shape[3] > 1:
         return TargetLayer(info.name, info.module, info.shape, None, info.calls)
@@ -358,16 +362,18 @@ def _automatic(
     return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
 
 
-def _find(module: nn.Module, layer: nn.Module | str, infos: Sequence[LayerInfo],
-          candidates: Sequence[LayerInfo]) -> LayerInfo:
+def _find(
+    module: nn.Module, layer: nn.Module | str, infos: Sequence[LayerInfo], candidates: Sequence[LayerInfo]
+) -> LayerInfo:
     by_name = {i.name: i for i in infos}
     if isinstance(layer, str):
         if layer in by_name:
             return by_name[layer]
         names = dict(module.named_modules())
         if layer in names and layer:
-            raise ValueError(f"layer: {layer!r} did not run in the forward pass; candidates (last first): "
-                             f"{_listing(candidates)}")
+            raise ValueError(
+                f"layer: {layer!r} did not run in the forward pass; candidates (last first): {_listing(candidates)}"
+            )
         close = difflib.get_close_matches(layer, [n for n in names if n], n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"layer: no submodule named {layer!r}.{hint} Candidates (last first): {_listing(candidates)}")
@@ -377,8 +383,10 @@ def _find(module: nn.Module, layer: nn.Module | str, infos: Sequence[LayerInfo],
                 return info
         inside = any(m is layer for m in module.modules())
         why = "did not run in the forward pass" if inside else "is not part of the model"
-        raise ValueError(f"layer: the {type(layer).__name__} given {why}; pass a submodule of model.module or its "
-                         f"dotted name. Candidates (last first): {_listing(candidates)}")
+        raise ValueError(
+            f"layer: the {type(layer).__name__} given {why}; pass a submodule of model.module or its "
+            f"dotted name. Candidates (last first): {_listing(candidates)}"
+        )
     raise TypeError(f"layer: expected None, a submodule or its dotted name, got {type(layer).__name__}")
 
 
@@ -456,7 +464,7 @@ class ForwardCounter:
         if args and isinstance(args[0], torch.Tensor) and args[0].ndim > 0:
             self.count += int(args[0].shape[0])
 
-    def __enter__(self) -> "ForwardCounter":
+    def __enter__(self) -> ForwardCounter:
         self._handle = self.net.register_forward_pre_hook(self._hook)
         return self
 

@@ -16,13 +16,14 @@ from which :func:`xai_bridge.masks.image_and_mask` rebuilds lime's
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version
 
-__all__ = ["lime", "segmenter", "LIME_SEGMENTATION_DEFAULTS"]
+__all__ = ["LIME_SEGMENTATION_DEFAULTS", "lime", "segmenter"]
 
 #: Parameters used when ``segmentation`` is just an algorithm name. quickshift's
 #: are lime's own defaults; slic and felzenszwalb keep scikit-image's, except
@@ -73,7 +74,9 @@ def segmenter(spec: Any) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
     else:
         raise TypeError(f"segmentation: expected an algorithm name, a Segmentation or a callable, got {spec!r}")
     if kind not in LIME_SEGMENTATION_DEFAULTS:
-        raise ValueError(f"segmentation: unknown algorithm {kind!r}; expected one of {sorted(LIME_SEGMENTATION_DEFAULTS)}")
+        raise ValueError(
+            f"segmentation: unknown algorithm {kind!r}; expected one of {sorted(LIME_SEGMENTATION_DEFAULTS)}"
+        )
     valid = set(inspect.signature(getattr(skimage.segmentation, kind)).parameters) - {"image"}
     unknown = sorted(set(params) - valid)
     if unknown:  # lime's wrapper would drop them silently
@@ -94,7 +97,9 @@ def _hide_color(value: Any) -> Any:
         return None
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape not in ((), (3,)) or arr.min() < 0 or arr.max() > 255:
-        raise ValueError(f"hide_color: expected None (superpixel mean), a number or RGB triple in 0..255, got {value!r}")
+        raise ValueError(
+            f"hide_color: expected None (superpixel mean), a number or RGB triple in 0..255, got {value!r}"
+        )
     return float(arr) if arr.ndim == 0 else tuple(float(v) for v in arr)
 
 
@@ -180,8 +185,14 @@ def lime(request: ExplainRequest) -> BackendResult:
             fits[:, i, j] = (intercept, score, np.ravel(local_pred)[0])
     return BackendResult(
         attributions=attributions,
-        params={**params, "segmentation": seg_desc, "hide_color": hide_color, "batch_size": batch_size,
-                "num_samples": num_samples, "num_features": num_features},
+        params={
+            **params,
+            "segmentation": seg_desc,
+            "hide_color": hide_color,
+            "batch_size": batch_size,
+            "num_samples": num_samples,
+            "num_features": num_features,
+        },
         backend_version=library_version("lime"),
         extras={
             "segments": np.repeat(segments[:, None], t, axis=1),
@@ -206,8 +217,15 @@ def _vectorised_sampling(explainer: Any) -> None:
     images are mixed in uint8 directly.
     """
 
-    def data_labels(image: np.ndarray, fudged_image: np.ndarray, segments: np.ndarray, classifier_fn: Any,
-                    num_samples: int, batch_size: int = 10, **_: Any) -> tuple[np.ndarray, np.ndarray]:
+    def data_labels(
+        image: np.ndarray,
+        fudged_image: np.ndarray,
+        segments: np.ndarray,
+        classifier_fn: Any,
+        num_samples: int,
+        batch_size: int = 10,
+        **_: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
         n_features = np.unique(segments).shape[0]
         data = explainer.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1

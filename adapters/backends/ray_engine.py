@@ -9,8 +9,9 @@ lines as batches finish, so the store layout is the local engine's.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 __all__ = ["run_ray"]
 

@@ -18,7 +18,7 @@ from xai_bridge.backend import BackendResult, ExplainRequest, check_params
 
 from .builtin import baseline_fills
 
-__all__ = ["rise", "RiseMasks", "sample_masks", "linear_resize_matrix"]
+__all__ = ["RiseMasks", "linear_resize_matrix", "rise", "sample_masks"]
 
 _DEFAULTS = {"n_masks": 4000, "grid": 7, "p1": 0.5, "baseline": 0}
 _CHUNK_VALUES = 1 << 24  # float32 values per masked-image chunk (64 MiB)
@@ -80,8 +80,9 @@ class RiseMasks:
         return np.matmul(np.matmul(rows_k, grids), cols_k.transpose(0, 2, 1)).astype(np.float32)
 
 
-def sample_masks(n_masks: int, size: tuple[int, int], grid: int | tuple[int, int] = 7, p1: float = 0.5,
-                 seed: int = 0) -> RiseMasks:
+def sample_masks(
+    n_masks: int, size: tuple[int, int], grid: int | tuple[int, int] = 7, p1: float = 0.5, seed: int = 0
+) -> RiseMasks:
     """Draw RISE masks for images of ``size`` from ``np.random.default_rng(seed)``."""
     gh, gw = (grid, grid) if np.isscalar(grid) else grid
     h, w = size

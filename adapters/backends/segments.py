@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import enum
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Segmentation", "SegmentationKind", "DEFAULT_SEGMENTATION", "as_segmenter", "segment_images"]
+__all__ = ["DEFAULT_SEGMENTATION", "Segmentation", "SegmentationKind", "as_segmenter", "segment_images"]
 
 
 class SegmentationKind(str, enum.Enum):

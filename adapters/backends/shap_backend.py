@@ -15,15 +15,16 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, require_differentiable
 
-__all__ = ["MaskKind", "ImageMasker", "partition", "gradient", "target_groups"]
+__all__ = ["ImageMasker", "MaskKind", "gradient", "partition", "target_groups"]
 
 
 class MaskKind(str, enum.Enum):
@@ -68,12 +69,12 @@ class ImageMasker:
         object.__setattr__(self, "value", float(value) if value.ndim == 0 else tuple(float(v) for v in value))
 
     @classmethod
-    def blur(cls, kx: int, ky: int | None = None) -> "ImageMasker":
+    def blur(cls, kx: int, ky: int | None = None) -> ImageMasker:
         """A box-blur masker, shap's ``"blur(kx,ky)"``."""
         return cls(MaskKind.BLUR, blur_kernel=(kx, kx if ky is None else ky))
 
     @classmethod
-    def parse(cls, spec: "ImageMasker | MaskKind | str") -> "ImageMasker":
+    def parse(cls, spec: ImageMasker | MaskKind | str) -> ImageMasker:
         """Accept an ImageMasker, a :class:`MaskKind` or shap's string.
 
         shap's strings are ``"inpaint_telea"``, ``"inpaint_ns"`` and
@@ -143,7 +144,7 @@ _PARTITION_DEFAULTS = {"masker": MaskKind.INPAINT_TELEA, "max_evals": 500, "batc
 
 
 def partition(request: ExplainRequest) -> BackendResult:
-    """shap's Partition explainer on image pixels (Owen values; Lundberg & Lee 2017,
+    """Shap's Partition explainer on image pixels (Owen values; Lundberg & Lee 2017,
     https://arxiv.org/abs/1705.07874; hierarchical masking as in shap's image examples).
 
     The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
@@ -201,7 +202,7 @@ _GRADIENT_DEFAULTS = {"background": "black", "nsamples": 200, "local_smoothing":
 
 
 def gradient(request: ExplainRequest) -> BackendResult:
-    """shap's GradientExplainer: expected gradients (Erion et al. 2021,
+    """Shap's GradientExplainer: expected gradients (Erion et al. 2021,
     https://arxiv.org/abs/1906.10670) on image pixels of a torch model.
 
     Runs on ``model.pixel_module()``, so values are per image pixel in [0, 255]
@@ -255,8 +256,13 @@ def gradient(request: ExplainRequest) -> BackendResult:
         attributions=values.sum(axis=2),
         raw=values,
         base_scores=base,
-        params={**params, "background": _describe(params["background"]), "nsamples": nsamples,
-                "local_smoothing": smoothing, "batch_size": batch_size},
+        params={
+            **params,
+            "background": _describe(params["background"]),
+            "nsamples": nsamples,
+            "local_smoothing": smoothing,
+            "batch_size": batch_size,
+        },
         backend_version=shap.__version__,
         n_model_evals=evals,
         uses_seed=True,
@@ -274,7 +280,7 @@ def _select_columns(net: Any, cols: np.ndarray) -> Any:
             self.net = net
             self.cols = torch.as_tensor(np.asarray(cols, np.int64))
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x).index_select(1, self.cols.to(x.device))
 
     return SelectColumns()
@@ -309,7 +315,7 @@ def _describe(spec: Any) -> Any:
 
 @functools.lru_cache(maxsize=4)
 def _partition_tree(shape: tuple[int, int, int]) -> np.ndarray:
-    """shap's axis-aligned partition tree for images of ``shape`` (read-only).
+    """Shap's axis-aligned partition tree for images of ``shape`` (read-only).
 
     It depends on the shape alone, and building it costs ~0.5 s at 224x224
     (more than 40 forward passes of EfficientNet-Lite0), so it is built once

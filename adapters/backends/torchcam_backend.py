@@ -21,19 +21,20 @@ converted to pixels with the declared preprocessing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
-
 from xai_bridge.adapters.models.torch_module import PixelModule
 from xai_bridge.adapters.models.torch_state import model_guard
+
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 
 from .layers import ForwardCounter, TargetLayer, check_target_range, choose_layer, gradient_stop, seeded
 
-__all__ = ["cam", "METHODS", "FINER_BASES"]
+__all__ = ["FINER_BASES", "METHODS", "cam"]
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,9 @@ METHODS: dict[str, _Method] = {
     "SmoothGradCAMpp": _Method(ctor={"num_samples": 4, "std": None}, random=True),
     "XGradCAM": _Method(),
     "LayerCAM": _Method(),
-    "FinerCAM": _Method(ctor={"base_method": "GradCAM", "gamma": 0.6, "num_references": 3},
-                        call={"comparison_idx": None}),
+    "FinerCAM": _Method(
+        ctor={"base_method": "GradCAM", "gamma": 0.6, "num_references": 3}, call={"comparison_idx": None}
+    ),
 }
 
 #: Base extractors FinerCAM accepts.
@@ -91,8 +93,9 @@ def _pixel_std(model: Any, std: float) -> float:
 
 def _check(params: dict[str, Any]) -> None:
     for key in ("batch_size", "num_samples", "num_references"):
-        if key in params and (isinstance(params[key], bool) or not isinstance(params[key], (int, np.integer))
-                              or params[key] < 1):
+        if key in params and (
+            isinstance(params[key], bool) or not isinstance(params[key], (int, np.integer)) or params[key] < 1
+        ):
             raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")
     if "base_method" in params and params["base_method"] not in FINER_BASES:
         raise ValueError(f"base_method: expected one of {list(FINER_BASES)}, got {params['base_method']!r}")
@@ -129,8 +132,10 @@ def _fc_layer(module: Any, fc: Any) -> Any:
         return fc
     linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
     if len(linear) != 1:
-        raise ValueError(f"fc_layer: CAM needs the classifier after global pooling, and the model has "
-                         f"{len(linear)} nn.Linear layers {linear[:6]}; pass fc_layer=<name>")
+        raise ValueError(
+            f"fc_layer: CAM needs the classifier after global pooling, and the model has "
+            f"{len(linear)} nn.Linear layers {linear[:6]}; pass fc_layer=<name>"
+        )
     return modules[linear[0]]
 
 
@@ -180,8 +185,15 @@ def cam(request: ExplainRequest) -> BackendResult:
             stack.enter_context(model_guard(net, eval_mode=False))  # hooks on the wrapper itself
         counter = stack.enter_context(ForwardCounter(net))
         x0 = model.pixel_tensor(images[:1])
-        layer = choose_layer(model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"],
-                             getattr(model, "memo", None))
+        layer = choose_layer(
+            model.module,
+            net,
+            x0,
+            int(targets[0, 0]),
+            params["layer"],
+            params["reshape_transform"],
+            getattr(model, "memo", None),
+        )
         n_outputs = request.n_outputs
         if n_outputs is None:  # only when called outside explain(), which already checked the targets
             with torch.no_grad():

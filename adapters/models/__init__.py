@@ -9,7 +9,7 @@ from typing import Any
 
 from .array_model import ArrayModel, BlackBoxModel
 
-__all__ = ["ArrayModel", "BlackBoxModel", "TorchModel", "PixelModule", "model_guard", "efficientnet_lite0"]
+__all__ = ["ArrayModel", "BlackBoxModel", "PixelModule", "TorchModel", "efficientnet_lite0", "model_guard"]
 
 _LAZY = {
     "TorchModel": ".torch_module",

@@ -17,7 +17,8 @@ torch and transformers are imported only when a transformers captioner runs.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,8 +26,14 @@ from xai_bridge.models import Preprocess
 
 from .scorers import CaptionTokens, TokenScore, clean_token, eval_mode, token_scores
 
-__all__ = ["Captioner", "SelfScoringCaptioner", "FunctionCaptioner", "TransformersCaptioner", "as_captioner",
-           "describe"]
+__all__ = [
+    "Captioner",
+    "FunctionCaptioner",
+    "SelfScoringCaptioner",
+    "TransformersCaptioner",
+    "as_captioner",
+    "describe",
+]
 
 
 @runtime_checkable
@@ -47,7 +54,7 @@ class SelfScoringCaptioner(Captioner, Protocol):
         ...
 
     def score_images(self, reference: CaptionTokens, images: np.ndarray) -> np.ndarray:
-        """float ``(N, T)`` scores of the reference tokens given each image."""
+        """Float ``(N, T)`` scores of the reference tokens given each image."""
         ...
 
 
@@ -228,6 +235,7 @@ class TransformersCaptioner:
         import torch
 
         from .scorers import _check_reference
+
         _check_reference(reference)
         images = _check_images(images)
         ref = torch.tensor(reference.ids, dtype=torch.long, device=self.device)
@@ -253,8 +261,9 @@ class TransformersCaptioner:
             "type": type(self).__name__,
             "model": str(getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__),
             "architecture": type(self.model).__name__,
-            "generate_kwargs": {k: v for k, v in self.generate_kwargs.items()
-                                if isinstance(v, (int, float, str, bool))},
+            "generate_kwargs": {
+                k: v for k, v in self.generate_kwargs.items() if isinstance(v, (int, float, str, bool))
+            },
             "output": self.output.value,
         }
 

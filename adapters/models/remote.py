@@ -43,10 +43,11 @@ import random
 import threading
 import time
 import weakref
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -55,24 +56,24 @@ from xai_bridge.cache import DiskCache, cache_key, open_cache
 from xai_bridge.errors import XaiBridgeError
 
 __all__ = [
-    "RemoteCaptioner",
-    "AzureVisionV31Captioner",
-    "AzureVision40Captioner",
-    "OpenAICaptioner",
-    "HFInferenceCaptioner",
-    "RetryPolicy",
-    "RateLimiter",
-    "ImageLimits",
-    "EncodedImage",
-    "RemoteStats",
-    "RemoteCaptionError",
-    "AuthenticationError",
-    "Secret",
-    "encode_image",
-    "parse_retry_after",
     "AZURE_V31_LIMITS",
     "AZURE_V40_LIMITS",
     "OPENAI_LIMITS",
+    "AuthenticationError",
+    "AzureVision40Captioner",
+    "AzureVisionV31Captioner",
+    "EncodedImage",
+    "HFInferenceCaptioner",
+    "ImageLimits",
+    "OpenAICaptioner",
+    "RateLimiter",
+    "RemoteCaptionError",
+    "RemoteCaptioner",
+    "RemoteStats",
+    "RetryPolicy",
+    "Secret",
+    "encode_image",
+    "parse_retry_after",
 ]
 
 logger = logging.getLogger("xai_bridge.remote")
@@ -185,8 +186,13 @@ class RateLimiter:
         sleep: sleep function (injectable for tests).
     """
 
-    def __init__(self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not rate > 0:
             raise ValueError(f"rate_limit: expected requests per second > 0, got {rate}")
         if int(burst) < 1:
@@ -236,13 +242,20 @@ class ImageLimits:
 #: Azure Computer Vision v3.1 analyze: < 4 MB, at least 50x50, JPEG/PNG/GIF/BMP.
 AZURE_V31_LIMITS = ImageLimits(max_bytes=4 * 1024 * 1024 - 1, min_side=50, formats=("JPEG", "PNG", "GIF", "BMP"))
 #: Azure AI Vision 4.0 Image Analysis: < 20 MB, between 50x50 and 16000x16000.
-AZURE_V40_LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024 - 1, min_side=50, max_side=16000,
-                               formats=("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"))
+AZURE_V40_LIMITS = ImageLimits(
+    max_bytes=20 * 1024 * 1024 - 1, min_side=50, max_side=16000, formats=("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+)
 #: OpenAI-style vision chat: up to 20 MB per image, PNG/JPEG/WEBP/GIF.
 OPENAI_LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, formats=("PNG", "JPEG", "WEBP", "GIF"))
 
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "BMP": "image/bmp", "WEBP": "image/webp",
-         "TIFF": "image/tiff"}
+_MIME = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+}
 
 
 @dataclass(frozen=True)
@@ -265,8 +278,9 @@ class EncodedImage:
 def _check_format(image_format: str, limits: ImageLimits) -> str:
     fmt = str(image_format).upper().replace("JPG", "JPEG")
     if fmt not in limits.formats:
-        raise ValueError(f"image_format: {image_format!r} is not accepted by this API; "
-                         f"use one of {list(limits.formats)}")
+        raise ValueError(
+            f"image_format: {image_format!r} is not accepted by this API; use one of {list(limits.formats)}"
+        )
     return fmt
 
 
@@ -279,8 +293,13 @@ def _encode(img: Image.Image, fmt: str, jpeg_quality: int) -> bytes:
     return buf.getvalue()
 
 
-def encode_image(image: np.ndarray, limits: ImageLimits = ImageLimits(), image_format: str = "PNG",
-                 fit: bool = True, jpeg_quality: int = 95) -> EncodedImage:
+def encode_image(
+    image: np.ndarray,
+    limits: ImageLimits = ImageLimits(),
+    image_format: str = "PNG",
+    fit: bool = True,
+    jpeg_quality: int = 95,
+) -> EncodedImage:
     """Encode a uint8 ``(H, W, 3)`` image in memory, fitted to ``limits``.
 
     Too small images are enlarged and too large ones shrunk, keeping the
@@ -308,13 +327,17 @@ def encode_image(image: np.ndarray, limits: ImageLimits = ImageLimits(), image_f
     if limits.max_side is not None and max(h, w) * scale > limits.max_side:
         scale = limits.max_side / max(h, w)
         if min(h, w) * scale < limits.min_side:
-            raise ValueError(f"images: a {w}x{h} image cannot fit between {limits.min_side} and {limits.max_side} "
-                             f"pixels per side with its aspect ratio kept")
+            raise ValueError(
+                f"images: a {w}x{h} image cannot fit between {limits.min_side} and {limits.max_side} "
+                f"pixels per side with its aspect ratio kept"
+            )
     img = Image.fromarray(arr)
     if scale != 1.0:
         if not fit:
-            raise ValueError(f"images: {w}x{h} is outside the API's limits ({limits.min_side}.."
-                             f"{limits.max_side or 'any'} pixels per side); pass fit_images=True to resize")
+            raise ValueError(
+                f"images: {w}x{h} is outside the API's limits ({limits.min_side}.."
+                f"{limits.max_side or 'any'} pixels per side); pass fit_images=True to resize"
+            )
         rounding = math.ceil if scale > 1 else round
         size = (max(limits.min_side, int(rounding(w * scale))), max(limits.min_side, int(rounding(h * scale))))
         img = img.resize(size, Image.BICUBIC)
@@ -332,8 +355,12 @@ def encode_image(image: np.ndarray, limits: ImageLimits = ImageLimits(), image_f
                     raise ValueError(f"images: cannot encode under {limits.max_bytes} bytes at >= {limits.min_side} px")
                 img = img.resize(size, Image.BICUBIC)
             data = _encode(img, fmt, jpeg_quality)
-    return EncodedImage(data=data, content_type=_MIME.get(fmt, "application/octet-stream"),
-                        sha256=hashlib.sha256(data).hexdigest(), size=(img.height, img.width))
+    return EncodedImage(
+        data=data,
+        content_type=_MIME.get(fmt, "application/octet-stream"),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=(img.height, img.width),
+    )
 
 
 # -------------------------------------------------------------------- stats
@@ -504,8 +531,12 @@ class RemoteCaptioner:
 
     def describe(self) -> dict[str, Any]:
         """JSON provenance: type, URL and request parameters; never the key."""
-        return {"type": type(self).__name__, "url": self.url, "params": self._request_params(),
-                "image_format": self.image_format}
+        return {
+            "type": type(self).__name__,
+            "url": self.url,
+            "params": self._request_params(),
+            "image_format": self.image_format,
+        }
 
     def close(self) -> None:
         """Wait for requests in flight, stop the threads, close the sessions and the cache (idempotent)."""
@@ -522,7 +553,7 @@ class RemoteCaptioner:
         if self.cache is not None:
             self.cache.close()
 
-    def __enter__(self) -> "RemoteCaptioner":
+    def __enter__(self) -> RemoteCaptioner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -539,8 +570,15 @@ class RemoteCaptioner:
     def _cache_key(self, image: np.ndarray) -> str:
         content = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
         encoding = [self.image_format, self.fit_images, list(map(str, dataclasses.astuple(self.limits)))]
-        return cache_key("xai-bridge.caption/1", type(self).__name__, self.url, self._request_params(), encoding,
-                         list(image.shape), content)
+        return cache_key(
+            "xai-bridge.caption/1",
+            type(self).__name__,
+            self.url,
+            self._request_params(),
+            encoding,
+            list(image.shape),
+            content,
+        )
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -590,8 +628,9 @@ class RemoteCaptioner:
             start = time.monotonic()
             retry_after: float | None = None
             try:
-                response = session.post(call.url, params=call.params, headers=headers, data=call.data,
-                                        json=call.json, timeout=self.timeout)
+                response = session.post(
+                    call.url, params=call.params, headers=headers, data=call.data, json=call.json, timeout=self.timeout
+                )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 reason = f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}"
                 logger.debug("POST %s failed after %.3f s: %s", call.url, time.monotonic() - start, reason)
@@ -622,8 +661,9 @@ class RemoteCaptioner:
                                 f"{name}: {call.url} sent {malformed} malformed answers "
                                 f"({type(exc).__name__}); last one: {snippet!r}"
                             ) from None
-                        logger.warning("%s: malformed answer from %s (%s); retrying", name, call.url,
-                                       type(exc).__name__)
+                        logger.warning(
+                            "%s: malformed answer from %s (%s); retrying", name, call.url, type(exc).__name__
+                        )
                         self.stats.add(retries=1)
                         time.sleep(self._backoff(malformed - 1))
                         continue
@@ -699,16 +739,27 @@ class AzureVision40Captioner(RemoteCaptioner):
     default_key_env = "AZURE_VISION_KEY"
     key_required = True
 
-    def __init__(self, endpoint: str, *, api_version: str = "2024-02-01", gender_neutral_caption: bool = False,
-                 language: str = "en", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        api_version: str = "2024-02-01",
+        gender_neutral_caption: bool = False,
+        language: str = "en",
+        **kwargs: Any,
+    ) -> None:
         self.api_version = api_version
         self.gender_neutral_caption = bool(gender_neutral_caption)
         self.language = language
         super().__init__(_join(endpoint, "computervision/imageanalysis:analyze"), **kwargs)
 
     def _request_params(self) -> dict[str, Any]:
-        return {"api-version": self.api_version, "features": "caption", "language": self.language,
-                "gender-neutral-caption": str(self.gender_neutral_caption).lower()}
+        return {
+            "api-version": self.api_version,
+            "features": "caption",
+            "language": self.language,
+            "gender-neutral-caption": str(self.gender_neutral_caption).lower(),
+        }
 
     def _auth_headers(self, key: str) -> dict[str, str]:
         return {"Ocp-Apim-Subscription-Key": key}
@@ -741,8 +792,17 @@ class OpenAICaptioner(RemoteCaptioner):
     limits = OPENAI_LIMITS
     default_key_env = "OPENAI_API_KEY"
 
-    def __init__(self, base_url: str, model: str, *, prompt: str = "Write a one-sentence caption of this image.",
-                 max_tokens: int = 60, temperature: float = 0.0, detail: str = "auto", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        prompt: str = "Write a one-sentence caption of this image.",
+        max_tokens: int = 60,
+        temperature: float = 0.0,
+        detail: str = "auto",
+        **kwargs: Any,
+    ) -> None:
         self.model = str(model)
         self.prompt = str(prompt)
         self.max_tokens = int(max_tokens)
@@ -751,17 +811,27 @@ class OpenAICaptioner(RemoteCaptioner):
         super().__init__(_join(base_url, "chat/completions"), **kwargs)
 
     def _request_params(self) -> dict[str, Any]:
-        return {"model": self.model, "prompt": self.prompt, "max_tokens": self.max_tokens,
-                "temperature": self.temperature, "detail": self.detail}
+        return {
+            "model": self.model,
+            "prompt": self.prompt,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "detail": self.detail,
+        }
 
     def _prepare(self, image: EncodedImage) -> _Call:
         data_url = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
         body = {
             "model": self.model,
-            "messages": [{"role": "user", "content": [
-                {"type": "text", "text": self.prompt},
-                {"type": "image_url", "image_url": {"url": data_url, "detail": self.detail}},
-            ]}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": self.prompt},
+                        {"type": "image_url", "image_url": {"url": data_url, "detail": self.detail}},
+                    ],
+                }
+            ],
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
         }
@@ -789,8 +859,9 @@ class HFInferenceCaptioner(RemoteCaptioner):
 
     default_key_env = "HF_TOKEN"
 
-    def __init__(self, model: str, *, base_url: str = "https://router.huggingface.co/hf-inference/models",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model: str, *, base_url: str = "https://router.huggingface.co/hf-inference/models", **kwargs: Any
+    ) -> None:
         self.model = str(model)
         super().__init__(self.model if "://" in self.model else _join(base_url, self.model), **kwargs)
 

@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
-    "CaptionTokens",
     "CaptionScorer",
-    "TokenScore",
-    "TeacherForcingScorer",
+    "CaptionTokens",
     "EmbeddingSimilarityScorer",
+    "TeacherForcingScorer",
+    "TokenScore",
     "WordMatchScorer",
     "clean_token",
     "token_scores",
@@ -74,7 +75,7 @@ class CaptionScorer(Protocol):
         ...
 
     def score(self, reference: CaptionTokens, captions: Sequence[str]) -> np.ndarray:
-        """float ``(len(captions), len(reference))`` scores."""
+        """Float ``(len(captions), len(reference))`` scores."""
         ...
 
 
@@ -211,7 +212,7 @@ class TeacherForcingScorer:
         self._pad = int(pad) if pad is not None else 0
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> "TeacherForcingScorer":
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> TeacherForcingScorer:
         """Load a seq2seq or causal LM and its tokenizer with transformers' ``from_pretrained``."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -229,8 +230,10 @@ class TeacherForcingScorer:
         captions = [str(c) for c in captions]
         if not captions:
             return np.zeros((0, len(reference)), np.float32)
-        out = [self._score_batch(reference, captions[i : i + self.batch_size])
-               for i in range(0, len(captions), self.batch_size)]
+        out = [
+            self._score_batch(reference, captions[i : i + self.batch_size])
+            for i in range(0, len(captions), self.batch_size)
+        ]
         return token_scores(np.concatenate(out, axis=0), self.output).astype(np.float32)
 
     def _score_batch(self, reference: CaptionTokens, captions: list[str]) -> np.ndarray:
@@ -239,17 +242,21 @@ class TeacherForcingScorer:
         ref = torch.tensor(reference.ids, dtype=torch.long, device=self.device)
         with eval_mode(self.model), torch.no_grad():
             if self.is_encoder_decoder:
-                enc = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_context_tokens,
-                                     return_tensors="pt").to(self.device)
+                enc = self.tokenizer(
+                    captions, padding=True, truncation=True, max_length=self.max_context_tokens, return_tensors="pt"
+                ).to(self.device)
                 start = torch.tensor([self._start], dtype=torch.long, device=self.device)
                 decoder_input = torch.cat([start, ref[:-1]]).expand(len(captions), -1)
-                logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                                    decoder_input_ids=decoder_input).logits
+                logits = self.model(
+                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], decoder_input_ids=decoder_input
+                ).logits
                 log_probs = torch.log_softmax(logits.double(), dim=-1)
                 picked = log_probs.gather(2, ref.expand(len(captions), -1).unsqueeze(-1)).squeeze(-1)
             else:
-                contexts = [ids[-self.max_context_tokens :] if self.max_context_tokens > 0 else []
-                            for ids in self.tokenizer(captions, add_special_tokens=False)["input_ids"]]
+                contexts = [
+                    ids[-self.max_context_tokens :] if self.max_context_tokens > 0 else []
+                    for ids in self.tokenizer(captions, add_special_tokens=False)["input_ids"]
+                ]
                 rows = [list(ids) + [self._sep] + list(reference.ids) for ids in contexts]
                 width = max(len(r) for r in rows)
                 input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
@@ -299,8 +306,9 @@ class EmbeddingSimilarityScorer:
         device: torch device (default: the model's).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, layer: int | None = -1, batch_size: int = 64,
-                 device: Any = None) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, layer: int | None = -1, batch_size: int = 64, device: Any = None
+    ) -> None:
         if int(batch_size) <= 0:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         self.model = model
@@ -340,8 +348,9 @@ class EmbeddingSimilarityScorer:
             if self.layer is None:
                 hidden = self.model.get_input_embeddings()(enc["input_ids"].to(self.device)).double()
             else:
-                hidden = self._forward(input_ids=enc["input_ids"].to(self.device),
-                                       attention_mask=enc["attention_mask"].to(self.device))
+                hidden = self._forward(
+                    input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device)
+                )
             for i in range(len(chunk)):
                 emb = hidden[i, keep[i].to(self.device)]
                 result.append(torch.nn.functional.normalize(emb, dim=-1))
@@ -371,8 +380,9 @@ class EmbeddingSimilarityScorer:
         """JSON provenance."""
         return {
             "type": type(self).__name__,
-            "model": str(getattr(getattr(self.model, "config", None), "_name_or_path", "")
-                         or type(self.model).__name__),
+            "model": str(
+                getattr(getattr(self.model, "config", None), "_name_or_path", "") or type(self.model).__name__
+            ),
             "layer": "input" if self.layer is None else self.layer,
         }
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from xai_bridge.models import BatchTuner, OutputKind, Preprocess, ScoreTap, batc
 
 from .torch_state import model_guard
 
-__all__ = ["TorchModel", "PixelModule"]
+__all__ = ["PixelModule", "TorchModel"]
 
 
 class PixelModule(nn.Module):
@@ -29,8 +30,9 @@ class PixelModule(nn.Module):
         channels_last: hand the module channels-last NCHW tensors.
     """
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess, softmax: bool = False,
-                 channels_last: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, preprocess: Preprocess, softmax: bool = False, channels_last: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.preprocess = preprocess
@@ -163,6 +165,7 @@ class TorchModel:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
+
         def run(b: np.ndarray) -> np.ndarray:
             return self._pixel(self.pixel_tensor(b)).float().cpu().numpy()
 

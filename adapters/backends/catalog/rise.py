@@ -7,7 +7,6 @@ SPECS = (
         name="rise",
         target="xai_bridge.adapters.backends.rise:rise",
         family="perturbation",
-        description="RISE (Petsiuk et al. 2018): seeded random masks, numpy, batched through model.predict; "
-        "any model.",
+        description="RISE (Petsiuk et al. 2018): seeded random masks, numpy, batched through model.predict; any model.",
     ),
 )

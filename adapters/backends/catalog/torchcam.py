@@ -23,8 +23,11 @@ _TABLE = (
     ("ISCAM", "activation.py", "IS-CAM: Score-CAM integrated over mask intensities"),
     ("GradCAM", "gradient.py", "Grad-CAM: activations weighted by mean gradients"),
     ("GradCAMpp", "gradient.py", "Grad-CAM++: second-order weighting of positive gradients"),
-    ("SmoothGradCAMpp", "gradient.py",
-     "Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded)"),
+    (
+        "SmoothGradCAMpp",
+        "gradient.py",
+        "Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded)",
+    ),
     ("XGradCAM", "gradient.py", "XGrad-CAM: gradients weighted by normalised activations"),
     ("LayerCAM", "gradient.py", "LayerCAM: positive gradients x activations per position"),
     ("FinerCAM", "gradient.py", "Finer-CAM: the target score minus the scores of the closest classes"),
