@@ -1,5 +1,7 @@
-"""Adapters, installed as ``xai_bridge.adapters`` (never as a top-level ``adapters``).
+"""Everything that touches a third-party library, installed as ``xai_bridge.adapters`` (never as ``adapters``).
 
-``xai_bridge.adapters.models`` wraps user models in the :class:`xai_bridge.models.Model`
-protocol; ``xai_bridge.adapters.backends`` holds one small module per library.
+``models`` wraps the user's models in the :class:`xai_bridge.models.Model`
+protocol; ``methods`` holds one module per explainability library (its method
+specs beside their code); ``captioners`` turns captioning models and APIs into
+caption sources; ``_torch`` holds the torch helpers they share.
 """

@@ -63,7 +63,7 @@ def test_image(size: int = 224) -> np.ndarray:
 
 
 def _method_params(args: argparse.Namespace) -> dict[str, Any]:
-    if args.method == "shap.partition":
+    if args.method == "shap.Partition":
         return {"masker": args.masker, "batch_size": args.batch_size}
     return {"grid": 7, "baseline": 0}  # rise
 
@@ -91,7 +91,7 @@ def seed_serial(
         counter[0] += 1
         return get_caption(str(path))
 
-    if args.method != "shap.partition":  # the same serial loop, under another method
+    if args.method != "shap.Partition":  # the same serial loop, under another method
         from xai_bridge.caption import explain_caption
 
         [exp] = explain_caption(
@@ -218,9 +218,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-evals", type=int, default=300)
     parser.add_argument(
         "--method",
-        choices=["shap.partition", "rise"],
-        default="shap.partition",
-        help="shap.partition (seed 000) or rise (all masks known up front)",
+        choices=["shap.Partition", "rise"],
+        default="shap.Partition",
+        help="shap.Partition (seed 000) or rise (all masks known up front)",
     )
     parser.add_argument("--batch-size", type=int, default=50, help="shap's batch size (the seed's)")
     parser.add_argument(
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "latency_s": args.latency,
         "max_evals": args.max_evals,
         "batch_size": args.batch_size,
-        "masker": args.masker if args.method == "shap.partition" else None,
+        "masker": args.masker if args.method == "shap.Partition" else None,
         "caption": reference.text,
         "tokens": len(reference),
         "runs": rows,
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     setting = (
         f"batch_size={args.batch_size}, masker {args.masker}"
-        if args.method == "shap.partition"
+        if args.method == "shap.Partition"
         else "one batch of masks"
     )
     print(

@@ -1,7 +1,7 @@
 """Images per second of explain_dataset: local engine vs Ray (local cluster), side by side.
 
 Explains a folder of generated 224x224 images with the bundled EfficientNet-Lite0
-and ``builtin.saliency`` (and Grad-CAM), once in-process and once on Ray
+and ``builtin.Saliency`` (and Grad-CAM), once in-process and once on Ray
 actors (one per core), alternating, into fresh stores. Prints a table and JSON.
 
     .venv/bin/python benchmarks/bench_dataset.py [--images 32] [--workers 2] [--repeats 1]
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
     import torch
 
-    from xai_bridge.dataset import explain_dataset, model_factory
+    from xai_bridge.datasets import explain_dataset, model_factory
 
     if args.quick:
         import xai_bridge as xb
@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> dict:
             ).eval()
             return xb.TorchModel(net, xb.Preprocess(scale="unit"))
 
-        methods, n_images = ["builtin.saliency"], 8
+        methods, n_images = ["builtin.Saliency"], 8
     else:
         from xai_bridge.adapters.models import efficientnet_lite0
 
         factory = model_factory(efficientnet_lite0)
-        methods, n_images = ["builtin.saliency", "gradcam.GradCAM"], args.images
+        methods, n_images = ["builtin.Saliency", "gradcam.GradCAM"], args.images
     torch.set_num_threads(2)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -57,7 +57,7 @@ from common import (
 
 OVERHEAD_TARGET = 1.05
 EFFICIENCY_TARGET = 1.1
-FULL_RES_METHODS = ("gradcam.GradCAM", "builtin.saliency", "captum.IntegratedGradients", "lime")
+FULL_RES_METHODS = ("gradcam.GradCAM", "builtin.Saliency", "captum.IntegratedGradients", "lime")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
         net(x)[0, target].backward()
         return x.grad.abs()
 
-    out.append(Case("builtin.saliency", {}, saliency_by_hand))
+    out.append(Case("builtin.Saliency", {}, saliency_by_hand))
 
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -174,7 +174,7 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
 
     out.append(
         Case(
-            "shap.partition",
+            "shap.Partition",
             {"masker": cfg.shap_masker, "max_evals": cfg.shap_evals, "batch_size": cfg.batch},
             run_partition,
             perturbation=True,
@@ -190,7 +190,7 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
         explainer = shap.GradientExplainer(Column(), s.tensor(np.zeros_like(image)), batch_size=cfg.batch)
         return explainer.shap_values(s.tensor(image), nsamples=cfg.gradient_samples, rseed=0)
 
-    out.append(Case("shap.gradient", {"nsamples": cfg.gradient_samples, "batch_size": cfg.batch}, run_gradient))
+    out.append(Case("shap.Gradient", {"nsamples": cfg.gradient_samples, "batch_size": cfg.batch}, run_gradient))
 
     from lime import lime_image
 
@@ -216,7 +216,7 @@ def cases(s: Setup, cfg: Settings) -> list[Case]:
         )
     )
     out.append(Case("rise", {"n_masks": cfg.rise_masks}, None, perturbation=True))
-    out.append(Case("builtin.occlusion", {"window": cfg.window, "stride": cfg.stride}, None, perturbation=True))
+    out.append(Case("builtin.Occlusion", {"window": cfg.window, "stride": cfg.stride}, None, perturbation=True))
 
     from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 

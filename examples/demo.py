@@ -29,7 +29,7 @@ METHODS = {
         'noise_tunnel={"kind": "smoothgrad", "nt_samples": 4, "stdevs": 12.75}',
     ],
     "captum.Occlusion": ["window=32", "stride=32"],
-    "shap.partition": ['masker="blur(64,64)"', "max_evals=300", "batch_size=50"],
+    "shap.Partition": ['masker="blur(64,64)"', "max_evals=300", "batch_size=50"],
     "lime": ["num_samples=300", "batch_size=50"],
 }
 

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> list[Any]:
         default="sshleifer/distilbart-xsum-12-6",
         help="seq2seq or causal LM (local path or hub id) scoring the caption tokens",
     )
-    parser.add_argument("--method", default="shap.partition", help="shap.partition, lime, rise, builtin.occlusion")
+    parser.add_argument("--method", default="shap.Partition", help="shap.Partition, lime, rise, builtin.Occlusion")
     parser.add_argument("--max-evals", type=int, default=300)
     parser.add_argument("--masker", default="inpaint_ns", help="shap masker: inpaint_ns, inpaint_telea, blur(k,k)")
     parser.add_argument("--max-side", type=int, default=500, help="shrink larger images first (the seed's 500)")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> list[Any]:
     from xai_bridge.caption import explain_caption
 
     scorer = TeacherForcingScorer.from_pretrained(args.scorer)
-    method_params = {"masker": args.masker} if args.method == "shap.partition" else {}
+    method_params = {"masker": args.masker} if args.method == "shap.Partition" else {}
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with make_captioner(args) as captioner:

@@ -19,7 +19,7 @@ from skimage import data
 from xai_bridge.adapters.models import efficientnet_lite0
 
 import xai_bridge as xb
-from xai_bridge.plot import comparison_grid
+from xai_bridge.viz.plot import comparison_grid
 
 
 def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:

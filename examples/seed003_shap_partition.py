@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
     results = {}
     for masker, max_evals in budgets.items():
         exp = xb.explain(
-            model, images, "shap.partition", targets=xb.top_k(4), masker=masker, max_evals=max_evals, batch_size=50
+            model, images, "shap.Partition", targets=xb.top_k(4), masker=masker, max_evals=max_evals, batch_size=50
         )
         shap.image_plot(exp.to_shap(), show=False)
         plt.savefig(args.out / f"partition_{masker.split('(')[0]}.png", dpi=80, bbox_inches="tight")

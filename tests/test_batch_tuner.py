@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_PREPROCESS, make_tiny_net
 from xai_bridge.adapters.models import TorchModel
 
-from xai_bridge.models import BatchTuner
+from xai_bridge.batching import BatchTuner
 
 
 class FakeModel:
@@ -106,7 +106,7 @@ def test_channels_last_gives_the_same_outputs_and_gradients(rgb_images) -> None:
     seen.clear()
     np.testing.assert_allclose(out, plain.predict(rgb_images), rtol=1e-5, atol=1e-5)
     assert seen and not any(seen)
-    a = xb.explain(fast, rgb_images, "builtin.saliency", targets=[1, 2])
-    b = xb.explain(plain, rgb_images, "builtin.saliency", targets=[1, 2])
+    a = xb.explain(fast, rgb_images, "builtin.Saliency", targets=[1, 2])
+    b = xb.explain(plain, rgb_images, "builtin.Saliency", targets=[1, 2])
     np.testing.assert_allclose(a.attributions, b.attributions, rtol=1e-4, atol=1e-6)
     assert all(p.is_contiguous() for p in net.parameters())  # weights untouched

@@ -8,7 +8,7 @@ import torch
 from xai_bridge.adapters.models import hook_count
 
 import xai_bridge as xb
-from xai_bridge.backend import ExplainRequest
+from xai_bridge.contract import ExplainRequest
 
 gc = pytest.importorskip("pytorch_grad_cam")
 cv2 = pytest.importorskip("cv2")
@@ -283,7 +283,7 @@ def test_errors(tiny_model, rgb_images) -> None:
         xb.explain(tiny_model, rgb_images, "gradcam.GradCAM", layer="fc")
     with pytest.raises(ValueError, match="kernel: expected one of"):
         xb.explain(tiny_model, rgb_images, "gradcam.KPCA_CAM", kernel="gauss")
-    from xai_bridge.adapters.backends import gradcam_backend
+    from xai_bridge.adapters.methods import gradcam as gradcam_backend
 
     request = ExplainRequest(
         method="gradcam.GradCAM",

@@ -106,7 +106,7 @@ def test_smoothgradcampp_default_noise_is_in_pixels(tiny_model) -> None:
 def test_vit_token_grid(rgb_images) -> None:
     from conftest import TINY_PREPROCESS
     from test_layers import tiny_vit
-    from xai_bridge.adapters.backends.layers import TokenGrid
+    from xai_bridge.adapters.methods._layers import TokenGrid
 
     model = xb.TorchModel(tiny_vit(), TINY_PREPROCESS)
     exp = xb.explain(model, rgb_images, "torchcam.LayerCAM", targets=TARGETS)

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from xai_bridge.adapters._torch import hook_count  # noqa: E402
 from xai_bridge.adapters.models.captioners import (  # noqa: E402
     FunctionCaptioner,
     SelfScoringCaptioner,
@@ -27,7 +28,6 @@ from xai_bridge.adapters.models.scorers import (  # noqa: E402
     TokenScore,
     WordMatchScorer,
 )
-from xai_bridge.adapters.models.torch_state import hook_count  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
 

@@ -8,11 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 ca = pytest.importorskip("captum.attr")
 from torch import nn  # noqa: E402
-from xai_bridge.adapters.backends.captum_backend import NoiseTunnel  # noqa: E402
-from xai_bridge.adapters.backends.segments import DEFAULT_SEGMENTATION, Segmentation  # noqa: E402
-from xai_bridge.adapters.models.torch_state import hook_count  # noqa: E402
+from xai_bridge.adapters._torch import hook_count  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
+from xai_bridge.options import DEFAULT_SEGMENTATION, NoiseTunnel, Segmentation  # noqa: E402
 
 SEED = 7
 

@@ -12,9 +12,9 @@ from PIL import Image
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel
 
 import xai_bridge as xb
-from xai_bridge.dataset import Store, explain_dataset, image_key, list_sources
+from xai_bridge.datasets import Store, explain_dataset, image_key, list_sources
 
-METHODS = ["builtin.saliency", ("builtin.occlusion", {"window": 8})]
+METHODS = ["builtin.Saliency", ("builtin.Occlusion", {"window": 8})]
 
 
 def sequential_model() -> TorchModel:
@@ -78,11 +78,11 @@ def test_store_matches_explain_per_image(folder: Path, tmp_path: Path) -> None:
     assert (summary.done, summary.skipped, summary.failed) == (6, 0, ())
     store = Store(tmp_path / "store")
     for path in list_sources(folder):
-        got = store.load(image_key(path), "builtin.saliency")
-        ref = xb.explain(model, path, "builtin.saliency")
+        got = store.load(image_key(path), "builtin.Saliency")
+        ref = xb.explain(model, path, "builtin.Saliency")
         assert np.allclose(got.attributions, ref.attributions, rtol=1e-5, atol=1e-12)
         assert np.array_equal(got.targets, ref.targets)
-    paths = [p for p, _ in store.explanations("builtin.occlusion")]
+    paths = [p for p, _ in store.explanations("builtin.Occlusion")]
     assert len(paths) == 6
 
 
@@ -93,7 +93,7 @@ def test_resume_after_crash_recomputes_nothing(folder: Path, tmp_path: Path) -> 
         explain_dataset(
             BlackBoxModel(box, batch_size=64),
             folder,
-            [("builtin.occlusion", {"window": 8})],
+            [("builtin.Occlusion", {"window": 8})],
             out,
             batch_size=1,
             progress=False,
@@ -102,13 +102,13 @@ def test_resume_after_crash_recomputes_nothing(folder: Path, tmp_path: Path) -> 
     done_before = {r["key"] for r in store.records if r["status"] == "done"}
     assert 0 < len(done_before) < 6
     for key in done_before:  # every indexed entry loads
-        store.load(key, "builtin.occlusion")
+        store.load(key, "builtin.Occlusion")
     assert not list(out.rglob("*.tmp"))
     resumed = CountingBox()
     summary = explain_dataset(
         BlackBoxModel(resumed, batch_size=64),
         folder,
-        [("builtin.occlusion", {"window": 8})],
+        [("builtin.Occlusion", {"window": 8})],
         out,
         batch_size=1,
         progress=False,
@@ -120,7 +120,7 @@ def test_resume_after_crash_recomputes_nothing(folder: Path, tmp_path: Path) -> 
         explain_dataset(
             BlackBoxModel(alone, batch_size=64),
             [path],
-            [("builtin.occlusion", {"window": 8})],
+            [("builtin.Occlusion", {"window": 8})],
             tmp_path / f"alone{i}",
             batch_size=1,
             progress=False,
@@ -130,14 +130,14 @@ def test_resume_after_crash_recomputes_nothing(folder: Path, tmp_path: Path) -> 
     assert resumed.images == sum(c for key, c in cost.items() if key not in done_before)
     again = CountingBox()
     summary = explain_dataset(
-        BlackBoxModel(again), folder, [("builtin.occlusion", {"window": 8})], out, batch_size=1, progress=False
+        BlackBoxModel(again), folder, [("builtin.Occlusion", {"window": 8})], out, batch_size=1, progress=False
     )
     assert again.calls == 0 and summary.skipped == 6 and summary.done == 0
 
 
 def test_torn_index_line_is_ignored(folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "store"
-    explain_dataset(sequential_model(), folder, ["builtin.saliency"], out, progress=False)
+    explain_dataset(sequential_model(), folder, ["builtin.Saliency"], out, progress=False)
     with open(out / "index.jsonl", "a") as fh:
         fh.write('{"key": "abc", "sta')  # killed mid-write
     assert len(Store(out).records) == 6
@@ -146,29 +146,29 @@ def test_torn_index_line_is_ignored(folder: Path, tmp_path: Path) -> None:
 def test_corrupt_image_skipped_and_reported(folder: Path, tmp_path: Path) -> None:
     (folder / "img2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (folder / "notes.jpg").write_text("not an image")
-    summary = explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", progress=False)
+    summary = explain_dataset(sequential_model(), folder, ["builtin.Saliency"], tmp_path / "store", progress=False)
     assert summary.done == 5
     failed = dict(summary.failed)
     assert set(Path(p).name for p in failed) == {"img2.png", "notes.jpg"}
     assert all("not an image" in r or "corrupt" in r for r in failed.values())
     assert "2 failed" in str(summary)
-    again = explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", progress=False)
+    again = explain_dataset(sequential_model(), folder, ["builtin.Saliency"], tmp_path / "store", progress=False)
     assert again.skipped == 7 and again.done == 0  # failures are remembered, retried only on request
 
 
 def test_resume_with_other_settings_is_refused(folder: Path, tmp_path: Path) -> None:
-    explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", progress=False)
+    explain_dataset(sequential_model(), folder, ["builtin.Saliency"], tmp_path / "store", progress=False)
     manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
-    assert manifest["methods"] == [["builtin.saliency", {}]]
+    assert manifest["methods"] == [["builtin.Saliency", {}]]
     with pytest.raises(ValueError, match="out: the store .* other settings"):
-        explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "store", seed=1, progress=False)
+        explain_dataset(sequential_model(), folder, ["builtin.Saliency"], tmp_path / "store", seed=1, progress=False)
 
 
 def test_bad_arguments(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="engine"):
-        explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "s", engine="spark")
+        explain_dataset(sequential_model(), folder, ["builtin.Saliency"], tmp_path / "s", engine="spark")
     with pytest.raises(ValueError, match="batch_size"):
-        explain_dataset(sequential_model(), folder, ["builtin.saliency"], tmp_path / "s", batch_size=0)
+        explain_dataset(sequential_model(), folder, ["builtin.Saliency"], tmp_path / "s", batch_size=0)
 
 
 def test_ray_engine_equals_local(folder: Path, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ def test_ray_engine_equals_local(folder: Path, tmp_path: Path) -> None:
     assert remote.done == local.done == 6 and remote.engine == "ray"
     a, b = Store(tmp_path / "local"), Store(tmp_path / "ray")
     for rec in a.records:
-        for method in ("builtin.saliency", "builtin.occlusion"):
+        for method in ("builtin.Saliency", "builtin.Occlusion"):
             x, y = a.load(rec["key"], method), b.load(rec["key"], method)
             for name in ("attributions", "raw", "images", "targets", "target_names"):
                 left, right = getattr(x, name), getattr(y, name)
@@ -196,7 +196,7 @@ def test_ray_engine_equals_local(folder: Path, tmp_path: Path) -> None:
 
 def test_ray_engine_builds_a_factory_model_in_each_worker(folder: Path, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
-    from xai_bridge.dataset import model_factory
+    from xai_bridge.datasets import model_factory
 
     factory = model_factory(sequential_model)  # a module-level function: pickled by reference
     ray.init(
@@ -206,7 +206,7 @@ def test_ray_engine_builds_a_factory_model_in_each_worker(folder: Path, tmp_path
         runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}},
     )
     try:
-        summary = explain_dataset(factory, folder, ["builtin.saliency"], tmp_path / "ray", engine="ray", progress=False)
+        summary = explain_dataset(factory, folder, ["builtin.Saliency"], tmp_path / "ray", engine="ray", progress=False)
     finally:
         ray.shutdown()
     assert summary.done == 6 and summary.failed == ()

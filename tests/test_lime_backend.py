@@ -11,7 +11,7 @@ from PIL import Image
 from xai_bridge.adapters.models import BlackBoxModel
 
 import xai_bridge as xb
-from xai_bridge.masks import image_and_mask, ranked_superpixels, superpixel_weights
+from xai_bridge.viz.masks import image_and_mask, ranked_superpixels, superpixel_weights
 
 lime_image = pytest.importorskip("lime.lime_image")
 from lime.wrappers.scikit_image import SegmentationAlgorithm  # noqa: E402

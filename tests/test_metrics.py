@@ -1,4 +1,4 @@
-"""xai_bridge.metrics: known answers on hand-made models and maps, parity with Quantus / grad-cam."""
+"""xai_bridge.evaluation.metrics: known answers on hand-made models and maps, parity with Quantus / grad-cam."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ quantus = pytest.importorskip("quantus")
 pytest.importorskip("pandas")
 
 from conftest import TINY_PREPROCESS, make_tiny_net  # noqa: E402
-from xai_bridge.adapters.models.torch_state import hook_count  # noqa: E402
+from xai_bridge.adapters._torch import hook_count  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
-from xai_bridge.metrics import (  # noqa: E402
+from xai_bridge.evaluation.metrics import (  # noqa: E402
     COLUMNS,
     ROAD,
     Baseline,
@@ -177,7 +177,7 @@ def test_sparseness_and_complexity_match_quantus(name, cls, rgb_images):
 
 # ------------------------------------------------------------------ Quantus parity (with a model)
 def test_faithfulness_correlation_matches_quantus_with_the_same_seed(tiny_model, rgb_images):
-    exp = xb.explain(tiny_model, rgb_images, "builtin.saliency")
+    exp = xb.explain(tiny_model, rgb_images, "builtin.Saliency")
     df = evaluate(tiny_model, exp, [FaithfulnessCorrelation(nr_runs=12, subset_size=64)], seed=7)
     x = np.transpose(rgb_images, (0, 3, 1, 2)).astype(np.float32)
     values = []
@@ -207,12 +207,12 @@ def test_faithfulness_correlation_knows_the_quadrant_on_a_black_box(quadrant_cas
 
 
 def test_random_logit_matches_quantus_and_counts_evaluations(tiny_model, rgb_images):
-    exp = xb.explain(tiny_model, rgb_images[:1], "builtin.saliency")
+    exp = xb.explain(tiny_model, rgb_images[:1], "builtin.Saliency")
     df = evaluate(tiny_model, exp, "random_logit", seed=3)
 
     def direct(model, inputs, targets, **kwargs):  # the same method through explain, on the same pixels
         imgs = np.transpose(inputs, (0, 2, 3, 1)).astype(np.uint8)
-        return xb.explain(tiny_model, imgs, "builtin.saliency", targets=[[int(t)] for t in targets]).attributions
+        return xb.explain(tiny_model, imgs, "builtin.Saliency", targets=[[int(t)] for t in targets]).attributions
 
     q = quantus.RandomLogit(num_classes=5, seed=3, disable_warnings=True)
     x = np.transpose(rgb_images[:1], (0, 3, 1, 2)).astype(np.float32)
@@ -293,7 +293,7 @@ def test_randomisation_never_touches_the_users_model(rgb_images):
     with pytest.raises(ValueError, match="layers"):
         evaluate(model, exp, [Randomisation(layers=("nope",))])
     # params a backend recorded but does not accept are dropped on the re-run (retry with its valid names)
-    sal = xb.explain(model, rgb_images, "builtin.saliency")
+    sal = xb.explain(model, rgb_images, "builtin.Saliency")
     extra = dataclasses.replace(sal, params={**sal.params, "added_by_backend": "x"})
     np.testing.assert_allclose(evaluate(model, extra, [Randomisation(layers=())])["value"], 1.0, atol=1e-6)
     with pytest.raises(TypeError, match="added_by_backend"):  # explicit params are used as given
@@ -332,7 +332,7 @@ def test_caption_explanations_score_each_token_column():
 
     bright = np.full((32, 32, 3), 230, np.uint8)
     [exp] = explain_caption(
-        rule_caption, bright, WordMatchScorer(), method="builtin.occlusion", window=16, stride=16, baseline=0
+        rule_caption, bright, WordMatchScorer(), method="builtin.Occlusion", window=16, stride=16, baseline=0
     )
     model = CaptionScoreModel(rule_caption, WordMatchScorer(), exp.params["caption"])
     tl = np.zeros((1, 32, 32), bool)

@@ -1,4 +1,4 @@
-"""xai_bridge.metrics routed to Quantus: parity with Quantus called directly on equivalent inputs.
+"""xai_bridge.evaluation.metrics routed to Quantus: parity with Quantus called directly on equivalent inputs.
 
 evaluate adapts a predict-only model to Quantus' torch contract (float NCHW pixels in [0, 255],
 rounded to uint8 NHWC and sent through ``model.predict``); here the same function written as a
@@ -15,7 +15,7 @@ quantus = pytest.importorskip("quantus")
 pytest.importorskip("pandas")
 
 import xai_bridge as xb  # noqa: E402
-from xai_bridge.metrics import FaithfulnessCorrelation, RandomLogit, evaluate  # noqa: E402
+from xai_bridge.evaluation.metrics import FaithfulnessCorrelation, RandomLogit, evaluate  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -140,7 +140,7 @@ def test_faithfulness_correlation_is_seeded(case):
 
 def test_random_logit_on_a_black_box_matches_quantus(case):
     model, images, exp0 = case
-    exp = xb.explain(model, images[:2], "builtin.occlusion", targets=[[0], [2]], window=8, stride=8, baseline=0)
+    exp = xb.explain(model, images[:2], "builtin.Occlusion", targets=[[0], [2]], window=8, stride=8, baseline=0)
     df = evaluate(model, exp, [RandomLogit()], seed=9)
 
     def direct(model, inputs, targets, **kwargs):
@@ -148,7 +148,7 @@ def test_random_logit_on_a_black_box_matches_quantus(case):
         return xb.explain(
             xb.BlackBoxModel(weighted_quadrants),
             imgs,
-            "builtin.occlusion",
+            "builtin.Occlusion",
             targets=[[int(t)] for t in targets],
             window=8,
             stride=8,

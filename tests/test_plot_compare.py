@@ -9,8 +9,8 @@ import pytest
 from test_explanation import make_explanation
 
 from xai_bridge import Norm
-from xai_bridge.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
-from xai_bridge.plot import caption_plot, comparison_grid, overlay
+from xai_bridge.viz.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
+from xai_bridge.viz.plot import caption_plot, comparison_grid, overlay
 
 
 def test_identical_maps_agree_fully_and_inverted_maps_not_at_all() -> None:

@@ -13,10 +13,10 @@ from xai_bridge.registry import BackendSpec, Registry
 
 def test_builtin_methods_are_listed() -> None:
     names = xb.available_methods()
-    assert {"builtin.saliency", "builtin.occlusion"} <= set(names)
+    assert {"builtin.Saliency", "builtin.Occlusion"} <= set(names)
     assert names == sorted(names)
-    assert "builtin.occlusion" in xb.available_methods(family="perturbation")
-    assert "builtin.saliency" not in xb.available_methods(family="perturbation")
+    assert "builtin.Occlusion" in xb.available_methods(family="perturbation")
+    assert "builtin.Saliency" not in xb.available_methods(family="perturbation")
 
 
 def test_import_is_light() -> None:
@@ -31,11 +31,11 @@ def test_import_is_light() -> None:
 
 
 def test_unknown_method_suggests_names() -> None:
-    with pytest.raises(xb.UnknownMethodError, match="builtin.saliency"):
+    with pytest.raises(xb.UnknownMethodError, match="builtin.Saliency"):
         xb.default_registry().spec("builtin.salency")
     with pytest.raises(xb.UnknownMethodError, match="available_methods"):
         xb.default_registry().spec("nothing-like-it")
-    assert xb.default_registry().spec("BUILTIN.SALIENCY").name == "builtin.saliency"
+    assert xb.default_registry().spec("BUILTIN.SALIENCY").name == "builtin.Saliency"
 
 
 def test_missing_library_gives_install_hint() -> None:

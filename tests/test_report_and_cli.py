@@ -16,7 +16,7 @@ from test_explanation import make_explanation
 
 import xai_bridge as xb
 from xai_bridge.cli import main
-from xai_bridge.report import build_report, write_report
+from xai_bridge.viz.report import build_report, write_report
 
 
 def two_methods() -> dict[str, xb.Explanation]:
@@ -95,7 +95,7 @@ def two_pngs(tmp_path: Path) -> list[Path]:
 def test_cli_methods_lists_install_status() -> None:
     result = CliRunner().invoke(main, ["methods"])
     assert result.exit_code == 0
-    assert re.search(r"builtin\.saliency\s+gradient\s+installed: yes", result.output)
+    assert re.search(r"builtin\.Saliency\s+gradient\s+installed: yes", result.output)
     assert "captum.IntegratedGradients" in result.output
     only_cam = CliRunner().invoke(main, ["methods", "--family", "cam"])
     assert "builtin" not in only_cam.output and "gradcam.GradCAM" in only_cam.output
@@ -113,11 +113,11 @@ def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path])
             "--preprocess",
             "unit",
             "-m",
-            "builtin.saliency",
+            "builtin.Saliency",
             "-m",
-            "builtin.occlusion",
+            "builtin.Occlusion",
             "-p",
-            "builtin.occlusion:window=4",
+            "builtin.Occlusion:window=4",
             "--targets",
             "top2",
             "--out",
@@ -127,17 +127,17 @@ def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path])
         ],
     )
     assert result.exit_code == 0, result.output
-    occ = xb.Explanation.load(out / "builtin.occlusion.npz")
+    occ = xb.Explanation.load(out / "builtin.Occlusion.npz")
     assert occ.attributions.shape == (2, 2, 12, 12) and occ.params["window"] == [4, 4]
-    sal = xb.Explanation.load(out / "builtin.saliency.npz")
+    sal = xb.Explanation.load(out / "builtin.Saliency.npz")
     assert np.array_equal(sal.targets, occ.targets)
     assert (out / "report.html").is_file()
     rep = CliRunner().invoke(
         main,
         [
             "report",
-            str(out / "builtin.saliency.npz"),
-            str(out / "builtin.occlusion.npz"),
+            str(out / "builtin.Saliency.npz"),
+            str(out / "builtin.Occlusion.npz"),
             "--out",
             str(tmp_path / "r.html"),
             "--png",
@@ -159,9 +159,9 @@ def test_cli_black_box_module_spec_and_dataset(tmp_path: Path, two_pngs: list[Pa
             "--preprocess",
             "none",
             "-m",
-            "builtin.occlusion",
+            "builtin.Occlusion",
             "-p",
-            "builtin.occlusion:window=6",
+            "builtin.Occlusion:window=6",
             "--dataset",
             "--out",
             str(store),
@@ -174,7 +174,7 @@ def test_cli_black_box_module_spec_and_dataset(tmp_path: Path, two_pngs: list[Pa
 
 def test_cli_errors_are_clear(tmp_path: Path, two_pngs: list[Path]) -> None:
     bad_spec = CliRunner().invoke(
-        main, ["explain", "no_colon", str(two_pngs[0]), "-m", "builtin.saliency", "--out", str(tmp_path)]
+        main, ["explain", "no_colon", str(two_pngs[0]), "-m", "builtin.Saliency", "--out", str(tmp_path)]
     )
     assert bad_spec.exit_code != 0 and "module:factory" in bad_spec.output
     bad_param = CliRunner().invoke(
@@ -184,7 +184,7 @@ def test_cli_errors_are_clear(tmp_path: Path, two_pngs: list[Path]) -> None:
             "cli_tiny:box",
             str(two_pngs[0]),
             "-m",
-            "builtin.occlusion",
+            "builtin.Occlusion",
             "-p",
             "window=4",
             "--out",
@@ -201,7 +201,7 @@ def test_cli_errors_are_clear(tmp_path: Path, two_pngs: list[Path]) -> None:
             "--preprocess",
             "none",
             "-m",
-            "builtin.saliency",
+            "builtin.Saliency",
             "--out",
             str(tmp_path),
         ],

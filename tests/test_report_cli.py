@@ -22,7 +22,7 @@ from test_explanation import make_explanation
 
 import xai_bridge as xb
 from xai_bridge.cli import main
-from xai_bridge.report import _table, build_report, write_report
+from xai_bridge.viz.report import _table, build_report, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -162,8 +162,8 @@ def run(*args: str):
 def test_methods_lists_install_status() -> None:
     result = run("methods")
     assert result.exit_code == 0, result.output
-    assert re.search(r"^builtin\.saliency\s+gradient\s+installed: yes$", result.output, re.M)
-    assert re.search(r"^builtin\.occlusion\s+perturbation\s+installed: yes$", result.output, re.M)
+    assert re.search(r"^builtin\.Saliency\s+gradient\s+installed: yes$", result.output, re.M)
+    assert re.search(r"^builtin\.Occlusion\s+perturbation\s+installed: yes$", result.output, re.M)
     cams = run("methods", "--family", "cam", "--installed")
     assert cams.exit_code == 0 and "builtin." not in cams.output
     assert all(" cam " in line and "installed: yes" in line for line in cams.output.splitlines())
@@ -183,11 +183,11 @@ def test_explain_writes_explanations_report_and_grid(
         "--preprocess",
         "unit",
         "-m",
-        "builtin.saliency",
+        "builtin.Saliency",
         "-m",
-        "builtin.occlusion",
+        "builtin.Occlusion",
         "-p",
-        "builtin.occlusion:window=4",
+        "builtin.Occlusion:window=4",
         "--targets",
         "top2",
         "--seed",
@@ -202,9 +202,9 @@ def test_explain_writes_explanations_report_and_grid(
         "tiny run",
     )
     assert result.exit_code == 0, result.output
-    assert "builtin.occlusion: " in result.output and "report -> " in result.output
-    sal = xb.Explanation.load(out / "builtin.saliency.npz")
-    occ = xb.Explanation.load(out / "builtin.occlusion.npz")
+    assert "builtin.Occlusion: " in result.output and "report -> " in result.output
+    sal = xb.Explanation.load(out / "builtin.Saliency.npz")
+    occ = xb.Explanation.load(out / "builtin.Occlusion.npz")
     assert sal.attributions.shape == occ.attributions.shape == (2, 2, 16, 16)
     assert occ.params["window"] == [4, 4] and occ.params["stride"] == [2, 2] and sal.params["abs"] is True
     assert np.array_equal(sal.targets, occ.targets) and sal.targets.max() < 4  # the 4-class tiny net
@@ -214,7 +214,7 @@ def test_explain_writes_explanations_report_and_grid(
     import cli_models
 
     model = xb.as_model(cli_models.tiny(), preprocess=xb.Preprocess(scale="unit"))
-    direct = xb.explain(model, np.stack([sal.images[0], sal.images[1]]), "builtin.saliency", xb.top_k(2))
+    direct = xb.explain(model, np.stack([sal.images[0], sal.images[1]]), "builtin.Saliency", xb.top_k(2))
     np.testing.assert_allclose(direct.attributions, sal.attributions, rtol=1e-5, atol=1e-7)
     page = (out / "report.html").read_text()
     assert "<title>tiny run</title>" in page and len(img_sources(page)) == 2 * (1 + 2)
@@ -223,8 +223,8 @@ def test_explain_writes_explanations_report_and_grid(
 
     rep = run(
         "report",
-        out / "builtin.saliency.npz",
-        out / "builtin.occlusion.npz",
+        out / "builtin.Saliency.npz",
+        out / "builtin.Occlusion.npz",
         "--out",
         tmp_path / "r.html",
         "--png",
@@ -271,22 +271,22 @@ def test_explain_errors_are_clear(tmp_path: Path, pngs: list[Path]) -> None:
         (["missing_file.py:tiny"], "does not exist"),
         (["cli_models:broken"], "RuntimeError: broken factory"),
         (["cli_models:tiny", "-p", "window=4"], "METHOD:KEY=VALUE"),
-        (["cli_models:tiny", "-p", "builtin.saliency:abs=true"], "is not one of the methods"),
+        (["cli_models:tiny", "-p", "builtin.Saliency:abs=true"], "is not one of the methods"),
         (
-            ["cli_models:tiny", "-p", "builtin.occlusion:windw=4"],
+            ["cli_models:tiny", "-p", "builtin.Occlusion:windw=4"],
             "valid parameters are ['baseline', 'stride', 'window']",
         ),
-        (["cli_models:tiny", "-m", "builtin.saliencyy"], "Did you mean 'builtin.saliency'"),
+        (["cli_models:tiny", "-m", "builtin.Saliencyy"], "Did you mean 'builtin.Saliency'"),
         (["cli_models:tiny", "--targets", "9"], "targets: class 9 is out of range"),
     ]
     for extra, message in cases:
         spec, rest = extra[0], extra[1:]
-        methods = [] if "-m" in rest else ["-m", "builtin.occlusion"]
+        methods = [] if "-m" in rest else ["-m", "builtin.Occlusion"]
         result = run("explain", spec, img, "--preprocess", "unit", *methods, *rest, "--out", tmp_path / "o")
         assert result.exit_code != 0, (extra, result.output)
         assert message in result.output, (extra, result.output)
         assert isinstance(result.exception, SystemExit), (extra, result.exception)  # no traceback
-    box = run("explain", "cli_models:box", img, "--preprocess", "none", "-m", "builtin.saliency", "--out", tmp_path)
+    box = run("explain", "cli_models:box", img, "--preprocess", "none", "-m", "builtin.Saliency", "--out", tmp_path)
     assert box.exit_code != 0 and "needs gradients" in box.output
 
 
@@ -299,9 +299,9 @@ def test_explain_dataset_writes_a_resumable_store(tmp_path: Path, pngs: list[Pat
         "--preprocess",
         "none",
         "-m",
-        "builtin.occlusion",
+        "builtin.Occlusion",
         "-p",
-        "builtin.occlusion:window=8",
+        "builtin.Occlusion:window=8",
         "--dataset",
         "--out",
         store,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from xai_bridge.adapters.backends.rise import linear_resize_matrix, sample_masks
+from xai_bridge.adapters.methods.builtin import linear_resize_matrix, sample_masks
 from xai_bridge.adapters.models import BlackBoxModel
 
 import xai_bridge as xb

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
-from xai_bridge.adapters.backends.layers import choose_layer
+from xai_bridge.adapters.methods._layers import choose_layer
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel
 
 import xai_bridge as xb
-from xai_bridge.models import ScoreTap
+from xai_bridge.batching import ScoreTap
 
 
 def _forward_counter(net: torch.nn.Module) -> list[int]:
@@ -39,7 +39,7 @@ def test_explicit_targets_cost_no_prediction_pass(rgb_images) -> None:
 
 
 def test_method_that_never_sees_the_image_gets_a_prediction_pass(tiny_model, rgb_images) -> None:
-    xb.explain(tiny_model, rgb_images, "builtin.saliency", targets=0)
+    xb.explain(tiny_model, rgb_images, "builtin.Saliency", targets=0)
     exp = xb.explain(tiny_model, rgb_images, "rise", targets=[[0, 2], [4, 1]], n_masks=8)
     expected = np.take_along_axis(_outputs(tiny_model, rgb_images), exp.targets, axis=1)
     assert np.allclose(exp.scores, expected, atol=1e-5)
@@ -47,7 +47,7 @@ def test_method_that_never_sees_the_image_gets_a_prediction_pass(tiny_model, rgb
 
 def test_ablation_forwards_do_not_replace_the_scores(tiny_model, rgb_images) -> None:
     """AblationCAM feeds the image itself again with channels ablated; the first, clean output wins."""
-    xb.explain(tiny_model, rgb_images, "builtin.saliency", targets=0)
+    xb.explain(tiny_model, rgb_images, "builtin.Saliency", targets=0)
     exp = xb.explain(tiny_model, rgb_images, "gradcam.AblationCAM", targets=[2, 2], layer="features.3")
     assert np.allclose(exp.scores[:, 0], _outputs(tiny_model, rgb_images)[:, 2], atol=1e-5)
 
@@ -60,9 +60,9 @@ def test_black_box_scores_from_the_methods_own_calls(rgb_images) -> None:
         return np.stack([x.mean(axis=(1, 2, 3)), x[..., 0].mean(axis=(1, 2))], axis=1) / 255.0
 
     box = BlackBoxModel(fn, batch_size=64)
-    xb.explain(box, rgb_images, "builtin.occlusion", targets=1, window=20, stride=20)
+    xb.explain(box, rgb_images, "builtin.Occlusion", targets=1, window=20, stride=20)
     seen.clear()
-    exp = xb.explain(box, rgb_images, "builtin.occlusion", targets=1, window=20, stride=20)
+    exp = xb.explain(box, rgb_images, "builtin.Occlusion", targets=1, window=20, stride=20)
     assert sum(seen) == exp.n_model_evals  # occlusion's own calls only (they include the image itself)
     assert np.allclose(exp.scores[:, 0], fn(rgb_images)[:, 1], atol=1e-6)
 

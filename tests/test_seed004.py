@@ -6,25 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close
 from PIL import Image
 from torch import nn
 from xai_bridge.adapters.models import ArrayModel, TorchModel
 
 import xai_bridge as xb
-from xai_bridge.masks import image_and_mask
+from xai_bridge.viz.masks import image_and_mask
 
 shap = pytest.importorskip("shap")
 lime_image = pytest.importorskip("lime.lime_image")
 from lime.wrappers.scikit_image import SegmentationAlgorithm  # noqa: E402
-
-
-def assert_close(actual, expected, rel: float = 1e-5) -> None:
-    """Equal to ``rel`` times the largest expected magnitude (values here can be ~1e-7 per pixel)."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    scale = np.abs(expected).max()
-    assert actual.shape == expected.shape and scale > 0
-    assert np.abs(actual - expected).max() <= rel * scale, (np.abs(actual - expected).max(), scale)
-
 
 SIZE = 32  # the model's input size (InceptionV3's 299 in the seed)
 
@@ -127,7 +119,7 @@ def test_lime_on_an_nhwc_inception_callable_needs_no_wrapper(cat) -> None:
 def test_shap_on_an_nhwc_inception_callable_needs_no_wrapper(cat) -> None:
     net = InceptionLike()
     model = ArrayModel(net, xb.Preprocess.inception(SIZE))
-    exp = xb.explain(model, cat, "shap.partition", targets=xb.top_k(4), masker="inpaint_telea", max_evals=60)
+    exp = xb.explain(model, cat, "shap.Partition", targets=xb.top_k(4), masker="inpaint_telea", max_evals=60)
     predict = keras_style_predict(net)
     explainer = shap.Explainer(lambda x: predict(x.copy()), shap.maskers.Image("inpaint_telea", cat.shape))
     np.random.seed(0)
@@ -167,7 +159,7 @@ def test_torch_nchw_model_needs_no_wrapper(cat) -> None:
         ranked = ref.local_exp[label]
         assert lime_exp.targets[0, j] == label
         assert_close(lime_exp.extras["superpixel_weights"][0, j, [f for f, _ in ranked]], [w for _, w in ranked])
-    shap_exp = xb.explain(model, small, "shap.partition", targets=xb.top_k(2), masker="inpaint_ns", max_evals=40)
+    shap_exp = xb.explain(model, small, "shap.Partition", targets=xb.top_k(2), masker="inpaint_ns", max_evals=40)
     explainer = shap.Explainer(torch_style_predict(net), shap.maskers.Image("inpaint_ns", small.shape))
     np.random.seed(0)
     ref = explainer(

@@ -9,14 +9,9 @@ import pytest
 
 pytest.importorskip("skimage")
 import skimage.segmentation
-from xai_bridge.adapters.backends.segments import (
-    DEFAULT_SEGMENTATION,
-    Segmentation,
-    SegmentationKind,
-    as_segmenter,
-    relabel,
-    segment_images,
-)
+from xai_bridge.adapters.methods._segments import as_segmenter, segment_images
+
+from xai_bridge.options import DEFAULT_SEGMENTATION, Segmentation, SegmentationKind, relabel
 
 
 def _image(seed: int = 0, size: int = 24) -> np.ndarray:

@@ -1,15 +1,16 @@
-"""shap.partition and shap.gradient: parity with shap called directly, efficiency, state, errors."""
+"""shap.Partition and shap.Gradient: parity with shap called directly, efficiency, state, errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from helpers import assert_close
 from torch import nn
-from xai_bridge.adapters.backends.shap_backend import ImageMasker, MaskKind
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel, hook_count
 
 import xai_bridge as xb
+from xai_bridge.options import ImageMasker, MaskKind
 
 shap = pytest.importorskip("shap")
 pytest.importorskip("cv2")
@@ -18,14 +19,6 @@ pytest.importorskip("cv2")
 def _to_uint8_predict(model):
     """The function a user would hand shap: float HWC in [0, 255] -> the model on uint8."""
     return lambda x: model.predict(np.clip(np.rint(x), 0, 255).astype(np.uint8))
-
-
-def assert_close(actual, expected, rel: float = 1e-5) -> None:
-    """Equal to ``rel`` times the largest expected magnitude (values here can be ~1e-7 per pixel)."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    scale = np.abs(expected).max()
-    assert actual.shape == expected.shape and scale > 0
-    assert np.abs(actual - expected).max() <= rel * scale, (np.abs(actual - expected).max(), scale)
 
 
 @pytest.fixture
@@ -38,7 +31,7 @@ def test_partition_matches_shap_called_directly(tiny_model, small_images, fixed_
     exp = xb.explain(
         tiny_model,
         small_images,
-        "shap.partition",
+        "shap.Partition",
         targets=[[1, 3], [1, 3]],
         seed=7,
         masker="inpaint_telea",
@@ -75,7 +68,7 @@ def test_partition_matches_shap_called_directly(tiny_model, small_images, fixed_
 def test_partition_top4_equals_argsort_flip(tiny_model, small_images) -> None:
     """Seed 003: outputs=shap.Explanation.argsort.flip[:4] is targets=top_k(4)."""
     exp = xb.explain(
-        tiny_model, small_images[:1], "shap.partition", targets=xb.top_k(4), masker="blur(6,6)", max_evals=64
+        tiny_model, small_images[:1], "shap.Partition", targets=xb.top_k(4), masker="blur(6,6)", max_evals=64
     )
     explainer = shap.explainers.Partition(_to_uint8_predict(tiny_model), shap.maskers.Image("blur(6,6)", (24, 24, 3)))
     np.random.seed(0)
@@ -92,11 +85,11 @@ def test_partition_top4_equals_argsort_flip(tiny_model, small_images) -> None:
 
 def test_each_image_explains_its_own_targets(tiny_model, small_images) -> None:
     both = xb.explain(
-        tiny_model, small_images, "shap.partition", targets=[[0, 2], [4, 1]], masker="blur(4,4)", max_evals=40
+        tiny_model, small_images, "shap.Partition", targets=[[0, 2], [4, 1]], masker="blur(4,4)", max_evals=40
     )
     for i, row in enumerate([[0, 2], [4, 1]]):
         alone = xb.explain(
-            tiny_model, small_images[i : i + 1], "shap.partition", targets=[row], masker="blur(4,4)", max_evals=40
+            tiny_model, small_images[i : i + 1], "shap.Partition", targets=[row], masker="blur(4,4)", max_evals=40
         )
         assert_close(both.raw[i], alone.raw[0])
         assert both.targets[i].tolist() == row
@@ -112,7 +105,7 @@ def test_each_image_explains_its_own_targets(tiny_model, small_images) -> None:
     ],
 )
 def test_partition_efficiency_for_every_masker(tiny_model, small_images, masker) -> None:
-    exp = xb.explain(tiny_model, small_images, "shap.partition", targets=xb.top_k(2), masker=masker, max_evals=50)
+    exp = xb.explain(tiny_model, small_images, "shap.Partition", targets=xb.top_k(2), masker=masker, max_evals=50)
     sums = exp.raw.reshape(2, 2, -1).sum(axis=-1)
     assert np.allclose(sums, exp.scores - exp.base_scores, atol=1e-4)
     assert 2 * 2 <= exp.n_model_evals <= 2 * 50 + 2  # everything went through model.predict
@@ -122,7 +115,7 @@ def test_constant_masker_base_is_the_model_on_the_fill(tiny_model, small_images)
     exp = xb.explain(
         tiny_model,
         small_images,
-        "shap.partition",
+        "shap.Partition",
         targets=[[3], [3]],
         masker=ImageMasker(MaskKind.CONSTANT, value=(10, 200, 30)),
         max_evals=30,
@@ -134,9 +127,9 @@ def test_constant_masker_base_is_the_model_on_the_fill(tiny_model, small_images)
 def test_partition_is_seeded_and_leaves_numpy_rng_alone(tiny_model, small_images) -> None:
     np.random.seed(123)
     state = np.random.get_state()[1].copy()
-    a = xb.explain(tiny_model, small_images, "shap.partition", targets=0, masker="blur(3,3)", max_evals=30, seed=4)
+    a = xb.explain(tiny_model, small_images, "shap.Partition", targets=0, masker="blur(3,3)", max_evals=30, seed=4)
     assert np.array_equal(np.random.get_state()[1], state)
-    b = xb.explain(tiny_model, small_images, "shap.partition", targets=0, masker="blur(3,3)", max_evals=30, seed=4)
+    b = xb.explain(tiny_model, small_images, "shap.Partition", targets=0, masker="blur(3,3)", max_evals=30, seed=4)
     assert np.array_equal(a.raw, b.raw) and np.array_equal(a.base_scores, b.base_scores)
 
 
@@ -151,7 +144,7 @@ def test_partition_tie_breaks_follow_the_seed() -> None:
     masker = ImageMasker(MaskKind.CONSTANT, value=0)
     runs = {
         seed: xb.explain(
-            BlackBoxModel(energy), img, "shap.partition", targets=0, masker=masker, max_evals=8, batch_size=2, seed=seed
+            BlackBoxModel(energy), img, "shap.Partition", targets=0, masker=masker, max_evals=8, batch_size=2, seed=seed
         ).raw
         for seed in range(3)
     }
@@ -173,7 +166,7 @@ def test_black_box_gets_uint8_batches(small_images) -> None:
     exp = xb.explain(
         BlackBoxModel(fn, batch_size=64),
         small_images,
-        "shap.partition",
+        "shap.Partition",
         targets=1,
         masker="blur(4,4)",
         max_evals=60,
@@ -197,19 +190,19 @@ def test_masker_options_and_errors(tiny_model, small_images) -> None:
     with pytest.raises(ValueError, match="masker.value"):
         ImageMasker(MaskKind.CONSTANT, value=(1, 2))
     with pytest.raises(ValueError, match="masker"):
-        xb.explain(tiny_model, small_images, "shap.partition", masker="gaussian")
+        xb.explain(tiny_model, small_images, "shap.Partition", masker="gaussian")
     with pytest.raises(ValueError, match="max_evals"):
-        xb.explain(tiny_model, small_images, "shap.partition", max_evals=1)
+        xb.explain(tiny_model, small_images, "shap.Partition", max_evals=1)
     with pytest.raises(ValueError, match="fixed_context"):
-        xb.explain(tiny_model, small_images, "shap.partition", fixed_context=2)
+        xb.explain(tiny_model, small_images, "shap.Partition", fixed_context=2)
     with pytest.raises(TypeError, match="max_evals"):
-        xb.explain(tiny_model, small_images, "shap.partition", maxevals=10)
+        xb.explain(tiny_model, small_images, "shap.Partition", maxevals=10)
 
 
 # ----------------------------------------------------------------- gradient
 def test_gradient_matches_shap_called_directly(tiny_model, small_images) -> None:
     exp = xb.explain(
-        tiny_model, small_images, "shap.gradient", targets=[[1, 3], [1, 3]], seed=3, nsamples=12, background=3
+        tiny_model, small_images, "shap.Gradient", targets=[[1, 3], [1, 3]], seed=3, nsamples=12, background=3
     )
     bg = np.random.default_rng(3).uniform(0, 255, size=(3, 24, 24, 3)).astype(np.float32)
     bg_t = torch.from_numpy(bg.transpose(0, 3, 1, 2).copy())
@@ -232,7 +225,7 @@ def test_gradient_is_exact_on_a_linear_model() -> None:
     model = TorchModel(net, xb.Preprocess(scale="unit"))
     images = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     background = np.random.default_rng(2).uniform(0, 255, (8, 8, 3))
-    exp = xb.explain(model, images, "shap.gradient", targets=[[0, 2], [1, 0]], nsamples=5, background=background)
+    exp = xb.explain(model, images, "shap.Gradient", targets=[[0, 2], [1, 0]], nsamples=5, background=background)
     sums = exp.raw.reshape(2, 2, -1).sum(-1)
     f_bg = model.pixel_module()(torch.from_numpy(background.transpose(2, 0, 1)[None]).float()).detach().numpy()[0]
     assert np.allclose(exp.base_scores, f_bg[exp.targets], atol=1e-5)
@@ -244,35 +237,35 @@ def test_gradient_restores_model_state(tiny_net, small_images) -> None:
     tiny_net.fc.weight.requires_grad_(False)
     hooks = hook_count(tiny_net)
     model = TorchModel(tiny_net, xb.Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3))
-    a = xb.explain(model, small_images, "shap.gradient", targets=0, nsamples=4, local_smoothing=2.0, seed=1)
+    a = xb.explain(model, small_images, "shap.Gradient", targets=0, nsamples=4, local_smoothing=2.0, seed=1)
     assert tiny_net.training and all(m.training for m in tiny_net.modules())
     assert not tiny_net.fc.weight.requires_grad and tiny_net.fc.bias.requires_grad
     assert all(p.grad is None for p in tiny_net.parameters()) and hook_count(tiny_net) == hooks
-    b = xb.explain(model, small_images, "shap.gradient", targets=0, nsamples=4, local_smoothing=2.0, seed=1)
+    b = xb.explain(model, small_images, "shap.Gradient", targets=0, nsamples=4, local_smoothing=2.0, seed=1)
     assert np.array_equal(a.raw, b.raw)  # local smoothing noise is seeded too
-    c = xb.explain(model, small_images, "shap.gradient", targets=0, nsamples=4, local_smoothing=2.0, seed=2)
+    c = xb.explain(model, small_images, "shap.Gradient", targets=0, nsamples=4, local_smoothing=2.0, seed=2)
     assert not np.allclose(a.raw, c.raw)
 
 
 def test_gradient_needs_a_torch_model(small_images) -> None:
-    with pytest.raises(xb.MethodNotApplicableError, match="shap.partition"):
-        xb.explain(BlackBoxModel(lambda x: x.mean((1, 2))), small_images, "shap.gradient")
+    with pytest.raises(xb.MethodNotApplicableError, match="shap.Partition"):
+        xb.explain(BlackBoxModel(lambda x: x.mean((1, 2))), small_images, "shap.Gradient")
 
 
 def test_gradient_background_errors(tiny_model, small_images) -> None:
     with pytest.raises(ValueError, match="background"):
-        xb.explain(tiny_model, small_images, "shap.gradient", background=np.zeros((2, 8, 8, 3)))
+        xb.explain(tiny_model, small_images, "shap.Gradient", background=np.zeros((2, 8, 8, 3)))
     with pytest.raises(ValueError, match="background"):
-        xb.explain(tiny_model, small_images, "shap.gradient", background="white")
-    exp = xb.explain(tiny_model, small_images, "shap.gradient", background=np.zeros((24, 24, 3)), nsamples=2)
-    black = xb.explain(tiny_model, small_images, "shap.gradient", nsamples=2)
+        xb.explain(tiny_model, small_images, "shap.Gradient", background="white")
+    exp = xb.explain(tiny_model, small_images, "shap.Gradient", background=np.zeros((24, 24, 3)), nsamples=2)
+    black = xb.explain(tiny_model, small_images, "shap.Gradient", nsamples=2)
     assert np.array_equal(exp.raw, black.raw) and exp.params["background"] == "array(24, 24, 3)"
 
 
 @pytest.mark.slow
 def test_partition_efficiency_on_effnet_chelsea(effnet, chelsea) -> None:
     """SHAP efficiency on the real model: values sum to f(x) - f(fully masked)."""
-    exp = xb.explain(effnet, chelsea, "shap.partition", targets=xb.top_k(2), masker="blur(64,64)", max_evals=200)
+    exp = xb.explain(effnet, chelsea, "shap.Partition", targets=xb.top_k(2), masker="blur(64,64)", max_evals=200)
     assert exp.target_names[0, 0] in ("tabby", "tiger cat", "Egyptian cat")
     sums = exp.raw.reshape(1, 2, -1).astype(np.float64).sum(-1)
     assert np.allclose(sums, exp.scores - exp.base_scores, rtol=1e-4, atol=1e-3)
@@ -282,7 +275,7 @@ def test_partition_efficiency_on_effnet_chelsea(effnet, chelsea) -> None:
 
 def test_partition_tree_built_once_per_shape_and_equal_to_shaps() -> None:
     import shap
-    from xai_bridge.adapters.backends.shap_backend import _image_masker, _partition_tree
+    from xai_bridge.adapters.methods.shap import _image_masker, _partition_tree
 
     first, second = _image_masker("blur(8,8)", (12, 10, 3)), _image_masker(0.0, (12, 10, 3))
     reference = shap.maskers.Image("blur(8,8)", (12, 10, 3))

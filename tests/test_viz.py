@@ -13,8 +13,8 @@ from scipy import stats
 from test_explanation import make_explanation
 
 import xai_bridge as xb
-from xai_bridge.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
-from xai_bridge.plot import Scale, Style, caption_plot, comparison_grid, figure_png, overlay
+from xai_bridge.viz.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
+from xai_bridge.viz.plot import Scale, Style, caption_plot, comparison_grid, figure_png, overlay
 
 H, W = 6, 8
 

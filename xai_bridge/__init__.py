@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import masks
 from .errors import (
     BackendNotInstalledError,
     FormatError,
     ImageInputError,
     MethodNotApplicableError,
+    ParameterError,
     UnknownMethodError,
     XaiBridgeError,
 )
@@ -28,10 +28,32 @@ from .explanation import Explanation
 from .images import Layout, load_image, load_images
 from .models import CountingModel, DifferentiableModel, Model, OutputKind, Preprocess, Scale, as_model, softmax
 from .normalize import Norm, normalize
-from .registry import BackendSpec, Registry, available_methods, default_registry
+from .options import ImageMasker, MaskKind, NoiseKind, NoiseTunnel, Segmentation, SegmentationKind
+from .registry import BackendSpec, MethodSpec, Registry, available_methods, default_registry
 from .targets import TopK, top_k
 
 __version__ = "0.1.0"
+
+# name -> module holding it; imported on first access (none of them imports a heavy library)
+_LAZY = {
+    "TorchModel": "xai_bridge.adapters.models",
+    "ArrayModel": "xai_bridge.adapters.models",
+    "BlackBoxModel": "xai_bridge.adapters.models",
+    "explain_caption": "xai_bridge.caption",
+    "evaluate": "xai_bridge.evaluation",
+    "explain_dataset": "xai_bridge.datasets",
+}
+
+#: Sub-packages and modules reachable as attributes (``xb.viz.plot``, ``xb.masks``), imported on first access.
+_MODULES = {
+    "viz": "xai_bridge.viz",
+    "evaluation": "xai_bridge.evaluation",
+    "datasets": "xai_bridge.datasets",
+    "masks": "xai_bridge.viz.masks",
+    "plot": "xai_bridge.viz.plot",
+    "compare": "xai_bridge.viz.compare",
+    "report": "xai_bridge.viz.report",
+}
 
 __all__ = [
     "ArrayModel",
@@ -47,12 +69,18 @@ __all__ = [
     "Layout",
     "MaskKind",
     "MethodNotApplicableError",
+    "MethodSpec",
     "Model",
+    "NoiseKind",
+    "NoiseTunnel",
     "Norm",
     "OutputKind",
+    "ParameterError",
     "Preprocess",
     "Registry",
     "Scale",
+    "Segmentation",
+    "SegmentationKind",
     "TopK",
     "TorchModel",
     "UnknownMethodError",
@@ -73,22 +101,17 @@ __all__ = [
     "top_k",
 ]
 
-# name -> module holding it; imported on first access (none of them imports a heavy library)
-_LAZY = {
-    "TorchModel": "xai_bridge.adapters.models",
-    "ArrayModel": "xai_bridge.adapters.models",
-    "BlackBoxModel": "xai_bridge.adapters.models",
-    "ImageMasker": "xai_bridge.adapters.backends.shap_backend",
-    "MaskKind": "xai_bridge.adapters.backends.shap_backend",
-    "explain_caption": "xai_bridge.caption",
-    "evaluate": "xai_bridge.metrics",
-    "explain_dataset": "xai_bridge.dataset",
-}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     raise AttributeError(f"module 'xai_bridge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Every public name, lazy ones included, so tab completion finds them."""
+    return sorted(set(globals()) | set(__all__) | set(_MODULES))

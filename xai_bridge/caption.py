@@ -4,8 +4,8 @@ A captioner (a local model, a remote API or any function) plus a scorer
 become an ordinary xai-bridge :class:`~xai_bridge.models.Model` --
 :class:`CaptionScoreModel` -- whose outputs are one score per token of the
 image's own caption: how likely that token stays once parts of the image are
-masked. Any perturbation method (``shap.partition``, ``lime``, ``rise``,
-``builtin.occlusion``) then explains it unchanged, with one target per token.
+masked. Any perturbation method (``shap.Partition``, ``lime``, ``rise``,
+``builtin.Occlusion``) then explains it unchanged, with one target per token.
 This is seed 000 (Azure captions, shap's Partition explainer, distilbart
 teacher forcing) in one call::
 
@@ -15,7 +15,7 @@ teacher forcing) in one call::
 
     captioner = AzureVisionV31Captioner(endpoint)          # key from $AZURE_VISION_KEY
     scorer = TeacherForcingScorer.from_pretrained("sshleifer/distilbart-xsum-12-6")
-    [exp] = explain_caption(captioner, "cat.jpg", scorer, method="shap.partition", max_evals=300)
+    [exp] = explain_caption(captioner, "cat.jpg", scorer, method="shap.Partition", max_evals=300)
     exp.target_names  # [['a', 'cat', 'sitting', ...]]
 
 A local transformers captioner (:class:`~xai_bridge.adapters.models.captioners.TransformersCaptioner`)
@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["BUDGET_PARAMS", "CaptionScoreModel", "explain_caption", "fit_max_side"]
 
 #: The parameter that sets the number of model evaluations of each method.
-BUDGET_PARAMS: dict[str, str] = {"shap.partition": "max_evals", "lime": "num_samples", "rise": "n_masks"}
+BUDGET_PARAMS: dict[str, str] = {"shap.Partition": "max_evals", "lime.Lime": "num_samples", "builtin.RISE": "n_masks"}
 
 
 class CaptionScoreModel:
@@ -210,7 +210,7 @@ def explain_caption(
     captioner: Captioner | Callable[[np.ndarray], str],
     images: Any,
     scorer: CaptionScorer | str | None = None,
-    method: str = "shap.partition",
+    method: str = "shap.Partition",
     max_evals: int | None = 300,
     *,
     captions: Sequence[str] | None = None,
@@ -234,8 +234,8 @@ def explain_caption(
         scorer: a caption scorer; a path/name for
             :meth:`~xai_bridge.adapters.models.scorers.TeacherForcingScorer.from_pretrained`;
             or None for a self-scoring (local transformers) captioner.
-        method: a perturbation method: ``"shap.partition"`` (seed 000), ``"lime"``,
-            ``"rise"``, ``"builtin.occlusion"``...
+        method: a perturbation method: ``"shap.Partition"`` (seed 000), ``"lime"``,
+            ``"rise"``, ``"builtin.Occlusion"``...
         max_evals: evaluation budget, passed as the method's own budget
             parameter (see :data:`BUDGET_PARAMS`); ignored by methods whose
             cost is fixed by other parameters (occlusion: ``window``/``stride``).
@@ -269,7 +269,9 @@ def explain_caption(
         if len(captions) != len(rows):
             raise ValueError(f"captions: got {len(captions)} captions for {len(rows)} images; pass one per image")
     method_params = dict(params)
-    budget = BUDGET_PARAMS.get(method)
+    from .registry import default_registry
+
+    budget = BUDGET_PARAMS.get((registry or default_registry()).spec(method).name)
     if budget is not None and max_evals is not None:
         method_params.setdefault(budget, int(max_evals))
     results: list[Explanation] = []

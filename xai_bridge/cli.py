@@ -184,7 +184,7 @@ def explain(
     target = _targets(targets)
     plan = [(m, per_method[m]) for m in methods_]
     if dataset:
-        from xai_bridge.dataset import explain_dataset
+        from xai_bridge.datasets import explain_dataset
 
         sources = [p for p in iter_image_files(images)]
         summary = explain_dataset(
@@ -217,12 +217,12 @@ def explain(
         path = exp.save(out / f"{name}.npz")
         click.echo(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
     if report_path is not None:
-        from xai_bridge.report import write_report
+        from xai_bridge.viz.report import write_report
 
         path = write_report(report_path, results, image_names=[f.name for f in files], title=title)
         click.echo(f"report -> {path}")
     if png is not None:
-        from xai_bridge.plot import comparison_grid
+        from xai_bridge.viz.plot import comparison_grid
 
         comparison_grid(results).savefig(png, dpi=80, bbox_inches="tight")
         click.echo(f"grid -> {png}")
@@ -236,7 +236,7 @@ def explain(
 def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> None:
     """Build an HTML report (and a PNG grid) from saved Explanation .npz FILES."""
     import xai_bridge as xb
-    from xai_bridge.report import write_report
+    from xai_bridge.viz.report import write_report
 
     try:
         loaded = [(f, xb.Explanation.load(f)) for f in files]
@@ -250,7 +250,7 @@ def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> 
     try:
         click.echo(f"report -> {write_report(out, exps, title=title)}")
         if png is not None:
-            from xai_bridge.plot import comparison_grid
+            from xai_bridge.viz.plot import comparison_grid
 
             comparison_grid(exps).savefig(png, dpi=80, bbox_inches="tight")
             click.echo(f"grid -> {png}")

@@ -10,6 +10,7 @@ __all__ = [
     "FormatError",
     "ImageInputError",
     "MethodNotApplicableError",
+    "ParameterError",
     "UnknownMethodError",
     "XaiBridgeError",
 ]
@@ -40,3 +41,18 @@ class MethodNotApplicableError(XaiBridgeError, TypeError):
 
 class FormatError(XaiBridgeError, ValueError):
     """A saved file is not a valid xai-bridge file (or of an unknown version)."""
+
+
+class ParameterError(XaiBridgeError, ValueError, TypeError):
+    """A method parameter is unknown or has a value the method cannot use.
+
+    It is both a ``ValueError`` and a ``TypeError`` (what Python raises for a
+    bad value and for an unexpected keyword), so either ``except`` catches it.
+
+    Attributes:
+        valid: the valid parameter names, when the name was unknown.
+    """
+
+    def __init__(self, message: str, valid: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.valid = valid

@@ -1,20 +1,22 @@
-"""``explain()``: the one entry point routing to every backend."""
+"""``explain()`` and ``explain_many()``: the one entry point, planning, running and assembling every method."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .backend import BackendResult, ExplainRequest
-from .errors import MethodNotApplicableError
+from .batching import ScoreTap
+from .contract import BackendResult, ExplainRequest
+from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, load_images
-from .models import CountingModel, DifferentiableModel, Preprocess, ScoreTap, as_model
-from .registry import Registry, default_registry
+from .models import CountingModel, DifferentiableModel, Preprocess, as_model
+from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
 __all__ = ["explain", "explain_many"]
@@ -23,7 +25,8 @@ __all__ = ["explain", "explain_many"]
 def explain(
     model: Any,
     images: Any,
-    method: str = "builtin.saliency",
+    method: str = "builtin.Saliency",
+    /,
     targets: TargetSpec = "top1",
     *,
     seed: int = 0,
@@ -39,7 +42,10 @@ def explain(
             ``preprocess``) or a callable (see :func:`~xai_bridge.models.as_model`).
         images: paths, PIL images, arrays or tensors (see :func:`~xai_bridge.load_images`).
         method: a registered name, e.g. ``"gradcam.GradCAM"``; see
-            :func:`~xai_bridge.available_methods`.
+            :func:`~xai_bridge.available_methods`. Positional, so that a method's
+            own ``method=`` parameter (Integrated Gradients' integration rule)
+            reaches the method; ``method="<registered name>"`` as a keyword
+            still names the method when it is not given positionally.
         targets: ``"top1"``, ``top_k(k)``, an index, a class name or one entry per image.
         seed: random seed; every method is deterministic given it.
         preprocess: declared preprocessing when ``model`` is not yet wrapped.
@@ -50,9 +56,17 @@ def explain(
     Returns:
         The :class:`~xai_bridge.Explanation`.
     """
-    return explain_many(
+    registry = registry or default_registry()
+    if method == "builtin.Saliency" and isinstance(params.get("method"), str):
+        try:  # explain(model, images, method="gradcam.GradCAM"): the keyword names the method
+            method = registry.spec(params["method"]).name
+            del params["method"]
+        except UnknownMethodError:
+            pass
+    [result] = explain_many(
         model, images, [(method, params)], targets, seed=seed, preprocess=preprocess, layout=layout, registry=registry
-    )[method]
+    ).values()
+    return result
 
 
 def explain_many(
@@ -72,7 +86,7 @@ def explain_many(
     the model's outputs (``"top1"``, :func:`~xai_bridge.top_k`) or the model's
     output count is not known yet. With explicit targets each explanation's
     ``scores`` are read from the method's own evaluation of the unperturbed
-    image (see :class:`~xai_bridge.models.ScoreTap`), and a prediction pass
+    image (see :class:`~xai_bridge.batching.ScoreTap`), and a prediction pass
     runs (once) only for a method that never evaluates it.
 
     Args:
@@ -86,27 +100,15 @@ def explain_many(
         registry: as in :func:`explain`.
 
     Returns:
-        ``{method name: Explanation}`` in the order given.
+        ``{method name as given: Explanation}`` in the order given; each
+        Explanation's ``method`` is the canonical name.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        raise ParameterError(f"seed: expected a non-negative integer, got {seed!r}")
     registry = registry or default_registry()
-    plan = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
-    if not plan:
-        raise ValueError("methods: pass at least one method name")
-    names = [name for name, _ in plan]
-    if len(set(names)) != len(names):
-        raise ValueError(f"methods: each method may appear once, got {names}")
-    loaded = [(registry.load(name), params) for name, params in plan]  # fail fast on unknown/missing
+    plan = _plan(registry, methods)
     wrapped = as_model(model, preprocess=preprocess)
-    for (spec, _), _params in loaded:
-        if spec.needs_gradients and not isinstance(wrapped, DifferentiableModel):
-            working = ", ".join(registry.available(installed_only=True, family="perturbation"))
-            raise MethodNotApplicableError(
-                f"method: {spec.name!r} needs gradients, but the model is a {type(wrapped).__name__}; wrap a "
-                f"torch nn.Module with TorchModel(module, preprocess=...), or use a method that works on any "
-                f"model: {working}"
-            )
+    _check_applicable(registry, plan, wrapped)
     batch = load_images(images, layout=layout)
     known = getattr(wrapped, "output_count", None)
     predicted: np.ndarray | None = None
@@ -119,57 +121,127 @@ def explain_many(
     # With explicit targets the scores come from the image's own evaluation inside each method (a
     # ScoreTap); one shared prediction pass runs only for methods that never evaluate the image itself.
     shared = np.take_along_axis(predicted, target_idx, axis=1) if predicted is not None else None
-    names_arr = _target_names(target_idx, wrapped.class_names)
+    names = _target_names(target_idx, wrapped.class_names)
     results: dict[str, Explanation] = {}
-    for (spec, backend), params in loaded:
-        tap = ScoreTap(batch) if shared is None else None
-        pixel_tap = getattr(wrapped, "tap_scores", None) if tap is not None else None
-        counted = CountingModel(wrapped, tap=tap if pixel_tap is None else None)
-        request = ExplainRequest(
-            method=spec.name,
-            model=counted,
-            images=batch,
-            targets=target_idx,
-            params=params,
-            seed=int(seed),
-            options=spec.options,
-            n_outputs=n_outputs,
-        )
-        start = time.perf_counter()
-        with pixel_tap(tap) if pixel_tap is not None else nullcontext():
-            result: BackendResult = backend(request)
-        seconds = time.perf_counter() - start
-        scores = shared if tap is None else tap.scores(target_idx)
+    for step in plan:
+        result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, int(seed), n_outputs, shared)
         if scores is None and result.targets is None:
             shared = scores = np.take_along_axis(wrapped.predict(batch), target_idx, axis=1)
-        attributions = np.asarray(result.attributions)
-        own = result.targets is not None
-        if own and (result.target_names is None or result.scores is None):
-            raise RuntimeError(f"backend {spec.name!r} returned its own targets without target_names and scores")
-        out_targets = np.asarray(result.targets) if own else target_idx
-        expected = (*out_targets.shape, *batch.shape[1:3])
-        if attributions.shape != expected:
-            raise RuntimeError(
-                f"backend {spec.name!r} returned maps of shape {attributions.shape}, expected {expected}"
-            )
-        results[spec.name] = Explanation(
-            attributions=attributions,
-            images=batch,
-            targets=out_targets,
-            target_names=result.target_names if own else names_arr,
-            scores=result.scores if own else scores,
-            raw=result.raw,
-            base_scores=result.base_scores,
-            extras=result.extras,
-            method=spec.name,
-            backend=spec.name.split(".", 1)[0],
-            backend_version=result.backend_version,
-            params=result.params,
-            seed=int(seed) if result.uses_seed else None,
-            n_model_evals=counted.count + int(result.n_model_evals),
-            seconds=seconds,
-        )
+        results[step.given] = _assemble(step.spec, result, batch, target_idx, names, scores, counted, seconds, seed)
     return results
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One method of a run: the name the user gave, its spec, backend and parameters."""
+
+    given: str
+    spec: MethodSpec
+    backend: Callable[[ExplainRequest], BackendResult]
+    params: dict[str, Any]
+
+
+def _plan(registry: Registry, methods: Sequence[str | tuple[str, Mapping[str, Any]]]) -> list[_Step]:
+    """Resolve every method (failing fast on unknown or missing libraries) and refuse duplicates."""
+    if isinstance(methods, str):
+        methods = [methods]
+    steps = []
+    for entry in methods:
+        if isinstance(entry, str):
+            name, params = entry, {}
+        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], Mapping):
+            name, params = entry[0], dict(entry[1])
+        else:
+            raise ParameterError(f"methods: expected method names or (name, params) pairs, got {entry!r}")
+        spec, backend = registry.load(name)
+        steps.append(_Step(name, spec, backend, params))
+    if not steps:
+        raise ParameterError("methods: pass at least one method name")
+    canonical = [step.spec.name for step in steps]
+    if len(set(canonical)) != len(canonical):
+        raise ParameterError(f"methods: each method may appear once, got {[s.given for s in steps]}")
+    return steps
+
+
+def _check_applicable(registry: Registry, plan: Sequence[_Step], model: Any) -> None:
+    """Refuse gradient methods on models without gradients, naming the methods that work."""
+    for step in plan:
+        if step.spec.needs_gradients and not isinstance(model, DifferentiableModel):
+            working = ", ".join(registry.available(installed_only=True, family="perturbation"))
+            raise MethodNotApplicableError(
+                f"method: {step.spec.name!r} needs gradients, but the model is a {type(model).__name__}; wrap a "
+                f"torch nn.Module with TorchModel(module, preprocess=...), or use a method that works on any "
+                f"model: {working}"
+            )
+
+
+def _run_one(
+    step: _Step,
+    model: Any,
+    batch: np.ndarray,
+    targets: np.ndarray,
+    seed: int,
+    n_outputs: int,
+    shared: np.ndarray | None,
+) -> tuple[BackendResult, CountingModel, float, np.ndarray | None]:
+    """Run one method; returns its result, the counted model, its seconds and the target scores seen."""
+    tap = ScoreTap(batch) if shared is None else None
+    pixel_tap = getattr(model, "tap_scores", None) if tap is not None else None
+    counted = CountingModel(model, tap=tap if pixel_tap is None else None)
+    request = ExplainRequest(
+        method=step.spec.name,
+        model=counted,
+        images=batch,
+        targets=targets,
+        params=step.params,
+        seed=seed,
+        options=step.spec.options,
+        n_outputs=n_outputs,
+    )
+    start = time.perf_counter()
+    with pixel_tap(tap) if pixel_tap is not None else nullcontext():
+        result: BackendResult = step.backend(request)
+    seconds = time.perf_counter() - start
+    return result, counted, seconds, shared if tap is None else tap.scores(targets)
+
+
+def _assemble(
+    spec: MethodSpec,
+    result: BackendResult,
+    batch: np.ndarray,
+    targets: np.ndarray,
+    names: np.ndarray,
+    scores: np.ndarray | None,
+    counted: CountingModel,
+    seconds: float,
+    seed: int,
+) -> Explanation:
+    """Check a backend's result against the contract and build the Explanation."""
+    attributions = np.asarray(result.attributions)
+    own = result.targets is not None
+    if own and (result.target_names is None or result.scores is None):
+        raise RuntimeError(f"backend {spec.name!r} returned its own targets without target_names and scores")
+    out_targets = np.asarray(result.targets) if own else targets
+    expected = (*out_targets.shape, *batch.shape[1:3])
+    if attributions.shape != expected:
+        raise RuntimeError(f"backend {spec.name!r} returned maps of shape {attributions.shape}, expected {expected}")
+    return Explanation(
+        attributions=attributions,
+        images=batch,
+        targets=out_targets,
+        target_names=result.target_names if own else names,
+        scores=result.scores if own else scores,
+        raw=result.raw,
+        base_scores=result.base_scores,
+        extras=result.extras,
+        method=spec.name,
+        backend=spec.name.split(".", 1)[0],
+        backend_version=result.backend_version,
+        params=result.params,
+        seed=int(seed) if result.uses_seed else None,
+        n_model_evals=counted.count + int(result.n_model_evals),
+        seconds=seconds,
+    )
 
 
 def _target_names(targets: np.ndarray, class_names: Sequence[str] | None) -> np.ndarray:

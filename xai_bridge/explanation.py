@@ -377,7 +377,7 @@ class Explanation:
         shap_explanation: Any,
         images: np.ndarray | None = None,
         targets: Sequence[Sequence[int]] | np.ndarray | None = None,
-        method: str = "shap.partition",
+        method: str = "shap.Partition",
         scores: np.ndarray | None = None,
         **provenance: Any,
     ) -> Explanation:

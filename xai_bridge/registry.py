@@ -1,10 +1,16 @@
-"""Backends by name, imported lazily, with install hints.
+"""Methods by name, imported lazily, with install hints.
 
-Each name maps to a :class:`BackendSpec`: an import path ``"module:attribute"``
-to a backend callable, the libraries it needs and the pip extra that installs
-them. Nothing is imported until a method is first used. Third-party packages
-add methods through the entry-point group ``xai_bridge.backends``, each entry
-pointing to a callable that returns a list of :class:`BackendSpec`.
+Words: a *method* is a registered name (``"captum.IntegratedGradients"``), the
+*library* is the package behind it (captum, shap, ...), and the *backend* is
+the one call contract every method implements (:mod:`xai_bridge.contract`).
+
+Each name maps to a :class:`MethodSpec`: an import path ``"module:attribute"``
+to the backend callable, the libraries it needs, the pip extra that installs
+them, and what the method is (family, signed maps, random). The specs live
+beside their code, one module per library in ``xai_bridge.adapters.methods``;
+those modules import their library only when a method runs. Third-party
+packages add methods through the entry-point group ``xai_bridge.backends``,
+each entry pointing to a callable that returns a list of :class:`MethodSpec`.
 """
 
 from __future__ import annotations
@@ -19,14 +25,14 @@ from typing import Any
 
 from .errors import BackendNotInstalledError, UnknownMethodError
 
-__all__ = ["ENTRY_POINT_GROUP", "BackendSpec", "Registry", "available_methods", "default_registry"]
+__all__ = ["ENTRY_POINT_GROUP", "BackendSpec", "MethodSpec", "Registry", "available_methods", "default_registry"]
 
 ENTRY_POINT_GROUP = "xai_bridge.backends"
 
 
 @dataclass(frozen=True)
-class BackendSpec:
-    """A registered method.
+class MethodSpec:
+    """A registered method and what it is.
 
     Attributes:
         name: public name, ``"library.Method"`` (e.g. ``"captum.IntegratedGradients"``).
@@ -34,9 +40,14 @@ class BackendSpec:
         requires: import names that must be installed (e.g. ``("captum",)``).
         extra: the pip extra installing them (for the hint).
         family: ``"cam"``, ``"gradient"``, ``"perturbation"`` or ``"other"``.
-        needs_gradients: whether the model must be a torch model.
+        needs_gradients: whether the model must be differentiable (a torch model).
         options: fixed keyword options passed to the backend in the request.
         description: one line for ``available_methods``.
+        signed: whether maps carry a sign (evidence for and against), so plots
+            draw them on a diverging colour map centred at zero; unsigned maps
+            are never negative.
+        random: whether the result depends on the seed.
+        aliases: older or alternative names that resolve to this method.
     """
 
     name: str
@@ -47,6 +58,9 @@ class BackendSpec:
     needs_gradients: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    signed: bool = False
+    random: bool = False
+    aliases: tuple[str, ...] = ()
 
     @property
     def install_hint(self) -> str:
@@ -58,8 +72,12 @@ class BackendSpec:
         return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
 
 
+#: The name this class had before methods and backends were told apart; kept for third-party catalogs.
+BackendSpec = MethodSpec
+
+
 class Registry:
-    """A name -> :class:`BackendSpec` table with lazy loading.
+    """A name -> :class:`MethodSpec` table with lazy loading.
 
     Args:
         specs: initial specs.
@@ -67,46 +85,62 @@ class Registry:
             entry-point group on first lookup.
     """
 
-    def __init__(self, specs: Iterable[BackendSpec] = (), entry_points: bool = True) -> None:
-        self._specs: dict[str, BackendSpec] = {}
+    def __init__(self, specs: Iterable[MethodSpec] = (), entry_points: bool = True) -> None:
+        self._specs: dict[str, MethodSpec] = {}
+        self._aliases: dict[str, str] = {}
         self._loaded: dict[str, Callable[..., Any]] = {}
         self._entry_points_pending = entry_points
         for spec in specs:
             self.register(spec)
 
-    def register(self, spec: BackendSpec, clobber: bool = False) -> None:
-        """Add ``spec``; a taken name is refused unless ``clobber=True``."""
-        if not isinstance(spec, BackendSpec):
-            raise TypeError(f"spec: expected a BackendSpec, got {type(spec).__name__}")
+    def register(self, spec: MethodSpec, clobber: bool = False) -> None:
+        """Add ``spec`` (and its aliases); a taken name is refused unless ``clobber=True``."""
+        if not isinstance(spec, MethodSpec):
+            raise TypeError(f"spec: expected a MethodSpec, got {type(spec).__name__}")
         if ":" not in spec.target:
             raise ValueError(f"spec.target: expected 'module:attribute', got {spec.target!r}")
-        if spec.name in self._specs and not clobber:
-            raise ValueError(f"name: method {spec.name!r} is already registered; pass clobber=True to replace it")
+        for name in (spec.name, *spec.aliases):
+            if (name in self._specs or name in self._aliases) and not clobber:
+                raise ValueError(f"name: method {name!r} is already registered; pass clobber=True to replace it")
         self._specs[spec.name] = spec
+        self._aliases.pop(spec.name, None)
+        self._aliases.update({alias: spec.name for alias in spec.aliases})
         self._loaded.pop(spec.name, None)
 
     @property
-    def specs(self) -> Mapping[str, BackendSpec]:
-        """Read-only view of every registered spec."""
+    def specs(self) -> Mapping[str, MethodSpec]:
+        """Read-only view of every registered spec, by canonical name."""
         self._load_entry_points()
         return MappingProxyType(self._specs)
 
-    def spec(self, name: str) -> BackendSpec:
-        """The spec registered as ``name``; unknown names raise with suggestions."""
+    def spec(self, name: str) -> MethodSpec:
+        """The spec registered as ``name`` or an alias of it; unknown names raise with suggestions.
+
+        A name that differs from a registered one only in case resolves to it
+        when the match is unique, so ``"gradcam.gradcam"`` finds
+        ``"gradcam.GradCAM"``; the result always carries the canonical name.
+        """
+        if not isinstance(name, str):
+            raise UnknownMethodError(f"method: expected a method name (str), got {type(name).__name__}")
         specs = self.specs
-        if name in specs:
-            return specs[name]
-        folded = {k.lower(): k for k in specs}
-        if name.lower() in folded:
-            return specs[folded[name.lower()]]
-        close = difflib.get_close_matches(name, list(specs), n=3, cutoff=0.5)
+        canonical = name if name in specs else self._aliases.get(name)
+        if canonical is None:
+            folded: dict[str, set[str]] = {}
+            for key in (*specs, *self._aliases):
+                folded.setdefault(key.lower(), set()).add(self._aliases.get(key, key))
+            matches = folded.get(name.lower(), set())
+            canonical = next(iter(matches)) if len(matches) == 1 else None
+        if canonical is not None:
+            return specs[canonical]
+        names = [*specs, *self._aliases]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         close += [k for k in specs if k.lower().endswith("." + name.lower()) and k not in close]
         hint = f" Did you mean {', '.join(repr(c) for c in close[:4])}?" if close else ""
         raise UnknownMethodError(
             f"method: no method named {name!r}.{hint} See xai_bridge.available_methods() for all names."
         )
 
-    def load(self, name: str) -> tuple[BackendSpec, Callable[..., Any]]:
+    def load(self, name: str) -> tuple[MethodSpec, Callable[..., Any]]:
         """Import and return ``(spec, backend callable)`` for ``name``.
 
         Raises:
@@ -159,7 +193,7 @@ _DEFAULT: list[Registry] = []
 def default_registry() -> Registry:
     """The registry holding the built-in methods (created on first use)."""
     if not _DEFAULT:
-        from .adapters.backends.catalog import builtin_specs
+        from .adapters.methods import builtin_specs
 
         _DEFAULT.append(Registry(builtin_specs()))
     return _DEFAULT[0]

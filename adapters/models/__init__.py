@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .array_model import ArrayModel, BlackBoxModel
+from .arrays import ArrayModel, BlackBoxModel
 
 __all__ = ["ArrayModel", "BlackBoxModel", "PixelModule", "TorchModel", "efficientnet_lite0", "model_guard"]
 
 _LAZY = {
-    "TorchModel": ".torch_module",
-    "PixelModule": ".torch_module",
-    "model_guard": ".torch_state",
-    "hook_count": ".torch_state",
+    "TorchModel": ".torch",
+    "PixelModule": ".torch",
+    "model_guard": "xai_bridge.adapters._torch",
+    "hook_count": "xai_bridge.adapters._torch",
     "efficientnet_lite0": ".zoo",
     "imagenet_class_names": ".zoo",
 }

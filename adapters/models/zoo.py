@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from xai_bridge.models import OutputKind, Preprocess
 
-from .torch_module import TorchModel
+from .torch import TorchModel
 
 __all__ = ["efficientnet_lite0", "imagenet_class_names", "load_efficientnet_lite0"]
 

@@ -1,0 +1,187 @@
+"""Torch helpers every adapter shares: the model guard, seeding, swapped-children restore, forward counting.
+
+:func:`model_guard` saves and restores everything an explainer may change on
+a torch module; :func:`enter_run` is what each library run enters around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from xai_bridge._seeding import numpy_seeded
+
+__all__ = ["ForwardCounter", "children_restored", "enter_run", "hook_count", "model_guard", "seeded"]
+
+_HF_FLAG = "_output_capturing_hooks_installed"
+_MISSING = object()
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+)
+
+
+def hook_count(module: Any) -> int:
+    """Total number of hooks registered on ``module`` and its submodules."""
+    dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return sum(len(getattr(m, d, {})) for m in module.modules() for d in dicts)
+
+
+@contextmanager
+def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False) -> Iterator[Any]:
+    """Run a block with ``module`` in eval mode and restore its state afterwards.
+
+    Restored in ``finally`` (also when the block raises): every submodule's
+    ``training`` flag, every parameter's ``requires_grad`` and ``.grad``, and
+    the hook dictionaries of every submodule (hooks a library registered and
+    did not remove are removed). Nothing else is touched.
+
+    Args:
+        module: the user's ``torch.nn.Module``.
+        eval_mode: put the module in eval mode inside the block.
+        freeze_params: set ``requires_grad=False`` on parameters inside the
+            block (gradients w.r.t. inputs only: faster, and no ``.grad`` left).
+
+    Yields:
+        The module itself.
+    """
+    # One pass over the module tree; plain attributes are read and written through __dict__
+    # (nn.Module.__setattr__ is slow, and this runs around every explanation).
+    from torch.utils.hooks import RemovableHandle
+
+    # Hook dicts are keyed by handle ids, which only grow: every hook registered inside the block has
+    # an id >= this one, so no hook dict needs copying on the way in.
+    first_new = RemovableHandle.next_id
+    states: list[dict[str, Any]] = []
+    saved: list[tuple[Any, ...]] = []
+    params: list[Any] = []
+    seen: set[int] = set()
+    for m in module.modules():
+        state = m.__dict__
+        states.append(state)
+        saved.append(
+            (
+                state.get("training"),
+                state.get("_is_full_backward_hook", _MISSING),
+                # transformers >= 5 installs output-capturing hooks on first forward and sets this flag;
+                # removing the hooks without restoring the flag would silently break output_hidden_states.
+                state.get(_HF_FLAG, _MISSING),
+            )
+        )
+        for p in state.get("_parameters", {}).values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    requires = [p.requires_grad for p in params]
+    grads = [p.grad for p in params]
+    try:
+        if eval_mode and any(training for training, *_ in saved):
+            module.eval()
+        if freeze_params:
+            for p, flag in zip(params, requires):
+                if flag:
+                    p.requires_grad_(False)
+        yield module
+    finally:
+        for state, (training, backward, hf) in zip(states, saved):
+            if state.get("training") is not training:
+                state["training"] = training
+            for key, value in (("_is_full_backward_hook", backward), (_HF_FLAG, hf)):
+                if state.get(key, _MISSING) is not value:
+                    if value is _MISSING:
+                        state.pop(key, None)
+                    else:
+                        state[key] = value
+            for d in _HOOK_DICTS:
+                current = state.get(d)
+                if current:
+                    for key in [k for k in current if isinstance(k, int) and k >= first_new]:
+                        del current[key]
+        for p, flag, grad in zip(params, requires, grads):
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+            if p.grad is not grad:
+                p.grad = grad
+
+
+@contextmanager
+def children_restored(module: nn.Module) -> Iterator[None]:
+    """Put back every submodule a library swapped, also when it raises.
+
+    pytorch-grad-cam's AblationCAM swaps the target layer for an ablation
+    layer, and guided backprop swaps every ``ReLU`` (and puts back new ones,
+    losing ``inplace`` and identity); both skip the restore on errors.
+    """
+    saved = [(m, dict(m._modules)) for m in module.modules()]
+    try:
+        yield
+    finally:
+        for mod, children in saved:
+            current = mod._modules
+            if current.keys() != children.keys() or any(current[k] is not v for k, v in children.items()):
+                current.clear()
+                current.update(children)
+
+
+class ForwardCounter:
+    """Context manager counting the images passed through ``net`` (a pre-hook, removed on exit)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+        self.count = 0
+        self._handle: Any = None
+
+    def _hook(self, _mod: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor) and args[0].ndim > 0:
+            self.count += int(args[0].shape[0])
+
+    def __enter__(self) -> ForwardCounter:
+        self._handle = self.net.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Seed numpy's and torch's global generators (used by the libraries); restore both after.
+
+    Holds :data:`xai_bridge._seeding.GLOBAL_RNG_LOCK`, so concurrent seeded runs
+    do not interleave their draws.
+    """
+    device = torch.device(device or "cpu")
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with numpy_seeded(seed), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def enter_run(stack: ExitStack, model: Any, net: Any, seed: int | None = None) -> ForwardCounter:
+    """Enter what every library run on ``net`` needs into ``stack``; returns the forward counter.
+
+    Hooks left on a user-built pixel wrapper are removed (``TorchModel.guard``
+    already covers its own wrapper), submodules a library swaps are put back,
+    the global RNGs are seeded when ``seed`` is given, and images through
+    ``net`` are counted.
+    """
+    from xai_bridge.adapters.models.torch import PixelModule
+
+    if not isinstance(net, PixelModule):
+        stack.enter_context(model_guard(net, eval_mode=False))
+    stack.enter_context(children_restored(net))
+    if seed is not None:
+        stack.enter_context(seeded(seed, model.device))
+    return stack.enter_context(ForwardCounter(net))

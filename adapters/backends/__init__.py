@@ -1,1 +1,0 @@
-"""Backends: one small module per library, imported lazily through the registry."""

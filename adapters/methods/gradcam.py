@@ -1,0 +1,601 @@
+"""pytorch-grad-cam (``import pytorch_grad_cam``) on image pixels, with raw maps.
+
+Every method runs on ``model.pixel_module()`` fed ``[0, 255]`` pixels at the
+image's own resolution, so the library's upsampling already lands on image
+pixels. One library call explains one target per image for a batch of images
+(``model.batch_size``); the ``(N, T)`` targets are a loop over columns.
+
+Raw maps: the library min-max scales every map to [0, 1]. Here each method
+class is subclassed to keep the per-layer CAM its ``get_cam_image`` returns;
+the backend applies the library's own ReLU (``np.maximum(cam, 0)``) and
+upsampling (``cv2.resize``, bilinear, to the input size) and skips the
+scaling. Min-max scaling a returned map gives the library's output back.
+FullGrad keeps the sum of its per-layer maps (each scaled by the library, as
+the method defines) before the final scaling. With ``aug_smooth`` the raw maps
+of the library's test-time augmentations are de-augmented and averaged (the
+library averages scaled maps).
+
+Deep Feature Factorization (Collins et al. 2018, https://arxiv.org/abs/1806.10206)
+factorises one image's layer activations into ``n_components`` concepts
+(non-negative matrix factorisation, per image, deterministic). It defines its
+own targets: one per concept, so ``T = n_components`` and the requested
+``targets`` are not used. ``attributions[n, k]`` is concept ``k``'s raw map,
+``targets[n, k]`` the concept's top class when the classifier head is applied
+to the concept embedding, ``scores[n, k]`` that class's probability and
+``target_names[n, k]`` reads ``"concept k: Egyptian cat:0.81, tabby:0.12"``.
+``extras`` holds ``concept_labels`` / ``concept_label_scores`` ``(N, K, top_k)``
+(each concept's top classes and probabilities) and ``concept_probs``
+``(N, K, classes)``.
+
+Hooks are released and swapped submodules (AblationCAM's ablation layer,
+guided backprop's ReLUs) put back in ``finally``; the model guard restores
+mode, ``requires_grad`` and ``.grad`` and removes any hook left behind.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
+from xai_bridge.registry import MethodSpec
+
+if TYPE_CHECKING:
+    from ._layers import TargetLayer
+
+__all__ = ["METHODS", "Kernel", "cam", "deep_feature_factorization", "guided_backprop", "guided_gradcam"]
+
+
+class Kernel(str, enum.Enum):
+    """Kernel of KPCA-CAM's kernel PCA (scikit-learn names)."""
+
+    LINEAR = "linear"
+    POLY = "poly"
+    RBF = "rbf"
+    SIGMOID = "sigmoid"
+    COSINE = "cosine"
+
+
+@dataclass(frozen=True)
+class _Method:
+    """How to build and call one pytorch-grad-cam class.
+
+    Attributes:
+        ctor: user params passed to the constructor, with their defaults.
+        attrs: user params set as attributes after construction.
+        call: user params of the call (FinerCAM).
+        layer: whether the method uses a target layer.
+        smoothing: whether ``aug_smooth`` / ``eigen_smooth`` apply.
+        random: whether the method draws random numbers.
+        freeze: run with parameters frozen (``requires_grad=False``); ShapleyCAM
+            differentiates gradients, which needs the parameters in the graph.
+        description: one line for the method listing.
+    """
+
+    ctor: Mapping[str, Any] = field(default_factory=dict)
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    call: Mapping[str, Any] = field(default_factory=dict)
+    layer: bool = True
+    smoothing: bool = True
+    random: bool = False
+    freeze: bool = True
+    description: str = ""
+
+
+#: Library class name -> how to run it; each is registered as ``gradcam.<name>`` (SPECS below).
+METHODS: dict[str, _Method] = {
+    "GradCAM": _Method(description="Grad-CAM: activations weighted by mean gradients"),
+    "HiResCAM": _Method(description="HiResCAM: element-wise gradients x activations, summed"),
+    "GradCAMPlusPlus": _Method(description="Grad-CAM++: second-order weighting of positive gradients"),
+    "XGradCAM": _Method(description="XGrad-CAM: gradients weighted by normalised activations"),
+    "ScoreCAM": _Method(
+        attrs={"batch_size": 16}, description="Score-CAM: weights from scores of activation-masked images"
+    ),
+    "AblationCAM": _Method(
+        ctor={"batch_size": 32, "ratio_channels_to_ablate": 1.0},
+        description="Ablation-CAM: weights from the score drop when ablating each channel",
+    ),
+    "EigenCAM": _Method(description="Eigen-CAM: first principal component of the activations"),
+    "EigenGradCAM": _Method(description="Eigen-Grad-CAM: first principal component of gradients x activations"),
+    "LayerCAM": _Method(description="LayerCAM: positive gradients x activations per position"),
+    "FullGrad": _Method(layer=False, description="FullGrad: input gradients plus every conv/BN bias gradient"),
+    "GradCAMElementWise": _Method(description="Grad-CAM element-wise: ReLU of gradients x activations, summed"),
+    "KPCA_CAM": _Method(
+        ctor={"kernel": Kernel.SIGMOID, "gamma": None},
+        random=True,
+        description="KPCA-CAM: first kernel-PCA component of the activations",
+    ),
+    "ShapleyCAM": _Method(freeze=False, description="ShapleyCAM: gradient and Hessian-vector-product weights"),
+    "FinerCAM": _Method(
+        call={"alpha": 1.0, "comparison_categories": (1, 2, 3)},
+        smoothing=False,
+        description="Finer-CAM: Grad-CAM of the target score against the most similar classes",
+    ),
+    "FEM": _Method(ctor={"k": 2}, description="Feature Explanation Method: k-sigma thresholded activations"),
+    "SegEigenCAM": _Method(
+        description="Seg-Eigen-CAM: sign-corrected principal component of |gradients| x activations"
+    ),
+    "RandomCAM": _Method(random=True, description="Random channel weights: a sanity-check baseline"),
+}
+
+_LAYER = {"layer": None, "reshape_transform": None}
+_SMOOTHING = {"aug_smooth": False, "eigen_smooth": False}
+
+
+def _version() -> str:
+    return library_version("grad-cam")
+
+
+def _raw_class(base: type) -> type:
+    """``base`` keeping the raw per-layer CAM of each call in ``raw_cams``."""
+    from pytorch_grad_cam import FullGrad
+
+    if issubclass(base, FullGrad):
+
+        def aggregate_multi_layers(self: Any, cam_per_target_layer: np.ndarray) -> np.ndarray:
+            self.raw_cams.append(np.sum(cam_per_target_layer, axis=1))
+            return base.aggregate_multi_layers(self, cam_per_target_layer)
+
+        return type(f"Raw{base.__name__}", (base,), {"aggregate_multi_layers": aggregate_multi_layers})
+
+    def get_cam_image(self: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        cam = base.get_cam_image(self, *args, **kwargs)
+        self.raw_cams.append(np.asarray(cam, dtype=np.float32))
+        return cam
+
+    return type(f"Raw{base.__name__}", (base,), {"get_cam_image": get_cam_image})
+
+
+def _upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The library's ReLU and resize without its min-max: ``(n, h, w)`` -> ``(n, H, W)``."""
+    import cv2
+
+    height, width = size
+    return np.stack([cv2.resize(np.float32(np.maximum(c, 0)), (width, height)) for c in cam])
+
+
+class _Runner:
+    """One constructed library object, called per (image batch, target column)."""
+
+    def __init__(self, name: str, net: Any, layer: TargetLayer | None, params: Mapping[str, Any]) -> None:
+        import pytorch_grad_cam
+        from pytorch_grad_cam import AblationLayer, AblationLayerVit
+
+        self.name, self.spec, self.params = name, METHODS[name], params
+        reshape = layer.reshape_transform if layer is not None else None
+        layers = [layer.module] if layer is not None else []
+        ctor = {k: params[k] for k in self.spec.ctor}
+        if "kernel" in ctor:
+            ctor["kernel"] = Kernel(ctor["kernel"]).value
+        if name == "AblationCAM":
+            ctor["ablation_layer"] = AblationLayerVit() if reshape is not None else AblationLayer()
+        if name == "FinerCAM":
+            self.obj = pytorch_grad_cam.FinerCAM(net, layers, reshape, base_method=_raw_class(pytorch_grad_cam.GradCAM))
+            self.cam = self.obj.base_cam
+        else:
+            self.obj = self.cam = _raw_class(getattr(pytorch_grad_cam, name))(net, layers, reshape, **ctor)
+        for key in self.spec.attrs:
+            setattr(self.cam, key, params[key])
+
+    def release(self) -> None:
+        """Remove the library's hooks, even when its own cleanup raises."""
+        hooks = self.cam.activations_and_grads
+        try:
+            hooks.release()
+        except RuntimeError:
+            pass  # its clear() cannot detach_() view gradients (ShapleyCAM); the hooks are removed below
+        finally:
+            for handle in hooks.handles:
+                handle.remove()
+            hooks.handles.clear()
+            hooks.activations, hooks.gradients = [], []
+
+    def __call__(self, x: Any, targets: np.ndarray) -> np.ndarray:
+        """Raw maps ``(n, H, W)`` for one target per image."""
+        import torch
+
+        if self.name == "FinerCAM":
+            return self._finer(x, targets)
+        if not self.params.get("aug_smooth", False):
+            return self._once(x, targets)
+        total = 0.0
+        transforms = list(self.cam.tta_transforms)
+        for transform in transforms:
+            raw = self._once(transform.augment_image(x), targets)
+            total = total + transform.deaugment_mask(torch.from_numpy(raw[:, None]))[:, 0].numpy()
+        return np.asarray(total, np.float32) / len(transforms)
+
+    def _once(self, x: Any, targets: np.ndarray) -> np.ndarray:
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        self.cam.raw_cams = []
+        eigen_smooth = bool(self.params.get("eigen_smooth", False))
+        self.obj(x, [ClassifierOutputTarget(int(t)) for t in targets], eigen_smooth=eigen_smooth)
+        (raw,) = self.cam.raw_cams
+        size = tuple(x.shape[-2:])
+        return raw.astype(np.float32) if self.name == "FullGrad" else _upsample(raw, size)
+
+    def _finer(self, x: Any, targets: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(targets), *x.shape[-2:]), np.float32)
+        for t in np.unique(targets):
+            rows = np.flatnonzero(targets == t)
+            self.cam.raw_cams = []
+            comparison = [int(c) for c in self.params["comparison_categories"]]
+            self.obj(
+                x[rows], None, alpha=float(self.params["alpha"]), comparison_categories=comparison, target_idx=int(t)
+            )
+            (raw,) = self.cam.raw_cams
+            out[rows] = _upsample(raw, tuple(x.shape[-2:]))
+        return out
+
+
+def _defaults(spec: _Method) -> dict[str, Any]:
+    return {
+        **(_LAYER if spec.layer else {}),
+        **(_SMOOTHING if spec.smoothing else {}),
+        **spec.ctor,
+        **spec.attrs,
+        **spec.call,
+    }
+
+
+def _check(params: Mapping[str, Any]) -> None:
+    for key in ("batch_size", "k"):
+        value = params.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{key}: expected a positive integer, got {value!r}")
+    comparison = params.get("comparison_categories", (1,))
+    if isinstance(comparison, (str, bytes)) or not all(isinstance(c, (int, np.integer)) for c in comparison):
+        raise TypeError(f"comparison_categories: expected ranks as integers, e.g. (1, 2, 3), got {comparison!r}")
+    ratio = params.get("ratio_channels_to_ablate", 1.0)
+    if not 0 < float(ratio) <= 1:
+        raise ValueError(f"ratio_channels_to_ablate: expected a value in (0, 1], got {ratio!r}")
+    if "kernel" in params:
+        try:
+            Kernel(params["kernel"])
+        except ValueError:
+            raise ValueError(f"kernel: expected one of {[k.value for k in Kernel]}, got {params['kernel']!r}") from None
+    for key in ("aug_smooth", "eigen_smooth"):
+        if key in params and not isinstance(params[key], (bool, np.bool_)):
+            raise TypeError(f"{key}: expected True or False, got {params[key]!r}")
+
+
+def _cam_maps(
+    request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
+) -> tuple[np.ndarray, TargetLayer | None]:
+    """Raw ``(N, T, H, W)`` maps of one method; runs inside the caller's guard."""
+    from ._layers import choose_layer, gradient_stop
+
+    net = model.pixel_module()
+    images, targets = request.images, request.targets
+    x0 = model.pixel_tensor(images[:1])
+    layer = None
+    if METHODS[name].layer:
+        layer = choose_layer(
+            model.module,
+            net,
+            x0,
+            int(targets[0, 0]),
+            params["layer"],
+            params["reshape_transform"],
+            model.memo,
+        )
+    _check_outputs(net, x0, targets, request.n_outputs)
+    # ShapleyCAM differentiates through the parameters: no stop (and no freeze) for it
+    stopped = stack.enter_context(gradient_stop(layer if METHODS[name].freeze else None))
+    runner = _Runner(name, net, layer, params)
+    stack.callback(runner.release)
+    maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
+    for start in range(0, len(images), model.batch_size):
+        x = model.pixel_tensor(images[start : start + model.batch_size]).requires_grad_(not stopped)
+        for j in range(targets.shape[1]):
+            maps[start : start + len(x), j] = runner(x, targets[start : start + len(x), j])
+    return maps, layer
+
+
+def _check_outputs(net: Any, x0: Any, targets: np.ndarray, n_outputs: int | None) -> None:
+    """Check targets against the output count (one forward pass only when it is unknown)."""
+    import torch
+
+    from ._layers import check_target_range
+
+    if n_outputs is None:
+        with torch.no_grad():
+            n_outputs = int(net(x0).shape[-1])
+    check_target_range(targets, n_outputs)
+
+
+def _enter(request: ExplainRequest, model: Any, stack: ExitStack, freeze: bool = True) -> Any:
+    """Guard the model (parameters frozen unless ``freeze`` is False) and enter the shared run context."""
+    from xai_bridge.adapters._torch import enter_run
+
+    stack.enter_context(model.guard(freeze_params=freeze))
+    return enter_run(stack, model, model.pixel_module(), seed=request.seed)
+
+
+def _effective(params: dict[str, Any], layer: TargetLayer | None) -> dict[str, Any]:
+    out = {**params, **(layer.describe() if layer is not None else {})}
+    if "kernel" in out:
+        out["kernel"] = Kernel(out["kernel"]).value
+    return out
+
+
+def cam(request: ExplainRequest) -> BackendResult:
+    """A pytorch-grad-cam CAM method (``request.options["method"]`` is the class name).
+
+    Methods and papers: GradCAM (https://arxiv.org/abs/1610.02391), HiResCAM
+    (https://arxiv.org/abs/2011.08891), GradCAMPlusPlus (https://arxiv.org/abs/1710.11063),
+    XGradCAM (https://arxiv.org/abs/2008.02312), ScoreCAM (https://arxiv.org/abs/1910.01279),
+    AblationCAM (Desai & Ramaswamy, WACV 2020), EigenCAM (https://arxiv.org/abs/2008.00299), EigenGradCAM, LayerCAM
+    (https://ieeexplore.ieee.org/document/9462463), FullGrad (https://arxiv.org/abs/1905.00780),
+    GradCAMElementWise, KPCA_CAM (kernel-PCA Eigen-CAM, Karmani et al. 2024), ShapleyCAM
+    (https://arxiv.org/abs/2501.06261), FinerCAM (https://arxiv.org/abs/2501.11309),
+    FEM (https://hal.science/hal-02963298/document), SegEigenCAM
+    (https://doi.org/10.3390/app15137562), RandomCAM (random weights, a sanity baseline).
+
+    Params:
+        layer: target layer, a submodule of ``model.module`` or its dotted name
+            (default: automatic, see :mod:`~xai_bridge.adapters.methods._layers`).
+            Not used by FullGrad (every conv / BatchNorm bias).
+        reshape_transform: callable mapping the layer output to ``(N, C, h, w)``
+            (default: automatic for square token grids, else none).
+        aug_smooth: average over the library's test-time augmentations
+            (flip, x0.9 / x1.1 brightness); not FinerCAM.
+        eigen_smooth: first principal component of the weighted activations.
+        batch_size: masked images per forward (ScoreCAM 16, AblationCAM 32).
+        ratio_channels_to_ablate: AblationCAM's share of channels ablated.
+        kernel, gamma: KPCA_CAM's kernel (:class:`Kernel`) and its coefficient.
+        k: FEM's k-sigma threshold.
+        alpha, comparison_categories: FinerCAM's comparison strength and the
+            ranks (by closeness of score to the target) of the classes compared.
+    """
+    name = str(request.options["method"])
+    spec = METHODS[name]
+    params = check_params(request.method, request.params, _defaults(spec))
+    _check(params)
+    model = require_differentiable(request)
+    with ExitStack() as stack:
+        counter = _enter(request, model, stack, freeze=spec.freeze)
+        maps, layer = _cam_maps(request, model, name, params, stack)
+    return BackendResult(
+        attributions=maps,
+        params=_effective(params, layer),
+        backend_version=_version(),
+        n_model_evals=counter.count,
+        uses_seed=spec.random,
+    )
+
+
+def _guided(request: ExplainRequest, model: Any) -> np.ndarray:
+    """Guided backprop gradients ``(N, T, 3, H, W)``; runs inside the caller's guard."""
+    from pytorch_grad_cam import GuidedBackpropReLUModel
+
+    net = model.pixel_module()
+    images, targets = request.images, request.targets
+    x0 = model.pixel_tensor(images[:1])
+    _check_outputs(net, x0, targets, request.n_outputs)
+    gb = GuidedBackpropReLUModel(net, device=None)
+    out = np.zeros((*targets.shape, 3, *images.shape[1:3]), np.float32)
+    for i in range(len(images)):
+        x = model.pixel_tensor(images[i : i + 1])
+        for j in range(targets.shape[1]):
+            out[i, j] = np.transpose(gb(x.clone(), target_category=int(targets[i, j])), (2, 0, 1))
+    return out
+
+
+def guided_backprop(request: ExplainRequest) -> BackendResult:
+    """Guided backpropagation (Springenberg et al. 2015, https://arxiv.org/abs/1412.6806).
+
+    pytorch-grad-cam's ``GuidedBackpropReLUModel``: every ``nn.ReLU`` passes
+    only positive gradients for positive inputs (other activations, e.g.
+    ``ReLU6``, are left as they are). ``raw`` holds the per-channel input
+    gradient; the original ReLU modules are put back afterwards. No params.
+    """
+    params = check_params(request.method, request.params, {})
+    model = require_differentiable(request)
+    with ExitStack() as stack:
+        counter = _enter(request, model, stack)
+        raw = _guided(request, model)
+    return BackendResult(
+        attributions=raw.sum(axis=2), raw=raw, params=params, backend_version=_version(), n_model_evals=counter.count
+    )
+
+
+def guided_gradcam(request: ExplainRequest) -> BackendResult:
+    """Guided Grad-CAM (Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391).
+
+    The raw Grad-CAM map times guided backprop, per channel (``raw``), as in
+    pytorch-grad-cam's example, without its min-max scaling of the CAM.
+
+    Params:
+        layer, reshape_transform, aug_smooth, eigen_smooth: as for Grad-CAM.
+    """
+    params = check_params(request.method, request.params, {**_LAYER, **_SMOOTHING})
+    _check(params)
+    model = require_differentiable(request)
+    with ExitStack() as stack:
+        counter = _enter(request, model, stack)
+        with ExitStack() as cam_stack:
+            maps, layer = _cam_maps(request, model, "GradCAM", params, cam_stack)
+        raw = _guided(request, model) * maps[:, :, None]
+    return BackendResult(
+        attributions=raw.sum(axis=2),
+        raw=raw,
+        params=_effective(params, layer),
+        backend_version=_version(),
+        n_model_evals=counter.count,
+    )
+
+
+def _resolve_head(module: Any, head: Any, channels: int) -> Callable[[Any], Any]:
+    from torch import nn
+
+    if callable(head) and not isinstance(head, str):
+        return head
+    modules = dict(module.named_modules())
+    if isinstance(head, str):
+        if head not in modules:
+            raise ValueError(f"head: no submodule named {head!r}; pass the classifier layer or its dotted name")
+        return modules[head]
+    if head is not None:
+        raise TypeError(f"head: expected None, a module, a callable or a dotted name, got {type(head).__name__}")
+    linear = [m for m in modules.values() if isinstance(m, nn.Linear) and m.in_features == channels]
+    if not linear:
+        raise ValueError(
+            f"head: found no nn.Linear with {channels} inputs to score the concepts of the layer; pass head= "
+            "(the classifier applied to the pooled layer output) or a layer feeding it"
+        )
+    return linear[-1]
+
+
+def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
+    """Deep Feature Factorization (Collins et al. 2018, https://arxiv.org/abs/1806.10206).
+
+    See the module docstring for how concepts map to ``(N, T)``.
+
+    Params:
+        layer, reshape_transform: as for Grad-CAM.
+        n_components: concepts per image (default 5, as ``run_dff_on_image``).
+        head: module or callable scoring a concept embedding ``(K, C)`` ->
+            ``(K, classes)`` (default: the last ``nn.Linear`` with ``C`` inputs).
+        top_k: labels kept per concept (default 2).
+    """
+    import torch
+    from pytorch_grad_cam import DeepFeatureFactorization
+    from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff
+
+    params = check_params(request.method, request.params, {**_LAYER, "n_components": 5, "head": None, "top_k": 2})
+    for key in ("n_components", "top_k"):
+        if not isinstance(params[key], (int, np.integer)) or params[key] < 1:
+            raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")
+    model = require_differentiable(request)
+    images, targets = request.images, request.targets
+    n, t = targets.shape
+    k, top_k = int(params["n_components"]), int(params["top_k"])
+    maps = np.zeros((n, k, *images.shape[1:3]), np.float32)
+    probs_all = []
+    from ._layers import choose_layer
+
+    with ExitStack() as stack:
+        counter = _enter(request, model, stack)
+        net = model.pixel_module()
+        x0 = model.pixel_tensor(images[:1])
+        layer = choose_layer(
+            model.module,
+            net,
+            x0,
+            int(targets[0, 0]),
+            params["layer"],
+            params["reshape_transform"],
+            model.memo,
+        )
+        _check_outputs(net, x0, targets, request.n_outputs)
+        head = None
+        for i in range(n):
+            x = model.pixel_tensor(images[i : i + 1])
+            factorizer = DeepFeatureFactorization(net, layer.module, layer.reshape_transform)
+            try:
+                with torch.no_grad():
+                    factorizer.activations_and_grads(x)
+                activations = factorizer.activations_and_grads.activations[0].cpu().numpy()
+            finally:
+                factorizer.activations_and_grads.release()
+            concepts, explanations = dff(activations, n_components=k)
+            head = head or _resolve_head(model.module, params["head"], concepts.shape[0])
+            with torch.no_grad():
+                emb = torch.from_numpy(np.float32(concepts).T).to(model.device)
+                logits = head(emb).float().cpu().numpy()
+            probs_all.append(torch.softmax(torch.from_numpy(logits), dim=-1).numpy())
+            maps[i] = _upsample(explanations[0], tuple(images.shape[1:3]))
+    probs = np.stack(probs_all)  # (N, K, classes)
+    labels = np.argsort(-probs, axis=2, kind="stable")[:, :, :top_k]  # (N, K, top_k)
+    label_scores = np.take_along_axis(probs, labels, axis=2)
+    names = getattr(model, "class_names", None)
+
+    def label(c: int) -> str:
+        return ",".join(str(names[c]).split(",")[:3]) if names is not None else str(c)
+
+    target_names = np.array(
+        [
+            [
+                f"concept {j}: " + ", ".join(f"{label(c)}:{p:.2f}" for c, p in zip(lab, sc))
+                for j, (lab, sc) in enumerate(zip(labels[i], label_scores[i]))
+            ]
+            for i in range(n)
+        ]
+    )
+    extras: dict[str, np.ndarray] = {
+        "concept_labels": labels.astype(np.int64),
+        "concept_label_scores": label_scores.astype(np.float32),
+        "concept_probs": probs.astype(np.float32),
+    }
+    return BackendResult(
+        attributions=maps,
+        params={**params, **layer.describe()},
+        backend_version=_version(),
+        n_model_evals=counter.count,
+        extras=extras,
+        targets=labels[:, :, 0].astype(np.int64),
+        target_names=target_names,
+        scores=label_scores[:, :, 0].astype(np.float32),
+    )
+
+
+_REQUIRES = ("pytorch_grad_cam", "torch", "cv2")
+
+#: Methods with a backend function of their own: (name, function, family, signed, description).
+_OTHERS = (
+    (
+        "GuidedBackprop",
+        "guided_backprop",
+        "gradient",
+        True,
+        "Guided backpropagation: input gradients through ReLUs passing positive gradients only",
+    ),
+    (
+        "GuidedGradCAM",
+        "guided_gradcam",
+        "cam",
+        True,
+        "Guided Grad-CAM: raw Grad-CAM map times guided backprop, per channel",
+    ),
+    (
+        "DeepFeatureFactorization",
+        "deep_feature_factorization",
+        "cam",
+        False,
+        "Deep Feature Factorization: NMF concepts of a layer, one map per concept with its top labels",
+    ),
+)
+
+SPECS = tuple(
+    MethodSpec(
+        name=f"gradcam.{name}",
+        target=f"{__name__}:cam",
+        requires=_REQUIRES,
+        extra="gradcam",
+        family="cam",
+        needs_gradients=True,
+        options={"method": name},
+        random=spec.random,
+        description=f"pytorch-grad-cam {spec.description}; raw maps at image resolution.",
+    )
+    for name, spec in METHODS.items()
+) + tuple(
+    MethodSpec(
+        name=f"gradcam.{name}",
+        target=f"{__name__}:{function}",
+        requires=_REQUIRES,
+        extra="gradcam",
+        family=family,
+        needs_gradients=True,
+        signed=signed,
+        description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
+    )
+    for name, function, family, signed, description in _OTHERS
+)

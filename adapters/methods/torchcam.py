@@ -1,0 +1,275 @@
+"""torchcam (``import torchcam``) CAM extractors on image pixels, with raw maps.
+
+Every extractor hooks ``model.pixel_module()`` fed ``[0, 255]`` pixels at the
+image's own resolution; one call explains one target per image for a batch of
+images (torchcam's ``class_idx`` list matches the batch), and the ``(N, T)``
+targets are a loop over columns, each with its own forward pass.
+
+Raw maps: the extractor is called with ``normalized=False`` (no min-max; its
+ReLU, where the method has one, is kept) and the layer-resolution map is
+upsampled to the image with ``F.interpolate(mode="bilinear",
+align_corners=False)``, the interpolation torchcam itself uses to resize maps
+(``fuse_cams``, Score-CAM masks). Min-max scaling a returned map gives
+torchcam's normalised map, upsampled the same way, back.
+
+Random methods (SmoothGradCAMpp, SSCAM) draw from torch's global generator,
+seeded with the request's seed before each call and restored afterwards.
+SmoothGradCAMpp's noise is added to the input, here pixels in [0, 255]: its
+default ``std`` is torchcam's 0.3 in the model's normalised input units,
+converted to pixels with the declared preprocessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
+from xai_bridge.registry import MethodSpec
+
+if TYPE_CHECKING:
+    from ._layers import TargetLayer
+
+__all__ = ["FINER_BASES", "METHODS", "cam"]
+
+
+@dataclass(frozen=True)
+class _Method:
+    """How to build and call one torchcam extractor.
+
+    Attributes:
+        ctor: user params passed to the constructor, with their defaults.
+        call: user params passed to the call.
+        gradients: whether the extractor backpropagates (forward with grad).
+        random: whether the method draws random numbers.
+        description: one line for the method listing.
+    """
+
+    ctor: Mapping[str, Any] = field(default_factory=dict)
+    call: Mapping[str, Any] = field(default_factory=dict)
+    gradients: bool = True
+    random: bool = False
+    description: str = ""
+
+
+#: torchcam class name -> how to run it; each is registered as ``torchcam.<name>`` (SPECS below).
+#: Not registered: ``RefineCAM`` (a product of min-max-scaled maps from several layers, so no raw map)
+#: and ``LeGrad`` (torchvision ViT attention only).
+METHODS: dict[str, _Method] = {
+    "CAM": _Method(
+        ctor={"fc_layer": None},
+        gradients=False,
+        description="CAM: activations weighted by the classifier's weights (needs GAP + one linear layer)",
+    ),
+    "ScoreCAM": _Method(
+        ctor={"batch_size": 32},
+        gradients=False,
+        description="Score-CAM: weights from scores of activation-masked images",
+    ),
+    "SSCAM": _Method(
+        ctor={"batch_size": 32, "num_samples": 35, "std": 2.0},
+        gradients=False,
+        random=True,
+        description="SS-CAM: Score-CAM with noise-smoothed masks (seeded)",
+    ),
+    "ISCAM": _Method(
+        ctor={"batch_size": 32, "num_samples": 10},
+        gradients=False,
+        description="IS-CAM: Score-CAM integrated over mask intensities",
+    ),
+    "GradCAM": _Method(description="Grad-CAM: activations weighted by mean gradients"),
+    "GradCAMpp": _Method(description="Grad-CAM++: second-order weighting of positive gradients"),
+    "SmoothGradCAMpp": _Method(
+        ctor={"num_samples": 4, "std": None},
+        random=True,
+        description="Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded)",
+    ),
+    "XGradCAM": _Method(description="XGrad-CAM: gradients weighted by normalised activations"),
+    "LayerCAM": _Method(description="LayerCAM: positive gradients x activations per position"),
+    "FinerCAM": _Method(
+        ctor={"base_method": "GradCAM", "gamma": 0.6, "num_references": 3},
+        call={"comparison_idx": None},
+        description="Finer-CAM: the target score minus the scores of the closest classes",
+    ),
+}
+
+#: Base extractors FinerCAM accepts.
+FINER_BASES = ("GradCAM", "GradCAMpp", "LayerCAM")
+
+#: torchcam's SmoothGradCAMpp default noise, in normalised input units.
+_SMOOTH_STD = 0.3
+
+
+def _version() -> str:
+    return library_version("torchcam")
+
+
+def _pixel_std(model: Any, std: float) -> float:
+    """``std`` in the model's normalised input units, expressed in [0, 255] pixels."""
+    pre = getattr(model, "preprocess", None)
+    if pre is None:
+        return std * 255.0
+    factor, _ = pre.scale.factor_offset
+    spread = float(np.mean(pre.std)) if pre.std is not None else 1.0
+    return float(std * spread / factor)
+
+
+def _check(params: dict[str, Any]) -> None:
+    for key in ("batch_size", "num_samples", "num_references"):
+        if key in params and (
+            isinstance(params[key], bool) or not isinstance(params[key], (int, np.integer)) or params[key] < 1
+        ):
+            raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")
+    if "base_method" in params and params["base_method"] not in FINER_BASES:
+        raise ValueError(f"base_method: expected one of {list(FINER_BASES)}, got {params['base_method']!r}")
+    for key in ("std", "gamma"):
+        if params.get(key) is not None and not float(params[key]) >= 0:
+            raise ValueError(f"{key}: expected a number >= 0, got {params[key]!r}")
+
+
+def _extractor(name: str, net: Any, model: Any, layer: TargetLayer, params: dict[str, Any]) -> Any:
+    from torchcam import methods
+
+    kwargs = {k: params[k] for k in METHODS[name].ctor}
+    if name == "CAM":
+        kwargs["fc_layer"] = _fc_layer(model.module, kwargs["fc_layer"])
+    if name == "FinerCAM":
+        kwargs["base_method"] = getattr(methods, kwargs["base_method"])
+    if layer.reshape_transform is not None:
+        kwargs["reshape_transform"] = layer.reshape_transform
+    return getattr(methods, name)(net, layer.module, **kwargs)
+
+
+def _fc_layer(module: Any, fc: Any) -> Any:
+    """CAM's classifier: the given module / dotted name, else the model's only ``nn.Linear``."""
+    from torch import nn
+
+    modules = dict(module.named_modules())
+    if isinstance(fc, str):
+        if fc not in modules:
+            raise ValueError(f"fc_layer: no submodule named {fc!r}; pass the classifier layer or its dotted name")
+        return modules[fc]
+    if fc is not None:
+        if not isinstance(fc, nn.Module):
+            raise TypeError(f"fc_layer: expected None, a module or a dotted name, got {type(fc).__name__}")
+        return fc
+    linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+    if len(linear) != 1:
+        raise ValueError(
+            f"fc_layer: CAM needs the classifier after global pooling, and the model has "
+            f"{len(linear)} nn.Linear layers {linear[:6]}; pass fc_layer=<name>"
+        )
+    return modules[linear[0]]
+
+
+def cam(request: ExplainRequest) -> BackendResult:
+    """A torchcam extractor (``request.options["method"]`` is the class name).
+
+    Methods and papers: CAM (https://arxiv.org/abs/1512.04150), ScoreCAM
+    (https://arxiv.org/abs/1910.01279), SSCAM (https://arxiv.org/abs/2006.14255),
+    ISCAM (https://arxiv.org/abs/2010.03023), GradCAM (https://arxiv.org/abs/1610.02391),
+    GradCAMpp (https://arxiv.org/abs/1710.11063), SmoothGradCAMpp
+    (https://arxiv.org/abs/1908.01224), XGradCAM (https://arxiv.org/abs/2008.02312),
+    LayerCAM (http://mmcheng.net/mftp/Papers/21TIP_LayerCAM.pdf), FinerCAM
+    (https://arxiv.org/abs/2501.11309).
+
+    Params:
+        layer: target layer, a submodule of ``model.module`` or its dotted name
+            (default: automatic, see :mod:`~xai_bridge.adapters.methods._layers`).
+        reshape_transform: callable mapping the layer output to ``(N, C, h, w)``
+            (default: automatic for square token grids, else none).
+        fc_layer: CAM's classifier layer, module or dotted name (default: the
+            model's only ``nn.Linear``).
+        batch_size: masked images per forward (Score-CAM family, default 32).
+        num_samples: noisy / integration samples (SSCAM 35, ISCAM 10, SmoothGradCAMpp 4).
+        std: noise std (SSCAM 2.0 on normalised masks; SmoothGradCAMpp in
+            pixels, default torchcam's 0.3 converted, see the module docstring).
+        base_method, gamma, num_references, comparison_idx: FinerCAM's base
+            extractor (``"GradCAM"``, ``"GradCAMpp"``, ``"LayerCAM"``), comparison
+            strength, number of automatic reference classes, explicit references.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    name = str(request.options["method"])
+    spec = METHODS[name]
+    defaults = {"layer": None, "reshape_transform": None, **spec.ctor, **spec.call}
+    params = check_params(request.method, request.params, defaults)
+    _check(params)
+    model = require_differentiable(request)
+    if name == "SmoothGradCAMpp" and params["std"] is None:
+        params["std"] = _pixel_std(model, _SMOOTH_STD)
+    images, targets = request.images, request.targets
+    net = model.pixel_module()
+    maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
+    from xai_bridge.adapters._torch import enter_run, seeded
+
+    from ._layers import check_target_range, choose_layer, gradient_stop
+
+    with ExitStack() as stack:
+        stack.enter_context(model.guard(freeze_params=True))
+        counter = enter_run(stack, model, net)
+        x0 = model.pixel_tensor(images[:1])
+        layer = choose_layer(
+            model.module,
+            net,
+            x0,
+            int(targets[0, 0]),
+            params["layer"],
+            params["reshape_transform"],
+            model.memo,
+        )
+        n_outputs = request.n_outputs
+        if n_outputs is None:  # only when called outside explain(), which already checked the targets
+            with torch.no_grad():
+                n_outputs = int(net(x0).shape[-1])
+        check_target_range(targets, n_outputs)
+        stopped = spec.gradients and stack.enter_context(gradient_stop(layer))
+        extractor = stack.enter_context(_extractor(name, net, model, layer, params))
+        stack.callback(extractor.remove_hooks)
+        call = {k: params[k] for k in spec.call}
+        for start in range(0, len(images), model.batch_size):
+            x = model.pixel_tensor(images[start : start + model.batch_size])
+            for j in range(targets.shape[1]):
+                idx = [int(t) for t in targets[start : start + len(x), j]]
+                with seeded(request.seed, model.device) if spec.random else nullcontext():
+                    if spec.gradients:
+                        with torch.enable_grad():
+                            scores = net(x.requires_grad_(not stopped))
+                    else:
+                        with torch.no_grad():
+                            scores = net(x)
+                    (raw,) = extractor(idx, scores, normalized=False, **call)
+                up = F.interpolate(raw[:, None].float(), size=images.shape[1:3], mode="bilinear", align_corners=False)
+                maps[start : start + len(x), j] = up[:, 0].detach().cpu().numpy()
+    if name == "CAM":
+        fc = _fc_layer(model.module, params["fc_layer"])
+        params["fc_layer"] = next(n for n, m in model.module.named_modules() if m is fc)
+    return BackendResult(
+        attributions=maps,
+        params={**params, **layer.describe()},
+        backend_version=_version(),
+        n_model_evals=counter.count,
+        uses_seed=spec.random,
+    )
+
+
+SPECS = tuple(
+    MethodSpec(
+        name=f"torchcam.{name}",
+        target=f"{__name__}:cam",
+        requires=("torchcam", "torch"),
+        extra="torchcam",
+        family="cam",
+        needs_gradients=True,
+        options={"method": name},
+        signed=name == "CAM",  # the classifier's weights can be negative and torchcam's CAM has no ReLU
+        random=spec.random,
+        description=f"torchcam {spec.description}; raw maps at image resolution.",
+    )
+    for name, spec in METHODS.items()
+)

@@ -1,0 +1,88 @@
+"""The contract every installed method keeps, checked on a tiny model.
+
+For each name of ``available_methods(installed_only=True)``: the result has
+the contract's shapes and is finite; it is the same given the seed (and, for a
+method not declared random, whatever the seed); the model and the input array
+are unchanged; and what the method declares holds: unsigned maps are never
+negative, a gradient method refuses a model without gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_CLASSES, TINY_PREPROCESS, make_tiny_net
+from helpers import module_state
+
+import xai_bridge as xb
+
+#: Small budgets so every method runs in well under a second on 2 x 24 x 24 images.
+BUDGETS: dict[str, dict] = {
+    "builtin.Occlusion": {"window": 8, "stride": 8},
+    "builtin.RISE": {"n_masks": 16, "grid": 3},
+    "shap.Partition": {"max_evals": 24, "masker": "blur(8,8)"},
+    "shap.Gradient": {"nsamples": 8},
+    "lime.Lime": {"num_samples": 12, "segmentation": "slic"},
+    "captum.IntegratedGradients": {"n_steps": 4},
+    "captum.GradientShap": {"n_samples": 3},
+    "captum.DeepLiftShap": {"baselines": ["random"] * 2},
+    "captum.Occlusion": {"window": 8, "stride": 8},
+    "captum.ShapleyValueSampling": {"n_samples": 2},
+    "captum.KernelShap": {"n_samples": 12},
+    "captum.Lime": {"n_samples": 12},
+    "gradcam.ScoreCAM": {"batch_size": 8},
+    "gradcam.AblationCAM": {"batch_size": 8},
+    "gradcam.DeepFeatureFactorization": {"n_components": 2},
+    "torchcam.SSCAM": {"num_samples": 2},
+    "torchcam.ISCAM": {"num_samples": 2},
+    "torchcam.SmoothGradCAMpp": {"num_samples": 2},
+    "torchcam.FinerCAM": {"num_references": 2},
+    "gradcam.FinerCAM": {"comparison_categories": (1, 2)},
+}
+
+METHODS = xb.available_methods(installed_only=True)
+
+
+def _images() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, size=(2, 24, 24, 3), dtype=np.uint8)
+
+
+def _model() -> xb.TorchModel:
+    return xb.TorchModel(make_tiny_net(0), TINY_PREPROCESS, class_names=TINY_CLASSES, batch_size=8, tune_batch=False)
+
+
+def test_every_method_is_covered_by_a_library_module() -> None:
+    specs = xb.default_registry().specs
+    assert len(METHODS) >= 40
+    for name in METHODS:
+        library, _, method = name.partition(".")
+        assert method and method[0].isupper(), name  # one scheme: library.Method
+        assert specs[name].target.startswith(f"xai_bridge.adapters.methods.{library}:"), name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_keeps_the_contract(name: str) -> None:
+    spec = xb.default_registry().spec(name)
+    model, images = _model(), _images()
+    before, pixels = module_state(model.module), images.copy()
+    params = BUDGETS.get(name, {})
+    exp = xb.explain(model, images, name, targets=[[1, 3], [0, 2]], seed=5, **params)
+    n_targets = exp.targets.shape[1]
+    assert exp.method == name and exp.attributions.shape == (2, n_targets, 24, 24)
+    assert exp.attributions.dtype == np.float32 and np.isfinite(exp.attributions).all()
+    assert exp.scores is not None and exp.scores.shape == (2, n_targets) and np.isfinite(exp.scores).all()
+    assert exp.raw is None or exp.raw.shape[:2] == (2, n_targets)
+    assert module_state(model.module) == before, "the method changed the model"
+    assert np.array_equal(images, pixels), "the method changed the input array"
+    again = xb.explain(model, images, name, targets=[[1, 3], [0, 2]], seed=5, **params)
+    np.testing.assert_array_equal(again.attributions, exp.attributions)
+    if not spec.random:
+        other = xb.explain(model, images, name, targets=[[1, 3], [0, 2]], seed=6, **params)
+        np.testing.assert_array_equal(other.attributions, exp.attributions)
+        assert exp.seed is None
+    if not spec.signed:
+        assert exp.attributions.min() >= -1e-6, "an unsigned method returned negative values"
+    if spec.needs_gradients:
+        box = xb.BlackBoxModel(lambda x: model.predict(x))
+        with pytest.raises(xb.MethodNotApplicableError, match="needs gradients"):
+            xb.explain(box, images, name, targets=[[1], [0]], **params)
