@@ -90,12 +90,12 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
         if eval_mode and any(training for training, *_ in saved):
             module.eval()
         if freeze_params:
-            for p, flag in zip(params, requires):
+            for p, flag in zip(params, requires, strict=False):
                 if flag:
                     p.requires_grad_(False)
         yield module
     finally:
-        for state, (training, backward, hf) in zip(states, saved):
+        for state, (training, backward, hf) in zip(states, saved, strict=False):
             if state.get("training") is not training:
                 state["training"] = training
             for key, value in (("_is_full_backward_hook", backward), (_HF_FLAG, hf)):
@@ -109,7 +109,7 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
                 if current:
                     for key in [k for k in current if isinstance(k, int) and k >= first_new]:
                         del current[key]
-        for p, flag, grad in zip(params, requires, grads):
+        for p, flag, grad in zip(params, requires, grads, strict=False):
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
             if p.grad is not grad:

@@ -37,7 +37,7 @@ def load_efficientnet_lite0():
     if len(state) != len(target):
         raise RuntimeError(f"weight file has {len(state)} tensors, timm expects {len(target)}")
     mapped = {}
-    for (name, ref), value in zip(target.items(), state.values()):
+    for (name, ref), value in zip(target.items(), state.values(), strict=False):
         if tuple(ref.shape) != tuple(value.shape):
             raise RuntimeError(f"shape mismatch at {name}: {tuple(value.shape)} vs {tuple(ref.shape)}")
         mapped[name] = value

@@ -35,6 +35,8 @@ from typing import IO, Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from common import add_common_args, load_setup, machine, median, setup_threads, table, verdict, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,10 +80,8 @@ class OmniSide:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(RuntimeError, BrokenPipeError):
                 self.ask("quit", "never")
-            except (RuntimeError, BrokenPipeError):
-                pass
             self.proc.wait(timeout=30)
 
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     row["channels_last_ok"] = verdict(row["speedup_channels_last"], SPEEDUP_TARGET, higher_is_better=True)
     per_rows = [
         {"method": m, "omnixai_alone_s": omni_per.get(o), "xai_bridge_in_call_s": ours_per.get(m)}
-        for m, o in zip([m for m, _ in methods], ["gradcam", "lime", "ig"])
+        for m, o in zip([m for m, _ in methods], ["gradcam", "lime", "ig"], strict=False)
     ]
     result = {
         "methods": [m for m, _ in methods],

@@ -249,9 +249,9 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     widths = [max(len(c), *(len(fmt(r.get(c))) for r in rows)) for c in columns]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=False))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)) for r in rows]
+    lines += ["  ".join(fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths, strict=False)) for r in rows]
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import hashlib
 import io
 import json
@@ -73,10 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps({"error": {"code": code, "message": message}}).encode(), headers=headers)

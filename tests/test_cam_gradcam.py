@@ -202,7 +202,7 @@ def test_deep_feature_factorization_parity(tiny_model, rgb_images) -> None:
             finally:
                 lib.activations_and_grads.release()
         probs = torch.softmax(torch.from_numpy(outputs), dim=-1).numpy()
-        for ours, lib_map in zip(exp.attributions[i], maps[0]):
+        for ours, lib_map in zip(exp.attributions[i], maps[0], strict=False):
             # the library min-max scales at layer resolution, then resizes: an affine map of ours
             design = np.stack([ours.ravel(), np.ones(ours.size)], axis=1).astype(np.float64)
             (scale, offset), *_ = np.linalg.lstsq(design, lib_map.ravel().astype(np.float64), rcond=None)

@@ -177,7 +177,7 @@ def test_teacher_forcing_seq2seq_equals_manual_log_softmax_gather(tok, bart):
     assert got.shape == (len(CAPTIONS), len(ref)) and got.dtype == np.float32
     ids = torch.tensor(ref.ids)
     decoder_input = torch.cat([torch.tensor([bart.config.decoder_start_token_id]), ids[:-1]])[None]
-    for row, caption in zip(got, CAPTIONS):  # one caption at a time, no padding
+    for row, caption in zip(got, CAPTIONS, strict=False):  # one caption at a time, no padding
         enc = tok(caption, return_tensors="pt")
         with torch.no_grad():
             logits = bart(input_ids=enc["input_ids"], decoder_input_ids=decoder_input).logits[0]
@@ -204,9 +204,9 @@ def test_teacher_forcing_causal_equals_manual(causal_tok, gpt2):
     ref = scorer.tokenize(REFERENCE)
     got = scorer.score(ref, CAPTIONS)
     sep = causal_tok.bos_token_id
-    for row, caption in zip(got, CAPTIONS):
+    for row, caption in zip(got, CAPTIONS, strict=False):
         context = causal_tok(caption, add_special_tokens=False)["input_ids"]
-        ids = torch.tensor([context + [sep] + list(ref.ids)])
+        ids = torch.tensor([[*context, sep, *list(ref.ids)]])
         with torch.no_grad():
             log_probs = torch.log_softmax(gpt2(input_ids=ids).logits[0].double(), -1)
         expected = [log_probs[len(context) + j, tok_id].item() for j, tok_id in enumerate(ref.ids)]
@@ -286,7 +286,7 @@ def test_embedding_similarity_contextual_equals_manual(tok, bart):
             hidden = bart.get_encoder()(**enc, output_hidden_states=True).hidden_states[-1][0, 1:-1].double()
         return torch.nn.functional.normalize(hidden, dim=-1)
 
-    for row, caption in zip(got, ["a blue dog near a white car", "a red cat"]):
+    for row, caption in zip(got, ["a blue dog near a white car", "a red cat"], strict=False):
         expected = (embed(REFERENCE) @ embed(caption).T).max(dim=1).values.numpy()
         np.testing.assert_allclose(row, expected, atol=1e-5)
 

@@ -23,7 +23,7 @@ def load(name: str):
 @pytest.mark.slow
 def test_seed001_cams(tmp_path: Path) -> None:
     results = load("seed001_cam").main(["--out", str(tmp_path)])
-    for name, exp in results.items():
+    for name in results:
         assert (tmp_path / f"{name}_0.png").is_file()
     cam = results["gradcam.GradCAM"]
     assert cam.targets[0, 0] == 285

@@ -81,7 +81,7 @@ def quadrant_case():
 
 # ------------------------------------------------------------------ deletion / insertion
 def test_deletion_insertion_exact_on_the_top_left_model(quadrant_case):
-    model, images, exps = quadrant_case
+    model, _images, exps = quadrant_case
     df = evaluate(model, exps, ("deletion", "insertion"), steps=4)
     assert list(df.columns) == list(COLUMNS)
     assert len(df) == 2 * 2 * 2
@@ -99,7 +99,7 @@ def test_deletion_insertion_exact_on_the_top_left_model(quadrant_case):
 
 
 def test_deletion_blur_baseline_and_softmax_settings(quadrant_case):
-    model, images, exps = quadrant_case
+    model, _images, exps = quadrant_case
     blur = evaluate(model, exps[0], [Deletion(steps=4, baseline="blur", blur_radius=2.0)])
     black = evaluate(model, exps[0], [Deletion(steps=4)])
     assert blur["value"][0] == pytest.approx(GRAY / 255, abs=1e-6)  # a blurred flat image is the image: no drop
@@ -118,7 +118,7 @@ def test_deletion_blur_baseline_and_softmax_settings(quadrant_case):
 
 
 def test_nhwc_array_model_gives_the_same_curves(quadrant_case):
-    _, images, exps = quadrant_case
+    _, _images, exps = quadrant_case
     nhwc = xb.ArrayModel(lambda x: top_left_score(np.clip(x * 255.0, 0, 255)), xb.Preprocess(layout="NHWC"))
     a = evaluate(nhwc, exps, ("deletion", "insertion"), steps=4)
     b = evaluate(xb.BlackBoxModel(top_left_score), exps, ("deletion", "insertion"), steps=4)
@@ -197,7 +197,7 @@ def test_faithfulness_correlation_matches_quantus_with_the_same_seed(tiny_model,
 
 
 def test_faithfulness_correlation_knows_the_quadrant_on_a_black_box(quadrant_case):
-    model, images, exps = quadrant_case
+    model, _images, exps = quadrant_case
     df = evaluate(model, [e[1] for e in exps], [FaithfulnessCorrelation(nr_runs=20, subset_size=32)], seed=0)
     v = df.set_index("method")["value"]
     # the score drop grows with the subset's pixels in the quadrant (noisy: Quantus' "black" is the image

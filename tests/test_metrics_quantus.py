@@ -139,7 +139,7 @@ def test_faithfulness_correlation_is_seeded(case):
 
 
 def test_random_logit_on_a_black_box_matches_quantus(case):
-    model, images, exp0 = case
+    model, images, _exp0 = case
     exp = xb.explain(model, images[:2], "builtin.Occlusion", targets=[[0], [2]], window=8, stride=8, baseline=0)
     df = evaluate(model, exp, [RandomLogit()], seed=9)
 
@@ -171,7 +171,7 @@ def test_random_logit_on_a_black_box_matches_quantus(case):
 
 
 def test_constant_map_gives_nan_instead_of_a_quantus_error(case):
-    model, images, exp = case
+    model, images, _exp = case
     flat = xb.Explanation(
         attributions=np.zeros((1, 1, S, S), np.float32),
         images=images[:1],

@@ -29,7 +29,7 @@ def _image(seed: int = 0, size: int = 24) -> np.ndarray:
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """True when two label maps define the same regions (up to renumbering)."""
-    pairs = {(int(x), int(y)) for x, y in zip(a.ravel(), b.ravel())}
+    pairs = {(int(x), int(y)) for x, y in zip(a.ravel(), b.ravel(), strict=False)}
     return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 

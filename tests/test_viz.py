@@ -127,7 +127,7 @@ def test_signed_rule_uses_the_whole_colour_bar() -> None:
     maps[0, 0, 1, 1] = -0.5
     exp = exp_of(maps)
     fig = comparison_grid(exp, norm="signed", style="heat", percentile=None, alpha=1.0)
-    bar = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"][0]
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
     assert bar.get_ylim() == (-1.0, 1.0)
     drawn = pixels(panels(fig)[1])
     # -1 is the bottom colour of the bar, +1 the top one, 0 the middle (not the bottom)

@@ -53,7 +53,7 @@ class ScoreTap:
         """``(row, image)`` pairs whose pixel sums match an image not seen yet."""
         pairs = []
         for row, key in enumerate(np.asarray(keys).tolist()):
-            for i in np.flatnonzero(self._keys == int(round(key))).tolist():
+            for i in np.flatnonzero(self._keys == round(key)).tolist():
                 if i not in self.outputs:
                     pairs.append((row, i))
         return pairs

@@ -136,7 +136,7 @@ class CaptionScoreModel:
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start : start + self.batch_size]
             batch = np.stack([images[first[k]] for k in chunk])
-            self._rows.update(zip(chunk, self._score(chunk, batch)))
+            self._rows.update(zip(chunk, self._score(chunk, batch), strict=False))
         t = len(self.reference)
         if not keys:
             return np.zeros((0, t), np.float32)
@@ -155,7 +155,7 @@ class CaptionScoreModel:
         unknown = [i for i, k in enumerate(keys) if k not in self._image_captions]
         if unknown:
             fresh = captions_of(self.captioner, batch[unknown])
-            self._image_captions.update((keys[i], c) for i, c in zip(unknown, fresh))
+            self._image_captions.update((keys[i], c) for i, c in zip(unknown, fresh, strict=False))
         captions = [self._image_captions[k] for k in keys]
         self.captions.update(captions)
         new = list(dict.fromkeys(c for c in captions if c not in self._caption_rows))
@@ -163,7 +163,7 @@ class CaptionScoreModel:
             scores = np.asarray(self.scorer.score(self.reference, new), np.float32)
             if scores.shape != (len(new), t):
                 raise ValueError(f"scorer: score() returned shape {scores.shape}, expected {(len(new), t)}")
-            self._caption_rows.update(zip(new, scores))
+            self._caption_rows.update(zip(new, scores, strict=False))
         return np.stack([self._caption_rows[c] for c in captions])
 
     def __repr__(self) -> str:
@@ -191,10 +191,7 @@ def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     h, w = image.shape[:2]
     if max(h, w) <= max_side:
         return image
-    if h >= w:
-        size = (max(1, int(w * max_side / h)), int(max_side))
-    else:
-        size = (int(max_side), max(1, int(h * max_side / w)))
+    size = (max(1, int(w * max_side / h)), int(max_side)) if h >= w else (int(max_side), max(1, int(h * max_side / w)))
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 

@@ -1,4 +1,4 @@
-"""The ``xai-bridge`` command line: ``methods``, ``explain``, ``report``.
+r"""The ``xai-bridge`` command line: ``methods``, ``explain``, ``report``.
 
 Examples::
 

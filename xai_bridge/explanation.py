@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +30,7 @@ __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable"]
 FORMAT_NAME = "xai-bridge.explanation"
 FORMAT_VERSION = 1
 
-Index = Union[int, slice, Sequence[int], np.ndarray]
+Index = int | slice | Sequence[int] | np.ndarray
 
 
 def jsonable(value: Any) -> Any:

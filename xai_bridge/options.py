@@ -44,8 +44,10 @@ class NoiseKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class NoiseTunnel:
-    """captum's NoiseTunnel around a gradient method (SmoothGrad, Smilkov et al. 2017,
-    https://arxiv.org/abs/1706.03825; VarGrad, Adebayo et al. 2018, https://arxiv.org/abs/1810.03307).
+    """captum's NoiseTunnel around a gradient method: SmoothGrad, SmoothGrad squared or VarGrad.
+
+    SmoothGrad: Smilkov et al. 2017, https://arxiv.org/abs/1706.03825; VarGrad:
+    Adebayo et al. 2018, https://arxiv.org/abs/1810.03307.
 
     Args:
         kind: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"``.

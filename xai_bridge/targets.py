@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +28,7 @@ def top_k(k: int) -> TopK:
     return TopK(int(k))
 
 
-TargetSpec = Union[int, str, TopK, Sequence[Any], np.ndarray, None]
+TargetSpec = int | str | TopK | Sequence[Any] | np.ndarray | None
 
 
 def needs_predictions(spec: TargetSpec) -> bool:

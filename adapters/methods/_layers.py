@@ -227,7 +227,7 @@ def _patch_gradient_flags(
         for handle in handles:
             handle.remove()
     flags = [False] * len(layers)
-    for k, grad in zip(keys, grads):
+    for k, grad in zip(keys, grads, strict=False):
         prefix = layers[k][1].prefix_tokens
         flags[k] = grad is not None and bool(grad[:, prefix:].abs().sum() > 0)
     return flags
@@ -284,9 +284,13 @@ def choose_layer(
         tuple(x.shape[1:]),
     )
     hit = memo.get(key)
-    if isinstance(hit, TargetLayer) and hit.reshape_transform is (reshape_transform or hit.reshape_transform):
-        if (layer is None or layer is hit.module or layer == hit.name) and _holds(module, hit):
-            return hit
+    if (
+        isinstance(hit, TargetLayer)
+        and hit.reshape_transform is (reshape_transform or hit.reshape_transform)
+        and (layer is None or layer is hit.module or layer == hit.name)
+        and _holds(module, hit)
+    ):
+        return hit
     chosen = _choose(module, net, x, target, layer, reshape_transform)
     if not (layer is None and isinstance(chosen.reshape_transform, TokenGrid)):
         memo[key] = chosen
@@ -352,7 +356,7 @@ def _automatic(
     tokens = [(c, grid) for c in candidates if not _is_spatial(c) and (grid := _token_grid(c, prefix)) is not None]
     if tokens and (not spatial or tokens[-1][0].order > spatial[-1].order):
         flags = _patch_gradient_flags(net, x, target, tokens)
-        live = [pair for pair, flag in zip(tokens, flags) if flag]
+        live = [pair for pair, flag in zip(tokens, flags, strict=False) if flag]
         info, grid = (live or tokens)[-1]
         return TargetLayer(info.name, info.module, info.shape, reshape_transform or grid, info.calls)
     info = spatial[-1]

@@ -475,7 +475,7 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
             raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")
     model = require_differentiable(request)
     images, targets = request.images, request.targets
-    n, t = targets.shape
+    n, _t = targets.shape
     k, top_k = int(params["n_components"]), int(params["top_k"])
     maps = np.zeros((n, k, *images.shape[1:3]), np.float32)
     probs_all = []
@@ -523,8 +523,8 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
     target_names = np.array(
         [
             [
-                f"concept {j}: " + ", ".join(f"{label(c)}:{p:.2f}" for c, p in zip(lab, sc))
-                for j, (lab, sc) in enumerate(zip(labels[i], label_scores[i]))
+                f"concept {j}: " + ", ".join(f"{label(c)}:{p:.2f}" for c, p in zip(lab, sc, strict=False))
+                for j, (lab, sc) in enumerate(zip(labels[i], label_scores[i], strict=False))
             ]
             for i in range(n)
         ]

@@ -55,8 +55,10 @@ _PARTITION_DEFAULTS = {"masker": MaskKind.INPAINT_TELEA, "max_evals": 500, "batc
 
 
 def partition(request: ExplainRequest) -> BackendResult:
-    """Shap's Partition explainer on image pixels (Owen values; Lundberg & Lee 2017,
-    https://arxiv.org/abs/1705.07874; hierarchical masking as in shap's image examples).
+    """Shap's Partition explainer on image pixels: Owen values with hierarchical masking.
+
+    Lundberg & Lee 2017 (https://arxiv.org/abs/1705.07874); the masking follows
+    shap's image examples.
 
     The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
     satisfy efficiency: their sum over pixels and channels is
@@ -113,8 +115,9 @@ _GRADIENT_DEFAULTS = {"background": "black", "nsamples": 200, "local_smoothing":
 
 
 def gradient(request: ExplainRequest) -> BackendResult:
-    """Shap's GradientExplainer: expected gradients (Erion et al. 2021,
-    https://arxiv.org/abs/1906.10670) on image pixels of a torch model.
+    """Shap's GradientExplainer: expected gradients on image pixels of a torch model.
+
+    Erion et al. 2021, https://arxiv.org/abs/1906.10670.
 
     Runs on ``model.pixel_module()``, so values are per image pixel in [0, 255]
     units and the background lives in the same space. ``base_scores`` is the

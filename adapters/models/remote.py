@@ -506,7 +506,7 @@ class RemoteCaptioner:
             raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
         keys = [self._cache_key(img) for img in arr]
         unique: dict[str, np.ndarray] = {}
-        for k, img in zip(keys, arr):
+        for k, img in zip(keys, arr, strict=False):
             unique.setdefault(k, img)
         results: dict[str, str] = {}
         if self.cache is not None and unique:

@@ -257,7 +257,7 @@ class TeacherForcingScorer:
                     ids[-self.max_context_tokens :] if self.max_context_tokens > 0 else []
                     for ids in self.tokenizer(captions, add_special_tokens=False)["input_ids"]
                 ]
-                rows = [list(ids) + [self._sep] + list(reference.ids) for ids in contexts]
+                rows = [[*list(ids), self._sep, *list(reference.ids)] for ids in contexts]
                 width = max(len(r) for r in rows)
                 input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -366,9 +366,9 @@ class EmbeddingSimilarityScorer:
             return np.zeros((0, len(reference)), np.float32)
         out = np.zeros((len(captions), len(reference)), np.float64)
         with eval_mode(self.model), torch.no_grad():
-            ref, *cands = self._embed_texts([reference.text] + captions)
+            ref, *cands = self._embed_texts([reference.text, *captions])
             enc = self.tokenizer(reference.text, return_special_tokens_mask=True)
-            content = [i for i, m in zip(enc["input_ids"], enc["special_tokens_mask"]) if not m]
+            content = [i for i, m in zip(enc["input_ids"], enc["special_tokens_mask"], strict=False) if not m]
             if content != list(reference.ids):  # the text does not re-tokenise to the same ids
                 ref = self._embed_ids(reference.ids)
             for i, cand in enumerate(cands):

@@ -42,7 +42,7 @@ def load_efficientnet_lite0() -> torch.nn.Module:  # noqa: F821
     if len(state) != len(target):
         raise RuntimeError(f"efficientnet_lite0: weight file has {len(state)} tensors, timm expects {len(target)}")
     mapped = {}
-    for (name, ref), value in zip(target.items(), state.values()):
+    for (name, ref), value in zip(target.items(), state.values(), strict=False):
         if tuple(ref.shape) != tuple(value.shape):
             raise RuntimeError(
                 f"efficientnet_lite0: shape mismatch at {name}: {tuple(value.shape)} vs {tuple(ref.shape)}"

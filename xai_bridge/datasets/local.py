@@ -180,7 +180,7 @@ class _Job:
                 )
             ]
         records = []
-        for i, (key, path) in enumerate(zip(batch.keys, batch.paths)):
+        for i, (key, path) in enumerate(zip(batch.keys, batch.paths, strict=False)):
             files = {}
             for name, exp in results.items():
                 # per-image cost: the batch's evaluations and time shared evenly

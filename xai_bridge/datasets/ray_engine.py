@@ -56,14 +56,12 @@ def run_ray(
         model_ref = ray.put(model)
         workers = [Worker.remote(model_ref, job, is_factory) for _ in range(num_workers)]
         in_flight: list[Any] = []
-        turn = 0
-        for batch in batches:
+        for turn, batch in enumerate(batches):
             if len(in_flight) >= 2 * num_workers:
                 ready, in_flight = ray.wait(in_flight, num_returns=1)
                 for rec in ray.get(ready[0]):
                     finished(rec)
             in_flight.append(workers[turn % num_workers].run.remote(batch, str(root)))
-            turn += 1
         while in_flight:
             ready, in_flight = ray.wait(in_flight, num_returns=1)
             for rec in ray.get(ready[0]):

@@ -46,7 +46,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -294,9 +294,17 @@ class Randomisation:
             object.__setattr__(self, "layers", layers)
 
 
-Metric = Union[
-    Deletion, Insertion, ROAD, PointingGame, Sparseness, Complexity, FaithfulnessCorrelation, RandomLogit, Randomisation
-]
+Metric = (
+    Deletion
+    | Insertion
+    | ROAD
+    | PointingGame
+    | Sparseness
+    | Complexity
+    | FaithfulnessCorrelation
+    | RandomLogit
+    | Randomisation
+)
 
 #: Metric names accepted by :func:`evaluate` and the dataclass each builds.
 METRICS: dict[str, Callable[[], Any]] = {
@@ -421,7 +429,7 @@ def evaluate(
     if len(set(names)) != len(names):
         raise ValueError(f"metrics: each metric may appear once, got {names}")
     rows: list[dict[str, Any]] = []
-    for exp, mdl in zip(exps, models):
+    for exp, mdl in zip(exps, models, strict=False):
         region = None
         if any(isinstance(m, PointingGame) for m in resolved):
             region = _regions(exp, boxes, masks)
@@ -834,10 +842,7 @@ def _regions(exp: Explanation, boxes: Any, masks: Any) -> np.ndarray:
     n, t, h, w = exp.attributions.shape
     if (boxes is None) == (masks is None):
         raise ValueError("boxes/masks: the pointing game needs exactly one of boxes=... or masks=...")
-    if boxes is not None:
-        region = boxes_to_masks(boxes, (h, w), n)
-    else:
-        region = np.asarray(masks).astype(bool)
+    region = boxes_to_masks(boxes, (h, w), n) if boxes is not None else np.asarray(masks).astype(bool)
     if region.ndim == 3:
         region = np.repeat(region[:, None], t, axis=1)
     if region.shape != (n, t, h, w):

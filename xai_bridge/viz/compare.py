@@ -33,7 +33,7 @@ def _ranks(a: np.ndarray) -> np.ndarray:
     boundaries = np.flatnonzero(np.diff(sorted_a)) + 1
     starts = np.concatenate([[0], boundaries])
     ends = np.concatenate([boundaries, [a.size]])
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=False):
         ranks[order[s:e]] = (s + e - 1) / 2.0
     return ranks
 
@@ -42,7 +42,8 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, mode: Norm | str | None = Nor
     """Spearman rank correlation between two maps of the same shape.
 
     Args:
-        a, b: maps (any shape, compared pixel by pixel).
+        a: first map (any shape, compared pixel by pixel).
+        b: second map, the same shape.
         mode: transform applied first (``Norm.ABS`` default, ``Norm.POSITIVE``,
             or None / ``Norm.SIGNED`` for the raw signed values).
 
@@ -62,7 +63,8 @@ def top_k_iou(a: np.ndarray, b: np.ndarray, percent: float = 10.0, mode: Norm | 
     """Intersection over union of the top ``percent`` % pixels of two maps.
 
     Args:
-        a, b: maps of the same shape.
+        a: first map.
+        b: second map, the same shape as ``a``.
         percent: share of pixels kept in each map's top region (0-100].
         mode: transform applied first (see :func:`rank_correlation`).
     """
@@ -71,7 +73,7 @@ def top_k_iou(a: np.ndarray, b: np.ndarray, percent: float = 10.0, mode: Norm | 
     x, y = _prepare(a, mode).ravel(), _prepare(b, mode).ravel()
     if x.shape != y.shape:
         raise ValueError(f"maps: shapes differ, {np.shape(a)} vs {np.shape(b)}")
-    k = max(1, int(round(x.size * percent / 100.0)))
+    k = max(1, round(x.size * percent / 100.0))
     top_x = np.zeros(x.size, bool)
     top_y = np.zeros(x.size, bool)
     top_x[np.argsort(-x, kind="stable")[:k]] = True

@@ -118,7 +118,8 @@ def comparison_grid(
         norm: the normalisation rule applied to every map.
         percentile: clip at this percentile before scaling (None: the maximum).
         scale: which maps share one scale (see :class:`Scale`).
-        cmap, alpha: colours of HEAT overlays.
+        cmap: colour map of HEAT overlays.
+        alpha: weight of the map in HEAT overlays.
         panel_size: inches per panel.
         titles: method (and target) titles on the first row, target names below.
 

@@ -51,7 +51,7 @@ def _overlay_png(image: np.ndarray, norm_map: np.ndarray) -> str:
 def _table(df: Any, float_format: str = "{:.3f}") -> str:
     cols = list(df.columns)
     rows = ["<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "</tr>"]
-    for rec in zip(*(df[c].tolist() for c in cols)):  # per column, so ints stay ints (iterrows upcasts)
+    for rec in zip(*(df[c].tolist() for c in cols), strict=False):  # per column, so ints stay ints (iterrows upcasts)
         cells = []
         for v in rec:
             text = float_format.format(v) if isinstance(v, (float, np.floating)) else str(v)
@@ -77,7 +77,8 @@ def build_report(
         title: page title.
         metrics: optional tidy DataFrame from :func:`xai_bridge.evaluation.metrics.evaluate`
             (columns ``method, metric, image, value``), shown pivoted.
-        norm, percentile: the one normalisation rule applied to every overlay.
+        norm: the one normalisation rule applied to every overlay.
+        percentile: clip at this percentile of the normalised values (None: the maximum).
         image_names: labels of the images (default ``image 0``, ...).
     """
     from .compare import agreement_table
