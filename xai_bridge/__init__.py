@@ -80,7 +80,7 @@ _LAZY = {
     "BlackBoxModel": "xai_bridge.adapters.models",
     "ImageMasker": "xai_bridge.adapters.backends.shap_backend",
     "MaskKind": "xai_bridge.adapters.backends.shap_backend",
-    "explain_caption": "xai_bridge.caption",
+    "explain_caption": "xai_bridge.captions",
     "evaluate": "xai_bridge.metrics",
     "explain_dataset": "xai_bridge.dataset",
 }

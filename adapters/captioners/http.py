@@ -1,7 +1,6 @@
-"""Remote captioners: Azure AI Vision (v3.1 and 4.0), OpenAI-compatible chat, Hugging Face.
+"""The HTTP client every remote captioner shares; the providers live in azure.py, openai.py, huggingface.py.
 
-Every remote captioner shares one HTTP client that does what seed 000's
-one-request-at-a-time loop did not:
+It does what seed 000's one-request-at-a-time loop did not:
 
 * **concurrency** -- a batch is captioned by a thread pool (one
   ``requests.Session`` per thread, ``max_concurrency`` requests in flight);
@@ -23,15 +22,13 @@ one-request-at-a-time loop did not:
   is only ever put in a request header: never in logs, cache keys or values,
   reprs, ``describe()`` or error messages.
 
-Example (seed 000)::
-
-    captioner = AzureVisionV31Captioner("https://<name>.cognitiveservices.azure.com")  # key: $AZURE_VISION_KEY
-    captioner.caption(images)  # -> ["a woman wearing glasses", ...]
+A provider subclasses :class:`RemoteCaptioner` and says how to ask
+(``_prepare``, ``_request_params``, ``_auth_headers``) and how to read the
+answer (``_parse``).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import email.utils
 import hashlib
@@ -52,20 +49,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from xai_bridge.cache import DiskCache, cache_key, open_cache
 from xai_bridge.errors import XaiBridgeError
 
+from .cache import DiskCache, cache_key, open_cache
+
 __all__ = [
-    "AZURE_V31_LIMITS",
-    "AZURE_V40_LIMITS",
-    "OPENAI_LIMITS",
     "AuthenticationError",
-    "AzureVision40Captioner",
-    "AzureVisionV31Captioner",
     "EncodedImage",
-    "HFInferenceCaptioner",
     "ImageLimits",
-    "OpenAICaptioner",
     "RateLimiter",
     "RemoteCaptionError",
     "RemoteCaptioner",
@@ -239,15 +230,6 @@ class ImageLimits:
     formats: tuple[str, ...] = ("PNG", "JPEG")
 
 
-#: Azure Computer Vision v3.1 analyze: < 4 MB, at least 50x50, JPEG/PNG/GIF/BMP.
-AZURE_V31_LIMITS = ImageLimits(max_bytes=4 * 1024 * 1024 - 1, min_side=50, formats=("JPEG", "PNG", "GIF", "BMP"))
-#: Azure AI Vision 4.0 Image Analysis: < 20 MB, between 50x50 and 16000x16000.
-AZURE_V40_LIMITS = ImageLimits(
-    max_bytes=20 * 1024 * 1024 - 1, min_side=50, max_side=16000, formats=("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
-)
-#: OpenAI-style vision chat: up to 20 MB per image, PNG/JPEG/WEBP/GIF.
-OPENAI_LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, formats=("PNG", "JPEG", "WEBP", "GIF"))
-
 _MIME = {
     "PNG": "image/png",
     "JPEG": "image/jpeg",
@@ -418,7 +400,7 @@ class RemoteCaptioner:
         retry: the :class:`RetryPolicy`.
         rate_limit: client-side limit in requests per second (None: none).
         burst: token-bucket size for ``rate_limit``.
-        cache: a :class:`~xai_bridge.cache.DiskCache`, a path, ``"auto"``
+        cache: a :class:`~xai_bridge.adapters.captioners.cache.DiskCache`, a path, ``"auto"``
             (``~/.cache/xai-bridge/captions.sqlite``) or None for no cache.
         image_format: encoding of the images sent (PNG: lossless).
         fit_images: resize images outside the API's limits instead of raising.
@@ -506,7 +488,7 @@ class RemoteCaptioner:
             raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
         keys = [self._cache_key(img) for img in arr]
         unique: dict[str, np.ndarray] = {}
-        for k, img in zip(keys, arr):
+        for k, img in zip(keys, arr, strict=True):
             unique.setdefault(k, img)
         results: dict[str, str] = {}
         if self.cache is not None and unique:
@@ -686,188 +668,3 @@ class RemoteCaptioner:
 
 def _join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/")
-
-
-class AzureVisionV31Captioner(RemoteCaptioner):
-    """Azure Computer Vision v3.1 ``analyze?visualFeatures=Description`` (seed 000).
-
-    Args:
-        endpoint: the resource endpoint, e.g. ``https://<name>.cognitiveservices.azure.com``.
-        key: the subscription key (sent as ``Ocp-Apim-Subscription-Key``;
-            default ``$AZURE_VISION_KEY``).
-        language: caption language.
-        **kwargs: see :class:`RemoteCaptioner`.
-
-    An answer without a caption (it happens on heavily masked images) gives ``""``.
-    """
-
-    limits = AZURE_V31_LIMITS
-    default_key_env = "AZURE_VISION_KEY"
-    key_required = True
-
-    def __init__(self, endpoint: str, *, language: str = "en", **kwargs: Any) -> None:
-        self.language = language
-        super().__init__(_join(endpoint, "vision/v3.1/analyze"), **kwargs)
-
-    def _request_params(self) -> dict[str, Any]:
-        return {"visualFeatures": "Description", "language": self.language}
-
-    def _auth_headers(self, key: str) -> dict[str, str]:
-        return {"Ocp-Apim-Subscription-Key": key}
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        return _Call(self.url, self._request_params(), {"Content-Type": "application/octet-stream"}, data=image.data)
-
-    def _parse(self, payload: Any) -> str:
-        captions = payload["description"]["captions"]
-        return str(captions[0]["text"]).strip() if captions else ""
-
-
-class AzureVision40Captioner(RemoteCaptioner):
-    """Azure AI Vision 4.0 Image Analysis (``imageanalysis:analyze?features=caption``).
-
-    Args:
-        endpoint: the resource endpoint.
-        key: the subscription key (default ``$AZURE_VISION_KEY``).
-        api_version: the ``api-version`` query parameter.
-        gender_neutral_caption: ask for gender-neutral captions.
-        language: caption language.
-        **kwargs: see :class:`RemoteCaptioner`.
-    """
-
-    limits = AZURE_V40_LIMITS
-    default_key_env = "AZURE_VISION_KEY"
-    key_required = True
-
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        api_version: str = "2024-02-01",
-        gender_neutral_caption: bool = False,
-        language: str = "en",
-        **kwargs: Any,
-    ) -> None:
-        self.api_version = api_version
-        self.gender_neutral_caption = bool(gender_neutral_caption)
-        self.language = language
-        super().__init__(_join(endpoint, "computervision/imageanalysis:analyze"), **kwargs)
-
-    def _request_params(self) -> dict[str, Any]:
-        return {
-            "api-version": self.api_version,
-            "features": "caption",
-            "language": self.language,
-            "gender-neutral-caption": str(self.gender_neutral_caption).lower(),
-        }
-
-    def _auth_headers(self, key: str) -> dict[str, str]:
-        return {"Ocp-Apim-Subscription-Key": key}
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        return _Call(self.url, self._request_params(), {"Content-Type": "application/octet-stream"}, data=image.data)
-
-    def _parse(self, payload: Any) -> str:
-        return str(payload["captionResult"]["text"]).strip()
-
-
-class OpenAICaptioner(RemoteCaptioner):
-    """An OpenAI-compatible chat-completions vision endpoint (OpenAI, vLLM, Ollama, LM Studio...).
-
-    The image goes as a base64 ``data:`` URL in an ``image_url`` message part.
-
-    Args:
-        base_url: the API base, e.g. ``https://api.openai.com/v1`` or
-            ``http://localhost:11434/v1`` (Ollama); ``/chat/completions`` is appended.
-        model: the model name.
-        prompt: the instruction sent with each image.
-        key: the key (``Authorization: Bearer``; default ``$OPENAI_API_KEY``;
-            optional, local servers need none).
-        max_tokens: longest caption.
-        temperature: sampling temperature (0: as deterministic as the server allows).
-        detail: OpenAI's image ``detail`` (``"low"``, ``"high"``, ``"auto"``).
-        **kwargs: see :class:`RemoteCaptioner`.
-    """
-
-    limits = OPENAI_LIMITS
-    default_key_env = "OPENAI_API_KEY"
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        prompt: str = "Write a one-sentence caption of this image.",
-        max_tokens: int = 60,
-        temperature: float = 0.0,
-        detail: str = "auto",
-        **kwargs: Any,
-    ) -> None:
-        self.model = str(model)
-        self.prompt = str(prompt)
-        self.max_tokens = int(max_tokens)
-        self.temperature = float(temperature)
-        self.detail = str(detail)
-        super().__init__(_join(base_url, "chat/completions"), **kwargs)
-
-    def _request_params(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "prompt": self.prompt,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "detail": self.detail,
-        }
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        data_url = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
-        body = {
-            "model": self.model,
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": self.prompt},
-                        {"type": "image_url", "image_url": {"url": data_url, "detail": self.detail}},
-                    ],
-                }
-            ],
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-        }
-        return _Call(self.url, {}, {}, json=body)
-
-    def _parse(self, payload: Any) -> str:
-        content = payload["choices"][0]["message"]["content"]
-        if isinstance(content, list):  # content parts
-            content = " ".join(str(p["text"]) for p in content if p.get("type") == "text")
-        if not isinstance(content, str):
-            raise TypeError("message.content is not text")
-        return content.strip()
-
-
-class HFInferenceCaptioner(RemoteCaptioner):
-    """A Hugging Face inference-style image-to-text endpoint (raw image body -> ``[{"generated_text": ...}]``).
-
-    Args:
-        model: a model id (appended to ``base_url``) or a full endpoint URL
-            (e.g. a dedicated Inference Endpoint or a local text-generation server).
-        base_url: where model ids are served.
-        key: the token (``Authorization: Bearer``; default ``$HF_TOKEN``; optional).
-        **kwargs: see :class:`RemoteCaptioner`.
-    """
-
-    default_key_env = "HF_TOKEN"
-
-    def __init__(
-        self, model: str, *, base_url: str = "https://router.huggingface.co/hf-inference/models", **kwargs: Any
-    ) -> None:
-        self.model = str(model)
-        super().__init__(self.model if "://" in self.model else _join(base_url, self.model), **kwargs)
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        return _Call(self.url, {}, {"Content-Type": image.content_type}, data=image.data)
-
-    def _parse(self, payload: Any) -> str:
-        item = payload[0] if isinstance(payload, list) else payload
-        return str(item["generated_text"]).strip()

@@ -10,7 +10,7 @@ The protocol is one method, ``caption(images) -> list[str]`` on uint8
   so no external scorer model is needed (the improvement seed 000 names,
   shap #1739);
 * remote APIs (Azure AI Vision, OpenAI-compatible, Hugging Face) in
-  :mod:`xai_bridge.adapters.models.remote`.
+  :mod:`xai_bridge.adapters.captioners.http` (one module per provider).
 
 torch and transformers are imported only when a transformers captioner runs.
 """
@@ -21,10 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from xai_bridge.adapters.models.torch_state import model_guard
 
 from xai_bridge.models import Preprocess
 
-from .scorers import CaptionTokens, TokenScore, clean_token, eval_mode, token_scores
+from .scorers import CaptionTokens, TokenScore, clean_token, token_scores
 
 __all__ = [
     "Captioner",
@@ -32,6 +33,7 @@ __all__ = [
     "SelfScoringCaptioner",
     "TransformersCaptioner",
     "as_captioner",
+    "captions_of",
     "describe",
 ]
 
@@ -201,7 +203,7 @@ class TransformersCaptioner:
         stops = self._stop_ids()
         pad = getattr(self.tokenizer, "pad_token_id", None)
         result: list[CaptionTokens] = []
-        with eval_mode(self.model), torch.no_grad():
+        with model_guard(self.model), torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 pixels = self._pixels(images[start : start + self.batch_size])
                 generated = self.model.generate(pixel_values=pixels, **self.generate_kwargs)
@@ -241,7 +243,7 @@ class TransformersCaptioner:
         ref = torch.tensor(reference.ids, dtype=torch.long, device=self.device)
         decoder_input = torch.cat([torch.tensor([self._start], device=self.device), ref[:-1]])
         outs = []
-        with eval_mode(self.model), torch.no_grad():
+        with model_guard(self.model), torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 pixels = self._pixels(images[start : start + self.batch_size])
                 tokens = decoder_input.expand(len(pixels), -1)
