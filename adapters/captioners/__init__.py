@@ -18,22 +18,39 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .azure import AZURE_V31_LIMITS, AZURE_V40_LIMITS, AzureVision40Captioner, AzureVisionV31Captioner
-    from .cache import DiskCache, cache_key, default_cache_dir, open_cache
+    from .azure import (
+        AZURE_V31_LIMITS,
+        AZURE_V40_LIMITS,
+        AzureVision40Captioner,
+        AzureVisionV31Captioner,
+    )
+    from .cache import (
+        CacheError,
+        DiskCache,
+        cache_key,
+        default_cache_dir,
+        open_cache,
+    )
     from .http import (
         AuthenticationError,
         EncodedImage,
         ImageLimits,
+        InvalidKeyError,
+        MalformedAnswer,
         RateLimiter,
         RemoteCaptioner,
         RemoteCaptionError,
         RemoteStats,
         RetryPolicy,
         Secret,
+        caption_text,
+        check_key,
         encode_image,
         parse_retry_after,
     )
-    from .huggingface import HFInferenceCaptioner
+    from .huggingface import (
+        HFInferenceCaptioner,
+    )
     from .local import (
         Captioner,
         FunctionCaptioner,
@@ -43,7 +60,10 @@ if TYPE_CHECKING:  # pragma: no cover
         captions_of,
         describe,
     )
-    from .openai import OPENAI_LIMITS, OpenAICaptioner
+    from .openai import (
+        OPENAI_LIMITS,
+        OpenAICaptioner,
+    )
     from .scorers import (
         CaptionScorer,
         CaptionTokens,
@@ -55,51 +75,46 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # name -> submodule holding it
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "Captioner",
-            "FunctionCaptioner",
-            "SelfScoringCaptioner",
-            "TransformersCaptioner",
-            "as_captioner",
-            "captions_of",
-            "describe",
-        ),
-        ".local",
-    ),
-    **dict.fromkeys(
-        (
-            "CaptionScorer",
-            "CaptionTokens",
-            "EmbeddingSimilarityScorer",
-            "TeacherForcingScorer",
-            "TokenScore",
-            "WordMatchScorer",
-        ),
-        ".scorers",
-    ),
-    **dict.fromkeys(
-        (
-            "AuthenticationError",
-            "EncodedImage",
-            "ImageLimits",
-            "RateLimiter",
-            "RemoteCaptionError",
-            "RemoteCaptioner",
-            "RemoteStats",
-            "RetryPolicy",
-            "Secret",
-            "encode_image",
-            "parse_retry_after",
-        ),
-        ".http",
-    ),
-    **dict.fromkeys(
-        ("AZURE_V31_LIMITS", "AZURE_V40_LIMITS", "AzureVision40Captioner", "AzureVisionV31Captioner"), ".azure"
-    ),
-    **dict.fromkeys(("OPENAI_LIMITS", "OpenAICaptioner"), ".openai"),
+    "Captioner": ".local",
+    "FunctionCaptioner": ".local",
+    "SelfScoringCaptioner": ".local",
+    "TransformersCaptioner": ".local",
+    "as_captioner": ".local",
+    "captions_of": ".local",
+    "describe": ".local",
+    "CaptionScorer": ".scorers",
+    "CaptionTokens": ".scorers",
+    "EmbeddingSimilarityScorer": ".scorers",
+    "TeacherForcingScorer": ".scorers",
+    "TokenScore": ".scorers",
+    "WordMatchScorer": ".scorers",
+    "AuthenticationError": ".http",
+    "EncodedImage": ".http",
+    "ImageLimits": ".http",
+    "InvalidKeyError": ".http",
+    "MalformedAnswer": ".http",
+    "RateLimiter": ".http",
+    "RemoteCaptionError": ".http",
+    "RemoteCaptioner": ".http",
+    "RemoteStats": ".http",
+    "RetryPolicy": ".http",
+    "Secret": ".http",
+    "caption_text": ".http",
+    "check_key": ".http",
+    "encode_image": ".http",
+    "parse_retry_after": ".http",
+    "AZURE_V31_LIMITS": ".azure",
+    "AZURE_V40_LIMITS": ".azure",
+    "AzureVision40Captioner": ".azure",
+    "AzureVisionV31Captioner": ".azure",
+    "OPENAI_LIMITS": ".openai",
+    "OpenAICaptioner": ".openai",
     "HFInferenceCaptioner": ".huggingface",
-    **dict.fromkeys(("DiskCache", "cache_key", "default_cache_dir", "open_cache"), ".cache"),
+    "CacheError": ".cache",
+    "DiskCache": ".cache",
+    "cache_key": ".cache",
+    "default_cache_dir": ".cache",
+    "open_cache": ".cache",
 }
 
 __all__ = [
@@ -109,6 +124,7 @@ __all__ = [
     "AuthenticationError",
     "AzureVision40Captioner",
     "AzureVisionV31Captioner",
+    "CacheError",
     "CaptionScorer",
     "CaptionTokens",
     "Captioner",
@@ -118,6 +134,8 @@ __all__ = [
     "FunctionCaptioner",
     "HFInferenceCaptioner",
     "ImageLimits",
+    "InvalidKeyError",
+    "MalformedAnswer",
     "OpenAICaptioner",
     "RateLimiter",
     "RemoteCaptionError",
@@ -132,7 +150,9 @@ __all__ = [
     "WordMatchScorer",
     "as_captioner",
     "cache_key",
+    "caption_text",
     "captions_of",
+    "check_key",
     "default_cache_dir",
     "describe",
     "encode_image",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http import EncodedImage, ImageLimits, RemoteCaptioner, _Call, _join
+from .http import EncodedImage, ImageLimits, RemoteCaptioner, _Call, _join, caption_text
 
 __all__ = ["AZURE_V31_LIMITS", "AZURE_V40_LIMITS", "AzureVision40Captioner", "AzureVisionV31Captioner"]
 
@@ -58,7 +58,7 @@ class AzureVisionV31Captioner(RemoteCaptioner):
 
     def _parse(self, payload: Any) -> str:
         captions = payload["description"]["captions"]
-        return str(captions[0]["text"]).strip() if captions else ""
+        return caption_text(captions[0]["text"], "description.captions[0].text") if captions else ""
 
 
 class AzureVision40Captioner(RemoteCaptioner):
@@ -106,4 +106,4 @@ class AzureVision40Captioner(RemoteCaptioner):
         return _Call(self.url, self._request_params(), {"Content-Type": "application/octet-stream"}, data=image.data)
 
     def _parse(self, payload: Any) -> str:
-        return str(payload["captionResult"]["text"]).strip()
+        return caption_text(payload["captionResult"]["text"], "captionResult.text")

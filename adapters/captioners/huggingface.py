@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http import EncodedImage, RemoteCaptioner, _Call, _join
+from .http import EncodedImage, RemoteCaptioner, _Call, _join, caption_text
 
 __all__ = ["HFInferenceCaptioner"]
 
@@ -33,4 +33,4 @@ class HFInferenceCaptioner(RemoteCaptioner):
 
     def _parse(self, payload: Any) -> str:
         item = payload[0] if isinstance(payload, list) else payload
-        return str(item["generated_text"]).strip()
+        return caption_text(item["generated_text"], "generated_text")

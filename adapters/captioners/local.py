@@ -99,8 +99,14 @@ class FunctionCaptioner:
             out = list(self.fn(images.copy()))
             if len(out) != len(images):
                 raise ValueError(f"fn: returned {len(out)} captions for {len(images)} images")
-            return [str(c) for c in out]
-        return [str(self.fn(img.copy())) for img in images]
+        else:
+            out = [self.fn(img.copy()) for img in images]
+        for i, c in enumerate(out):
+            if not isinstance(c, str):  # str(None) would be explained as the caption "None"
+                raise TypeError(
+                    f"fn: {self.name} returned {type(c).__name__} for image {i}; return the caption as a str"
+                )
+        return out
 
     def describe(self) -> dict[str, Any]:
         """JSON provenance."""
@@ -113,7 +119,8 @@ class FunctionCaptioner:
 def as_captioner(obj: Any) -> Captioner:
     """Return ``obj`` if it has ``caption``; wrap a plain function in :class:`FunctionCaptioner`."""
     if callable(getattr(obj, "caption", None)):
-        return obj
+        captioner: Captioner = obj
+        return captioner
     if callable(obj):
         return FunctionCaptioner(obj)
     raise TypeError(
@@ -278,4 +285,7 @@ def captions_of(captioner: Captioner, images: np.ndarray) -> list[str]:
     out = captioner.caption(images)
     if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != len(images):
         raise ValueError(f"captioner: caption() must return one string per image ({len(images)}), got {out!r:.80}")
-    return [str(c) for c in out]
+    for i, c in enumerate(out):
+        if not isinstance(c, str):  # str(None) would be explained as the caption "None"
+            raise TypeError(f"captioner: caption() returned {type(c).__name__} for image {i}; return a str per image")
+    return list(out)

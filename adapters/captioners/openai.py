@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .http import EncodedImage, ImageLimits, RemoteCaptioner, _Call, _join
+from .http import EncodedImage, ImageLimits, RemoteCaptioner, _Call, _join, caption_text
 
 __all__ = ["OPENAI_LIMITS", "OpenAICaptioner"]
 
@@ -82,7 +82,6 @@ class OpenAICaptioner(RemoteCaptioner):
     def _parse(self, payload: Any) -> str:
         content = payload["choices"][0]["message"]["content"]
         if isinstance(content, list):  # content parts
-            content = " ".join(str(p["text"]) for p in content if p.get("type") == "text")
-        if not isinstance(content, str):
-            raise TypeError("message.content is not text")
-        return content.strip()
+            parts = [p for p in content if p.get("type") == "text"]
+            content = " ".join(caption_text(p["text"], "choices[0].message.content[].text") for p in parts)
+        return caption_text(content, "choices[0].message.content")

@@ -100,7 +100,7 @@ def token_scores(log_probs: Any, output: TokenScore) -> np.ndarray:
 
 def clean_token(tokenizer: Any, token_id: int) -> str:
     """A readable string for one token id: decoded, stripped, no ``Ġ``/``▁``/``##``."""
-    text = tokenizer.decode([int(token_id)]).strip()
+    text = str(tokenizer.decode([int(token_id)])).strip()
     if text and "\ufffd" not in text:
         return text
     raw = tokenizer.convert_ids_to_tokens(int(token_id))

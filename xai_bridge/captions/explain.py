@@ -123,12 +123,13 @@ def explain_caption(
     if budget is not None and max_evals is not None:
         method_params.setdefault(budget, int(max_evals))
     results: list[Explanation] = []
+    own_tokens = getattr(captioner, "caption_tokens", None)
     for i, image in enumerate(rows):
         batch = image[None]
         if captions is not None:
             reference: Any = captions[i]
-        elif scorer is None and callable(getattr(captioner, "caption_tokens", None)):
-            reference = captioner.caption_tokens(batch)[0]  # the generated ids themselves
+        elif scorer is None and callable(own_tokens):
+            reference = own_tokens(batch)[0]  # the generated ids themselves
         else:
             from ..adapters.captioners.local import captions_of
 

@@ -164,4 +164,4 @@ def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     if max(h, w) <= max_side:
         return image
     size = (max(1, int(w * max_side / h)), int(max_side)) if h >= w else (int(max_side), max(1, int(h * max_side / w)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
