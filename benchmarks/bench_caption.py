@@ -92,7 +92,7 @@ def seed_serial(
         return get_caption(str(path))
 
     if args.method != "shap.Partition":  # the same serial loop, under another method
-        from xai_bridge.caption import explain_caption
+        from xai_bridge.captions import explain_caption
 
         [exp] = explain_caption(
             caption_one,
@@ -136,9 +136,9 @@ def bridge(
     image_format: str = "PNG",
 ) -> tuple[np.ndarray, dict[str, int]]:
     """xai-bridge: explain_caption with a concurrent, cached Azure v3.1 captioner."""
-    from xai_bridge.adapters.models.remote import AzureVisionV31Captioner
+    from xai_bridge.adapters.captioners import AzureVisionV31Captioner
 
-    from xai_bridge.caption import explain_caption
+    from xai_bridge.captions import explain_caption
 
     with AzureVisionV31Captioner(
         url, key=KEY, cache=cache, max_concurrency=max_concurrency, image_format=image_format
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(2)
     from caption_server import rule_caption
     from test_caption_models import build_bart, build_tokenizer
-    from xai_bridge.adapters.models.scorers import TeacherForcingScorer
+    from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer
 
     tok = build_tokenizer()
     scorer = TeacherForcingScorer(build_bart(len(tok)), tok, output="log_odds")  # shap's TeacherForcing output

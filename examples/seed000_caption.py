@@ -41,7 +41,7 @@ KEY_ENVS = {
 
 def make_captioner(args: argparse.Namespace) -> Any:
     """The remote captioner for ``--api`` (the key comes from ``--key-env``)."""
-    from xai_bridge.adapters.models import remote
+    from xai_bridge.adapters import captioners
 
     common = {
         "key_env": args.key_env or KEY_ENVS[args.api],
@@ -49,12 +49,12 @@ def make_captioner(args: argparse.Namespace) -> Any:
         "cache": args.cache or "auto",
     }
     if args.api == "azure-v3.1":
-        return remote.AzureVisionV31Captioner(args.endpoint, **common)
+        return captioners.AzureVisionV31Captioner(args.endpoint, **common)
     if args.api == "azure-v4.0":
-        return remote.AzureVision40Captioner(args.endpoint, **common)
+        return captioners.AzureVision40Captioner(args.endpoint, **common)
     if args.api == "openai":
-        return remote.OpenAICaptioner(args.endpoint, args.model or "gpt-4o-mini", **common)
-    return remote.HFInferenceCaptioner(args.model or args.endpoint, base_url=args.endpoint, **common)
+        return captioners.OpenAICaptioner(args.endpoint, args.model or "gpt-4o-mini", **common)
+    return captioners.HFInferenceCaptioner(args.model or args.endpoint, base_url=args.endpoint, **common)
 
 
 def main(argv: list[str] | None = None) -> list[Any]:
@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> list[Any]:
     parser.add_argument("--plot", action="store_true", help="also save shap.image_plot figures")
     args = parser.parse_args(argv)
 
-    from xai_bridge.adapters.models.scorers import TeacherForcingScorer
+    from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer
 
-    from xai_bridge.caption import explain_caption
+    from xai_bridge.captions import explain_caption
 
     scorer = TeacherForcingScorer.from_pretrained(args.scorer)
     method_params = {"masker": args.masker} if args.method == "shap.Partition" else {}

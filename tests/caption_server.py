@@ -11,9 +11,20 @@ Captions come from :func:`rule_caption`, a deterministic rule on the mean
 brightness of the image's quadrants, so masking a quadrant changes one word.
 
 Faults are scripted with :meth:`CaptionServer.inject`: each incoming request
-takes the next fault in the queue (``"429"``, ``"429:<retry-after>"``,
-``"500"``, ``"503"``, ``"timeout"``, ``"malformed"``, ``"401"``), then requests are
-answered normally. The server counts requests, faults and -- per image
+takes the next fault in the queue, then requests are answered normally.
+Faults before the answer: ``"429"``, ``"429:<retry-after>"``, ``"500"``,
+``"503"``, ``"timeout"``, ``"malformed"``, ``"401"``, ``"redirect:<status>:<url>"``
+(``<url>`` may be another server; empty: this same URL, a redirect loop).
+Faults in how the (otherwise correct) answer is delivered: ``"trickle"``
+(the body one byte per ``trickle_interval`` seconds), ``"trickle-headers"``
+(the headers so), ``"reset"`` (half the body, then a TCP reset), ``"short"``
+(half the body, then a clean close: shorter than its Content-Length),
+``"badgzip"`` (``Content-Encoding: gzip`` on bytes that are not gzip),
+``"null"`` (the caption field is JSON ``null``), ``"long-caption"`` (a caption
+of ``big_bytes`` characters), ``"huge"`` (a 200 answer of ``big_bytes`` bytes of HTML),
+``"huge-chunked"`` (the same, chunked, without a Content-Length).
+Every loop is bounded by the size of what it sends and stops when the client
+hangs up. The server counts requests, faults and -- per image
 SHA-256 -- successful answers, so tests can check that every image was
 answered exactly once.
 """
@@ -26,6 +37,8 @@ import contextlib
 import hashlib
 import io
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -98,6 +111,13 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "401" or (owner.key is not None and sent_key != owner.key):
             # echo the key like a careless server would: clients must scrub it
             return self._error(401, "401", f"Access denied due to invalid subscription key {sent_key}.")
+        if fault is not None and fault.startswith("redirect"):
+            status, _, location = fault.removeprefix("redirect").removeprefix(":").partition(":")
+            self.send_response(int(status or 302))
+            self.send_header("Location", location or self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         if fault == "timeout":
             time.sleep(owner.hang)
             self.close_connection = True
@@ -124,11 +144,16 @@ class _Handler(BaseHTTPRequestHandler):
             h, w = image.shape[:2]
             if min(h, w) < 50 or len(data) >= 4 * 1024 * 1024 or fmt not in ("JPEG", "PNG", "GIF", "BMP"):
                 return self._error(400, "InvalidImageSize", f"image {w}x{h}, {len(data)} bytes, {fmt}")
-        caption = owner.rule(image)
-        owner._answered(hashlib.sha256(data).hexdigest(), caption)
+        caption: Any = owner.rule(image)
+        if fault == "null":
+            caption = None
+        elif fault == "long-caption":
+            caption = "a cat " * (owner.big_bytes // 6)
+        else:
+            owner._answered(hashlib.sha256(data).hexdigest(), caption)
         if route == "v31":
             payload: Any = {
-                "description": {"tags": caption.split(), "captions": [{"text": caption, "confidence": 0.9}]},
+                "description": {"tags": str(caption).split(), "captions": [{"text": caption, "confidence": 0.9}]},
                 "requestId": "loopback",
                 "metadata": {"height": image.shape[0], "width": image.shape[1]},
             }
@@ -144,7 +169,53 @@ class _Handler(BaseHTTPRequestHandler):
             }
         else:
             payload = [{"generated_text": caption}]
-        return self._send(200, json.dumps(payload).encode())
+        body = json.dumps(payload).encode()
+        if fault in ("trickle", "trickle-headers", "reset", "short", "badgzip", "huge", "huge-chunked"):
+            return self._deliver_badly(fault, body)
+        return self._send(200, body)
+
+    def _deliver_badly(self, fault: str, body: bytes) -> None:
+        """Send a correct answer incorrectly (see the module docstring); the connection is closed after."""
+        owner = self.server.owner
+        self.close_connection = True
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        if fault == "badgzip":
+            body = b"this is not a gzip stream" + bytes(range(64))
+            headers.update({"Content-Encoding": "gzip", "Content-Length": str(len(body))})
+        if fault in ("huge", "huge-chunked"):
+            body = b"<html>" + b"x" * owner.big_bytes + b"</html>"
+            headers = {"Content-Type": "text/html", "Content-Length": str(len(body))}
+        if fault == "huge-chunked":
+            headers = {"Content-Type": "text/html", "Transfer-Encoding": "chunked"}
+        head = "HTTP/1.1 200 OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        try:
+            if fault == "trickle-headers":
+                for i in range(len(head)):
+                    self.wfile.write(head[i].encode("latin-1"))
+                    time.sleep(owner.trickle_interval)
+                self.wfile.write(body)
+            elif fault == "trickle":
+                self.wfile.write(head.encode("latin-1"))
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    time.sleep(owner.trickle_interval)
+            elif fault in ("reset", "short"):
+                self.wfile.write(head.encode("latin-1") + body[: len(body) // 2])
+                if fault == "reset":  # SO_LINGER 0: close() sends RST instead of FIN
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+            elif fault == "huge-chunked":
+                self.wfile.write(head.encode("latin-1"))
+                for start in range(0, len(body), 65536):
+                    piece = body[start : start + 65536]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.write(b"0\r\n\r\n")
+            else:
+                self.wfile.write(head.encode("latin-1"))
+                for start in range(0, len(body), 65536):
+                    self.wfile.write(body[start : start + 65536])
+        except OSError:  # the client hung up: that is what the fault tests
+            pass
 
     @staticmethod
     def _image_bytes(route: str, body: bytes) -> bytes:
@@ -165,6 +236,8 @@ class CaptionServer:
         rule: ``rule(image) -> caption``.
         hang: seconds a ``"timeout"`` fault sleeps before dropping the connection.
         retry_after: ``Retry-After`` of a plain ``"429"`` fault.
+        trickle_interval: seconds between the bytes of a ``"trickle"`` fault.
+        big_bytes: size of a ``"huge"`` body or a ``"long-caption"`` caption.
 
     Attributes:
         url: ``http://127.0.0.1:<port>``.
@@ -181,12 +254,16 @@ class CaptionServer:
         rule: Callable[[np.ndarray], str] = rule_caption,
         hang: float = 1.0,
         retry_after: str = "0",
+        trickle_interval: float = 0.1,
+        big_bytes: int = 4 << 20,
     ) -> None:
         self.key = key
         self.latency = float(latency)
         self.rule = rule
         self.hang = float(hang)
         self.retry_after = retry_after
+        self.trickle_interval = float(trickle_interval)
+        self.big_bytes = int(big_bytes)
         self._lock = threading.Lock()
         self._faults: collections.deque[str] = collections.deque()
         self.requests = 0

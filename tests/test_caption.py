@@ -24,13 +24,13 @@ from test_caption_models import (  # noqa: E402
     build_tokenizer,
     build_vit_gpt2,
 )
+from xai_bridge.adapters.captioners import AzureVisionV31Captioner, RetryPolicy  # noqa: E402
+from xai_bridge.adapters.captioners.local import FunctionCaptioner, TransformersCaptioner  # noqa: E402
+from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer, WordMatchScorer  # noqa: E402
 from xai_bridge.adapters.methods.builtin import sliding_windows  # noqa: E402
-from xai_bridge.adapters.models.captioners import FunctionCaptioner, TransformersCaptioner  # noqa: E402
-from xai_bridge.adapters.models.remote import AzureVisionV31Captioner, RetryPolicy  # noqa: E402
-from xai_bridge.adapters.models.scorers import TeacherForcingScorer, WordMatchScorer  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
-from xai_bridge.caption import BUDGET_PARAMS, CaptionScoreModel, explain_caption, fit_max_side  # noqa: E402
+from xai_bridge.captions import BUDGET_PARAMS, CaptionScoreModel, explain_caption, fit_max_side  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 

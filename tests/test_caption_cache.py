@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-
-from xai_bridge.cache import DiskCache, cache_key, default_cache_dir, open_cache
+from xai_bridge.adapters.captioners.cache import DiskCache, cache_key, default_cache_dir, open_cache
 
 
 def test_roundtrip_and_persistence(tmp_path):

@@ -15,13 +15,13 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from xai_bridge.adapters._torch import hook_count  # noqa: E402
-from xai_bridge.adapters.models.captioners import (  # noqa: E402
+from xai_bridge.adapters.captioners.local import (  # noqa: E402
     FunctionCaptioner,
     SelfScoringCaptioner,
     TransformersCaptioner,
     as_captioner,
 )
-from xai_bridge.adapters.models.scorers import (  # noqa: E402
+from xai_bridge.adapters.captioners.scorers import (  # noqa: E402
     CaptionTokens,
     EmbeddingSimilarityScorer,
     TeacherForcingScorer,

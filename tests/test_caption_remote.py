@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("requests")
 
 from caption_server import CaptionServer, rule_caption
-from xai_bridge.adapters.models.remote import (
+from xai_bridge.adapters.captioners import (
     AZURE_V31_LIMITS,
     AuthenticationError,
     AzureVision40Captioner,
@@ -29,8 +29,7 @@ from xai_bridge.adapters.models.remote import (
     encode_image,
     parse_retry_after,
 )
-
-from xai_bridge.cache import DiskCache
+from xai_bridge.adapters.captioners.cache import DiskCache
 
 pytestmark = pytest.mark.timeout(60)
 

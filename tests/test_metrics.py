@@ -326,9 +326,9 @@ def test_randomisation_decorrelates_gradcam_on_efficientnet(effnet, chelsea):
 # ------------------------------------------------------------------ captions
 def test_caption_explanations_score_each_token_column():
     from caption_server import rule_caption
-    from xai_bridge.adapters.models.scorers import WordMatchScorer
+    from xai_bridge.adapters.captioners.scorers import WordMatchScorer
 
-    from xai_bridge.caption import CaptionScoreModel, explain_caption
+    from xai_bridge.captions import CaptionScoreModel, explain_caption
 
     bright = np.full((32, 32, 3), 230, np.uint8)
     [exp] = explain_caption(

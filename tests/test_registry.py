@@ -77,3 +77,31 @@ def test_entry_points_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
     reg = Registry([BackendSpec("a.B", "math:floor")])
     assert reg.available() == ["a.B", "thirdparty.Method"]
+
+
+def test_old_names_are_aliases_of_one_naming_scheme(tiny_model, rgb_images) -> None:
+    registry = xb.default_registry()
+    for old, new in [
+        ("builtin.saliency", "builtin.Saliency"),
+        ("builtin.occlusion", "builtin.Occlusion"),
+        ("rise", "builtin.RISE"),
+        ("lime", "lime.Lime"),
+        ("shap.partition", "shap.Partition"),
+        ("shap.gradient", "shap.Gradient"),
+    ]:
+        assert registry.spec(old).name == new
+        assert old not in xb.available_methods()  # listed once, by the canonical name
+    assert registry.spec("GRADCAM.gradcam").name == "gradcam.GradCAM"  # case folded when unique
+    many = xb.explain_many(tiny_model, rgb_images, ["builtin.saliency", ("rise", {"n_masks": 8})], targets=[1, 2])
+    assert list(many) == ["builtin.saliency", "rise"]  # keyed as given
+    assert [e.method for e in many.values()] == ["builtin.Saliency", "builtin.RISE"]
+    with pytest.raises(xb.ParameterError, match="each method may appear once"):
+        xb.explain_many(tiny_model, rgb_images, ["lime", "lime.Lime"])
+
+
+def test_registering_a_taken_alias_is_refused() -> None:
+    registry = xb.Registry(entry_points=False)
+    registry.register(xb.MethodSpec("a.One", "m:f", aliases=("one",)))
+    with pytest.raises(ValueError, match="'one' is already registered"):
+        registry.register(xb.MethodSpec("b.One", "m:f", aliases=("one",)))
+    assert registry.spec("one").name == "a.One"

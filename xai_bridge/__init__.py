@@ -39,7 +39,7 @@ _LAZY = {
     "TorchModel": "xai_bridge.adapters.models",
     "ArrayModel": "xai_bridge.adapters.models",
     "BlackBoxModel": "xai_bridge.adapters.models",
-    "explain_caption": "xai_bridge.caption",
+    "explain_caption": "xai_bridge.captions",
     "evaluate": "xai_bridge.evaluation",
     "explain_dataset": "xai_bridge.datasets",
 }

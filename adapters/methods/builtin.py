@@ -45,7 +45,7 @@ def saliency(request: ExplainRequest) -> BackendResult:
     import torch
 
     params = check_params(request.method, request.params, {"abs": True})
-    model = require_differentiable(request, working="builtin.occlusion")
+    model = require_differentiable(request, working="builtin.Occlusion")
     net = model.pixel_module()
     n, t = request.targets.shape
     raws = []

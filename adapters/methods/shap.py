@@ -138,7 +138,7 @@ def gradient(request: ExplainRequest) -> BackendResult:
     import torch
 
     params = check_params(request.method, request.params, _GRADIENT_DEFAULTS)
-    model = require_differentiable(request, working="shap.partition, lime, rise")
+    model = require_differentiable(request, working="shap.Partition, lime, rise")
     nsamples = int_at_least("nsamples", params["nsamples"], 1)
     batch_size = int_at_least("batch_size", params["batch_size"] or model.batch_size, 1)
     smoothing = float(params["local_smoothing"])

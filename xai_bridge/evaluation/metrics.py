@@ -368,7 +368,7 @@ def evaluate(
         model: the model the explanations were made for (anything
             :func:`~xai_bridge.as_model` accepts), or one model per
             explanation (caption explanations each have their own
-            :class:`~xai_bridge.caption.CaptionScoreModel`).
+            :class:`~xai_bridge.captions.CaptionScoreModel`).
         explanations: one Explanation or a list (e.g. one per method).
         metrics: names (see :data:`METRICS`) or metric dataclasses.
         boxes: for the pointing game: per image a box ``(x0, y0, x1, y1)`` in

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from xai_bridge.adapters._torch import model_guard
 
 __all__ = [
     "CaptionScorer",
@@ -100,30 +100,12 @@ def token_scores(log_probs: Any, output: TokenScore) -> np.ndarray:
 
 def clean_token(tokenizer: Any, token_id: int) -> str:
     """A readable string for one token id: decoded, stripped, no ``Ġ``/``▁``/``##``."""
-    text = tokenizer.decode([int(token_id)]).strip()
+    text = str(tokenizer.decode([int(token_id)])).strip()
     if text and "\ufffd" not in text:
         return text
     raw = tokenizer.convert_ids_to_tokens(int(token_id))
     raw = str(raw).replace("\u0120", " ").replace("\u2581", " ").removeprefix("##").strip()
     return raw or text or str(int(token_id))
-
-
-@contextmanager
-def eval_mode(module: Any) -> Iterator[Any]:
-    """Run a block with ``module`` in eval mode; every submodule's ``training`` flag is restored after.
-
-    Scorers only run forward passes under ``torch.no_grad()``, so the training
-    flags are all they could change. (transformers >= 5 installs its own
-    output-capturing hooks on first use and expects them to stay, so hooks
-    are deliberately left alone here.)
-    """
-    flags = [(m, m.training) for m in module.modules()]
-    try:
-        module.eval()
-        yield module
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def _device_of(model: Any, device: Any) -> Any:
@@ -240,7 +222,7 @@ class TeacherForcingScorer:
         import torch
 
         ref = torch.tensor(reference.ids, dtype=torch.long, device=self.device)
-        with eval_mode(self.model), torch.no_grad():
+        with model_guard(self.model), torch.no_grad():
             if self.is_encoder_decoder:
                 enc = self.tokenizer(
                     captions, padding=True, truncation=True, max_length=self.max_context_tokens, return_tensors="pt"
@@ -365,10 +347,10 @@ class EmbeddingSimilarityScorer:
         if not captions:
             return np.zeros((0, len(reference)), np.float32)
         out = np.zeros((len(captions), len(reference)), np.float64)
-        with eval_mode(self.model), torch.no_grad():
+        with model_guard(self.model), torch.no_grad():
             ref, *cands = self._embed_texts([reference.text, *captions])
             enc = self.tokenizer(reference.text, return_special_tokens_mask=True)
-            content = [i for i, m in zip(enc["input_ids"], enc["special_tokens_mask"], strict=False) if not m]
+            content = [i for i, m in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True) if not m]
             if content != list(reference.ids):  # the text does not re-tokenise to the same ids
                 ref = self._embed_ids(reference.ids)
             for i, cand in enumerate(cands):

@@ -1,15 +1,18 @@
-"""Remote captioners: Azure AI Vision (v3.1 and 4.0), OpenAI-compatible chat, Hugging Face.
+"""The HTTP client every remote captioner shares; the providers live in azure.py, openai.py, huggingface.py.
 
-Every remote captioner shares one HTTP client that does what seed 000's
-one-request-at-a-time loop did not:
+It does what seed 000's one-request-at-a-time loop did not:
 
 * **concurrency** -- a batch is captioned by a thread pool (one
   ``requests.Session`` per thread, ``max_concurrency`` requests in flight);
   identical images in a batch are sent once;
-* **retries** -- 429, 408 and 5xx answers, timeouts and dropped connections
+* **retries** -- 429, 408 and 5xx answers, timeouts, dropped connections and
+  faults in the body (a reset, a short body, bad gzip, a passed ``deadline``)
   are retried with exponential backoff and jitter, honouring ``Retry-After``
   (seconds or an HTTP date) and ``retry-after-ms``; 401/403 fail at once;
-  malformed JSON is retried a bounded number of times, then fails clearly;
+  malformed JSON (a ``null`` caption included) is retried a bounded number
+  of times, then fails clearly. The policy is applied by an adapter mounted
+  on each session (``_transport.py``), which also refuses every redirect and
+  caps the answer's size;
 * **rate limit** -- an optional client-side token bucket (requests/second);
 * **image limits** -- images are encoded in memory (no temporary files) and
   fitted to the API's limits before sending (e.g. Azure v3.1: < 4 MB, at
@@ -18,20 +21,20 @@ one-request-at-a-time loop did not:
   SHA-256 of the image content (pixels and shape, plus the encoding
   settings: the encoded bytes are a deterministic function of these, and a
   cache hit then costs no encoding), the endpoint URL and the request
-  parameters, so a re-run or a crashed run never pays twice;
-* **secrets** -- the key comes from an argument or an environment variable and
-  is only ever put in a request header: never in logs, cache keys or values,
-  reprs, ``describe()`` or error messages.
+  parameters, so a re-run or a crashed run never pays twice; an in-flight
+  claim per image lets processes sharing the file pay once;
+* **secrets** -- the key comes from an argument or an environment variable, is
+  checked up front (:func:`check_key`) and is only ever put in a request
+  header: never in logs, cache keys or values, reprs, ``describe()`` or error
+  messages (each is scrubbed of it), and never sent after a redirect.
 
-Example (seed 000)::
-
-    captioner = AzureVisionV31Captioner("https://<name>.cognitiveservices.azure.com")  # key: $AZURE_VISION_KEY
-    captioner.caption(images)  # -> ["a woman wearing glasses", ...]
+A provider subclasses :class:`RemoteCaptioner` and says how to ask
+(``_prepare``, ``_request_params``, ``_auth_headers``) and how to read the
+answer (``_parse``).
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import email.utils
 import hashlib
@@ -42,6 +45,7 @@ import os
 import random
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -52,26 +56,24 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from xai_bridge.cache import DiskCache, cache_key, open_cache
-from xai_bridge.errors import XaiBridgeError
+from xai_bridge.errors import BackendNotInstalledError, XaiBridgeError
+
+from .cache import DiskCache, cache_key, open_cache
 
 __all__ = [
-    "AZURE_V31_LIMITS",
-    "AZURE_V40_LIMITS",
-    "OPENAI_LIMITS",
     "AuthenticationError",
-    "AzureVision40Captioner",
-    "AzureVisionV31Captioner",
     "EncodedImage",
-    "HFInferenceCaptioner",
     "ImageLimits",
-    "OpenAICaptioner",
+    "InvalidKeyError",
+    "MalformedAnswer",
     "RateLimiter",
     "RemoteCaptionError",
     "RemoteCaptioner",
     "RemoteStats",
     "RetryPolicy",
     "Secret",
+    "caption_text",
+    "check_key",
     "encode_image",
     "parse_retry_after",
 ]
@@ -85,6 +87,53 @@ class RemoteCaptionError(XaiBridgeError, RuntimeError):
 
 class AuthenticationError(RemoteCaptionError, PermissionError):
     """The endpoint refused the API key (HTTP 401/403), or no key was given."""
+
+
+class InvalidKeyError(AuthenticationError, ValueError):
+    """The API key cannot be a key (whitespace, a newline, control or non-ASCII characters).
+
+    Raised before anything is sent; the message never contains the key.
+    """
+
+
+class MalformedAnswer(TypeError, ValueError):
+    """An answer that is not what the API promises (e.g. a ``null`` caption); retried, then reported."""
+
+
+def check_key(value: object, source: str = "key") -> Secret:
+    """Validate an API key up front and wrap it in a :class:`Secret`.
+
+    A key is printable ASCII without spaces (Azure, OpenAI and Hugging Face
+    keys all are). Anything else -- typically a trailing newline read from a
+    file -- would otherwise fail deep in ``http.client`` with an exception
+    whose message holds the whole key.
+
+    Args:
+        value: the key.
+        source: where it came from, for the message (``"key"`` or ``"$AZURE_VISION_KEY"``).
+
+    Raises:
+        InvalidKeyError: naming the position and kind of the first bad character, never the key.
+    """
+    if isinstance(value, Secret):
+        value = value.reveal()
+    if not isinstance(value, str):
+        raise InvalidKeyError(f"key: expected a str, got {type(value).__name__}")
+    for i, ch in enumerate(value):
+        if not "!" <= ch <= "~":
+            if ch in "\r\n":
+                kind = "a line break"
+            elif ch.isspace():
+                kind = "whitespace"
+            elif ord(ch) < 32 or ord(ch) == 127:
+                kind = "a control character"
+            else:
+                kind = "a non-ASCII character"
+            raise InvalidKeyError(
+                f"key: the API key from {source} has {kind} at position {i} of {len(value)}; keys are printable "
+                "ASCII without spaces; strip it (e.g. key.strip()) or fix the file or variable it came from"
+            )
+    return Secret(value)
 
 
 class Secret:
@@ -115,7 +164,8 @@ class RetryPolicy:
 
     Attributes:
         max_retries: retries after a retryable answer (429, 408, 5xx), a
-            timeout or a dropped connection.
+            timeout, a dropped connection or a broken body (reset, short,
+            bad gzip, past the deadline).
         backoff: first backoff in seconds; doubles each retry.
         max_backoff: largest backoff (without ``Retry-After``).
         jitter: backoff is multiplied by ``1 + jitter * U[0, 1)``.
@@ -239,15 +289,6 @@ class ImageLimits:
     formats: tuple[str, ...] = ("PNG", "JPEG")
 
 
-#: Azure Computer Vision v3.1 analyze: < 4 MB, at least 50x50, JPEG/PNG/GIF/BMP.
-AZURE_V31_LIMITS = ImageLimits(max_bytes=4 * 1024 * 1024 - 1, min_side=50, formats=("JPEG", "PNG", "GIF", "BMP"))
-#: Azure AI Vision 4.0 Image Analysis: < 20 MB, between 50x50 and 16000x16000.
-AZURE_V40_LIMITS = ImageLimits(
-    max_bytes=20 * 1024 * 1024 - 1, min_side=50, max_side=16000, formats=("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
-)
-#: OpenAI-style vision chat: up to 20 MB per image, PNG/JPEG/WEBP/GIF.
-OPENAI_LIMITS = ImageLimits(max_bytes=20 * 1024 * 1024, formats=("PNG", "JPEG", "WEBP", "GIF"))
-
 _MIME = {
     "PNG": "image/png",
     "JPEG": "image/jpeg",
@@ -340,7 +381,7 @@ def encode_image(
             )
         rounding = math.ceil if scale > 1 else round
         size = (max(limits.min_side, int(rounding(w * scale))), max(limits.min_side, int(rounding(h * scale))))
-        img = img.resize(size, Image.BICUBIC)
+        img = img.resize(size, Image.Resampling.BICUBIC)
     data = _encode(img, fmt, jpeg_quality)
     if limits.max_bytes is not None:
         while len(data) > limits.max_bytes:
@@ -353,7 +394,7 @@ def encode_image(
                 size = (int(img.width * shrink), int(img.height * shrink))
                 if min(size) < limits.min_side:
                     raise ValueError(f"images: cannot encode under {limits.max_bytes} bytes at >= {limits.min_side} px")
-                img = img.resize(size, Image.BICUBIC)
+                img = img.resize(size, Image.Resampling.BICUBIC)
             data = _encode(img, fmt, jpeg_quality)
     return EncodedImage(
         data=data,
@@ -411,17 +452,28 @@ class RemoteCaptioner:
 
     Args:
         url: the endpoint URL requests are posted to.
-        key: the API key (default: the ``key_env`` environment variable).
+        key: the API key (default: the ``key_env`` environment variable); checked
+            up front (see :func:`check_key`).
         key_env: environment variable holding the key.
         max_concurrency: requests in flight at once.
-        timeout: seconds, or ``(connect, read)`` seconds, per request.
+        timeout: seconds, or ``(connect, read)`` seconds: socket timeouts of one attempt.
+        deadline: most seconds one attempt may take from sending to the last
+            byte of the answer, however slowly the server trickles it
+            (default: ``connect + read``, or ``timeout`` when it is one number).
         retry: the :class:`RetryPolicy`.
         rate_limit: client-side limit in requests per second (None: none).
         burst: token-bucket size for ``rate_limit``.
-        cache: a :class:`~xai_bridge.cache.DiskCache`, a path, ``"auto"``
+        cache: a :class:`~xai_bridge.adapters.captioners.cache.DiskCache`, a path, ``"auto"``
             (``~/.cache/xai-bridge/captions.sqlite``) or None for no cache.
         image_format: encoding of the images sent (PNG: lossless).
         fit_images: resize images outside the API's limits instead of raising.
+        max_response_bytes: largest answer body accepted (decoded); larger ones
+            fail at once, without retries.
+        max_caption_chars: longest caption accepted; longer ones fail (and are not cached).
+
+    Redirects are never followed: a 3xx answer raises :class:`RemoteCaptionError`
+    naming it. With a cache, each image is claimed while its request is in
+    flight, so processes sharing the cache file pay once per image.
     """
 
     #: what the API accepts
@@ -439,28 +491,49 @@ class RemoteCaptioner:
         key_env: str | None = None,
         max_concurrency: int = 16,
         timeout: float | tuple[float, float] = (5.0, 60.0),
+        deadline: float | None = None,
         retry: RetryPolicy | None = None,
         rate_limit: float | None = None,
         burst: int = 1,
         cache: DiskCache | str | os.PathLike[str] | bool | None = "auto",
         image_format: str = "PNG",
         fit_images: bool = True,
+        max_response_bytes: int = 1 << 20,
+        max_caption_chars: int = 2000,
     ) -> None:
-        import requests  # noqa: F401  (fail early with a clear message if missing)
-
+        try:
+            import requests  # noqa: F401  (fail early with a clear message if missing)
+        except ImportError:
+            raise BackendNotInstalledError(
+                f"{type(self).__name__}: needs the requests package; pip install 'xai-bridge[text]'"
+            ) from None
         if not isinstance(url, str) or "://" not in url:
             raise ValueError(f"url: expected an http(s) URL, got {url!r}")
         if int(max_concurrency) < 1:
             raise ValueError(f"max_concurrency: expected >= 1, got {max_concurrency}")
         self.url = url
         self.key_env = key_env if key_env is not None else self.default_key_env
-        raw_key = key if key is not None else (os.environ.get(self.key_env) if self.key_env else None)
-        self._key: Secret | None = Secret(raw_key) if raw_key else None
+        if key is not None:
+            raw_key: str | None = key
+            source = "key="
+        else:
+            raw_key = os.environ.get(self.key_env) if self.key_env else None
+            source = f"${self.key_env}"
+        self._key: Secret | None = check_key(raw_key, source) if raw_key else None
         if self._key is None and self.key_required:
             where = f" or set the {self.key_env} environment variable" if self.key_env else ""
             raise AuthenticationError(f"key: {type(self).__name__} needs an API key; pass key=...{where}")
         self.max_concurrency = int(max_concurrency)
         self.timeout = timeout
+        budget = sum(timeout) if isinstance(timeout, tuple) else float(timeout)
+        self.deadline = float(deadline) if deadline is not None else budget
+        if not self.deadline > 0:
+            raise ValueError(f"deadline: expected seconds > 0, got {deadline}")
+        for name, value in (("max_response_bytes", max_response_bytes), ("max_caption_chars", max_caption_chars)):
+            if int(value) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value}")
+        self.max_response_bytes = int(max_response_bytes)
+        self.max_caption_chars = int(max_caption_chars)
         self.retry = retry or RetryPolicy()
         self.limiter = RateLimiter(rate_limit, burst) if rate_limit else None
         self.image_format = _check_format(image_format, self.limits)
@@ -473,7 +546,7 @@ class RemoteCaptioner:
         self._sessions: list[Any] = []
         self._sessions_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- what subclasses define
     def _request_params(self) -> dict[str, Any]:
@@ -487,6 +560,7 @@ class RemoteCaptioner:
         raise NotImplementedError
 
     def _parse(self, payload: Any) -> str:
+        """The caption in a decoded JSON answer; raise :class:`MalformedAnswer` (or a lookup error) if absent."""
         raise NotImplementedError
 
     # -- public API
@@ -499,18 +573,23 @@ class RemoteCaptioner:
 
         Raises:
             AuthenticationError: the key was refused (401/403).
-            RemoteCaptionError: a request failed after the allowed retries.
+            RemoteCaptionError: a request failed after the allowed retries, was
+                redirected, or its answer was too large.
+            CacheError: the cache file is damaged or locked.
         """
         arr = np.asarray(images)
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
             raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
         keys = [self._cache_key(img) for img in arr]
         unique: dict[str, np.ndarray] = {}
-        for k, img in zip(keys, arr, strict=False):
+        for k, img in zip(keys, arr, strict=True):
             unique.setdefault(k, img)
         results: dict[str, str] = {}
         if self.cache is not None and unique:
-            results = {k: str(v["caption"]) for k, v in self.cache.get_many(unique).items()}
+            for k, value in self.cache.get_many(unique).items():
+                text = self._cached_caption(k, value)
+                if text is not None:
+                    results[k] = text
         todo = [k for k in unique if k not in results]
         self.stats.add(cache_hits=len(unique) - len(todo), deduplicated=len(keys) - len(unique), captions=len(keys))
         if len(todo) == 1:
@@ -533,7 +612,7 @@ class RemoteCaptioner:
         """JSON provenance: type, URL and request parameters; never the key."""
         return {
             "type": type(self).__name__,
-            "url": self.url,
+            "url": self._scrub(self.url),
             "params": self._request_params(),
             "image_format": self.image_format,
         }
@@ -561,7 +640,9 @@ class RemoteCaptioner:
 
     def __repr__(self) -> str:
         key = "'***'" if self._key is not None else "None"
-        return f"{type(self).__name__}(url={self.url!r}, key={key}, max_concurrency={self.max_concurrency})"
+        return (
+            f"{type(self).__name__}(url={self._scrub(self.url)!r}, key={key}, max_concurrency={self.max_concurrency})"
+        )
 
     def __reduce__(self) -> Any:
         raise TypeError(f"{type(self).__name__} holds an API key and open connections; it cannot be pickled")
@@ -580,6 +661,14 @@ class RemoteCaptioner:
             content,
         )
 
+    def _cached_caption(self, key: str, value: Any) -> str | None:
+        """The caption of a cache row, or None for a row that is not one (it is then fetched again)."""
+        text = value.get("caption") if isinstance(value, dict) else None
+        if isinstance(text, str) and len(text) <= self.max_caption_chars:
+            return text
+        logger.warning("%s: cache %s holds a bad entry for %s; fetching it again", type(self).__name__, self.cache, key)
+        return None
+
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="xai-bridge-caption")
@@ -591,8 +680,21 @@ class RemoteCaptioner:
         if session is None:
             import requests
 
+            from ._transport import PolicyAdapter
+
             session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=2, max_retries=0)
+            session.max_redirects = 0  # the adapter refuses 3xx; this makes sure requests never follows one
+            adapter = PolicyAdapter(
+                type(self).__name__,
+                self.retry,
+                deadline=self.deadline,
+                max_response_bytes=self.max_response_bytes,
+                backoff=self._backoff,
+                parse_retry_after=parse_retry_after,
+                scrub=self._scrub,
+                before_attempt=self._before_attempt,
+                on_wait=self._on_wait,
+            )
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
@@ -609,9 +711,69 @@ class RemoteCaptioner:
         with self._rng_lock:
             return self.retry.backoff_delay(attempt, self._rng)
 
+    def _before_attempt(self) -> None:
+        if self.limiter is not None:
+            self.limiter.acquire()
+        self.stats.add(requests=1)
+        self._refresh_claim(0.0)
+
+    def _on_wait(self, delay: float) -> None:
+        self.stats.add(retries=1)
+        self._refresh_claim(delay)
+
+    # -- in-flight claims: processes sharing one cache file send each image once
+    def _claim_ttl(self, wait: float) -> float:
+        return wait + self.deadline + 5.0
+
+    def _refresh_claim(self, wait: float) -> None:
+        claim = getattr(self._local, "claim", None)
+        if claim is not None and self.cache is not None:
+            self.cache.claim(claim[0], claim[1], self._claim_ttl(wait))
+
+    def _await_claim(self, key: str, owner: str) -> str | None:
+        """Claim ``key`` for this call; or, if another call holds it, wait for its answer.
+
+        Returns:
+            The cached caption another call stored, or None once this call holds
+            the claim (also after a claim expired, e.g. its process died).
+        """
+        assert self.cache is not None
+        pause = 0.01
+        patience = time.monotonic() + self._claim_ttl(0.0) * (self.retry.max_retries + 2)
+        while True:
+            state = self.cache.claim(key, owner, self._claim_ttl(0.0), force=time.monotonic() > patience)
+            if state == "mine":
+                return None
+            if state == "done":
+                text = self._cached_caption(key, self.cache.get(key))
+                if text is not None:
+                    return text
+                self.cache.claim(key, owner, self._claim_ttl(0.0), force=True)
+                return None
+            time.sleep(pause)
+            pause = min(0.25, pause * 2)
+
     def _fetch(self, key: str, pixels: np.ndarray) -> str:
-        """Encode one image and send it until it is answered, retrying transient failures."""
+        """Caption one image: claim it in the cache, send it, read and check the answer, store it."""
+        if self.cache is None:
+            return self._exchange(key, pixels)
+        owner = uuid.uuid4().hex
+        shared = self._await_claim(key, owner)
+        if shared is not None:
+            self.stats.add(cache_hits=1)
+            return shared
+        self._local.claim = (key, owner)
+        try:
+            return self._exchange(key, pixels)
+        finally:
+            self._local.claim = None
+            self.cache.release(key, owner)
+
+    def _exchange(self, key: str, pixels: np.ndarray) -> str:
+        """Send one image until it is answered; transport faults are retried by the session's adapter."""
         import requests
+
+        from ._transport import TransportError
 
         image = encode_image(pixels, self.limits, self.image_format, self.fit_images)
         session = self._session()
@@ -620,254 +782,66 @@ class RemoteCaptioner:
         if self._key is not None:
             headers.update(self._auth_headers(self._key.reveal()))
         name = type(self).__name__
-        transient = malformed = 0
+        url = self._scrub(call.url)
+        malformed = 0
         while True:
-            if self.limiter is not None:
-                self.limiter.acquire()
-            self.stats.add(requests=1)
-            start = time.monotonic()
-            retry_after: float | None = None
             try:
                 response = session.post(
-                    call.url, params=call.params, headers=headers, data=call.data, json=call.json, timeout=self.timeout
+                    call.url,
+                    params=call.params,
+                    headers=headers,
+                    data=call.data,
+                    json=call.json,
+                    timeout=self.timeout,
+                    allow_redirects=False,
                 )
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                reason = f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}"
-                logger.debug("POST %s failed after %.3f s: %s", call.url, time.monotonic() - start, reason)
-            else:
-                status = response.status_code
-                logger.debug("POST %s -> HTTP %d in %.3f s", call.url, status, time.monotonic() - start)
-                if status in (401, 403):
-                    where = f" or ${self.key_env}" if self.key_env else ""
-                    raise AuthenticationError(
-                        f"key: {name} at {call.url} refused the API key (HTTP {status}): "
-                        f"{self._scrub(response.text)[:200]!r}; check key={where}"
-                    )
-                if status in self.retry.retry_statuses:
-                    retry_after = parse_retry_after(response.headers)
-                    reason = f"HTTP {status}"
-                elif status >= 400:
-                    raise RemoteCaptionError(
-                        f"{name}: {call.url} answered HTTP {status}: {self._scrub(response.text)[:300]!r}"
-                    )
-                else:
-                    try:
-                        text = self._parse(response.json())
-                    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                        malformed += 1
-                        snippet = self._scrub(response.text)[:200]
-                        if malformed > self.retry.max_malformed:
-                            raise RemoteCaptionError(
-                                f"{name}: {call.url} sent {malformed} malformed answers "
-                                f"({type(exc).__name__}); last one: {snippet!r}"
-                            ) from None
-                        logger.warning(
-                            "%s: malformed answer from %s (%s); retrying", name, call.url, type(exc).__name__
-                        )
-                        self.stats.add(retries=1)
-                        time.sleep(self._backoff(malformed - 1))
-                        continue
-                    if self.cache is not None:
-                        self.cache.set(key, {"caption": text})
-                    return text
-            if transient >= self.retry.max_retries:
-                raise RemoteCaptionError(f"{name}: {call.url} failed after {transient + 1} attempts; last: {reason}")
-            if retry_after is not None and retry_after > self.retry.max_retry_after:
+            except TransportError as exc:
+                raise RemoteCaptionError(str(exc)) from None
+            except requests.RequestException as exc:  # not a transport fault: e.g. a bad URL
                 raise RemoteCaptionError(
-                    f"{name}: {call.url} asked to wait {retry_after:.0f} s (Retry-After), more than "
-                    f"retry.max_retry_after={self.retry.max_retry_after:.0f} s; try later or raise the limit"
+                    f"{name}: {url}: {type(exc).__name__}: {self._scrub(str(exc))[:300]}"
+                ) from None
+            status = response.status_code
+            if status in (401, 403):
+                where = f" or ${self.key_env}" if self.key_env else ""
+                raise AuthenticationError(
+                    f"key: {name} at {url} refused the API key (HTTP {status}): "
+                    f"{self._scrub(response.text)[:200]!r}; check key={where}"
                 )
-            delay = retry_after if retry_after is not None else self._backoff(transient)
-            transient += 1
-            self.stats.add(retries=1)
-            logger.debug("%s: %s; retry %d in %.3f s", name, reason, transient, delay)
-            time.sleep(delay)
+            if status >= 400:
+                raise RemoteCaptionError(f"{name}: {url} answered HTTP {status}: {self._scrub(response.text)[:300]!r}")
+            try:
+                text = self._parse(response.json())
+                if not isinstance(text, str):
+                    raise MalformedAnswer(f"the caption is {type(text).__name__}, not text")
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                malformed += 1
+                what = self._scrub(str(exc))[:120] if isinstance(exc, MalformedAnswer) else type(exc).__name__
+                if malformed > self.retry.max_malformed:
+                    raise RemoteCaptionError(
+                        f"{name}: {url} sent {malformed} malformed answers ({what}); "
+                        f"last one: {self._scrub(response.text)[:200]!r}"
+                    ) from None
+                logger.warning("%s: malformed answer from %s (%s); retrying", name, url, what)
+                self.stats.add(retries=1)
+                time.sleep(self._backoff(malformed - 1))
+                continue
+            if len(text) > self.max_caption_chars:
+                raise RemoteCaptionError(
+                    f"{name}: {url} sent a caption of {len(text)} characters, over "
+                    f"max_caption_chars={self.max_caption_chars}; ask for a shorter caption or raise the limit"
+                )
+            if self.cache is not None:
+                self.cache.set(key, {"caption": text})
+            return text
+
+
+def caption_text(value: Any, where: str) -> str:
+    """``value`` stripped, if it is a caption; a ``null`` or a number is a malformed answer, never ``"None"``."""
+    if not isinstance(value, str):
+        raise MalformedAnswer(f"{where} is {'null' if value is None else type(value).__name__}, not text")
+    return value.strip()
 
 
 def _join(base: str, path: str) -> str:
     return base.rstrip("/") + "/" + path.lstrip("/")
-
-
-class AzureVisionV31Captioner(RemoteCaptioner):
-    """Azure Computer Vision v3.1 ``analyze?visualFeatures=Description`` (seed 000).
-
-    Args:
-        endpoint: the resource endpoint, e.g. ``https://<name>.cognitiveservices.azure.com``.
-        key: the subscription key (sent as ``Ocp-Apim-Subscription-Key``;
-            default ``$AZURE_VISION_KEY``).
-        language: caption language.
-        **kwargs: see :class:`RemoteCaptioner`.
-
-    An answer without a caption (it happens on heavily masked images) gives ``""``.
-    """
-
-    limits = AZURE_V31_LIMITS
-    default_key_env = "AZURE_VISION_KEY"
-    key_required = True
-
-    def __init__(self, endpoint: str, *, language: str = "en", **kwargs: Any) -> None:
-        self.language = language
-        super().__init__(_join(endpoint, "vision/v3.1/analyze"), **kwargs)
-
-    def _request_params(self) -> dict[str, Any]:
-        return {"visualFeatures": "Description", "language": self.language}
-
-    def _auth_headers(self, key: str) -> dict[str, str]:
-        return {"Ocp-Apim-Subscription-Key": key}
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        return _Call(self.url, self._request_params(), {"Content-Type": "application/octet-stream"}, data=image.data)
-
-    def _parse(self, payload: Any) -> str:
-        captions = payload["description"]["captions"]
-        return str(captions[0]["text"]).strip() if captions else ""
-
-
-class AzureVision40Captioner(RemoteCaptioner):
-    """Azure AI Vision 4.0 Image Analysis (``imageanalysis:analyze?features=caption``).
-
-    Args:
-        endpoint: the resource endpoint.
-        key: the subscription key (default ``$AZURE_VISION_KEY``).
-        api_version: the ``api-version`` query parameter.
-        gender_neutral_caption: ask for gender-neutral captions.
-        language: caption language.
-        **kwargs: see :class:`RemoteCaptioner`.
-    """
-
-    limits = AZURE_V40_LIMITS
-    default_key_env = "AZURE_VISION_KEY"
-    key_required = True
-
-    def __init__(
-        self,
-        endpoint: str,
-        *,
-        api_version: str = "2024-02-01",
-        gender_neutral_caption: bool = False,
-        language: str = "en",
-        **kwargs: Any,
-    ) -> None:
-        self.api_version = api_version
-        self.gender_neutral_caption = bool(gender_neutral_caption)
-        self.language = language
-        super().__init__(_join(endpoint, "computervision/imageanalysis:analyze"), **kwargs)
-
-    def _request_params(self) -> dict[str, Any]:
-        return {
-            "api-version": self.api_version,
-            "features": "caption",
-            "language": self.language,
-            "gender-neutral-caption": str(self.gender_neutral_caption).lower(),
-        }
-
-    def _auth_headers(self, key: str) -> dict[str, str]:
-        return {"Ocp-Apim-Subscription-Key": key}
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        return _Call(self.url, self._request_params(), {"Content-Type": "application/octet-stream"}, data=image.data)
-
-    def _parse(self, payload: Any) -> str:
-        return str(payload["captionResult"]["text"]).strip()
-
-
-class OpenAICaptioner(RemoteCaptioner):
-    """An OpenAI-compatible chat-completions vision endpoint (OpenAI, vLLM, Ollama, LM Studio...).
-
-    The image goes as a base64 ``data:`` URL in an ``image_url`` message part.
-
-    Args:
-        base_url: the API base, e.g. ``https://api.openai.com/v1`` or
-            ``http://localhost:11434/v1`` (Ollama); ``/chat/completions`` is appended.
-        model: the model name.
-        prompt: the instruction sent with each image.
-        key: the key (``Authorization: Bearer``; default ``$OPENAI_API_KEY``;
-            optional, local servers need none).
-        max_tokens: longest caption.
-        temperature: sampling temperature (0: as deterministic as the server allows).
-        detail: OpenAI's image ``detail`` (``"low"``, ``"high"``, ``"auto"``).
-        **kwargs: see :class:`RemoteCaptioner`.
-    """
-
-    limits = OPENAI_LIMITS
-    default_key_env = "OPENAI_API_KEY"
-
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        *,
-        prompt: str = "Write a one-sentence caption of this image.",
-        max_tokens: int = 60,
-        temperature: float = 0.0,
-        detail: str = "auto",
-        **kwargs: Any,
-    ) -> None:
-        self.model = str(model)
-        self.prompt = str(prompt)
-        self.max_tokens = int(max_tokens)
-        self.temperature = float(temperature)
-        self.detail = str(detail)
-        super().__init__(_join(base_url, "chat/completions"), **kwargs)
-
-    def _request_params(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "prompt": self.prompt,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "detail": self.detail,
-        }
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        data_url = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
-        body = {
-            "model": self.model,
-            "messages": [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "text", "text": self.prompt},
-                        {"type": "image_url", "image_url": {"url": data_url, "detail": self.detail}},
-                    ],
-                }
-            ],
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-        }
-        return _Call(self.url, {}, {}, json=body)
-
-    def _parse(self, payload: Any) -> str:
-        content = payload["choices"][0]["message"]["content"]
-        if isinstance(content, list):  # content parts
-            content = " ".join(str(p["text"]) for p in content if p.get("type") == "text")
-        if not isinstance(content, str):
-            raise TypeError("message.content is not text")
-        return content.strip()
-
-
-class HFInferenceCaptioner(RemoteCaptioner):
-    """A Hugging Face inference-style image-to-text endpoint (raw image body -> ``[{"generated_text": ...}]``).
-
-    Args:
-        model: a model id (appended to ``base_url``) or a full endpoint URL
-            (e.g. a dedicated Inference Endpoint or a local text-generation server).
-        base_url: where model ids are served.
-        key: the token (``Authorization: Bearer``; default ``$HF_TOKEN``; optional).
-        **kwargs: see :class:`RemoteCaptioner`.
-    """
-
-    default_key_env = "HF_TOKEN"
-
-    def __init__(
-        self, model: str, *, base_url: str = "https://router.huggingface.co/hf-inference/models", **kwargs: Any
-    ) -> None:
-        self.model = str(model)
-        super().__init__(self.model if "://" in self.model else _join(base_url, self.model), **kwargs)
-
-    def _prepare(self, image: EncodedImage) -> _Call:
-        return _Call(self.url, {}, {"Content-Type": image.content_type}, data=image.data)
-
-    def _parse(self, payload: Any) -> str:
-        item = payload[0] if isinstance(payload, list) else payload
-        return str(item["generated_text"]).strip()

@@ -10,7 +10,7 @@ The protocol is one method, ``caption(images) -> list[str]`` on uint8
   so no external scorer model is needed (the improvement seed 000 names,
   shap #1739);
 * remote APIs (Azure AI Vision, OpenAI-compatible, Hugging Face) in
-  :mod:`xai_bridge.adapters.models.remote`.
+  :mod:`xai_bridge.adapters.captioners.http` (one module per provider).
 
 torch and transformers are imported only when a transformers captioner runs.
 """
@@ -21,10 +21,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from xai_bridge.adapters._torch import model_guard
 
 from xai_bridge.models import Preprocess
 
-from .scorers import CaptionTokens, TokenScore, clean_token, eval_mode, token_scores
+from .scorers import CaptionTokens, TokenScore, clean_token, token_scores
 
 __all__ = [
     "Captioner",
@@ -32,6 +33,7 @@ __all__ = [
     "SelfScoringCaptioner",
     "TransformersCaptioner",
     "as_captioner",
+    "captions_of",
     "describe",
 ]
 
@@ -97,8 +99,14 @@ class FunctionCaptioner:
             out = list(self.fn(images.copy()))
             if len(out) != len(images):
                 raise ValueError(f"fn: returned {len(out)} captions for {len(images)} images")
-            return [str(c) for c in out]
-        return [str(self.fn(img.copy())) for img in images]
+        else:
+            out = [self.fn(img.copy()) for img in images]
+        for i, c in enumerate(out):
+            if not isinstance(c, str):  # str(None) would be explained as the caption "None"
+                raise TypeError(
+                    f"fn: {self.name} returned {type(c).__name__} for image {i}; return the caption as a str"
+                )
+        return out
 
     def describe(self) -> dict[str, Any]:
         """JSON provenance."""
@@ -111,7 +119,8 @@ class FunctionCaptioner:
 def as_captioner(obj: Any) -> Captioner:
     """Return ``obj`` if it has ``caption``; wrap a plain function in :class:`FunctionCaptioner`."""
     if callable(getattr(obj, "caption", None)):
-        return obj
+        captioner: Captioner = obj
+        return captioner
     if callable(obj):
         return FunctionCaptioner(obj)
     raise TypeError(
@@ -201,7 +210,7 @@ class TransformersCaptioner:
         stops = self._stop_ids()
         pad = getattr(self.tokenizer, "pad_token_id", None)
         result: list[CaptionTokens] = []
-        with eval_mode(self.model), torch.no_grad():
+        with model_guard(self.model), torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 pixels = self._pixels(images[start : start + self.batch_size])
                 generated = self.model.generate(pixel_values=pixels, **self.generate_kwargs)
@@ -241,7 +250,7 @@ class TransformersCaptioner:
         ref = torch.tensor(reference.ids, dtype=torch.long, device=self.device)
         decoder_input = torch.cat([torch.tensor([self._start], device=self.device), ref[:-1]])
         outs = []
-        with eval_mode(self.model), torch.no_grad():
+        with model_guard(self.model), torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 pixels = self._pixels(images[start : start + self.batch_size])
                 tokens = decoder_input.expand(len(pixels), -1)
@@ -276,4 +285,7 @@ def captions_of(captioner: Captioner, images: np.ndarray) -> list[str]:
     out = captioner.caption(images)
     if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != len(images):
         raise ValueError(f"captioner: caption() must return one string per image ({len(images)}), got {out!r:.80}")
-    return [str(c) for c in out]
+    for i, c in enumerate(out):
+        if not isinstance(c, str):  # str(None) would be explained as the caption "None"
+            raise TypeError(f"captioner: caption() returned {type(c).__name__} for image {i}; return a str per image")
+    return list(out)

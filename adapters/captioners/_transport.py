@@ -1,0 +1,284 @@
+"""The transport policy mounted on every remote captioner's ``requests.Session``.
+
+:class:`PolicyAdapter` is a ``requests`` ``HTTPAdapter`` that applies one
+:class:`~xai_bridge.adapters.captioners.http.RetryPolicy` to each API call,
+in the style of urllib3's ``HTTPAdapter(max_retries=Retry(...))``, and adds
+what urllib3's ``Retry`` cannot do because it stops at the headers:
+
+* **no redirects** -- a 3xx answer is an error naming the status and the
+  ``Location``; it is never followed (a custom key header such as
+  ``Ocp-Apim-Subscription-Key`` would go to the other host, and a 302 would
+  turn the POST into a GET whose foreign answer would be cached);
+* **bounded bodies** -- the answer is streamed and refused past
+  ``max_response_bytes`` (decoded bytes, so a gzip bomb stops too); a body
+  that is too large is not retried, so no retry downloads it again;
+* **a total deadline per attempt** -- a watchdog shuts the socket down when an
+  attempt has run ``deadline`` seconds, so a server trickling headers or body
+  bytes (each arriving within the read timeout) cannot hold a call for long;
+* **body faults are transport faults** -- a connection reset mid-body, a body
+  shorter than its ``Content-Length``, a bad gzip stream and a passed deadline
+  are retried like timeouts, then raise one ``RemoteCaptionError``.
+
+This module imports ``requests``; ``http.py`` imports it only when a session
+is first needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .http import RetryPolicy
+
+__all__ = ["PolicyAdapter", "TransportError"]
+
+logger = logging.getLogger("xai_bridge.remote")
+
+#: bytes of an error answer kept for the message (the rest is not downloaded)
+ERROR_SNIPPET_BYTES = 4096
+_CHUNK = 64 * 1024
+#: faults of the connection or the body that are worth another attempt
+_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class TransportError(Exception):
+    """Raised by the adapter with a message that is already scrubbed of the key.
+
+    ``http.py`` turns it into :class:`~xai_bridge.adapters.captioners.http.RemoteCaptionError`;
+    it exists so that this module need not import ``http.py``.
+    """
+
+
+class _Deadline(Exception):
+    pass
+
+
+@dataclass
+class _Attempt:
+    """One attempt's deadline and the connection it uses (seen by the watchdog thread)."""
+
+    deadline: float
+    conn: Any = None
+    done: bool = False
+    expired: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_current = threading.local()
+
+
+def _track(conn: Any) -> Any:
+    attempt = getattr(_current, "attempt", None)
+    if attempt is not None:
+        attempt.conn = conn
+    return conn
+
+
+class _HTTPPool(HTTPConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _track(super()._get_conn(timeout))
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _track(super()._get_conn(timeout))
+
+
+def _expire(attempt: _Attempt) -> None:
+    """Watchdog: shut the attempt's socket down (a blocked read then returns at once)."""
+    with attempt.lock:
+        if attempt.done:
+            return
+        attempt.expired = True
+        sock = getattr(attempt.conn, "sock", None)
+    if sock is None:  # still connecting: the connect timeout bounds it; look again shortly
+        timer = threading.Timer(0.05, _expire, (attempt,))
+        timer.daemon = True
+        timer.start()
+        return
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class PolicyAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` sending each request under a retry policy, a byte cap and a deadline.
+
+    Args:
+        name: who is calling, for messages (e.g. ``"AzureVisionV31Captioner"``).
+        retry: when and how long to retry.
+        deadline: most seconds one attempt may take, headers and body included.
+        max_response_bytes: largest (decoded) answer body accepted.
+        backoff: ``backoff(n)`` -> seconds before retry ``n + 1`` without ``Retry-After``.
+        parse_retry_after: reads a ``Retry-After`` delay from response headers.
+        scrub: removes the key from any text before it reaches a message or a log line.
+        before_attempt: called before each attempt (rate limit, counters).
+        on_wait: called with the delay before each retry's sleep (counters, claim refresh).
+        sleep: the sleep function (injectable for tests).
+
+    Example::
+
+        session.mount("https://", PolicyAdapter("MyCaptioner", RetryPolicy(), deadline=65.0, max_response_bytes=1 << 20))
+    """
+
+    def __init__(
+        self,
+        name: str,
+        retry: RetryPolicy,
+        *,
+        deadline: float,
+        max_response_bytes: int,
+        backoff: Callable[[int], float],
+        parse_retry_after: Callable[[Mapping[str, str]], float | None],
+        scrub: Callable[[str], str] = str,
+        before_attempt: Callable[[], None] = lambda: None,
+        on_wait: Callable[[float], None] = lambda delay: None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.name = name
+        self.retry = retry
+        self.deadline = float(deadline)
+        self.max_response_bytes = int(max_response_bytes)
+        self._backoff = backoff
+        self._parse_retry_after = parse_retry_after
+        self._scrub = scrub
+        self._before_attempt = before_attempt
+        self._on_wait = on_wait
+        self._sleep = sleep
+        super().__init__(pool_connections=1, pool_maxsize=2, max_retries=0)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        """Pools whose connections the deadline watchdog can reach."""
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
+    ) -> requests.Response:
+        """Send ``request`` until it is answered, retrying transient faults; the body is read here.
+
+        Returns:
+            The response, its body already read (``response.content``); statuses
+            other than 3xx and the retried ones are returned for the caller to judge.
+
+        Raises:
+            TransportError: a redirect, a body over the cap, or the last of the
+                allowed attempts failed.
+        """
+        url = self._scrub(str(request.url).split("?", 1)[0])
+        transient = 0
+        while True:
+            self._before_attempt()
+            start = time.monotonic()
+            retry_after: float | None = None
+            try:
+                response = self._attempt(request, timeout, kwargs)
+            except (*_TRANSIENT, _Deadline) as exc:
+                reason = self._reason(exc)
+                logger.debug("POST %s failed after %.3f s: %s", url, time.monotonic() - start, reason)
+            else:
+                status = response.status_code
+                logger.debug("POST %s -> HTTP %d in %.3f s", url, status, time.monotonic() - start)
+                if status not in self.retry.retry_statuses:
+                    return response
+                retry_after = self._parse_retry_after(response.headers)
+                reason = f"HTTP {status}"
+            if transient >= self.retry.max_retries:
+                raise TransportError(f"{self.name}: {url} failed after {transient + 1} attempts; last: {reason}")
+            if retry_after is not None and retry_after > self.retry.max_retry_after:
+                raise TransportError(
+                    f"{self.name}: {url} asked to wait {retry_after:.0f} s (Retry-After), more than "
+                    f"retry.max_retry_after={self.retry.max_retry_after:.0f} s; try later or raise the limit"
+                )
+            delay = retry_after if retry_after is not None else self._backoff(transient)
+            transient += 1
+            logger.debug("%s: %s; retry %d in %.3f s", self.name, reason, transient, delay)
+            self._on_wait(delay)
+            self._sleep(delay)
+
+    def _reason(self, exc: BaseException) -> str:
+        if isinstance(exc, _Deadline):
+            return f"deadline: no complete answer within {self.deadline:g} s (the server sends too slowly)"
+        return f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}"
+
+    def _attempt(self, request: requests.PreparedRequest, timeout: Any, kwargs: dict[str, Any]) -> requests.Response:
+        """One request under the watchdog; the body is read (bounded) before returning."""
+        attempt = _Attempt(deadline=time.monotonic() + self.deadline)
+        timer = threading.Timer(self.deadline, _expire, (attempt,))
+        timer.daemon = True
+        _current.attempt = attempt
+        timer.start()
+        try:
+            response = super().send(request, stream=True, timeout=timeout, **kwargs)
+            _current.attempt = None
+            complete = False
+            try:
+                body, complete = self._read(response, attempt)
+                if attempt.expired:  # the watchdog cut it: what arrived may look complete (e.g. no body)
+                    raise _Deadline()
+                response._content = body  # what requests' own .content does
+                response._content_consumed = True
+            finally:
+                if not complete:  # unread bytes would be taken for the next answer on this connection
+                    response.raw.close()
+                response.close()
+            return response
+        except _TRANSIENT:
+            if attempt.expired:
+                raise _Deadline() from None
+            raise
+        finally:
+            _current.attempt = None
+            with attempt.lock:
+                attempt.done = True
+            timer.cancel()
+
+    def _read(self, response: requests.Response, attempt: _Attempt) -> tuple[bytes, bool]:
+        """The body (bounded) and whether it was read to its end."""
+        status = response.status_code
+        url = self._scrub(str(response.url).split("?", 1)[0])
+        if 300 <= status < 400:
+            location = self._scrub(response.headers.get("Location", "(none)"))[:300]
+            raise TransportError(
+                f"{self.name}: {url} answered HTTP {status} redirecting to {location!r}; API calls follow no "
+                "redirect (the key would be sent there); pass the final endpoint URL instead"
+            )
+        limit = self.max_response_bytes if status < 300 else min(self.max_response_bytes, ERROR_SNIPPET_BYTES)
+        declared = response.headers.get("Content-Length", "")
+        if status < 300 and declared.isdigit() and int(declared) > limit:
+            raise self._too_large(url, f"declares {int(declared)} bytes")
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in response.iter_content(_CHUNK):
+            total += len(chunk)
+            if attempt.expired or time.monotonic() > attempt.deadline:
+                attempt.expired = True
+                raise _Deadline()
+            if total > limit:
+                if status >= 300:  # an error answer: its start is enough for the message
+                    chunks.append(chunk[: limit - (total - len(chunk))])
+                    return b"".join(chunks), False
+                raise self._too_large(url, f"sent more than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks), True
+
+    def _too_large(self, url: str, what: str) -> TransportError:
+        return TransportError(
+            f"{self.name}: {url} {what}, over max_response_bytes={self.max_response_bytes} (a caption answer "
+            "is a few KB); check the endpoint URL, or raise max_response_bytes"
+        )

@@ -1,0 +1,167 @@
+"""The caption model: a captioner plus a scorer as an ordinary xai-bridge model.
+
+:class:`CaptionScoreModel`'s outputs are one score per token of the image's
+own caption: how likely that token stays once parts of the image are masked.
+Any perturbation method then explains it unchanged, one target per token
+(see :func:`xai_bridge.captions.explain_caption`).
+
+Only numpy and Pillow are imported here; torch/transformers/requests load
+with the adapters that need them.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from ..models import OutputKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..adapters.captioners.scorers import CaptionScorer, CaptionTokens
+
+__all__ = ["CaptionScoreModel", "fit_max_side"]
+
+
+class CaptionScoreModel:
+    """A captioner + scorer as a :class:`~xai_bridge.models.Model` with one output per reference token.
+
+    ``predict(images)`` captions each (masked) image and scores the reference
+    caption's tokens given that caption (e.g. teacher-forced log-probabilities),
+    returning float32 ``(N, T)``. With a self-scoring captioner and no scorer,
+    the tokens are scored by the captioner's own language head given the
+    image directly. Identical images are captioned once and identical
+    captions scored once (memoised per model).
+
+    Args:
+        captioner: a captioner (``caption(images) -> list[str]``) or a function ``image -> str``.
+        scorer: a :class:`~xai_bridge.adapters.captioners.scorers.CaptionScorer`,
+            or None for a self-scoring captioner.
+        reference: the caption to explain (a string, or tokens from ``tokenize``).
+        batch_size: largest batch passed to the captioner at once.
+        reference_image: the unmasked image whose caption ``reference`` is;
+            it is then never sent to the captioner again.
+
+    Attributes:
+        output_kind: ``OutputKind.SCORES``.
+        class_names: the reference's token strings (cleaned).
+        reference: the :class:`~xai_bridge.adapters.captioners.scorers.CaptionTokens`.
+        captions: how often each caption was produced for the distinct
+            images predicted so far (seed 000's grid of masked captions).
+    """
+
+    output_kind = OutputKind.SCORES
+
+    def __init__(
+        self,
+        captioner: Any,
+        scorer: CaptionScorer | None,
+        reference: str | CaptionTokens,
+        batch_size: int = 64,
+        reference_image: np.ndarray | None = None,
+    ) -> None:
+        from ..adapters.captioners.local import SelfScoringCaptioner, as_captioner
+        from ..adapters.captioners.scorers import CaptionTokens
+
+        self.captioner = as_captioner(captioner)
+        if scorer is None and not isinstance(self.captioner, SelfScoringCaptioner):
+            raise TypeError(
+                f"scorer: {type(self.captioner).__name__} cannot score captions itself; pass "
+                "scorer=TeacherForcingScorer(model, tokenizer) (or EmbeddingSimilarityScorer / WordMatchScorer)"
+            )
+        if scorer is not None and not (
+            callable(getattr(scorer, "score", None)) and callable(getattr(scorer, "tokenize", None))
+        ):
+            raise TypeError(f"scorer: expected an object with tokenize() and score(), got {type(scorer).__name__}")
+        if int(batch_size) <= 0:
+            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        self.scorer = scorer
+        owner = scorer if scorer is not None else self.captioner
+        tokens = reference if isinstance(reference, CaptionTokens) else owner.tokenize(str(reference))  # type: ignore[union-attr]
+        if len(tokens) == 0:
+            raise ValueError(f"reference: caption {tokens.text!r} has no tokens to explain")
+        self.reference = tokens
+        self.class_names = list(tokens.names)
+        self.batch_size = int(batch_size)
+        self.captions: collections.Counter[str] = collections.Counter()
+        self._rows: dict[str, np.ndarray] = {}  # image digest -> (T,) scores
+        self._image_captions: dict[str, str] = {}  # image digest -> caption
+        self._caption_rows: dict[str, np.ndarray] = {}  # caption -> (T,) scores
+        if reference_image is not None and scorer is not None:
+            self._image_captions[_digest(np.asarray(reference_image))] = tokens.text
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """float32 ``(N, T)`` token scores for uint8 ``(N, H, W, 3)`` images.
+
+        Each distinct image is captioned and scored once per model (repeats,
+        e.g. the unmasked image that most methods evaluate, are memoised).
+        """
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        keys = [_digest(img) for img in images]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        missing = [k for k in first if k not in self._rows]
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start : start + self.batch_size]
+            batch = np.stack([images[first[k]] for k in chunk])
+            self._rows.update(zip(chunk, self._score(chunk, batch), strict=True))
+        t = len(self.reference)
+        if not keys:
+            return np.zeros((0, t), np.float32)
+        return np.stack([self._rows[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _score(self, keys: list[str], batch: np.ndarray) -> np.ndarray:
+        from ..adapters.captioners.local import captions_of
+
+        t = len(self.reference)
+        if self.scorer is None:
+            own_head = self.captioner.score_images  # type: ignore[attr-defined]
+            scores = np.asarray(own_head(self.reference, batch), np.float32)
+            if scores.shape != (len(batch), t):
+                raise ValueError(f"captioner: score_images() returned shape {scores.shape}, expected {(len(batch), t)}")
+            return scores
+        unknown = [i for i, k in enumerate(keys) if k not in self._image_captions]
+        if unknown:
+            fresh = captions_of(self.captioner, batch[unknown])
+            self._image_captions.update((keys[i], c) for i, c in zip(unknown, fresh, strict=True))
+        captions = [self._image_captions[k] for k in keys]
+        self.captions.update(captions)
+        new = list(dict.fromkeys(c for c in captions if c not in self._caption_rows))
+        if new:
+            scores = np.asarray(self.scorer.score(self.reference, new), np.float32)
+            if scores.shape != (len(new), t):
+                raise ValueError(f"scorer: score() returned shape {scores.shape}, expected {(len(new), t)}")
+            self._caption_rows.update(zip(new, scores, strict=True))
+        return np.stack([self._caption_rows[c] for c in captions])
+
+    def __repr__(self) -> str:
+        return (
+            f"CaptionScoreModel({self.captioner!r}, {self.scorer!r}, reference={self.reference.text!r}, "
+            f"T={len(self.reference)})"
+        )
+
+
+def _digest(image: np.ndarray) -> str:
+    arr = np.ascontiguousarray(image)
+    return hashlib.blake2b(arr.tobytes() + repr(arr.shape).encode(), digest_size=16).hexdigest()
+
+
+def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Shrink an ``(H, W, 3)`` image so its longer side is ``max_side``, keeping the aspect ratio.
+
+    Seed 000 does this with 500 pixels to speed up explanations; smaller
+    images are returned unchanged.
+    """
+    if max_side is None:
+        return image
+    if int(max_side) < 1:
+        raise ValueError(f"max_side: expected a positive number of pixels, got {max_side}")
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    size = (max(1, int(w * max_side / h)), int(max_side)) if h >= w else (int(max_side), max(1, int(h * max_side / w)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
