@@ -52,7 +52,9 @@ from .layers import (
     check_target_range,
     children_restored,
     choose_layer,
+    crop_aligned,
     gradient_stop,
+    layer_aliases,
     seeded,
 )
 
@@ -284,7 +286,7 @@ def _cam_maps(
         x = model.pixel_tensor(images[start : start + model.batch_size]).requires_grad_(not stopped)
         for j in range(targets.shape[1]):
             maps[start : start + len(x), j] = runner(x, targets[start : start + len(x), j])
-    return maps, layer
+    return (crop_aligned(maps, getattr(model, "preprocess", None)) if layer is not None else maps), layer
 
 
 def _check_outputs(net: Any, x0: Any, targets: np.ndarray, n_outputs: int | None) -> None:
@@ -345,7 +347,7 @@ def cam(request: ExplainRequest) -> BackendResult:
     """
     name = str(request.options["method"])
     spec = METHODS[name]
-    params = check_params(request.method, request.params, _defaults(spec))
+    params = check_params(request.method, layer_aliases(request.params), _defaults(spec))
     _check(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
@@ -404,7 +406,7 @@ def guided_gradcam(request: ExplainRequest) -> BackendResult:
     Params:
         layer, reshape_transform, aug_smooth, eigen_smooth: as for Grad-CAM.
     """
-    params = check_params(request.method, request.params, {**_LAYER, **_SMOOTHING})
+    params = check_params(request.method, layer_aliases(request.params), {**_LAYER, **_SMOOTHING})
     _check(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
@@ -458,7 +460,9 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
     from pytorch_grad_cam import DeepFeatureFactorization
     from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff
 
-    params = check_params(request.method, request.params, {**_LAYER, "n_components": 5, "head": None, "top_k": 2})
+    params = check_params(
+        request.method, layer_aliases(request.params), {**_LAYER, "n_components": 5, "head": None, "top_k": 2}
+    )
     for key in ("n_components", "top_k"):
         if not isinstance(params[key], (int, np.integer)) or params[key] < 1:
             raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")

@@ -32,7 +32,16 @@ from xai_bridge.adapters.models.torch_state import model_guard
 
 from xai_bridge.backend import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 
-from .layers import ForwardCounter, TargetLayer, check_target_range, choose_layer, gradient_stop, seeded
+from .layers import (
+    ForwardCounter,
+    TargetLayer,
+    check_target_range,
+    choose_layer,
+    crop_aligned,
+    gradient_stop,
+    layer_aliases,
+    seeded,
+)
 
 __all__ = ["FINER_BASES", "METHODS", "cam"]
 
@@ -171,7 +180,7 @@ def cam(request: ExplainRequest) -> BackendResult:
     name = str(request.options["method"])
     spec = METHODS[name]
     defaults = {"layer": None, "reshape_transform": None, **spec.ctor, **spec.call}
-    params = check_params(request.method, request.params, defaults)
+    params = check_params(request.method, layer_aliases(request.params), defaults)
     _check(params)
     model = require_differentiable(request)
     if name == "SmoothGradCAMpp" and params["std"] is None:
@@ -217,6 +226,7 @@ def cam(request: ExplainRequest) -> BackendResult:
                     (raw,) = extractor(idx, scores, normalized=False, **call)
                 up = F.interpolate(raw[:, None].float(), size=images.shape[1:3], mode="bilinear", align_corners=False)
                 maps[start : start + len(x), j] = up[:, 0].detach().cpu().numpy()
+    maps = crop_aligned(maps, getattr(model, "preprocess", None))
     if name == "CAM":
         fc = _fc_layer(model.module, params["fc_layer"])
         params["fc_layer"] = next(n for n, m in model.module.named_modules() if m is fc)
