@@ -433,7 +433,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def as_model(
     model: Any,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Any | None = None,
     output_kind: OutputKind | str | None = None,
     class_names: Sequence[str] | None = None,
     batch_size: int = 32,
