@@ -70,11 +70,13 @@ def _torch_prepare(pre: xb.Preprocess, images: np.ndarray) -> np.ndarray:
     return PixelModule(nn.Identity(), pre).prepare(pixels).numpy()
 
 
-def _three_methods(model: Any, images: np.ndarray, target: Any, **kw: Any) -> dict[str, xb.Explanation]:
+def _three_methods(
+    model: Any, images: np.ndarray, target: Any, n_steps: int = 32, num_samples: int = 40, **kw: Any
+) -> dict[str, xb.Explanation]:
     return {
         "cam": xb.explain(model, images, "gradcam.GradCAM", targets=target, **kw),
-        "ig": xb.explain(model, images, "captum.IntegratedGradients", targets=target, n_steps=32, **kw),
-        "lime": xb.explain(model, images, "lime", targets=target, num_samples=40, **kw),
+        "ig": xb.explain(model, images, "captum.IntegratedGradients", targets=target, n_steps=n_steps, **kw),
+        "lime": xb.explain(model, images, "lime", targets=target, num_samples=num_samples, **kw),
     }
 
 
@@ -362,11 +364,11 @@ def test_timm_swin_channels_last_norm() -> None:
 
 
 def test_torchvision_weights_enum() -> None:
-    from torchvision.models import MobileNet_V3_Small_Weights, mobilenet_v3_small
+    from torchvision.models import SqueezeNet1_1_Weights, squeezenet1_1
 
-    weights = MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    weights = SqueezeNet1_1_Weights.IMAGENET1K_V1
     torch.manual_seed(3)
-    model = mobilenet_v3_small(weights=None).eval()
+    model = squeezenet1_1(weights=None).eval()  # small, and its random outputs still depend on the image
     images = _images((1, 237, 251, 3))  # margins of 13 and 27 (rounded to 7 and 14 by torchvision)
     pre = xb.Preprocess.from_torchvision(weights)
     assert (pre.size, pre.resize, pre.interpolation, pre.crop_rounding) == ((224, 224), 256, "bilinear", "round")
@@ -377,13 +379,13 @@ def test_torchvision_weights_enum() -> None:
     with pytest.raises(TypeError, match="ResNet50_Weights"):
         xb.explain(model, images, "captum.Saliency")
     before = _snapshot(model)
-    out = _three_methods(model, images, "tabby", preprocess=weights)
+    out = _three_methods(model, images, "tabby", n_steps=12, num_samples=12, preprocess=weights)  # 224 px inputs
     _assert_unchanged(model, before)
     for exp in out.values():
         assert exp.target_names.tolist() == [["tabby"]]
         assert exp.targets.tolist() == [[281]]
     _check_ig(out["ig"])
-    assert out["cam"].params["layer"] == "features"  # the last map before pooling (features.12 is inside it)
+    assert out["cam"].params["layer"] == "classifier.1"  # the 1x1 conv giving class maps, before pooling
 
 
 # --------------------------------------------------------------------------- spellings and preprocessing
