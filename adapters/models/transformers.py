@@ -27,8 +27,9 @@ __all__ = ["class_names_from_config", "is_transformers_model", "preprocess_from_
 #: PIL resample codes an image processor stores, by the interpolation xai-bridge applies.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 _RESAMPLE_NAMES = {1: "lanczos", 4: "box", 5: "hamming"}
-#: Processor classes whose ``crop_pct`` rule is ConvNeXt's (shortest edge / crop_pct below 384, then crop).
-_CONVNEXT_RULE = ("ConvNextImageProcessor", "ConvNextImageProcessorPil", "ConvNextImageProcessorFast")
+#: Processor classes (and their Pil / Fast variants) whose ``crop_pct`` rule is ConvNeXt's: the shorter
+#: edge resized to edge / crop_pct below 384, then a centre crop.
+_CONVNEXT_RULE = "ConvNextImageProcessor"
 
 
 def is_transformers_model(obj: Any) -> bool:
@@ -86,7 +87,7 @@ def _sizes(cfg: Mapping[str, Any], kind: str) -> tuple[tuple[int, int] | None, i
     crop = dict(cfg.get("crop_size") or {}) if cfg.get("do_center_crop") else {}
     crop_hw = (int(crop["height"]), int(crop["width"])) if "height" in crop and "width" in crop else None
     if cfg.get("crop_pct") is not None and "shortest_edge" in size:
-        if not kind.startswith(_CONVNEXT_RULE[0]):
+        if not kind.startswith(_CONVNEXT_RULE):
             raise ValueError(
                 f"processor: the crop_pct rule of {kind} is not supported; pass preprocess=Preprocess(size=..., "
                 "resize=..., mean=..., std=..., interpolation=...) as that processor applies it"
