@@ -30,7 +30,7 @@ def explain(
     targets: TargetSpec = "top1",
     *,
     seed: int = 0,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Any | None = None,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
     **params: Any,
@@ -48,7 +48,9 @@ def explain(
             still names the method when it is not given positionally.
         targets: ``"top1"``, ``top_k(k)``, an index, a class name or one entry per image.
         seed: random seed; every method is deterministic given it.
-        preprocess: declared preprocessing when ``model`` is not yet wrapped.
+        preprocess: declared preprocessing when ``model`` is not yet wrapped: a
+            :class:`~xai_bridge.models.Preprocess`, a torchvision weights enum or a
+            transformers image processor (Hugging Face and timm models bring their own).
         layout: layout of array inputs when ambiguous.
         registry: method table (default: the built-in one).
         **params: the method's own parameters (unknown names raise).
@@ -76,7 +78,7 @@ def explain_many(
     targets: TargetSpec = "top1",
     *,
     seed: int = 0,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Any | None = None,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
 ) -> dict[str, Explanation]:

@@ -73,6 +73,18 @@ class Preprocess:
         channel_order: ``"RGB"`` or ``"BGR"``.
         layout: ``"NCHW"`` (torch) or ``"NHWC"`` (Keras / numpy callables).
         antialias: antialias when resizing down (as PIL and torchvision v2 do).
+        resize: None resizes straight to ``size``. An int first resizes the
+            shorter edge to it (aspect kept, the longer edge truncated as
+            torchvision and Hugging Face do), a ``(height, width)`` resizes to
+            that; either is then centre-cropped to ``size``. This is how
+            classifiers are evaluated (e.g. resize 256, crop 224).
+        interpolation: ``"bilinear"``, ``"bicubic"`` or ``"nearest"``, as PIL
+            computes them (the numpy path uses PIL; the torch path
+            ``F.interpolate`` with antialiasing, which agrees with PIL up to
+            float rounding). None keeps the historical default: bilinear.
+        crop_rounding: how an odd centre-crop margin is split: ``"round"``
+            (torchvision, timm: ``round(margin / 2)``) or ``"floor"``
+            (Hugging Face: ``margin // 2``).
     """
 
     size: tuple[int, int] | None = None
@@ -82,6 +94,9 @@ class Preprocess:
     channel_order: str = "RGB"
     layout: str = "NCHW"
     antialias: bool = True
+    resize: int | tuple[int, int] | None = None
+    interpolation: str | None = None
+    crop_rounding: str = "round"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", Scale(self.scale))
@@ -103,6 +118,70 @@ class Preprocess:
             raise ValueError(f"Preprocess.channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise ValueError(f"Preprocess.layout: expected 'NCHW' or 'NHWC', got {self.layout!r}")
+        self._check_resize()
+
+    def _check_resize(self) -> None:
+        if self.interpolation is not None and self.interpolation not in _PIL_FILTERS:
+            raise ValueError(
+                f"Preprocess.interpolation: expected one of {sorted(_PIL_FILTERS)}, got {self.interpolation!r}"
+            )
+        if self.crop_rounding not in ("round", "floor"):
+            raise ValueError(f"Preprocess.crop_rounding: expected 'round' or 'floor', got {self.crop_rounding!r}")
+        if self.resize is None:
+            return
+        if self.size is None:
+            raise ValueError("Preprocess.resize: needs size= (the centre crop taken after resizing)")
+        if isinstance(self.resize, (int, np.integer)) and not isinstance(self.resize, bool):
+            if int(self.resize) < max(self.size):
+                raise ValueError(
+                    f"Preprocess.resize: the shorter edge {self.resize} must be >= the crop size {self.size}"
+                )
+            object.__setattr__(self, "resize", int(self.resize))
+            return
+        hw = tuple(int(v) for v in self.resize) if isinstance(self.resize, (tuple, list)) else ()
+        if len(hw) != 2 or hw[0] < self.size[0] or hw[1] < self.size[1]:
+            raise ValueError(
+                f"Preprocess.resize: expected a shorter-edge int or (height, width) >= size {self.size}, "
+                f"got {self.resize!r}"
+            )
+        object.__setattr__(self, "resize", hw)
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(height, width)`` an image of this size is resized to, before any centre crop."""
+        if self.size is None:
+            return height, width
+        if self.resize is None:
+            return self.size
+        if isinstance(self.resize, int):
+            short, long = (height, width) if height <= width else (width, height)
+            new_long = int(self.resize * long / short)
+            return (self.resize, new_long) if height <= width else (new_long, self.resize)
+        return self.resize
+
+    def crop_offset(self, height: int, width: int) -> tuple[int, int]:
+        """``(top, left)`` of the centre crop of ``size`` in an image of ``(height, width)``."""
+        assert self.size is not None
+        margins = (height - self.size[0], width - self.size[1])
+        if self.crop_rounding == "floor":
+            return margins[0] // 2, margins[1] // 2
+        return round(margins[0] / 2.0), round(margins[1] / 2.0)
+
+    def crop_box(self, height: int, width: int) -> tuple[float, float, float, float] | None:
+        """The part of an image of ``(height, width)`` the model sees, or None when it sees all of it.
+
+        Returns:
+            ``(top, left, bottom, right)`` in the image's own pixel coordinates
+            (floats: the crop is taken after resizing), so that a map over the
+            model input can be laid back onto the image.
+        """
+        if self.size is None or self.resize is None:
+            return None
+        rh, rw = self.resized_size(height, width)
+        if (rh, rw) == self.size:
+            return None
+        top, left = self.crop_offset(rh, rw)
+        sy, sx = height / rh, width / rw
+        return top * sy, left * sx, (top + self.size[0]) * sy, (left + self.size[1]) * sx
 
     @classmethod
     def imagenet(cls, size: int | tuple[int, int] = 224, layout: str = "NCHW") -> Preprocess:
@@ -129,6 +208,32 @@ class Preprocess:
             layout="NHWC",
         )
 
+    @classmethod
+    def from_transformers(cls, processor: Any) -> Preprocess:
+        """What a Hugging Face image processor applies: size, shortest-edge resize and crop, rescale, mean/std, resample.
+
+        Args:
+            processor: an image processor (``AutoImageProcessor.from_pretrained(...)``),
+                a ``preprocessor_config.json`` path or folder, or its content as a dict.
+        """
+        from .adapters.models.transformers import preprocess_from_processor
+
+        return preprocess_from_processor(processor)
+
+    @classmethod
+    def from_timm(cls, model_or_config: Any) -> Preprocess:
+        """A timm model's evaluation transform (``pretrained_cfg``: input size, crop_pct, interpolation, mean/std)."""
+        from .adapters.models.timm import preprocess_from_timm
+
+        return preprocess_from_timm(model_or_config)
+
+    @classmethod
+    def from_torchvision(cls, weights: Any) -> Preprocess:
+        """A torchvision weights enum's ``transforms()`` (e.g. ``ResNet50_Weights.IMAGENET1K_V2``); nothing downloaded."""
+        from .adapters.models.torchvision import preprocess_from_weights
+
+        return preprocess_from_weights(weights)
+
     def apply(self, images: np.ndarray) -> np.ndarray:
         """Apply to uint8 ``(N, H, W, 3)`` images; returns float32 in ``layout``.
 
@@ -136,11 +241,25 @@ class Preprocess:
         ``load_img(target_size=...)``.
         """
         x = images
-        if self.size is not None and x.shape[1:3] != self.size:
+        if self.resize is not None:
+            x = self._resize_and_crop(x)
+        elif self.size is not None and x.shape[1:3] != self.size:
             h, w = self.size
-            resample = Image.BILINEAR if self.antialias else Image.NEAREST
+            if self.interpolation is not None:
+                resample = _PIL_FILTERS[self.interpolation]
+            else:
+                resample = Image.BILINEAR if self.antialias else Image.NEAREST
             x = np.stack([np.asarray(Image.fromarray(im).resize((w, h), resample)) for im in x])
         return self.normalize(x.astype(np.float32))
+
+    def _resize_and_crop(self, x: np.ndarray) -> np.ndarray:
+        assert self.size is not None
+        rh, rw = self.resized_size(*x.shape[1:3])
+        if (rh, rw) != x.shape[1:3]:
+            resample = _PIL_FILTERS[self.interpolation or "bilinear"]
+            x = np.stack([np.asarray(Image.fromarray(im).resize((rw, rh), resample)) for im in x])
+        top, left = self.crop_offset(rh, rw)
+        return x[:, top : top + self.size[0], left : left + self.size[1]]
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Scale, reorder and normalise float NHWC pixels in [0, 255] (no resize)."""
@@ -155,6 +274,14 @@ class Preprocess:
         if self.layout == "NCHW":
             x = np.transpose(x, (0, 3, 1, 2))
         return np.ascontiguousarray(x, dtype=np.float32)
+
+
+#: Pillow filters by interpolation name (the numpy path resizes with Pillow).
+_PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
 
 
 @runtime_checkable
@@ -273,7 +400,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def as_model(
     model: Any,
-    preprocess: Preprocess | None = None,
+    preprocess: Preprocess | Any | None = None,
     output_kind: OutputKind | str | None = None,
     class_names: Sequence[str] | None = None,
     batch_size: int = 32,
@@ -284,11 +411,15 @@ def as_model(
         model: a :class:`Model`, a ``torch.nn.Module`` (NCHW) or a callable.
             A callable with ``preprocess`` is treated as an array model
             (e.g. Keras) fed preprocessed floats; without, as a black box fed
-            uint8 NHWC images.
-        preprocess: required for torch modules; see :class:`Preprocess`.
+            uint8 NHWC images. A Hugging Face ``PreTrainedModel`` or a timm
+            model brings its own preprocessing and class names (see
+            :mod:`xai_bridge.adapters.models.transformers` and ``.timm``).
+        preprocess: required for other torch modules; a :class:`Preprocess`,
+            a torchvision weights enum (its transforms and categories) or a
+            transformers image processor.
         output_kind: what the model returns (default logits for torch modules,
             probabilities otherwise).
-        class_names: names of the outputs.
+        class_names: names of the outputs (default: the model's or the weights' own).
         batch_size: largest batch sent to the model.
 
     Returns:
@@ -296,11 +427,28 @@ def as_model(
     """
     if isinstance(model, Model) and callable(getattr(model, "predict", None)) and hasattr(model, "output_kind"):
         return model
+    if preprocess is not None and not isinstance(preprocess, Preprocess):
+        preprocess, names = _coerce_preprocess(preprocess)
+        class_names = class_names if class_names is not None else names
     if _is_torch_module(model):
+        library = _library_of(model)
+        if library == "transformers":
+            from .adapters.models.transformers import transformers_model
+
+            return transformers_model(model, preprocess, output_kind, class_names, batch_size)  # type: ignore[no-any-return]
+        if library == "timm":
+            from .adapters.models.timm import timm_model
+
+            return timm_model(model, preprocess, output_kind, class_names, batch_size)  # type: ignore[no-any-return]
         if preprocess is None:
+            hint = (
+                " (for torchvision models: preprocess=<the weights enum>, e.g. ResNet50_Weights.IMAGENET1K_V2)"
+                if library == "torchvision"
+                else ""
+            )
             raise TypeError(
                 "preprocess: a torch module needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
-                "or Preprocess(scale='unit'); or wrap it yourself with xai_bridge.adapters.models.TorchModel"
+                f"or Preprocess(scale='unit'){hint}; or wrap it yourself with xai_bridge.adapters.models.TorchModel"
             )
         from .adapters.models import TorchModel
 
@@ -330,3 +478,31 @@ def as_model(
 
 def _is_torch_module(obj: Any) -> bool:
     return any(c.__module__.startswith("torch.nn") and c.__name__ == "Module" for c in type(obj).__mro__)
+
+
+def _library_of(module: Any) -> str | None:
+    """``"transformers"``, ``"timm"`` or ``"torchvision"`` when the module's class comes from it (nothing imported)."""
+    from .adapters.models.timm import is_timm_model
+    from .adapters.models.transformers import is_transformers_model
+
+    if is_transformers_model(module):
+        return "transformers"
+    if is_timm_model(module):
+        return "timm"
+    if type(module).__module__.startswith("torchvision."):
+        return "torchvision"
+    return None
+
+
+def _coerce_preprocess(obj: Any) -> tuple[Preprocess, list[str] | None]:
+    """A :class:`Preprocess` (and class names) from a torchvision weights enum or a transformers processor."""
+    from .adapters.models.torchvision import is_weights, preprocess_from_weights, weights_class_names
+
+    if is_weights(obj):
+        return preprocess_from_weights(obj), weights_class_names(obj)
+    if type(obj).__module__.startswith("transformers.") or isinstance(obj, dict):
+        return Preprocess.from_transformers(obj), None
+    raise TypeError(
+        f"preprocess: expected a Preprocess, a torchvision weights enum or a transformers image processor, "
+        f"got {type(obj).__name__}; e.g. preprocess=Preprocess.imagenet()"
+    )

@@ -91,6 +91,10 @@ def _one(value: Any, class_names: Sequence[str] | None, n_outputs: int | None) -
         lowered = [c.lower() for c in class_names]
         if value.lower() in lowered:
             return lowered.index(value.lower())
+        # ImageNet names as Hugging Face and timm carry them list synonyms: "tabby, tabby cat"
+        synonyms = [i for i, c in enumerate(lowered) if value.lower() in (s.strip() for s in c.split(","))]
+        if len(synonyms) == 1:
+            return synonyms[0]
         close = difflib.get_close_matches(value.lower(), lowered, n=3)
         hint = f" Did you mean {', '.join(repr(class_names[lowered.index(c)]) for c in close)}?" if close else ""
         raise ValueError(f"targets: no class named {value!r}.{hint}")

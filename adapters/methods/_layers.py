@@ -13,6 +13,11 @@ every submodule's output. Candidates are
 * token grids: normalisation layers that output ``(N, L, D)`` where ``L`` minus
   the prefix tokens (class / distillation / register tokens) is a square grid
   of at least 4 patches. They get a :class:`TokenGrid` ``reshape_transform``.
+  The prefix count is read from the model where it says (timm's
+  ``num_prefix_tokens``, torchvision's ``class_token``, Hugging Face's
+  ``cls_token`` / ``distillation_token`` / ``register_tokens``);
+* channels-last maps: ``nn.LayerNorm`` layers that output ``(N, h, w, C)``
+  (timm's Swin, ConvNeXt blocks), with a :class:`ChannelsLast` reshape.
 
 Modules called more than once per forward pass (a shared ``ReLU``) are
 skipped: hooks on them see several tensors. The candidate finishing last in
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +42,15 @@ import torch
 from torch import nn
 
 __all__ = [
+    "ChannelsLast",
     "LayerInfo",
     "TargetLayer",
     "TokenGrid",
     "check_target_range",
     "choose_layer",
+    "crop_aligned",
     "gradient_stop",
+    "layer_aliases",
     "layer_candidates",
     "trace_layers",
 ]
@@ -99,6 +107,17 @@ class TokenGrid:
             if side >= 2 and side * side == n_tokens - prefix:
                 return cls(int(prefix), side, side)
         return None
+
+
+@dataclass(frozen=True)
+class ChannelsLast:
+    """``reshape_transform`` for channels-last maps: ``(N, h, w, C)`` -> ``(N, C, h, w)``."""
+
+    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Move the channel axis of an ``(N, h, w, C)`` map to position 1."""
+        if tensor.ndim != 4:
+            raise ValueError(f"reshape_transform: expected a channels-last map (N, h, w, C), got {tuple(tensor.shape)}")
+        return tensor.permute(0, 3, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -182,7 +201,24 @@ def trace_layers(module: nn.Module, net: nn.Module, x: torch.Tensor) -> tuple[li
 
 def _is_spatial(info: LayerInfo) -> bool:
     shape = info.shape
+    if _is_channels_last(info):
+        return shape[1] * shape[2] > 1
     return len(shape) == 4 and shape[2] * shape[3] > 1 and any(isinstance(m, _CONV_LIKE) for m in info.module.modules())
+
+
+def _is_channels_last(info: LayerInfo) -> bool:
+    """A plain ``nn.LayerNorm`` (it normalises the last axis: channels) with a 4-D output."""
+    module = info.module
+    return (
+        len(info.shape) == 4
+        and isinstance(module, nn.LayerNorm)
+        and type(module).forward is nn.LayerNorm.forward  # LayerNorm2d & co. permute: channels first
+        and tuple(module.normalized_shape) == info.shape[-1:]
+    )
+
+
+def _spatial_reshape(info: LayerInfo) -> ChannelsLast | None:
+    return ChannelsLast() if _is_channels_last(info) else None
 
 
 def _is_norm(module: nn.Module) -> bool:
@@ -201,6 +237,14 @@ def _prefix_tokens(module: nn.Module) -> int | None:
         return value
     if isinstance(getattr(module, "class_token", None), torch.Tensor):  # torchvision ViT
         return 1
+    for sub in module.modules():  # Hugging Face ViT / DeiT / Dinov2: tokens live on the embeddings
+        if isinstance(getattr(sub, "cls_token", None), torch.Tensor):
+            registers = getattr(sub, "register_tokens", None)
+            return (
+                1
+                + isinstance(getattr(sub, "distillation_token", None), torch.Tensor)
+                + (int(registers.shape[1]) if isinstance(registers, torch.Tensor) and registers.ndim == 3 else 0)
+            )
     return None
 
 
@@ -326,6 +370,8 @@ def _choose(
                 f"reshape_transform: must map the output of {info.name!r} {info.shape} to (N, C, h, w), got {got}"
             )
         return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
+    if _is_channels_last(info):
+        return TargetLayer(info.name, info.module, info.shape, ChannelsLast(), info.calls)
     if len(info.shape) == 4 and info.shape[2] * info.shape[3] > 1:
         return TargetLayer(info.name, info.module, info.shape, None, info.calls)
     grid = TokenGrid.infer(info.shape[1], prefix) if len(info.shape) == 3 else None
@@ -360,7 +406,7 @@ def _automatic(
         info, grid = (live or tokens)[-1]
         return TargetLayer(info.name, info.module, info.shape, reshape_transform or grid, info.calls)
     info = spatial[-1]
-    return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
+    return TargetLayer(info.name, info.module, info.shape, reshape_transform or _spatial_reshape(info), info.calls)
 
 
 def _find(
@@ -389,6 +435,56 @@ def _find(
             f"dotted name. Candidates (last first): {_listing(candidates)}"
         )
     raise TypeError(f"layer: expected None, a submodule or its dotted name, got {type(layer).__name__}")
+
+
+def layer_aliases(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with the libraries' own spellings of ``layer=`` renamed to it.
+
+    pytorch-grad-cam takes ``target_layers=[layer]`` and torchcam
+    ``target_layer=layer``; users bring code written for either. A CAM here
+    explains one layer per call, so a list must hold exactly one layer.
+    """
+    out = dict(params)
+    given = [k for k in ("layer", "target_layers", "target_layer") if k in out]
+    if len(given) > 1:
+        raise TypeError(f"{given[1]}: an alias of layer=, but {given[0]}= was given too; pass only one of them")
+    for alias in ("target_layers", "target_layer"):
+        if alias in out:
+            value = out.pop(alias)
+            if isinstance(value, (list, tuple)):
+                if len(value) != 1:
+                    raise ValueError(
+                        f"{alias}: expected one layer (xai-bridge computes one CAM per layer), got {len(value)}; "
+                        f"pass {alias}=[layer] and call once per layer"
+                    )
+                value = value[0]
+            out["layer"] = value
+    return out
+
+
+def crop_aligned(maps: np.ndarray, preprocess: Any) -> np.ndarray:
+    """Lay ``(..., H, W)`` CAMs back onto the part of the image the model sees.
+
+    The libraries upsample a layer's map to the size of the tensor they are
+    given, the whole image; when the preprocessing centre-crops (resize 256,
+    crop 224), the map covers only the crop. It is resampled into the crop's
+    box in image coordinates and is zero outside, where the model sees nothing.
+    Without a crop the maps are returned as they are.
+    """
+    height, width = maps.shape[-2:]
+    box = preprocess.crop_box(height, width) if hasattr(preprocess, "crop_box") else None
+    if box is None:
+        return maps
+    top, left, bottom, right = (round(v) for v in box)
+    top, left = max(top, 0), max(left, 0)
+    bottom, right = min(max(bottom, top + 1), height), min(max(right, left + 1), width)
+    flat = torch.from_numpy(np.ascontiguousarray(maps, np.float32)).reshape(-1, 1, height, width)
+    inner = torch.nn.functional.interpolate(
+        flat, size=(bottom - top, right - left), mode="bilinear", align_corners=False
+    )
+    out = np.zeros(maps.shape, np.float32)
+    out[..., top:bottom, left:right] = inner.reshape(*maps.shape[:-2], bottom - top, right - left).numpy()
+    return out
 
 
 def check_target_range(targets: np.ndarray, n_outputs: int) -> None:

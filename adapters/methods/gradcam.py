@@ -269,7 +269,7 @@ def _cam_maps(
     request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
 ) -> tuple[np.ndarray, TargetLayer | None]:
     """Raw ``(N, T, H, W)`` maps of one method; runs inside the caller's guard."""
-    from ._layers import choose_layer, gradient_stop
+    from ._layers import choose_layer, crop_aligned, gradient_stop
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
@@ -295,7 +295,7 @@ def _cam_maps(
         x = model.pixel_tensor(images[start : start + model.batch_size]).requires_grad_(not stopped)
         for j in range(targets.shape[1]):
             maps[start : start + len(x), j] = runner(x, targets[start : start + len(x), j])
-    return maps, layer
+    return (crop_aligned(maps, getattr(model, "preprocess", None)) if layer is not None else maps), layer
 
 
 def _check_outputs(net: Any, x0: Any, targets: np.ndarray, n_outputs: int | None) -> None:
@@ -356,7 +356,9 @@ def cam(request: ExplainRequest) -> BackendResult:
     """
     name = str(request.options["method"])
     spec = METHODS[name]
-    params = check_params(request.method, request.params, _defaults(spec))
+    from ._layers import layer_aliases
+
+    params = check_params(request.method, layer_aliases(request.params), _defaults(spec))
     _check(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
@@ -415,7 +417,9 @@ def guided_gradcam(request: ExplainRequest) -> BackendResult:
     Params:
         layer, reshape_transform, aug_smooth, eigen_smooth: as for Grad-CAM.
     """
-    params = check_params(request.method, request.params, {**_LAYER, **_SMOOTHING})
+    from ._layers import layer_aliases
+
+    params = check_params(request.method, layer_aliases(request.params), {**_LAYER, **_SMOOTHING})
     _check(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
@@ -469,7 +473,11 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
     from pytorch_grad_cam import DeepFeatureFactorization
     from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff
 
-    params = check_params(request.method, request.params, {**_LAYER, "n_components": 5, "head": None, "top_k": 2})
+    from ._layers import layer_aliases
+
+    params = check_params(
+        request.method, layer_aliases(request.params), {**_LAYER, "n_components": 5, "head": None, "top_k": 2}
+    )
     for key in ("n_components", "top_k"):
         if not isinstance(params[key], (int, np.integer)) or params[key] < 1:
             raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")

@@ -198,7 +198,9 @@ def cam(request: ExplainRequest) -> BackendResult:
     name = str(request.options["method"])
     spec = METHODS[name]
     defaults = {"layer": None, "reshape_transform": None, **spec.ctor, **spec.call}
-    params = check_params(request.method, request.params, defaults)
+    from ._layers import layer_aliases
+
+    params = check_params(request.method, layer_aliases(request.params), defaults)
     _check(params)
     model = require_differentiable(request)
     if name == "SmoothGradCAMpp" and params["std"] is None:
@@ -208,7 +210,7 @@ def cam(request: ExplainRequest) -> BackendResult:
     maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
     from xai_bridge.adapters._torch import enter_run, seeded
 
-    from ._layers import check_target_range, choose_layer, gradient_stop
+    from ._layers import check_target_range, choose_layer, crop_aligned, gradient_stop
 
     with ExitStack() as stack:
         stack.enter_context(model.guard(freeze_params=True))
@@ -246,6 +248,7 @@ def cam(request: ExplainRequest) -> BackendResult:
                     (raw,) = extractor(idx, scores, normalized=False, **call)
                 up = F.interpolate(raw[:, None].float(), size=images.shape[1:3], mode="bilinear", align_corners=False)
                 maps[start : start + len(x), j] = up[:, 0].detach().cpu().numpy()
+    maps = crop_aligned(maps, getattr(model, "preprocess", None))
     if name == "CAM":
         fc = _fc_layer(model.module, params["fc_layer"])
         params["fc_layer"] = next(n for n, m in model.module.named_modules() if m is fc)

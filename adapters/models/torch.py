@@ -60,9 +60,16 @@ class PixelModule(nn.Module):
         return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = _logits(self.model(self.prepare(x)))
+        return torch.softmax(out, dim=-1) if self.softmax else out
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The declared preprocessing alone: [0, 255] NCHW pixels -> the module's input."""
         pre = self.preprocess
-        if pre.size is not None and tuple(x.shape[-2:]) != pre.size:
-            x = F.interpolate(x, size=pre.size, mode="bilinear", align_corners=False, antialias=pre.antialias)
+        if pre.resize is not None:
+            x = _resize_and_crop(x, pre)
+        elif pre.size is not None and tuple(x.shape[-2:]) != pre.size:
+            x = _interpolate(x, pre.size, pre)
         x = x * self.factor + self.offset
         if pre.channel_order == "BGR":
             x = x.flip(1)
@@ -72,8 +79,52 @@ class PixelModule(nn.Module):
             x = x.permute(0, 2, 3, 1)
         elif self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        return torch.softmax(out, dim=-1) if self.softmax else out
+        return x
+
+
+def _interpolate(x: torch.Tensor, size: tuple[int, int], pre: Preprocess) -> torch.Tensor:
+    """Resize float pixels as Pillow does (antialiased filters; nearest samples pixel centres)."""
+    mode = pre.interpolation or "bilinear"
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest-exact")
+    if mode != "bicubic":
+        return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=pre.antialias)
+    # Bicubic overshoots, and Pillow clamps to the pixel range after each of its two passes (width
+    # first): done here too, or the results differ by up to ~10 levels on textured images, not ~1.
+    if x.shape[-1] != size[1]:
+        x = F.interpolate(x, size=(x.shape[-2], size[1]), mode=mode, antialias=pre.antialias).clamp(0.0, 255.0)
+    if x.shape[-2] != size[0]:
+        x = F.interpolate(x, size=size, mode=mode, antialias=pre.antialias).clamp(0.0, 255.0)
+    return x
+
+
+def _resize_and_crop(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    assert pre.size is not None
+    height, width = int(x.shape[-2]), int(x.shape[-1])
+    rh, rw = pre.resized_size(height, width)
+    if (rh, rw) != (height, width):
+        x = _interpolate(x, (rh, rw), pre)
+    top, left = pre.crop_offset(rh, rw)
+    return x[..., top : top + pre.size[0], left : left + pre.size[1]]
+
+
+def _logits(out: Any) -> torch.Tensor:
+    """The output tensor of a module returning a tensor, ``.logits`` (Hugging Face), a dict or a tuple."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, dict):
+        for key in ("logits", "output", "out"):
+            if isinstance(out.get(key), torch.Tensor):
+                return out[key]
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(
+        f"model: expected the module to return a tensor, an output with .logits, a dict with 'logits' or a tuple "
+        f"starting with the logits, got {type(out).__name__}; wrap it in a module returning the logits tensor"
+    )
 
 
 class TorchModel:
