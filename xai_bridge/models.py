@@ -61,12 +61,24 @@ class Scale(str, enum.Enum):
 class Preprocess:
     """Declared preprocessing from uint8 RGB pixels to the model's input.
 
-    The order is: resize -> scale -> channel order -> ``(x - mean) / std`` ->
-    layout. Everything is applied by xai-bridge, so backends that perturb
-    pixels and backends that need tensors see the same model.
+    The order is: resize (and centre crop) -> scale -> channel order ->
+    ``(x - mean) / std`` -> layout. Everything is applied by xai-bridge, so
+    backends that perturb pixels and backends that need tensors see the same
+    model.
 
     Attributes:
         size: ``(height, width)`` the model expects, or None to keep the size.
+            Without ``shortest_edge`` images are stretched to it.
+        shortest_edge: resize so the shorter side has this length (aspect
+            ratio kept), then centre-crop to ``size``: torchvision's
+            ``Resize(int)`` + ``CenterCrop`` and Hugging Face's
+            ``size={"shortest_edge": ...}`` + ``crop_size``, as CLIP and most
+            ImageNet models are evaluated. None: no aspect-keeping resize.
+        interpolation: ``"bilinear"`` or ``"bicubic"`` (CLIP and SigLIP processors).
+        crop_rounding: where an odd crop margin puts the extra pixel:
+            ``"floor"`` (Hugging Face processors: ``(h - crop) // 2``) or
+            ``"round"`` (torchvision's ``CenterCrop``, used by open_clip and
+            timm: ``round((h - crop) / 2)``).
         scale: pixel range before normalisation.
         mean: per-channel mean in the scaled range (after channel reordering).
         std: per-channel std in the scaled range.
@@ -82,6 +94,9 @@ class Preprocess:
     channel_order: str = "RGB"
     layout: str = "NCHW"
     antialias: bool = True
+    shortest_edge: int | None = None
+    interpolation: str = "bilinear"
+    crop_rounding: str = "floor"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", Scale(self.scale))
@@ -103,6 +118,16 @@ class Preprocess:
             raise ValueError(f"Preprocess.channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
         if self.layout not in ("NCHW", "NHWC"):
             raise ValueError(f"Preprocess.layout: expected 'NCHW' or 'NHWC', got {self.layout!r}")
+        if self.shortest_edge is not None:
+            if isinstance(self.shortest_edge, bool) or int(self.shortest_edge) <= 0:
+                raise ValueError(
+                    f"Preprocess.shortest_edge: expected a positive integer or None, got {self.shortest_edge}"
+                )
+            object.__setattr__(self, "shortest_edge", int(self.shortest_edge))
+        if self.interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"Preprocess.interpolation: expected 'bilinear' or 'bicubic', got {self.interpolation!r}")
+        if self.crop_rounding not in ("floor", "round"):
+            raise ValueError(f"Preprocess.crop_rounding: expected 'floor' or 'round', got {self.crop_rounding!r}")
 
     @classmethod
     def imagenet(cls, size: int | tuple[int, int] = 224, layout: str = "NCHW") -> Preprocess:
@@ -132,15 +157,46 @@ class Preprocess:
     def apply(self, images: np.ndarray) -> np.ndarray:
         """Apply to uint8 ``(N, H, W, 3)`` images; returns float32 in ``layout``.
 
-        Resizing uses Pillow's bilinear filter (antialiased), like Keras'
-        ``load_img(target_size=...)``.
+        Resizing uses Pillow's bilinear (or bicubic) filter, antialiased,
+        like Keras' ``load_img(target_size=...)``.
         """
         x = images
-        if self.size is not None and x.shape[1:3] != self.size:
-            h, w = self.size
-            resample = Image.BILINEAR if self.antialias else Image.NEAREST
+        resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[self.interpolation]
+        resample = resample if self.antialias else Image.Resampling.NEAREST
+        size = self.resized_size(x.shape[1:3])
+        if size != x.shape[1:3]:
+            h, w = size
             x = np.stack([np.asarray(Image.fromarray(im).resize((w, h), resample)) for im in x])
+        if self.shortest_edge is not None and self.size is not None and x.shape[1:3] != self.size:
+            top, left = self.crop_offsets(x.shape[1:3])
+            x = x[:, top : top + self.size[0], left : left + self.size[1]]
         return self.normalize(x.astype(np.float32))
+
+    def resized_size(self, hw: Sequence[int]) -> tuple[int, int]:
+        """``(height, width)`` after the resize step (before any crop) for an input of size ``hw``.
+
+        With ``shortest_edge`` the longer side is truncated as torchvision and
+        Hugging Face do (``int(edge * long / short)``).
+        """
+        h, w = int(hw[0]), int(hw[1])
+        if self.shortest_edge is not None:
+            edge = self.shortest_edge
+            return (edge, int(edge * w / h)) if h <= w else (int(edge * h / w), edge)
+        return self.size if self.size is not None else (h, w)
+
+    def crop_offsets(self, hw: Sequence[int]) -> tuple[int, int]:
+        """``(top, left)`` of the centre crop to ``size`` from a resized image of size ``hw``."""
+        if self.size is None:
+            return 0, 0
+        (h, w), (ch, cw) = hw, self.size
+        if ch > h or cw > w:
+            raise ValueError(
+                f"Preprocess.size: the crop {self.size} is larger than the resized image {(h, w)}; "
+                f"use shortest_edge >= {max(self.size)}"
+            )
+        if self.crop_rounding == "round":
+            return round((h - ch) / 2.0), round((w - cw) / 2.0)
+        return (h - ch) // 2, (w - cw) // 2
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Scale, reorder and normalise float NHWC pixels in [0, 255] (no resize)."""

@@ -61,8 +61,14 @@ class PixelModule(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.preprocess
-        if pre.size is not None and tuple(x.shape[-2:]) != pre.size:
-            x = F.interpolate(x, size=pre.size, mode="bilinear", align_corners=False, antialias=pre.antialias)
+        size = pre.resized_size(x.shape[-2:])
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode=pre.interpolation, align_corners=False, antialias=pre.antialias)
+            if pre.interpolation == "bicubic":
+                x = x.clamp(0.0, 255.0)  # bicubic overshoots; Pillow and torchvision clip to the pixel range
+        if pre.shortest_edge is not None and pre.size is not None and tuple(x.shape[-2:]) != pre.size:
+            top, left = pre.crop_offsets(x.shape[-2:])
+            x = x[..., top : top + pre.size[0], left : left + pre.size[1]]
         x = x * self.factor + self.offset
         if pre.channel_order == "BGR":
             x = x.flip(1)
