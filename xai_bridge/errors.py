@@ -10,6 +10,7 @@ __all__ = [
     "FormatError",
     "ImageInputError",
     "MethodNotApplicableError",
+    "ModelInputError",
     "UnknownMethodError",
     "XaiBridgeError",
 ]
@@ -40,3 +41,10 @@ class MethodNotApplicableError(XaiBridgeError, TypeError):
 
 class FormatError(XaiBridgeError, ValueError):
     """A saved file is not a valid xai-bridge file (or of an unknown version)."""
+
+
+class ModelInputError(XaiBridgeError, TypeError, ValueError):
+    """A model argument, or what it was built with (prompts, processor, tokenizer), cannot be used as given.
+
+    Both a ``TypeError`` and a ``ValueError``: the model adapters raised those before, and callers may catch either.
+    """

@@ -9,13 +9,22 @@ from typing import Any
 
 from .array_model import ArrayModel, BlackBoxModel
 
-__all__ = ["ArrayModel", "BlackBoxModel", "PixelModule", "TorchModel", "efficientnet_lite0", "model_guard"]
+__all__ = [
+    "ArrayModel",
+    "BlackBoxModel",
+    "PixelModule",
+    "TorchModel",
+    "ZeroShotModel",
+    "efficientnet_lite0",
+    "model_guard",
+]
 
 _LAZY = {
     "TorchModel": ".torch_module",
     "PixelModule": ".torch_module",
     "model_guard": ".torch_state",
     "hook_count": ".torch_state",
+    "ZeroShotModel": ".zero_shot",
     "efficientnet_lite0": ".zoo",
     "imagenet_class_names": ".zoo",
 }
