@@ -10,6 +10,7 @@ __all__ = [
     "FormatError",
     "ImageInputError",
     "MethodNotApplicableError",
+    "ModelInputError",
     "ParameterError",
     "UnknownMethodError",
     "XaiBridgeError",
@@ -56,3 +57,10 @@ class ParameterError(XaiBridgeError, ValueError, TypeError):
     def __init__(self, message: str, valid: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.valid = valid
+
+
+class ModelInputError(XaiBridgeError, TypeError, ValueError):
+    """A model argument, or what it was built with (prompts, processor, tokenizer), cannot be used as given.
+
+    Both a ``TypeError`` and a ``ValueError``: the model adapters raised those before, and callers may catch either.
+    """

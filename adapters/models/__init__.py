@@ -9,13 +9,22 @@ from typing import Any
 
 from .arrays import ArrayModel, BlackBoxModel
 
-__all__ = ["ArrayModel", "BlackBoxModel", "PixelModule", "TorchModel", "efficientnet_lite0", "model_guard"]
+__all__ = [
+    "ArrayModel",
+    "BlackBoxModel",
+    "PixelModule",
+    "TorchModel",
+    "ZeroShotModel",
+    "efficientnet_lite0",
+    "model_guard",
+]
 
 _LAZY = {
     "TorchModel": ".torch",
     "PixelModule": ".torch",
     "model_guard": "xai_bridge.adapters._torch",
     "hook_count": "xai_bridge.adapters._torch",
+    "ZeroShotModel": ".zero_shot",
     "efficientnet_lite0": ".zoo",
     "imagenet_class_names": ".zoo",
 }
