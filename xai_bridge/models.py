@@ -14,6 +14,7 @@ free of heavy imports.
 from __future__ import annotations
 
 import enum
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -314,11 +315,12 @@ def as_model(
     """Wrap ``model`` in the matching adapter unless it already is a :class:`Model`.
 
     Args:
-        model: a :class:`Model`, a ``torch.nn.Module`` (NCHW) or a callable.
+        model: a :class:`Model`, a Keras model, an ``onnxruntime.InferenceSession``
+            or ``.onnx`` path, a ``torch.nn.Module`` (NCHW) or a callable.
             A callable with ``preprocess`` is treated as an array model
             (e.g. Keras) fed preprocessed floats; without, as a black box fed
             uint8 NHWC images.
-        preprocess: required for torch modules; see :class:`Preprocess`.
+        preprocess: required for torch, Keras and ONNX models; see :class:`Preprocess`.
         output_kind: what the model returns (default logits for torch modules,
             probabilities otherwise).
         class_names: names of the outputs.
@@ -329,6 +331,30 @@ def as_model(
     """
     if isinstance(model, Model) and callable(getattr(model, "predict", None)) and hasattr(model, "output_kind"):
         return model
+    if _is_keras_model(model):  # before torch: on Keras' torch backend a Keras model is also a torch module
+        if preprocess is None:
+            raise TypeError(
+                "preprocess: a Keras model needs declared preprocessing, e.g. preprocess=Preprocess.inception() "
+                "(Keras 'tf' mode, Xception / InceptionV3) or Preprocess.caffe() (ResNet50, VGG)"
+            )
+        from .adapters.models import KerasModel
+
+        return KerasModel(model, preprocess, output_kind=output_kind, class_names=class_names, batch_size=batch_size)
+    if _is_onnx_model(model):
+        if preprocess is None:
+            raise TypeError(
+                "preprocess: an ONNX model needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
+                "(the layout is read from the graph)"
+            )
+        from .adapters.models import OnnxModel
+
+        return OnnxModel(
+            model,
+            preprocess,
+            output_kind=output_kind or OutputKind.LOGITS,
+            class_names=class_names,
+            batch_size=batch_size,
+        )
     if _is_torch_module(model):
         if preprocess is None:
             raise TypeError(
@@ -359,6 +385,20 @@ def as_model(
             model, output_kind=output_kind or OutputKind.PROBABILITIES, class_names=class_names, batch_size=batch_size
         )
     raise TypeError(f"model: expected a Model, torch.nn.Module or callable, got {type(model).__name__}")
+
+
+def _is_keras_model(obj: Any) -> bool:
+    """A Keras (3 or tf_keras) model, judged by its classes' modules: nothing is imported."""
+    return any(
+        c.__module__.split(".", 1)[0] in ("keras", "tf_keras") and c.__name__ == "Model" for c in type(obj).__mro__
+    )
+
+
+def _is_onnx_model(obj: Any) -> bool:
+    """An onnxruntime session or a ``.onnx`` path: nothing is imported."""
+    if isinstance(obj, (str, os.PathLike)):
+        return str(obj).lower().endswith(".onnx")
+    return any(c.__module__.split(".", 1)[0] == "onnxruntime" for c in type(obj).__mro__)
 
 
 def _is_torch_module(obj: Any) -> bool:

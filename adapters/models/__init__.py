@@ -1,6 +1,6 @@
-"""Model adapters: torch modules, NHWC array callables, black boxes, bundled models.
+"""Model adapters: torch modules, Keras models, ONNX graphs, NHWC array callables, black boxes, bundled models.
 
-Torch is imported only when a torch adapter is used.
+Torch, Keras and onnxruntime are imported only when their adapter is used.
 """
 
 from __future__ import annotations
@@ -9,11 +9,23 @@ from typing import Any
 
 from .array_model import ArrayModel, BlackBoxModel
 
-__all__ = ["ArrayModel", "BlackBoxModel", "PixelModule", "TorchModel", "efficientnet_lite0", "model_guard"]
+__all__ = [
+    "ArrayModel",
+    "BlackBoxModel",
+    "KerasModel",
+    "OnnxModel",
+    "PixelModule",
+    "TorchModel",
+    "efficientnet_lite0",
+    "model_guard",
+]
 
 _LAZY = {
     "TorchModel": ".torch_module",
     "PixelModule": ".torch_module",
+    "KerasModel": ".keras",
+    "KerasModule": ".keras",
+    "OnnxModel": ".onnx",
     "model_guard": ".torch_state",
     "hook_count": ".torch_state",
     "efficientnet_lite0": ".zoo",
