@@ -7,7 +7,12 @@ the image's own pixels through the declared preprocessing, ``baselines=["random"
 * k`` averages over k seeded random baselines, and one normalisation rule draws
 both the heat overlay and the outline, beside the plain gradients.
 
-    python examples/seed002_integrated_gradients.py --out seed002 [--quick]
+    python examples/seed002_integrated_gradients.py --out seed002 [--quick] [--keras]
+
+``--keras`` runs the tutorial's own model, a Keras Xception ("tf" preprocessing:
+``Preprocess.inception()``), with gradients computed by TensorFlow. It is
+built with ``weights=None`` (nothing is downloaded), so its maps show an
+untrained network.
 """
 
 from __future__ import annotations
@@ -26,11 +31,21 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("seed002"))
     parser.add_argument("--quick", action="store_true", help="fewer steps and baselines (smoke test)")
+    parser.add_argument("--keras", action="store_true", help="Keras Xception (weights=None) on TensorFlow")
     args = parser.parse_args(argv)
     steps, runs = (16, 2) if args.quick else (50, 10)  # the tutorial: 50 steps, 10 random baselines
+    if args.keras:
+        from xai_bridge.adapters.models.keras import triton_before_tensorflow
+
+        triton_before_tensorflow()  # TensorFlow 2.21 wheels crash a later `import triton`
+        from keras.applications import xception
+
+        model, preprocess, size = xception.Xception(weights=None), xb.Preprocess.inception(299), 299
+    else:
+        model, preprocess, size = efficientnet_lite0(), None, 224
     results = xb.explain_many(
-        efficientnet_lite0(),
-        xb.load_images(data.chelsea(), size=(224, 224)),
+        model,
+        xb.load_images(data.chelsea(), size=(size, size)),
         [
             "captum.Saliency",
             (
@@ -38,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
                 {"n_steps": steps, "baselines": ["random"] * runs, "internal_batch_size": 32},
             ),
         ],
+        preprocess=preprocess,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     for style in ("heat", "outline"):

@@ -32,6 +32,15 @@ def test_seed001_cams(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_seed002_keras_xception(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow", reason="tensorflow is not installed (pip install 'xai-bridge[keras]')")
+    results = load("seed002_integrated_gradients").main(["--out", str(tmp_path), "--quick", "--keras"])
+    ig = results["captum.IntegratedGradients"]
+    assert ig.attributions.shape == (1, 1, 299, 299) and np.isfinite(ig.attributions).all()
+    assert np.abs(ig.attributions).max() > 0 and (tmp_path / "ig_heat.png").is_file()
+
+
+@pytest.mark.slow
 def test_seed003_partition_top4(tmp_path: Path) -> None:
     results = load("seed003_shap_partition").main(["--out", str(tmp_path), "--quick"])
     exp = results["inpaint_telea"]

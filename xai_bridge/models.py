@@ -14,6 +14,7 @@ free of heavy imports.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
@@ -408,13 +409,14 @@ def as_model(
     """Wrap ``model`` in the matching adapter unless it already is a :class:`Model`.
 
     Args:
-        model: a :class:`Model`, a ``torch.nn.Module`` (NCHW) or a callable.
+        model: a :class:`Model`, a Keras model, an ``onnxruntime.InferenceSession``
+            or ``.onnx`` path, a ``torch.nn.Module`` (NCHW) or a callable.
             A callable with ``preprocess`` is treated as an array model
             (e.g. Keras) fed preprocessed floats; without, as a black box fed
             uint8 NHWC images. A Hugging Face ``PreTrainedModel`` or a timm
             model brings its own preprocessing and class names (see
             :mod:`xai_bridge.adapters.models.transformers` and ``.timm``).
-        preprocess: required for other torch modules; a :class:`Preprocess`,
+        preprocess: required for other torch modules and for Keras and ONNX models; a :class:`Preprocess`,
             a torchvision weights enum (its transforms and categories) or a
             transformers image processor.
         output_kind: what the model returns (default logits for torch modules,
@@ -430,6 +432,30 @@ def as_model(
     if preprocess is not None and not isinstance(preprocess, Preprocess):
         preprocess, names = _coerce_preprocess(preprocess)
         class_names = class_names if class_names is not None else names
+    if _is_keras_model(model):  # before torch: on Keras' torch backend a Keras model is also a torch module
+        if preprocess is None:
+            raise TypeError(
+                "preprocess: a Keras model needs declared preprocessing, e.g. preprocess=Preprocess.inception() "
+                "(Keras 'tf' mode, Xception / InceptionV3) or Preprocess.caffe() (ResNet50, VGG)"
+            )
+        from .adapters.models import KerasModel
+
+        return KerasModel(model, preprocess, output_kind=output_kind, class_names=class_names, batch_size=batch_size)
+    if _is_onnx_model(model):
+        if preprocess is None:
+            raise TypeError(
+                "preprocess: an ONNX model needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
+                "(the layout is read from the graph)"
+            )
+        from .adapters.models import OnnxModel
+
+        return OnnxModel(
+            model,
+            preprocess,
+            output_kind=output_kind or OutputKind.LOGITS,
+            class_names=class_names,
+            batch_size=batch_size,
+        )
     if _is_torch_module(model):
         library = _library_of(model)
         if library == "transformers":
@@ -474,6 +500,20 @@ def as_model(
             model, output_kind=output_kind or OutputKind.PROBABILITIES, class_names=class_names, batch_size=batch_size
         )
     raise TypeError(f"model: expected a Model, torch.nn.Module or callable, got {type(model).__name__}")
+
+
+def _is_keras_model(obj: Any) -> bool:
+    """A Keras (3 or tf_keras) model, judged by its classes' modules: nothing is imported."""
+    return any(
+        c.__module__.split(".", 1)[0] in ("keras", "tf_keras") and c.__name__ == "Model" for c in type(obj).__mro__
+    )
+
+
+def _is_onnx_model(obj: Any) -> bool:
+    """An onnxruntime session or a ``.onnx`` path: nothing is imported."""
+    if isinstance(obj, (str, os.PathLike)):
+        return str(obj).lower().endswith(".onnx")
+    return any(c.__module__.split(".", 1)[0] == "onnxruntime" for c in type(obj).__mro__)
 
 
 def _is_torch_module(obj: Any) -> bool:

@@ -203,7 +203,12 @@ def _is_spatial(info: LayerInfo) -> bool:
     shape = info.shape
     if _is_channels_last(info):
         return shape[1] * shape[2] > 1
-    return len(shape) == 4 and shape[2] * shape[3] > 1 and any(isinstance(m, _CONV_LIKE) for m in info.module.modules())
+    # ``spatial_layer``: a stand-in for a feature map of a non-torch model (adapters/models/keras.py)
+    return (
+        len(shape) == 4
+        and shape[2] * shape[3] > 1
+        and any(isinstance(m, _CONV_LIKE) or getattr(m, "spatial_layer", False) is True for m in info.module.modules())
+    )
 
 
 def _is_channels_last(info: LayerInfo) -> bool:

@@ -1,6 +1,6 @@
-"""Model adapters: torch modules, NHWC array callables, black boxes, bundled models.
+"""Model adapters: torch modules, Keras models, ONNX graphs, NHWC array callables, black boxes, bundled models.
 
-Torch is imported only when a torch adapter is used.
+Torch, Keras and onnxruntime are imported only when their adapter is used.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from .arrays import ArrayModel, BlackBoxModel
 __all__ = [
     "ArrayModel",
     "BlackBoxModel",
+    "KerasModel",
+    "OnnxModel",
     "PixelModule",
     "TorchModel",
     "ZeroShotModel",
@@ -22,6 +24,9 @@ __all__ = [
 _LAZY = {
     "TorchModel": ".torch",
     "PixelModule": ".torch",
+    "KerasModel": ".keras",
+    "KerasModule": ".keras",
+    "OnnxModel": ".onnx",
     "model_guard": "xai_bridge.adapters._torch",
     "hook_count": "xai_bridge.adapters._torch",
     "ZeroShotModel": ".zero_shot",
