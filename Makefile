@@ -7,7 +7,7 @@ STAMP := $(VENV)/.xai-bridge-installed
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
 OUT ?= demo-output
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install lint test test-fast demo bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,18 @@ $(STAMP): pyproject.toml requirements/constraints.txt Makefile
 
 install: $(STAMP)
 
-test: $(STAMP)
+# ruff (lint + format) and mypy. mypy reads the package as installed (adapters/ is xai_bridge.adapters),
+# so it checks a tree of links with that shape under build/typecheck.
+TYPECHECK := build/typecheck
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/xai_bridge
+	for f in xai_bridge/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/xai_bridge/; done
+	ln -s "$(CURDIR)/adapters" $(TYPECHECK)/xai_bridge/adapters
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p xai_bridge
+
+test: lint
 	$(BIN)/pytest -p no:cacheprovider
 
 test-fast: $(STAMP)

@@ -105,10 +105,10 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
                     else:
                         state[key] = value
             for d in _HOOK_DICTS:
-                current = state.get(d)
-                if current:
-                    for key in [k for k in current if isinstance(k, int) and k >= first_new]:
-                        del current[key]
+                hooks = state.get(d)
+                if hooks:
+                    for handle_id in [k for k in hooks if isinstance(k, int) and k >= first_new]:
+                        del hooks[handle_id]
         for p, flag, grad in zip(params, requires, grads, strict=False):
             if p.requires_grad != flag:
                 p.requires_grad_(flag)

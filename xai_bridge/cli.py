@@ -47,8 +47,10 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
         if not path.is_file():
             raise click.BadParameter(f"file {target!r} does not exist", param_hint="MODEL")
         mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise click.BadParameter(f"file {target!r} cannot be imported as a Python module", param_hint="MODEL")
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        mod_spec.loader.exec_module(module)
     else:
         try:
             module = importlib.import_module(target)
@@ -68,7 +70,7 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
             "imagenet": xb.Preprocess.imagenet,
             "inception": xb.Preprocess.inception,
             "caffe": xb.Preprocess.caffe,
-            "unit": lambda: xb.Preprocess(scale="unit"),
+            "unit": lambda: xb.Preprocess(scale=xb.Scale.UNIT),
         }[preprocess]()
     return xb.as_model(obj, preprocess=pre, batch_size=batch_size)
 
@@ -195,7 +197,7 @@ def explain(
             targets=target,
             seed=seed,
             batch_size=batch_size,
-            size=tuple(size) if size else None,
+            size=(size[0], size[1]) if size else None,
             engine=engine,
         )
         click.echo(str(summary))
@@ -205,7 +207,7 @@ def explain(
     from tqdm.auto import tqdm
 
     files = list(iter_image_files(images))
-    batch = xb.load_images(files, size=tuple(size) if size else None)
+    batch = xb.load_images(files, size=(size[0], size[1]) if size else None)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, method_params in tqdm(plan, desc="methods", unit="method"):

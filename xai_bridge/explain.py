@@ -220,10 +220,14 @@ def _assemble(
 ) -> Explanation:
     """Check a backend's result against the contract and build the Explanation."""
     attributions = np.asarray(result.attributions)
-    own = result.targets is not None
-    if own and (result.target_names is None or result.scores is None):
-        raise RuntimeError(f"backend {spec.name!r} returned its own targets without target_names and scores")
-    out_targets = np.asarray(result.targets) if own else targets
+    if result.targets is not None:  # the method defines its own targets (Deep Feature Factorization's concepts)
+        if result.target_names is None or result.scores is None:
+            raise RuntimeError(f"backend {spec.name!r} returned its own targets without target_names and scores")
+        out_targets, out_names, out_scores = np.asarray(result.targets), result.target_names, result.scores
+    else:
+        if scores is None:
+            raise RuntimeError(f"no scores for {spec.name!r}: explain_many computes them when the method does not")
+        out_targets, out_names, out_scores = targets, names, scores
     expected = (*out_targets.shape, *batch.shape[1:3])
     if attributions.shape != expected:
         raise RuntimeError(f"backend {spec.name!r} returned maps of shape {attributions.shape}, expected {expected}")
@@ -231,8 +235,8 @@ def _assemble(
         attributions=attributions,
         images=batch,
         targets=out_targets,
-        target_names=result.target_names if own else names,
-        scores=result.scores if own else scores,
+        target_names=out_names,
+        scores=out_scores,
         raw=result.raw,
         base_scores=result.base_scores,
         extras=result.extras,

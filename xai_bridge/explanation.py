@@ -182,8 +182,8 @@ class Explanation:
         img_idx = self._index(img_key, self.n_images, "image")
         tgt_idx = self._index(tgt_key, self.n_targets, "target")
 
-        def take(arr: np.ndarray | None) -> np.ndarray | None:
-            return None if arr is None else arr[img_idx][:, tgt_idx]
+        def take(arr: np.ndarray) -> np.ndarray:
+            return arr[img_idx][:, tgt_idx]
 
         return replace(
             self,
@@ -192,8 +192,8 @@ class Explanation:
             targets=take(self.targets),
             target_names=take(self.target_names),
             scores=take(self.scores),
-            raw=take(self.raw),
-            base_scores=take(self.base_scores),
+            raw=None if self.raw is None else take(self.raw),
+            base_scores=None if self.base_scores is None else take(self.base_scores),
             extras={k: take(v) for k, v in self.extras.items()},
         )
 
@@ -283,7 +283,7 @@ class Explanation:
         }
         arrays["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -423,7 +423,7 @@ class Explanation:
             attributions=raw.sum(axis=2),
             raw=raw if raw.shape[2] > 1 else None,
             images=images,
-            targets=targets,
+            targets=np.asarray(targets),
             target_names=target_names,
             scores=np.full((n, t), np.nan, np.float32) if scores is None else scores,
             base_scores=base_scores,

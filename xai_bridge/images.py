@@ -262,7 +262,7 @@ def _resize_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         raise ImageInputError(f"size: expected positive (height, width), got {size}")
     if batch.shape[1:3] == (h, w):
         return batch
-    return np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in batch])
+    return np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.Resampling.BILINEAR)) for im in batch])
 
 
 def iter_image_files(paths: Iterable[str | os.PathLike[str]]) -> Sequence[Path]:

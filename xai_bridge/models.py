@@ -249,7 +249,7 @@ class Preprocess:
             if self.interpolation is not None:
                 resample = _PIL_FILTERS[self.interpolation]
             else:
-                resample = Image.BILINEAR if self.antialias else Image.NEAREST
+                resample = Image.Resampling.BILINEAR if self.antialias else Image.Resampling.NEAREST
             x = np.stack([np.asarray(Image.fromarray(im).resize((w, h), resample)) for im in x])
         return self.normalize(x.astype(np.float32))
 
@@ -295,9 +295,20 @@ class Model(Protocol):
         batch_size: largest batch passed to the underlying model at once.
     """
 
-    output_kind: OutputKind
-    class_names: Sequence[str] | None
-    batch_size: int
+    @property
+    def output_kind(self) -> OutputKind:
+        """What the outputs are."""
+        ...
+
+    @property
+    def class_names(self) -> Sequence[str] | None:
+        """Names of the outputs, if the model has them."""
+        ...
+
+    @property
+    def batch_size(self) -> int:
+        """Largest batch passed to the underlying model at once."""
+        ...
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Return the model outputs for uint8 RGB NHWC images."""
@@ -438,7 +449,7 @@ def as_model(
                 "preprocess: a Keras model needs declared preprocessing, e.g. preprocess=Preprocess.inception() "
                 "(Keras 'tf' mode, Xception / InceptionV3) or Preprocess.caffe() (ResNet50, VGG)"
             )
-        from .adapters.models import KerasModel
+        from .adapters.models.keras import KerasModel
 
         return KerasModel(model, preprocess, output_kind=output_kind, class_names=class_names, batch_size=batch_size)
     if _is_onnx_model(model):
@@ -447,7 +458,7 @@ def as_model(
                 "preprocess: an ONNX model needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
                 "(the layout is read from the graph)"
             )
-        from .adapters.models import OnnxModel
+        from .adapters.models.onnx import OnnxModel
 
         return OnnxModel(
             model,
@@ -476,7 +487,7 @@ def as_model(
                 "preprocess: a torch module needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
                 f"or Preprocess(scale='unit'){hint}; or wrap it yourself with xai_bridge.adapters.models.TorchModel"
             )
-        from .adapters.models import TorchModel
+        from .adapters.models.torch import TorchModel
 
         return TorchModel(
             model,
@@ -486,7 +497,7 @@ def as_model(
             batch_size=batch_size,
         )
     if callable(model):
-        from .adapters.models import ArrayModel, BlackBoxModel
+        from .adapters.models.arrays import ArrayModel, BlackBoxModel
 
         if preprocess is not None:
             return ArrayModel(

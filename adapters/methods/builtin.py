@@ -100,11 +100,11 @@ def occlusion(request: ExplainRequest) -> BackendResult:
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
     window = params["window"] or max(1, min(h, w) // 8)
-    window = (int(window), int(window)) if np.isscalar(window) else tuple(int(v) for v in window)
+    window = (int(window), int(window)) if isinstance(window, (int, np.integer)) else tuple(int(v) for v in window)
     if not (0 < window[0] <= h and 0 < window[1] <= w):
         raise ValueError(f"window: expected 1..{(h, w)} pixels, got {window}")
     stride = params["stride"] or (max(1, window[0] // 2), max(1, window[1] // 2))
-    stride = (int(stride), int(stride)) if np.isscalar(stride) else tuple(int(v) for v in stride)
+    stride = (int(stride), int(stride)) if isinstance(stride, (int, np.integer)) else tuple(int(v) for v in stride)
     if min(stride) < 1:
         raise ValueError(f"stride: expected positive steps, got {stride}")
     corners = sliding_windows(h, w, window, stride)
@@ -234,7 +234,7 @@ def sample_masks(
     n_masks: int, size: tuple[int, int], grid: int | tuple[int, int] = 7, p1: float = 0.5, seed: int = 0
 ) -> RiseMasks:
     """Draw RISE masks for images of ``size`` from ``np.random.default_rng(seed)``."""
-    gh, gw = (grid, grid) if np.isscalar(grid) else grid
+    gh, gw = (grid, grid) if isinstance(grid, (int, np.integer)) else grid
     h, w = size
     cell = (-(-h // gh), -(-w // gw))
     rng = np.random.default_rng(seed)

@@ -131,7 +131,7 @@ def _version() -> str:
     return library_version("grad-cam")
 
 
-def _raw_class(base: type) -> type:
+def _raw_class(base: Any) -> type:
     """``base`` keeping the raw per-layer CAM of each call in ``raw_cams``."""
     from pytorch_grad_cam import FullGrad
 
@@ -156,7 +156,7 @@ def _upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
     height, width = size
-    return np.stack([cv2.resize(np.float32(np.maximum(c, 0)), (width, height)) for c in cam])
+    return np.stack([cv2.resize(np.maximum(c, 0).astype(np.float32), (width, height)) for c in cam])
 
 
 class _Runner:

@@ -74,7 +74,7 @@ class PixelModule(nn.Module):
         if pre.channel_order == "BGR":
             x = x.flip(1)
         if pre.mean is not None or pre.std is not None:
-            x = (x - self.mean) / self.std
+            x = (x - self.mean) / self.std  # type: ignore[operator]  # buffers are typed Tensor | Module
         if pre.layout == "NHWC":
             x = x.permute(0, 2, 3, 1)
         elif self.channels_last and x.ndim == 4:

@@ -8,10 +8,14 @@ shapes). Nothing is downloaded.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from xai_bridge.models import OutputKind, Preprocess
 
 from .torch import TorchModel
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["efficientnet_lite0", "imagenet_class_names", "load_efficientnet_lite0"]
 
@@ -28,7 +32,7 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def load_efficientnet_lite0() -> torch.nn.Module:  # noqa: F821
+def load_efficientnet_lite0() -> torch.nn.Module:
     """A fresh EfficientNet-Lite0 ``nn.Module`` (eval mode) with ImageNet weights."""
     try:
         import timm

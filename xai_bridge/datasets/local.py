@@ -206,7 +206,9 @@ def _batches(pending: Sequence[tuple[str, Path]], job: _Job, batch_size: int, fi
 
     def flush() -> _Batch:
         batch = _Batch(tuple(keys), tuple(paths), np.stack(images))
-        keys.clear(), paths.clear(), images.clear()
+        keys.clear()
+        paths.clear()
+        images.clear()
         return batch
 
     for key, path in pending:

@@ -54,7 +54,8 @@ def run_ray(
                 return self.job.run(self.model, batch, Path(root))
 
         model_ref = ray.put(model)
-        workers = [Worker.remote(model_ref, job, is_factory) for _ in range(num_workers)]
+        actor: Any = Worker  # ray.remote adds .remote
+        workers = [actor.remote(model_ref, job, is_factory) for _ in range(num_workers)]
         in_flight: list[Any] = []
         for turn, batch in enumerate(batches):
             if len(in_flight) >= 2 * num_workers:

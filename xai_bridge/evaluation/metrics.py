@@ -497,7 +497,11 @@ def _columns(model: Any, exp: Explanation) -> np.ndarray:
 def _scores(outputs: np.ndarray, columns: np.ndarray | int, use_softmax: bool, model: Any) -> np.ndarray:
     if use_softmax and getattr(model, "output_kind", None) != OutputKind.PROBABILITIES:
         outputs = softmax(outputs, axis=1)
-    return outputs[:, columns] if np.ndim(columns) == 0 else np.take_along_axis(outputs, columns[:, None], 1)[:, 0]
+    return (
+        outputs[:, columns]
+        if np.ndim(columns) == 0
+        else np.take_along_axis(outputs, np.asarray(columns)[:, None], 1)[:, 0]
+    )
 
 
 def _nchw(images: np.ndarray) -> np.ndarray:
@@ -758,7 +762,7 @@ def randomised_copy(model: DifferentiableModel, layers: Sequence[str] | None, se
 
     from xai_bridge.adapters.models import TorchModel
 
-    inner = model.wrapped if isinstance(model, CountingModel) else model
+    inner: Any = model.wrapped if isinstance(model, CountingModel) else model
     module = inner.module
     net = copy.deepcopy(module)
     named = dict(net.named_modules())

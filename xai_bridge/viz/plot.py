@@ -197,7 +197,7 @@ def comparison_grid(
         shrink=0.8,
         label=f"{norm.value}, clip p{percentile}, scale per {scale.value}",
     )
-    fig.xai_bridge_norm = {"norm": norm.value, "percentile": percentile, "scale": scale.value}
+    fig.xai_bridge_norm = {"norm": norm.value, "percentile": percentile, "scale": scale.value}  # type: ignore[attr-defined]
     return fig
 
 
