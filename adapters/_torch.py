@@ -12,10 +12,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from xai_bridge.adapters._load_order import triton_before_tensorflow
 
 from xai_bridge._seeding import numpy_seeded
 
 __all__ = ["ForwardCounter", "children_restored", "enter_run", "hook_count", "model_guard", "seeded"]
+
+triton_before_tensorflow()  # torch is loaded: before any TensorFlow, load triton (see _load_order)
 
 _HF_FLAG = "_output_capturing_hooks_installed"
 _MISSING = object()

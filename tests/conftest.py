@@ -13,8 +13,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+from xai_bridge.adapters._load_order import triton_before_tensorflow  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
+
+triton_before_tensorflow()  # test modules import TensorFlow (directly or through Quantus) in any order
 
 torch.set_num_threads(2)
 

@@ -59,7 +59,7 @@ def test_lime_matches_lime_called_directly(tiny_model, cats) -> None:
         assert exp.extras["local_score"][i, -1] == np.float32(ref.score)
         assert exp.extras["local_pred"][i, -1] == np.float32(ref.local_pred[0])
     assert exp.n_model_evals == 2 * 80
-    assert exp.seed == 3 and exp.backend == "lime"
+    assert exp.seed == 3 and exp.library == "lime"
     assert exp.params["segmentation"] == {
         "kind": "quickshift",
         "params": {"kernel_size": 4, "max_dist": 200, "ratio": 0.2},

@@ -63,7 +63,7 @@ def hand_explanation(maps: np.ndarray, images: np.ndarray, method: str, targets=
         target_names=targets.astype(str),
         scores=np.zeros((n, t)),
         method=method,
-        backend="hand",
+        library="hand",
     )
 
 

@@ -61,7 +61,7 @@ def case():
         target_names=targets.astype(str),
         scores=np.zeros((3, 2)),
         method="hand",
-        backend="hand",
+        library="hand",
     )
     return xb.BlackBoxModel(weighted_quadrants), images, exp
 
@@ -179,7 +179,7 @@ def test_constant_map_gives_nan_instead_of_a_quantus_error(case):
         target_names=np.array([["0"]]),
         scores=np.zeros((1, 1)),
         method="flat",
-        backend="hand",
+        library="hand",
     )
     df = evaluate(model, flat, ("sparseness", "complexity", "faithfulness_corr"))
     assert df["value"].isna().all() and len(df) == 3

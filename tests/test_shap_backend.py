@@ -62,7 +62,7 @@ def test_partition_matches_shap_called_directly(tiny_model, small_images, fixed_
         "batch_size": 20,
         "fixed_context": fixed_context,
     }
-    assert exp.seed == 7 and exp.backend == "shap" and exp.backend_version == shap.__version__
+    assert exp.seed == 7 and exp.library == "shap" and exp.library_version == shap.__version__
 
 
 def test_partition_top4_equals_argsort_flip(tiny_model, small_images) -> None:

@@ -39,7 +39,7 @@ def exp_of(
         target_names=[[f"class {c}" for c in row] for row in np.asarray(targets)],
         scores=np.full((n, t), 0.5),
         method=method,
-        backend="lib",
+        library="lib",
     )
 
 

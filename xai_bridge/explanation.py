@@ -80,8 +80,9 @@ class Explanation:
         scores: float32 ``(N, T)`` model output for each target on the image
             (NaN where the method did not compute one).
         method: registered method name, e.g. ``"captum.IntegratedGradients"``.
-        backend: library that produced the maps (``"captum"``, ``"builtin"``, ...).
-        backend_version: version of that library.
+        library: the library that produced the maps (``"captum"``, ``"builtin"``, ...);
+            ``backend`` is an older name for it.
+        library_version: version of that library (``backend_version``: older name).
         params: JSON data: every setting needed to reproduce the result.
         seed: random seed used, or None for deterministic methods.
         n_model_evals: number of single-image model evaluations spent.
@@ -99,8 +100,8 @@ class Explanation:
     target_names: np.ndarray
     scores: np.ndarray
     method: str
-    backend: str
-    backend_version: str = ""
+    library: str
+    library_version: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     seed: int | None = None
     n_model_evals: int = 0
@@ -237,9 +238,19 @@ class Explanation:
 
     __hash__ = None  # type: ignore[assignment]
 
+    @property
+    def backend(self) -> str:
+        """Older name of :attr:`library`."""
+        return self.library
+
+    @property
+    def backend_version(self) -> str:
+        """Older name of :attr:`library_version`."""
+        return self.library_version
+
     def __repr__(self) -> str:
         return (
-            f"Explanation(method={self.method!r}, backend={self.backend!r}, "
+            f"Explanation(method={self.method!r}, library={self.library!r}, "
             f"attributions={self.attributions.shape}, targets={self.targets.tolist()}, "
             f"n_model_evals={self.n_model_evals}, seconds={self.seconds:.3f})"
         )
@@ -273,8 +284,8 @@ class Explanation:
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "method": self.method,
-            "backend": self.backend,
-            "backend_version": self.backend_version,
+            "backend": self.library,  # the file format's key names predate the library / backend split
+            "backend_version": self.library_version,
             "params": dict(self.params),
             "seed": self.seed,
             "n_model_evals": self.n_model_evals,
@@ -329,8 +340,8 @@ class Explanation:
             base_scores=data.get("base_scores"),
             extras=extras,
             method=meta["method"],
-            backend=meta["backend"],
-            backend_version=meta["backend_version"],
+            library=meta["backend"],
+            library_version=meta["backend_version"],
             params=meta["params"],
             seed=meta["seed"],
             n_model_evals=meta["n_model_evals"],
@@ -428,6 +439,6 @@ class Explanation:
             scores=np.full((n, t), np.nan, np.float32) if scores is None else scores,
             base_scores=base_scores,
             method=method,
-            backend=provenance.pop("backend", "shap"),
+            library=provenance.pop("library", provenance.pop("backend", "shap")),
             **provenance,
         )

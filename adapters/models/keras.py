@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from xai_bridge.adapters._load_order import triton_before_tensorflow
 from xai_bridge.adapters._torch import model_guard
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
@@ -48,30 +49,6 @@ from xai_bridge.models import OutputKind, Preprocess, _is_keras_model
 from .torch import PixelModule
 
 __all__ = ["KerasModel", "KerasModule", "triton_before_tensorflow"]
-
-
-def triton_before_tensorflow() -> None:
-    """Load triton (when installed and not loaded yet) so that loading it after TensorFlow cannot crash.
-
-    Called before anything here touches TensorFlow; tests that import
-    TensorFlow call it first. A failed import is left to torch to report.
-    """
-    import importlib.util
-    import os
-    import sys
-
-    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
-        return
-    deepbind = getattr(os, "RTLD_DEEPBIND", None)
-    flags = sys.getdlopenflags()
-    if "tensorflow" in sys.modules and deepbind is not None:
-        sys.setdlopenflags(os.RTLD_NOW | deepbind)
-    try:
-        import triton  # type: ignore[import-untyped]  # noqa: F401
-    except Exception:  # torch reports a broken triton itself, when it needs it
-        pass
-    finally:
-        sys.setdlopenflags(flags)
 
 
 class _TensorFlow:

@@ -623,7 +623,7 @@ def _flat(exp: Explanation, t: int) -> bool:
 
 
 def _quantus_no_model(name: str, exp: Explanation, region: np.ndarray | None = None) -> np.ndarray:
-    import quantus
+    quantus = _quantus()
 
     x = _nchw(exp.images)
     values = np.empty(exp.n_targets)
@@ -641,7 +641,7 @@ def _quantus_no_model(name: str, exp: Explanation, region: np.ndarray | None = N
 
 
 def _faithfulness(metric: FaithfulnessCorrelation, model: CountingModel, exp: Explanation, seed: int) -> np.ndarray:
-    import quantus
+    quantus = _quantus()
 
     x = _nchw(exp.images)
     module = _predict_module(model)
@@ -672,7 +672,7 @@ def _faithfulness(metric: FaithfulnessCorrelation, model: CountingModel, exp: Ex
 
 
 def _random_logit(metric: RandomLogit, model: CountingModel, exp: Explanation, seed: int) -> np.ndarray:
-    import quantus
+    quantus = _quantus()
 
     x = _nchw(exp.images)
     module = _predict_module(model)
@@ -852,3 +852,13 @@ def _regions(exp: Explanation, boxes: Any, masks: Any) -> np.ndarray:
     if region.shape != (n, t, h, w):
         raise ValueError(f"masks: expected bool (N, H, W) or (N, T, H, W) = {(n, t, h, w)}, got {region.shape}")
     return region
+
+
+def _quantus() -> Any:
+    """Import Quantus, which imports TensorFlow when it is installed: triton must be loaded before it."""
+    from xai_bridge.adapters._load_order import triton_before_tensorflow
+
+    triton_before_tensorflow()
+    import quantus
+
+    return quantus

@@ -97,7 +97,7 @@ def build_report(
     ]
     cost = "".join(
         f"<tr><td class='l'>{html.escape(n)}</td><td>{e.seconds:.2f}</td><td>{e.n_model_evals}</td>"
-        f"<td class='l'>{html.escape(e.backend)} {html.escape(e.backend_version)}</td></tr>"
+        f"<td class='l'>{html.escape(e.library)} {html.escape(e.library_version)}</td></tr>"
         for n, e in exps.items()
     )
     parts.append(
