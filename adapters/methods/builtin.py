@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, require_differentiable
+from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec
 
 __all__ = [
@@ -102,11 +103,11 @@ def occlusion(request: ExplainRequest) -> BackendResult:
     window = params["window"] or max(1, min(h, w) // 8)
     window = (int(window), int(window)) if np.isscalar(window) else tuple(int(v) for v in window)
     if not (0 < window[0] <= h and 0 < window[1] <= w):
-        raise ValueError(f"window: expected 1..{(h, w)} pixels, got {window}")
+        raise ParameterError(f"window: expected 1..{(h, w)} pixels, got {window}")
     stride = params["stride"] or (max(1, window[0] // 2), max(1, window[1] // 2))
     stride = (int(stride), int(stride)) if np.isscalar(stride) else tuple(int(v) for v in stride)
     if min(stride) < 1:
-        raise ValueError(f"stride: expected positive steps, got {stride}")
+        raise ParameterError(f"stride: expected positive steps, got {stride}")
     corners = sliding_windows(h, w, window, stride)
     fills = np.rint(baseline_fills(images, params["baseline"])).astype(np.uint8)
     base = request.model.predict(images)
@@ -145,11 +146,11 @@ def baseline_fills(images: np.ndarray, baseline: object) -> np.ndarray:
     n = len(images)
     if isinstance(baseline, str):
         if baseline != "mean":
-            raise ValueError(f"baseline: expected a number, an RGB triple or 'mean', got {baseline!r}")
+            raise ParameterError(f"baseline: expected a number, an RGB triple or 'mean', got {baseline!r}")
         return images.reshape(n, -1, 3).mean(axis=1)
     value = np.asarray(baseline, dtype=np.float64)
     if value.shape not in ((), (3,)) or value.min() < 0 or value.max() > 255:
-        raise ValueError(f"baseline: expected a number or RGB triple in 0..255, got {baseline!r}")
+        raise ParameterError(f"baseline: expected a number or RGB triple in 0..255, got {baseline!r}")
     return np.tile(np.broadcast_to(value, (3,)), (n, 1))
 
 
@@ -256,13 +257,13 @@ def rise(request: ExplainRequest) -> BackendResult:
     params = check_params(request.method, request.params, _RISE_DEFAULTS)
     n_masks = params["n_masks"]
     if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
-        raise ValueError(f"n_masks: expected an integer >= 1, got {n_masks!r}")
+        raise ParameterError(f"n_masks: expected an integer >= 1, got {n_masks!r}")
     grid = (params["grid"],) * 2 if np.isscalar(params["grid"]) else tuple(params["grid"])
     if len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 for g in grid):
-        raise ValueError(f"grid: expected an integer >= 1 or (rows, cols), got {params['grid']!r}")
+        raise ParameterError(f"grid: expected an integer >= 1 or (rows, cols), got {params['grid']!r}")
     p1 = float(params["p1"])
     if not 0 < p1 <= 1:
-        raise ValueError(f"p1: expected a probability in (0, 1], got {params['p1']!r}")
+        raise ParameterError(f"p1: expected a probability in (0, 1], got {params['p1']!r}")
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
     fills = baseline_fills(images, params["baseline"]).astype(np.float32)[:, None, None, :]  # (N, 1, 1, 3)

@@ -22,6 +22,7 @@ import numpy as np
 
 from xai_bridge._validate import int_at_least
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version
+from xai_bridge.errors import ParameterError
 from xai_bridge.options import Segmentation
 from xai_bridge.registry import MethodSpec
 
@@ -78,7 +79,7 @@ def segmenter(spec: Any) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
 def _labels(segments: Any, shape: tuple[int, int]) -> np.ndarray:
     seg = np.asarray(segments)
     if seg.shape != shape:
-        raise ValueError(f"segmentation: expected labels of shape {shape}, got {seg.shape}")
+        raise ParameterError(f"segmentation: expected labels of shape {shape}, got {seg.shape}")
     _, inverse = np.unique(seg, return_inverse=True)  # lime expects superpixels numbered 0..S-1
     return inverse.reshape(shape).astype(np.int32)
 
@@ -88,7 +89,7 @@ def _hide_color(value: Any) -> Any:
         return None
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape not in ((), (3,)) or arr.min() < 0 or arr.max() > 255:
-        raise ValueError(
+        raise ParameterError(
             f"hide_color: expected None (superpixel mean), a number or RGB triple in 0..255, got {value!r}"
         )
     return float(arr) if arr.ndim == 0 else tuple(float(v) for v in arr)
