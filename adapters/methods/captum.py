@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_bridge._validate import int_at_least, to_uint8
+from xai_bridge._validate import choice, flag, int_at_least, int_or_default, number, to_uint8
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.options import NoiseKind, NoiseTunnel
@@ -158,13 +158,22 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
     rng = np.random.default_rng(seed)
     baselines = _baselines_list(params["baselines"], images, rng) if "baselines" in params else None
     effective = dict(params)
+    for key in ("abs", "multiply_by_inputs"):
+        if key in params:
+            effective[key] = flag(key, params[key])
     if name == "IntegratedGradients":
-        effective["internal_batch_size"] = int_at_least(
-            "internal_batch_size", params["internal_batch_size"] or model.batch_size, 1
+        from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
+
+        effective["method"] = choice("method", params["method"], SUPPORTED_METHODS)
+        effective["internal_batch_size"] = int_or_default(
+            "internal_batch_size", params["internal_batch_size"], model.batch_size
         )
         effective["n_steps"] = int_at_least("n_steps", params["n_steps"], 1)
+    if name == "DeepLift":
+        effective["eps"] = number("eps", params["eps"], 0, low_open=True)
     if name == "GradientShap":
         effective["n_samples"] = int_at_least("n_samples", params["n_samples"], 1)
+        effective["stdevs"] = number("stdevs", params["stdevs"], 0)
     if nt is not None:
         effective["noise_tunnel"] = nt.describe()
     if baselines is not None:
@@ -334,8 +343,8 @@ def _run_perturbation(request: ExplainRequest, name: str) -> BackendResult:
     model, images, targets, seed = request.model, request.images, request.targets, request.seed
     n, h, w, _ = images.shape
     t = targets.shape[1]
-    per_eval = int_at_least(
-        "perturbations_per_eval", params["perturbations_per_eval"] or getattr(model, "batch_size", 32), 1
+    per_eval = int_or_default(
+        "perturbations_per_eval", params["perturbations_per_eval"], getattr(model, "batch_size", 32)
     )
     effective: dict[str, Any] = {**params, "perturbations_per_eval": per_eval}
     if isinstance(params["baselines"], list):

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xai_bridge._validate import choice, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec
@@ -245,7 +246,8 @@ def _defaults(spec: _Method) -> dict[str, Any]:
     }
 
 
-def _check(params: Mapping[str, Any]) -> None:
+def _check(params: dict[str, Any]) -> None:
+    """Refuse bad values before the library sees them; ``kernel`` is stored as spelled by scikit-learn."""
     for key in ("batch_size", "k"):
         value = params.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -253,16 +255,16 @@ def _check(params: Mapping[str, Any]) -> None:
     comparison = params.get("comparison_categories", (1,))
     if isinstance(comparison, (str, bytes)) or not all(isinstance(c, (int, np.integer)) for c in comparison):
         raise ParameterError(f"comparison_categories: expected ranks as integers, e.g. (1, 2, 3), got {comparison!r}")
-    ratio = params.get("ratio_channels_to_ablate", 1.0)
-    if not 0 < float(ratio) <= 1:
-        raise ParameterError(f"ratio_channels_to_ablate: expected a value in (0, 1], got {ratio!r}")
-    if "kernel" in params:
-        try:
-            Kernel(params["kernel"])
-        except ValueError:
-            raise ParameterError(
-                f"kernel: expected one of {[k.value for k in Kernel]}, got {params['kernel']!r}"
-            ) from None
+    if "ratio_channels_to_ablate" in params:
+        number("ratio_channels_to_ablate", params["ratio_channels_to_ablate"], 0, 1, low_open=True)
+    if "kernel" in params:  # the library's own check is an assertion deep in scikit-learn
+        params["kernel"] = choice(
+            "kernel", getattr(params["kernel"], "value", params["kernel"]), [k.value for k in Kernel]
+        )
+    if params.get("gamma") is not None:
+        number("gamma", params["gamma"], 0, low_open=True)
+    if "alpha" in params:
+        number("alpha", params["alpha"])
     for key in ("aug_smooth", "eigen_smooth"):
         if key in params and not isinstance(params[key], (bool, np.bool_)):
             raise ParameterError(f"{key}: expected True or False, got {params[key]!r}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_bridge._validate import int_at_least
+from xai_bridge._validate import choice, int_at_least, int_or_default, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version
 from xai_bridge.errors import ParameterError
 from xai_bridge.options import Segmentation
@@ -36,6 +36,9 @@ LIME_SEGMENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "slic": {"start_label": 0},
     "felzenszwalb": {},
 }
+
+#: The ``feature_selection`` values lime's ``LimeBase.feature_selection`` knows.
+FEATURE_SELECTION = ("auto", "forward_selection", "highest_weights", "lasso_path", "none")
 
 _DEFAULTS = {
     "num_samples": 1000,
@@ -125,7 +128,9 @@ def lime(request: ExplainRequest) -> BackendResult:
     params = check_params(request.method, request.params, _DEFAULTS)
     num_samples = int_at_least("num_samples", params["num_samples"], 2)
     num_features = int_at_least("num_features", params["num_features"], 1)
-    batch_size = int_at_least("batch_size", params["batch_size"] or request.model.batch_size, 1)
+    batch_size = int_or_default("batch_size", params["batch_size"], request.model.batch_size)
+    kernel_width = number("kernel_width", params["kernel_width"], 0, low_open=True)
+    feature_selection = choice("feature_selection", params["feature_selection"], FEATURE_SELECTION)
     hide_color = _hide_color(params["hide_color"])
     segment, seg_desc = segmenter(params["segmentation"])
     images, targets = request.images, request.targets
@@ -146,8 +151,8 @@ def lime(request: ExplainRequest) -> BackendResult:
     attributions = np.zeros((n, t, h, w), np.float32)
     for i in range(n):
         explainer = lime_image.LimeImageExplainer(
-            kernel_width=float(params["kernel_width"]),
-            feature_selection=params["feature_selection"],
+            kernel_width=kernel_width,
+            feature_selection=feature_selection,
             random_state=request.seed % 2**32,
         )
         fitted = _capture_fits(explainer)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xai_bridge._validate import number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec
@@ -128,8 +129,8 @@ def _check(params: dict[str, Any]) -> None:
     if "base_method" in params and params["base_method"] not in FINER_BASES:
         raise ParameterError(f"base_method: expected one of {list(FINER_BASES)}, got {params['base_method']!r}")
     for key in ("std", "gamma"):
-        if params.get(key) is not None and not float(params[key]) >= 0:
-            raise ParameterError(f"{key}: expected a number >= 0, got {params[key]!r}")
+        if params.get(key) is not None:
+            number(key, params[key], 0)
 
 
 def _extractor(name: str, net: Any, model: Any, layer: TargetLayer, params: dict[str, Any]) -> Any:
