@@ -199,3 +199,380 @@ def test_save_keeps_an_npz_suffix_in_any_case(tmp_path: Path, name: str) -> None
     assert path == tmp_path / expected and path.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [expected]
     assert Explanation.load(path) == exp
+
+
+# ------------------------------------------------------------------ method parameters
+@pytest.fixture
+def small() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, size=(2, 24, 24, 3), dtype=np.uint8)
+
+
+BAD_PARAMS = [
+    ("captum.IntegratedGradients", {"method": "simpson"}, "method"),
+    ("captum.IntegratedGradients", {"internal_batch_size": 0}, "internal_batch_size"),
+    ("captum.IntegratedGradients", {"n_steps": "fifty"}, "n_steps"),
+    ("captum.IntegratedGradients", {"multiply_by_inputs": "no"}, "multiply_by_inputs"),
+    ("captum.Saliency", {"abs": "false"}, "abs"),
+    ("captum.DeepLift", {"eps": "tiny"}, "eps"),
+    ("captum.GradientShap", {"stdevs": "abc"}, "stdevs"),
+    ("captum.Occlusion", {"perturbations_per_eval": 0}, "perturbations_per_eval"),
+    ("captum.FeatureAblation", {"perturbations_per_eval": 0}, "perturbations_per_eval"),
+    ("captum.Occlusion", {"window": "big"}, "window"),
+    ("lime.Lime", {"kernel_width": -1}, "kernel_width"),
+    ("lime.Lime", {"kernel_width": "wide"}, "kernel_width"),
+    ("lime.Lime", {"feature_selection": "best"}, "feature_selection"),
+    ("lime.Lime", {"batch_size": 0}, "batch_size"),
+    ("lime.Lime", {"segmentation": "watershed"}, "segmentation"),
+    ("shap.Partition", {"masker": "inpaint"}, "masker"),
+    ("shap.Partition", {"masker": "blur(0,4)"}, "masker"),
+    ("shap.Partition", {"fixed_context": 2}, "fixed_context"),
+    ("shap.Gradient", {"local_smoothing": "abc"}, "local_smoothing"),
+    ("shap.Gradient", {"batch_size": 0}, "batch_size"),
+    ("gradcam.KPCA_CAM", {"kernel": "gaussian"}, "kernel"),
+    ("gradcam.AblationCAM", {"ratio_channels_to_ablate": "half"}, "ratio_channels_to_ablate"),
+    ("gradcam.FinerCAM", {"alpha": "strong"}, "alpha"),
+    ("gradcam.GradCAM", {"eigen_smooth": "yes"}, "eigen_smooth"),
+    ("torchcam.SSCAM", {"std": "abc"}, "std"),
+    ("builtin.Occlusion", {"window": "abc"}, "window"),
+    ("builtin.Occlusion", {"stride": 0}, "stride"),
+    ("builtin.RISE", {"p1": "abc"}, "p1"),
+    ("builtin.Saliency", {"abs": "no"}, "abs"),
+    ("builtin.Saliency", {"ab": True}, "unknown parameter"),
+]
+
+
+@pytest.mark.parametrize(("method", "params", "named"), BAD_PARAMS, ids=[f"{m}-{n}" for m, _, n in BAD_PARAMS])
+def test_bad_parameters_name_the_parameter(tiny_model, small, method: str, params: dict, named: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        xb.explain(tiny_model, small, method, 0, **params)
+    message = str(info.value)
+    assert message.startswith(named) or f"{named}:" in message or named in message.split(";")[0], message
+    assert "\n" not in message and isinstance(info.value, XaiBridgeError)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)  # old except clauses still work
+
+
+def test_choices_carry_the_valid_values(tiny_model, small) -> None:
+    with pytest.raises(ParameterError) as info:
+        xb.explain(tiny_model, small, "captum.IntegratedGradients", 0, method="simpson")
+    assert "riemann_trapezoid" in info.value.valid and "gausslegendre" in str(info.value)
+    with pytest.raises(ParameterError) as unknown:
+        xb.explain(tiny_model, small, "builtin.Occlusion", 0, windw=4)
+    assert unknown.value.valid == ("baseline", "stride", "window")
+
+
+def test_a_choice_in_another_case_is_the_library_spelling(tiny_model, small) -> None:
+    exp = xb.explain(tiny_model, small[:1], "gradcam.KPCA_CAM", 0, kernel="RBF")
+    assert exp.params["kernel"] == "rbf"
+    assert exp.attributions.shape == (1, 1, 24, 24) and np.isfinite(exp.attributions).all()
+
+
+def test_zero_is_refused_and_none_means_the_default(tiny_model, small) -> None:
+    exp = xb.explain(tiny_model, small, "captum.IntegratedGradients", 0, internal_batch_size=None, n_steps=4)
+    assert exp.params["internal_batch_size"] == tiny_model.batch_size == 8
+    exp = xb.explain(tiny_model, small, "captum.IntegratedGradients", 0, internal_batch_size=3, n_steps=4)
+    assert exp.params["internal_batch_size"] == 3
+
+
+def test_integrated_gradients_method_reaches_captum_and_evaluate_works(tiny_model, small) -> None:
+    """The README's evaluate example on an IG result made with method= (positional method name)."""
+    from xai_bridge.evaluation.metrics import evaluate
+
+    trapezoid = xb.explain(tiny_model, small, "captum.IntegratedGradients", 0, method="riemann_trapezoid", n_steps=8)
+    legendre = xb.explain(tiny_model, small, "captum.IntegratedGradients", 0, n_steps=8)
+    assert trapezoid.method == "captum.IntegratedGradients" and trapezoid.params["method"] == "riemann_trapezoid"
+    assert legendre.params["method"] == "gausslegendre"
+    assert not np.allclose(trapezoid.attributions, legendre.attributions)  # the rule reached captum
+    # captum's convergence delta is sum(attributions) - (f(x) - f(baseline)), for the rule used
+    for exp in (trapezoid, legendre):
+        completeness = exp.attributions.sum(axis=(2, 3)) - (exp.scores - exp.base_scores)
+        np.testing.assert_allclose(exp.extras["convergence_delta"], completeness, rtol=1e-3, atol=1e-4)
+    cam = xb.explain(tiny_model, small, "gradcam.GradCAM", 0)
+    df = evaluate(tiny_model, [cam, trapezoid], ("deletion", "insertion"), seed=0)
+    assert set(df["method"]) == {"gradcam.GradCAM", "captum.IntegratedGradients"}
+    assert len(df) == 2 * 2 * 2 and np.isfinite(df["value"]).all()
+
+
+def test_a_method_name_in_another_case_runs(tiny_model, small) -> None:
+    import dataclasses
+
+    xb.explain(tiny_model, small, "gradcam.GradCAM", 0)  # the first call traces the layer once (memo)
+    exp = xb.explain(tiny_model, small, "gradcam.gradcam", 0)
+    direct = xb.explain(tiny_model, small, "gradcam.GradCAM", 0)
+    assert exp.method == "gradcam.GradCAM" and exp.params == direct.params
+    assert exp == dataclasses.replace(direct, seconds=exp.seconds)
+
+
+# ------------------------------------------------------------------ targets
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [
+        (1.5, "targets: expected 'top1'"),
+        ("top0", "targets: 'top0'"),
+        ([1.5, 2.0], "targets: expected class indices or names"),
+        (True, "targets: expected class indices"),
+        ({"cat": 1}, "targets: expected 'top1'"),
+        (9, "targets: class 9 is out of range"),
+        ("lion", "targets: no class named 'lion'"),
+    ],
+)
+def test_bad_targets_are_one_clear_line(tiny_model, small, targets: object, expected: str) -> None:
+    with pytest.raises(ParameterError, match="^" + expected.replace("(", r"\(")):
+        xb.explain(tiny_model, small, "builtin.Saliency", targets)
+
+
+def test_top_k_strings_equal_top_k(tiny_model, small) -> None:
+    a = xb.explain(tiny_model, small, "builtin.Saliency", "top2")
+    b = xb.explain(tiny_model, small, "builtin.Saliency", xb.top_k(2))
+    assert a.targets.shape == (2, 2) and np.array_equal(a.targets, b.targets)
+    with pytest.raises(ParameterError, match="top_k: k"):
+        xb.top_k(1.5)  # type: ignore[arg-type]
+
+
+def test_explanation_index_errors_are_both_kinds() -> None:
+    exp = make_explanation()
+    with pytest.raises(IndexError, match="image index 5 out of range") as info:
+        exp[5]
+    assert isinstance(info.value, XaiBridgeError)
+    with pytest.raises(ParameterError, match="Explanation.images"):
+        Explanation(np.zeros((1, 1, 2, 2)), np.zeros((1, 3, 3, 3)), [[0]], [["a"]], [[0.0]], "m", "b")
+
+
+# ------------------------------------------------------------------ images
+def _image_error(images: object, **kwargs: object) -> str:
+    with pytest.raises(xb.ImageInputError) as info:
+        xb.load_images(images, **kwargs)
+    assert isinstance(info.value, XaiBridgeError) and "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_a_directory_and_a_url_are_named_for_what_they_are(tmp_path: Path) -> None:
+    assert "is a directory" in _image_error(tmp_path) and "does not exist" not in _image_error(str(tmp_path))
+    url = "https://example.com/images/cat.jpg"
+    message = _image_error(url)
+    assert repr(url) in message and "local file" in message and "https:/e" not in message
+    assert "does not exist" in _image_error(tmp_path / "missing.png")
+
+
+def test_value_range_applies_to_files_and_float_errors_name_the_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    values = np.linspace(-1, 1, 12 * 10, dtype=np.float32).reshape(12, 10)
+    tiff = tmp_path / "float.tif"
+    Image.fromarray(values, mode="F").save(tiff)
+    message = _image_error(tiff)
+    assert "float.tif" in message and "value_range" in message
+    from_file = xb.load_images(tiff, value_range=(-1, 1))
+    assert np.array_equal(from_file, xb.load_images(values, value_range=(-1, 1)))
+    assert from_file[0, 0, 0].tolist() == [0, 0, 0] and from_file[0, -1, -1].tolist() == [255, 255, 255]
+    nan = values.copy()
+    nan[3, 4] = np.nan
+    Image.fromarray(nan, mode="F").save(tmp_path / "nan.tif")
+    assert "nan.tif" in _image_error(tmp_path / "nan.tif", value_range=(-1, 1))
+    png = tmp_path / "rgb.png"
+    rgb = np.random.default_rng(0).integers(0, 128, size=(6, 5, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(png)
+    assert np.array_equal(xb.load_images(png, value_range=(0, 127.5)), xb.load_images(rgb, value_range=(0, 127.5)))
+    assert "value_range" in _image_error(png, value_range=(1, 1))
+
+
+def test_odd_dtypes_are_refused_or_converted_exactly() -> None:
+    import torch
+
+    assert "dtype object" in _image_error(np.empty((4, 4, 3), dtype=object))
+    assert "complex" in _image_error(np.ones((4, 4, 3), dtype=np.complex64))
+    assert "dtype <U1" in _image_error(np.full((4, 4, 3), "a"))
+    assert "complex" in _image_error(torch.ones(3, 4, 4, dtype=torch.complex64))
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for dtype in (torch.bfloat16, torch.float16):  # every integer 0..255 is exact in both
+        tensor = torch.from_numpy(pixels.astype(np.float32)).to(dtype)
+        assert np.array_equal(xb.load_images(tensor, value_range=(0, 255))[0, :, :, 0], pixels)
+
+
+def test_explain_on_mixed_sizes_says_what_explain_can_do(tiny_model) -> None:
+    images = [np.zeros((24, 24, 3), np.uint8), np.zeros((20, 24, 3), np.uint8)]
+    with pytest.raises(xb.ImageInputError) as info:
+        xb.explain(tiny_model, images, "builtin.Saliency", 0)
+    message = str(info.value)
+    assert "pass size=" not in message and "load_images(images, size=(height, width))" in message
+    assert "pass size=(height, width)" in _image_error(images)  # load_images itself takes size=
+    assert xb.explain(tiny_model, xb.load_images(images, size=(24, 24)), "builtin.Saliency", 0).n_images == 2
+
+
+@pytest.mark.parametrize("size", [(0, 0), ("a", 4), (4,), 7])
+def test_bad_sizes_name_size(size: object) -> None:
+    assert _image_error(np.zeros((5, 6, 3), np.uint8), size=size).startswith("size:")
+
+
+# ------------------------------------------------------------------ command line
+BOX_MODULE = '''
+import numpy as np
+
+
+def box():
+    """Two scores: the mean red and the mean blue value of uint8 NHWC images."""
+    return lambda x: np.stack([x[..., 0].mean(axis=(1, 2)), x[..., 2].mean(axis=(1, 2))], axis=1) / 255.0
+
+
+def failing():
+    def predict(x):
+        raise ZeroDivisionError("the model divided by zero")
+
+    return predict
+'''
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder with two 16x16 PNGs, a model module ``xbmodels`` and broken model files."""
+    from conftest import make_pngs
+
+    make_pngs(tmp_path / "imgs", size=16)
+    (tmp_path / "xbmodels.py").write_text(BOX_MODULE)
+    (tmp_path / "syntax.py").write_text("def f(:\n    pass\n")
+    (tmp_path / "missing_import.py").write_text("import no_such_module_xb\n\ndef f():\n    return None\n")
+    (tmp_path / "answer.py").write_text("def f():\n    return 42\n")
+    return tmp_path
+
+
+def cli(*args: object, env: dict | None = None):
+    from click.testing import CliRunner
+
+    from xai_bridge.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+BOX = ["--preprocess", "none", "-m", "builtin.Occlusion", "-p", "builtin.Occlusion:window=8"]
+
+
+def _cli_error(*args: object, fragment: str) -> str:
+    result = cli(*args)
+    assert result.exit_code in (1, 2), result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # a message, not a traceback
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
+    return errors[0]
+
+
+def test_cli_broken_model_files(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    img = workdir / "imgs" / "img0.png"
+    out = workdir / "out"
+    assert "line 1" in _cli_error("explain", "syntax.py:f", img, *BOX, "--out", out, fragment="syntax error")
+    _cli_error("explain", "missing_import.py:f", img, *BOX, "--out", out, fragment="'no_such_module_xb'")
+    _cli_error("explain", "answer.py:f", img, *BOX, "--out", out, fragment="got int (42)")
+    _cli_error("explain", "xbmodels:nothere", img, *BOX, "--out", out, fragment="no attribute 'nothere'")
+    assert not out.exists()
+
+
+def test_cli_bad_images_and_options(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    monkeypatch.chdir(workdir)
+    imgs, out = workdir / "imgs", workdir / "out"
+    blob = (imgs / "img0.png").read_bytes()
+    (workdir / "bad").mkdir()
+    (workdir / "bad" / "cut.png").write_bytes(blob[: len(blob) // 2])
+    (workdir / "empty").mkdir()
+    (workdir / "mixed").mkdir()
+    Image.new("RGB", (16, 16)).save(workdir / "mixed" / "a.png")
+    Image.new("RGB", (12, 20)).save(workdir / "mixed" / "b.png")
+    (workdir / "afile").write_text("x")
+    spec = "xbmodels:box"
+    assert "cut.png" in _cli_error("explain", spec, workdir / "bad", *BOX, "--out", out, fragment="truncated")
+    _cli_error("explain", spec, workdir / "empty", *BOX, "--out", out, fragment="no image files")
+    _cli_error("explain", spec, workdir / "mixed", *BOX, "--out", out, fragment="--size HEIGHT WIDTH")
+    _cli_error("explain", spec, imgs, *BOX, "--targets", "top0", "--out", out, fragment="--targets")
+    _cli_error("explain", spec, imgs, *BOX, "--targets", "7", "--out", out, fragment="targets: class 7")
+    _cli_error("explain", spec, imgs, *BOX, "--size", 0, 0, "--out", out, fragment="--size")
+    _cli_error("explain", spec, imgs, *BOX, "--batch-size", 0, "--out", out, fragment="--batch-size")
+    _cli_error("explain", spec, imgs, *BOX, "--out", workdir / "afile", fragment="is a file")
+    _cli_error("explain", spec, imgs, *BOX, "--png", workdir / "afile" / "g.png", "--out", out, fragment="--png")
+    _cli_error("explain", spec, imgs, *BOX, "-p", "builtin.Occlusion:stride=abc", "--out", out, fragment="stride:")
+    _cli_error("report", imgs / "img0.png", "--out", workdir / "r.html", fragment="img0.png")
+    assert not out.exists()  # every refusal came before any work
+    sized = cli("explain", spec, workdir / "mixed", *BOX, "--size", 16, 16, "--out", out)
+    assert sized.exit_code == 0, sized.output
+    assert Explanation.load(out / "builtin.Occlusion.npz").attributions.shape == (2, 1, 16, 16)
+
+
+def test_cli_png_in_a_new_folder_and_each_method_once(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    out, png = workdir / "out", workdir / "new" / "deeper" / "grid.png"
+    result = cli(
+        "explain", "xbmodels:box", workdir / "imgs", *BOX, "-m", "builtin.Occlusion", "--out", out, "--png", png
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("builtin.Occlusion: ") == 1  # -m X -m X runs X once
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    _cli_error(
+        "explain",
+        "xbmodels:box",
+        workdir / "imgs",
+        *BOX,
+        "-m",
+        "builtin.occlusion",
+        "--out",
+        out,
+        fragment="same method",
+    )
+
+
+def test_cli_dataset_resume_with_other_settings(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    store = workdir / "store"
+    first = cli("explain", "xbmodels:box", workdir / "imgs", *BOX, "--dataset", "--out", store)
+    assert first.exit_code == 0 and "2 done" in first.output, first.output
+    other = [*BOX[:-1], "builtin.Occlusion:window=4"]
+    _cli_error("explain", "xbmodels:box", workdir / "imgs", *other, "--dataset", "--out", store, fragment="store")
+
+
+def test_cli_unexpected_errors_are_one_line_with_a_hint(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    args = ("explain", "xbmodels:failing", workdir / "imgs", *BOX, "--out", workdir / "out")
+    line = _cli_error(*args, fragment="ZeroDivisionError: the model divided by zero")
+    assert "XAI_BRIDGE_TRACEBACK=1" in line
+    shown = cli(*args, env={"XAI_BRIDGE_TRACEBACK": "1"})
+    assert isinstance(shown.exception, ZeroDivisionError)
+
+
+def test_cli_model_modules_are_found_in_the_current_folder(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``-m``/``-c`` Python does not put the current folder on sys.path (a console script); -P does the same."""
+    from xai_bridge.cli import load_model_spec
+
+    monkeypatch.chdir(workdir)
+    before = list(sys.path)
+    model = load_model_spec("xbmodels:box", "none")
+    assert sys.path == before  # put on the path for the import only
+    assert model.predict(np.full((1, 4, 4, 3), 255, np.uint8)).tolist() == [[1.0, 1.0]]
+    code = "import sys; from xai_bridge.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    args = ["explain", "xbmodels:box", "imgs", *BOX, "--out", "out"]
+    done = subprocess.run([sys.executable, "-P", "-c", code, *args], cwd=workdir, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert Explanation.load(workdir / "out" / "builtin.Occlusion.npz").n_images == 2
+
+
+BLOCK = "import sys\nfor name in {names!r}:\n    sys.modules[name] = None  # as if not installed\n"
+
+
+@pytest.mark.parametrize(("blocked", "extra"), [(("click",), "cli"), (("tqdm",), "cli"), (("click", "tqdm"), "cli")])
+def test_console_script_on_a_core_install_names_the_extra(blocked: tuple[str, ...], extra: str) -> None:
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["xai-bridge"] == "xai_bridge.__main__:main"  # the function tested here
+    code = BLOCK.format(names=blocked) + "from xai_bridge.__main__ import main\nsys.exit(main(['methods']))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"pip install 'xai-bridge[{extra}]'" in done.stderr and all(name in done.stderr for name in blocked)
+
+
+def test_plots_without_matplotlib_name_the_extra(workdir: Path) -> None:
+    code = BLOCK.format(names=("matplotlib",)) + "from xai_bridge.__main__ import main\nsys.exit(main(sys.argv[1:]))\n"
+    for extra_args in (["--png", "g.png"], ["--report", "r.html"]):
+        args = ["explain", "xbmodels:box", "imgs", *BOX, "--out", "out", *extra_args]
+        done = subprocess.run([sys.executable, "-P", "-c", code, *args], cwd=workdir, capture_output=True, text=True)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "pip install 'xai-bridge[viz]'" in done.stderr
+        assert not (workdir / "out").exists()  # refused before any work

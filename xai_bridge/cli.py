@@ -316,11 +316,11 @@ def explain(
 
     fix = "pass --size HEIGHT WIDTH to resize them, or --dataset to explain each at its own size"
     batch = _load_images(files, size=(size[0], size[1]) if size else None, fix=fix)
-    out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name, method_params in tqdm(plan, desc="methods", unit="method"):
         results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
         exp = results[name]
+        out.mkdir(parents=True, exist_ok=True)  # only once there is a result: a refused run leaves nothing
         path = exp.save(out / f"{name}.npz")
         click.echo(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
     if report_path is not None:

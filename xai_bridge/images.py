@@ -97,6 +97,8 @@ def _load_images(
         raise ImageInputError(f"layout: expected one of {[m.value for m in Layout]}, got {layout!r}") from None
     if value_range is not None:
         value_range = _check_range(value_range)
+    if size is not None:
+        size = _check_size(size)
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise ImageInputError("images: got an empty list; pass at least one image")
@@ -344,7 +346,7 @@ def _to_uint8(arr: np.ndarray, value_range: tuple[float, float] | None, what: st
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _resize_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _check_size(size: Any) -> tuple[int, int]:
     try:
         h, w = size
         ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (h, w))
@@ -352,7 +354,11 @@ def _resize_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         ok = False
     if not ok:
         raise ImageInputError(f"size: expected positive integers (height, width), got {size!r}")
-    h, w = int(h), int(w)
+    return int(h), int(w)
+
+
+def _resize_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = _check_size(size)
     if batch.shape[1:3] == (h, w):
         return batch
     return np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BILINEAR)) for im in batch])
