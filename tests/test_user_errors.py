@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -246,7 +247,11 @@ def test_bad_parameters_name_the_parameter(tiny_model, small, method: str, param
     with pytest.raises(ParameterError) as info:
         xb.explain(tiny_model, small, method, 0, **params)
     message = str(info.value)
-    assert message.startswith(named) or f"{named}:" in message or named in message.split(";")[0], message
+    if named == "unknown parameter":
+        assert message.startswith(f"{method}: unknown parameter(s) {sorted(params)}"), message
+    else:  # "name: ..." or "name.field: ..." first, then what was expected and what was given
+        value = next(iter(params.values()))
+        assert re.match(rf"{named}[.:]", message) and ("got " in message or repr(value) in message), message
     assert "\n" not in message and isinstance(info.value, XaiBridgeError)
     assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)  # old except clauses still work
 
@@ -576,3 +581,33 @@ def test_plots_without_matplotlib_name_the_extra(workdir: Path) -> None:
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert "pip install 'xai-bridge[viz]'" in done.stderr
         assert not (workdir / "out").exists()  # refused before any work
+
+
+# ------------------------------------------------------------------ the shared checks
+def test_validate_helpers() -> None:
+    from xai_bridge._validate import choice, flag, int_or_default, number
+
+    assert number("eps", 1e-3, 0, low_open=True) == 1e-3
+    for bad, expected in [
+        ("abc", "a number, got 'abc'"),
+        (True, "a number"),
+        (0, "a number > 0"),
+        (float("nan"), "a number > 0"),
+    ]:
+        with pytest.raises(ParameterError, match=f"^eps: expected {expected}"):
+            number("eps", bad, 0, low_open=True)
+    with pytest.raises(ParameterError, match=r"in \[0, 1\]"):
+        number("p", 1.5, 0, 1)
+    with pytest.raises(ParameterError, match="a finite number"):
+        number("alpha", float("inf"))
+    assert int_or_default("batch_size", None, 8) == 8 and int_or_default("batch_size", 3, 8) == 3
+    with pytest.raises(ParameterError, match="batch_size: expected an integer >= 1, got 0"):
+        int_or_default("batch_size", 0, 8)
+    assert choice("fixed_context", np.int64(1), [None, 0, 1]) == 1 and choice("k", "RBF", ["rbf"]) == "rbf"
+    for bad in (True, 2, "1", 1.0):
+        with pytest.raises(ParameterError, match="fixed_context: expected one of") as info:
+            choice("fixed_context", bad, [None, 0, 1])
+        assert info.value.valid == ("None", "0", "1")
+    assert flag("abs", np.bool_(False)) is False
+    with pytest.raises(ParameterError, match="abs: expected True or False, got 'false'"):
+        flag("abs", "false")

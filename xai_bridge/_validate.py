@@ -96,6 +96,9 @@ def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
 
 
 def _same(value: Any, option: Any) -> bool:
+    integers = (int, np.integer)
+    if isinstance(value, integers) and isinstance(option, integers):  # np.int64(1) is the choice 1, True is not
+        return not isinstance(value, (bool, np.bool_)) and not isinstance(option, bool) and int(value) == int(option)
     try:
         return bool(value == option) and type(value) is type(option)
     except Exception:  # arrays and other odd values are never a choice

@@ -162,7 +162,7 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
         if key in params:
             effective[key] = flag(key, params[key])
     if name == "IntegratedGradients":
-        from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
+        from captum.attr._utils.approximation_methods import SUPPORTED_METHODS  # type: ignore[import-untyped]
 
         effective["method"] = choice("method", params["method"], SUPPORTED_METHODS)
         effective["internal_batch_size"] = int_or_default(
