@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ModelInputError, ParameterError
+
 __all__ = ["BatchTuner", "ScoreTap", "batched"]
 
 
@@ -85,7 +87,7 @@ class ScoreTap:
 def batched(fn: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int) -> np.ndarray:
     """Call ``fn`` on ``images`` in chunks of ``batch_size`` and concatenate."""
     if batch_size <= 0:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
     outs = [np.asarray(fn(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
     return _stack_outputs(outs, len(images))
 
@@ -121,7 +123,7 @@ class BatchTuner:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if int(largest) <= 0:
-            raise ValueError(f"largest: expected a positive integer, got {largest}")
+            raise ParameterError(f"largest: expected a positive integer, got {largest}")
         self.largest = int(largest)
         self.repeats = int(repeats)
         self.is_oom = is_oom or _is_oom
@@ -189,5 +191,5 @@ def _stack_outputs(outs: list[np.ndarray], n: int) -> np.ndarray:
     if out.ndim == 1:
         out = out[:, None]
     if out.ndim != 2 or out.shape[0] != n:
-        raise ValueError(f"model: expected outputs of shape (N={n}, outputs), got {out.shape}")
+        raise ModelInputError(f"model: expected outputs of shape (N={n}, outputs), got {out.shape}")
     return out.astype(np.float32, copy=False)

@@ -15,10 +15,13 @@ Model specs: ``efficientnet_lite0`` (bundled), ``package.module:factory`` or
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,81 @@ import click
 __all__ = ["load_model_spec", "main", "parse_params"]
 
 PREPROCESS = ("imagenet", "inception", "caffe", "unit", "none")
+
+#: Set to 1 to see the Python traceback of an unexpected error instead of its one-line summary.
+TRACEBACK_ENV = "XAI_BRIDGE_TRACEBACK"
+
+
+def one_line(exc: BaseException, limit: int = 600) -> str:
+    """``exc``'s message on one line (libraries put newlines in theirs), cut at ``limit`` characters."""
+    text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Group(click.Group):
+    """The command group: every error becomes one ``Error: ...`` line, never a traceback.
+
+    An :class:`~xai_bridge.XaiBridgeError` is a user error and says what to
+    fix; anything else is unexpected and keeps its type and a hint on how to
+    see the traceback (``XAI_BRIDGE_TRACEBACK=1``).
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from xai_bridge.errors import XaiBridgeError
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except XaiBridgeError as exc:
+            raise click.ClickException(one_line(exc)) from exc
+        except OSError as exc:  # a file or folder the command was pointed at
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or one_line(exc)}") from exc
+        except Exception as exc:
+            if os.environ.get(TRACEBACK_ENV):
+                raise
+            raise click.ClickException(
+                f"{type(exc).__name__}: {one_line(exc)} (unexpected; set {TRACEBACK_ENV}=1 to see the traceback)"
+            ) from exc
+
+
+@contextlib.contextmanager
+def _on_path(*folders: Path) -> Iterator[None]:
+    """Put ``folders`` first on ``sys.path`` for an import, and take them off again.
+
+    A console script does not put the current directory on ``sys.path`` as
+    ``python -m`` does, so ``module:factory`` would not find a module there.
+    """
+    added = [str(f) for f in folders if str(f) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for entry in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
+
+
+def _require(module: str, extra: str, option: str) -> None:
+    """Refuse an option whose optional library is missing before any work is done."""
+    if importlib.util.find_spec(module) is None:
+        raise click.UsageError(f"{option} needs {module}, which is not installed: pip install 'xai-bridge[{extra}]'")
+
+
+def _output(path: Path | None, option: str, folder: bool = False) -> None:
+    """Refuse an output path that cannot be written (a file in the way), before any work is done."""
+    if path is None:
+        return
+    if folder and path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{str(path)!r} is a file; expected a folder", param_hint=option)
+    if not folder and path.is_dir():
+        raise click.BadParameter(f"{str(path)!r} is a folder; expected a file name", param_hint=option)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise click.BadParameter(f"{str(parent)!r} is a file, not a folder", param_hint=option)
+            break
 
 
 def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 16) -> Any:
@@ -42,26 +120,40 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
         raise click.BadParameter(
             f"{spec!r}: expected efficientnet_lite0, module:factory or file.py:factory", param_hint="MODEL"
         )
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise click.BadParameter(f"file {target!r} does not exist", param_hint="MODEL")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        if mod_spec is None or mod_spec.loader is None:
-            raise click.BadParameter(f"file {target!r} cannot be imported as a Python module", param_hint="MODEL")
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise click.BadParameter(f"cannot import {target!r}: {exc}", param_hint="MODEL") from exc
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise click.BadParameter(f"file {target!r} does not exist", param_hint="MODEL")
+            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if mod_spec is None or mod_spec.loader is None:
+                raise click.BadParameter(f"{target!r} cannot be loaded as a Python file", param_hint="MODEL")
+            module = importlib.util.module_from_spec(mod_spec)
+            with _on_path(path.resolve().parent):
+                mod_spec.loader.exec_module(module)
+        else:
+            with _on_path(Path.cwd()):
+                module = importlib.import_module(target)
+    except click.ClickException:
+        raise
+    except ModuleNotFoundError as exc:
+        inner = "" if exc.name == target else f" (it imports {exc.name!r}, which is not installed)"
+        raise click.BadParameter(f"cannot import {target!r}{inner}: {exc}", param_hint="MODEL") from exc
+    except SyntaxError as exc:
+        raise click.BadParameter(
+            f"{target!r} has a syntax error: {exc.msg} ({exc.filename}, line {exc.lineno})", param_hint="MODEL"
+        ) from exc
+    except Exception as exc:  # the user's module failed while it was imported
+        raise click.BadParameter(
+            f"cannot import {target!r}: {type(exc).__name__}: {one_line(exc)}", param_hint="MODEL"
+        ) from exc
     if not hasattr(module, attr):
         raise click.BadParameter(f"{target!r} has no attribute {attr!r}", param_hint="MODEL")
     try:
-        obj = getattr(module, attr)()
+        with _on_path(Path.cwd()):
+            obj = getattr(module, attr)()
     except Exception as exc:  # the user's factory: say which one failed and why
-        raise click.ClickException(f"MODEL: {spec} raised {type(exc).__name__}: {exc}") from exc
+        raise click.ClickException(f"MODEL: {spec} raised {type(exc).__name__}: {one_line(exc)}") from exc
     if isinstance(obj, xb.Model) and hasattr(obj, "output_kind"):
         return obj
     pre = None
@@ -72,7 +164,10 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
             "caffe": xb.Preprocess.caffe,
             "unit": lambda: xb.Preprocess(scale=xb.Scale.UNIT),
         }[preprocess]()
-    return xb.as_model(obj, preprocess=pre, batch_size=batch_size)
+    try:
+        return xb.as_model(obj, preprocess=pre, batch_size=batch_size)
+    except xb.ModelInputError as exc:
+        raise click.ClickException(f"MODEL: {spec} returned an unusable model: {one_line(exc)}") from exc
 
 
 def parse_params(items: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -96,15 +191,23 @@ def parse_params(items: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, 
 
 
 def _targets(text: str) -> Any:
+    """``--targets``: ``topK`` (K >= 1), a class index or a class name."""
     import xai_bridge as xb
 
-    low = text.lower()
-    if low.startswith("top") and low[3:].isdigit():
-        return xb.top_k(int(low[3:]))
-    return int(text) if text.lstrip("-").isdigit() else text
+    low = text.strip().lower()
+    if low.startswith("top") and low[3:].lstrip("-").isdigit():
+        k = int(low[3:].lstrip("-"))
+        if k < 1:
+            raise click.BadParameter(f"{text!r}: expected top1, top2, ...; K must be >= 1", param_hint="--targets")
+        return xb.top_k(k)
+    if low.lstrip("-").isdigit():
+        if int(low) < 0:
+            raise click.BadParameter(f"{text!r}: class indices are >= 0", param_hint="--targets")
+        return int(low)
+    return text
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.version_option(package_name="xai-bridge")
 def main() -> None:
     """Explain image models with shap, lime, captum, grad-cam and torchcam through one interface."""
@@ -137,9 +240,9 @@ def methods(installed: bool, family: str | None) -> None:
     show_default=True,
     help="preprocessing of a torch module / array model given by a factory",
 )
-@click.option("--size", nargs=2, type=int, default=None, help="resize images to HEIGHT WIDTH first")
-@click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", nargs=2, type=click.IntRange(min=1), default=None, help="resize images to HEIGHT WIDTH first")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder (or store with --dataset)")
 @click.option(
     "--report", "report_path", type=click.Path(path_type=Path), default=None, help="also write this HTML report"
@@ -173,25 +276,30 @@ def explain(
 ) -> None:
     """Explain IMAGES (files or folders) with MODEL and write one .npz per method to --out."""
     import xai_bridge as xb
-    from xai_bridge.images import iter_image_files
+    from xai_bridge.images import _load_images, iter_image_files
 
+    methods_ = _unique_methods(methods_)
     per_method = parse_params(params, methods_)
-    registry = xb.default_registry()
-    for name in methods_:  # fail before any work (a --dataset run would otherwise fail every image)
-        try:
-            registry.spec(name)
-        except xb.UnknownMethodError as exc:
-            raise click.BadParameter(str(exc), param_hint="--method") from exc
-    model = load_model_spec(model_spec, preprocess, batch_size)
+    _output(out, "--out", folder=True)
+    _output(report_path, "--report")
+    _output(png, "--png")
+    if report_path is not None or png is not None:
+        _require("matplotlib", "viz", "--report" if report_path is not None else "--png")
     target = _targets(targets)
+    files = list(iter_image_files(images))
+    if not files:
+        raise click.BadParameter(
+            f"no image files in {', '.join(repr(str(p)) for p in images)}; pass image files or folders holding them",
+            param_hint="IMAGES",
+        )
+    model = load_model_spec(model_spec, preprocess, batch_size)
     plan = [(m, per_method[m]) for m in methods_]
     if dataset:
         from xai_bridge.datasets import explain_dataset
 
-        sources = [p for p in iter_image_files(images)]
         summary = explain_dataset(
             model,
-            sources,
+            files,
             plan,
             out,
             targets=target,
@@ -206,28 +314,47 @@ def explain(
         return
     from tqdm.auto import tqdm
 
-    files = list(iter_image_files(images))
-    batch = xb.load_images(files, size=(size[0], size[1]) if size else None)
-    out.mkdir(parents=True, exist_ok=True)
+    fix = "pass --size HEIGHT WIDTH to resize them, or --dataset to explain each at its own size"
+    batch = _load_images(files, size=(size[0], size[1]) if size else None, fix=fix)
     results = {}
     for name, method_params in tqdm(plan, desc="methods", unit="method"):
-        try:
-            results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
-        except (xb.XaiBridgeError, TypeError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
+        results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
         exp = results[name]
+        out.mkdir(parents=True, exist_ok=True)  # only once there is a result: a refused run leaves nothing
         path = exp.save(out / f"{name}.npz")
         click.echo(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
     if report_path is not None:
         from xai_bridge.viz.report import write_report
 
+        report_path.parent.mkdir(parents=True, exist_ok=True)
         path = write_report(report_path, results, image_names=[f.name for f in files], title=title)
         click.echo(f"report -> {path}")
     if png is not None:
         from xai_bridge.viz.plot import comparison_grid
 
+        png.parent.mkdir(parents=True, exist_ok=True)
         comparison_grid(results).savefig(png, dpi=80, bbox_inches="tight")
         click.echo(f"grid -> {png}")
+
+
+def _unique_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``-m`` names, each once; two spellings of one method are refused (their outputs would collide)."""
+    import xai_bridge as xb
+
+    registry = xb.default_registry()
+    seen: dict[str, str] = {}
+    for name in dict.fromkeys(methods):  # -m X -m X runs X once
+        try:
+            canonical = registry.spec(name).name
+        except xb.UnknownMethodError as exc:  # fail before any work (a --dataset run would fail every image)
+            raise click.BadParameter(str(exc), param_hint="--method") from exc
+        if canonical in seen:
+            raise click.BadParameter(
+                f"{seen[canonical]!r} and {name!r} are the same method {canonical!r}; give it once",
+                param_hint="--method",
+            )
+        seen[canonical] = name
+    return tuple(seen.values())
 
 
 @main.command()
@@ -238,26 +365,29 @@ def explain(
 def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> None:
     """Build an HTML report (and a PNG grid) from saved Explanation .npz FILES."""
     import xai_bridge as xb
+
+    _output(out, "--out")
+    _output(png, "--png")
+    _require("matplotlib", "viz", "report")
     from xai_bridge.viz.report import write_report
 
-    try:
-        loaded = [(f, xb.Explanation.load(f)) for f in files]
-    except xb.FormatError as exc:
-        raise click.ClickException(str(exc)) from exc
+    loaded = [(f, xb.Explanation.load(f)) for f in files]
     methods_seen = [e.method for _, e in loaded]
     # the same method from two files (other params, other runs) keeps both, named by file
     exps = {(e.method if methods_seen.count(e.method) == 1 else f.stem): e for f, e in loaded}
     if len(exps) != len(loaded):
         raise click.ClickException("FILES: two files have the same name and method; rename one")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         click.echo(f"report -> {write_report(out, exps, title=title)}")
         if png is not None:
             from xai_bridge.viz.plot import comparison_grid
 
+            png.parent.mkdir(parents=True, exist_ok=True)
             comparison_grid(exps).savefig(png, dpi=80, bbox_inches="tight")
             click.echo(f"grid -> {png}")
     except ValueError as exc:  # explanations of other images, ...
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(one_line(exc)) from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

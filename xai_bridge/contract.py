@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import MethodNotApplicableError
+from .errors import MethodNotApplicableError, ParameterError
 from .models import DifferentiableModel, Model
 
 __all__ = [
@@ -102,7 +102,10 @@ def check_params(method: str, params: Mapping[str, Any], defaults: Mapping[str, 
     """Merge ``params`` over ``defaults``; unknown names raise listing the valid ones."""
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise TypeError(f"{method}: unknown parameter(s) {unknown}; valid parameters are {sorted(defaults) or 'none'}")
+        raise ParameterError(
+            f"{method}: unknown parameter(s) {unknown}; valid parameters are {sorted(defaults) or 'none'}",
+            valid=tuple(sorted(defaults)),
+        )
     return {**defaults, **params}
 
 

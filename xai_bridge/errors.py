@@ -9,6 +9,7 @@ __all__ = [
     "BackendNotInstalledError",
     "FormatError",
     "ImageInputError",
+    "IndexOutOfRangeError",
     "MethodNotApplicableError",
     "ModelInputError",
     "ParameterError",
@@ -57,6 +58,10 @@ class ParameterError(XaiBridgeError, ValueError, TypeError):
     def __init__(self, message: str, valid: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.valid = valid
+
+
+class IndexOutOfRangeError(ParameterError, IndexError):
+    """An index (an image or target of an Explanation) is out of range; also an ``IndexError``."""
 
 
 class ModelInputError(XaiBridgeError, TypeError, ValueError):

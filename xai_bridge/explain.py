@@ -14,12 +14,18 @@ from .batching import ScoreTap
 from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
-from .images import Layout, load_images
+from .images import Layout, _load_images
 from .models import CountingModel, DifferentiableModel, Preprocess, as_model
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
 __all__ = ["explain", "explain_many"]
+
+#: What explain() advises for images of different sizes (it takes no ``size=``, unlike load_images).
+MIXED_SIZES_FIX = (
+    "one call explains one size: resize them first with xb.load_images(images, size=(height, width)) and pass "
+    "the result, or explain each size in its own call (xai_bridge.datasets.explain_dataset takes a folder)"
+)
 
 
 def explain(
@@ -111,7 +117,7 @@ def explain_many(
     plan = _plan(registry, methods)
     wrapped = as_model(model, preprocess=preprocess)
     _check_applicable(registry, plan, wrapped)
-    batch = load_images(images, layout=layout)
+    batch = _load_images(images, layout=layout, fix=MIXED_SIZES_FIX)
     known = getattr(wrapped, "output_count", None)
     predicted: np.ndarray | None = None
     if needs_predictions(targets) or not isinstance(known, int):
@@ -155,6 +161,8 @@ def _plan(registry: Registry, methods: Sequence[str | tuple[str, Mapping[str, An
             name, params = entry[0], dict(entry[1])
         else:
             raise ParameterError(f"methods: expected method names or (name, params) pairs, got {entry!r}")
+        if not all(isinstance(key, str) for key in params):
+            raise ParameterError(f"{name}: parameter names must be strings, got {sorted(map(repr, params))}")
         spec, backend = registry.load(name)
         steps.append(_Step(name, spec, backend, params))
     if not steps:

@@ -15,6 +15,8 @@ import io
 import json
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -23,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import BackendNotInstalledError, FormatError, IndexOutOfRangeError, ParameterError
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable"]
+__all__ = ["DEFAULT_MAX_LOAD_BYTES", "FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable"]
 
 FORMAT_NAME = "xai-bridge.explanation"
 FORMAT_VERSION = 1
@@ -62,9 +64,133 @@ def jsonable(value: Any) -> Any:
 def _frozen_array(value: Any, dtype: Any, name: str, ndim: int | None = None) -> np.ndarray:
     arr = np.array(value, dtype=dtype, copy=True)
     if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"Explanation.{name}: expected {ndim} dimensions, got shape {arr.shape}")
+        raise ParameterError(f"Explanation.{name}: expected {ndim} dimensions, got shape {arr.shape}")
     arr.setflags(write=False)
     return arr
+
+
+#: Largest total decompressed size :meth:`Explanation.load` accepts by default (128 MiB).
+DEFAULT_MAX_LOAD_BYTES = 128 * 2**20
+
+#: How many times its size on disk a file larger than ``max_bytes / _MAX_RATIO`` may inflate.
+_MAX_RATIO = 32
+
+_REQUIRED_ARRAYS = ("attributions", "images", "targets", "target_names", "scores")
+
+#: Metadata fields and the types they must have (JSON types: int covers bool, so bools are refused apart).
+_META_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,),
+    "backend": (str,),
+    "backend_version": (str,),
+    "params": (dict,),
+    "seed": (int, type(None)),
+    "n_model_evals": (int,),
+    "seconds": (int, float),
+    "extras": (list,),
+}
+
+
+def _read_npz(path: Path, max_bytes: int | None) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, checking sizes before decompressing anything."""
+    if path.is_dir():
+        raise FormatError(f"path: {path} is a directory; pass an .npz file written by Explanation.save")
+    if not path.is_file():
+        raise FormatError(f"path: {path} does not exist")
+    on_disk = path.stat().st_size
+    if on_disk == 0:
+        raise FormatError(f"path: {path} is empty (0 bytes); it is not an Explanation file")
+    limit = None if max_bytes is None else max(max_bytes, _MAX_RATIO * on_disk)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(info.file_size for info in members)
+            if limit is not None and total > limit:
+                raise FormatError(
+                    f"path: {path} would decompress to {total} bytes from {on_disk} on disk, over the limit of "
+                    f"{limit}; if you trust the file, pass max_bytes={total} (or None)"
+                )
+            return {_array_name(path, info): _read_member(path, archive, info) for info in members}
+    except FormatError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
+        hint = " (a plain .npy file, not an .npz)" if _is_npy(path) else ""
+        raise FormatError(f"path: {path} is not a readable .npz file{hint}: {exc}") from None
+
+
+def _is_npy(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(6) == b"\x93NUMPY"
+
+
+def _array_name(path: Path, info: zipfile.ZipInfo) -> str:
+    if not info.filename.endswith(".npy"):
+        raise FormatError(f"path: {path} holds {info.filename!r}, which is not a .npy array; the file is damaged")
+    return info.filename[: -len(".npy")]
+
+
+def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    """One ``.npy`` member, after checking that its header's shape fits the member's declared size."""
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise FormatError(f"path: {path}: array {info.filename!r} has .npy version {version}; expected 1.0 or 2.0")
+        if dtype.hasobject:
+            raise FormatError(f"path: {path}: array {info.filename!r} holds Python objects, which are never loaded")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if f.tell() + nbytes != info.file_size:
+            raise FormatError(
+                f"path: {path}: array {info.filename!r} declares shape {shape} ({nbytes} bytes) but holds "
+                f"{info.file_size - f.tell()}; the file is damaged"
+            )
+        data = f.read(nbytes)  # the CRC is checked when the member is read to its end
+        if len(data) != nbytes or f.read(1):
+            raise FormatError(f"path: {path}: array {info.filename!r} is truncated; the file is damaged")
+    arr = np.frombuffer(data, dtype=dtype)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
+    """The checked JSON metadata of a saved Explanation."""
+    if raw is None:
+        raise FormatError(f"path: {path} has no xai-bridge metadata; it is not an Explanation file")
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise FormatError(f"path: {path}: the metadata is not one string (got {raw.dtype} {raw.shape}); damaged")
+    try:
+        meta = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"path: {path}: the metadata is not valid JSON ({exc}); the file is damaged") from None
+    if not isinstance(meta, dict):
+        raise FormatError(f"path: {path}: the metadata is a JSON {type(meta).__name__}, not an object; damaged")
+    if meta.get("format") != FORMAT_NAME:
+        raise FormatError(f"path: {path} is not an xai-bridge Explanation (format {meta.get('format')!r})")
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise FormatError(
+            f"path: {path} has format version {version!r}; expected an integer 1..{FORMAT_VERSION}: "
+            "the metadata was edited or damaged"
+        )
+    if version > FORMAT_VERSION:
+        raise FormatError(
+            f"path: {path} has format version {version}; this xai-bridge reads up to {FORMAT_VERSION}: "
+            "upgrade xai-bridge"
+        )
+    for key, types in _META_TYPES.items():
+        value = meta.get(key, ...)
+        if value is ... or isinstance(value, bool) or not isinstance(value, types):
+            shown = "missing" if value is ... else f"{value!r:.60}"
+            raise FormatError(
+                f"path: {path}: metadata field {key!r} is {shown}, expected {' or '.join(t.__name__ for t in types)}; "
+                "the metadata was edited or damaged"
+            )
+    if not all(isinstance(k, str) for k in meta["extras"]):
+        raise FormatError(f"path: {path}: metadata field 'extras' must list names; the metadata was edited or damaged")
+    if meta["n_model_evals"] < 0 or meta["seconds"] < 0 or (meta["seed"] is not None and meta["seed"] < 0):
+        raise FormatError(f"path: {path}: negative seed, n_model_evals or seconds; the metadata was edited or damaged")
+    return meta
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,7 +242,7 @@ class Explanation:
         images = _frozen_array(self.images, np.uint8, "images", 4)
         n, t, h, w = attributions.shape
         if images.shape != (n, h, w, 3):
-            raise ValueError(
+            raise ParameterError(
                 f"Explanation.images: expected shape {(n, h, w, 3)} to match attributions "
                 f"{attributions.shape}, got {images.shape}"
             )
@@ -133,15 +259,15 @@ class Explanation:
         if self.raw is not None:
             raw = _frozen_array(self.raw, np.float32, "raw", 5)
             if raw.shape[:2] != (n, t) or raw.shape[3:] != (h, w):
-                raise ValueError(f"Explanation.raw: expected shape ({n}, {t}, C, {h}, {w}), got {raw.shape}")
+                raise ParameterError(f"Explanation.raw: expected shape ({n}, {t}, C, {h}, {w}), got {raw.shape}")
             set_(self, "raw", raw)
         extras: dict[str, np.ndarray] = {}
         for key, value in dict(self.extras).items():
             arr = np.array(value, copy=True)
             if arr.dtype == object:
-                raise ValueError(f"Explanation.extras[{key!r}]: object arrays cannot be saved; use numbers or str")
+                raise ParameterError(f"Explanation.extras[{key!r}]: object arrays cannot be saved; use numbers or str")
             if arr.shape[:2] != (n, t):
-                raise ValueError(
+                raise ParameterError(
                     f"Explanation.extras[{key!r}]: leading axes must be (N, T) = {(n, t)}, got {arr.shape}"
                 )
             arr.setflags(write=False)
@@ -156,7 +282,7 @@ class Explanation:
         arr = _frozen_array(value, dtype, name)
         expected = self.attributions.shape[:2]
         if arr.shape != expected:
-            raise ValueError(f"Explanation.{name}: expected shape {expected} (N, T), got {arr.shape}")
+            raise ParameterError(f"Explanation.{name}: expected shape {expected} (N, T), got {arr.shape}")
         return arr
 
     # ------------------------------------------------------------------ views
@@ -204,7 +330,7 @@ class Explanation:
         try:
             picked = idx[key]
         except IndexError as exc:
-            raise IndexError(f"{what} index {key!r} out of range for {size} {what}s") from exc
+            raise IndexOutOfRangeError(f"{what} index {key!r} out of range for {size} {what}s") from exc
         return np.atleast_1d(picked)
 
     def map(self, image: int = 0, target: int = 0) -> np.ndarray:
@@ -257,7 +383,7 @@ class Explanation:
 
     # ------------------------------------------------------------- save/load
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the Explanation to ``path`` (``.npz`` is appended if missing).
+        """Write the Explanation to ``path`` (``.npz`` is appended unless it ends in ``.npz``, any case).
 
         The file is an uncompressed-metadata ``.npz``: arrays plus one JSON
         string ``__meta__``; it loads with ``numpy.load(allow_pickle=False)``.
@@ -265,7 +391,7 @@ class Explanation:
         leaves a half-written file under ``path``.
         """
         path = Path(path)
-        if path.suffix != ".npz":
+        if path.suffix.lower() != ".npz":
             path = path.with_name(path.name + ".npz")
         arrays: dict[str, np.ndarray] = {
             "attributions": self.attributions,
@@ -306,47 +432,57 @@ class Explanation:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Explanation:
+    def load(cls, path: str | os.PathLike[str], max_bytes: int | None = DEFAULT_MAX_LOAD_BYTES) -> Explanation:
         """Read an Explanation written by :meth:`save`.
 
+        Every array's size is read from its header and checked before anything
+        is decompressed, so a small file that inflates to gigabytes (a
+        "zip bomb", or a damaged header) is refused instead of filling memory.
+
+        Args:
+            path: the ``.npz`` file.
+            max_bytes: largest total decompressed size accepted. Files bigger on
+                disk than ``max_bytes / 32`` may inflate up to 32 times their own
+                size (real results compress less than that); None accepts any size.
+
         Raises:
-            FormatError: the file is not an xai-bridge Explanation or has a
-                newer format version than this library reads.
+            FormatError: the file is missing, damaged, too large, not an
+                xai-bridge Explanation, or of a format version this library does
+                not read; the message names the file.
         """
         path = Path(path)
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+            raise ParameterError(f"max_bytes: expected None or an integer >= 0, got {max_bytes!r}")
+        data = _read_npz(path, max_bytes)
+        meta = _read_meta(path, data.pop("__meta__", None))
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"path: {path} is not a readable .npz file ({exc})") from exc
-        if "__meta__" not in data:
-            raise FormatError(f"path: {path} has no xai-bridge metadata")
-        meta = json.loads(str(data.pop("__meta__")))
-        if meta.get("format") != FORMAT_NAME:
-            raise FormatError(f"path: {path} is not an xai-bridge Explanation (format {meta.get('format')!r})")
-        if int(meta.get("version", -1)) > FORMAT_VERSION:
-            raise FormatError(
-                f"path: {path} has format version {meta['version']}; this xai-bridge reads up to "
-                f"{FORMAT_VERSION}: upgrade xai-bridge"
+            extras = {k: data[f"extras/{k}"] for k in meta["extras"]}
+            missing = [k for k in _REQUIRED_ARRAYS if k not in data]
+            if missing:
+                raise FormatError(f"path: {path} lacks the array(s) {missing}; the file is damaged")
+            return cls(
+                attributions=data["attributions"],
+                images=data["images"],
+                targets=data["targets"],
+                target_names=data["target_names"],
+                scores=data["scores"],
+                raw=data.get("raw"),
+                base_scores=data.get("base_scores"),
+                extras=extras,
+                method=meta["method"],
+                library=meta["backend"],
+                library_version=meta["backend_version"],
+                params=meta["params"],
+                seed=meta["seed"],
+                n_model_evals=meta["n_model_evals"],
+                seconds=meta["seconds"],
             )
-        extras = {k: data[f"extras/{k}"] for k in meta.get("extras", [])}
-        return cls(
-            attributions=data["attributions"],
-            images=data["images"],
-            targets=data["targets"],
-            target_names=data["target_names"],
-            scores=data["scores"],
-            raw=data.get("raw"),
-            base_scores=data.get("base_scores"),
-            extras=extras,
-            method=meta["method"],
-            library=meta["backend"],
-            library_version=meta["backend_version"],
-            params=meta["params"],
-            seed=meta["seed"],
-            n_model_evals=meta["n_model_evals"],
-            seconds=meta["seconds"],
-        )
+        except FormatError:
+            raise
+        except KeyError as exc:
+            raise FormatError(f"path: {path} lacks the array {exc}; the file is damaged") from None
+        except (ValueError, TypeError) as exc:  # the arrays disagree with each other (shapes, dtypes)
+            raise FormatError(f"path: {path} holds inconsistent arrays ({exc}); the file is damaged") from None
 
     # ------------------------------------------------------------------ shap
     def to_shap(self, channels: bool = True) -> Any:
@@ -366,7 +502,7 @@ class Explanation:
         try:
             import shap
         except ImportError as exc:  # pragma: no cover - exercised without shap
-            raise ImportError("to_shap() needs shap: pip install 'xai-bridge[shap]'") from exc
+            raise BackendNotInstalledError("to_shap() needs shap: pip install 'xai-bridge[shap]'") from exc
         if channels:
             if self.raw is not None and self.raw.shape[2] == 3:
                 values = np.transpose(self.raw, (0, 3, 4, 2, 1))
@@ -412,7 +548,7 @@ class Explanation:
         if values.ndim == 4:
             values = values[..., None]
         if values.ndim != 5:
-            raise ValueError(f"shap_explanation: expected values of shape (N, H, W, C, T), got {values.shape}")
+            raise ParameterError(f"shap_explanation: expected values of shape (N, H, W, C, T), got {values.shape}")
         raw = np.transpose(values, (0, 4, 3, 1, 2))
         n, t = raw.shape[:2]
         if images is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -69,7 +70,35 @@ def load_images(
         ImageInputError: the input cannot be read or interpreted; the message
             names the file or argument and the fix.
     """
-    layout = Layout(layout) if layout is not None else None
+    return _load_images(images, layout, size, value_range, background, max_pixels)
+
+
+#: What :func:`load_images` tells a caller with images of different sizes; other callers name their own fix.
+RESIZE_FIX = "pass size=(height, width) to resize them"
+
+
+def _load_images(
+    images: Any,
+    layout: Layout | str | None = None,
+    size: tuple[int, int] | None = None,
+    value_range: tuple[float, float] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fix: str = RESIZE_FIX,
+) -> np.ndarray:
+    """:func:`load_images`, with ``fix`` the advice given for images of different sizes.
+
+    ``explain()`` and the command line take no ``size=`` argument, so they
+    cannot give :func:`load_images`' own advice.
+    """
+    try:
+        layout = Layout(layout) if layout is not None else None
+    except ValueError:
+        raise ImageInputError(f"layout: expected one of {[m.value for m in Layout]}, got {layout!r}") from None
+    if value_range is not None:
+        value_range = _check_range(value_range)
+    if size is not None:
+        size = _check_size(size)
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise ImageInputError("images: got an empty list; pass at least one image")
@@ -80,10 +109,18 @@ def load_images(
         parts = [_resize_batch(p, size) for p in parts]
     shapes = {p.shape[1:3] for p in parts}
     if len(shapes) > 1:
-        raise ImageInputError(
-            f"images: got images of different sizes {sorted(shapes)}; pass size=(height, width) to resize them"
-        )
+        raise ImageInputError(f"images: got images of different sizes {sorted(shapes)}; {fix}")
     return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+
+
+def _check_range(value_range: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ImageInputError(f"value_range: expected (low, high) numbers, got {value_range!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ImageInputError(f"value_range: expected finite low < high, got {value_range!r}")
+    return low, high
 
 
 def load_image(image: Any, **kwargs: Any) -> np.ndarray:
@@ -102,12 +139,16 @@ def _to_batch(
     max_pixels: int,
 ) -> np.ndarray:
     if isinstance(item, (str, os.PathLike)):
-        return _read_file(Path(item), background, max_pixels)[None]
+        text = os.fspath(item)
+        if isinstance(text, str) and _URL.match(text):
+            raise ImageInputError(
+                f"images: {text!r} is a URL; xai-bridge never downloads: save the image and pass a local file"
+            )
+        return _read_file(Path(text), background, max_pixels, value_range)[None]
     if isinstance(item, Image.Image):
-        return _from_pil(item, background, f"PIL image {item!r}")[None]
+        return _from_pil(item, background, f"PIL image {item!r}", value_range)[None]
     if type(item).__module__.startswith("torch") and hasattr(item, "detach"):
-        arr = item.detach().cpu().numpy().copy()
-        return _from_array(arr, layout, value_range)
+        return _from_array(_torch_to_numpy(item), layout, value_range, "tensor")
     if isinstance(item, np.ndarray):
         return _from_array(item, layout, value_range)
     raise ImageInputError(
@@ -115,7 +156,33 @@ def _to_batch(
     )
 
 
-def _read_file(path: Path, background: tuple[int, int, int], max_pixels: int) -> np.ndarray:
+#: ``scheme://`` at the start of a string: a URL (``C:\\x`` on Windows has one letter and no ``//``).
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def _torch_to_numpy(tensor: Any) -> np.ndarray:
+    """A copy of ``tensor`` as numpy; bfloat16 and float16 become float32, which holds them exactly."""
+    t = tensor.detach()
+    if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
+        t = t.float()
+    if t.is_complex():
+        raise ImageInputError(f"images: got a complex tensor ({t.dtype}); pass real pixel values (e.g. x.abs())")
+    try:
+        return np.array(t.cpu().numpy(), copy=True)
+    except (TypeError, RuntimeError) as exc:
+        raise ImageInputError(
+            f"images: a tensor of dtype {t.dtype} cannot become a numpy array ({exc}); convert it with .float()"
+        ) from None
+
+
+def _read_file(
+    path: Path, background: tuple[int, int, int], max_pixels: int, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    if path.is_dir():
+        raise ImageInputError(
+            f"images: {str(path)!r} is a directory; pass the image files in it "
+            "(xai_bridge.images.iter_image_files(['folder']) lists them) or use explain_dataset for a folder"
+        )
     if not path.is_file():
         raise ImageInputError(f"images: file {str(path)!r} does not exist")
     if path.stat().st_size == 0:
@@ -131,7 +198,7 @@ def _read_file(path: Path, background: tuple[int, int, int], max_pixels: int) ->
                         "(possible decompression bomb); raise max_pixels if you trust the file"
                     )
                 img.load()
-                return _from_pil(img, background, f"file {str(path)!r}")
+                return _from_pil(img, background, f"file {str(path)!r}", value_range)
     except ImageInputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -145,19 +212,24 @@ def _read_file(path: Path, background: tuple[int, int, int], max_pixels: int) ->
         raise ImageInputError(f"images: file {str(path)!r} is truncated or corrupt: {exc}") from exc
 
 
-def _from_pil(img: Image.Image, background: tuple[int, int, int], what: str) -> np.ndarray:
+def _from_pil(
+    img: Image.Image, background: tuple[int, int, int], what: str, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)``; ``value_range`` is the range of the stored values (e.g. a float TIFF's)."""
     if img.width == 0 or img.height == 0:
         raise ImageInputError(f"images: {what} has zero size {img.size}")
     img = ImageOps.exif_transpose(img)  # returns a copy; the caller's image is untouched
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I") and value_range is None:
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
         gray = np.clip(np.rint(arr * (255.0 / peak)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode == "F":
+    if mode in ("F", "I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        return _from_array(arr, Layout.HW, None)[0]
+        return _from_array(arr, Layout.HW, value_range, what)[0]
+    if value_range is not None:  # 8-bit modes: the range applies to the RGB values
+        return _from_array(_from_pil(img, background, what), Layout.HWC, value_range, what)[0]
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if mode in ("LA", "PA"):
@@ -194,7 +266,10 @@ def _infer_layout(shape: tuple[int, ...]) -> Layout:
     )
 
 
-def _from_array(arr: np.ndarray, layout: Layout | None, value_range: tuple[float, float] | None) -> np.ndarray:
+def _from_array(
+    arr: np.ndarray, layout: Layout | None, value_range: tuple[float, float] | None, what: str = "array"
+) -> np.ndarray:
+    arr = _numeric(arr, what)
     if arr.size == 0:
         raise ImageInputError(f"images: got an empty array of shape {arr.shape}")
     if arr.ndim not in (2, 3, 4):
@@ -221,7 +296,7 @@ def _from_array(arr: np.ndarray, layout: Layout | None, value_range: tuple[float
         raise ImageInputError(f"images: expected 1, 3 or 4 channels, got {channels} (shape {arr.shape}); check layout=")
     if arr.shape[1] == 0 or arr.shape[2] == 0:
         raise ImageInputError(f"images: zero-size image of shape {arr.shape}")
-    out = _to_uint8(arr, value_range)
+    out = _to_uint8(arr, value_range, what)
     if channels == 1:
         out = np.repeat(out, 3, axis=-1)
     elif channels == 4:
@@ -229,7 +304,22 @@ def _from_array(arr: np.ndarray, layout: Layout | None, value_range: tuple[float
     return np.ascontiguousarray(out)
 
 
-def _to_uint8(arr: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:
+def _numeric(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr`` if it holds real numbers; other dtypes are refused instead of losing data on a cast."""
+    kind = arr.dtype.kind
+    if kind in "biuf":
+        return arr
+    if kind == "c":
+        raise ImageInputError(
+            f"images: {what} holds complex values ({arr.dtype}); pass real pixel values (e.g. np.abs(x) or x.real)"
+        )
+    if kind == "V" and "float" in arr.dtype.name:  # bfloat16 / float8 of ml_dtypes: exact in float32
+        return arr.astype(np.float32)
+    hint = " (e.g. a list of images of different sizes)" if kind == "O" else ""
+    raise ImageInputError(f"images: {what} has dtype {arr.dtype}{hint}; pass numbers, e.g. a uint8 or float array")
+
+
+def _to_uint8(arr: np.ndarray, value_range: tuple[float, float] | None, what: str = "array") -> np.ndarray:
     if value_range is None and arr.dtype == np.uint8:
         return arr.copy()
     if value_range is None and arr.dtype == np.uint16:
@@ -238,7 +328,7 @@ def _to_uint8(arr: np.ndarray, value_range: tuple[float, float] | None) -> np.nd
         return arr.astype(np.uint8) * 255
     data = arr.astype(np.float64)
     if not np.isfinite(data).all():
-        raise ImageInputError("images: array contains NaN or infinite values")
+        raise ImageInputError(f"images: {what} contains NaN or infinite values; replace them (np.nan_to_num)")
     if value_range is None:
         lo, hi = float(data.min()), float(data.max())
         if lo >= 0.0 and hi <= 1.0 and arr.dtype.kind == "f":
@@ -247,7 +337,7 @@ def _to_uint8(arr: np.ndarray, value_range: tuple[float, float] | None) -> np.nd
             value_range = (0.0, 255.0)
         else:
             raise ImageInputError(
-                f"images: values span [{lo:.3g}, {hi:.3g}]; pass value_range=(low, high), e.g. (-1, 1)"
+                f"images: {what} has values spanning [{lo:.3g}, {hi:.3g}]; pass value_range=(low, high), e.g. (-1, 1)"
             )
     low, high = map(float, value_range)
     if not high > low:
@@ -256,10 +346,19 @@ def _to_uint8(arr: np.ndarray, value_range: tuple[float, float] | None) -> np.nd
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def _check_size(size: Any) -> tuple[int, int]:
+    try:
+        h, w = size
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (h, w))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ImageInputError(f"size: expected positive integers (height, width), got {size!r}")
+    return int(h), int(w)
+
+
 def _resize_batch(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = int(size[0]), int(size[1])
-    if h <= 0 or w <= 0:
-        raise ImageInputError(f"size: expected positive (height, width), got {size}")
+    h, w = _check_size(size)
     if batch.shape[1:3] == (h, w):
         return batch
     return np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.Resampling.BILINEAR)) for im in batch])

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .batching import ScoreTap
+from .errors import ModelInputError, ParameterError
 
 __all__ = [
     "CountingModel",
@@ -100,48 +101,53 @@ class Preprocess:
     crop_rounding: str = "round"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scale", Scale(self.scale))
+        try:
+            object.__setattr__(self, "scale", Scale(self.scale))
+        except ValueError:
+            raise ParameterError(
+                f"Preprocess.scale: expected one of {[s.value for s in Scale]}, got {self.scale!r}"
+            ) from None
         if self.size is not None:
-            size = tuple(int(s) for s in self.size)
+            size = _ints("Preprocess.size", self.size)
             if len(size) != 2 or min(size) <= 0:
-                raise ValueError(f"Preprocess.size: expected (height, width) > 0, got {self.size}")
+                raise ParameterError(f"Preprocess.size: expected (height, width) > 0, got {self.size}")
             object.__setattr__(self, "size", size)
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None:
-                value = tuple(float(v) for v in value)
+                value = _floats(f"Preprocess.{name}", value)
                 if len(value) != 3:
-                    raise ValueError(f"Preprocess.{name}: expected 3 values, got {value}")
+                    raise ParameterError(f"Preprocess.{name}: expected 3 values, got {value}")
                 object.__setattr__(self, name, value)
         if self.std is not None and min(self.std) <= 0:
-            raise ValueError(f"Preprocess.std: values must be > 0, got {self.std}")
+            raise ParameterError(f"Preprocess.std: values must be > 0, got {self.std}")
         if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"Preprocess.channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
+            raise ParameterError(f"Preprocess.channel_order: expected 'RGB' or 'BGR', got {self.channel_order!r}")
         if self.layout not in ("NCHW", "NHWC"):
-            raise ValueError(f"Preprocess.layout: expected 'NCHW' or 'NHWC', got {self.layout!r}")
+            raise ParameterError(f"Preprocess.layout: expected 'NCHW' or 'NHWC', got {self.layout!r}")
         self._check_resize()
 
     def _check_resize(self) -> None:
         if self.interpolation is not None and self.interpolation not in _PIL_FILTERS:
-            raise ValueError(
+            raise ParameterError(
                 f"Preprocess.interpolation: expected one of {sorted(_PIL_FILTERS)}, got {self.interpolation!r}"
             )
         if self.crop_rounding not in ("round", "floor"):
-            raise ValueError(f"Preprocess.crop_rounding: expected 'round' or 'floor', got {self.crop_rounding!r}")
+            raise ParameterError(f"Preprocess.crop_rounding: expected 'round' or 'floor', got {self.crop_rounding!r}")
         if self.resize is None:
             return
         if self.size is None:
-            raise ValueError("Preprocess.resize: needs size= (the centre crop taken after resizing)")
+            raise ParameterError("Preprocess.resize: needs size= (the centre crop taken after resizing)")
         if isinstance(self.resize, (int, np.integer)) and not isinstance(self.resize, bool):
             if int(self.resize) < max(self.size):
-                raise ValueError(
+                raise ParameterError(
                     f"Preprocess.resize: the shorter edge {self.resize} must be >= the crop size {self.size}"
                 )
             object.__setattr__(self, "resize", int(self.resize))
             return
-        hw = tuple(int(v) for v in self.resize) if isinstance(self.resize, (tuple, list)) else ()
+        hw = _ints("Preprocess.resize", self.resize) if isinstance(self.resize, (tuple, list)) else ()
         if len(hw) != 2 or hw[0] < self.size[0] or hw[1] < self.size[1]:
-            raise ValueError(
+            raise ParameterError(
                 f"Preprocess.resize: expected a shorter-edge int or (height, width) >= size {self.size}, "
                 f"got {self.resize!r}"
             )
@@ -483,7 +489,7 @@ def as_model(
                 if library == "torchvision"
                 else ""
             )
-            raise TypeError(
+            raise ModelInputError(
                 "preprocess: a torch module needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
                 f"or Preprocess(scale='unit'){hint}; or wrap it yourself with xai_bridge.adapters.models.TorchModel"
             )
@@ -510,7 +516,10 @@ def as_model(
         return BlackBoxModel(
             model, output_kind=output_kind or OutputKind.PROBABILITIES, class_names=class_names, batch_size=batch_size
         )
-    raise TypeError(f"model: expected a Model, torch.nn.Module or callable, got {type(model).__name__}")
+    shown = f" ({model!r:.40})" if isinstance(model, (int, float, str, bytes)) else ""
+    raise ModelInputError(
+        f"model: expected a Model, torch.nn.Module or a function of images, got {type(model).__name__}{shown}"
+    )
 
 
 def _is_keras_model(obj: Any) -> bool:
@@ -553,7 +562,21 @@ def _coerce_preprocess(obj: Any) -> tuple[Preprocess, list[str] | None]:
         return preprocess_from_weights(obj), weights_class_names(obj)
     if type(obj).__module__.startswith("transformers.") or isinstance(obj, dict):
         return Preprocess.from_transformers(obj), None
-    raise TypeError(
+    raise ModelInputError(
         f"preprocess: expected a Preprocess, a torchvision weights enum or a transformers image processor, "
         f"got {type(obj).__name__}; e.g. preprocess=Preprocess.imagenet()"
     )
+
+
+def _ints(name: str, values: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name}: expected integers, got {values!r}") from None
+
+
+def _floats(name: str, values: Any) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name}: expected numbers, got {values!r}") from None

@@ -11,6 +11,8 @@ import enum
 
 import numpy as np
 
+from .errors import ParameterError
+
 __all__ = ["Norm", "normalize"]
 
 
@@ -50,7 +52,7 @@ def normalize(
     mode = Norm(mode)
     a = np.asarray(maps, dtype=np.float64)
     if percentile is not None and not 0 < percentile <= 100:
-        raise ValueError(f"percentile: expected a value in (0, 100], got {percentile}")
+        raise ParameterError(f"percentile: expected a value in (0, 100], got {percentile}")
 
     def top(values: np.ndarray) -> np.ndarray:
         if percentile is None:

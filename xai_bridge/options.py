@@ -130,7 +130,7 @@ class Segmentation:
             kind = SegmentationKind(getattr(self.kind, "value", self.kind))
         except ValueError:
             raise ParameterError(
-                f"kind: unknown segmentation {self.kind!r}; expected one of {[k.value for k in SegmentationKind]}"
+                f"segmentation.kind: unknown segmentation {self.kind!r}; expected one of {[k.value for k in SegmentationKind]}"
             ) from None
         if not isinstance(self.params, Mapping):
             raise ParameterError(f"params: expected a mapping of keyword arguments, got {type(self.params).__name__}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .errors import BackendNotInstalledError, UnknownMethodError
+from .errors import BackendNotInstalledError, ParameterError, UnknownMethodError
 
 __all__ = ["ENTRY_POINT_GROUP", "BackendSpec", "MethodSpec", "Registry", "available_methods", "default_registry"]
 
@@ -96,12 +96,12 @@ class Registry:
     def register(self, spec: MethodSpec, clobber: bool = False) -> None:
         """Add ``spec`` (and its aliases); a taken name is refused unless ``clobber=True``."""
         if not isinstance(spec, MethodSpec):
-            raise TypeError(f"spec: expected a MethodSpec, got {type(spec).__name__}")
+            raise ParameterError(f"spec: expected a MethodSpec, got {type(spec).__name__}")
         if ":" not in spec.target:
-            raise ValueError(f"spec.target: expected 'module:attribute', got {spec.target!r}")
+            raise ParameterError(f"spec.target: expected 'module:attribute', got {spec.target!r}")
         for name in (spec.name, *spec.aliases):
             if (name in self._specs or name in self._aliases) and not clobber:
-                raise ValueError(f"name: method {name!r} is already registered; pass clobber=True to replace it")
+                raise ParameterError(f"name: method {name!r} is already registered; pass clobber=True to replace it")
         self._specs[spec.name] = spec
         self._aliases.pop(spec.name, None)
         self._aliases.update({alias: spec.name for alias in spec.aliases})

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._validate import int_at_least
+from .errors import ParameterError
 
 __all__ = ["TargetSpec", "TopK", "needs_predictions", "resolve_targets", "top_k"]
 
@@ -19,21 +23,32 @@ class TopK:
     k: int
 
     def __post_init__(self) -> None:
-        if int(self.k) < 1:
-            raise ValueError(f"top_k: k must be >= 1, got {self.k}")
+        object.__setattr__(self, "k", int_at_least("top_k: k", self.k, 1))
 
 
 def top_k(k: int) -> TopK:
     """Target the ``k`` highest-scoring outputs of each image (seed 003 uses 4)."""
-    return TopK(int(k))
+    return TopK(k)
 
 
 TargetSpec = int | str | TopK | Sequence[Any] | np.ndarray | None
 
 
+_TOP = re.compile(r"top-?(\d+)", re.IGNORECASE)
+
+
+def _as_top_k(spec: TargetSpec) -> TargetSpec:
+    """``"top3"`` / ``"top-3"`` as ``top_k(3)`` (``"top0"`` is refused); anything else unchanged."""
+    if isinstance(spec, str):
+        match = _TOP.fullmatch(spec.strip())
+        if match:
+            return TopK(int_at_least(f"targets: {spec!r}: k", int(match.group(1)), 1))
+    return spec
+
+
 def needs_predictions(spec: TargetSpec) -> bool:
     """Whether resolving ``spec`` needs the model's outputs (top-k)."""
-    return spec is None or isinstance(spec, TopK) or (isinstance(spec, str) and spec.lower() in ("top1", "top-1"))
+    return spec is None or isinstance(_as_top_k(spec), TopK)
 
 
 def resolve_targets(
@@ -46,7 +61,7 @@ def resolve_targets(
     """Turn a target spec into an int64 ``(N, T)`` array.
 
     Args:
-        spec: ``"top1"`` (default), ``top_k(k)``, an int, a class name, a list
+        spec: ``"top1"`` (default), ``top_k(k)`` (or ``"topk"``, e.g. ``"top3"``), an int, a class name, a list
             with one entry per image (ints or names), or an ``(N, T)`` nested list.
         n_images: ``N``.
         outputs: ``(N, K)`` model outputs (needed for top-k).
@@ -56,11 +71,16 @@ def resolve_targets(
     Returns:
         int64 ``(N, T)``.
     """
-    if spec is None or (isinstance(spec, str) and spec.lower() in ("top1", "top-1")):
-        spec = TopK(1)
+    spec = TopK(1) if spec is None else _as_top_k(spec)
+    if isinstance(spec, np.ndarray) and spec.ndim == 0:
+        spec = spec.item()
+    if not isinstance(spec, (TopK, int, np.integer, str, list, tuple, np.ndarray)):
+        raise ParameterError(
+            f"targets: expected 'top1', top_k(k), a class index, a class name or one entry per image, got {spec!r}"
+        )
     if isinstance(spec, TopK):
         if outputs is None:
-            raise ValueError("targets: top-k targets need the model outputs")
+            raise ParameterError("targets: top-k targets need the model outputs")
         k = min(spec.k, outputs.shape[1])
         order = np.argsort(-outputs, axis=1, kind="stable")
         return order[:, :k].astype(np.int64)
@@ -69,14 +89,14 @@ def resolve_targets(
         return np.full((n_images, 1), idx, dtype=np.int64)
     items = list(spec)
     if len(items) != n_images:
-        raise ValueError(
+        raise ParameterError(
             f"targets: got {len(items)} entries for {n_images} images; pass one entry per image, "
             "a single int/name for all, 'top1' or top_k(k)"
         )
     rows = [[_one(v, class_names, n_outputs) for v in (it if _is_seq(it) else [it])] for it in items]
     widths = {len(r) for r in rows}
     if len(widths) != 1 or 0 in widths:
-        raise ValueError(f"targets: every image needs the same number (>= 1) of targets, got {sorted(widths)}")
+        raise ParameterError(f"targets: every image needs the same number (>= 1) of targets, got {sorted(widths)}")
     return np.asarray(rows, dtype=np.int64)
 
 
@@ -87,7 +107,7 @@ def _is_seq(value: Any) -> bool:
 def _one(value: Any, class_names: Sequence[str] | None, n_outputs: int | None) -> int:
     if isinstance(value, str):
         if class_names is None:
-            raise ValueError(f"targets: class name {value!r} given but the model has no class_names; pass an index")
+            raise ParameterError(f"targets: class name {value!r} given but the model has no class_names; pass an index")
         lowered = [c.lower() for c in class_names]
         if value.lower() in lowered:
             return lowered.index(value.lower())
@@ -97,10 +117,10 @@ def _one(value: Any, class_names: Sequence[str] | None, n_outputs: int | None) -
             return synonyms[0]
         close = difflib.get_close_matches(value.lower(), lowered, n=3)
         hint = f" Did you mean {', '.join(repr(class_names[lowered.index(c)]) for c in close)}?" if close else ""
-        raise ValueError(f"targets: no class named {value!r}.{hint}")
+        raise ParameterError(f"targets: no class named {value!r}.{hint}")
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"targets: expected class indices or names, got {value!r}")
+        raise ParameterError(f"targets: expected class indices or names, got {value!r}")
     idx = int(value)
     if idx < 0 or (n_outputs is not None and idx >= n_outputs):
-        raise ValueError(f"targets: class {idx} is out of range for a model with {n_outputs} outputs")
+        raise ParameterError(f"targets: class {idx} is out of range for a model with {n_outputs} outputs")
     return idx

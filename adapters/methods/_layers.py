@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from xai_bridge.errors import ParameterError
+
 __all__ = [
     "ChannelsLast",
     "LayerInfo",
@@ -85,7 +87,7 @@ class TokenGrid:
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         """Reshape ``(N, L, D)`` tokens into a ``(N, D, h, w)`` map."""
         if tensor.ndim != 3 or tensor.shape[1] != self.prefix_tokens + self.height * self.width:
-            raise ValueError(
+            raise ParameterError(
                 f"reshape_transform: expected tokens of shape (N, {self.prefix_tokens + self.height * self.width}, D), "
                 f"got {tuple(tensor.shape)}"
             )
@@ -116,7 +118,9 @@ class ChannelsLast:
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         """Move the channel axis of an ``(N, h, w, C)`` map to position 1."""
         if tensor.ndim != 4:
-            raise ValueError(f"reshape_transform: expected a channels-last map (N, h, w, C), got {tuple(tensor.shape)}")
+            raise ParameterError(
+                f"reshape_transform: expected a channels-last map (N, h, w, C), got {tuple(tensor.shape)}"
+            )
         return tensor.permute(0, 3, 1, 2)
 
 
@@ -323,7 +327,7 @@ def choose_layer(
         TypeError: ``layer`` or ``reshape_transform`` of the wrong type.
     """
     if reshape_transform is not None and not callable(reshape_transform):
-        raise TypeError(f"reshape_transform: expected a callable or None, got {type(reshape_transform).__name__}")
+        raise ParameterError(f"reshape_transform: expected a callable or None, got {type(reshape_transform).__name__}")
     if not isinstance(memo, dict) or not (layer is None or isinstance(layer, (str, nn.Module))):
         return _choose(module, net, x, target, layer, reshape_transform)
     key = (
@@ -371,7 +375,7 @@ def _choose(
         probe = reshape_transform(torch.zeros(info.shape)) if info.shape else None
         if probe is None or probe.ndim != 4:
             got = "no tensor" if probe is None else tuple(probe.shape)
-            raise ValueError(
+            raise ParameterError(
                 f"reshape_transform: must map the output of {info.name!r} {info.shape} to (N, C, h, w), got {got}"
             )
         return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
@@ -382,7 +386,7 @@ def _choose(
     grid = TokenGrid.infer(info.shape[1], prefix) if len(info.shape) == 3 else None
     if grid is not None:
         return TargetLayer(info.name, info.module, info.shape, grid, info.calls)
-    raise ValueError(
+    raise ParameterError(
         f"layer: {info.name!r} outputs shape {info.shape or 'no tensor'}, which has no spatial dims; CAM methods "
         f"need a layer that outputs (N, C, h, w) or a square token grid (N, tokens, D), or pass "
         f"reshape_transform=. Candidates (last first): {_listing(candidates)}"
@@ -399,7 +403,7 @@ def _automatic(
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None,
 ) -> TargetLayer:
     if not candidates:
-        raise ValueError(
+        raise ParameterError(
             "layer: found no layer that outputs (N, C, h, w) with h * w > 1 or a square token grid; pass "
             f"layer=<name> (and reshape_transform= for other layouts). Layers (last first): {_listing(list(infos))}"
         )
@@ -423,23 +427,25 @@ def _find(
             return by_name[layer]
         names = dict(module.named_modules())
         if layer in names and layer:
-            raise ValueError(
+            raise ParameterError(
                 f"layer: {layer!r} did not run in the forward pass; candidates (last first): {_listing(candidates)}"
             )
         close = difflib.get_close_matches(layer, [n for n in names if n], n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"layer: no submodule named {layer!r}.{hint} Candidates (last first): {_listing(candidates)}")
+        raise ParameterError(
+            f"layer: no submodule named {layer!r}.{hint} Candidates (last first): {_listing(candidates)}"
+        )
     if isinstance(layer, nn.Module):
         for info in infos:
             if info.module is layer:
                 return info
         inside = any(m is layer for m in module.modules())
         why = "did not run in the forward pass" if inside else "is not part of the model"
-        raise ValueError(
+        raise ParameterError(
             f"layer: the {type(layer).__name__} given {why}; pass a submodule of model.module or its "
             f"dotted name. Candidates (last first): {_listing(candidates)}"
         )
-    raise TypeError(f"layer: expected None, a submodule or its dotted name, got {type(layer).__name__}")
+    raise ParameterError(f"layer: expected None, a submodule or its dotted name, got {type(layer).__name__}")
 
 
 def layer_aliases(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -452,13 +458,13 @@ def layer_aliases(params: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(params)
     given = [k for k in ("layer", "target_layers", "target_layer") if k in out]
     if len(given) > 1:
-        raise TypeError(f"{given[1]}: an alias of layer=, but {given[0]}= was given too; pass only one of them")
+        raise ParameterError(f"{given[1]}: an alias of layer=, but {given[0]}= was given too; pass only one of them")
     for alias in ("target_layers", "target_layer"):
         if alias in out:
             value = out.pop(alias)
             if isinstance(value, (list, tuple)):
                 if len(value) != 1:
-                    raise ValueError(
+                    raise ParameterError(
                         f"{alias}: expected one layer (xai-bridge computes one CAM per layer), got {len(value)}; "
                         f"pass {alias}=[layer] and call once per layer"
                     )
@@ -496,7 +502,7 @@ def check_target_range(targets: np.ndarray, n_outputs: int) -> None:
     """Raise when a target index is outside ``0 .. n_outputs - 1``."""
     bad = targets[(targets < 0) | (targets >= n_outputs)]
     if bad.size:
-        raise ValueError(f"targets: class {int(bad[0])} is out of range for a model with {n_outputs} outputs")
+        raise ParameterError(f"targets: class {int(bad[0])} is out of range for a model with {n_outputs} outputs")
 
 
 @contextmanager

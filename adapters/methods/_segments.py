@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge.errors import ParameterError
 from xai_bridge.options import DEFAULT_SEGMENTATION, Segmentation, relabel
 
 __all__ = ["DEFAULT_SEGMENTATION", "as_segmenter", "segment_images"]
@@ -42,7 +43,7 @@ def segment_images(spec: Any, images: np.ndarray) -> tuple[np.ndarray, Any]:
         if spec.shape == (h, w):
             spec = np.broadcast_to(spec, (n, h, w))
         if spec.shape != (n, h, w):
-            raise ValueError(f"segmentation: expected labels of shape {(h, w)} or {(n, h, w)}, got {spec.shape}")
+            raise ParameterError(f"segmentation: expected labels of shape {(h, w)} or {(n, h, w)}, got {spec.shape}")
         return np.stack([relabel(s, (h, w)) for s in spec]), "precomputed labels"
     fn, desc = as_segmenter(spec)
     return np.stack([relabel(fn(img), (h, w)) for img in images]), desc

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xai_bridge._validate import flag, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, require_differentiable
+from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec
 
 __all__ = [
@@ -45,6 +47,7 @@ def saliency(request: ExplainRequest) -> BackendResult:
     import torch
 
     params = check_params(request.method, request.params, {"abs": True})
+    params["abs"] = flag("abs", params["abs"])
     model = require_differentiable(request, working="builtin.Occlusion")
     net = model.pixel_module()
     n, t = request.targets.shape
@@ -99,14 +102,12 @@ def occlusion(request: ExplainRequest) -> BackendResult:
     params = check_params(request.method, request.params, {"window": None, "stride": None, "baseline": 0})
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
-    window = params["window"] or max(1, min(h, w) // 8)
-    window = (int(window), int(window)) if isinstance(window, (int, np.integer)) else tuple(int(v) for v in window)
+    window = _pixels("window", params["window"], max(1, min(h, w) // 8))
     if not (0 < window[0] <= h and 0 < window[1] <= w):
-        raise ValueError(f"window: expected 1..{(h, w)} pixels, got {window}")
-    stride = params["stride"] or (max(1, window[0] // 2), max(1, window[1] // 2))
-    stride = (int(stride), int(stride)) if isinstance(stride, (int, np.integer)) else tuple(int(v) for v in stride)
+        raise ParameterError(f"window: expected 1..{(h, w)} pixels, got {window}")
+    stride = _pixels("stride", params["stride"], (max(1, window[0] // 2), max(1, window[1] // 2)))
     if min(stride) < 1:
-        raise ValueError(f"stride: expected positive steps, got {stride}")
+        raise ParameterError(f"stride: expected positive steps, got {stride}")
     corners = sliding_windows(h, w, window, stride)
     fills = np.rint(baseline_fills(images, params["baseline"])).astype(np.uint8)
     base = request.model.predict(images)
@@ -137,6 +138,19 @@ def occlusion(request: ExplainRequest) -> BackendResult:
     )
 
 
+def _pixels(name: str, value: object, default: int | tuple[int, int]) -> tuple[int, int]:
+    """A window or stride: None (``default``), an int or ``(height, width)`` integers."""
+    value = default if value is None else value
+    pair = (value, value) if isinstance(value, (int, np.integer)) else value
+    if (
+        not isinstance(pair, (tuple, list))
+        or len(pair) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair)
+    ):
+        raise ParameterError(f"{name}: expected None, an integer or (height, width) integers, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
 def baseline_fills(images: np.ndarray, baseline: object) -> np.ndarray:
     """Per-image RGB fill ``(N, 3)`` float64 for a baseline: a number, an RGB triple or ``"mean"``.
 
@@ -145,11 +159,11 @@ def baseline_fills(images: np.ndarray, baseline: object) -> np.ndarray:
     n = len(images)
     if isinstance(baseline, str):
         if baseline != "mean":
-            raise ValueError(f"baseline: expected a number, an RGB triple or 'mean', got {baseline!r}")
+            raise ParameterError(f"baseline: expected a number, an RGB triple or 'mean', got {baseline!r}")
         return images.reshape(n, -1, 3).mean(axis=1)
     value = np.asarray(baseline, dtype=np.float64)
     if value.shape not in ((), (3,)) or value.min() < 0 or value.max() > 255:
-        raise ValueError(f"baseline: expected a number or RGB triple in 0..255, got {baseline!r}")
+        raise ParameterError(f"baseline: expected a number or RGB triple in 0..255, got {baseline!r}")
     return np.tile(np.broadcast_to(value, (3,)), (n, 1))
 
 
@@ -256,13 +270,11 @@ def rise(request: ExplainRequest) -> BackendResult:
     params = check_params(request.method, request.params, _RISE_DEFAULTS)
     n_masks = params["n_masks"]
     if isinstance(n_masks, bool) or not isinstance(n_masks, (int, np.integer)) or n_masks < 1:
-        raise ValueError(f"n_masks: expected an integer >= 1, got {n_masks!r}")
+        raise ParameterError(f"n_masks: expected an integer >= 1, got {n_masks!r}")
     grid = (params["grid"],) * 2 if np.isscalar(params["grid"]) else tuple(params["grid"])
     if len(grid) != 2 or any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 for g in grid):
-        raise ValueError(f"grid: expected an integer >= 1 or (rows, cols), got {params['grid']!r}")
-    p1 = float(params["p1"])
-    if not 0 < p1 <= 1:
-        raise ValueError(f"p1: expected a probability in (0, 1], got {params['p1']!r}")
+        raise ParameterError(f"grid: expected an integer >= 1 or (rows, cols), got {params['grid']!r}")
+    p1 = number("p1", params["p1"], 0, 1, low_open=True)
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
     fills = baseline_fills(images, params["baseline"]).astype(np.float32)[:, None, None, :]  # (N, 1, 1, 3)

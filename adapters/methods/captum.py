@@ -42,9 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from xai_bridge._validate import int_at_least, to_uint8
+from xai_bridge._validate import choice, flag, int_at_least, int_or_default, number, to_uint8
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
-from xai_bridge.errors import MethodNotApplicableError
+from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.options import NoiseKind, NoiseTunnel
 from xai_bridge.registry import MethodSpec
 
@@ -135,7 +135,7 @@ def run(request: ExplainRequest) -> BackendResult:
         return _run_gradient(request, name)
     if name in PERTURBATION_METHODS:
         return _run_perturbation(request, name)
-    raise ValueError(
+    raise ParameterError(
         f"options.cls: unknown captum class {name!r}; expected one of "
         f"{sorted(GRADIENT_METHODS) + sorted(PERTURBATION_METHODS)}"
     )
@@ -158,13 +158,22 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
     rng = np.random.default_rng(seed)
     baselines = _baselines_list(params["baselines"], images, rng) if "baselines" in params else None
     effective = dict(params)
+    for key in ("abs", "multiply_by_inputs"):
+        if key in params:
+            effective[key] = flag(key, params[key])
     if name == "IntegratedGradients":
-        effective["internal_batch_size"] = int_at_least(
-            "internal_batch_size", params["internal_batch_size"] or model.batch_size, 1
+        from captum.attr._utils.approximation_methods import SUPPORTED_METHODS  # type: ignore[import-untyped]
+
+        effective["method"] = choice("method", params["method"], SUPPORTED_METHODS)
+        effective["internal_batch_size"] = int_or_default(
+            "internal_batch_size", params["internal_batch_size"], model.batch_size
         )
         effective["n_steps"] = int_at_least("n_steps", params["n_steps"], 1)
+    if name == "DeepLift":
+        effective["eps"] = number("eps", params["eps"], 0, low_open=True)
     if name == "GradientShap":
         effective["n_samples"] = int_at_least("n_samples", params["n_samples"], 1)
+        effective["stdevs"] = number("stdevs", params["stdevs"], 0)
     if nt is not None:
         effective["noise_tunnel"] = nt.describe()
     if baselines is not None:
@@ -334,12 +343,12 @@ def _run_perturbation(request: ExplainRequest, name: str) -> BackendResult:
     model, images, targets, seed = request.model, request.images, request.targets, request.seed
     n, h, w, _ = images.shape
     t = targets.shape[1]
-    per_eval = int_at_least(
-        "perturbations_per_eval", params["perturbations_per_eval"] or getattr(model, "batch_size", 32), 1
+    per_eval = int_or_default(
+        "perturbations_per_eval", params["perturbations_per_eval"], getattr(model, "batch_size", 32)
     )
     effective: dict[str, Any] = {**params, "perturbations_per_eval": per_eval}
     if isinstance(params["baselines"], list):
-        raise ValueError(
+        raise ParameterError(
             f"baselines: captum.{name} takes one baseline (a number, RGB tuple, image, 'random' or 'mean'), not a list"
         )
     rng = np.random.default_rng(seed)
@@ -356,7 +365,7 @@ def _run_perturbation(request: ExplainRequest, name: str) -> BackendResult:
     else:
         segments, effective["segmentation"] = segment_images(params["segmentation"], images)
         if name in ("KernelShap", "Lime") and (segments.reshape(n, -1).max(axis=1) < 1).any():
-            raise ValueError(
+            raise ParameterError(
                 f"segmentation: captum.{name} needs at least 2 superpixels per image, but an image got "
                 "one; ask for more segments (e.g. Segmentation('slic', {'n_segments': 50}))"
             )
@@ -448,7 +457,7 @@ def _baselines_list(spec: Any, images: np.ndarray, rng: np.random.Generator) -> 
 
     specs = list(spec) if isinstance(spec, list) else [spec]
     if not specs:
-        raise ValueError("baselines: expected at least one baseline, got an empty list")
+        raise ParameterError("baselines: expected at least one baseline, got an empty list")
     out = []
     for s in specs:
         arr = np.stack([_one_baseline(s, img, rng, i) for i, img in enumerate(images)])
@@ -467,20 +476,20 @@ def _one_baseline(spec: Any, image: np.ndarray, rng: np.random.Generator, index:
             return rng.uniform(0.0, 255.0, size=(3, h, w)).astype(np.float32)
         if spec == "mean":
             return np.broadcast_to(image.reshape(-1, 3).mean(0).astype(np.float32)[:, None, None], (3, h, w)).copy()
-        raise ValueError(hint)
+        raise ParameterError(hint)
     if isinstance(spec, bool):
-        raise ValueError(hint)
+        raise ParameterError(hint)
     if isinstance(spec, (int, float, np.integer, np.floating)):
         return np.full((3, h, w), float(spec), np.float32)
     if isinstance(spec, tuple):
         if len(spec) != 3 or not all(isinstance(v, (int, float, np.integer, np.floating)) for v in spec):
-            raise ValueError(hint)
+            raise ParameterError(hint)
         return np.broadcast_to(np.asarray(spec, np.float32)[:, None, None], (3, h, w)).copy()
     arr = np.asarray(spec)
     if arr.ndim == 4 and arr.shape[1:] == (h, w, 3):
         arr = arr[index]
     if arr.shape != (h, w, 3) or not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(
+        raise ParameterError(
             f"baselines: an image baseline must have shape {(h, w, 3)} (HWC, pixel units 0-255), "
             f"got {np.asarray(spec).shape}"
         )
@@ -513,9 +522,9 @@ def _pair(name: str, value: Any, limit: tuple[int, int]) -> tuple[int, int]:
     try:
         a, b = (int(v) for v in vals)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive integer or an (h, w) pair, got {value!r}") from None
+        raise ParameterError(f"{name}: expected a positive integer or an (h, w) pair, got {value!r}") from None
     if a < 1 or b < 1:
-        raise ValueError(f"{name}: expected positive sizes, got {value!r}")
+        raise ParameterError(f"{name}: expected positive sizes, got {value!r}")
     return min(a, limit[0]), min(b, limit[1])
 
 

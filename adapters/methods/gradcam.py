@@ -42,7 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xai_bridge._validate import choice, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
+from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec
 
 if TYPE_CHECKING:
@@ -244,25 +246,28 @@ def _defaults(spec: _Method) -> dict[str, Any]:
     }
 
 
-def _check(params: Mapping[str, Any]) -> None:
+def _check(params: dict[str, Any]) -> None:
+    """Refuse bad values before the library sees them; ``kernel`` is stored as spelled by scikit-learn."""
     for key in ("batch_size", "k"):
         value = params.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{key}: expected a positive integer, got {value!r}")
+            raise ParameterError(f"{key}: expected a positive integer, got {value!r}")
     comparison = params.get("comparison_categories", (1,))
     if isinstance(comparison, (str, bytes)) or not all(isinstance(c, (int, np.integer)) for c in comparison):
-        raise TypeError(f"comparison_categories: expected ranks as integers, e.g. (1, 2, 3), got {comparison!r}")
-    ratio = params.get("ratio_channels_to_ablate", 1.0)
-    if not 0 < float(ratio) <= 1:
-        raise ValueError(f"ratio_channels_to_ablate: expected a value in (0, 1], got {ratio!r}")
-    if "kernel" in params:
-        try:
-            Kernel(params["kernel"])
-        except ValueError:
-            raise ValueError(f"kernel: expected one of {[k.value for k in Kernel]}, got {params['kernel']!r}") from None
+        raise ParameterError(f"comparison_categories: expected ranks as integers, e.g. (1, 2, 3), got {comparison!r}")
+    if "ratio_channels_to_ablate" in params:
+        number("ratio_channels_to_ablate", params["ratio_channels_to_ablate"], 0, 1, low_open=True)
+    if "kernel" in params:  # the library's own check is an assertion deep in scikit-learn
+        params["kernel"] = choice(
+            "kernel", getattr(params["kernel"], "value", params["kernel"]), [k.value for k in Kernel]
+        )
+    if params.get("gamma") is not None:
+        number("gamma", params["gamma"], 0, low_open=True)
+    if "alpha" in params:
+        number("alpha", params["alpha"])
     for key in ("aug_smooth", "eigen_smooth"):
         if key in params and not isinstance(params[key], (bool, np.bool_)):
-            raise TypeError(f"{key}: expected True or False, got {params[key]!r}")
+            raise ParameterError(f"{key}: expected True or False, got {params[key]!r}")
 
 
 def _cam_maps(
@@ -444,13 +449,13 @@ def _resolve_head(module: Any, head: Any, channels: int) -> Callable[[Any], Any]
     modules = dict(module.named_modules())
     if isinstance(head, str):
         if head not in modules:
-            raise ValueError(f"head: no submodule named {head!r}; pass the classifier layer or its dotted name")
+            raise ParameterError(f"head: no submodule named {head!r}; pass the classifier layer or its dotted name")
         return modules[head]
     if head is not None:
-        raise TypeError(f"head: expected None, a module, a callable or a dotted name, got {type(head).__name__}")
+        raise ParameterError(f"head: expected None, a module, a callable or a dotted name, got {type(head).__name__}")
     linear = [m for m in modules.values() if isinstance(m, nn.Linear) and m.in_features == channels]
     if not linear:
-        raise ValueError(
+        raise ParameterError(
             f"head: found no nn.Linear with {channels} inputs to score the concepts of the layer; pass head= "
             "(the classifier applied to the pooled layer output) or a layer feeding it"
         )
@@ -480,7 +485,7 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
     )
     for key in ("n_components", "top_k"):
         if not isinstance(params[key], (int, np.integer)) or params[key] < 1:
-            raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")
+            raise ParameterError(f"{key}: expected a positive integer, got {params[key]!r}")
     model = require_differentiable(request)
     images, targets = request.images, request.targets
     n, _t = targets.shape

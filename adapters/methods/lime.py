@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from xai_bridge._validate import int_at_least
+from xai_bridge._validate import choice, int_at_least, int_or_default, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version
+from xai_bridge.errors import ParameterError
 from xai_bridge.options import Segmentation
 from xai_bridge.registry import MethodSpec
 
@@ -35,6 +36,9 @@ LIME_SEGMENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
     "slic": {"start_label": 0},
     "felzenszwalb": {},
 }
+
+#: The ``feature_selection`` values lime's ``LimeBase.feature_selection`` knows.
+FEATURE_SELECTION = ("auto", "forward_selection", "highest_weights", "lasso_path", "none")
 
 _DEFAULTS = {
     "num_samples": 1000,
@@ -78,7 +82,7 @@ def segmenter(spec: Any) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
 def _labels(segments: Any, shape: tuple[int, int]) -> np.ndarray:
     seg = np.asarray(segments)
     if seg.shape != shape:
-        raise ValueError(f"segmentation: expected labels of shape {shape}, got {seg.shape}")
+        raise ParameterError(f"segmentation: expected labels of shape {shape}, got {seg.shape}")
     _, inverse = np.unique(seg, return_inverse=True)  # lime expects superpixels numbered 0..S-1
     return inverse.reshape(shape).astype(np.int32)
 
@@ -88,7 +92,7 @@ def _hide_color(value: Any) -> Any:
         return None
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape not in ((), (3,)) or arr.min() < 0 or arr.max() > 255:
-        raise ValueError(
+        raise ParameterError(
             f"hide_color: expected None (superpixel mean), a number or RGB triple in 0..255, got {value!r}"
         )
     return float(arr) if arr.ndim == 0 else tuple(float(v) for v in arr)
@@ -124,7 +128,9 @@ def lime(request: ExplainRequest) -> BackendResult:
     params = check_params(request.method, request.params, _DEFAULTS)
     num_samples = int_at_least("num_samples", params["num_samples"], 2)
     num_features = int_at_least("num_features", params["num_features"], 1)
-    batch_size = int_at_least("batch_size", params["batch_size"] or request.model.batch_size, 1)
+    batch_size = int_or_default("batch_size", params["batch_size"], request.model.batch_size)
+    kernel_width = number("kernel_width", params["kernel_width"], 0, low_open=True)
+    feature_selection = choice("feature_selection", params["feature_selection"], FEATURE_SELECTION)
     hide_color = _hide_color(params["hide_color"])
     segment, seg_desc = segmenter(params["segmentation"])
     images, targets = request.images, request.targets
@@ -145,8 +151,8 @@ def lime(request: ExplainRequest) -> BackendResult:
     attributions = np.zeros((n, t, h, w), np.float32)
     for i in range(n):
         explainer = lime_image.LimeImageExplainer(
-            kernel_width=float(params["kernel_width"]),
-            feature_selection=params["feature_selection"],
+            kernel_width=kernel_width,
+            feature_selection=feature_selection,
             random_state=request.seed % 2**32,
         )
         fitted = _capture_fits(explainer)

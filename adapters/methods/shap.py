@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from xai_bridge._seeding import numpy_seeded
-from xai_bridge._validate import int_at_least
+from xai_bridge._validate import choice, int_at_least, int_or_default, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, require_differentiable
+from xai_bridge.errors import ParameterError
 from xai_bridge.options import ImageMasker, MaskKind
 from xai_bridge.registry import MethodSpec
 
@@ -80,8 +81,7 @@ def partition(request: ExplainRequest) -> BackendResult:
     masker = ImageMasker.parse(params["masker"])
     max_evals = int_at_least("max_evals", params["max_evals"], 2)
     batch_size = int_at_least("batch_size", params["batch_size"], 1)
-    if params["fixed_context"] not in (None, 0, 1):
-        raise ValueError(f"fixed_context: expected None, 0 or 1, got {params['fixed_context']!r}")
+    params["fixed_context"] = choice("fixed_context", params["fixed_context"], [None, 0, 1])
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
     shap_masker = _image_masker(masker.shap_mask_value((h, w, 3)), (h, w, 3))
@@ -140,10 +140,8 @@ def gradient(request: ExplainRequest) -> BackendResult:
     params = check_params(request.method, request.params, _GRADIENT_DEFAULTS)
     model = require_differentiable(request, working="shap.Partition, lime, rise")
     nsamples = int_at_least("nsamples", params["nsamples"], 1)
-    batch_size = int_at_least("batch_size", params["batch_size"] or model.batch_size, 1)
-    smoothing = float(params["local_smoothing"])
-    if smoothing < 0:
-        raise ValueError(f"local_smoothing: expected a value >= 0, got {smoothing}")
+    batch_size = int_or_default("batch_size", params["batch_size"], model.batch_size)
+    smoothing = number("local_smoothing", params["local_smoothing"], 0)
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
     background = _background(params["background"], (h, w), request.seed)
@@ -204,19 +202,19 @@ def _background(spec: Any, size: tuple[int, int], seed: int) -> np.ndarray:
     h, w = size
     if isinstance(spec, str):
         if spec != "black":
-            raise ValueError(f"background: expected 'black', an int or an image array, got {spec!r}")
+            raise ParameterError(f"background: expected 'black', an int or an image array, got {spec!r}")
         return np.zeros((1, h, w, 3), np.float32)
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
         if spec < 1:
-            raise ValueError(f"background: expected at least 1 noise image, got {spec}")
+            raise ParameterError(f"background: expected at least 1 noise image, got {spec}")
         return np.random.default_rng(seed).uniform(0, 255, size=(int(spec), h, w, 3)).astype(np.float32)
     arr = np.asarray(spec, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4 or arr.shape[1:] != (h, w, 3):
-        raise ValueError(f"background: expected images of shape (K, {h}, {w}, 3), got {arr.shape}")
+        raise ParameterError(f"background: expected images of shape (K, {h}, {w}, 3), got {arr.shape}")
     if arr.min() < 0 or arr.max() > 255:
-        raise ValueError("background: expected pixel values in 0..255")
+        raise ParameterError("background: expected pixel values in 0..255")
     return arr
 
 

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xai_bridge._validate import number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
+from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec
 
 if TYPE_CHECKING:
@@ -123,12 +125,12 @@ def _check(params: dict[str, Any]) -> None:
         if key in params and (
             isinstance(params[key], bool) or not isinstance(params[key], (int, np.integer)) or params[key] < 1
         ):
-            raise ValueError(f"{key}: expected a positive integer, got {params[key]!r}")
+            raise ParameterError(f"{key}: expected a positive integer, got {params[key]!r}")
     if "base_method" in params and params["base_method"] not in FINER_BASES:
-        raise ValueError(f"base_method: expected one of {list(FINER_BASES)}, got {params['base_method']!r}")
+        raise ParameterError(f"base_method: expected one of {list(FINER_BASES)}, got {params['base_method']!r}")
     for key in ("std", "gamma"):
-        if params.get(key) is not None and not float(params[key]) >= 0:
-            raise ValueError(f"{key}: expected a number >= 0, got {params[key]!r}")
+        if params.get(key) is not None:
+            number(key, params[key], 0)
 
 
 def _extractor(name: str, net: Any, model: Any, layer: TargetLayer, params: dict[str, Any]) -> Any:
@@ -151,15 +153,15 @@ def _fc_layer(module: Any, fc: Any) -> Any:
     modules = dict(module.named_modules())
     if isinstance(fc, str):
         if fc not in modules:
-            raise ValueError(f"fc_layer: no submodule named {fc!r}; pass the classifier layer or its dotted name")
+            raise ParameterError(f"fc_layer: no submodule named {fc!r}; pass the classifier layer or its dotted name")
         return modules[fc]
     if fc is not None:
         if not isinstance(fc, nn.Module):
-            raise TypeError(f"fc_layer: expected None, a module or a dotted name, got {type(fc).__name__}")
+            raise ParameterError(f"fc_layer: expected None, a module or a dotted name, got {type(fc).__name__}")
         return fc
     linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
     if len(linear) != 1:
-        raise ValueError(
+        raise ParameterError(
             f"fc_layer: CAM needs the classifier after global pooling, and the model has "
             f"{len(linear)} nn.Linear layers {linear[:6]}; pass fc_layer=<name>"
         )

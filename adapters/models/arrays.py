@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from xai_bridge.batching import batched
+from xai_bridge.errors import ModelInputError
 from xai_bridge.models import OutputKind, Preprocess
 
 __all__ = ["ArrayModel", "BlackBoxModel"]
@@ -37,11 +38,11 @@ class ArrayModel:
         batch_size: int = 32,
     ) -> None:
         if not callable(fn):
-            raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+            raise ModelInputError(f"fn: expected a callable, got {type(fn).__name__}")
         if not isinstance(preprocess, Preprocess):
-            raise TypeError("preprocess: expected an xai_bridge.Preprocess, e.g. Preprocess.inception()")
+            raise ModelInputError("preprocess: expected an xai_bridge.Preprocess, e.g. Preprocess.inception()")
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ModelInputError(f"batch_size: expected a positive integer, got {batch_size}")
         self.fn = fn
         self.preprocess = preprocess
         self.output_kind = OutputKind(output_kind)
@@ -79,9 +80,9 @@ class BlackBoxModel:
         batch_size: int = 32,
     ) -> None:
         if not callable(fn):
-            raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+            raise ModelInputError(f"fn: expected a callable, got {type(fn).__name__}")
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ModelInputError(f"batch_size: expected a positive integer, got {batch_size}")
         self.fn = fn
         self.output_kind = OutputKind(output_kind)
         self.class_names = list(class_names) if class_names is not None else None

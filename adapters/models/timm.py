@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from xai_bridge.errors import ModelInputError
 from xai_bridge.models import OutputKind, Preprocess
 
 __all__ = ["is_timm_model", "preprocess_from_timm", "timm_class_names", "timm_model"]
@@ -53,13 +54,13 @@ def preprocess_from_timm(model_or_config: Any) -> Preprocess:
     elif mode == "center" and scaled[0] == scaled[1]:
         resize = scaled[0]  # torchvision's Resize(int): the shorter edge
     else:
-        raise ValueError(
+        raise ModelInputError(
             f"model: timm's crop_mode={mode!r} with input size {(height, width)} is not reproduced by xai-bridge; "
             "pass preprocess=Preprocess(size=..., resize=..., mean=..., std=..., interpolation=...)"
         )
     interpolation = str(cfg.get("interpolation") or "bilinear")
     if interpolation not in ("nearest", "bilinear", "bicubic"):
-        raise ValueError(
+        raise ModelInputError(
             f"model: timm interpolation {interpolation!r} is not supported (nearest, bilinear, bicubic); pass "
             "preprocess=Preprocess(..., interpolation='bicubic')"
         )

@@ -13,6 +13,7 @@ from torch import nn
 from xai_bridge.adapters._torch import model_guard
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
+from xai_bridge.errors import ModelInputError
 from xai_bridge.models import OutputKind, Preprocess
 
 __all__ = ["PixelModule", "TorchModel"]
@@ -121,7 +122,7 @@ def _logits(out: Any) -> torch.Tensor:
                 return out[key]
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise TypeError(
+    raise ModelInputError(
         f"model: expected the module to return a tensor, an output with .logits, a dict with 'logits' or a tuple "
         f"starting with the logits, got {type(out).__name__}; wrap it in a module returning the logits tensor"
     )
@@ -164,14 +165,14 @@ class TorchModel:
         channels_last: bool = False,
     ) -> None:
         if not isinstance(module, nn.Module):
-            raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+            raise ModelInputError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
         if not isinstance(preprocess, Preprocess):
-            raise TypeError("preprocess: expected an xai_bridge.Preprocess, e.g. Preprocess.imagenet()")
+            raise ModelInputError("preprocess: expected an xai_bridge.Preprocess, e.g. Preprocess.imagenet()")
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ModelInputError(f"batch_size: expected a positive integer, got {batch_size}")
         here = _module_device(module)
         if device is not None and torch.device(device) != here:
-            raise ValueError(
+            raise ModelInputError(
                 f"device: the module is on {here}, not {torch.device(device)}; move it first with "
                 f"module.to({str(device)!r}) (xai-bridge never moves your model)"
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xai_bridge.errors import ModelInputError
 from xai_bridge.models import Preprocess
 
 __all__ = ["is_weights", "preprocess_from_weights", "weights_class_names"]
@@ -29,7 +30,7 @@ def preprocess_from_weights(weights: Any) -> Preprocess:
     transform = weights.transforms()
     needed = ("crop_size", "resize_size", "mean", "std", "interpolation")
     if not all(hasattr(transform, k) for k in needed):
-        raise ValueError(
+        raise ModelInputError(
             f"preprocess: {weights} has transforms {type(transform).__name__}, not an image-classification "
             "preset (resize, crop, mean/std); pass preprocess=Preprocess(...) instead"
         )
@@ -39,7 +40,7 @@ def preprocess_from_weights(weights: Any) -> Preprocess:
     resize: int | tuple[int, int] = resize_size[0] if len(resize_size) == 1 else (resize_size[0], resize_size[1])
     interpolation = str(getattr(transform.interpolation, "value", transform.interpolation))
     if interpolation not in ("nearest", "bilinear", "bicubic"):
-        raise ValueError(
+        raise ModelInputError(
             f"preprocess: {weights} resizes with {interpolation!r}; xai-bridge supports nearest, bilinear and "
             "bicubic; pass preprocess=Preprocess(..., interpolation=...) with the closest one"
         )

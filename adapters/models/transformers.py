@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from xai_bridge.errors import ModelInputError
 from xai_bridge.models import OutputKind, Preprocess, Scale
 
 __all__ = ["class_names_from_config", "is_transformers_model", "preprocess_from_processor", "transformers_model"]
@@ -73,7 +74,7 @@ def _config_dict(processor: Any) -> dict[str, Any]:
         cfg = dict(to_dict())
         cfg.setdefault("image_processor_type", type(processor).__name__)
         return cfg
-    raise TypeError(
+    raise ModelInputError(
         f"processor: expected a transformers image processor, a preprocessor_config.json path or its dict, "
         f"got {type(processor).__name__}"
     )
@@ -88,7 +89,7 @@ def _sizes(cfg: Mapping[str, Any], kind: str) -> tuple[tuple[int, int] | None, i
     crop_hw = (int(crop["height"]), int(crop["width"])) if "height" in crop and "width" in crop else None
     if cfg.get("crop_pct") is not None and "shortest_edge" in size:
         if not kind.startswith(_CONVNEXT_RULE):
-            raise ValueError(
+            raise ModelInputError(
                 f"processor: the crop_pct rule of {kind} is not supported; pass preprocess=Preprocess(size=..., "
                 "resize=..., mean=..., std=..., interpolation=...) as that processor applies it"
             )
@@ -101,7 +102,7 @@ def _sizes(cfg: Mapping[str, Any], kind: str) -> tuple[tuple[int, int] | None, i
         return (crop_hw, hw) if crop_hw is not None and crop_hw != hw else (hw, None)
     if set(size) == {"shortest_edge"} and crop_hw is not None:
         return crop_hw, int(size["shortest_edge"])
-    raise ValueError(
+    raise ModelInputError(
         f"processor: size={size} with crop_size={crop or None} gives inputs whose size depends on the image; "
         "xai-bridge needs a fixed model input: pass preprocess=Preprocess(size=(h, w), resize=..., ...)"
     )
@@ -115,7 +116,7 @@ def _scale(cfg: Mapping[str, Any]) -> Scale:
         return Scale.SYMMETRIC
     if not cfg.get("rescale_offset") and math.isclose(factor, 1 / 255, rel_tol=1e-6):
         return Scale.UNIT
-    raise ValueError(
+    raise ModelInputError(
         f"processor: rescale_factor={factor} (offset={bool(cfg.get('rescale_offset'))}) is not one of 1/255 "
         "or 1/127.5 - 1; pass preprocess=Preprocess(scale=..., mean=..., std=...) matching it"
     )
@@ -126,7 +127,7 @@ def _triple(value: Any) -> tuple[float, float, float] | None:
         return None
     values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
     if len(values) != 3:
-        raise ValueError(f"processor: expected 3 channel values for image_mean / image_std, got {value!r}")
+        raise ModelInputError(f"processor: expected 3 channel values for image_mean / image_std, got {value!r}")
     return values[0], values[1], values[2]
 
 
@@ -134,7 +135,7 @@ def _interpolation(resample: Any) -> str:
     code = int(getattr(resample, "value", resample))
     if code in _RESAMPLE:
         return _RESAMPLE[code]
-    raise ValueError(
+    raise ModelInputError(
         f"processor: resample={_RESAMPLE_NAMES.get(code, code)!r} is not supported (nearest, bilinear, bicubic); "
         "pass preprocess=Preprocess(..., interpolation='bicubic') to accept the closest filter"
     )
@@ -181,7 +182,7 @@ def transformers_model(
 
     pre = preprocess or _processor_near(model)
     if pre is None:
-        raise TypeError(
+        raise ModelInputError(
             f"preprocess: {type(model).__name__} has no preprocessor_config.json at name_or_path="
             f"{getattr(model, 'name_or_path', '')!r}; pass preprocess=Preprocess.from_transformers(processor) "
             "(e.g. AutoImageProcessor.from_pretrained(...))"

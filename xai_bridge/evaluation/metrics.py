@@ -52,7 +52,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from xai_bridge._seeding import numpy_seeded
-from xai_bridge.errors import MethodNotApplicableError
+from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, softmax
 
@@ -127,7 +127,7 @@ class Deletion:
     def __post_init__(self) -> None:
         object.__setattr__(self, "baseline", _enum(Baseline, self.baseline, "baseline"))
         if isinstance(self.steps, bool) or int(self.steps) < 1:
-            raise ValueError(f"steps: expected an integer >= 1, got {self.steps!r}")
+            raise ParameterError(f"steps: expected an integer >= 1, got {self.steps!r}")
         object.__setattr__(self, "steps", int(self.steps))
 
 
@@ -171,7 +171,7 @@ class ROAD:
 
     def __post_init__(self) -> None:
         if self.order not in ("morf", "lerf"):
-            raise ValueError(f"order: expected 'morf' or 'lerf', got {self.order!r}")
+            raise ParameterError(f"order: expected 'morf' or 'lerf', got {self.order!r}")
         object.__setattr__(self, "percentiles", tuple(int(p) for p in self.percentiles))
 
     @property
@@ -326,16 +326,16 @@ def _enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
         return kind(value)
     except ValueError:
         valid = [m.value for m in kind]  # type: ignore[attr-defined]
-        raise ValueError(f"{name}: expected one of {valid}, got {value!r}") from None
+        raise ParameterError(f"{name}: expected one of {valid}, got {value!r}") from None
 
 
 def _resolve_metric(metric: Any, steps: int | None, baseline: Any) -> Any:
     if isinstance(metric, str):
         key = metric.lower().replace("-", "_")
         if key == "road":
-            raise ValueError("metrics: 'road' is two metrics; pass 'road_morf' and/or 'road_lerf'")
+            raise ParameterError("metrics: 'road' is two metrics; pass 'road_morf' and/or 'road_lerf'")
         if key not in METRICS:
-            raise ValueError(f"metrics: unknown metric {metric!r}; valid names are {sorted(METRICS)}")
+            raise ParameterError(f"metrics: unknown metric {metric!r}; valid names are {sorted(METRICS)}")
         metric = METRICS[key]()
         if isinstance(metric, Deletion):
             kwargs: dict[str, Any] = {}
@@ -346,7 +346,9 @@ def _resolve_metric(metric: Any, steps: int | None, baseline: Any) -> Any:
             metric = replace(metric, **kwargs) if kwargs else metric
         return metric
     if not hasattr(metric, "name") or type(metric).__module__ != __name__:
-        raise TypeError(f"metrics: expected metric names or xai_bridge.evaluation.metrics dataclasses, got {metric!r}")
+        raise ParameterError(
+            f"metrics: expected metric names or xai_bridge.evaluation.metrics dataclasses, got {metric!r}"
+        )
     return metric
 
 
@@ -394,13 +396,13 @@ def evaluate(
     import pandas as pd
 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        raise ParameterError(f"seed: expected a non-negative integer, got {seed!r}")
     exps = [explanations] if isinstance(explanations, Explanation) else list(explanations)
     if not exps or not all(isinstance(e, Explanation) for e in exps):
-        raise TypeError("explanations: expected an Explanation or a non-empty list of them")
+        raise ParameterError("explanations: expected an Explanation or a non-empty list of them")
     if isinstance(model, (list, tuple)):
         if len(model) != len(exps):
-            raise ValueError(f"model: got {len(model)} models for {len(exps)} explanations; pass one, or one each")
+            raise ParameterError(f"model: got {len(model)} models for {len(exps)} explanations; pass one, or one each")
         models = [as_model(m) for m in model]
     else:
         models = [as_model(model)] * len(exps)
@@ -424,10 +426,10 @@ def evaluate(
     )
     resolved = [_resolve_metric(m, steps, baseline) for m in metric_list]
     if not resolved:
-        raise ValueError("metrics: pass at least one metric")
+        raise ParameterError("metrics: pass at least one metric")
     names = [m.name for m in resolved]
     if len(set(names)) != len(names):
-        raise ValueError(f"metrics: each metric may appear once, got {names}")
+        raise ParameterError(f"metrics: each metric may appear once, got {names}")
     rows: list[dict[str, Any]] = []
     for exp, mdl in zip(exps, models, strict=False):
         region = None
@@ -478,7 +480,7 @@ def _run(metric: Any, model: CountingModel, exp: Explanation, region: np.ndarray
         return _random_logit(metric, model, exp, seed)
     if isinstance(metric, Randomisation):
         return _randomisation(metric, model, exp, seed)
-    raise TypeError(f"metrics: unsupported metric {metric!r}")  # pragma: no cover
+    raise ParameterError(f"metrics: unsupported metric {metric!r}")  # pragma: no cover
 
 
 # ----------------------------------------------------------- shared helpers
@@ -681,7 +683,7 @@ def _random_logit(metric: RandomLogit, model: CountingModel, exp: Explanation, s
     if num_classes is None:
         num_classes = int(model.predict(exp.images[:1]).shape[1])
     if num_classes < 2:
-        raise ValueError(f"num_classes: the random logit test needs >= 2 classes, got {num_classes}")
+        raise ParameterError(f"num_classes: the random logit test needs >= 2 classes, got {num_classes}")
     explain_func = explain_func_for(model, exp, counter=model)
     values = np.full(exp.n_targets, np.nan)
     for t in range(exp.n_targets):
@@ -769,11 +771,11 @@ def randomised_copy(model: DifferentiableModel, layers: Sequence[str] | None, se
     if layers is None:
         with_params = [n for n, m in net.named_modules() if n and any(True for _ in m.parameters(recurse=False))]
         if not with_params:
-            raise ValueError("layers: the module has no submodule with parameters to randomise")
+            raise ParameterError("layers: the module has no submodule with parameters to randomise")
         layers = (with_params[-1],)
     missing = [name for name in layers if name not in named]
     if missing:
-        raise ValueError(f"layers: no submodule named {missing}; some valid names: {[n for n in named if n][-10:]}")
+        raise ParameterError(f"layers: no submodule named {missing}; some valid names: {[n for n in named if n][-10:]}")
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for name in layers:

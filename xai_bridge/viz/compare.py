@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.normalize import Norm
 
@@ -52,7 +53,7 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, mode: Norm | str | None = Nor
     """
     x, y = _prepare(a, mode).ravel(), _prepare(b, mode).ravel()
     if x.shape != y.shape:
-        raise ValueError(f"maps: shapes differ, {np.shape(a)} vs {np.shape(b)}")
+        raise ParameterError(f"maps: shapes differ, {np.shape(a)} vs {np.shape(b)}")
     rx, ry = _ranks(x), _ranks(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denom = np.sqrt((rx**2).sum() * (ry**2).sum())
@@ -69,10 +70,10 @@ def top_k_iou(a: np.ndarray, b: np.ndarray, percent: float = 10.0, mode: Norm | 
         mode: transform applied first (see :func:`rank_correlation`).
     """
     if not 0 < percent <= 100:
-        raise ValueError(f"percent: expected a value in (0, 100], got {percent}")
+        raise ParameterError(f"percent: expected a value in (0, 100], got {percent}")
     x, y = _prepare(a, mode).ravel(), _prepare(b, mode).ravel()
     if x.shape != y.shape:
-        raise ValueError(f"maps: shapes differ, {np.shape(a)} vs {np.shape(b)}")
+        raise ParameterError(f"maps: shapes differ, {np.shape(a)} vs {np.shape(b)}")
     k = max(1, round(x.size * percent / 100.0))
     top_x = np.zeros(x.size, bool)
     top_y = np.zeros(x.size, bool)
@@ -113,7 +114,7 @@ def agreement_table(
         for b in names[i + 1 :]:
             ea, eb = exps[a], exps[b]
             if ea.images.shape != eb.images.shape or not np.array_equal(ea.images, eb.images):
-                raise ValueError(f"explanations: {a!r} and {b!r} explain different images")
+                raise ParameterError(f"explanations: {a!r} and {b!r} explain different images")
             for n in range(ea.n_images):
                 for t in range(min(ea.n_targets, eb.n_targets)):
                     if ea.targets[n, t] != eb.targets[n, t]:

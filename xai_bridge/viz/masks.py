@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 
 __all__ = ["image_and_mask", "ranked_superpixels", "superpixel_weights"]
@@ -27,9 +28,9 @@ def superpixel_weights(attributions: np.ndarray, segments: np.ndarray) -> np.nda
     attributions = np.asarray(attributions, dtype=np.float64)
     segments = np.asarray(segments)
     if attributions.shape != segments.shape:
-        raise ValueError(f"segments: expected shape {attributions.shape} to match the map, got {segments.shape}")
+        raise ParameterError(f"segments: expected shape {attributions.shape} to match the map, got {segments.shape}")
     if segments.dtype.kind not in "iu" or (segments.size and segments.min() < 0):
-        raise ValueError("segments: expected non-negative integer labels")
+        raise ParameterError("segments: expected non-negative integer labels")
     flat = segments.ravel()
     sums = np.bincount(flat, weights=attributions.ravel())
     counts = np.bincount(flat)
@@ -48,7 +49,7 @@ def ranked_superpixels(
     if segments is None:
         missing = {"segments", "superpixel_weights", "superpixel_order"} - set(explanation.extras)
         if missing:
-            raise ValueError(
+            raise ParameterError(
                 f"segments: the {explanation.method!r} Explanation has no superpixels; pass segments=(H, W) labels "
                 "(e.g. from a segmentation of the image) or use a LIME Explanation"
             )
@@ -93,7 +94,7 @@ def image_and_mask(
         exactly as lime does. Pass them to ``skimage.segmentation.mark_boundaries``.
     """
     if positive_only and negative_only:
-        raise ValueError("positive_only, negative_only: cannot both be True")
+        raise ParameterError("positive_only, negative_only: cannot both be True")
     segs, ranked = ranked_superpixels(explanation, image, target, segments)
     img = explanation.images[image]
     mask = np.zeros(segs.shape, np.int32)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.normalize import Norm, normalize
 
@@ -133,11 +134,11 @@ def comparison_grid(
 
     exps = _collect(explanations)
     if not exps:
-        raise ValueError("explanations: pass at least one Explanation")
+        raise ParameterError("explanations: pass at least one Explanation")
     first = next(iter(exps.values()))
     for name, exp in exps.items():
         if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
-            raise ValueError(f"explanations: {name!r} explains other images than {first.method!r}")
+            raise ParameterError(f"explanations: {name!r} explains other images than {first.method!r}")
     norm, scale, style = Norm(norm), Scale(scale), Style(style)
     if style is Style.SIGNED and norm is not Norm.SIGNED:
         norm = Norm.SIGNED
