@@ -105,9 +105,13 @@ def run(request: ExplainRequest) -> BackendResult:
     Params (by method; all validated, unknown names raise):
         Saliency: ``abs`` (default True).
         IntegratedGradients (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365):
-            ``baselines`` (default 0; a list is averaged over), ``n_steps`` (50),
-            ``method`` ("gausslegendre"), ``internal_batch_size`` (None: the
-            model's batch size), ``multiply_by_inputs`` (True).
+            ``baselines`` (default 0; a list is averaged over), ``n_steps`` (50,
+            or ``"auto"``: 8 steps doubled until every image, target and
+            baseline's ``|convergence delta|`` is within ``tolerance`` (0.01,
+            in output units) or ``max_steps`` (512) is reached), ``method``
+            ("gausslegendre"), ``internal_batch_size`` (None: the model's
+            batch size; every image, target and baseline share its chunks),
+            ``multiply_by_inputs`` (True).
         DeepLift (Shrikumar et al. 2017, https://arxiv.org/abs/1704.02685):
             ``baselines`` (0), ``multiply_by_inputs``, ``eps``.
         DeepLiftShap, GradientShap (Lundberg & Lee 2017, https://arxiv.org/abs/1705.07874):
@@ -131,6 +135,8 @@ def run(request: ExplainRequest) -> BackendResult:
         convergence_delta: float32 ``(N, T)`` (IntegratedGradients, DeepLift,
             without noise tunnel): captum's completeness error; for a list of
             IG baselines, the mean of the deltas (the delta of the average).
+        n_steps: int32 ``(N, T)`` (IntegratedGradients with ``n_steps="auto"``):
+            the steps each image and target needed (the most over its baselines).
         segments: int32 ``(N, T, H, W)`` and superpixel_weights float32
             ``(N, T, S_max)`` (NaN padding) for the superpixel methods.
     """
