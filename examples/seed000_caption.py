@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> list[Any]:
     parser.add_argument("--max-evals", type=int, default=300)
     parser.add_argument("--masker", default="inpaint_ns", help="shap masker: inpaint_ns, inpaint_telea, blur(k,k)")
     parser.add_argument("--max-side", type=int, default=500, help="shrink larger images first (the seed's 500)")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--cache", default=None, help="sqlite cache file (default ~/.cache/xai-bridge)")
     parser.add_argument("--out", type=Path, default=Path("caption_explanations"))
     parser.add_argument("--plot", action="store_true", help="also save shap.image_plot figures")

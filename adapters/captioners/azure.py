@@ -40,6 +40,7 @@ class AzureVisionV31Captioner(RemoteCaptioner):
     """
 
     limits = AZURE_V31_LIMITS
+    default_image_format = "BMP"  # lossless, accepted, and ~70x cheaper to encode than PNG
     default_key_env = "AZURE_VISION_KEY"
     key_required = True
 
@@ -74,6 +75,7 @@ class AzureVision40Captioner(RemoteCaptioner):
     """
 
     limits = AZURE_V40_LIMITS
+    default_image_format = "BMP"
     default_key_env = "AZURE_VISION_KEY"
     key_required = True
 

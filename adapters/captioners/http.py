@@ -61,6 +61,7 @@ from xai_bridge.errors import BackendNotInstalledError, XaiBridgeError
 from .cache import DiskCache, cache_key, open_cache
 
 __all__ = [
+    "DEFAULT_CONCURRENCY",
     "AuthenticationError",
     "EncodedImage",
     "ImageLimits",
@@ -79,6 +80,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("xai_bridge.remote")
+
+#: Requests a remote captioner keeps in flight by default (above shap's batch of 50).
+DEFAULT_CONCURRENCY = 64
 
 
 class RemoteCaptionError(XaiBridgeError, RuntimeError):
@@ -316,6 +320,9 @@ class EncodedImage:
     size: tuple[int, int]
 
 
+_UNCOMPRESSED = ("BMP", "TIFF")
+
+
 def _check_format(image_format: str, limits: ImageLimits) -> str:
     fmt = str(image_format).upper().replace("JPG", "JPEG")
     if fmt not in limits.formats:
@@ -345,7 +352,7 @@ def encode_image(
 
     Too small images are enlarged and too large ones shrunk, keeping the
     aspect ratio (as seed 000 does); a file over ``max_bytes`` is re-encoded
-    as JPEG (when allowed) and then shrunk until it fits.
+    (an uncompressed one as PNG first, then as JPEG when allowed) and then shrunk until it fits.
 
     Args:
         image: the image.
@@ -387,7 +394,9 @@ def encode_image(
         while len(data) > limits.max_bytes:
             if not fit:
                 raise ValueError(f"images: encoded image is {len(data)} bytes, over the API's {limits.max_bytes}")
-            if fmt != "JPEG" and "JPEG" in limits.formats:
+            if fmt in _UNCOMPRESSED and "PNG" in limits.formats:
+                fmt = "PNG"  # still lossless, and far smaller
+            elif fmt != "JPEG" and "JPEG" in limits.formats:
                 fmt = "JPEG"
             else:
                 shrink = math.sqrt(limits.max_bytes / len(data)) * 0.95
@@ -455,7 +464,8 @@ class RemoteCaptioner:
         key: the API key (default: the ``key_env`` environment variable); checked
             up front (see :func:`check_key`).
         key_env: environment variable holding the key.
-        max_concurrency: requests in flight at once.
+        max_concurrency: requests in flight at once (default 64: more than shap's
+            batch of 50, so a batch of masked images goes out in one round trip).
         timeout: seconds, or ``(connect, read)`` seconds: socket timeouts of one attempt.
         deadline: most seconds one attempt may take from sending to the last
             byte of the answer, however slowly the server trickles it
@@ -465,7 +475,9 @@ class RemoteCaptioner:
         burst: token-bucket size for ``rate_limit``.
         cache: a :class:`~xai_bridge.adapters.captioners.cache.DiskCache`, a path, ``"auto"``
             (``~/.cache/xai-bridge/captions.sqlite``) or None for no cache.
-        image_format: encoding of the images sent (PNG: lossless).
+        image_format: encoding of the images sent (default: the provider's
+            ``default_image_format``, the cheapest lossless encoding its API
+            accepts: BMP for Azure, which costs ~1/70 of PNG's CPU; PNG for the others).
         fit_images: resize images outside the API's limits instead of raising.
         max_response_bytes: largest answer body accepted (decoded); larger ones
             fail at once, without retries.
@@ -482,6 +494,8 @@ class RemoteCaptioner:
     default_key_env: str | None = None
     #: whether requests without a key are refused up front
     key_required: bool = False
+    #: the encoding used unless ``image_format=`` says otherwise: the cheapest lossless one the API accepts
+    default_image_format: str = "PNG"
 
     def __init__(
         self,
@@ -489,14 +503,14 @@ class RemoteCaptioner:
         *,
         key: str | None = None,
         key_env: str | None = None,
-        max_concurrency: int = 16,
+        max_concurrency: int = DEFAULT_CONCURRENCY,
         timeout: float | tuple[float, float] = (5.0, 60.0),
         deadline: float | None = None,
         retry: RetryPolicy | None = None,
         rate_limit: float | None = None,
         burst: int = 1,
         cache: DiskCache | str | os.PathLike[str] | bool | None = "auto",
-        image_format: str = "PNG",
+        image_format: str | None = None,
         fit_images: bool = True,
         max_response_bytes: int = 1 << 20,
         max_caption_chars: int = 2000,
@@ -536,7 +550,7 @@ class RemoteCaptioner:
         self.max_caption_chars = int(max_caption_chars)
         self.retry = retry or RetryPolicy()
         self.limiter = RateLimiter(rate_limit, burst) if rate_limit else None
-        self.image_format = _check_format(image_format, self.limits)
+        self.image_format = _check_format(image_format or self.default_image_format, self.limits)
         self.fit_images = bool(fit_images)
         self.cache = open_cache(cache, "captions.sqlite")
         self.stats = RemoteStats()
@@ -670,10 +684,11 @@ class RemoteCaptioner:
         return None
 
     def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="xai-bridge-caption")
-            self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
-        return self._executor
+        with self._sessions_lock:  # several images' explanations may ask at once (explain_caption)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="xai-bridge-caption")
+                self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
+            return self._executor
 
     def _session(self) -> Any:
         session = getattr(self._local, "session", None)

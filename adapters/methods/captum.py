@@ -67,6 +67,8 @@ GRADIENT_METHODS: dict[str, dict[str, Any]] = {
         "method": "gausslegendre",
         "internal_batch_size": None,
         "multiply_by_inputs": True,
+        "tolerance": 0.01,
+        "max_steps": 512,
     },
     "DeepLift": {"baselines": 0, "multiply_by_inputs": True, "eps": 1e-10},
     "DeepLiftShap": {"baselines": _RANDOM_BASELINES, "multiply_by_inputs": True},
@@ -91,6 +93,8 @@ PERTURBATION_METHODS: dict[str, dict[str, Any]] = {
 _CAPTUM_NOISE = ".*(did not already require gradients|Setting backward hooks|Setting forward, backward hooks).*"
 
 _DELTA = {"IntegratedGradients", "DeepLift"}
+#: Steps of the first round of ``n_steps="auto"`` (then doubled).
+_AUTO_FIRST_STEPS = 8
 _DISTRIBUTION = {"DeepLiftShap", "GradientShap"}
 _RANDOM_METHODS = {"GradientShap", "ShapleyValueSampling", "KernelShap", "Lime"}
 
@@ -101,9 +105,13 @@ def run(request: ExplainRequest) -> BackendResult:
     Params (by method; all validated, unknown names raise):
         Saliency: ``abs`` (default True).
         IntegratedGradients (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365):
-            ``baselines`` (default 0; a list is averaged over), ``n_steps`` (50),
-            ``method`` ("gausslegendre"), ``internal_batch_size`` (None: the
-            model's batch size), ``multiply_by_inputs`` (True).
+            ``baselines`` (default 0; a list is averaged over), ``n_steps`` (50,
+            or ``"auto"``: 8 steps doubled until every image, target and
+            baseline's ``|convergence delta|`` is within ``tolerance`` (0.01,
+            in output units) or ``max_steps`` (512) is reached), ``method``
+            ("gausslegendre"), ``internal_batch_size`` (None: the model's
+            batch size; every image, target and baseline share its chunks),
+            ``multiply_by_inputs`` (True).
         DeepLift (Shrikumar et al. 2017, https://arxiv.org/abs/1704.02685):
             ``baselines`` (0), ``multiply_by_inputs``, ``eps``.
         DeepLiftShap, GradientShap (Lundberg & Lee 2017, https://arxiv.org/abs/1705.07874):
@@ -127,6 +135,8 @@ def run(request: ExplainRequest) -> BackendResult:
         convergence_delta: float32 ``(N, T)`` (IntegratedGradients, DeepLift,
             without noise tunnel): captum's completeness error; for a list of
             IG baselines, the mean of the deltas (the delta of the average).
+        n_steps: int32 ``(N, T)`` (IntegratedGradients with ``n_steps="auto"``):
+            the steps each image and target needed (the most over its baselines).
         segments: int32 ``(N, T, H, W)`` and superpixel_weights float32
             ``(N, T, S_max)`` (NaN padding) for the superpixel methods.
     """
@@ -168,7 +178,12 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
         effective["internal_batch_size"] = int_or_default(
             "internal_batch_size", params["internal_batch_size"], model.batch_size
         )
-        effective["n_steps"] = int_at_least("n_steps", params["n_steps"], 1)
+        if params["n_steps"] == "auto":
+            effective["max_steps"] = int_at_least("max_steps", params["max_steps"], _AUTO_FIRST_STEPS)
+            effective["tolerance"] = number("tolerance", params["tolerance"], 0, low_open=True)
+        else:
+            effective["n_steps"] = int_at_least("n_steps", params["n_steps"], 1)
+            del effective["tolerance"], effective["max_steps"]  # only n_steps="auto" uses them
     if name == "DeepLift":
         effective["eps"] = number("eps", params["eps"], 0, low_open=True)
     if name == "GradientShap":
@@ -181,9 +196,12 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
 
     net = model.pixel_module()
     x = model.pixel_tensor(images)
+    if baselines is not None:  # on the model's device once, not once per call
+        baselines = [b.to(x.device) for b in baselines]
     raw = np.zeros((n, t, 3, h, w), np.float32)
     delta = np.zeros((n, t), np.float32) if name in _DELTA and nt is None else None
     base_scores = None
+    extras: dict[str, np.ndarray] = {}
     counter = [0]
 
     def count(_module: Any, args: tuple[Any, ...]) -> None:
@@ -199,24 +217,29 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
         handle = net.register_forward_pre_hook(count)
         try:
             algo = _make_gradient(name, net, effective)
-            for start in range(0, n, bs):  # images in chunks of the model's batch size
-                sl = slice(start, start + bs)
-                chunk = [b[sl] for b in baselines] if baselines is not None else None
-                for j in range(t):
-                    target = torch.tensor(targets[sl, j], dtype=torch.int64, device=x.device)
-                    with seeded(seed, x.device) if random else nullcontext():
-                        attr, d = _gradient_call(name, algo, x[sl], target, chunk, effective, nt)
-                    raw[sl, j] = attr
-                    if delta is not None and d is not None:
-                        delta[sl, j] = d
-            if baselines is not None:  # f(baseline), averaged over a list / distribution
+            all_targets = torch.as_tensor(targets, dtype=torch.int64, device=x.device)
+            if name == "IntegratedGradients" and nt is None and baselines is not None:
+                # every image, target and baseline as rows of shared captum calls (see _integrated_gradients)
+                raw, delta, base_scores, steps = _integrated_gradients(algo, x, targets, baselines, effective)
+                if steps is not None:
+                    extras["n_steps"] = steps
+            else:
+                for start in range(0, n, bs):  # images in chunks of the model's batch size
+                    sl = slice(start, start + bs)
+                    chunk = [b[sl] for b in baselines] if baselines is not None else None
+                    for j in range(t):
+                        with seeded(seed, x.device) if random else nullcontext():
+                            attr, d = _gradient_call(name, algo, x[sl], all_targets[sl, j], chunk, effective, nt)
+                        raw[sl, j] = attr
+                        if delta is not None and d is not None:
+                            delta[sl, j] = d
+            if baselines is not None and base_scores is None:  # f(baseline), averaged over a list / distribution
                 outs = []
                 with torch.no_grad():
                     for start in range(0, n, bs):
-                        outs.append(torch.stack([net(b[start : start + bs].to(x.device)) for b in baselines]).mean(0))
+                        outs.append(torch.stack([net(b[start : start + bs]) for b in baselines]).mean(0))
                 out = torch.cat(outs)
-                idx = torch.tensor(targets, dtype=torch.int64, device=out.device)
-                base_scores = out.gather(1, idx).float().cpu().numpy()
+                base_scores = out.gather(1, all_targets).float().cpu().numpy()
         except TypeError as exc:
             if name == "LRP" and "no rule defined" in str(exc):
                 found = re.search(r"<class '([\w.]+)'>", str(exc))
@@ -236,9 +259,89 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
         backend_version=_version(),
         base_scores=base_scores,
         n_model_evals=counter[0],
-        extras={"convergence_delta": delta} if delta is not None else {},
+        extras={**extras, "convergence_delta": delta} if delta is not None else extras,
         uses_seed=random,
     )
+
+
+def _integrated_gradients(
+    algo: Any, x: Any, targets: np.ndarray, baselines: list[Any], params: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """IG over every (image, target, baseline) row at once; returns raw, delta, base scores and steps used.
+
+    The rows go through captum in groups whose size divides
+    ``internal_batch_size``, so captum's chunks of (rows x steps) are full
+    however few images there are (one image and ten random baselines fill
+    them as well as ten images). The end points ``f(x)`` and ``f(baseline)``
+    are evaluated once per image and baseline and give both the convergence
+    delta, ``sum(attributions) - (f(x) - f(baseline))``, and ``base_scores``.
+    With ``n_steps="auto"`` each row starts at 8 steps and doubles until its
+    ``|delta|`` is within ``tolerance`` (or ``max_steps`` is reached); rows
+    that converged leave the later rounds, and the steps each used are
+    returned (the largest over a row's baselines).
+
+    Returns:
+        ``raw`` float32 ``(N, T, 3, H, W)`` (mean over baselines), ``delta``
+        float32 ``(N, T)`` (mean over baselines), ``base_scores`` float32
+        ``(N, T)`` and, for ``"auto"``, int32 ``(N, T)`` steps.
+    """
+    import torch
+
+    n, t = targets.shape
+    k = len(baselines)
+    ibs = int(params["internal_batch_size"])
+    net = algo.forward_func
+    tgt = torch.as_tensor(targets, dtype=torch.int64, device=x.device)
+    with torch.no_grad():  # end points, once each
+        fx = torch.cat([net(x[s : s + ibs]) for s in range(0, n, ibs)]).gather(1, tgt)  # (N, T)
+        fb = torch.stack(
+            [torch.cat([net(b[s : s + ibs]) for s in range(0, n, ibs)]).gather(1, tgt) for b in baselines]
+        )  # (K, N, T)
+    bases = torch.stack(baselines)  # (K, N, 3, H, W)
+    ii, jj, kk = (a.ravel() for a in np.meshgrid(np.arange(n), np.arange(t), np.arange(k), indexing="ij"))
+    gap = (fx[ii, jj] - fb[kk, ii, jj]).double()  # per row
+    raw = torch.zeros((n * t, *x.shape[1:]), dtype=torch.float32, device=x.device)
+    row_delta = torch.zeros(len(ii), dtype=torch.float64, device=x.device)
+    auto = params["n_steps"] == "auto"
+    steps = np.zeros(len(ii), np.int32)
+    n_steps = _AUTO_FIRST_STEPS if auto else int(params["n_steps"])
+    pending = np.arange(len(ii))
+    while len(pending):
+        last = not auto or n_steps * 2 > int(params["max_steps"])
+        group = _group_size(ibs, len(pending))
+        done = []
+        for g in range(0, len(pending), group):
+            rows = pending[g : g + group]
+            attr = algo.attribute(
+                x[ii[rows]],
+                baselines=bases[kk[rows], ii[rows]],
+                target=tgt[ii[rows], jj[rows]],
+                n_steps=n_steps,
+                method=params["method"],
+                internal_batch_size=ibs,
+            ).detach()
+            d = attr.double().sum(dim=(1, 2, 3)) - gap[rows]
+            ok = np.ones(len(rows), bool) if last else (d.abs() <= params["tolerance"]).cpu().numpy()
+            if ok.any():
+                keep = torch.as_tensor(np.flatnonzero(ok), device=x.device)
+                flat = torch.as_tensor(ii[rows][ok] * t + jj[rows][ok], device=x.device)
+                raw.index_add_(0, flat, attr.float()[keep] / k)
+                row_delta[torch.as_tensor(rows[ok], device=x.device)] = d[keep]
+                steps[rows[ok]] = n_steps
+                done.append(rows[ok])
+        pending = np.setdiff1d(pending, np.concatenate(done)) if done else pending
+        n_steps *= 2
+    delta = row_delta.view(n, t, k).mean(dim=2).float().cpu().numpy()
+    base_scores = fb.mean(dim=0).float().cpu().numpy()
+    used = steps.reshape(n, t, k).max(axis=2) if auto else None
+    return raw.view(n, t, *x.shape[1:]).cpu().numpy(), delta, base_scores, used
+
+
+def _group_size(internal_batch_size: int, rows: int) -> int:
+    """The largest divisor of ``internal_batch_size`` up to ``rows``: captum's chunks of rows x steps are then full."""
+    if rows >= internal_batch_size:
+        return internal_batch_size
+    return max(d for d in range(1, rows + 1) if internal_batch_size % d == 0)
 
 
 def _make_gradient(name: str, net: Any, params: Mapping[str, Any]) -> Any:

@@ -27,15 +27,18 @@ with the adapters that need them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._turns import Turns
 from ..explanation import Explanation
 from ..images import Layout, load_images
-from .model import CaptionScoreModel, fit_max_side
+from .model import CaptionScoreModel, _digest, fit_max_side
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..adapters.captioners.local import Captioner
@@ -43,6 +46,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..registry import Registry
 
 __all__ = ["BUDGET_PARAMS", "explain_caption"]
+
+#: Images explained at once with a remote captioner (each keeps up to a batch of requests pending).
+MAX_IMAGES_AT_ONCE = 16
 
 #: The parameter that sets the number of model evaluations of each method.
 BUDGET_PARAMS: dict[str, str] = {"shap.Partition": "max_evals", "lime.Lime": "num_samples", "builtin.RISE": "n_masks"}
@@ -77,6 +83,11 @@ def explain_caption(
     caption, wrap captioner + scorer in a :class:`CaptionScoreModel` and run
     :func:`xai_bridge.explain` with ``method``. Each image has its own caption,
     so each gets its own :class:`~xai_bridge.Explanation` (``N == 1``).
+    With a remote captioner (one with ``max_concurrency`` above 1) the images
+    are explained together: while one image's requests are in flight the
+    next image's method runs, so the requests of all images share the
+    captioner's concurrency limit. Each image draws the random numbers it
+    would draw alone, so the results equal one call per image.
 
     Args:
         captioner: a captioner (local, remote, function) or a function ``image -> str``.
@@ -124,9 +135,15 @@ def explain_caption(
     budget = BUDGET_PARAMS.get((registry or default_registry()).spec(method).name)
     if budget is not None and max_evals is not None:
         method_params.setdefault(budget, int(max_evals))
-    results: list[Explanation] = []
     own_tokens = getattr(captioner, "caption_tokens", None)
-    for i, image in enumerate(rows):
+    # A remote captioner spends its time waiting: the images then take turns (see xai_bridge._turns), so the
+    # requests of every image are in flight together under the captioner's concurrency limit.
+    remote = scorer is not None and int(getattr(captioner, "max_concurrency", 1) or 1) > 1 and len(rows) > 1
+    turns = Turns(min(len(rows), MAX_IMAGES_AT_ONCE) if remote else 1)
+    asking: Any = _Offloaded(captioner, turns) if remote else captioner
+
+    def one(i: int) -> Explanation:
+        image = rows[i]
         batch = image[None]
         if captions is not None:
             reference: Any = captions[i]
@@ -135,9 +152,9 @@ def explain_caption(
         else:
             from ..adapters.captioners.local import captions_of
 
-            reference = captions_of(captioner, batch)[0]
+            reference = captions_of(asking, batch)[0]
         model = CaptionScoreModel(
-            captioner,
+            asking,
             scorer,
             reference,
             batch_size=model_batch_size,
@@ -155,5 +172,49 @@ def explain_caption(
             "scorer": describe(scorer) if scorer is not None else "captioner's own language head",
             "distinct_captions": len(model.captions),
         }
-        results.append(replace(exp, targets=np.asarray([tokens.ids], np.int64), params=provenance))
-    return results
+        return replace(exp, targets=np.asarray([tokens.ids], np.int64), params=provenance)
+
+    return turns.map(one, list(range(len(rows))))
+
+
+class _Offloaded:
+    """A remote captioner shared by the images of one call, handing the caller's turn over while it waits.
+
+    Images that several explanations ask for (the fully masked image of
+    every shap explanation, often) are sent once per call: the first asker
+    sends it, the others wait for its answer.
+    """
+
+    def __init__(self, captioner: Any, turns: Turns) -> None:
+        self.captioner = captioner
+        self.caption = turns.offload(self._caption)
+        self._answers: dict[str, Future[str]] = {}
+        self._lock = threading.Lock()
+
+    def _caption(self, images: np.ndarray) -> list[str]:
+        from ..adapters.captioners.local import captions_of
+
+        keys = [_digest(img) for img in images]
+        mine: dict[str, int] = {}
+        with self._lock:
+            for i, k in enumerate(keys):
+                if k not in self._answers:
+                    self._answers[k] = Future()
+                    mine[k] = i
+        if mine:
+            try:
+                fresh = captions_of(self.captioner, images[list(mine.values())])
+            except BaseException as exc:
+                with self._lock:
+                    for k in mine:
+                        self._answers.pop(k).set_exception(exc)
+                raise
+            for k, text in zip(mine, fresh, strict=True):
+                self._answers[k].set_result(text)
+        return [self._answers[k].result() for k in keys]
+
+    def describe(self) -> dict[str, Any]:
+        """The wrapped captioner's provenance."""
+        from ..adapters.captioners.local import describe
+
+        return describe(self.captioner)
