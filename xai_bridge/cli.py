@@ -152,6 +152,11 @@ def methods(installed: bool, family: str | None) -> None:
     show_default=True,
     help="with --dataset: run locally or on Ray",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="progress bars per batch of model evaluations (default: when stderr is a terminal)",
+)
 def explain(
     model_spec: str,
     images: tuple[Path, ...],
@@ -168,11 +173,14 @@ def explain(
     title: str,
     dataset: bool,
     engine: str,
+    progress: bool | None,
 ) -> None:
     """Explain IMAGES (files or folders) with MODEL and write one .npz per method to --out."""
     import xai_bridge as xb
     from xai_bridge.images import iter_image_files
+    from xai_bridge.progress import session, write
 
+    show = "auto" if progress is None else progress
     per_method = parse_params(params, methods_)
     registry = xb.default_registry()
     for name in methods_:  # fail before any work (a --dataset run would otherwise fail every image)
@@ -180,6 +188,7 @@ def explain(
             registry.spec(name)
         except xb.UnknownMethodError as exc:
             raise click.BadParameter(str(exc), param_hint="--method") from exc
+    click.echo(f"loading model {model_spec} ...")
     model = load_model_spec(model_spec, preprocess, batch_size)
     target = _targets(targets)
     plan = [(m, per_method[m]) for m in methods_]
@@ -197,28 +206,30 @@ def explain(
             batch_size=batch_size,
             size=tuple(size) if size else None,
             engine=engine,
+            progress=show,
         )
         click.echo(str(summary))
         if summary.failed and not summary.done and not summary.skipped:
             raise click.ClickException("every image failed (reasons above)")
         return
-    from tqdm.auto import tqdm
-
     files = list(iter_image_files(images))
     batch = xb.load_images(files, size=tuple(size) if size else None)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, method_params in tqdm(plan, desc="methods", unit="method"):
-        try:
-            results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
-        except (xb.XaiBridgeError, TypeError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        exp = results[name]
-        path = exp.save(out / f"{name}.npz")
-        click.echo(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
+    with session(show, "explain"):  # one bar for the run; each method relabels it, lines are written above it
+        for i, (name, method_params) in enumerate(plan, start=1):
+            write(f"[{i}/{len(plan)}] {name} on {len(batch)} image(s) ...")
+            try:
+                results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
+            except (xb.XaiBridgeError, TypeError, ValueError) as exc:
+                raise click.ClickException(str(exc)) from exc
+            exp = results[name]
+            path = exp.save(out / f"{name}.npz")
+            write(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
     if report_path is not None:
         from xai_bridge.viz.report import write_report
 
+        click.echo("writing the report ...")
         path = write_report(report_path, results, image_names=[f.name for f in files], title=title)
         click.echo(f"report -> {path}")
     if png is not None:

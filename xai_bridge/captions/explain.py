@@ -35,6 +35,7 @@ import numpy as np
 
 from ..explanation import Explanation
 from ..images import Layout, load_images
+from ..progress import ProgressArg, session, set_prefix
 from .model import CaptionScoreModel, fit_max_side
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,6 +70,7 @@ def explain_caption(
     model_batch_size: int = 64,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
+    progress: ProgressArg = "auto",
     **params: Any,
 ) -> list[Explanation]:
     """Explain each image's caption, one target per caption token.
@@ -97,6 +99,8 @@ def explain_caption(
             with their own ``batch_size`` parameter (shap, lime) batch first.
         layout: layout of array inputs when ambiguous.
         registry: method table (default: the built-in one).
+        progress: a bar moving per batch of caption scores (True, False or
+            ``"auto"``: in terminals and notebooks, once the call has run for 2 s).
         **params: the method's own parameters.
 
     Returns:
@@ -105,8 +109,7 @@ def explain_caption(
         scores on the unmasked image, and ``params`` also records the caption,
         the captioner and the scorer (never an API key).
     """
-    from ..adapters.captioners.local import as_captioner, describe
-    from ..explain import explain
+    from ..adapters.captioners.local import as_captioner
 
     captioner = as_captioner(captioner)
     if isinstance(scorer, str):
@@ -124,9 +127,29 @@ def explain_caption(
     budget = BUDGET_PARAMS.get((registry or default_registry()).spec(method).name)
     if budget is not None and max_evals is not None:
         method_params.setdefault(budget, int(max_evals))
+    with session(progress, f"caption {method}"):
+        return _explain_each(captioner, scorer, rows, captions, method, method_params, seed, model_batch_size, registry)
+
+
+def _explain_each(
+    captioner: Any,
+    scorer: Any,
+    rows: list[np.ndarray],
+    captions: Sequence[str] | None,
+    method: str,
+    method_params: dict[str, Any],
+    seed: int,
+    model_batch_size: int,
+    registry: Registry | None,
+) -> list[Explanation]:
+    """Caption, tokenise and explain each image in turn (the body of :func:`explain_caption`)."""
+    from ..adapters.captioners.local import describe
+    from ..explain import explain
+
     results: list[Explanation] = []
     own_tokens = getattr(captioner, "caption_tokens", None)
     for i, image in enumerate(rows):
+        set_prefix(f"image {i + 1}/{len(rows)} " if len(rows) > 1 else "")
         batch = image[None]
         if captions is not None:
             reference: Any = captions[i]
