@@ -159,7 +159,8 @@ def _explain_many(
     results: dict[str, Explanation] = {}
     for i, step in enumerate(plan):
         label = step.spec.name if len(plan) == 1 else f"{step.spec.name} [{i + 1}/{len(plan)}]"
-        expected = progress_bars.expected_evals(step.spec.name, step.params, *target_idx.shape, batch.shape[1:3])
+        n_img, n_tgt = target_idx.shape
+        expected = progress_bars.expected_evals(step.spec.name, step.params, n_img, n_tgt, batch.shape[1:3])
         progress_bars.stage(label, expected)
         result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, int(seed), n_outputs, shared)
         if scores is None and result.targets is None:

@@ -51,6 +51,8 @@ class Progress:
             return
         self.evals += int(n)
         if self.unit == "eval":
+            if self.bar.total is not None and self.bar.n + n > self.bar.total:
+                self.bar.total = self.bar.n + n  # the guess was low: keep the bar's format, finish at 100%
             self.bar.update(int(n))
         elif time.monotonic() - self._shown_at > 0.5:  # a bar counting images shows evaluations beside it
             self._shown_at = time.monotonic()
@@ -63,8 +65,11 @@ class Progress:
         label = f"{self.prefix}{label}"
         self._label = label
         if self.unit == "eval":
-            self.bar.reset(total=total)
-            self.bar.set_description(label, refresh=True)
+            if self.bar.n:
+                self.bar.refresh()  # draw the last stage's final count before the bar starts again
+            self.bar.set_description(label, refresh=False)
+            self.bar.bar_format = _UNKNOWN_TOTAL if total is None else None
+            self.bar.reset(total=total)  # redraws, with the new label
         else:
             self.bar.set_postfix_str(label)
 
@@ -74,6 +79,8 @@ class Progress:
             self.bar.update(n)
 
 
+#: The bar's format when the total is unknown: a count and a rate (tqdm's own shows "label: : 9eval").
+_UNKNOWN_TOTAL = "{desc}{n_fmt} evals [{elapsed}, {rate_fmt}{postfix}]"
 _SILENT = Progress()
 _ACTIVE: ContextVar[Progress | None] = ContextVar("xai_bridge_progress", default=None)
 
@@ -130,7 +137,8 @@ def session(progress: ProgressArg, desc: str, total: int | None = None, unit: st
         return
     bar = tqdm(
         total=total,
-        desc=desc,
+        desc=f"{desc}: " if total is None and unit == "eval" else desc,  # the custom format has no ": " of its own
+        bar_format=_UNKNOWN_TOTAL if total is None and unit == "eval" else None,
         unit=unit,
         delay=AUTO_DELAY if mode == "auto" else 0.0,
         mininterval=0.25,

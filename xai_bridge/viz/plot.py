@@ -217,11 +217,11 @@ def comparison_grid(
             group = [n for n in exps if rules[n].signed is signed]
             if not group:
                 continue
-            maps = [(exps[n].attributions if per_target else exps[n].attributions[:, :1]) for n in group]
-            stacked = np.concatenate([m.reshape(-1, *first.images.shape[1:3]) for m in maps])
+            group_maps = [(exps[n].attributions if per_target else exps[n].attributions[:, :1]) for n in group]
+            stacked = np.concatenate([m.reshape(-1, *first.images.shape[1:3]) for m in group_maps])
             joint = rules[group[0]].normalise(stacked, shared=True)
             offset = 0
-            for name, m in zip(group, maps, strict=True):
+            for name, m in zip(group, group_maps, strict=True):
                 size = int(np.prod(m.shape[:2]))
                 normed[name] = joint[offset : offset + size].reshape(m.shape)
                 offset += size

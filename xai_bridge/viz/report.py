@@ -510,7 +510,7 @@ def _section_html(
     methods = []
     figures = []
     for mi, (name, exp, n) in enumerate(sec.entries):
-        targets = []
+        targets: list[dict[str, str] | None] = []
         for t in range(n_tabs):
             if t >= exp.n_targets:
                 targets.append(None)
