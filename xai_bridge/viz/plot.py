@@ -145,13 +145,14 @@ def _colour_bars(fig: Any, axes: Any, rules: Mapping[str, ColorRule], cmap: str 
     for (signed, label), names in kinds.items():
         if len(kinds) > 1:  # mixed figure: say which methods each bar is for
             label = f"{', '.join(n.split('.')[-1] for n in names)}:\n{label}"
-        fig.colorbar(
+        bar = fig.colorbar(
             ScalarMappable(Normalize(-1.0 if signed else 0.0, 1.0), _bar_cmap(signed, cmap)),
             ax=axes.ravel().tolist(),
             shrink=0.8,
             pad=0.02,
-            label=label,
         )
+        bar.set_label(label.replace(", clipped", ",\nclipped"), fontsize=7)  # two short lines fit beside the bar
+        bar.ax.tick_params(labelsize=7)
 
 
 def _collect(explanations: Mapping[str, Explanation] | Sequence[Explanation]) -> dict[str, Explanation]:
