@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from xai_bridge.adapters._load_order import triton_before_tensorflow
 
+from xai_bridge import progress
 from xai_bridge._seeding import numpy_seeded
 
 __all__ = ["ForwardCounter", "children_restored", "enter_run", "hook_count", "model_guard", "seeded"]
@@ -149,6 +150,7 @@ class ForwardCounter:
     def _hook(self, _mod: nn.Module, args: tuple[Any, ...]) -> None:
         if args and isinstance(args[0], torch.Tensor) and args[0].ndim > 0:
             self.count += int(args[0].shape[0])
+            progress.tick(int(args[0].shape[0]))
 
     def __enter__(self) -> ForwardCounter:
         self._handle = self.net.register_forward_pre_hook(self._hook)

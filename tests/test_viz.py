@@ -6,6 +6,7 @@ Everything is built from hand-made Explanations: no models, milliseconds per tes
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from scipy import stats
 from test_explanation import make_explanation
 
 import xai_bridge as xb
+from xai_bridge.viz.colors import RED, SEQUENTIAL
 from xai_bridge.viz.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
 from xai_bridge.viz.plot import Scale, Style, caption_plot, comparison_grid, figure_png, overlay
 
@@ -64,8 +66,10 @@ def test_grid_layout_titles_labels_and_colour_bar() -> None:
     assert all(ax.get_title() == "" for ax in image_axes[3:])  # titles on the first row only
     assert image_axes[1].get_xlabel() == "class 0" and image_axes[4].get_xlabel() == "class 3"
     assert np.array_equal(pixels(image_axes[3]), exp.images[1])  # first column: the image itself
-    assert bars[0].get_ylim() == (0.0, 1.0) and "abs" in bars[0].get_ylabel()
-    assert fig.xai_bridge_norm == {"norm": "abs", "percentile": 99.0, "scale": "map"}
+    # both maps have negative values (make_explanation draws normals): signed, on the diverging scale
+    assert bars[0].get_ylim() == (-1.0, 1.0) and bars[0].get_ylabel().startswith("signed (red for, blue against)")
+    assert "clipped at the 99th percentile of |value|, per map" in bars[0].get_ylabel()
+    assert fig.xai_bridge_norm == {"norm": "signed", "percentile": 99.0, "scale": "map"}
 
 
 def test_grid_per_target_has_a_column_per_method_and_target() -> None:
@@ -121,23 +125,84 @@ def test_method_scale_is_shared_across_images_of_a_method_only() -> None:
     np.testing.assert_allclose(pixels(panels(fig)[4]), pixels(panels(fig)[1]), atol=1e-6)
 
 
-def test_signed_rule_uses_the_whole_colour_bar() -> None:
-    maps = np.linspace(-1, 1, H * W, dtype=np.float32).reshape(1, 1, H, W)
-    maps[0, 0, 2, 3] = 0.0
-    maps[0, 0, 1, 1] = -0.5
-    exp = exp_of(maps)
-    fig = comparison_grid(exp, norm="signed", style="heat", percentile=None, alpha=1.0)
-    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
-    assert bar.get_ylim() == (-1.0, 1.0)
+def test_signed_maps_are_diverging_centred_at_zero_and_transparent_there() -> None:
+    maps = np.zeros((1, 1, H, W), np.float32)
+    maps[0, 0, 1, 1] = 2.0  # for
+    maps[0, 0, 4, 6] = -2.0  # against
+    maps[0, 0, 2, 2] = 0.5
+    images = np.random.default_rng(0).integers(0, 256, (1, H, W, 3), dtype=np.uint8)
+    exp = exp_of(maps, "captum.IntegratedGradients", images=images)  # registered as signed
+    fig = comparison_grid(exp, percentile=None)
     drawn = pixels(panels(fig)[1])
-    # -1 is the bottom colour of the bar, +1 the top one, 0 the middle (not the bottom)
-    np.testing.assert_allclose(drawn[0, 0], overlay(exp.images[0], np.zeros((1, 1)), "heat", alpha=1.0)[0, 0])
-    np.testing.assert_allclose(drawn[-1, -1], overlay(exp.images[0], np.ones((1, 1)), "heat", alpha=1.0)[0, 0])
-    for (y, x), colour in {(2, 3): 0.5, (1, 1): 0.25}.items():
-        expected = overlay(exp.images[0], np.full((1, 1), colour), "heat", alpha=1.0)[0, 0]
-        np.testing.assert_allclose(drawn[y, x], expected)
-    fig = comparison_grid(exp, style="signed")  # the signed style implies the signed rule
+    np.testing.assert_allclose(drawn[0, 0], images[0, 0, 0] / 255.0, atol=1e-9)  # zero: the image's own colour
+    np.testing.assert_allclose(drawn[3, 3], images[0, 3, 3] / 255.0, atol=1e-9)
+    red, blue = drawn[1, 1], drawn[4, 6]
+    assert red[0] > red[2] and blue[2] > blue[0]  # positive red, negative blue
+    expected_red = (1 - 0.8) * images[0, 1, 1] / 255.0 + 0.8 * np.array(RED) / 255.0  # full opacity 0.8 at the clip
+    np.testing.assert_allclose(red, np.rint(expected_red * 255) / 255.0, atol=1 / 255)
+    weak = drawn[2, 2]  # a quarter of the clip value: a quarter of the opacity
+    np.testing.assert_allclose(weak, np.rint(0.8 * images[0, 2, 2] + 0.2 * np.array(RED)) / 255.0, atol=1 / 255)
+    bar = next(ax for ax in fig.axes if ax.get_label() == "<colorbar>")
+    assert bar.get_ylim() == (-1.0, 1.0) and "red for, blue against" in bar.get_ylabel()
     assert fig.xai_bridge_norm["norm"] == "signed"
+    unsigned = comparison_grid(exp_of(np.abs(maps), "gradcam.GradCAM", images=images), percentile=None)
+    bar = next(ax for ax in unsigned.axes if ax.get_label() == "<colorbar>")
+    assert bar.get_ylim() == (0.0, 1.0) and "|value|" in bar.get_ylabel()
+    cam = pixels(panels(unsigned)[1])
+    np.testing.assert_allclose(cam[0, 0], images[0, 0, 0] / 255.0, atol=1e-9)
+    top = np.rint(0.2 * images[0, 1, 1] + 0.8 * np.array(SEQUENTIAL[-1])) / 255.0  # the sequential scale's top
+    np.testing.assert_allclose(cam[1, 1], top, atol=1 / 255)
+    chosen = comparison_grid(exp, norm="abs", percentile=None)  # the user's explicit choice wins
+    assert chosen.xai_bridge_norm["norm"] == "abs"
+    against = np.rint(0.2 * images[0, 4, 6] + 0.8 * np.array(SEQUENTIAL[-1])) / 255.0  # sign dropped: top colour
+    np.testing.assert_allclose(pixels(panels(chosen)[1])[4, 6], against, atol=1 / 255)
+
+
+def test_signedness_comes_from_the_registry_and_the_params() -> None:
+    from xai_bridge.viz.colors import rule_for, signed_maps
+
+    positive = exp_of(ramp()[None, None], "captum.IntegratedGradients")
+    assert signed_maps(positive)  # registered signed, even where this map happens to be positive
+    assert not signed_maps(dataclasses.replace(positive, method="gradcam.GradCAM"))
+    sq = dataclasses.replace(positive, params={"noise_tunnel": {"kind": "smoothgrad_sq", "nt_samples": 4}})
+    assert not signed_maps(sq) and not signed_maps(dataclasses.replace(positive, params={"abs": True}))
+    assert signed_maps(dataclasses.replace(positive, method="captum.Saliency", params={"abs": False}))
+    assert signed_maps(exp_of(-ramp()[None, None], "lib.Unknown"))  # unregistered: judged by its values
+    assert not signed_maps(exp_of(ramp()[None, None], "lib.Unknown"))
+    assert rule_for(sq).label() == "|value|, sign dropped, clipped at the 99th percentile of |value|, per map"
+    assert rule_for(sq, "positive").norm is xb.Norm.POSITIVE
+
+
+def test_mixed_figures_get_one_colour_bar_per_kind() -> None:
+    maps = np.stack([ramp(), -ramp()])[None]
+    fig = comparison_grid(
+        {
+            "captum.IntegratedGradients": exp_of(maps, "captum.IntegratedGradients"),
+            "gradcam.GradCAM": exp_of(np.abs(maps), "gradcam.GradCAM"),
+        }
+    )
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert sorted(b.get_ylim() for b in bars) == [(-1.0, 1.0), (0.0, 1.0)]
+    assert any(b.get_ylabel().startswith("IntegratedGradients:") for b in bars)
+
+
+def test_explanation_plot_and_notebook_views() -> None:
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    before = matplotlib.get_backend()
+    exp = dataclasses.replace(make_explanation(), extras={"probability": np.full((2, 3), 0.25, np.float32)})
+    fig = exp.plot()
+    assert isinstance(fig, Figure) and fig._repr_png_()[:4] == b"\x89PNG"  # shows in Jupyter without pyplot
+    assert [ax.get_title() for ax in panels(fig)[1:4]] == ["class 0\np=0.25", "class 1\np=0.25", "class 2\np=0.25"]
+    assert "pyplot" not in sys.modules or not __import__("matplotlib.pyplot").pyplot.get_fignums()
+    assert matplotlib.get_backend() == before
+    page = exp._repr_html_()
+    assert all(f"<b>class {i}</b>" in page for i in range(6)) and "p=0.25" in page
+    assert page.count("<img src='data:image/png;base64,") == 2 * (1 + 3) and "captum.IntegratedGradients" in page
+    png = exp._repr_png_()
+    assert png[:4] == b"\x89PNG"
+    assert "masks" in dir(xb) and "explain_caption" in dir(xb) and "plot" in dir(xb)
 
 
 def test_grid_rejects_explanations_of_other_images() -> None:
@@ -177,7 +242,7 @@ def test_caption_plot_has_one_panel_per_token_on_one_scale() -> None:
     fig = caption_plot(exp, columns=6, norm="abs", percentile=None)
     shown = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
     token_a, token_cat = pixels(shown[1]), pixels(shown[2])  # one shared scale: "cat" is 3x "a"
-    expected_a = overlay(exp.images[0], ramp() / ramp(3.0).max(), "heat", alpha=0.6)
+    expected_a = overlay(exp.images[0], ramp() / ramp(3.0).max(), "heat", alpha=0.8)
     np.testing.assert_allclose(token_a, expected_a, atol=1e-6)
     assert not np.allclose(token_a, token_cat)
 

@@ -17,6 +17,7 @@ their requests are in flight together.
 
 from __future__ import annotations
 
+import contextvars
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -87,7 +88,8 @@ class Turns:
         self._waiters = ThreadPoolExecutor(self.workers, thread_name_prefix="xai-bridge-wait")
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="xai-bridge-turn") as pool:
-                futures = [pool.submit(job, item) for item in items]
+                # each job sees the caller's context (its progress bar), in a copy of its own
+                futures = [pool.submit(contextvars.copy_context().run, job, item) for item in items]
                 errors = [f.exception() for f in futures]
         finally:
             self._waiters.shutdown(wait=True)

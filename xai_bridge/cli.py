@@ -257,6 +257,11 @@ def methods(installed: bool, family: str | None) -> None:
     show_default=True,
     help="with --dataset: run locally or on Ray",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="progress bars per batch of model evaluations (default: when stderr is a terminal)",
+)
 def explain(
     model_spec: str,
     images: tuple[Path, ...],
@@ -273,10 +278,14 @@ def explain(
     title: str,
     dataset: bool,
     engine: str,
+    progress: bool | None,
 ) -> None:
     """Explain IMAGES (files or folders) with MODEL and write one .npz per method to --out."""
     import xai_bridge as xb
     from xai_bridge.images import _load_images, iter_image_files
+    from xai_bridge.progress import session, write
+
+    show = "auto" if progress is None else progress
 
     methods_ = _unique_methods(methods_)
     per_method = parse_params(params, methods_)
@@ -292,6 +301,7 @@ def explain(
             f"no image files in {', '.join(repr(str(p)) for p in images)}; pass image files or folders holding them",
             param_hint="IMAGES",
         )
+    click.echo(f"loading model {model_spec} ...")
     model = load_model_spec(model_spec, preprocess, batch_size)
     plan = [(m, per_method[m]) for m in methods_]
     if dataset:
@@ -307,26 +317,28 @@ def explain(
             batch_size=batch_size,
             size=(size[0], size[1]) if size else None,
             engine=engine,
+            progress=show,
         )
         click.echo(str(summary))
         if summary.failed and not summary.done and not summary.skipped:
             raise click.ClickException("every image failed (reasons above)")
         return
-    from tqdm.auto import tqdm
-
     fix = "pass --size HEIGHT WIDTH to resize them, or --dataset to explain each at its own size"
     batch = _load_images(files, size=(size[0], size[1]) if size else None, fix=fix)
     results = {}
-    for name, method_params in tqdm(plan, desc="methods", unit="method"):
-        results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
-        exp = results[name]
-        out.mkdir(parents=True, exist_ok=True)  # only once there is a result: a refused run leaves nothing
-        path = exp.save(out / f"{name}.npz")
-        click.echo(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
+    with session(show, "explain"):  # one bar for the run; each method relabels it, lines are written above it
+        for i, (name, method_params) in enumerate(plan, start=1):
+            write(f"[{i}/{len(plan)}] {name} on {len(batch)} image(s) ...")
+            results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
+            exp = results[name]
+            out.mkdir(parents=True, exist_ok=True)  # only once there is a result: a refused run leaves nothing
+            path = exp.save(out / f"{name}.npz")
+            write(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
     if report_path is not None:
         from xai_bridge.viz.report import write_report
 
         report_path.parent.mkdir(parents=True, exist_ok=True)
+        click.echo("writing the report ...")
         path = write_report(report_path, results, image_names=[f.name for f in files], title=title)
         click.echo(f"report -> {path}")
     if png is not None:

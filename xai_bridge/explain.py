@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
+from . import progress as progress_bars
 from .batching import ScoreTap
 from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, _load_images
-from .models import CountingModel, DifferentiableModel, Preprocess, as_model
+from .models import CountingModel, DifferentiableModel, OutputKind, Preprocess, as_model, softmax
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
@@ -39,6 +40,7 @@ def explain(
     preprocess: Preprocess | Any | None = None,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
+    progress: progress_bars.ProgressArg = "auto",
     **params: Any,
 ) -> Explanation:
     """Explain ``model`` on ``images`` with one method.
@@ -59,6 +61,9 @@ def explain(
             transformers image processor (Hugging Face and timm models bring their own).
         layout: layout of array inputs when ambiguous.
         registry: method table (default: the built-in one).
+        progress: a progress bar moving per batch of model evaluations, with the
+            method's name and an ETA: True, False, or ``"auto"`` (in terminals and
+            notebooks, once the call has run for 2 s).
         **params: the method's own parameters (unknown names raise).
 
     Returns:
@@ -72,7 +77,15 @@ def explain(
         except UnknownMethodError:
             pass
     [result] = explain_many(
-        model, images, [(method, params)], targets, seed=seed, preprocess=preprocess, layout=layout, registry=registry
+        model,
+        images,
+        [(method, params)],
+        targets,
+        seed=seed,
+        preprocess=preprocess,
+        layout=layout,
+        registry=registry,
+        progress=progress,
     ).values()
     return result
 
@@ -87,6 +100,7 @@ def explain_many(
     preprocess: Preprocess | Any | None = None,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
+    progress: progress_bars.ProgressArg = "auto",
 ) -> dict[str, Explanation]:
     """Explain with several methods, sharing image loading and the prediction pass.
 
@@ -106,11 +120,28 @@ def explain_many(
         preprocess: as in :func:`explain`.
         layout: as in :func:`explain`.
         registry: as in :func:`explain`.
+        progress: as in :func:`explain`; one bar, relabelled per method.
 
     Returns:
         ``{method name as given: Explanation}`` in the order given; each
-        Explanation's ``method`` is the canonical name.
+        Explanation's ``method`` is the canonical name. Where the model's
+        outputs are logits or probabilities and the targets came from a
+        prediction pass, ``extras["probability"]`` holds each target's probability.
     """
+    with progress_bars.session(progress, "explain"):
+        return _explain_many(model, images, methods, targets, seed, preprocess, layout, registry)
+
+
+def _explain_many(
+    model: Any,
+    images: Any,
+    methods: Sequence[str | tuple[str, Mapping[str, Any]]],
+    targets: TargetSpec,
+    seed: int,
+    preprocess: Preprocess | Any | None,
+    layout: Layout | str | None,
+    registry: Registry | None,
+) -> dict[str, Explanation]:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"seed: expected a non-negative integer, got {seed!r}")
     registry = registry or default_registry()
@@ -130,12 +161,19 @@ def explain_many(
     # ScoreTap); one shared prediction pass runs only for methods that never evaluate the image itself.
     shared = np.take_along_axis(predicted, target_idx, axis=1) if predicted is not None else None
     names = _target_names(target_idx, wrapped.class_names)
+    probability = _probability(wrapped, predicted, target_idx)
     results: dict[str, Explanation] = {}
-    for step in plan:
+    for i, step in enumerate(plan):
+        label = step.spec.name if len(plan) == 1 else f"{step.spec.name} [{i + 1}/{len(plan)}]"
+        n_img, n_tgt = target_idx.shape
+        expected = progress_bars.expected_evals(step.spec.name, step.params, n_img, n_tgt, batch.shape[1:3])
+        progress_bars.stage(label, expected)
         result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, int(seed), n_outputs, shared)
         if scores is None and result.targets is None:
             shared = scores = np.take_along_axis(wrapped.predict(batch), target_idx, axis=1)
-        results[step.given] = _assemble(step.spec, result, batch, target_idx, names, scores, counted, seconds, seed)
+        results[step.given] = _with_probability(
+            _assemble(step.spec, result, batch, target_idx, names, scores, counted, seconds, seed), probability
+        )
     return results
 
 
@@ -263,3 +301,21 @@ def _target_names(targets: np.ndarray, class_names: Sequence[str] | None) -> np.
         return targets.astype(str)
     names = np.asarray(list(class_names), dtype=str)
     return names[targets]
+
+
+def _probability(model: Any, predicted: np.ndarray | None, targets: np.ndarray) -> np.ndarray | None:
+    """``(N, T)`` probabilities of the targets when the prediction pass gives them (softmax of logits)."""
+    kind = getattr(model, "output_kind", None)
+    if predicted is None or kind not in (OutputKind.LOGITS, OutputKind.PROBABILITIES):
+        return None
+    probs = softmax(np.asarray(predicted, np.float64), axis=1) if kind is OutputKind.LOGITS else predicted
+    return np.take_along_axis(np.asarray(probs, np.float32), targets, axis=1)
+
+
+def _with_probability(exp: Explanation, probability: np.ndarray | None) -> Explanation:
+    """Add the targets' probabilities to ``extras`` (not for methods that chose their own targets)."""
+    if probability is None or exp.targets.shape != probability.shape or "probability" in exp.extras:
+        return exp
+    from dataclasses import replace
+
+    return replace(exp, extras={**exp.extras, "probability": probability})

@@ -381,6 +381,31 @@ class Explanation:
             f"n_model_evals={self.n_model_evals}, seconds={self.seconds:.3f})"
         )
 
+    # --------------------------------------------------------------- display
+    def _repr_html_(self) -> str:
+        """Jupyter's view: per image the targets by name with score/probability and overlay thumbnails."""
+        from .viz.notebook import explanation_html
+
+        return explanation_html(self)
+
+    def _repr_png_(self) -> bytes:
+        """The same thumbnails as one PNG, for frontends without HTML."""
+        from .viz.notebook import explanation_png
+
+        return explanation_png(self)
+
+    def plot(self, images: int | Sequence[int] | None = None, **kwargs: Any) -> Any:
+        """A matplotlib Figure of the images and every target's map under the one colour rule.
+
+        No pyplot state is touched and no window opens; the Figure displays in
+        Jupyter by itself and saves with ``fig.savefig(path)``. Keyword
+        arguments go to :func:`xai_bridge.viz.plot.explanation_plot` (``norm``,
+        ``percentile``, ``alpha``, ``panel_size``, ``max_images``).
+        """
+        from .viz.plot import explanation_plot
+
+        return explanation_plot(self, images, **kwargs)
+
     # ------------------------------------------------------------- save/load
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the Explanation to ``path`` (``.npz`` is appended unless it ends in ``.npz``, any case).

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from . import progress
 from .batching import ScoreTap
 from .errors import ModelInputError, ParameterError
 
@@ -398,6 +399,7 @@ class CountingModel:
         out = self._model.predict(images)
         if self._tap is not None:
             self._tap.offer(np.asarray(images), out)
+        progress.tick(len(images))
         return out
 
     def __getattr__(self, name: str) -> Any:

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge import progress
 from xai_bridge._validate import choice, flag, int_at_least, int_or_default, number, to_uint8
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import MethodNotApplicableError, ParameterError
@@ -209,6 +210,7 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
         while isinstance(first, (tuple, list)):  # DeepLift's own pre-hook passes nested tuples
             first = first[0]
         counter[0] += int(first.shape[0])
+        progress.tick(int(first.shape[0]))
 
     bs = int(getattr(model, "batch_size", n) or n)
     random = nt is not None or name in _RANDOM_METHODS or _has_random(params.get("baselines"))
@@ -528,6 +530,7 @@ def _forward_func(model: Any, images: np.ndarray) -> tuple[Callable[[Any], Any],
 
         def forward_torch(x: Any) -> Any:
             counter[0] += int(x.shape[0])
+            progress.tick(int(x.shape[0]))
             with torch.no_grad():
                 return net(x)
 

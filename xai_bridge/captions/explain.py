@@ -38,6 +38,7 @@ import numpy as np
 from .._turns import Turns
 from ..explanation import Explanation
 from ..images import Layout, load_images
+from ..progress import ProgressArg, session, set_prefix
 from .model import CaptionScoreModel, _digest, fit_max_side
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,6 +76,7 @@ def explain_caption(
     model_batch_size: int = 64,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
+    progress: ProgressArg = "auto",
     **params: Any,
 ) -> list[Explanation]:
     """Explain each image's caption, one target per caption token.
@@ -108,6 +110,8 @@ def explain_caption(
             with their own ``batch_size`` parameter (shap, lime) batch first.
         layout: layout of array inputs when ambiguous.
         registry: method table (default: the built-in one).
+        progress: a bar moving per batch of caption scores (True, False or
+            ``"auto"``: in terminals and notebooks, once the call has run for 2 s).
         **params: the method's own parameters.
 
     Returns:
@@ -144,6 +148,8 @@ def explain_caption(
 
     def one(i: int) -> Explanation:
         image = rows[i]
+        if not remote and len(rows) > 1:  # one image after another: say which (together, they share the bar)
+            set_prefix(f"image {i + 1}/{len(rows)} ")
         batch = image[None]
         if captions is not None:
             reference: Any = captions[i]
@@ -174,7 +180,8 @@ def explain_caption(
         }
         return replace(exp, targets=np.asarray([tokens.ids], np.int64), params=provenance)
 
-    return turns.map(one, list(range(len(rows))))
+    with session(progress, f"caption {method}"):
+        return turns.map(one, list(range(len(rows))))
 
 
 class _Offloaded:

@@ -17,6 +17,7 @@ import numpy as np
 
 from xai_bridge.errors import ImageInputError
 from xai_bridge.images import load_image
+from xai_bridge.progress import ProgressArg, session
 from xai_bridge.targets import TargetSpec, TopK
 
 from .store import DatasetSummary, Store, image_key, list_sources
@@ -39,7 +40,7 @@ def explain_dataset(
     engine: str = "local",
     num_workers: int = 2,
     retry_failed: bool = False,
-    progress: bool = True,
+    progress: ProgressArg = "auto",
     preprocess: Any = None,
 ) -> DatasetSummary:
     """Explain every image of ``source`` with ``methods`` into the store ``out``.
@@ -61,7 +62,9 @@ def explain_dataset(
         engine: ``"local"`` (in this process) or ``"ray"`` (``pip install ray``).
         num_workers: Ray actors (ignored locally).
         retry_failed: try images that failed in an earlier run again.
-        progress: show a progress bar with rate and ETA.
+        progress: a bar counting images with rate and ETA, and the model
+            evaluations of the running batch beside it: True, False or ``"auto"``
+            (in terminals and notebooks, once the run has taken 2 s).
         preprocess: declared preprocessing when ``model`` is a bare torch module.
 
     Returns:
@@ -89,14 +92,15 @@ def explain_dataset(
         else:
             pending.append((key, path))
     job = _Job(plan=plan, targets=targets, seed=int(seed), size=size, preprocess=preprocess)
-    bar = _progress(len(pending), progress)
+    bar_context = session(progress, "explain", total=len(pending), unit="img")
+    bar = bar_context.__enter__()  # entered here, left in the finally below: the explain calls join this bar
     failed: list[tuple[str, str]] = []
 
     def finished(rec: Mapping[str, Any]) -> None:
         store.record(rec)
         if rec["status"] == "failed":
             failed.append((rec["path"], rec["reason"]))
-        bar.update(1)
+        bar.advance(1)
 
     try:
         if engine == "ray":
@@ -119,7 +123,7 @@ def explain_dataset(
                 for rec in job.run(wrapped, batch, store.root):
                     finished(rec)
     finally:
-        bar.close()
+        bar_context.__exit__(None, None, None)
     done = len(pending) - len(failed)
     return DatasetSummary(
         done=done,
@@ -224,21 +228,3 @@ def _batches(pending: Sequence[tuple[str, Path]], job: _Job, batch_size: int, fi
         images.append(img)
     if images:
         yield flush()
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return _NoBar()
-    return tqdm(total=total, unit="img", desc="explain", smoothing=0.1)

@@ -55,6 +55,7 @@ from xai_bridge._seeding import numpy_seeded
 from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, softmax
+from xai_bridge.progress import ProgressArg, session, stage
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -363,6 +364,7 @@ def evaluate(
     seed: int = 0,
     steps: int | None = None,
     baseline: Baseline | str | None = None,
+    progress: ProgressArg = "auto",
 ) -> pandas.DataFrame:
     """Score explanations of the same model with several metrics.
 
@@ -380,6 +382,9 @@ def evaluate(
             re-initialisation); results are deterministic given it.
         steps: ``steps`` of deletion/insertion named by string.
         baseline: ``baseline`` of deletion/insertion named by string.
+        progress: a bar moving per batch of model evaluations, labelled with
+            the metric and method (True, False or ``"auto"``: in terminals and
+            notebooks, once the call has run for 2 s).
 
     Returns:
         DataFrame with columns :data:`COLUMNS`, one row per method, metric,
@@ -430,12 +435,24 @@ def evaluate(
     names = [m.name for m in resolved]
     if len(set(names)) != len(names):
         raise ParameterError(f"metrics: each metric may appear once, got {names}")
+    with session(progress, "evaluate"):
+        rows = _evaluate_all(exps, models, resolved, boxes, masks, seed)
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["n_model_evals"] = frame["n_model_evals"].astype(float)
+    return frame
+
+
+def _evaluate_all(
+    exps: list[Explanation], models: list[Any], resolved: list[Any], boxes: Any, masks: Any, seed: int
+) -> list[dict[str, Any]]:
+    """The rows of :func:`evaluate`: every explanation, metric, image and target."""
     rows: list[dict[str, Any]] = []
     for exp, mdl in zip(exps, models, strict=False):
         region = None
         if any(isinstance(m, PointingGame) for m in resolved):
             region = _regions(exp, boxes, masks)
         for metric in resolved:
+            stage(f"{metric.name} {exp.method}")
             counted = CountingModel(mdl)
             for n in range(exp.n_images):
                 one = exp[n]
@@ -457,9 +474,7 @@ def evaluate(
                             "seconds": seconds / t_count,
                         }
                     )
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame["n_model_evals"] = frame["n_model_evals"].astype(float)
-    return frame
+    return rows
 
 
 def _run(metric: Any, model: CountingModel, exp: Explanation, region: np.ndarray | None, seed: int) -> np.ndarray:

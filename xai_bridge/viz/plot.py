@@ -1,16 +1,19 @@
-"""Side-by-side figures with one explicit normalisation rule and a colour bar.
+"""Figures with the one colour rule (see :mod:`xai_bridge.viz.colors`) and a colour bar that states it.
 
 Every function returns a ``matplotlib.figure.Figure`` built with the object
-API (no pyplot state, nothing shown); save it with ``fig.savefig(path)``.
-Style is passed as arguments. Libraries normalise differently (shap clips at
-the 99.9th percentile, captum at ``outlier_perc=2``, grad-cam min-max per
-image); here one rule (:class:`~xai_bridge.Norm` + percentile + scale) is
-applied identically to every map of a figure, and the colour bar shows it.
+API (no pyplot state, nothing shown, no window opened in scripts); it displays
+itself in Jupyter (it has ``_repr_png_``), and ``fig.savefig(path)`` saves it.
+Libraries normalise differently (shap clips at the 99.9th percentile, captum
+at ``outlier_perc=2``, grad-cam min-max per image); here one rule is applied
+identically to every map of a figure: signed methods on a diverging red/blue
+scale centred at zero, unsigned ones on a sequential scale, near-zero values
+transparent. Pass ``norm=`` to choose ``abs``/``positive``/``signed`` yourself.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,16 +21,19 @@ import numpy as np
 
 from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
-from xai_bridge.normalize import Norm, normalize
+from xai_bridge.normalize import Norm
 
-__all__ = ["Scale", "Style", "caption_plot", "comparison_grid", "figure_png", "overlay"]
+from ._text import score_text
+from .colors import BLUE, DEFAULT_OPACITY, RED, ColorRule, colorize, rule_for, sequential_lut
+
+__all__ = ["Scale", "Style", "caption_plot", "comparison_grid", "explanation_plot", "figure_png", "overlay"]
 
 
 class Style(str, enum.Enum):
     """How a map is drawn over its image."""
 
-    HEAT = "heat"  # colour map blended over the image
-    SIGNED = "signed"  # red (positive) / blue (negative) over the image
+    HEAT = "heat"  # the colour rule: diverging for signed maps, sequential otherwise, opacity growing with |value|
+    SIGNED = "signed"  # the diverging red (for) / blue (against) scale, whatever the method
     MASKED = "masked"  # the image dimmed where the map is low
     OUTLINE = "outline"  # the outline of the top region (seed 002's GradVisualizer)
 
@@ -44,35 +50,37 @@ def overlay(
     image: np.ndarray,
     norm_map: np.ndarray,
     style: Style | str = Style.HEAT,
-    cmap: str = "jet",
-    alpha: float = 0.5,
+    cmap: str | None = None,
+    alpha: float = DEFAULT_OPACITY,
     top_percent: float = 10.0,
+    signed: bool | None = None,
 ) -> np.ndarray:
-    """Blend an already normalised map (in [0, 1], or [-1, 1] for SIGNED) over an image.
+    """Blend an already normalised map (in [0, 1], or [-1, 1] when signed) over an image.
 
     Args:
         image: uint8 ``(H, W, 3)``.
         norm_map: ``(H, W)`` normalised map.
         style: a :class:`Style`.
-        cmap: matplotlib colour map for HEAT.
-        alpha: weight of the map (HEAT, SIGNED).
+        cmap: a matplotlib colour map for unsigned HEAT maps instead of the default sequential scale.
+        alpha: opacity at ``|value| = 1`` (HEAT, SIGNED); it falls to 0 at 0, so zero shows the image.
         top_percent: share of pixels outlined (OUTLINE).
+        signed: HEAT only: diverging (True) or sequential (False); None: signed if any value is negative.
 
     Returns:
         float ``(H, W, 3)`` RGB in [0, 1].
     """
-    from matplotlib import colormaps
-
     style = Style(style)
     img = image.astype(np.float32) / 255.0
     m = np.asarray(norm_map, np.float32)
-    if style is Style.HEAT:
-        colour = colormaps[cmap](np.clip(m, 0, 1))[..., :3]
-        return (1 - alpha) * img + alpha * colour
-    if style is Style.SIGNED:
-        colour = colormaps["bwr"]((np.clip(m, -1, 1) + 1) / 2)[..., :3]
-        weight = alpha * np.abs(np.clip(m, -1, 1))[..., None]
-        return (1 - weight) * img + weight * colour
+    if style in (Style.HEAT, Style.SIGNED):
+        is_signed = style is Style.SIGNED or (bool((m < 0).any()) if signed is None else signed)
+        if cmap is not None and not is_signed:
+            from matplotlib import colormaps
+
+            colour = colormaps[cmap](np.clip(m, 0, 1))[..., :3]
+            a = float(alpha) * np.clip(m, 0, 1)[..., None]
+            return ((1 - a) * img + a * colour).astype(np.float64)
+        return colorize(image, m, is_signed, alpha).astype(np.float64) / 255.0
     if style is Style.MASKED:
         return img * np.clip(m, 0, 1)[..., None]
     from scipy import ndimage
@@ -85,6 +93,69 @@ def overlay(
     return out
 
 
+@functools.cache
+def _figure_class() -> type:
+    """A ``Figure`` that Jupyter displays without ``%matplotlib inline`` (it renders itself to PNG)."""
+    from matplotlib.figure import Figure
+
+    class XaiBridgeFigure(Figure):  # type: ignore[misc]
+        """A matplotlib Figure with ``_repr_png_``, so notebooks show it without pyplot."""
+
+        def _repr_png_(self) -> bytes:
+            return figure_png(self, dpi=90)
+
+    return XaiBridgeFigure
+
+
+def _new_figure(figsize: tuple[float, float]) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = _figure_class()(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _bar_cmap(signed: bool, cmap: str | None = None) -> Any:
+    """The colour bar's map: how a value looks at full opacity over white (transparent = white)."""
+    from matplotlib.colors import ListedColormap
+
+    if signed:
+        v = np.linspace(-1, 1, 256)[:, None]
+        colour = np.where(v >= 0, np.asarray(RED, float), np.asarray(BLUE, float)) / 255.0
+        a = np.abs(v) * DEFAULT_OPACITY
+    else:
+        v = np.linspace(0, 1, 256)[:, None]
+        if cmap is None:
+            colour = sequential_lut().astype(float) / 255.0
+        else:
+            from matplotlib import colormaps
+
+            colour = colormaps[cmap](v[:, 0])[:, :3]
+        a = v * DEFAULT_OPACITY
+    return ListedColormap((1 - a) + a * colour)
+
+
+def _colour_bars(fig: Any, axes: Any, rules: Mapping[str, ColorRule], cmap: str | None) -> None:
+    """One colour bar per kind of rule in the figure (signed, unsigned), each stating the rule."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    kinds: dict[tuple[bool, str], list[str]] = {}
+    for name, rule in rules.items():
+        kinds.setdefault((rule.signed, rule.label()), []).append(name)
+    for (signed, label), names in kinds.items():
+        if len(kinds) > 1:  # mixed figure: say which methods each bar is for
+            label = f"{', '.join(n.split('.')[-1] for n in names)}:\n{label}"
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(-1.0 if signed else 0.0, 1.0), _bar_cmap(signed, cmap)),
+            ax=axes.ravel().tolist(),
+            shrink=0.8,
+            pad=0.02,
+        )
+        bar.set_label(label.replace(", clipped", ",\nclipped"), fontsize=7)  # two short lines fit beside the bar
+        bar.ax.tick_params(labelsize=7)
+
+
 def _collect(explanations: Mapping[str, Explanation] | Sequence[Explanation]) -> dict[str, Explanation]:
     if isinstance(explanations, Explanation):
         return {explanations.method: explanations}
@@ -93,20 +164,16 @@ def _collect(explanations: Mapping[str, Explanation] | Sequence[Explanation]) ->
     return {exp.method: exp for exp in explanations}
 
 
-def _normalised(maps: np.ndarray, norm: Norm, percentile: float | None, shared: bool) -> np.ndarray:
-    return normalize(maps, norm, percentile=percentile, axes=None if shared else (-2, -1))
-
-
 def comparison_grid(
     explanations: Mapping[str, Explanation] | Sequence[Explanation],
     *,
     per_target: bool = False,
     style: Style | str = Style.HEAT,
-    norm: Norm | str = Norm.ABS,
+    norm: Norm | str | None = None,
     percentile: float | None = 99.0,
     scale: Scale | str = Scale.MAP,
-    cmap: str = "jet",
-    alpha: float = 0.5,
+    cmap: str | None = None,
+    alpha: float = DEFAULT_OPACITY,
     panel_size: float = 2.2,
     titles: bool = True,
 ) -> Any:
@@ -116,22 +183,19 @@ def comparison_grid(
         explanations: ``{name: Explanation}`` or a list; all over the same images.
         per_target: one column per method and target (else the first target).
         style: overlay style.
-        norm: the normalisation rule applied to every map.
-        percentile: clip at this percentile before scaling (None: the maximum).
+        norm: the normalisation of every map; None: each method's own kind
+            (signed methods ``Norm.SIGNED``, others ``Norm.ABS``, see
+            :func:`~xai_bridge.viz.colors.signed_maps`).
+        percentile: clip at this percentile of ``|value|`` before scaling (None: the maximum).
         scale: which maps share one scale (see :class:`Scale`).
-        cmap: colour map of HEAT overlays.
-        alpha: weight of the map in HEAT overlays.
+        cmap: a matplotlib colour map for unsigned maps instead of the default sequential scale.
+        alpha: opacity at the clip value (HEAT, SIGNED).
         panel_size: inches per panel.
         titles: method (and target) titles on the first row, target names below.
 
     Returns:
         The ``Figure``; ``fig.xai_bridge_norm`` records the rule used.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
     exps = _collect(explanations)
     if not exps:
         raise ParameterError("explanations: pass at least one Explanation")
@@ -139,38 +203,33 @@ def comparison_grid(
     for name, exp in exps.items():
         if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
             raise ParameterError(f"explanations: {name!r} explains other images than {first.method!r}")
-    norm, scale, style = Norm(norm), Scale(scale), Style(style)
-    if style is Style.SIGNED and norm is not Norm.SIGNED:
+    scale, style = Scale(scale), Style(style)
+    if style is Style.SIGNED:
         norm = Norm.SIGNED
+    rules = {name: rule_for(exp, norm, percentile, scale.value) for name, exp in exps.items()}
     columns: list[tuple[str, int]] = []
     for name, exp in exps.items():
         columns += [(name, t) for t in (range(exp.n_targets) if per_target else [0])]
     normed = {}
     for name, exp in exps.items():
         maps = exp.attributions if per_target else exp.attributions[:, :1]
-        if scale is Scale.MAP:
-            normed[name] = _normalised(maps, norm, percentile, shared=False)
-        else:
-            normed[name] = _normalised(maps, norm, percentile, shared=True)
+        normed[name] = rules[name].normalise(maps, shared=scale is not Scale.MAP)
     if scale is Scale.FIGURE:
-        stacked = np.concatenate(
-            [
-                (exps[n].attributions if per_target else exps[n].attributions[:, :1]).reshape(
-                    -1, *first.images.shape[1:3]
-                )
-                for n in exps
-            ]
-        )
-        joint = _normalised(stacked, norm, percentile, shared=True)
-        offset = 0
-        for name in exps:
-            shape = normed[name].shape
-            size = int(np.prod(shape[:2]))
-            normed[name] = joint[offset : offset + size].reshape(shape)
-            offset += size
+        for signed in (True, False):  # one scale per kind: a signed and an unsigned scale cannot be shared
+            group = [n for n in exps if rules[n].signed is signed]
+            if not group:
+                continue
+            group_maps = [(exps[n].attributions if per_target else exps[n].attributions[:, :1]) for n in group]
+            stacked = np.concatenate([m.reshape(-1, *first.images.shape[1:3]) for m in group_maps])
+            joint = rules[group[0]].normalise(stacked, shared=True)
+            offset = 0
+            for name, m in zip(group, group_maps, strict=True):
+                size = int(np.prod(m.shape[:2]))
+                normed[name] = joint[offset : offset + size].reshape(m.shape)
+                offset += size
     n_rows, n_cols = first.n_images, 1 + len(columns)
-    fig = Figure(figsize=(panel_size * n_cols + 0.8, panel_size * n_rows + 0.4))
-    FigureCanvasAgg(fig)
+    n_kinds = len({r.signed for r in rules.values()})
+    fig = _new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i in range(n_rows):
         axes[i, 0].imshow(first.images[i])
@@ -180,9 +239,7 @@ def comparison_grid(
             exp = exps[name]
             ax = axes[i, j]
             m = normed[name][i, t if per_target else 0]
-            if norm is Norm.SIGNED and style is Style.HEAT:
-                m = (m + 1) / 2  # the colour bar runs from -1: put 0 in the middle of the colour map
-            ax.imshow(overlay(first.images[i], m, style, cmap, alpha))
+            ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
             if titles and i == 0:
                 label = name.replace(".", "\n", 1)  # library on one line, method below
                 ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8)
@@ -190,15 +247,61 @@ def comparison_grid(
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    lo = -1.0 if norm is Norm.SIGNED else 0.0
-    bar_cmap = "bwr" if style is Style.SIGNED else cmap
-    fig.colorbar(
-        ScalarMappable(Normalize(lo, 1.0), bar_cmap),
-        ax=axes.ravel().tolist(),
-        shrink=0.8,
-        label=f"{norm.value}, clip p{percentile}, scale per {scale.value}",
+    if style in (Style.HEAT, Style.SIGNED):
+        _colour_bars(fig, axes, rules, cmap)
+    kinds = {r.norm.value for r in rules.values()}
+    fig.xai_bridge_norm = {
+        "norm": kinds.pop() if len(kinds) == 1 else {n: r.norm.value for n, r in rules.items()},
+        "percentile": percentile,
+        "scale": scale.value,
+    }
+    return fig
+
+
+def explanation_plot(
+    explanation: Explanation,
+    images: int | Sequence[int] | None = None,
+    *,
+    norm: Norm | str | None = None,
+    percentile: float | None = 99.0,
+    alpha: float = DEFAULT_OPACITY,
+    panel_size: float = 2.4,
+    max_images: int = 4,
+) -> Any:
+    """One Explanation: rows are images, columns the image then each target's map.
+
+    Args:
+        explanation: the Explanation.
+        images: image indices to draw (default: the first ``max_images``).
+        norm: the normalisation (None: the method's own kind, see :func:`comparison_grid`).
+        percentile: clip at this percentile of ``|value|``.
+        alpha: opacity at the clip value.
+        panel_size: inches per panel.
+        max_images: how many images are drawn when ``images`` is None.
+
+    Returns:
+        The ``Figure`` (titles: target name and probability or score; one colour bar stating the rule).
+    """
+    rows = list(range(min(explanation.n_images, max_images))) if images is None else list(np.atleast_1d(images))
+    rule = rule_for(explanation, norm, percentile)
+    n_cols = 1 + explanation.n_targets
+    fig = _new_figure((panel_size * n_cols + 1.0, panel_size * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    for r, n in enumerate(rows):
+        axes[r, 0].imshow(explanation.images[n])
+        axes[r, 0].set_title("image" if r == 0 else "", fontsize=9)
+        normed = rule.normalise(explanation.attributions[n])
+        for t in range(explanation.n_targets):
+            ax = axes[r, t + 1]
+            ax.imshow(overlay(explanation.images[n], normed[t], alpha=alpha, signed=rule.signed))
+            ax.set_title(f"{explanation.target_names[n, t]}\n{score_text(explanation, n, t)}", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(
+        f"{explanation.method} ({explanation.seconds:.2f} s, {explanation.n_model_evals} evaluations)", fontsize=9
     )
-    fig.xai_bridge_norm = {"norm": norm.value, "percentile": percentile, "scale": scale.value}  # type: ignore[attr-defined]
+    _colour_bars(fig, axes, {explanation.method: rule}, None)
     return fig
 
 
@@ -210,44 +313,32 @@ def caption_plot(
     percentile: float | None = 99.9,
     columns: int = 6,
     panel_size: float = 2.0,
+    alpha: float = DEFAULT_OPACITY,
 ) -> Any:
     """One panel per caption token (seed 000): the image, then each token's map.
 
     All tokens share one scale (the rule is shap's: signed, clipped at the
     99.9th percentile), so tokens can be compared.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
-
     exp = explanation[image]
-    norm = Norm(norm)
-    normed = normalize(exp.attributions[0], norm, percentile=percentile, axes=None)
+    rule = ColorRule(Norm(norm), percentile, "tokens")
+    normed = rule.normalise(exp.attributions[0], shared=True)
     n = 1 + exp.n_targets
     rows = -(-n // columns)
-    fig = Figure(figsize=(panel_size * min(n, columns) + 0.8, panel_size * rows + 0.3))
-    FigureCanvasAgg(fig)
+    fig = _new_figure((panel_size * min(n, columns) + 0.9, panel_size * rows + 0.3))
     axes = fig.subplots(rows, min(n, columns), squeeze=False)
-    style = Style.SIGNED if norm is Norm.SIGNED else Style.HEAT
     axes.flat[0].imshow(exp.images[0])
     axes.flat[0].set_title("image", fontsize=9)
     for t in range(exp.n_targets):
         ax = axes.flat[t + 1]
-        ax.imshow(overlay(exp.images[0], normed[t], style, alpha=0.6))
+        ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed))
         ax.set_title(str(exp.target_names[0, t]), fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         if not ax.images:
             ax.set_axis_off()
-    lo = -1.0 if norm is Norm.SIGNED else 0.0
-    fig.colorbar(
-        ScalarMappable(Normalize(lo, 1.0), "bwr" if style is Style.SIGNED else "jet"),
-        ax=axes.ravel().tolist(),
-        shrink=0.8,
-        label=f"{norm.value}, clip p{percentile}, shared",
-    )
+    _colour_bars(fig, axes, {exp.method: rule}, None)
     return fig
 
 
