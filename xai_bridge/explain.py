@@ -15,7 +15,7 @@ from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, load_images
-from .models import CountingModel, DifferentiableModel, Preprocess, as_model
+from .models import CountingModel, DifferentiableModel, Preprocess, as_model, exclusive
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
@@ -112,6 +112,14 @@ def explain_many(
     wrapped = as_model(model, preprocess=preprocess)
     _check_applicable(registry, plan, wrapped)
     batch = load_images(images, layout=layout)
+    with exclusive(wrapped):  # concurrent runs on one model take turns (see models.exclusive)
+        return _run_all(plan, wrapped, batch, targets, int(seed))
+
+
+def _run_all(
+    plan: list[_Step], wrapped: Any, batch: np.ndarray, targets: TargetSpec, seed: int
+) -> dict[str, Explanation]:
+    """Predict if needed, resolve the targets once and run every step of the plan."""
     known = getattr(wrapped, "output_count", None)
     predicted: np.ndarray | None = None
     if needs_predictions(targets) or not isinstance(known, int):
@@ -126,7 +134,7 @@ def explain_many(
     names = _target_names(target_idx, wrapped.class_names)
     results: dict[str, Explanation] = {}
     for step in plan:
-        result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, int(seed), n_outputs, shared)
+        result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, seed, n_outputs, shared)
         if scores is None and result.targets is None:
             shared = scores = np.take_along_axis(wrapped.predict(batch), target_idx, axis=1)
         results[step.given] = _assemble(step.spec, result, batch, target_idx, names, scores, counted, seconds, seed)

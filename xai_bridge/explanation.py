@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import write_atomic
 from .errors import FormatError
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable"]
@@ -250,8 +251,9 @@ class Explanation:
 
         The file is an uncompressed-metadata ``.npz``: arrays plus one JSON
         string ``__meta__``; it loads with ``numpy.load(allow_pickle=False)``.
-        The file is written to a temporary name and renamed, so a crash never
-        leaves a half-written file under ``path``.
+        The file is written to a unique temporary name and renamed, so a crash
+        never leaves a half-written file under ``path``, and concurrent saves
+        to one path each leave a complete file (the last one wins).
         """
         path = Path(path)
         if path.suffix != ".npz":
@@ -285,13 +287,7 @@ class Explanation:
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_atomic(path, buf.getvalue())
         return path
 
     @classmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -356,6 +357,18 @@ class DifferentiableModel(Model, Protocol):
     def tap_scores(self, tap: ScoreTap) -> ContextManager[None]:
         """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside."""
         ...
+
+
+def exclusive(model: Any) -> ContextManager[Any]:
+    """Hold ``model`` for one whole run when it offers ``exclusive()`` (torch models do).
+
+    A run changes state of the model while it lasts (torch modules: modes,
+    ``requires_grad``, hooks; the score tap); concurrent runs on one model
+    then take turns instead of corrupting each other. Models without the
+    method (arrays, black boxes) have no such state and are not held.
+    """
+    hold = getattr(model, "exclusive", None)
+    return hold() if callable(hold) else nullcontext()
 
 
 class CountingModel:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from xai_bridge.adapters._torch import model_guard
+from xai_bridge.adapters._torch import holding, model_guard
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
 from xai_bridge.models import OutputKind, Preprocess
@@ -214,6 +214,15 @@ class TorchModel:
         """
         return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
 
+    def exclusive(self) -> Any:
+        """Context manager: one thread at a time uses this model (and any model sharing its modules).
+
+        ``explain`` holds it for a whole run: the score tap, the batch tuner
+        and the guarded state of the module are then never shared by two
+        concurrent runs, which wait for each other instead (re-entrant).
+        """
+        return holding(self._pixel)
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
 
@@ -232,12 +241,13 @@ class TorchModel:
 
     @contextmanager
     def tap_scores(self, tap: ScoreTap) -> Iterator[None]:
-        """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside."""
-        previous, self._pixel.tap = self._pixel.tap, tap
-        try:
-            yield
-        finally:
-            self._pixel.tap = previous
+        """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside (held exclusively)."""
+        with self.exclusive():
+            previous, self._pixel.tap = self._pixel.tap, tap
+            try:
+                yield
+            finally:
+                self._pixel.tap = previous
 
     @contextmanager
     def inference(self) -> Iterator[None]:

@@ -51,10 +51,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageFilter
 
-from xai_bridge._seeding import numpy_seeded
+from xai_bridge._seeding import GLOBAL_RNG_LOCK, numpy_seeded
 from xai_bridge.errors import MethodNotApplicableError
 from xai_bridge.explanation import Explanation
-from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, softmax
+from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, exclusive, softmax
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -430,34 +430,44 @@ def evaluate(
         raise ValueError(f"metrics: each metric may appear once, got {names}")
     rows: list[dict[str, Any]] = []
     for exp, mdl in zip(exps, models, strict=False):
-        region = None
-        if any(isinstance(m, PointingGame) for m in resolved):
-            region = _regions(exp, boxes, masks)
-        for metric in resolved:
-            counted = CountingModel(mdl)
-            for n in range(exp.n_images):
-                one = exp[n]
-                before = counted.count
-                start = time.perf_counter()
-                values = _run(metric, counted, one, region[n : n + 1] if region is not None else None, seed)
-                seconds = time.perf_counter() - start
-                evals = counted.count - before
-                t_count = one.n_targets
-                for t in range(t_count):
-                    rows.append(
-                        {
-                            "method": exp.method,
-                            "metric": metric.name,
-                            "image": n,
-                            "target": int(exp.targets[n, t]),
-                            "value": float(values[t]),
-                            "n_model_evals": evals / t_count,
-                            "seconds": seconds / t_count,
-                        }
-                    )
+        with exclusive(mdl):  # concurrent runs on one model take turns (see models.exclusive)
+            rows += _evaluate_one(exp, mdl, resolved, boxes, masks, seed)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["n_model_evals"] = frame["n_model_evals"].astype(float)
     return frame
+
+
+def _evaluate_one(
+    exp: Explanation, mdl: Any, resolved: Sequence[Any], boxes: Any, masks: Any, seed: int
+) -> list[dict[str, Any]]:
+    """The rows of every metric on one Explanation."""
+    rows: list[dict[str, Any]] = []
+    region = None
+    if any(isinstance(m, PointingGame) for m in resolved):
+        region = _regions(exp, boxes, masks)
+    for metric in resolved:
+        counted = CountingModel(mdl)
+        for n in range(exp.n_images):
+            one = exp[n]
+            before = counted.count
+            start = time.perf_counter()
+            values = _run(metric, counted, one, region[n : n + 1] if region is not None else None, seed)
+            seconds = time.perf_counter() - start
+            evals = counted.count - before
+            t_count = one.n_targets
+            for t in range(t_count):
+                rows.append(
+                    {
+                        "method": exp.method,
+                        "metric": metric.name,
+                        "image": n,
+                        "target": int(exp.targets[n, t]),
+                        "value": float(values[t]),
+                        "n_model_evals": evals / t_count,
+                        "seconds": seconds / t_count,
+                    }
+                )
+    return rows
 
 
 def _run(metric: Any, model: CountingModel, exp: Explanation, region: np.ndarray | None, seed: int) -> np.ndarray:
@@ -593,7 +603,7 @@ def _road(metric: ROAD, model: CountingModel, exp: Explanation, seed: int) -> np
     values = np.empty(exp.n_targets)
     for t in range(exp.n_targets):
         cam = _minmax(exp.attributions[:, t])
-        with torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # the lock first: see _seeding
             torch.manual_seed(seed)
             out = kind(list(metric.percentiles))(x, cam, [target_cls(int(columns[t]))], module)
         values[t] = float(np.asarray(out).reshape(-1)[0])
@@ -770,7 +780,7 @@ def randomised_copy(model: DifferentiableModel, layers: Sequence[str] | None, se
     missing = [name for name in layers if name not in named]
     if missing:
         raise ValueError(f"layers: no submodule named {missing}; some valid names: {[n for n in named if n][-10:]}")
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for name in layers:
             for sub in named[name].modules():
