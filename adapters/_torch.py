@@ -14,6 +14,7 @@ deadlocks: modules first, then :data:`~xai_bridge._seeding.GLOBAL_RNG_LOCK`
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,7 +25,16 @@ from torch import nn
 
 from xai_bridge._seeding import numpy_seeded
 
-__all__ = ["ForwardCounter", "children_restored", "enter_run", "holding", "hook_count", "model_guard", "seeded"]
+__all__ = [
+    "ForwardCounter",
+    "children_restored",
+    "enter_run",
+    "holding",
+    "hook_count",
+    "model_guard",
+    "seeded",
+    "weights_fingerprint",
+]
 
 _HF_FLAG = "_output_capturing_hooks_installed"
 _MISSING = object()
@@ -251,3 +261,27 @@ def enter_run(stack: ExitStack, model: Any, net: Any, seed: int | None = None) -
     if seed is not None:
         stack.enter_context(seeded(seed, model.device))
     return stack.enter_context(ForwardCounter(net))
+
+
+def weights_fingerprint(module: nn.Module) -> dict[str, Any]:
+    """What identifies a module's computation: its parameter / buffer names and shapes, and a hash of their values.
+
+    Buffers count (BatchNorm statistics, a zero-shot model's prompt
+    embeddings), non-persistent ones too. ``shapes`` changes with the
+    architecture, ``weights`` with any value; both are hex digests, the same
+    in every process. Tensors on the ``meta`` device have no values and hash
+    by shape only.
+    """
+    shapes = hashlib.blake2b(digest_size=16)
+    weights = hashlib.blake2b(digest_size=16)
+    count = 0
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            line = f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode()
+            shapes.update(line)
+            weights.update(line)
+            count += tensor.numel()
+            if tensor.device.type != "meta" and tensor.numel():
+                flat = tensor.detach().reshape(-1).contiguous().cpu()
+                weights.update(flat.view(torch.uint8).numpy().tobytes())
+    return {"shapes": shapes.hexdigest(), "weights": weights.hexdigest(), "values": count}

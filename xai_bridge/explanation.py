@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 from ._files import write_atomic
 from .errors import FormatError
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable", "qualified_name"]
 
 FORMAT_NAME = "xai-bridge.explanation"
 FORMAT_VERSION = 1
@@ -34,11 +35,29 @@ FORMAT_VERSION = 1
 Index = int | slice | Sequence[int] | np.ndarray
 
 
+#: The memory address in a default ``repr`` (``<function f at 0x7f...>``): different in every process.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def qualified_name(value: Any) -> str | None:
+    """``module.qualname`` of a function, method or class (None for other values).
+
+    The same in every process, unlike a ``repr`` holding a memory address, so a
+    stored run whose params hold a function is recognised when it resumes.
+    """
+    module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and callable(value):
+        return f"{module}.{qualname}"
+    return None
+
+
 def jsonable(value: Any) -> Any:
     """Return ``value`` as plain JSON data (tuples become lists, enums their value).
 
-    Values that JSON cannot hold (callables, modules, arrays) become their
-    ``repr`` so that ``params`` always round-trips through save/load exactly.
+    Values that JSON cannot hold become text, stable across processes: a
+    function, method or class its qualified name (see :func:`qualified_name`),
+    anything else its ``repr`` without memory addresses. ``params`` therefore
+    round-trips through save/load exactly.
     """
     if isinstance(value, enum.Enum):
         return jsonable(value.value)
@@ -57,7 +76,7 @@ def jsonable(value: Any) -> Any:
         return jsonable(value.tolist())
     if hasattr(value, "__dataclass_fields__"):
         return {"__type__": type(value).__name__, **{f.name: jsonable(getattr(value, f.name)) for f in fields(value)}}
-    return repr(value)
+    return qualified_name(value) or _ADDRESS.sub("", repr(value))
 
 
 def _frozen_array(value: Any, dtype: Any, name: str, ndim: int | None = None) -> np.ndarray:

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from xai_bridge.adapters._torch import holding, model_guard
+from xai_bridge.adapters._torch import holding, model_guard, weights_fingerprint
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
+from xai_bridge.explanation import qualified_name
 from xai_bridge.models import OutputKind, Preprocess
 
 __all__ = ["PixelModule", "TorchModel"]
@@ -222,6 +223,21 @@ class TorchModel:
         concurrent runs, which wait for each other instead (re-entrant).
         """
         return holding(self._pixel)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this model's outputs: the module's class, shapes and weights, and the preprocessing.
+
+        A dataset store keeps it, so that a resume with another model (other
+        weights, another architecture, other preprocessing) is refused rather
+        than mixing two models' results in one store.
+        """
+        return {
+            "class": qualified_name(type(self.module)),
+            "wrapper": qualified_name(type(self)),
+            "preprocess": repr(self.preprocess),
+            "output_kind": self.output_kind.value,
+            **weights_fingerprint(self._pixel),
+        }
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
