@@ -9,7 +9,7 @@ submodule would save each other's temporary state and remove each other's
 hooks. :func:`holding` makes one thread at a time own every submodule it
 guards; the others wait (they are never refused). Lock order, to stay free of
 deadlocks: modules first, then :data:`~xai_bridge._seeding.GLOBAL_RNG_LOCK`
-(``explain`` holds its model for the whole run, see :func:`xai_bridge.models.exclusive`).
+(``explain`` holds its model for the whole run, see :func:`xai_bridge.models.explaining`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, load_images
-from .models import CountingModel, DifferentiableModel, Preprocess, as_model, exclusive
+from .models import CountingModel, DifferentiableModel, Preprocess, as_model, explaining
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
@@ -112,7 +112,7 @@ def explain_many(
     wrapped = as_model(model, preprocess=preprocess)
     _check_applicable(registry, plan, wrapped)
     batch = load_images(images, layout=layout)
-    with exclusive(wrapped):  # concurrent runs on one model take turns (see models.exclusive)
+    with explaining(wrapped):  # concurrent runs on one model take turns (see models.explaining)
         return _run_all(plan, wrapped, batch, targets, int(seed))
 
 

@@ -359,15 +359,16 @@ class DifferentiableModel(Model, Protocol):
         ...
 
 
-def exclusive(model: Any) -> ContextManager[Any]:
-    """Hold ``model`` for one whole run when it offers ``exclusive()`` (torch models do).
+def explaining(model: Any) -> ContextManager[Any]:
+    """Hold ``model`` for one whole run when it offers ``explaining()`` (torch models do).
 
     A run changes state of the model while it lasts (torch modules: modes,
     ``requires_grad``, hooks; the score tap); concurrent runs on one model
-    then take turns instead of corrupting each other. Models without the
-    method (arrays, black boxes) have no such state and are not held.
+    then take turns instead of corrupting each other, and a torch model has
+    autograd on for the run, also inside a caller's ``no_grad`` block. Models
+    without the method (arrays, black boxes) have no such state.
     """
-    hold = getattr(model, "exclusive", None)
+    hold = getattr(model, "explaining", None)
     return hold() if callable(hold) else nullcontext()
 
 

@@ -224,6 +224,18 @@ class TorchModel:
         """
         return holding(self._pixel)
 
+    @contextmanager
+    def explaining(self) -> Iterator[None]:
+        """What a whole ``explain`` run on this model holds: :meth:`exclusive` use, and autograd on.
+
+        Gradients are enabled also inside a caller's ``torch.no_grad()`` or
+        ``torch.inference_mode()`` block, which would otherwise stop every
+        gradient and CAM method (a backward pass, or tensors made in inference
+        mode, fails there). The caller's mode is back after the block.
+        """
+        with self.exclusive(), torch.inference_mode(False), torch.enable_grad():
+            yield
+
     def fingerprint(self) -> dict[str, Any]:
         """What identifies this model's outputs: the module's class, shapes and weights, and the preprocessing.
 

@@ -54,7 +54,7 @@ from PIL import Image, ImageFilter
 from xai_bridge._seeding import GLOBAL_RNG_LOCK, numpy_seeded
 from xai_bridge.errors import MethodNotApplicableError
 from xai_bridge.explanation import Explanation
-from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, exclusive, softmax
+from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, explaining, softmax
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -430,7 +430,7 @@ def evaluate(
         raise ValueError(f"metrics: each metric may appear once, got {names}")
     rows: list[dict[str, Any]] = []
     for exp, mdl in zip(exps, models, strict=False):
-        with exclusive(mdl):  # concurrent runs on one model take turns (see models.exclusive)
+        with explaining(mdl):  # concurrent runs on one model take turns (see models.explaining)
             rows += _evaluate_one(exp, mdl, resolved, boxes, masks, seed)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["n_model_evals"] = frame["n_model_evals"].astype(float)
