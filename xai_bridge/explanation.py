@@ -230,6 +230,29 @@ class Explanation:
         """Return the ``(H, W)`` attribution map of one image and target."""
         return self.attributions[image, target]
 
+    def library_view(self) -> np.ndarray:
+        """The maps as the library itself normalises them, float32 ``(N, T, H, W)`` in [0, 1].
+
+        For torchcam, exactly its ``normalized=True`` map upsampled to the
+        image: min-max scaled with the *layer-resolution* map's range
+        (``extras["layer_range"]``), so the values need not reach 0 and 1 at
+        image resolution, where ``xb.normalize(maps, "minmax")`` scales (the
+        two differ by up to a few hundredths). For every other method
+        ``xb.normalize(maps, "minmax")``: pytorch-grad-cam scales again at
+        image resolution, so that is its own output exactly; captum, shap and
+        lime return unscaled values (``attributions`` as they are). With a
+        centre-cropping preprocess, pixels outside the crop (which the model
+        never sees) hold the value of a zero map.
+        """
+        from .normalize import normalize
+
+        span = self.extras.get("layer_range")
+        if span is None:
+            return np.asarray(normalize(self.attributions, "minmax"), np.float32)
+        lo, hi = span[..., 0, None, None].astype(np.float64), span[..., 1, None, None].astype(np.float64)
+        # torchcam's _normalize: (cam - min) / (max + eps) after the subtraction, eps = 1e-8
+        return ((self.attributions - lo) / (hi - lo + 1e-8)).astype(np.float32)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Explanation):
             return NotImplemented

@@ -125,8 +125,16 @@ def run(request: ExplainRequest) -> BackendResult:
 
     Extras:
         convergence_delta: float32 ``(N, T)`` (IntegratedGradients, DeepLift,
-            without noise tunnel): captum's completeness error; for a list of
-            IG baselines, the mean of the deltas (the delta of the average).
+            without noise tunnel): captum's completeness error, ``f(x) -
+            f(baseline)`` minus the attributions' sum; for a list of IG
+            baselines, the mean of the deltas (the delta of the average).
+            Compare it with ``scores - base_scores``. IG's integrand is only
+            piecewise smooth on ReLU-family networks, so captum's default
+            Gauss-Legendre rule need not improve with ``n_steps`` (on
+            EfficientNet-Lite0 an audit saw 3.3% of ``f(x) - f(baseline)`` at
+            50 steps and 6.2% at 200); ``method="riemann_trapezoid"`` converges
+            steadily (0.8% there). Raise ``n_steps`` with that rule when the
+            delta matters.
         segments: int32 ``(N, T, H, W)`` and superpixel_weights float32
             ``(N, T, S_max)`` (NaN padding) for the superpixel methods.
     """

@@ -46,7 +46,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -64,6 +64,7 @@ __all__ = [
     "METRICS",
     "ROAD",
     "Baseline",
+    "Box",
     "Complexity",
     "Deletion",
     "FaithfulnessCorrelation",
@@ -371,8 +372,10 @@ def evaluate(
             :class:`~xai_bridge.captions.CaptionScoreModel`).
         explanations: one Explanation or a list (e.g. one per method).
         metrics: names (see :data:`METRICS`) or metric dataclasses.
-        boxes: for the pointing game: per image a box ``(x0, y0, x1, y1)`` in
-            pixels (exclusive end) or a list of boxes (any one counts).
+        boxes: for the pointing game: per image a :class:`Box`
+            ``Box(x0, y0, x1, y1)`` (x is the column, y the row, in pixels,
+            end exclusive; a plain 4-tuple is read in that order) or a list
+            of boxes (any one counts).
         masks: for the pointing game: bool ``(N, H, W)`` or ``(N, T, H, W)``.
         seed: seed of every random step (noise, random subsets, random classes,
             re-initialisation); results are deterministic given it.
@@ -823,10 +826,30 @@ def _randomisation(metric: Randomisation, model: CountingModel, exp: Explanation
 
 
 # --------------------------------------------------------------- regions
-def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndarray:
-    """Bool ``(N, H, W)`` masks from boxes ``(x0, y0, x1, y1)`` (pixels, end exclusive).
+class Box(NamedTuple):
+    """An object's box in pixels: ``(x0, y0)`` its top-left corner, ``(x1, y1)`` one past its bottom-right.
 
-    ``boxes`` holds one entry per image: a box, or a list of boxes (their union).
+    x counts columns and y rows, so ``x1 - x0`` is the width (end exclusive),
+    the order of PIL's ``crop`` and of COCO-style corner boxes. Name the
+    fields, ``Box(x0=10, y0=4, x1=50, y1=30)``, and the order cannot be
+    swapped; every plain 4-tuple xai-bridge accepts is read in this order.
+
+    Example:
+        >>> xb.evaluate(model, exp, "pointing_game", boxes=[xb.Box(x0=10, y0=4, x1=50, y1=30)])  # doctest: +SKIP
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndarray:
+    """Bool ``(N, H, W)`` masks from boxes :class:`Box` ``(x0, y0, x1, y1)`` (pixels, end exclusive).
+
+    ``boxes`` holds one entry per image: a box, or a list of boxes (their
+    union). A box with no pixel inside the image is refused (a box given as
+    ``(y0, x0, y1, x1)`` often lands there).
     """
     items = list(boxes)
     if n_images == 1 and len(items) == 4 and all(np.ndim(v) == 0 for v in items):
@@ -840,10 +863,17 @@ def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndar
         arr = arr[None] if arr.ndim == 1 else arr
         if arr.ndim != 2 or arr.shape[1] != 4:
             raise ValueError(f"boxes: expected (x0, y0, x1, y1) per box, got {entry!r} for image {i}")
-        for x0, y0, x1, y1 in arr:
+        for x0, y0, x1, y1 in arr.tolist():
             if not (x1 > x0 and y1 > y0):
                 raise ValueError(f"boxes: box {(x0, y0, x1, y1)} of image {i} is empty; expected x1 > x0 and y1 > y0")
-            out[i, max(int(y0), 0) : min(int(np.ceil(y1)), h), max(int(x0), 0) : min(int(np.ceil(x1)), w)] = True
+            rows = slice(max(int(y0), 0), min(int(np.ceil(y1)), h))
+            cols = slice(max(int(x0), 0), min(int(np.ceil(x1)), w))
+            if rows.start >= rows.stop or cols.start >= cols.stop:
+                raise ValueError(
+                    f"boxes: box {Box(x0, y0, x1, y1)} of image {i} has no pixel inside the {w}x{h} (width x height) "
+                    "image; boxes are Box(x0, y0, x1, y1) with x the column and y the row"
+                )
+            out[i, rows, cols] = True
     return out
 
 
