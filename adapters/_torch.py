@@ -2,11 +2,21 @@
 
 :func:`model_guard` saves and restores everything an explainer may change on
 a torch module; :func:`enter_run` is what each library run enters around it.
+
+Concurrency: a guard changes shared state of the user's module (modes,
+``requires_grad``, hooks), so two threads guarding modules that share any
+submodule would save each other's temporary state and remove each other's
+hooks. :func:`holding` makes one thread at a time own every submodule it
+guards; the others wait (they are never refused). Lock order, to stay free of
+deadlocks: modules first, then :data:`~xai_bridge._seeding.GLOBAL_RNG_LOCK`
+(``explain`` holds its model for the whole run, see :func:`xai_bridge.models.explaining`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -17,7 +27,16 @@ from xai_bridge.adapters._load_order import triton_before_tensorflow
 from xai_bridge import progress
 from xai_bridge._seeding import numpy_seeded
 
-__all__ = ["ForwardCounter", "children_restored", "enter_run", "hook_count", "model_guard", "seeded"]
+__all__ = [
+    "ForwardCounter",
+    "children_restored",
+    "enter_run",
+    "holding",
+    "hook_count",
+    "model_guard",
+    "seeded",
+    "weights_fingerprint",
+]
 
 triton_before_tensorflow()  # torch is loaded: before any TensorFlow, load triton (see _load_order)
 
@@ -37,6 +56,52 @@ _HOOK_DICTS = (
 )
 
 
+class _Ownership:
+    """Which thread owns which module (by ``id``), with a re-entrant depth; waiters sleep on one condition.
+
+    A thread takes all the modules of a tree at once or waits, so two guards
+    never hold half of each other's modules. Entries exist only while held
+    (the holder keeps the modules alive, so their ids cannot be reused).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._owners: dict[int, list[int]] = {}  # id(module) -> [thread ident, depth]
+
+    @contextmanager
+    def hold(self, modules: Iterable[Any]) -> Iterator[None]:
+        held = list(modules)  # referenced until released: the ids stay unique
+        keys = {id(m) for m in held}
+        me = threading.get_ident()
+        with self._changed:
+            while any(self._owners.get(k, (me,))[0] != me for k in keys):
+                self._changed.wait()
+            for k in keys:
+                self._owners.setdefault(k, [me, 0])[1] += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                for k in keys:
+                    entry = self._owners[k]
+                    entry[1] -= 1
+                    if not entry[1]:
+                        del self._owners[k]
+                self._changed.notify_all()
+
+
+_OWNERSHIP = _Ownership()
+
+
+def holding(module: Any) -> Any:
+    """Context manager: this thread alone guards ``module`` and every submodule inside (re-entrant).
+
+    Another thread guarding any of those modules (the same model, a second
+    wrapper around it, or a model sharing a backbone) waits until the block ends.
+    """
+    return _OWNERSHIP.hold(module.modules())
+
+
 def hook_count(module: Any) -> int:
     """Total number of hooks registered on ``module`` and its submodules."""
     dicts = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -50,7 +115,9 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
     Restored in ``finally`` (also when the block raises): every submodule's
     ``training`` flag, every parameter's ``requires_grad`` and ``.grad``, and
     the hook dictionaries of every submodule (hooks a library registered and
-    did not remove are removed). Nothing else is touched.
+    did not remove are removed). Nothing else is touched. The calling thread
+    holds every submodule for the block (see :func:`holding`), so concurrent
+    guards on the same modules run one after the other.
 
     Args:
         module: the user's ``torch.nn.Module``.
@@ -61,18 +128,27 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
     Yields:
         The module itself.
     """
+    modules = list(module.modules())
+    with _OWNERSHIP.hold(modules), _guarded(module, modules, eval_mode, freeze_params):
+        yield module
+
+
+@contextmanager
+def _guarded(module: Any, modules: list[Any], eval_mode: bool, freeze_params: bool) -> Iterator[None]:
+    """The save / restore of :func:`model_guard`, run while the modules are held."""
     # One pass over the module tree; plain attributes are read and written through __dict__
     # (nn.Module.__setattr__ is slow, and this runs around every explanation).
     from torch.utils.hooks import RemovableHandle
 
     # Hook dicts are keyed by handle ids, which only grow: every hook registered inside the block has
-    # an id >= this one, so no hook dict needs copying on the way in.
+    # an id >= this one, so no hook dict needs copying on the way in. No other thread registers hooks
+    # on these modules through a guard meanwhile (they are held), so only this block's hooks go.
     first_new = RemovableHandle.next_id
     states: list[dict[str, Any]] = []
     saved: list[tuple[Any, ...]] = []
     params: list[Any] = []
     seen: set[int] = set()
-    for m in module.modules():
+    for m in modules:
         state = m.__dict__
         states.append(state)
         saved.append(
@@ -97,7 +173,7 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
             for p, flag in zip(params, requires, strict=False):
                 if flag:
                     p.requires_grad_(False)
-        yield module
+        yield
     finally:
         for state, (training, backward, hf) in zip(states, saved, strict=False):
             if state.get("training") is not training:
@@ -190,3 +266,27 @@ def enter_run(stack: ExitStack, model: Any, net: Any, seed: int | None = None) -
     if seed is not None:
         stack.enter_context(seeded(seed, model.device))
     return stack.enter_context(ForwardCounter(net))
+
+
+def weights_fingerprint(module: nn.Module) -> dict[str, Any]:
+    """What identifies a module's computation: its parameter / buffer names and shapes, and a hash of their values.
+
+    Buffers count (BatchNorm statistics, a zero-shot model's prompt
+    embeddings), non-persistent ones too. ``shapes`` changes with the
+    architecture, ``weights`` with any value; both are hex digests, the same
+    in every process. Tensors on the ``meta`` device have no values and hash
+    by shape only.
+    """
+    shapes = hashlib.blake2b(digest_size=16)
+    weights = hashlib.blake2b(digest_size=16)
+    count = 0
+    with torch.no_grad():
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            line = f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode()
+            shapes.update(line)
+            weights.update(line)
+            count += tensor.numel()
+            if tensor.device.type != "meta" and tensor.numel():
+                flat = tensor.detach().reshape(-1).contiguous().cpu()
+                weights.update(flat.view(torch.uint8).numpy().tobytes())
+    return {"shapes": shapes.hexdigest(), "weights": weights.hexdigest(), "values": count}

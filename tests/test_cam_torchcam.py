@@ -78,6 +78,38 @@ def test_parity_with_the_library(tiny_model, rgb_images, name) -> None:
     assert exp.seed == (0 if name in ("SSCAM", "SmoothGradCAMpp") else None)
 
 
+class CoarseNet(torch.nn.Module):
+    """A 4x4 CAM layer under 32x32 inputs: upsampling to the image moves the min and max off the layer's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(8))
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(6, 5)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.mark.parametrize("name", ["GradCAM", "CAM", "SmoothGradCAMpp"])
+def test_library_view_is_torchcams_own_normalised_map(rgb_images, name) -> None:
+    """torchcam min-max scales at layer resolution; library_view() gives exactly that, normalize() differs."""
+    from conftest import TINY_PREPROCESS
+
+    model = xb.TorchModel(CoarseNet().eval(), TINY_PREPROCESS)
+    exp = xb.explain(model, rgb_images, f"torchcam.{name}", targets=TARGETS, **SETTINGS[name])
+    _, normalised = library_maps(model, rgb_images, name, TARGETS)
+    assert exp.extras["layer_range"].shape == (2, 1, 2)
+    np.testing.assert_allclose(exp.library_view()[:, 0], normalised, atol=1e-6)
+    gap = np.abs(xb.normalize(exp.attributions, "minmax")[:, 0] - normalised).max()
+    assert gap > 1e-3  # what the README states: image-resolution min-max is close to torchcam's, not equal
+    np.testing.assert_allclose(exp[1].library_view(), exp.library_view()[1:], atol=0)  # sliced with the maps
+
+
 def test_gradcam_agrees_across_libraries(tiny_model, rgb_images) -> None:
     """torchcam #50 reported different Grad-CAMs; on the same layer and target the raw maps now agree."""
     tc = xb.explain(tiny_model, rgb_images, "torchcam.GradCAM", targets=TARGETS).attributions

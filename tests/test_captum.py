@@ -362,6 +362,29 @@ def test_lrp_unsupported_layer_named(small) -> None:
     assert not any("rule" in vars(m) for m in net.modules()) and hook_count(net) == 0
 
 
+def _lrp_leftovers(net: nn.Module) -> list[str]:
+    return [f"{n}.{k}" for n, m in net.named_modules() for k in ("activations", "activation", "rule") if k in vars(m)]
+
+
+def test_lrp_leaves_no_activations_or_rules(tiny_net, small) -> None:
+    """captum keeps each layer's input tensors in ``layer.activations``; nothing of the run may stay on the model."""
+    model = xb.TorchModel(tiny_net, xb.Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3), batch_size=8)
+    user_rule = ca._utils.lrp_rules.EpsilonRule(epsilon=1e-3)  # a rule the user set must stay as it was
+    tiny_net.fc.rule = user_rule
+    before = dict(vars(user_rule))
+    exp = xb.explain(model, small, "captum.LRP", targets=0)
+    assert np.isfinite(exp.attributions).all() and np.abs(exp.attributions).max() > 0
+    assert _lrp_leftovers(tiny_net) == ["fc.rule"] and tiny_net.fc.rule is user_rule
+    assert vars(user_rule) == before
+
+
+def test_lrp_refused_run_leaves_no_activations(small) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(xb.MethodNotApplicableError):
+        xb.explain(xb.TorchModel(net, xb.Preprocess(size=(16, 16))), small, "captum.LRP")
+    assert _lrp_leftovers(net) == []
+
+
 @pytest.mark.parametrize(
     "method, params, match",
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,103 @@ def test_ray_engine_builds_a_factory_model_in_each_worker(folder: Path, tmp_path
     finally:
         ray.shutdown()
     assert summary.done == 6 and summary.failed == ()
+
+
+# --- integrity of resumed runs --------------------------------------------------------------------------------
+
+
+def test_resume_with_another_model_is_refused(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    explain_dataset(sequential_model(), folder, ["builtin.Saliency"], out, progress=False)
+    again = explain_dataset(sequential_model(), folder, ["builtin.Saliency"], out, progress=False)
+    assert (again.done, again.skipped) == (0, 6)  # the same weights in a new object: the same model
+    other = sequential_model()
+    with torch.no_grad():
+        other.module[0].weight[0, 0, 0, 0] += 1e-3  # one weight changed
+    with pytest.raises(xb.XaiBridgeError, match="out: the store .* another model .* model_id="):
+        explain_dataset(other, folder, ["builtin.Saliency"], out, progress=False)
+    wider = TorchModel(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), xb.Preprocess(scale="unit"))
+    with pytest.raises(ValueError, match="another model"):
+        explain_dataset(wider, folder, ["builtin.Saliency"], out, progress=False)
+    assert len(Store(out).records) == 6
+
+
+def test_model_id_names_the_model(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    explain_dataset(sequential_model(), folder, ["builtin.Saliency"], out, progress=False, model_id="tiny-v1")
+    assert json.loads((out / "manifest.json").read_text())["model"] == {"id": "tiny-v1"}
+    box = BlackBoxModel(CountingBox())  # the user's name is trusted: nothing is hashed
+    assert explain_dataset(box, folder, ["builtin.Saliency"], out, progress=False, model_id="tiny-v1").skipped == 6
+    with pytest.raises(ValueError, match="another model"):
+        explain_dataset(sequential_model(), folder, ["builtin.Saliency"], out, progress=False, model_id="tiny-v2")
+    with pytest.raises(xb.ParameterError, match="model_id: expected a non-empty string"):
+        explain_dataset(sequential_model(), folder, ["builtin.Saliency"], tmp_path / "s2", model_id="")
+
+
+def test_params_holding_a_function_resume_in_a_new_process(folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """A function in the params is stored by qualified name: a new process (a new function object) resumes."""
+    import importlib
+    import sys
+
+    (tmp_path / "resume_fns.py").write_text("def same(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("resume_fns")
+    first = module.same
+    methods = [("gradcam.GradCAM", {"reshape_transform": first, "layer": "0"})]
+    out = tmp_path / "store"
+    explain_dataset(sequential_model(), folder, methods, out, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["methods"][0][1]["reshape_transform"] == "resume_fns.same"
+    module = importlib.reload(sys.modules["resume_fns"])
+    assert module.same is not first  # another object at another address, as in a new process
+    methods = [("gradcam.GradCAM", {"reshape_transform": module.same, "layer": "0"})]
+    summary = explain_dataset(sequential_model(), folder, methods, out, progress=False)
+    assert (summary.done, summary.skipped) == (0, 6)
+
+
+def test_next_record_after_a_torn_line_is_kept(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    paths = list_sources(folder)
+    explain_dataset(sequential_model(), paths[:5], ["builtin.Saliency"], out, progress=False)
+    with open(out / "index.jsonl", "a") as fh:
+        fh.write('{"key": "abc", "sta')  # killed mid-write
+    summary = explain_dataset(sequential_model(), paths, ["builtin.Saliency"], out, progress=False)
+    assert (summary.done, summary.skipped) == (1, 5)
+    lines = (out / "index.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(line)["status"] == "done" for line in lines)
+    assert len(Store(out).records) == 6
+    again = explain_dataset(sequential_model(), paths, ["builtin.Saliency"], out, progress=False)
+    assert (again.done, again.skipped) == (0, 6)  # the sixth image's record was not lost
+
+
+def test_a_whole_last_line_without_newline_is_kept(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    paths = list_sources(folder)
+    explain_dataset(sequential_model(), paths[:5], ["builtin.Saliency"], out, progress=False)
+    index = out / "index.jsonl"
+    index.write_bytes(index.read_bytes().rstrip(b"\n"))  # the newline of the last record never reached the disk
+    explain_dataset(sequential_model(), paths, ["builtin.Saliency"], out, progress=False)
+    assert len(Store(out).records) == 6 and len(index.read_text().splitlines()) == 6
+
+
+def test_changed_image_is_explained_again_and_reported(folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "store"
+    model = sequential_model()
+    explain_dataset(model, folder, ["builtin.Saliency"], out, progress=False)
+    target = folder / "img1.png"
+    old_key = image_key(target)
+    os.utime(target, (1, 1))  # touched, content unchanged: still stored
+    assert image_key(target) == old_key
+    assert explain_dataset(model, folder, ["builtin.Saliency"], out, progress=False).skipped == 6
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(target)  # edited since it was explained
+    summary = explain_dataset(model, folder, ["builtin.Saliency"], out, progress=False)
+    assert (summary.done, summary.skipped, summary.changed) == (1, 5, (str(target),))
+    assert "changed since stored, explained again: " + str(target) in str(summary)
+    store = Store(out)
+    results = dict(store.explanations("builtin.Saliency"))
+    assert len(results) == 6 and len(store.records) == 6  # one result per image, never both
+    np.testing.assert_array_equal(results[str(target)].images[0], np.full((16, 16, 3), 200, np.uint8))
+    ref = xb.explain(model, target, "builtin.Saliency")
+    np.testing.assert_allclose(results[str(target)].attributions, ref.attributions, rtol=1e-5, atol=1e-12)
+    assert not store.file("builtin.Saliency", old_key).exists()
+    assert explain_dataset(model, folder, ["builtin.Saliency"], out, progress=False).skipped == 6

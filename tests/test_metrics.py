@@ -154,6 +154,34 @@ def test_pointing_game_with_boxes_or_masks(quadrant_case):
         evaluate(model, noisy, "pointing_game")
 
 
+def test_boxes_are_x0_y0_x1_y1_and_box_names_them(rgb_images):
+    """x is the column and y the row, everywhere; ``xb.Box`` names the fields so they cannot be swapped."""
+    named = boxes_to_masks([xb.Box(x0=30, y0=2, x1=44, y1=10)], (40, 48), 1)
+    plain = boxes_to_masks([(30, 2, 44, 10)], (40, 48), 1)
+    expected = np.zeros((1, 40, 48), bool)
+    expected[0, 2:10, 30:44] = True  # rows 2..9, columns 30..43
+    np.testing.assert_array_equal(named, expected)
+    np.testing.assert_array_equal(plain, expected)
+    maps = np.zeros((1, 1, 40, 48), np.float32)
+    maps[0, 0, 5, 40] = 1.0  # the peak: row 5, column 40
+    exp = hand_explanation(maps, rgb_images[:1], "peak")
+    box = xb.Box(x0=36, y0=0, x1=48, y1=8)
+    assert evaluate(xb.BlackBoxModel(top_left_score), exp, "pointing_game", boxes=[box])["value"][0] == 1.0
+    swapped = (box.y0, box.x0, box.y1, box.x1)  # the order the README used to show
+    assert evaluate(xb.BlackBoxModel(top_left_score), exp, "pointing_game", boxes=[swapped])["value"][0] == 0.0
+    with pytest.raises(
+        ValueError, match=r"boxes: box Box\(x0=41.0, y0=2.0, x1=45.0, y1=60.0\) of image 0 has no pixel"
+    ):
+        boxes_to_masks([(41, 2, 45, 60), (2, 41, 60, 45)], (40, 40), 2)
+
+
+def test_readme_shows_boxes_in_the_documented_order():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "(y0, x0" not in readme and "xb.Box(x0=" in readme
+
+
 # ------------------------------------------------------------------ Quantus parity (no model)
 @pytest.mark.parametrize("name,cls", [("sparseness", "Sparseness"), ("complexity", "Complexity")])
 def test_sparseness_and_complexity_match_quantus(name, cls, rgb_images):

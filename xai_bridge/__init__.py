@@ -43,6 +43,7 @@ _LAZY = {
     "ZeroShotModel": "xai_bridge.adapters.models",
     "explain_caption": "xai_bridge.captions",
     "evaluate": "xai_bridge.evaluation",
+    "Box": "xai_bridge.evaluation",
     "explain_dataset": "xai_bridge.datasets",
 }
 
@@ -62,6 +63,7 @@ __all__ = [
     "BackendNotInstalledError",
     "BackendSpec",
     "BlackBoxModel",
+    "Box",
     "CountingModel",
     "DifferentiableModel",
     "Explanation",

@@ -16,7 +16,7 @@ from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, _load_images
-from .models import CountingModel, DifferentiableModel, OutputKind, Preprocess, as_model, softmax
+from .models import CountingModel, DifferentiableModel, OutputKind, Preprocess, as_model, explaining, softmax
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
@@ -149,6 +149,14 @@ def _explain_many(
     wrapped = as_model(model, preprocess=preprocess)
     _check_applicable(registry, plan, wrapped)
     batch = _load_images(images, layout=layout, fix=MIXED_SIZES_FIX)
+    with explaining(wrapped):  # concurrent runs on one model take turns (see models.explaining)
+        return _run_all(plan, wrapped, batch, targets, int(seed))
+
+
+def _run_all(
+    plan: list[_Step], wrapped: Any, batch: np.ndarray, targets: TargetSpec, seed: int
+) -> dict[str, Explanation]:
+    """Predict if needed, resolve the targets once and run every step of the plan."""
     known = getattr(wrapped, "output_count", None)
     predicted: np.ndarray | None = None
     if needs_predictions(targets) or not isinstance(known, int):
@@ -168,7 +176,7 @@ def _explain_many(
         n_img, n_tgt = target_idx.shape
         expected = progress_bars.expected_evals(step.spec.name, step.params, n_img, n_tgt, batch.shape[1:3])
         progress_bars.stage(label, expected)
-        result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, int(seed), n_outputs, shared)
+        result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, seed, n_outputs, shared)
         if scores is None and result.targets is None:
             shared = scores = np.take_along_axis(wrapped.predict(batch), target_idx, axis=1)
         results[step.given] = _with_probability(

@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -25,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ._files import write_atomic
 from .errors import BackendNotInstalledError, FormatError, IndexOutOfRangeError, ParameterError
 
-__all__ = ["DEFAULT_MAX_LOAD_BYTES", "FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable"]
+__all__ = ["DEFAULT_MAX_LOAD_BYTES", "FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable", "qualified_name"]
 
 FORMAT_NAME = "xai-bridge.explanation"
 FORMAT_VERSION = 1
@@ -35,11 +37,29 @@ FORMAT_VERSION = 1
 Index = int | slice | Sequence[int] | np.ndarray
 
 
+#: The memory address in a default ``repr`` (``<function f at 0x7f...>``): different in every process.
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def qualified_name(value: Any) -> str | None:
+    """``module.qualname`` of a function, method or class (None for other values).
+
+    The same in every process, unlike a ``repr`` holding a memory address, so a
+    stored run whose params hold a function is recognised when it resumes.
+    """
+    module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and callable(value):
+        return f"{module}.{qualname}"
+    return None
+
+
 def jsonable(value: Any) -> Any:
     """Return ``value`` as plain JSON data (tuples become lists, enums their value).
 
-    Values that JSON cannot hold (callables, modules, arrays) become their
-    ``repr`` so that ``params`` always round-trips through save/load exactly.
+    Values that JSON cannot hold become text, stable across processes: a
+    function, method or class its qualified name (see :func:`qualified_name`),
+    anything else its ``repr`` without memory addresses. ``params`` therefore
+    round-trips through save/load exactly.
     """
     if isinstance(value, enum.Enum):
         return jsonable(value.value)
@@ -58,7 +78,7 @@ def jsonable(value: Any) -> Any:
         return jsonable(value.tolist())
     if hasattr(value, "__dataclass_fields__"):
         return {"__type__": type(value).__name__, **{f.name: jsonable(getattr(value, f.name)) for f in fields(value)}}
-    return repr(value)
+    return qualified_name(value) or _ADDRESS.sub("", repr(value))
 
 
 def _frozen_array(value: Any, dtype: Any, name: str, ndim: int | None = None) -> np.ndarray:
@@ -337,6 +357,29 @@ class Explanation:
         """Return the ``(H, W)`` attribution map of one image and target."""
         return self.attributions[image, target]
 
+    def library_view(self) -> np.ndarray:
+        """The maps as the library itself normalises them, float32 ``(N, T, H, W)`` in [0, 1].
+
+        For torchcam, exactly its ``normalized=True`` map upsampled to the
+        image: min-max scaled with the *layer-resolution* map's range
+        (``extras["layer_range"]``), so the values need not reach 0 and 1 at
+        image resolution, where ``xb.normalize(maps, "minmax")`` scales (the
+        two differ by up to a few hundredths). For every other method
+        ``xb.normalize(maps, "minmax")``: pytorch-grad-cam scales again at
+        image resolution, so that is its own output exactly; captum, shap and
+        lime return unscaled values (``attributions`` as they are). With a
+        centre-cropping preprocess, pixels outside the crop (which the model
+        never sees) hold the value of a zero map.
+        """
+        from .normalize import normalize
+
+        span = self.extras.get("layer_range")
+        if span is None:
+            return np.asarray(normalize(self.attributions, "minmax"), np.float32)
+        lo, hi = span[..., 0, None, None].astype(np.float64), span[..., 1, None, None].astype(np.float64)
+        # torchcam's _normalize: (cam - min) / (max + eps) after the subtraction, eps = 1e-8
+        return ((self.attributions - lo) / (hi - lo + 1e-8)).astype(np.float32)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Explanation):
             return NotImplemented
@@ -412,8 +455,9 @@ class Explanation:
 
         The file is an uncompressed-metadata ``.npz``: arrays plus one JSON
         string ``__meta__``; it loads with ``numpy.load(allow_pickle=False)``.
-        The file is written to a temporary name and renamed, so a crash never
-        leaves a half-written file under ``path``.
+        The file is written to a unique temporary name and renamed, so a crash
+        never leaves a half-written file under ``path``, and concurrent saves
+        to one path each leave a complete file (the last one wins).
         """
         path = Path(path)
         if path.suffix.lower() != ".npz":
@@ -447,13 +491,7 @@ class Explanation:
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        write_atomic(path, buf.getvalue())
         return path
 
     @classmethod

@@ -17,6 +17,7 @@ import enum
 import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager as ContextManager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -375,6 +376,19 @@ class DifferentiableModel(Model, Protocol):
     def tap_scores(self, tap: ScoreTap) -> ContextManager[None]:
         """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside."""
         ...
+
+
+def explaining(model: Any) -> ContextManager[Any]:
+    """Hold ``model`` for one whole run when it offers ``explaining()`` (torch models do).
+
+    A run changes state of the model while it lasts (torch modules: modes,
+    ``requires_grad``, hooks; the score tap); concurrent runs on one model
+    then take turns instead of corrupting each other, and a torch model has
+    autograd on for the run, also inside a caller's ``no_grad`` block. Models
+    without the method (arrays, black boxes) have no such state.
+    """
+    hold = getattr(model, "explaining", None)
+    return hold() if callable(hold) else nullcontext()
 
 
 class CountingModel:

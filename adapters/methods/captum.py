@@ -134,8 +134,16 @@ def run(request: ExplainRequest) -> BackendResult:
 
     Extras:
         convergence_delta: float32 ``(N, T)`` (IntegratedGradients, DeepLift,
-            without noise tunnel): captum's completeness error; for a list of
-            IG baselines, the mean of the deltas (the delta of the average).
+            without noise tunnel): captum's completeness error, ``f(x) -
+            f(baseline)`` minus the attributions' sum; for a list of IG
+            baselines, the mean of the deltas (the delta of the average).
+            Compare it with ``scores - base_scores``. IG's integrand is only
+            piecewise smooth on ReLU-family networks, so captum's default
+            Gauss-Legendre rule need not improve with ``n_steps`` (on
+            EfficientNet-Lite0 an audit saw 3.3% of ``f(x) - f(baseline)`` at
+            50 steps and 6.2% at 200); ``method="riemann_trapezoid"`` converges
+            steadily (0.8% there). Raise ``n_steps`` with that rule when the
+            delta matters.
         n_steps: int32 ``(N, T)`` (IntegratedGradients with ``n_steps="auto"``):
             the steps each image and target needed (the most over its baselines).
         segments: int32 ``(N, T, H, W)`` and superpixel_weights float32
@@ -421,19 +429,43 @@ def torch_cat(tensors: Sequence[Any]) -> Any:
     return torch.cat(list(tensors))
 
 
+#: What captum's LRP sets on every layer (``activations`` holds the layer's input tensors).
+_LRP_LAYER_ATTRS = ("rule", "activations", "activation")
+
+
 @contextmanager
 def _lrp_rules(net: Any, name: str) -> Iterator[None]:
-    """Captum's LRP leaves a ``rule`` attribute on every layer; remove the ones it added."""
+    """Put back what captum's LRP leaves on the layers, also when it raises.
+
+    LRP sets ``rule`` (and deletes rules the user set), and ``activations``, a
+    dict holding each layer's input tensors, on every layer; on a rule it sets
+    relevance dicts holding gradients and hook handles. Each layer attribute
+    is restored to what it was (absent ones removed) and a user's rule gets its
+    own attributes back, so no tensor of the run stays referenced.
+    """
     if name != "LRP":
         yield
         return
-    had = {id(m) for m in net.modules() if hasattr(m, "rule")}
+    missing = object()
+    layers = [(m, {k: vars(m).get(k, missing) for k in _LRP_LAYER_ATTRS}) for m in net.modules()]
+    rules = [
+        (rule, dict(vars(rule)))
+        for _, saved in layers
+        if (rule := saved["rule"]) is not missing and rule is not None and hasattr(rule, "__dict__")
+    ]
     try:
         yield
     finally:
-        for m in net.modules():
-            if id(m) not in had and "rule" in vars(m):
-                del m.rule
+        for layer, saved in layers:
+            state = vars(layer)
+            for key, value in saved.items():
+                if value is missing:
+                    state.pop(key, None)
+                else:
+                    state[key] = value
+        for rule, attrs in rules:
+            vars(rule).clear()
+            vars(rule).update(attrs)
 
 
 # --- perturbation methods -------------------------------------------------------------------------------------

@@ -136,6 +136,7 @@ def gradient(request: ExplainRequest) -> BackendResult:
     """
     import shap
     import torch
+    from xai_bridge.adapters._torch import seeded
 
     params = check_params(request.method, request.params, _GRADIENT_DEFAULTS)
     model = require_differentiable(request, working="shap.Partition, lime, rise")
@@ -149,13 +150,11 @@ def gradient(request: ExplainRequest) -> BackendResult:
     x = model.pixel_tensor(images)
     bg = torch.from_numpy(np.ascontiguousarray(background.transpose(0, 3, 1, 2))).to(model.device)
     values = np.zeros((n, targets.shape[1], 3, h, w), np.float32)
-    devices = [model.device] if model.device.type == "cuda" else []
     evals = 0
     with model.guard(freeze_params=True):
         for cols, rows in target_groups(targets):
             selected = _select_columns(net, cols)
-            with torch.random.fork_rng(devices=devices), numpy_seeded(request.seed):
-                torch.manual_seed(request.seed)
+            with seeded(request.seed, model.device):  # the RNG lock is taken before torch's state is forked
                 explainer = shap.GradientExplainer(selected, bg, batch_size=batch_size, local_smoothing=smoothing)
                 out = explainer.shap_values(x[rows], nsamples=nsamples, rseed=request.seed % 2**32)
             values[rows] = np.transpose(np.asarray(out).reshape(len(rows), 3, h, w, -1), (0, 4, 1, 2, 3))

@@ -9,8 +9,16 @@ Raw maps: the extractor is called with ``normalized=False`` (no min-max; its
 ReLU, where the method has one, is kept) and the layer-resolution map is
 upsampled to the image with ``F.interpolate(mode="bilinear",
 align_corners=False)``, the interpolation torchcam itself uses to resize maps
-(``fuse_cams``, Score-CAM masks). Min-max scaling a returned map gives
-torchcam's normalised map, upsampled the same way, back.
+(``fuse_cams``, Score-CAM masks).
+
+torchcam min-max scales at layer resolution, before any upsampling, so its
+normalised map upsampled need not reach 0 and 1 exactly: min-max scaling a
+returned map at image resolution (``xb.normalize(maps, "minmax")``) differs
+from it by up to a few hundredths (0.03 on EfficientNet's 7x7 layer).
+``extras["layer_range"]`` (``(N, T, 2)``: each layer-resolution map's min and
+max) reproduces torchcam's own values exactly, as
+:meth:`~xai_bridge.Explanation.library_view` does (bilinear upsampling is
+affine, so scaling before or after it with the layer's range is the same).
 
 Random methods (SmoothGradCAMpp, SSCAM) draw from torch's global generator,
 seeded with the request's seed before each call and restored afterwards.
@@ -210,6 +218,7 @@ def cam(request: ExplainRequest) -> BackendResult:
     images, targets = request.images, request.targets
     net = model.pixel_module()
     maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
+    layer_range = np.zeros((*targets.shape, 2), np.float32)
     from xai_bridge.adapters._torch import enter_run, seeded
 
     from ._layers import check_target_range, choose_layer, crop_aligned, gradient_stop
@@ -250,6 +259,8 @@ def cam(request: ExplainRequest) -> BackendResult:
                     (raw,) = extractor(idx, scores, normalized=False, **call)
                 up = F.interpolate(raw[:, None].float(), size=images.shape[1:3], mode="bilinear", align_corners=False)
                 maps[start : start + len(x), j] = up[:, 0].detach().cpu().numpy()
+                flat = raw.detach().float().reshape(len(x), -1)
+                layer_range[start : start + len(x), j] = torch.stack([flat.amin(1), flat.amax(1)], 1).cpu().numpy()
     maps = crop_aligned(maps, getattr(model, "preprocess", None))
     if name == "CAM":
         fc = _fc_layer(model.module, params["fc_layer"])
@@ -259,6 +270,7 @@ def cam(request: ExplainRequest) -> BackendResult:
         params={**params, **layer.describe()},
         backend_version=_version(),
         n_model_evals=counter.count,
+        extras={"layer_range": layer_range},
         uses_seed=spec.random,
     )
 

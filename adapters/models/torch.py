@@ -10,10 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from xai_bridge.adapters._torch import model_guard
+from xai_bridge.adapters._torch import holding, model_guard, weights_fingerprint
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
 from xai_bridge.errors import ModelInputError
+from xai_bridge.explanation import qualified_name
 from xai_bridge.models import OutputKind, Preprocess
 
 __all__ = ["PixelModule", "TorchModel"]
@@ -215,6 +216,42 @@ class TorchModel:
         """
         return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
 
+    def exclusive(self) -> Any:
+        """Context manager: one thread at a time uses this model (and any model sharing its modules).
+
+        ``explain`` holds it for a whole run: the score tap, the batch tuner
+        and the guarded state of the module are then never shared by two
+        concurrent runs, which wait for each other instead (re-entrant).
+        """
+        return holding(self._pixel)
+
+    @contextmanager
+    def explaining(self) -> Iterator[None]:
+        """What a whole ``explain`` run on this model holds: :meth:`exclusive` use, and autograd on.
+
+        Gradients are enabled also inside a caller's ``torch.no_grad()`` or
+        ``torch.inference_mode()`` block, which would otherwise stop every
+        gradient and CAM method (a backward pass, or tensors made in inference
+        mode, fails there). The caller's mode is back after the block.
+        """
+        with self.exclusive(), torch.inference_mode(False), torch.enable_grad():
+            yield
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this model's outputs: the module's class, shapes and weights, and the preprocessing.
+
+        A dataset store keeps it, so that a resume with another model (other
+        weights, another architecture, other preprocessing) is refused rather
+        than mixing two models' results in one store.
+        """
+        return {
+            "class": qualified_name(type(self.module)),
+            "wrapper": qualified_name(type(self)),
+            "preprocess": repr(self.preprocess),
+            "output_kind": self.output_kind.value,
+            **weights_fingerprint(self._pixel),
+        }
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
 
@@ -233,12 +270,13 @@ class TorchModel:
 
     @contextmanager
     def tap_scores(self, tap: ScoreTap) -> Iterator[None]:
-        """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside."""
-        previous, self._pixel.tap = self._pixel.tap, tap
-        try:
-            yield
-        finally:
-            self._pixel.tap = previous
+        """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside (held exclusively)."""
+        with self.exclusive():
+            previous, self._pixel.tap = self._pixel.tap, tap
+            try:
+                yield
+            finally:
+                self._pixel.tap = previous
 
     @contextmanager
     def inference(self) -> Iterator[None]:

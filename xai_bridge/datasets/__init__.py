@@ -8,6 +8,14 @@ same job on Ray actors.
 from __future__ import annotations
 
 from .local import explain_dataset, model_factory
-from .store import DatasetSummary, Store, image_key, list_sources
+from .store import DatasetSummary, Store, image_key, list_sources, model_fingerprint
 
-__all__ = ["DatasetSummary", "Store", "explain_dataset", "image_key", "list_sources", "model_factory"]
+__all__ = [
+    "DatasetSummary",
+    "Store",
+    "explain_dataset",
+    "image_key",
+    "list_sources",
+    "model_factory",
+    "model_fingerprint",
+]

@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from xai_bridge.errors import ImageInputError
+from xai_bridge.explanation import qualified_name
 from xai_bridge.images import load_image
 from xai_bridge.progress import ProgressArg, session
 from xai_bridge.targets import TargetSpec, TopK
 
-from .store import DatasetSummary, Store, image_key, list_sources
+from .store import DatasetSummary, Store, image_key, list_sources, model_fingerprint
 
 __all__ = ["build_model", "explain_dataset", "model_factory"]
 
@@ -42,6 +43,7 @@ def explain_dataset(
     retry_failed: bool = False,
     progress: ProgressArg = "auto",
     preprocess: Any = None,
+    model_id: str | None = None,
 ) -> DatasetSummary:
     """Explain every image of ``source`` with ``methods`` into the store ``out``.
 
@@ -66,6 +68,11 @@ def explain_dataset(
             evaluations of the running batch beside it: True, False or ``"auto"``
             (in terminals and notebooks, once the run has taken 2 s).
         preprocess: declared preprocessing when ``model`` is a bare torch module.
+        model_id: a name for the model, kept in the store instead of its
+            fingerprint (by default the class, parameter shapes and a hash of
+            the weights of a torch model; a factory run on Ray, or a black
+            box, is known only by its qualified name). A resume with another
+            model is refused either way.
 
     Returns:
         A :class:`DatasetSummary`; bad images are listed there, never raised.
@@ -80,17 +87,32 @@ def explain_dataset(
     if not plan:
         raise ValueError("methods: pass at least one method name")
     start = time.perf_counter()
+    from xai_bridge.models import as_model
+
+    wrapped = None  # the local engine's model, built here: its fingerprint is checked before any work
+    if engine == "local":
+        wrapped = as_model(build_model(model), preprocess=preprocess)
+        identity = model_fingerprint(wrapped, model_id)
+    elif _is_factory(model) or model_id is not None:
+        identity = model_fingerprint(model, model_id) if model_id is not None else {"factory": qualified_name(model)}
+    else:
+        identity = model_fingerprint(as_model(model, preprocess=preprocess))
     store = Store(Path(out))
-    store.check_manifest({"methods": plan, "targets": targets, "seed": seed, "size": size})
+    store.check_manifest({"methods": plan, "targets": targets, "seed": seed, "size": size, "model": identity})
     paths = list_sources(source)
-    pending, skipped = [], 0
+    pending, skipped, changed, seen = [], 0, [], set()
     for path in paths:
         key = image_key(path)
+        if key in seen:  # listed twice: explained once
+            continue
+        seen.add(key)
         status = store.status(key)
         if status == "done" or (status == "failed" and not retry_failed):
             skipped += 1
-        else:
-            pending.append((key, path))
+            continue
+        if store.replaced_key(str(path), key) is not None:
+            changed.append(str(path))
+        pending.append((key, path))
     job = _Job(plan=plan, targets=targets, seed=int(seed), size=size, preprocess=preprocess)
     bar_context = session(progress, "explain", total=len(pending), unit="img")
     bar = bar_context.__enter__()  # entered here, left in the finally below: the explain calls join this bar
@@ -116,9 +138,6 @@ def explain_dataset(
                 is_factory=_is_factory(model),
             )
         else:
-            from xai_bridge.models import as_model
-
-            wrapped = None if not pending else as_model(build_model(model), preprocess=preprocess)
             for batch in _batches(pending, job, int(batch_size), finished):
                 for rec in job.run(wrapped, batch, store.root):
                     finished(rec)
@@ -132,6 +151,7 @@ def explain_dataset(
         seconds=time.perf_counter() - start,
         store=str(store.root),
         engine=engine,
+        changed=tuple(changed),
     )
 
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .metrics import evaluate
+from .metrics import Box, evaluate
 
-__all__ = ["evaluate"]
+__all__ = ["Box", "evaluate"]

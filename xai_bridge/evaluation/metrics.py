@@ -46,15 +46,15 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
 
-from xai_bridge._seeding import numpy_seeded
+from xai_bridge._seeding import GLOBAL_RNG_LOCK, numpy_seeded
 from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.explanation import Explanation
-from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, softmax
+from xai_bridge.models import CountingModel, DifferentiableModel, Model, OutputKind, as_model, explaining, softmax
 from xai_bridge.progress import ProgressArg, session, stage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +65,7 @@ __all__ = [
     "METRICS",
     "ROAD",
     "Baseline",
+    "Box",
     "Complexity",
     "Deletion",
     "FaithfulnessCorrelation",
@@ -375,8 +376,10 @@ def evaluate(
             :class:`~xai_bridge.captions.CaptionScoreModel`).
         explanations: one Explanation or a list (e.g. one per method).
         metrics: names (see :data:`METRICS`) or metric dataclasses.
-        boxes: for the pointing game: per image a box ``(x0, y0, x1, y1)`` in
-            pixels (exclusive end) or a list of boxes (any one counts).
+        boxes: for the pointing game: per image a :class:`Box`
+            ``Box(x0, y0, x1, y1)`` (x is the column, y the row, in pixels,
+            end exclusive; a plain 4-tuple is read in that order) or a list
+            of boxes (any one counts).
         masks: for the pointing game: bool ``(N, H, W)`` or ``(N, T, H, W)``.
         seed: seed of every random step (noise, random subsets, random classes,
             re-initialisation); results are deterministic given it.
@@ -448,32 +451,42 @@ def _evaluate_all(
     """The rows of :func:`evaluate`: every explanation, metric, image and target."""
     rows: list[dict[str, Any]] = []
     for exp, mdl in zip(exps, models, strict=False):
-        region = None
-        if any(isinstance(m, PointingGame) for m in resolved):
-            region = _regions(exp, boxes, masks)
-        for metric in resolved:
-            stage(f"{metric.name} {exp.method}")
-            counted = CountingModel(mdl)
-            for n in range(exp.n_images):
-                one = exp[n]
-                before = counted.count
-                start = time.perf_counter()
-                values = _run(metric, counted, one, region[n : n + 1] if region is not None else None, seed)
-                seconds = time.perf_counter() - start
-                evals = counted.count - before
-                t_count = one.n_targets
-                for t in range(t_count):
-                    rows.append(
-                        {
-                            "method": exp.method,
-                            "metric": metric.name,
-                            "image": n,
-                            "target": int(exp.targets[n, t]),
-                            "value": float(values[t]),
-                            "n_model_evals": evals / t_count,
-                            "seconds": seconds / t_count,
-                        }
-                    )
+        with explaining(mdl):  # concurrent runs on one model take turns (see models.explaining)
+            rows += _evaluate_one(exp, mdl, resolved, boxes, masks, seed)
+    return rows
+
+
+def _evaluate_one(
+    exp: Explanation, mdl: Any, resolved: Sequence[Any], boxes: Any, masks: Any, seed: int
+) -> list[dict[str, Any]]:
+    """The rows of every metric on one Explanation."""
+    rows: list[dict[str, Any]] = []
+    region = None
+    if any(isinstance(m, PointingGame) for m in resolved):
+        region = _regions(exp, boxes, masks)
+    for metric in resolved:
+        stage(f"{metric.name} {exp.method}")
+        counted = CountingModel(mdl)
+        for n in range(exp.n_images):
+            one = exp[n]
+            before = counted.count
+            start = time.perf_counter()
+            values = _run(metric, counted, one, region[n : n + 1] if region is not None else None, seed)
+            seconds = time.perf_counter() - start
+            evals = counted.count - before
+            t_count = one.n_targets
+            for t in range(t_count):
+                rows.append(
+                    {
+                        "method": exp.method,
+                        "metric": metric.name,
+                        "image": n,
+                        "target": int(exp.targets[n, t]),
+                        "value": float(values[t]),
+                        "n_model_evals": evals / t_count,
+                        "seconds": seconds / t_count,
+                    }
+                )
     return rows
 
 
@@ -614,7 +627,7 @@ def _road(metric: ROAD, model: CountingModel, exp: Explanation, seed: int) -> np
     values = np.empty(exp.n_targets)
     for t in range(exp.n_targets):
         cam = _minmax(exp.attributions[:, t])
-        with torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):  # the lock first: see _seeding
             torch.manual_seed(seed)
             out = kind(list(metric.percentiles))(x, cam, [target_cls(int(columns[t]))], module)
         values[t] = float(np.asarray(out).reshape(-1)[0])
@@ -791,7 +804,7 @@ def randomised_copy(model: DifferentiableModel, layers: Sequence[str] | None, se
     missing = [name for name in layers if name not in named]
     if missing:
         raise ParameterError(f"layers: no submodule named {missing}; some valid names: {[n for n in named if n][-10:]}")
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for name in layers:
             for sub in named[name].modules():
@@ -834,10 +847,30 @@ def _randomisation(metric: Randomisation, model: CountingModel, exp: Explanation
 
 
 # --------------------------------------------------------------- regions
-def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndarray:
-    """Bool ``(N, H, W)`` masks from boxes ``(x0, y0, x1, y1)`` (pixels, end exclusive).
+class Box(NamedTuple):
+    """An object's box in pixels: ``(x0, y0)`` its top-left corner, ``(x1, y1)`` one past its bottom-right.
 
-    ``boxes`` holds one entry per image: a box, or a list of boxes (their union).
+    x counts columns and y rows, so ``x1 - x0`` is the width (end exclusive),
+    the order of PIL's ``crop`` and of COCO-style corner boxes. Name the
+    fields, ``Box(x0=10, y0=4, x1=50, y1=30)``, and the order cannot be
+    swapped; every plain 4-tuple xai-bridge accepts is read in this order.
+
+    Example:
+        >>> xb.evaluate(model, exp, "pointing_game", boxes=[xb.Box(x0=10, y0=4, x1=50, y1=30)])  # doctest: +SKIP
+    """
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndarray:
+    """Bool ``(N, H, W)`` masks from boxes :class:`Box` ``(x0, y0, x1, y1)`` (pixels, end exclusive).
+
+    ``boxes`` holds one entry per image: a box, or a list of boxes (their
+    union). A box with no pixel inside the image is refused (a box given as
+    ``(y0, x0, y1, x1)`` often lands there).
     """
     items = list(boxes)
     if n_images == 1 and len(items) == 4 and all(np.ndim(v) == 0 for v in items):
@@ -851,10 +884,17 @@ def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndar
         arr = arr[None] if arr.ndim == 1 else arr
         if arr.ndim != 2 or arr.shape[1] != 4:
             raise ValueError(f"boxes: expected (x0, y0, x1, y1) per box, got {entry!r} for image {i}")
-        for x0, y0, x1, y1 in arr:
+        for x0, y0, x1, y1 in arr.tolist():
             if not (x1 > x0 and y1 > y0):
                 raise ValueError(f"boxes: box {(x0, y0, x1, y1)} of image {i} is empty; expected x1 > x0 and y1 > y0")
-            out[i, max(int(y0), 0) : min(int(np.ceil(y1)), h), max(int(x0), 0) : min(int(np.ceil(x1)), w)] = True
+            rows = slice(max(int(y0), 0), min(int(np.ceil(y1)), h))
+            cols = slice(max(int(x0), 0), min(int(np.ceil(x1)), w))
+            if rows.start >= rows.stop or cols.start >= cols.stop:
+                raise ValueError(
+                    f"boxes: box {Box(x0, y0, x1, y1)} of image {i} has no pixel inside the {w}x{h} (width x height) "
+                    "image; boxes are Box(x0, y0, x1, y1) with x the column and y the row"
+                )
+            out[i, rows, cols] = True
     return out
 
 
