@@ -593,16 +593,21 @@ class RemoteClient:
         return None
 
     # -- public API
-    def would_send(self, image: np.ndarray, prompt: str | None = None) -> bool:
-        """Whether asking about ``image`` (uint8 ``(H, W, 3)``) would be a paid request: it is not cached.
+    def cached(self, image: np.ndarray, prompt: str | None = None) -> Any:
+        """The cached answer about ``image`` (uint8 ``(H, W, 3)``), or None; sends nothing.
 
-        Used by cost estimates (:func:`xai_bridge.captions.estimate_calls`); sends nothing.
+        Cost estimates (:func:`xai_bridge.captions.estimate_calls`) use it: a
+        cached image is free, and its answer lets a dry run follow the same
+        path as the real run.
         """
-        arr = np.asarray(image)
         if self.cache is None:
-            return True
-        key = self._cache_key(arr, self._checked_prompt(prompt))
-        return self._cached_answer(key, self.cache.get(key), quiet=True) is None
+            return None
+        key = self._cache_key(np.asarray(image), self._checked_prompt(prompt))
+        return self._cached_answer(key, self.cache.get(key), quiet=True)
+
+    def would_send(self, image: np.ndarray, prompt: str | None = None) -> bool:
+        """Whether asking about ``image`` would be a paid request (its answer is not cached); sends nothing."""
+        return self.cached(image, prompt) is None
 
     def _checked_prompt(self, prompt: str | None) -> str | None:
         if prompt is None:
