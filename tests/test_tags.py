@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("requests")
 
-from caption_server import CaptionServer, rule_tags  # noqa: E402
-from xai_bridge.adapters.captioners import (  # noqa: E402
+from caption_server import CaptionServer, rule_tags
+from xai_bridge.adapters.captioners import (
     AzureVision40Tagger,
     AzureVisionV31Tagger,
     MalformedAnswer,
@@ -26,10 +26,10 @@ from xai_bridge.adapters.captioners import (  # noqa: E402
     RetryPolicy,
     tag_list,
 )
-from xai_bridge.adapters.methods.builtin import sliding_windows  # noqa: E402
+from xai_bridge.adapters.methods.builtin import sliding_windows
 
-import xai_bridge as xb  # noqa: E402
-from xai_bridge.captions import TagModel, estimate_calls  # noqa: E402
+import xai_bridge as xb
+from xai_bridge.captions import TagModel, estimate_calls
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -167,7 +167,9 @@ def test_dry_run_counts_repeated_images_once_and_knows_what_a_model_has_seen(ser
     image = np.zeros((64, 64, 3), np.uint8)  # black: occluding with black repeats the unmasked image
     with make("v31", server) as tagger:
         model = TagModel(tagger)
-        estimate = estimate_calls(model, image, "builtin.Occlusion", targets="tree", window=32, stride=32, verbose=False)
+        estimate = estimate_calls(
+            model, image, "builtin.Occlusion", targets="tree", window=32, stride=32, verbose=False
+        )
         assert estimate.calls == estimate.distinct_images == 1 and estimate.evaluations == 5
         xb.explain(model, image, "builtin.Occlusion", targets="tree", window=32, stride=32, baseline=0)
         assert server.requests == 1
@@ -186,3 +188,26 @@ def test_tagger_keys_never_leak(server, tmp_path, caplog):
     saved = exp.save(tmp_path / "exp.npz")
     assert server.key.encode() not in saved.read_bytes() + (tmp_path / "c.sqlite").read_bytes()
     assert server.key not in caplog.text
+
+
+# ------------------------------------------------------------------ the example
+def test_example_prints_the_estimate_then_pays_exactly_that(server, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "cloud_tags.py"
+    spec = importlib.util.spec_from_file_location("cloud_tags_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    Image.fromarray(dog_image()).save(tmp_path / "dog.png")
+    argv = [server.url, str(tmp_path / "dog.png"), "--tag", "dog", "--key", server.key, "--method", "builtin.RISE"]
+    argv += ["--max-evals", "16", "--cache", str(tmp_path / "t.sqlite")]
+    assert module.main([*argv, "--dry-run"]) is None and server.requests == 0
+    assert "-> 17 paid calls" in capsys.readouterr().out  # the unmasked image, then 16 masks
+    exp = module.main(argv)
+    assert server.requests == 17 and "paid calls: 17 (estimated 17)" in capsys.readouterr().out
+    assert exp.target_names.tolist() == [["dog"]]
+    module.main([*argv, "--api", "v3.1"])
+    assert server.paths["/vision/v3.1/analyze"] == 17

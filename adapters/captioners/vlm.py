@@ -72,7 +72,7 @@ class TransformersVLM:
             and, for placeholder-token models, ``{image}`` where the image
             tokens go. Default: ``"{question}"`` for BLIP VQA, the
             processor's chat template when it has one, else
-            ``"{image}\\n{question}"``.
+            ``"{image}"`` + newline + ``"{question}"``.
         generate_kwargs: keyword arguments of ``generate`` (default greedy,
             ``max_new_tokens=10``).
         output: score kind (default log-probability).
@@ -118,7 +118,7 @@ class TransformersVLM:
             raise TypeError(f"preprocess: expected an xai_bridge.Preprocess, got {type(preprocess).__name__}")
         if int(batch_size) <= 0:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        self.model = model
+        self.model: Any = model
         self.processor = processor
         self.tokenizer = tokenizer
         self.preprocess = preprocess
@@ -126,7 +126,7 @@ class TransformersVLM:
         self.output = TokenScore(output)
         self.batch_size = int(batch_size)
         self.device = _device_of(model, device)
-        config = model.config
+        config: Any = self.model.config
         if type(model).__name__ == "BlipForQuestionAnswering":
             self.family = _BLIP_VQA
             self._start = int(config.text_config.bos_token_id)
@@ -162,7 +162,8 @@ class TransformersVLM:
             ids = self._prompts[prompt] = self._encode_prompt(prompt)
         return ids
 
-    def _encode_prompt(self, prompt: str) -> torch.Tensor:        if self.family == _BLIP_VQA:
+    def _encode_prompt(self, prompt: str) -> torch.Tensor:
+        if self.family == _BLIP_VQA:
             text = self.prompt_template.format(question=prompt)
             return torch.tensor([self.tokenizer(text)["input_ids"]], dtype=torch.long)
         if self.processor is not None:
@@ -180,7 +181,7 @@ class TransformersVLM:
 
     def _placeholder_ids(self, prompt: str) -> list[int]:
         """Prompt ids without a processor: BOS, the template's text and one placeholder per image token."""
-        config = self.model.config
+        config: Any = self.model.config
         image_token = getattr(config, "image_token_id", getattr(config, "image_token_index", None))
         if image_token is None:
             raise TypeError(
@@ -220,7 +221,9 @@ class TransformersVLM:
                 pixels = self.pixel_values(images[start : start + self.batch_size])
                 ids = prompt_ids.expand(len(pixels), -1)
                 mask = torch.ones_like(ids)
-                out = self.model.generate(input_ids=ids, pixel_values=pixels, attention_mask=mask, **self.generate_kwargs)
+                out = self.model.generate(
+                    input_ids=ids, pixel_values=pixels, attention_mask=mask, **self.generate_kwargs
+                )
                 for row in out.cpu().tolist():
                     if self.family == _BLIP_VQA:
                         row = row[1:] if row and row[0] == self._start else row
@@ -349,7 +352,9 @@ class AnswerHead(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # noqa: D102
         dtype = next(self.model.parameters()).dtype
-        scores = _convert(self._vlm.token_log_probs(pixel_values.to(dtype), self.reference, self.prompt), self._vlm.output)
+        scores = _convert(
+            self._vlm.token_log_probs(pixel_values.to(dtype), self.reference, self.prompt), self._vlm.output
+        )
         return scores.float()
 
 
@@ -360,8 +365,10 @@ class AnswerModel(TorchModel):
     (or the VLM's ``output`` kind); ``class_names`` are the token strings.
     ``predict`` equals :meth:`TransformersVLM.score_images`; gradient methods
     differentiate the same computation through the declared preprocessing.
-    CAM layers are named inside the user's model (``module`` is the user's
-    model), e.g. ``"vision_model.encoder.layers.1.layer_norm1"``.
+    CAM layers are named inside the model's vision tower (``module``: BLIP's
+    ``vision_model``, LLaVA's ``vision_tower``), e.g.
+    ``"encoder.layers.1.layer_norm1"``: the automatic choice would otherwise
+    find the answer tokens' own sequence, which is no image grid.
 
     Args:
         vlm: the :class:`TransformersVLM`.
@@ -387,7 +394,12 @@ class AnswerModel(TorchModel):
 
     @property
     def module(self) -> nn.Module:
-        """The user's model (CAM layer names are relative to it)."""
+        """The model's vision tower (CAM layer names are relative to it), or the whole model if none is found."""
+        return _vision_tower(self._user_model)
+
+    @property
+    def user_model(self) -> nn.Module:
+        """The user's model."""
         return self._user_model
 
     def __repr__(self) -> str:
@@ -395,3 +407,11 @@ class AnswerModel(TorchModel):
             f"AnswerModel({type(self._user_model).__name__}, answer={self.reference.text!r}, "
             f"T={len(self.reference)}, preprocess={self.preprocess})"
         )
+
+
+def _vision_tower(model: nn.Module) -> nn.Module:
+    """The first submodule named like a vision tower (``vision_model``, ``vision_tower``, ``visual``)."""
+    for name, sub in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ("vision_model", "vision_tower", "visual"):
+            return sub
+    return model

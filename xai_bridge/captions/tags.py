@@ -88,7 +88,7 @@ class TagModel:
         self.tagger = tagger
         self.min_confidence = float(min_confidence)
         self.batch_size = int(batch_size)
-        self.class_names: list[str] | None = None
+        self.class_names: Sequence[str] | None = None
         if tags is not None:
             names = [tags] if isinstance(tags, str) else list(tags)
             if not names or not all(isinstance(t, str) for t in names) or len(set(names)) != len(names):
