@@ -35,14 +35,16 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
     args = parser.parse_args(argv)
     steps, runs = (16, 2) if args.quick else (50, 10)  # the tutorial: 50 steps, 10 random baselines
     if args.keras:
-        from xai_bridge.adapters.models.keras import triton_before_tensorflow
+        from xai_bridge.adapters._load_order import triton_before_tensorflow
 
         triton_before_tensorflow()  # TensorFlow 2.21 wheels crash a later `import triton`
         from keras.applications import xception
 
         model, preprocess, size = xception.Xception(weights=None), xb.Preprocess.inception(299), 299
+        chunk = 4  # TensorFlow's tape keeps every activation of Xception at 299 px: ~0.6 GB per image
     else:
         model, preprocess, size = efficientnet_lite0(), None, 224
+        chunk = 32
     results = xb.explain_many(
         model,
         xb.load_images(data.chelsea(), size=(size, size)),
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
             "captum.Saliency",
             (
                 "captum.IntegratedGradients",
-                {"n_steps": steps, "baselines": ["random"] * runs, "internal_batch_size": 32},
+                {"n_steps": steps, "baselines": ["random"] * runs, "internal_batch_size": chunk},
             ),
         ],
         preprocess=preprocess,

@@ -1,14 +1,23 @@
 """A loopback captioning server for tests and benchmarks (127.0.0.1 only).
 
-It speaks four protocols:
+It speaks six protocols:
 
-* ``POST /vision/v3.1/analyze?visualFeatures=Description`` (Azure Computer Vision v3.1)
+* ``POST /vision/v3.1/analyze?visualFeatures=Description`` (Azure Computer Vision v3.1 captions)
+* ``POST /vision/v3.1/analyze?visualFeatures=Tags`` (v3.1 tags: ``{"tags": [{"name", "confidence"}]}``)
 * ``POST /computervision/imageanalysis:analyze?api-version=2024-02-01&features=caption`` (Azure AI Vision 4.0)
-* ``POST /v1/chat/completions`` (OpenAI-compatible vision chat, image as a data URL)
+* ``POST /computervision/imageanalysis:analyze?api-version=2024-02-01&features=tags``
+  (4.0 tags: ``{"tagsResult": {"values": [{"name", "confidence"}]}}``)
+* ``POST /v1/chat/completions`` (OpenAI-compatible vision chat, image as a data URL;
+  the text part is the prompt, answered by :func:`rule_answer`)
 * ``POST /models/<id>`` (Hugging Face inference image-to-text)
 
 Captions come from :func:`rule_caption`, a deterministic rule on the mean
-brightness of the image's quadrants, so masking a quadrant changes one word.
+brightness of the image's quadrants, so masking a quadrant changes one word;
+tags from :func:`rule_tags` (one tag per quadrant, its confidence growing
+with the quadrant's distance from mid-grey); answers to a question from
+:func:`rule_answer` (a question naming ``animal`` is answered by the
+top-right quadrant alone, ``colour``/``color`` by the top-left; any other
+prompt gets the caption).
 
 Faults are scripted with :meth:`CaptionServer.inject`: each incoming request
 takes the next fault in the queue, then requests are answered normally.
@@ -49,7 +58,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
-__all__ = ["WORDS", "CaptionServer", "rule_caption"]
+__all__ = ["WORDS", "CaptionServer", "rule_answer", "rule_caption", "rule_tags"]
 
 #: Word pairs chosen by the top-left, top-right, bottom-left, bottom-right quadrant (dark, bright).
 WORDS = (("red", "blue"), ("cat", "dog"), ("green", "white"), ("tree", "car"))
@@ -61,6 +70,33 @@ def rule_caption(image: np.ndarray) -> str:
     quads = (image[: h // 2, : w // 2], image[: h // 2, w // 2 :], image[h // 2 :, : w // 2], image[h // 2 :, w // 2 :])
     picks = [WORDS[i][int(q.mean() > 127.5)] for i, q in enumerate(quads)]
     return f"a {picks[0]} {picks[1]} near a {picks[2]} {picks[3]}"
+
+
+def _quadrants(image: np.ndarray) -> list[np.ndarray]:
+    h, w = image.shape[:2]
+    return [image[: h // 2, : w // 2], image[: h // 2, w // 2 :], image[h // 2 :, : w // 2], image[h // 2 :, w // 2 :]]
+
+
+def rule_tags(image: np.ndarray) -> dict[str, float]:
+    """One tag per quadrant, ``WORDS[i][bright]``, confidence ``0.5 + |mean - 127.5| / 255`` (rounded to 1e-4)."""
+    tags: dict[str, float] = {}
+    for i, q in enumerate(_quadrants(image)):
+        mean = float(q.mean())
+        name = WORDS[i][int(mean > 127.5)]
+        tags[name] = max(tags.get(name, 0.0), round(0.5 + abs(mean - 127.5) / 255.0, 4))
+    return tags
+
+
+def rule_answer(image: np.ndarray, question: str) -> str:
+    """The answer to ``question``: the top-right word for an animal question, top-left for a colour, else the caption."""
+    quads = _quadrants(image)
+    words = [WORDS[i][int(q.mean() > 127.5)] for i, q in enumerate(quads)]
+    text = question.lower()
+    if "animal" in text:
+        return f"a {words[1]}"
+    if "colour" in text or "color" in text:
+        return words[0]
+    return rule_caption(image)
 
 
 class _Server(ThreadingHTTPServer):
@@ -129,10 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(int(fault), "InternalServerError", "try again")
         if fault == "malformed":
             return self._send(200, b'{"description": {"captions": [{"text": "a tru')
-        if route == "v31" and query.get("visualFeatures") != "Description":
-            return self._error(400, "InvalidRequest", "visualFeatures=Description required")
-        if route == "v40" and (query.get("features") != "caption" or "api-version" not in query):
-            return self._error(400, "InvalidRequest", "features=caption and api-version required")
+        feature = query.get("visualFeatures") if route == "v31" else query.get("features")
+        if route == "v31" and feature not in ("Description", "Tags"):
+            return self._error(400, "InvalidRequest", "visualFeatures=Description or Tags required")
+        if route == "v40" and (feature not in ("caption", "tags") or "api-version" not in query):
+            return self._error(400, "InvalidRequest", "features=caption or tags, and api-version, required")
         try:
             data = self._image_bytes(route, body)
             with Image.open(io.BytesIO(data)) as im:
@@ -144,7 +181,19 @@ class _Handler(BaseHTTPRequestHandler):
             h, w = image.shape[:2]
             if min(h, w) < 50 or len(data) >= 4 * 1024 * 1024 or fmt not in ("JPEG", "PNG", "GIF", "BMP"):
                 return self._error(400, "InvalidImageSize", f"image {w}x{h}, {len(data)} bytes, {fmt}")
-        caption: Any = owner.rule(image)
+        question = self._question(body) if route == "chat" else None
+        if question is not None:
+            owner._asked(question)
+        if feature in ("Tags", "tags"):
+            tags = owner.tag_rule(image)
+            owner._answered(hashlib.sha256(data).hexdigest(), json.dumps(tags))
+            values = [{"name": n, "confidence": c} for n, c in sorted(tags.items(), key=lambda t: -t[1])]
+            if route == "v31":
+                payload: Any = {"tags": values, "requestId": "loopback", "metadata": {"height": image.shape[0]}}
+            else:
+                payload = {"tagsResult": {"values": values}, "modelVersion": "2023-10-01"}
+            return self._send(200, json.dumps(payload).encode())
+        caption: Any = owner.rule(image) if question is None else owner.answer_rule(image, question)
         if fault == "null":
             caption = None
         elif fault == "long-caption":
@@ -152,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             owner._answered(hashlib.sha256(data).hexdigest(), caption)
         if route == "v31":
-            payload: Any = {
+            payload = {
                 "description": {"tags": str(caption).split(), "captions": [{"text": caption, "confidence": 0.9}]},
                 "requestId": "loopback",
                 "metadata": {"height": image.shape[0], "width": image.shape[1]},
@@ -218,6 +267,12 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     @staticmethod
+    def _question(body: bytes) -> str | None:
+        message = json.loads(body)["messages"][0]
+        texts = [p["text"] for p in message["content"] if p.get("type") == "text"]
+        return texts[0] if texts else None
+
+    @staticmethod
     def _image_bytes(route: str, body: bytes) -> bytes:
         if route != "chat":
             return body
@@ -234,6 +289,8 @@ class CaptionServer:
         key: the accepted key (None accepts anything).
         latency: seconds every request takes.
         rule: ``rule(image) -> caption``.
+        tag_rule: ``tag_rule(image) -> {name: confidence}`` (the tags protocols).
+        answer_rule: ``answer_rule(image, prompt) -> answer`` (chat completions).
         hang: seconds a ``"timeout"`` fault sleeps before dropping the connection.
         retry_after: ``Retry-After`` of a plain ``"429"`` fault.
         trickle_interval: seconds between the bytes of a ``"trickle"`` fault.
@@ -245,6 +302,7 @@ class CaptionServer:
         faults_served: faults served, by kind.
         answered: successful answers per image SHA-256.
         paths: requests per URL path.
+        questions: chat prompts received, by text.
     """
 
     def __init__(
@@ -252,6 +310,8 @@ class CaptionServer:
         key: str | None = "loopback-secret-key-0123456789",
         latency: float = 0.0,
         rule: Callable[[np.ndarray], str] = rule_caption,
+        tag_rule: Callable[[np.ndarray], dict[str, float]] = rule_tags,
+        answer_rule: Callable[[np.ndarray, str], str] = rule_answer,
         hang: float = 1.0,
         retry_after: str = "0",
         trickle_interval: float = 0.1,
@@ -260,6 +320,8 @@ class CaptionServer:
         self.key = key
         self.latency = float(latency)
         self.rule = rule
+        self.tag_rule = tag_rule
+        self.answer_rule = answer_rule
         self.hang = float(hang)
         self.retry_after = retry_after
         self.trickle_interval = float(trickle_interval)
@@ -270,6 +332,7 @@ class CaptionServer:
         self.faults_served: collections.Counter[str] = collections.Counter()
         self.answered: collections.Counter[str] = collections.Counter()
         self.paths: collections.Counter[str] = collections.Counter()
+        self.questions: collections.Counter[str] = collections.Counter()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -320,6 +383,7 @@ class CaptionServer:
             self.faults_served.clear()
             self.answered.clear()
             self.paths.clear()
+            self.questions.clear()
 
     # -- used by the handler
     def _begin(self, path: str) -> str | None:
@@ -330,6 +394,10 @@ class CaptionServer:
             if fault is not None:
                 self.faults_served[fault] += 1
             return fault
+
+    def _asked(self, question: str) -> None:
+        with self._lock:
+            self.questions[question] += 1
 
     def _answered(self, digest: str, caption: str) -> None:
         with self._lock:

@@ -295,7 +295,7 @@ def test_report_controls_in_headless_chromium(browser: Any, tmp_path: Path) -> N
         page.locator("#image-0 select.mode").select_option("abs")  # |value|: the negative blob turns sequential
         absolute = canvas(page, 0, 0)
         assert close_enough(absolute, reference(image, ig["targets"][2]["png"], False, 90.0, 0.3))
-        assert "sign dropped" in page.locator("#image-0 .legend").inner_text()
+        assert "unsigned |value|" in page.locator("#image-0 .legend").inner_text()
     finally:
         page.close()
     assert errors == []

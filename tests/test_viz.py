@@ -169,7 +169,7 @@ def test_signedness_comes_from_the_registry_and_the_params() -> None:
     assert signed_maps(dataclasses.replace(positive, method="captum.Saliency", params={"abs": False}))
     assert signed_maps(exp_of(-ramp()[None, None], "lib.Unknown"))  # unregistered: judged by its values
     assert not signed_maps(exp_of(ramp()[None, None], "lib.Unknown"))
-    assert rule_for(sq).label() == "|value|, sign dropped, clipped at the 99th percentile of |value|, per map"
+    assert rule_for(sq).label() == "unsigned |value|, clipped at the 99th percentile of |value|, per map"
     assert rule_for(sq, "positive").norm is xb.Norm.POSITIVE
 
 

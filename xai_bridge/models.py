@@ -443,7 +443,8 @@ def as_model(
 
     Args:
         model: a :class:`Model`, a Keras model, an ``onnxruntime.InferenceSession``
-            or ``.onnx`` path, a ``torch.nn.Module`` (NCHW) or a callable.
+            or ``.onnx`` path, a ``torch.nn.Module`` (NCHW), a tagger (``tag(images)``,
+            wrapped in a :class:`~xai_bridge.captions.TagModel`) or a callable.
             A callable with ``preprocess`` is treated as an array model
             (e.g. Keras) fed preprocessed floats; without, as a black box fed
             uint8 NHWC images. A Hugging Face ``PreTrainedModel`` or a timm
@@ -462,6 +463,10 @@ def as_model(
     """
     if isinstance(model, Model) and callable(getattr(model, "predict", None)) and hasattr(model, "output_kind"):
         return model
+    if callable(getattr(model, "tag", None)) and not callable(getattr(model, "predict", None)):
+        from .captions.tags import TagModel  # a tagger: a classifier over the tags of the unmasked image
+
+        return TagModel(model, batch_size=batch_size)
     if preprocess is not None and not isinstance(preprocess, Preprocess):
         preprocess, names = _coerce_preprocess(preprocess)
         class_names = class_names if class_names is not None else names

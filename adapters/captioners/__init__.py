@@ -1,4 +1,4 @@
-"""Captioners: local models, caption scorers, and remote APIs behind one HTTP client.
+"""Captioners and taggers: local models, caption scorers, and remote APIs behind one HTTP client.
 
 ``local.py`` holds the captioner protocol, function and transformers
 captioners; ``scorers.py`` the caption scorers; ``http.py`` the HTTP client
@@ -22,7 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
         AZURE_V31_LIMITS,
         AZURE_V40_LIMITS,
         AzureVision40Captioner,
+        AzureVision40Tagger,
         AzureVisionV31Captioner,
+        AzureVisionV31Tagger,
     )
     from .cache import (
         CacheError,
@@ -40,13 +42,16 @@ if TYPE_CHECKING:  # pragma: no cover
         RateLimiter,
         RemoteCaptioner,
         RemoteCaptionError,
+        RemoteClient,
         RemoteStats,
+        RemoteTagger,
         RetryPolicy,
         Secret,
         caption_text,
         check_key,
         encode_image,
         parse_retry_after,
+        tag_list,
     )
     from .huggingface import (
         HFInferenceCaptioner,
@@ -97,6 +102,9 @@ _LAZY: dict[str, str] = {
     "RemoteCaptionError": ".http",
     "RemoteCaptioner": ".http",
     "RemoteStats": ".http",
+    "RemoteClient": ".http",
+    "RemoteTagger": ".http",
+    "tag_list": ".http",
     "RetryPolicy": ".http",
     "Secret": ".http",
     "caption_text": ".http",
@@ -107,6 +115,8 @@ _LAZY: dict[str, str] = {
     "AZURE_V40_LIMITS": ".azure",
     "AzureVision40Captioner": ".azure",
     "AzureVisionV31Captioner": ".azure",
+    "AzureVision40Tagger": ".azure",
+    "AzureVisionV31Tagger": ".azure",
     "OPENAI_LIMITS": ".openai",
     "OpenAICaptioner": ".openai",
     "HFInferenceCaptioner": ".huggingface",
@@ -123,7 +133,9 @@ __all__ = [
     "OPENAI_LIMITS",
     "AuthenticationError",
     "AzureVision40Captioner",
+    "AzureVision40Tagger",
     "AzureVisionV31Captioner",
+    "AzureVisionV31Tagger",
     "CacheError",
     "CaptionScorer",
     "CaptionTokens",
@@ -140,7 +152,9 @@ __all__ = [
     "RateLimiter",
     "RemoteCaptionError",
     "RemoteCaptioner",
+    "RemoteClient",
     "RemoteStats",
+    "RemoteTagger",
     "RetryPolicy",
     "Secret",
     "SelfScoringCaptioner",
@@ -158,6 +172,7 @@ __all__ = [
     "encode_image",
     "open_cache",
     "parse_retry_after",
+    "tag_list",
 ]
 
 

@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -70,13 +70,16 @@ __all__ = [
     "RateLimiter",
     "RemoteCaptionError",
     "RemoteCaptioner",
+    "RemoteClient",
     "RemoteStats",
+    "RemoteTagger",
     "RetryPolicy",
     "Secret",
     "caption_text",
     "check_key",
     "encode_image",
     "parse_retry_after",
+    "tag_list",
 ]
 
 logger = logging.getLogger("xai_bridge.remote")
@@ -456,8 +459,11 @@ class _Call:
 
 
 # --------------------------------------------------------------- the client
-class RemoteCaptioner:
-    """Base class of the HTTP captioners; subclasses say how to ask and how to read the answer.
+_Client = TypeVar("_Client", bound="RemoteClient")
+
+
+class RemoteClient:
+    """Base class of the HTTP clients (captioners, taggers); subclasses say how to ask and how to read the answer.
 
     Args:
         url: the endpoint URL requests are posted to.
@@ -486,7 +492,19 @@ class RemoteCaptioner:
     Redirects are never followed: a 3xx answer raises :class:`RemoteCaptionError`
     naming it. With a cache, each image is claimed while its request is in
     flight, so processes sharing the cache file pay once per image.
+
+    An answer is whatever ``_parse`` reads (a caption, a ``{tag: confidence}``
+    dict); :meth:`_answers` is the batch call that captioners (``caption``) and
+    taggers (``tag``) expose under their own name. Providers whose API takes
+    an instruction (``supports_prompt``) also accept a per-call ``prompt``; it
+    is part of the request, hence of the cache key.
     """
+
+    #: cache namespace and the field of a cache row that holds the answer
+    _cache_namespace: str = "xai-bridge.caption/1"
+    _answer_field: str = "caption"
+    #: whether a call may carry its own prompt (a question, an instruction)
+    supports_prompt: bool = False
 
     #: what the API accepts
     limits: ImageLimits = ImageLimits()
@@ -570,16 +588,55 @@ class RemoteCaptioner:
     def _auth_headers(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}
 
-    def _prepare(self, image: EncodedImage) -> _Call:
+    def _prompt_params(self, prompt: str) -> dict[str, Any]:
+        """The request parameters a per-call ``prompt`` replaces (providers with ``supports_prompt``)."""
         raise NotImplementedError
 
-    def _parse(self, payload: Any) -> str:
-        """The caption in a decoded JSON answer; raise :class:`MalformedAnswer` (or a lookup error) if absent."""
+    def _prepare(self, image: EncodedImage, prompt: str | None = None) -> _Call:
         raise NotImplementedError
+
+    def _parse(self, payload: Any) -> Any:
+        """The answer in a decoded JSON body; raise :class:`MalformedAnswer` (or a lookup error) if absent."""
+        raise NotImplementedError
+
+    def _validate(self, answer: Any) -> None:
+        """Raise :class:`MalformedAnswer` unless ``answer`` is what ``_parse`` promises (retried, never cached)."""
+
+    def _refuse(self, answer: Any) -> str | None:
+        """Why a well-formed answer is refused for good (too large), or None; checked before caching."""
+        return None
 
     # -- public API
-    def caption(self, images: np.ndarray) -> list[str]:
-        """Caption uint8 ``(N, H, W, 3)`` images concurrently; one string per image.
+    def cached(self, image: np.ndarray, prompt: str | None = None) -> Any:
+        """The cached answer about ``image`` (uint8 ``(H, W, 3)``), or None; sends nothing.
+
+        Cost estimates (:func:`xai_bridge.captions.estimate_calls`) use it: a
+        cached image is free, and its answer lets a dry run follow the same
+        path as the real run.
+        """
+        if self.cache is None:
+            return None
+        key = self._cache_key(np.asarray(image), self._checked_prompt(prompt))
+        return self._cached_answer(key, self.cache.get(key), quiet=True)
+
+    def would_send(self, image: np.ndarray, prompt: str | None = None) -> bool:
+        """Whether asking about ``image`` would be a paid request (its answer is not cached); sends nothing."""
+        return self.cached(image, prompt) is None
+
+    def _checked_prompt(self, prompt: str | None) -> str | None:
+        if prompt is None:
+            return None
+        if not self.supports_prompt:
+            raise ValueError(
+                f"prompt: {type(self).__name__} sends no instruction with the image, got prompt={prompt!r:.60}; "
+                "use a provider that takes one (OpenAICaptioner) or leave prompt=None"
+            )
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt: expected a non-empty str, got {prompt!r:.60}")
+        return prompt
+
+    def _answers(self, images: np.ndarray, prompt: str | None = None) -> list[Any]:
+        """Answer uint8 ``(N, H, W, 3)`` images concurrently; one answer per image.
 
         Cached answers are reused, identical images are sent once, and the
         rest go out ``max_concurrency`` at a time. Each answer is written to
@@ -594,23 +651,24 @@ class RemoteCaptioner:
         arr = np.asarray(images)
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
             raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
-        keys = [self._cache_key(img) for img in arr]
+        prompt = self._checked_prompt(prompt)
+        keys = [self._cache_key(img, prompt) for img in arr]
         unique: dict[str, np.ndarray] = {}
         for k, img in zip(keys, arr, strict=True):
             unique.setdefault(k, img)
-        results: dict[str, str] = {}
+        results: dict[str, Any] = {}
         if self.cache is not None and unique:
             for k, value in self.cache.get_many(unique).items():
-                text = self._cached_caption(k, value)
-                if text is not None:
-                    results[k] = text
+                answer = self._cached_answer(k, value)
+                if answer is not None:
+                    results[k] = answer
         todo = [k for k in unique if k not in results]
         self.stats.add(cache_hits=len(unique) - len(todo), deduplicated=len(keys) - len(unique), captions=len(keys))
         if len(todo) == 1:
-            results[todo[0]] = self._fetch(todo[0], unique[todo[0]])
+            results[todo[0]] = self._fetch(todo[0], unique[todo[0]], prompt)
         elif todo:
             executor = self._pool()
-            futures: dict[Future[str], str] = {executor.submit(self._fetch, k, unique[k]): k for k in todo}
+            futures: dict[Future[Any], str] = {executor.submit(self._fetch, k, unique[k], prompt): k for k in todo}
             try:
                 for future, k in futures.items():
                     results[k] = future.result()
@@ -646,7 +704,7 @@ class RemoteCaptioner:
         if self.cache is not None:
             self.cache.close()
 
-    def __enter__(self) -> RemoteCaptioner:
+    def __enter__(self: _Client) -> _Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -662,25 +720,35 @@ class RemoteCaptioner:
         raise TypeError(f"{type(self).__name__} holds an API key and open connections; it cannot be pickled")
 
     # -- internals
-    def _cache_key(self, image: np.ndarray) -> str:
+    def _cache_key(self, image: np.ndarray, prompt: str | None = None) -> str:
         content = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
         encoding = [self.image_format, self.fit_images, list(map(str, dataclasses.astuple(self.limits)))]
+        params = self._request_params()
+        if prompt is not None:  # the same request as the default prompt shares its entry
+            params = {**params, **self._prompt_params(prompt)}
         return cache_key(
-            "xai-bridge.caption/1",
+            self._cache_namespace,
             type(self).__name__,
             self.url,
-            self._request_params(),
+            params,
             encoding,
             list(image.shape),
             content,
         )
 
-    def _cached_caption(self, key: str, value: Any) -> str | None:
-        """The caption of a cache row, or None for a row that is not one (it is then fetched again)."""
-        text = value.get("caption") if isinstance(value, dict) else None
-        if isinstance(text, str) and len(text) <= self.max_caption_chars:
-            return text
-        logger.warning("%s: cache %s holds a bad entry for %s; fetching it again", type(self).__name__, self.cache, key)
+    def _cached_answer(self, key: str, value: Any, quiet: bool = False) -> Any:
+        """The answer of a cache row, or None for a missing row or one that is not an answer (fetched again)."""
+        answer = value.get(self._answer_field) if isinstance(value, dict) else None
+        try:
+            self._validate(answer)
+            if self._refuse(answer) is None:
+                return answer
+        except (MalformedAnswer, ValueError, TypeError):
+            pass
+        if not quiet:
+            logger.warning(
+                "%s: cache %s holds a bad entry for %s; fetching it again", type(self).__name__, self.cache, key
+            )
         return None
 
     def _pool(self) -> ThreadPoolExecutor:
@@ -745,11 +813,11 @@ class RemoteCaptioner:
         if claim is not None and self.cache is not None:
             self.cache.claim(claim[0], claim[1], self._claim_ttl(wait))
 
-    def _await_claim(self, key: str, owner: str) -> str | None:
+    def _await_claim(self, key: str, owner: str) -> Any:
         """Claim ``key`` for this call; or, if another call holds it, wait for its answer.
 
         Returns:
-            The cached caption another call stored, or None once this call holds
+            The cached answer another call stored, or None once this call holds
             the claim (also after a claim expired, e.g. its process died).
         """
         assert self.cache is not None
@@ -760,18 +828,18 @@ class RemoteCaptioner:
             if state == "mine":
                 return None
             if state == "done":
-                text = self._cached_caption(key, self.cache.get(key))
-                if text is not None:
-                    return text
+                answer = self._cached_answer(key, self.cache.get(key))
+                if answer is not None:
+                    return answer
                 self.cache.claim(key, owner, self._claim_ttl(0.0), force=True)
                 return None
             time.sleep(pause)
             pause = min(0.25, pause * 2)
 
-    def _fetch(self, key: str, pixels: np.ndarray) -> str:
-        """Caption one image: claim it in the cache, send it, read and check the answer, store it."""
+    def _fetch(self, key: str, pixels: np.ndarray, prompt: str | None = None) -> Any:
+        """Ask about one image: claim it in the cache, send it, read and check the answer, store it."""
         if self.cache is None:
-            return self._exchange(key, pixels)
+            return self._exchange(key, pixels, prompt)
         owner = uuid.uuid4().hex
         shared = self._await_claim(key, owner)
         if shared is not None:
@@ -779,12 +847,12 @@ class RemoteCaptioner:
             return shared
         self._local.claim = (key, owner)
         try:
-            return self._exchange(key, pixels)
+            return self._exchange(key, pixels, prompt)
         finally:
             self._local.claim = None
             self.cache.release(key, owner)
 
-    def _exchange(self, key: str, pixels: np.ndarray) -> str:
+    def _exchange(self, key: str, pixels: np.ndarray, prompt: str | None = None) -> Any:
         """Send one image until it is answered; transport faults are retried by the session's adapter."""
         import requests
 
@@ -792,7 +860,7 @@ class RemoteCaptioner:
 
         image = encode_image(pixels, self.limits, self.image_format, self.fit_images)
         session = self._session()
-        call = self._prepare(image)
+        call = self._prepare(image, prompt)
         headers = dict(call.headers)
         if self._key is not None:
             headers.update(self._auth_headers(self._key.reveal()))
@@ -826,9 +894,8 @@ class RemoteCaptioner:
             if status >= 400:
                 raise RemoteCaptionError(f"{name}: {url} answered HTTP {status}: {self._scrub(response.text)[:300]!r}")
             try:
-                text = self._parse(response.json())
-                if not isinstance(text, str):
-                    raise MalformedAnswer(f"the caption is {type(text).__name__}, not text")
+                answer = self._parse(response.json())
+                self._validate(answer)
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 malformed += 1
                 what = self._scrub(str(exc))[:120] if isinstance(exc, MalformedAnswer) else type(exc).__name__
@@ -841,14 +908,107 @@ class RemoteCaptioner:
                 self.stats.add(retries=1)
                 time.sleep(self._backoff(malformed - 1))
                 continue
-            if len(text) > self.max_caption_chars:
-                raise RemoteCaptionError(
-                    f"{name}: {url} sent a caption of {len(text)} characters, over "
-                    f"max_caption_chars={self.max_caption_chars}; ask for a shorter caption or raise the limit"
-                )
+            refused = self._refuse(answer)
+            if refused is not None:
+                raise RemoteCaptionError(f"{name}: {url} sent {refused}")
             if self.cache is not None:
-                self.cache.set(key, {"caption": text})
-            return text
+                self.cache.set(key, {self._answer_field: answer})
+            return answer
+
+
+class RemoteCaptioner(RemoteClient):
+    """Base class of the HTTP captioners: an answer is one caption (a str).
+
+    See :class:`RemoteClient` for the arguments: the HTTP discipline
+    (concurrency, retries, rate limit, cache, image limits, keys) is shared.
+    """
+
+    def caption(self, images: np.ndarray, *, prompt: str | None = None) -> list[str]:
+        """Caption uint8 ``(N, H, W, 3)`` images concurrently; one string per image.
+
+        Args:
+            images: the images.
+            prompt: the instruction sent with each image instead of the
+                captioner's own (e.g. a question: the caption is then the
+                answer); only providers with ``supports_prompt`` take one.
+
+        Cached answers are reused, identical images are sent once, and the
+        rest go out ``max_concurrency`` at a time. Each answer is written to
+        the cache as soon as it arrives.
+
+        Raises:
+            AuthenticationError: the key was refused (401/403).
+            RemoteCaptionError: a request failed after the allowed retries, was
+                redirected, or its answer was too large.
+            CacheError: the cache file is damaged or locked.
+        """
+        return [str(c) for c in self._answers(images, prompt)]
+
+    def _parse(self, payload: Any) -> str:
+        """The caption in a decoded JSON answer; raise :class:`MalformedAnswer` (or a lookup error) if absent."""
+        raise NotImplementedError
+
+    def _validate(self, answer: Any) -> None:
+        if not isinstance(answer, str):
+            raise MalformedAnswer(f"the caption is {type(answer).__name__}, not text")
+
+    def _refuse(self, answer: Any) -> str | None:
+        if len(answer) > self.max_caption_chars:
+            return (
+                f"a caption of {len(answer)} characters, over max_caption_chars={self.max_caption_chars}; "
+                "ask for a shorter caption or raise the limit"
+            )
+        return None
+
+
+class RemoteTagger(RemoteClient):
+    """Base class of the HTTP taggers: an answer is ``{tag name: confidence}`` for one image.
+
+    The HTTP discipline (concurrency, retries, rate limit, cache, image
+    limits, keys) is :class:`RemoteClient`'s; answers are cached under their
+    own namespace, never mixed with captions. A tagger becomes a black-box
+    classifier with :class:`~xai_bridge.captions.TagModel` (``xb.explain``
+    wraps one automatically).
+    """
+
+    _cache_namespace = "xai-bridge.tags/1"
+    _answer_field = "tags"
+
+    def tag(self, images: np.ndarray) -> list[dict[str, float]]:
+        """``{tag: confidence}`` for each uint8 ``(N, H, W, 3)`` image, sent concurrently (see :meth:`RemoteClient._answers`)."""
+        return [dict(a) for a in self._answers(images)]
+
+    def _parse(self, payload: Any) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _validate(self, answer: Any) -> None:
+        if not isinstance(answer, dict):
+            raise MalformedAnswer(f"the tags are {type(answer).__name__}, not a name -> confidence mapping")
+        for name, confidence in answer.items():
+            if not isinstance(name, str) or isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+                raise MalformedAnswer(f"tag {name!r:.40}: confidence {confidence!r:.40} is not a number")
+            if not 0.0 <= float(confidence) <= 1.0:
+                raise MalformedAnswer(f"tag {name!r:.40}: confidence {confidence!r} is outside [0, 1]")
+
+    def _refuse(self, answer: Any) -> str | None:
+        long = [n for n in answer if len(n) > self.max_caption_chars]
+        if long:
+            return f"a tag of {len(long[0])} characters, over max_caption_chars={self.max_caption_chars}"
+        return None
+
+
+def tag_list(values: Any, where: str) -> dict[str, float]:
+    """``[{"name": ..., "confidence": ...}, ...]`` -> ``{name: confidence}`` (a repeated name keeps its highest)."""
+    if not isinstance(values, list):
+        raise MalformedAnswer(f"{where} is {'null' if values is None else type(values).__name__}, not a list")
+    tags: dict[str, float] = {}
+    for item in values:
+        name, confidence = item["name"], item["confidence"]
+        if not isinstance(name, str) or isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+            raise MalformedAnswer(f"{where}[]: expected a name (text) and a confidence (number), got {item!r:.80}")
+        name = name.strip()
+        tags[name] = max(float(confidence), tags.get(name, 0.0))
+    return tags
 
 
 def caption_text(value: Any, where: str) -> str:

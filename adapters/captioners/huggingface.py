@@ -28,7 +28,7 @@ class HFInferenceCaptioner(RemoteCaptioner):
         self.model = str(model)
         super().__init__(self.model if "://" in self.model else _join(base_url, self.model), **kwargs)
 
-    def _prepare(self, image: EncodedImage) -> _Call:
+    def _prepare(self, image: EncodedImage, prompt: str | None = None) -> _Call:
         return _Call(self.url, {}, {"Content-Type": image.content_type}, data=image.data)
 
     def _parse(self, payload: Any) -> str:

@@ -1,7 +1,10 @@
 """Captioners: anything that turns uint8 RGB images into one caption each.
 
 The protocol is one method, ``caption(images) -> list[str]`` on uint8
-``(N, H, W, 3)`` arrays. Implementations:
+``(N, H, W, 3)`` arrays. A captioner that reads an instruction with the image
+(a question: the caption is then the answer) also takes ``prompt=`` in
+``caption`` -- and, when self-scoring, in ``caption_tokens`` and
+``score_images``. Implementations:
 
 * :class:`FunctionCaptioner` -- any Python function;
 * :class:`TransformersCaptioner` -- a local transformers captioning model
@@ -9,6 +12,8 @@ The protocol is one method, ``caption(images) -> list[str]`` on uint8
   *its own* language head given a masked image (:class:`SelfScoringCaptioner`),
   so no external scorer model is needed (the improvement seed 000 names,
   shap #1739);
+* :class:`~xai_bridge.adapters.captioners.vlm.TransformersVLM` -- a local
+  vision-language model answering a prompt (BLIP VQA, LLaVA, BLIP-2);
 * remote APIs (Azure AI Vision, OpenAI-compatible, Hugging Face) in
   :mod:`xai_bridge.adapters.captioners.http` (one module per provider).
 
@@ -81,6 +86,8 @@ class FunctionCaptioner:
     Args:
         fn: ``fn(image) -> str`` on one uint8 ``(H, W, 3)`` image, or with
             ``batched=True`` ``fn(images) -> list[str]`` on ``(N, H, W, 3)``.
+            Called with a prompt (``caption(images, prompt=q)``), it gets it
+            as a second argument: ``fn(image, q)``.
         batched: whether ``fn`` takes a whole batch.
         name: name recorded in provenance (default: the function's name).
     """
@@ -92,15 +99,16 @@ class FunctionCaptioner:
         self.batched = bool(batched)
         self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
 
-    def caption(self, images: np.ndarray) -> list[str]:
-        """Call the function (on copies: it may change them freely)."""
+    def caption(self, images: np.ndarray, *, prompt: str | None = None) -> list[str]:
+        """Call the function (on copies: it may change them freely), with ``prompt`` as a second argument if given."""
         images = _check_images(images)
+        extra = () if prompt is None else (prompt,)
         if self.batched:
-            out = list(self.fn(images.copy()))
+            out = list(self.fn(images.copy(), *extra))
             if len(out) != len(images):
                 raise ValueError(f"fn: returned {len(out)} captions for {len(images)} images")
         else:
-            out = [self.fn(img.copy()) for img in images]
+            out = [self.fn(img.copy(), *extra) for img in images]
         for i, c in enumerate(out):
             if not isinstance(c, str):  # str(None) would be explained as the caption "None"
                 raise TypeError(
@@ -280,9 +288,20 @@ class TransformersCaptioner:
         return f"TransformersCaptioner({type(self.model).__name__}, output={self.output.value!r})"
 
 
-def captions_of(captioner: Captioner, images: np.ndarray) -> list[str]:
-    """``captioner.caption(images)`` with the result checked (one str per image)."""
-    out = captioner.caption(images)
+def captions_of(captioner: Captioner, images: np.ndarray, prompt: str | None = None) -> list[str]:
+    """``captioner.caption(images)`` (``prompt=`` passed on when given) with the result checked (one str per image)."""
+    if prompt is None:
+        out = captioner.caption(images)
+    else:
+        try:
+            out = captioner.caption(images, prompt=prompt)  # type: ignore[call-arg]
+        except TypeError as exc:
+            if "prompt" not in str(exc):
+                raise
+            raise TypeError(
+                f"captioner: {type(captioner).__name__}.caption() takes no prompt; use a captioner that answers "
+                "questions (TransformersVLM, OpenAICaptioner, a function fn(image, question))"
+            ) from None
     if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != len(images):
         raise ValueError(f"captioner: caption() must return one string per image ({len(images)}), got {out!r:.80}")
     for i, c in enumerate(out):

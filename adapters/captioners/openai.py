@@ -17,6 +17,9 @@ class OpenAICaptioner(RemoteCaptioner):
     """An OpenAI-compatible chat-completions vision endpoint (OpenAI, vLLM, Ollama, LM Studio...).
 
     The image goes as a base64 ``data:`` URL in an ``image_url`` message part.
+    ``caption(images, prompt=question)`` sends a question instead of
+    ``prompt``: the caption is then the model's answer (see
+    :func:`xai_bridge.captions.explain_answer`); it is cached per prompt.
 
     Args:
         base_url: the API base, e.g. ``https://api.openai.com/v1`` or
@@ -33,6 +36,7 @@ class OpenAICaptioner(RemoteCaptioner):
 
     limits = OPENAI_LIMITS
     default_key_env = "OPENAI_API_KEY"
+    supports_prompt = True
 
     def __init__(
         self,
@@ -61,7 +65,10 @@ class OpenAICaptioner(RemoteCaptioner):
             "detail": self.detail,
         }
 
-    def _prepare(self, image: EncodedImage) -> _Call:
+    def _prompt_params(self, prompt: str) -> dict[str, Any]:
+        return {"prompt": prompt}
+
+    def _prepare(self, image: EncodedImage, prompt: str | None = None) -> _Call:
         data_url = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode('ascii')}"
         body = {
             "model": self.model,
@@ -69,7 +76,7 @@ class OpenAICaptioner(RemoteCaptioner):
                 {
                     "role": "user",
                     "content": [
-                        {"type": "text", "text": self.prompt},
+                        {"type": "text", "text": self.prompt if prompt is None else prompt},
                         {"type": "image_url", "image_url": {"url": data_url, "detail": self.detail}},
                     ],
                 }

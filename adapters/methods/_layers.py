@@ -274,8 +274,9 @@ def _patch_gradient_flags(
     try:
         with torch.enable_grad():
             score = net(x.detach().clone().requires_grad_(True))[:, target].sum()
-            keys = sorted(outputs)
-            grads = torch.autograd.grad(score, [outputs[k] for k in keys], allow_unused=True)
+            # layers the pixels never reach (e.g. a text tower's embeddings of a fixed prompt) carry no gradient
+            keys = sorted(k for k, out in outputs.items() if isinstance(out, torch.Tensor) and out.requires_grad)
+            grads = torch.autograd.grad(score, [outputs[k] for k in keys], allow_unused=True) if keys else ()
     finally:
         for handle in handles:
             handle.remove()

@@ -44,6 +44,10 @@ class CaptionScoreModel:
         batch_size: largest batch passed to the captioner at once.
         reference_image: the unmasked image whose caption ``reference`` is;
             it is then never sent to the captioner again.
+        prompt: the instruction every image is captioned with (a question:
+            captions are then answers, and a self-scoring captioner scores the
+            reference given the image *and* the question); None: the
+            captioner's own.
 
     Attributes:
         output_kind: ``OutputKind.SCORES``.
@@ -62,6 +66,7 @@ class CaptionScoreModel:
         reference: str | CaptionTokens,
         batch_size: int = 64,
         reference_image: np.ndarray | None = None,
+        prompt: str | None = None,
     ) -> None:
         from ..adapters.captioners.local import SelfScoringCaptioner, as_captioner
         from ..adapters.captioners.scorers import CaptionTokens
@@ -79,6 +84,7 @@ class CaptionScoreModel:
         if int(batch_size) <= 0:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         self.scorer = scorer
+        self.prompt = None if prompt is None else str(prompt)
         owner = scorer if scorer is not None else self.captioner
         tokens = reference if isinstance(reference, CaptionTokens) else owner.tokenize(str(reference))  # type: ignore[union-attr]
         if len(tokens) == 0:
@@ -120,13 +126,14 @@ class CaptionScoreModel:
         t = len(self.reference)
         if self.scorer is None:
             own_head = self.captioner.score_images  # type: ignore[attr-defined]
-            scores = np.asarray(own_head(self.reference, batch), np.float32)
+            extra = {} if self.prompt is None else {"prompt": self.prompt}
+            scores = np.asarray(own_head(self.reference, batch, **extra), np.float32)
             if scores.shape != (len(batch), t):
                 raise ValueError(f"captioner: score_images() returned shape {scores.shape}, expected {(len(batch), t)}")
             return scores
         unknown = [i for i, k in enumerate(keys) if k not in self._image_captions]
         if unknown:
-            fresh = captions_of(self.captioner, batch[unknown])
+            fresh = captions_of(self.captioner, batch[unknown], self.prompt)
             self._image_captions.update((keys[i], c) for i, c in zip(unknown, fresh, strict=True))
         captions = [self._image_captions[k] for k in keys]
         self.captions.update(captions)

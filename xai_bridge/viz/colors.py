@@ -114,7 +114,7 @@ class ColorRule:
         """One line stating the rule, for colour bars and report legends."""
         what = {
             Norm.SIGNED: "signed (red for, blue against)",
-            Norm.ABS: "|value|, sign dropped",
+            Norm.ABS: "unsigned |value|",
             Norm.POSITIVE: "positive part only",
             Norm.MINMAX: "min-max scaled",
         }[self.norm]

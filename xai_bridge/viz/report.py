@@ -111,7 +111,7 @@ _JS = r"""
   }
 
   function ruleText(signed, p) {
-    const what = signed ? "signed (red for, blue against)" : "|value|, sign dropped";
+    const what = signed ? "signed (red for, blue against)" : "unsigned |value|";
     const clip = p >= 100 ? "clipped at the maximum |value|" : "clipped at the " + p + "th percentile of |value|";
     return what + ", " + clip + ", per map";
   }

@@ -1,0 +1,326 @@
+"""Image taggers (cloud vision tags) as black-box classifiers, and the cost of explaining a paid model.
+
+:class:`TagModel` turns a tagger -- ``tag(images) -> [{name: confidence}]``,
+e.g. :class:`~xai_bridge.adapters.captioners.azure.AzureVision40Tagger`, or a
+function ``image -> {name: confidence}`` -- into an ordinary
+:class:`~xai_bridge.models.Model`: its outputs are the confidences of the tags
+found on the unmasked image (a tag missing from a masked image's answer scores
+0), its class names the tag names. ``xb.explain`` wraps a tagger in one, so
+"why does the API say *dog*?" is::
+
+    tagger = AzureVision40Tagger(endpoint)                      # key from $AZURE_VISION_KEY
+    print(xb.estimate_calls(tagger, "dog.jpg", "shap.Partition", targets="dog", max_evals=200))
+    exp = xb.explain(tagger, "dog.jpg", "shap.Partition", targets="dog", max_evals=200)
+
+:func:`estimate_calls` is the dry run: it runs the method on a stand-in that
+answers nothing and counts the distinct images the real run would send and
+that the client's cache does not hold yet -- the paid calls.
+
+Only numpy is imported here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelInputError, ParameterError
+from ..images import Layout, load_images
+from ..models import OutputKind
+from ..targets import TargetSpec, TopK
+from .model import _digest
+
+__all__ = ["CallEstimate", "TagModel", "estimate_calls"]
+
+
+class TagModel:
+    """A tagger as a :class:`~xai_bridge.models.Model`: one output per tag of the unmasked image.
+
+    ``predict(images)`` returns float32 ``(N, K)``: the confidence of each of
+    the ``K`` tags (``class_names``), 0 for a tag absent from an image's answer.
+    The tags are ``tags`` when given; otherwise those the tagger finds on the
+    images of the *first* ``predict`` call -- the unmasked images, which is
+    what :func:`xai_bridge.explain` sends first -- ordered by their highest
+    confidence. Each distinct image is tagged once per model (the unmasked
+    image that methods evaluate again is never sent twice).
+
+    Args:
+        tagger: an object with ``tag(images) -> list[dict[str, float]]`` on
+            uint8 ``(N, H, W, 3)`` images, or a function ``image -> dict``.
+        tags: the tags to explain (default: found on the first images).
+        min_confidence: tags found below this are not outputs (when ``tags`` is None).
+        batch_size: largest batch passed to the tagger at once (remote taggers
+            send a batch concurrently).
+
+    Attributes:
+        output_kind: ``OutputKind.SCORES`` (independent confidences, not a softmax).
+        class_names: the tag names (None until known).
+        answers: the tagger's answers so far, per image digest.
+    """
+
+    output_kind = OutputKind.SCORES
+
+    def __init__(
+        self,
+        tagger: Any,
+        tags: Sequence[str] | None = None,
+        *,
+        min_confidence: float = 0.0,
+        batch_size: int = 64,
+    ) -> None:
+        if callable(getattr(tagger, "tag", None)):
+            self._tag: Callable[[np.ndarray], list[Mapping[str, float]]] = tagger.tag
+        elif callable(tagger):
+            self._tag = lambda images: [tagger(img.copy()) for img in images]
+        else:
+            raise ModelInputError(
+                f"tagger: expected an object with tag(images) -> [{{name: confidence}}] or a function "
+                f"image -> {{name: confidence}}, got {type(tagger).__name__}"
+            )
+        if int(batch_size) <= 0:
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}; pass e.g. 64")
+        if not (isinstance(min_confidence, (int, float)) and 0.0 <= float(min_confidence) <= 1.0):
+            raise ParameterError(f"min_confidence: expected a number in [0, 1], got {min_confidence!r}")
+        self.tagger = tagger
+        self.min_confidence = float(min_confidence)
+        self.batch_size = int(batch_size)
+        self.class_names: Sequence[str] | None = None
+        if tags is not None:
+            names = [tags] if isinstance(tags, str) else list(tags)
+            if not names or not all(isinstance(t, str) for t in names) or len(set(names)) != len(names):
+                raise ParameterError(f"tags: expected distinct tag names (str), got {tags!r}")
+            self.class_names = names
+        self.answers: dict[str, dict[str, float]] = {}
+
+    @property
+    def output_count(self) -> int | None:
+        """Number of tags, once known (None before the first ``predict`` when ``tags`` was not given)."""
+        return None if self.class_names is None else len(self.class_names)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """float32 ``(N, K)`` tag confidences for uint8 ``(N, H, W, 3)`` images."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ModelInputError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        keys = [_digest(img) for img in images]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        missing = [k for k in first if k not in self.answers]
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start : start + self.batch_size]
+            found = list(self._tag(np.stack([images[first[k]] for k in chunk])))
+            if len(found) != len(chunk):
+                raise ModelInputError(f"tagger: tag() returned {len(found)} answers for {len(chunk)} images")
+            self.answers.update(zip(chunk, (_checked(a) for a in found), strict=True))
+        if self.class_names is None:
+            self.class_names = self._vocabulary([self.answers[k] for k in first])
+        names = self.class_names
+        out = np.zeros((len(keys), len(names)), np.float32)
+        for i, k in enumerate(keys):
+            answer = self.answers[k]
+            out[i] = [answer.get(n, 0.0) for n in names]
+        return out
+
+    def _vocabulary(self, answers: list[dict[str, float]]) -> list[str]:
+        best: dict[str, float] = {}
+        for answer in answers:
+            for name, confidence in answer.items():
+                if confidence >= self.min_confidence:
+                    best[name] = max(confidence, best.get(name, 0.0))
+        if not best:
+            raise ModelInputError(
+                "tagger: found no tags on the image(s), so there is nothing to explain; lower min_confidence "
+                "or pass tags=[...]"
+            )
+        return sorted(best, key=lambda n: (-best[n], n))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON provenance (the tagger's, never a key)."""
+        fn = getattr(self.tagger, "describe", None)
+        return {"type": type(self).__name__, "tagger": dict(fn()) if callable(fn) else type(self.tagger).__name__}
+
+    def __repr__(self) -> str:
+        k = "?" if self.class_names is None else len(self.class_names)
+        return f"TagModel({self.tagger!r}, tags={k})"
+
+
+def _checked(answer: Any) -> dict[str, float]:
+    if not isinstance(answer, Mapping):
+        raise ModelInputError(f"tagger: expected {{name: confidence}} per image, got {type(answer).__name__}")
+    out: dict[str, float] = {}
+    for name, confidence in answer.items():
+        number = isinstance(confidence, (int, float, np.floating, np.integer)) and not isinstance(confidence, bool)
+        value = float(confidence) if number else math.nan
+        if not isinstance(name, str) or not math.isfinite(value):
+            raise ModelInputError(f"tagger: tag {name!r:.40} has confidence {confidence!r:.40}; expected a number")
+        out[name] = value
+    return out
+
+
+# ------------------------------------------------------------------ cost
+@dataclass(frozen=True)
+class CallEstimate:
+    """What a run would pay, found by a dry run.
+
+    Attributes:
+        calls: paid requests: distinct images the run sends that the cache does not hold.
+        distinct_images: distinct images the run evaluates (the unmasked one included).
+        cached: of those, already answered in the client's cache (free).
+        evaluations: model evaluations the method makes (repeats included).
+        method: the method's registered name.
+    """
+
+    calls: int
+    distinct_images: int
+    cached: int
+    evaluations: int
+    method: str
+
+    def __int__(self) -> int:
+        return self.calls
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method}: {self.evaluations} evaluations of {self.distinct_images} distinct images, "
+            f"{self.cached} cached -> {self.calls} paid calls"
+        )
+
+
+class _DryRun:
+    """A stand-in model recording every image a method evaluates; it answers what is known, else zeros.
+
+    Known answers (the client's cache, the model's memo) make the dry run
+    take the path the real run takes where the path depends on the answers
+    (shap.Partition), so a cached re-run is estimated free, as it is.
+    """
+
+    output_kind = OutputKind.SCORES
+
+    def __init__(
+        self, class_names: list[str], seen: dict[str, np.ndarray], known: Callable[[str, np.ndarray], Any]
+    ) -> None:
+        self.class_names = class_names
+        self.output_count = len(class_names)
+        self.batch_size = 64
+        self.seen = seen
+        self.known = known
+        self.evaluations = 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        self.evaluations += len(images)
+        out = np.zeros((len(images), len(self.class_names)), np.float32)
+        for i, img in enumerate(images):
+            key = _digest(img)
+            self.seen.setdefault(key, img)
+            answer = self.known(key, img)
+            if isinstance(answer, Mapping):
+                out[i] = [float(answer.get(n, 0.0)) for n in self.class_names]
+        return out
+
+
+def _stand_in_names(targets: TargetSpec, fixed: Sequence[str] | None) -> list[str]:
+    """Class names for the stand-in: the model's own when known, else enough for ``targets``."""
+    if fixed is not None:
+        return list(fixed)
+    names: list[str] = []
+    count = 1
+    stack: list[Any] = [targets]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, TopK):
+            count = max(count, int(item.k))
+        elif isinstance(item, str) and item != "top1":
+            names.append(item)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            count = max(count, int(item) + 1)
+        elif isinstance(item, (list, tuple, np.ndarray)):
+            stack.extend(list(item))
+    names = list(dict.fromkeys(names))
+    return names + [f"output {i}" for i in range(len(names), max(count, len(names)))]
+
+
+def estimate_calls(
+    model: Any,
+    images: Any,
+    method: str,
+    /,
+    targets: TargetSpec = "top1",
+    *,
+    seed: int = 0,
+    layout: Layout | str | None = None,
+    registry: Any = None,
+    verbose: bool = True,
+    **params: Any,
+) -> CallEstimate:
+    """Dry run: how many paid calls ``xb.explain(model, images, method, targets, seed=seed, **params)`` makes.
+
+    The method runs on a stand-in that sends nothing and answers zeros; every
+    image it evaluates is recorded. The paid calls are the distinct images --
+    the unmasked image first (the call that finds the tags) and every masked
+    image, each sent once however often it is evaluated -- that the client's
+    cache does not hold. For occlusion, RISE and LIME the images do not depend
+    on the answers, so the estimate is exact; for shap.Partition which
+    images are evaluated depends on the answers but their number does not,
+    so it is exact whenever no two of them are identical (masking an area
+    that already has the mask value makes a repeat, which the real run pays
+    once).
+
+    Args:
+        model: a tagger, a :class:`TagModel`, or any model with a remote
+            client (``cached(image)``; anything else counts every distinct image).
+        images: as in :func:`xai_bridge.explain`.
+        method: the method.
+        targets: as in :func:`xai_bridge.explain`.
+        seed: as in :func:`xai_bridge.explain` (the images depend on it).
+        layout: layout of array inputs when ambiguous.
+        registry: method table (default: the built-in one).
+        verbose: print the estimate.
+        **params: the method's parameters (the budget among them).
+
+    Returns:
+        The :class:`CallEstimate` (``int(estimate)`` is the number of paid calls).
+    """
+    from ..explain import explain
+
+    tag_model = model if isinstance(model, TagModel) else None
+    client = tag_model.tagger if tag_model is not None else model
+    memo = tag_model.answers if tag_model is not None else {}
+    lookup = getattr(client, "cached", None)
+
+    def known(key: str, image: np.ndarray) -> Any:
+        if key in memo:
+            return memo[key]
+        return lookup(image) if callable(lookup) else None
+
+    batch = load_images(images, layout=layout)
+    fixed = tag_model.class_names if tag_model is not None else getattr(model, "class_names", None)
+    first = [known(_digest(img), img) for img in batch]
+    if fixed is None and first and all(isinstance(a, Mapping) for a in first):
+        fixed = TagModel(client)._vocabulary([_checked(a) for a in first])  # the real run's tags
+    seen: dict[str, np.ndarray] = {}
+    for img in batch:  # the first, unmasked call
+        seen.setdefault(_digest(img), img)
+    stand_in = _DryRun(_stand_in_names(targets, fixed), seen, known)
+    explain(stand_in, batch, method, targets, seed=seed, registry=registry, **params)
+    paid = sum(1 for key, img in seen.items() if known(key, img) is None)
+    cached = len(seen) - paid
+    estimate = CallEstimate(
+        calls=paid,
+        distinct_images=len(seen),
+        cached=cached,
+        evaluations=stand_in.evaluations,
+        method=_canonical(method, registry),
+    )
+    if verbose:
+        print(f"estimate_calls: {estimate}")
+    return estimate
+
+
+def _canonical(method: str, registry: Any) -> str:
+    from ..registry import default_registry
+
+    return str((registry or default_registry()).spec(method).name)
