@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_explanation import make_explanation
 
 import xai_bridge as xb
 from xai_bridge.viz.colors import colorize
-from xai_bridge.viz.report import PERCENTILES, build_report, decode_map, encode_map, write_report
+from xai_bridge.viz.report import PERCENTILES, _table, build_report, decode_map, encode_map, write_report
 
 H, W = 24, 32
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,6 +101,8 @@ def reference(image: np.ndarray, b64: str, signed: bool, pct: float, opacity: fl
 
 
 # ------------------------------------------------------------------ content
+
+
 def test_report_is_self_contained_and_embeds_every_map() -> None:
     page = build_report(two_methods(), image_names=["cat.png"])
     assert "http://" not in page and "https://" not in page and "<link" not in page
@@ -205,6 +208,8 @@ def test_caption_explanations_get_a_section_each_with_token_tabs() -> None:
 
 
 # ------------------------------------------------------------------ browser
+
+
 @pytest.fixture(scope="module")
 def browser() -> Any:
     if not CHROMIUM.exists():
@@ -324,3 +329,58 @@ def test_caption_token_selector_in_headless_chromium(browser: Any, tmp_path: Pat
     finally:
         page.close()
     assert errors == []
+
+
+def three_methods() -> dict[str, xb.Explanation]:
+    exp = make_explanation()  # 2 images x 3 targets, names "class 0".."class 5", 123 evals, 0.30 s
+    return {
+        "captum.IntegratedGradients": exp,
+        "lib.B": dataclasses.replace(exp, method="lib.B", seconds=1.25, n_model_evals=42),
+        "lib.C": dataclasses.replace(
+            exp, method="lib.C", attributions=-exp.attributions, raw=None, seconds=7.5, n_model_evals=9
+        ),
+    }
+
+
+def img_sources(page: str) -> list[str]:
+    return re.findall(r"<img\b[^>]*\bsrc='([^']*)'", page)
+
+
+# ------------------------------------------------------------------ report
+
+
+def test_report_renders_the_metrics_pivot() -> None:
+    metrics = pd.DataFrame(
+        {
+            "method": ["lib.B", "lib.B", "lib.C", "lib.B"],
+            "metric": ["deletion", "deletion", "deletion", "insertion"],
+            "image": [0, 1, 0, 0],
+            "value": [0.25, 0.75, 0.125, 0.9],
+        }
+    )
+    page = build_report(three_methods(), metrics=metrics)
+    section = page.split("<h2>Metrics</h2>", 1)[1]
+    assert "<th>method</th><th>deletion</th><th>insertion</th>" in section
+    assert '<td class="l">lib.B</td><td class="">0.500</td><td class="">0.900</td>' in section  # mean of images
+    assert '<td class="l">lib.C</td><td class="">0.125</td><td class="">nan</td>' in section
+    assert "<h2>Metrics</h2>" not in build_report(three_methods(), metrics=metrics.iloc[:0])
+
+
+def test_table_keeps_integer_columns_integer() -> None:
+    html = _table(pd.DataFrame({"target": [3, 12], "value": [0.5, 0.25]}))
+    assert ">3<" in html and ">12<" in html and "3.000" not in html and ">0.250<" in html
+
+
+def test_write_report_is_atomic(tmp_path: Path) -> None:
+    path = write_report(tmp_path / "sub" / "r.html", three_methods(), title="first")
+    assert path == tmp_path / "sub" / "r.html" and "<title>first</title>" in path.read_text()
+    write_report(path, three_methods(), title="second")  # replaces the file
+    assert "<title>second</title>" in path.read_text()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.html"]  # no temporary file left
+    with pytest.raises(ValueError):
+        write_report(path, {})  # a failing build leaves the old report untouched
+    assert "<title>second</title>" in path.read_text()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.html"]
+
+
+# ------------------------------------------------------------------ CLI

@@ -471,58 +471,18 @@ def as_model(
         preprocess, names = _coerce_preprocess(preprocess)
         class_names = class_names if class_names is not None else names
     if _is_keras_model(model):  # before torch: on Keras' torch backend a Keras model is also a torch module
-        if preprocess is None:
-            raise TypeError(
-                "preprocess: a Keras model needs declared preprocessing, e.g. preprocess=Preprocess.inception() "
-                "(Keras 'tf' mode, Xception / InceptionV3) or Preprocess.caffe() (ResNet50, VGG)"
-            )
         from .adapters.models.keras import KerasModel
 
-        return KerasModel(model, preprocess, output_kind=output_kind, class_names=class_names, batch_size=batch_size)
+        pre = _declared(preprocess, "a Keras model", "Preprocess.inception() (Keras 'tf' mode) or Preprocess.caffe()")
+        return KerasModel(model, pre, output_kind=output_kind, class_names=class_names, batch_size=batch_size)
     if _is_onnx_model(model):
-        if preprocess is None:
-            raise TypeError(
-                "preprocess: an ONNX model needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
-                "(the layout is read from the graph)"
-            )
         from .adapters.models.onnx import OnnxModel
 
-        return OnnxModel(
-            model,
-            preprocess,
-            output_kind=output_kind or OutputKind.LOGITS,
-            class_names=class_names,
-            batch_size=batch_size,
-        )
+        pre = _declared(preprocess, "an ONNX model", "Preprocess.imagenet() (the layout is read from the graph)")
+        kind = output_kind or OutputKind.LOGITS
+        return OnnxModel(model, pre, output_kind=kind, class_names=class_names, batch_size=batch_size)
     if _is_torch_module(model):
-        library = _library_of(model)
-        if library == "transformers":
-            from .adapters.models.transformers import transformers_model
-
-            return transformers_model(model, preprocess, output_kind, class_names, batch_size)  # type: ignore[no-any-return]
-        if library == "timm":
-            from .adapters.models.timm import timm_model
-
-            return timm_model(model, preprocess, output_kind, class_names, batch_size)  # type: ignore[no-any-return]
-        if preprocess is None:
-            hint = (
-                " (for torchvision models: preprocess=<the weights enum>, e.g. ResNet50_Weights.IMAGENET1K_V2)"
-                if library == "torchvision"
-                else ""
-            )
-            raise ModelInputError(
-                "preprocess: a torch module needs declared preprocessing, e.g. preprocess=Preprocess.imagenet() "
-                f"or Preprocess(scale='unit'){hint}; or wrap it yourself with xai_bridge.adapters.models.TorchModel"
-            )
-        from .adapters.models.torch import TorchModel
-
-        return TorchModel(
-            model,
-            preprocess,
-            output_kind=output_kind or OutputKind.LOGITS,
-            class_names=class_names,
-            batch_size=batch_size,
-        )
+        return _torch_model(model, preprocess, output_kind, class_names, batch_size)
     if callable(model):
         from .adapters.models.arrays import ArrayModel, BlackBoxModel
 
@@ -555,6 +515,44 @@ def _is_onnx_model(obj: Any) -> bool:
     if isinstance(obj, (str, os.PathLike)):
         return str(obj).lower().endswith(".onnx")
     return any(c.__module__.split(".", 1)[0] == "onnxruntime" for c in type(obj).__mro__)
+
+
+def _declared(preprocess: Preprocess | None, what: str, example: str) -> Preprocess:
+    """``preprocess``, or one clear line saying that ``what`` needs it declared."""
+    if preprocess is None:
+        raise ModelInputError(f"preprocess: {what} needs declared preprocessing, e.g. preprocess={example}")
+    return preprocess
+
+
+def _torch_model(
+    model: Any,
+    preprocess: Preprocess | None,
+    output_kind: OutputKind | str | None,
+    class_names: Sequence[str] | None,
+    batch_size: int,
+) -> Model:
+    """A torch module as a Model: Hugging Face and timm bring their own preprocessing, others declare it."""
+    library = _library_of(model)
+    if library == "transformers":
+        from .adapters.models.transformers import transformers_model
+
+        return transformers_model(model, preprocess, output_kind, class_names, batch_size)  # type: ignore[no-any-return]
+    if library == "timm":
+        from .adapters.models.timm import timm_model
+
+        return timm_model(model, preprocess, output_kind, class_names, batch_size)  # type: ignore[no-any-return]
+    hint = " (torchvision: preprocess=<the weights enum>, e.g. ResNet50_Weights.IMAGENET1K_V2)"
+    pre = _declared(
+        preprocess,
+        "a torch module",
+        "Preprocess.imagenet() or Preprocess(scale='unit')"
+        + (hint if library == "torchvision" else "")
+        + "; or wrap it yourself with xai_bridge.adapters.models.TorchModel",
+    )
+    from .adapters.models.torch import TorchModel
+
+    kind = output_kind or OutputKind.LOGITS
+    return TorchModel(model, pre, output_kind=kind, class_names=class_names, batch_size=batch_size)
 
 
 def _is_torch_module(obj: Any) -> bool:

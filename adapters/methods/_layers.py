@@ -48,12 +48,14 @@ __all__ = [
     "LayerInfo",
     "TargetLayer",
     "TokenGrid",
+    "check_outputs",
     "check_target_range",
     "choose_layer",
     "crop_aligned",
     "gradient_stop",
     "layer_aliases",
     "layer_candidates",
+    "request_layer",
     "trace_layers",
 ]
 
@@ -540,3 +542,25 @@ def gradient_stop(layer: TargetLayer | None) -> Iterator[bool]:
         yield True
     finally:
         handle.remove()
+
+
+def request_layer(model: Any, net: nn.Module, x0: torch.Tensor, targets: np.ndarray, params: Any) -> TargetLayer:
+    """The CAM layer of a request: ``params["layer"]`` / ``["reshape_transform"]`` or the automatic choice.
+
+    Traces the first image ``x0`` for the first target, and caches the choice
+    in ``model.memo`` per input size (see :func:`choose_layer`).
+    """
+    return choose_layer(
+        model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"], model.memo
+    )
+
+
+def check_outputs(net: nn.Module, x0: torch.Tensor, targets: np.ndarray, n_outputs: int | None) -> None:
+    """Check targets against the output count; one forward pass only when the count is unknown.
+
+    ``explain()`` knows it already; a backend called directly does not.
+    """
+    if n_outputs is None:
+        with torch.no_grad():
+            n_outputs = int(net(x0).shape[-1])
+    check_target_range(targets, n_outputs)

@@ -64,7 +64,7 @@ class Kernel(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class _Method:
+class _CamClass:
     """How to build and call one pytorch-grad-cam class.
 
     Attributes:
@@ -90,39 +90,39 @@ class _Method:
 
 
 #: Library class name -> how to run it; each is registered as ``gradcam.<name>`` (SPECS below).
-METHODS: dict[str, _Method] = {
-    "GradCAM": _Method(description="Grad-CAM: activations weighted by mean gradients"),
-    "HiResCAM": _Method(description="HiResCAM: element-wise gradients x activations, summed"),
-    "GradCAMPlusPlus": _Method(description="Grad-CAM++: second-order weighting of positive gradients"),
-    "XGradCAM": _Method(description="XGrad-CAM: gradients weighted by normalised activations"),
-    "ScoreCAM": _Method(
+METHODS: dict[str, _CamClass] = {
+    "GradCAM": _CamClass(description="Grad-CAM: activations weighted by mean gradients"),
+    "HiResCAM": _CamClass(description="HiResCAM: element-wise gradients x activations, summed"),
+    "GradCAMPlusPlus": _CamClass(description="Grad-CAM++: second-order weighting of positive gradients"),
+    "XGradCAM": _CamClass(description="XGrad-CAM: gradients weighted by normalised activations"),
+    "ScoreCAM": _CamClass(
         attrs={"batch_size": 16}, description="Score-CAM: weights from scores of activation-masked images"
     ),
-    "AblationCAM": _Method(
+    "AblationCAM": _CamClass(
         ctor={"batch_size": 32, "ratio_channels_to_ablate": 1.0},
         description="Ablation-CAM: weights from the score drop when ablating each channel",
     ),
-    "EigenCAM": _Method(description="Eigen-CAM: first principal component of the activations"),
-    "EigenGradCAM": _Method(description="Eigen-Grad-CAM: first principal component of gradients x activations"),
-    "LayerCAM": _Method(description="LayerCAM: positive gradients x activations per position"),
-    "FullGrad": _Method(layer=False, description="FullGrad: input gradients plus every conv/BN bias gradient"),
-    "GradCAMElementWise": _Method(description="Grad-CAM element-wise: ReLU of gradients x activations, summed"),
-    "KPCA_CAM": _Method(
+    "EigenCAM": _CamClass(description="Eigen-CAM: first principal component of the activations"),
+    "EigenGradCAM": _CamClass(description="Eigen-Grad-CAM: first principal component of gradients x activations"),
+    "LayerCAM": _CamClass(description="LayerCAM: positive gradients x activations per position"),
+    "FullGrad": _CamClass(layer=False, description="FullGrad: input gradients plus every conv/BN bias gradient"),
+    "GradCAMElementWise": _CamClass(description="Grad-CAM element-wise: ReLU of gradients x activations, summed"),
+    "KPCA_CAM": _CamClass(
         ctor={"kernel": Kernel.SIGMOID, "gamma": None},
         random=True,
         description="KPCA-CAM: first kernel-PCA component of the activations",
     ),
-    "ShapleyCAM": _Method(freeze=False, description="ShapleyCAM: gradient and Hessian-vector-product weights"),
-    "FinerCAM": _Method(
+    "ShapleyCAM": _CamClass(freeze=False, description="ShapleyCAM: gradient and Hessian-vector-product weights"),
+    "FinerCAM": _CamClass(
         call={"alpha": 1.0, "comparison_categories": (1, 2, 3)},
         smoothing=False,
         description="Finer-CAM: Grad-CAM of the target score against the most similar classes",
     ),
-    "FEM": _Method(ctor={"k": 2}, description="Feature Explanation Method: k-sigma thresholded activations"),
-    "SegEigenCAM": _Method(
+    "FEM": _CamClass(ctor={"k": 2}, description="Feature Explanation Method: k-sigma thresholded activations"),
+    "SegEigenCAM": _CamClass(
         description="Seg-Eigen-CAM: sign-corrected principal component of |gradients| x activations"
     ),
-    "RandomCAM": _Method(random=True, description="Random channel weights: a sanity-check baseline"),
+    "RandomCAM": _CamClass(random=True, description="Random channel weights: a sanity-check baseline"),
 }
 
 _LAYER = {"layer": None, "reshape_transform": None}
@@ -236,7 +236,7 @@ class _Runner:
         return out
 
 
-def _defaults(spec: _Method) -> dict[str, Any]:
+def _defaults(spec: _CamClass) -> dict[str, Any]:
     return {
         **(_LAYER if spec.layer else {}),
         **(_SMOOTHING if spec.smoothing else {}),
@@ -274,23 +274,15 @@ def _cam_maps(
     request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
 ) -> tuple[np.ndarray, TargetLayer | None]:
     """Raw ``(N, T, H, W)`` maps of one method; runs inside the caller's guard."""
-    from ._layers import choose_layer, crop_aligned, gradient_stop
+    from ._layers import check_outputs, crop_aligned, gradient_stop, request_layer
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
     x0 = model.pixel_tensor(images[:1])
     layer = None
     if METHODS[name].layer:
-        layer = choose_layer(
-            model.module,
-            net,
-            x0,
-            int(targets[0, 0]),
-            params["layer"],
-            params["reshape_transform"],
-            model.memo,
-        )
-    _check_outputs(net, x0, targets, request.n_outputs)
+        layer = request_layer(model, net, x0, targets, params)
+    check_outputs(net, x0, targets, request.n_outputs)
     # ShapleyCAM differentiates through the parameters: no stop (and no freeze) for it
     stopped = stack.enter_context(gradient_stop(layer if METHODS[name].freeze else None))
     runner = _Runner(name, net, layer, params)
@@ -301,18 +293,6 @@ def _cam_maps(
         for j in range(targets.shape[1]):
             maps[start : start + len(x), j] = runner(x, targets[start : start + len(x), j])
     return (crop_aligned(maps, getattr(model, "preprocess", None)) if layer is not None else maps), layer
-
-
-def _check_outputs(net: Any, x0: Any, targets: np.ndarray, n_outputs: int | None) -> None:
-    """Check targets against the output count (one forward pass only when it is unknown)."""
-    import torch
-
-    from ._layers import check_target_range
-
-    if n_outputs is None:
-        with torch.no_grad():
-            n_outputs = int(net(x0).shape[-1])
-    check_target_range(targets, n_outputs)
 
 
 def _enter(request: ExplainRequest, model: Any, stack: ExitStack, freeze: bool = True) -> Any:
@@ -382,10 +362,12 @@ def _guided(request: ExplainRequest, model: Any) -> np.ndarray:
     """Guided backprop gradients ``(N, T, 3, H, W)``; runs inside the caller's guard."""
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
+    from ._layers import check_outputs
+
     net = model.pixel_module()
     images, targets = request.images, request.targets
     x0 = model.pixel_tensor(images[:1])
-    _check_outputs(net, x0, targets, request.n_outputs)
+    check_outputs(net, x0, targets, request.n_outputs)
     gb = GuidedBackpropReLUModel(net, device=None)
     out = np.zeros((*targets.shape, 3, *images.shape[1:3]), np.float32)
     for i in range(len(images)):
@@ -492,22 +474,14 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
     k, top_k = int(params["n_components"]), int(params["top_k"])
     maps = np.zeros((n, k, *images.shape[1:3]), np.float32)
     probs_all = []
-    from ._layers import choose_layer
+    from ._layers import check_outputs, request_layer
 
     with ExitStack() as stack:
         counter = _enter(request, model, stack)
         net = model.pixel_module()
         x0 = model.pixel_tensor(images[:1])
-        layer = choose_layer(
-            model.module,
-            net,
-            x0,
-            int(targets[0, 0]),
-            params["layer"],
-            params["reshape_transform"],
-            model.memo,
-        )
-        _check_outputs(net, x0, targets, request.n_outputs)
+        layer = request_layer(model, net, x0, targets, params)
+        check_outputs(net, x0, targets, request.n_outputs)
         head = None
         for i in range(n):
             x = model.pixel_tensor(images[i : i + 1])

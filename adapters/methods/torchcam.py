@@ -48,7 +48,7 @@ __all__ = ["FINER_BASES", "METHODS", "cam"]
 
 
 @dataclass(frozen=True)
-class _Method:
+class _Extractor:
     """How to build and call one torchcam extractor.
 
     Attributes:
@@ -69,38 +69,38 @@ class _Method:
 #: torchcam class name -> how to run it; each is registered as ``torchcam.<name>`` (SPECS below).
 #: Not registered: ``RefineCAM`` (a product of min-max-scaled maps from several layers, so no raw map)
 #: and ``LeGrad`` (torchvision ViT attention only).
-METHODS: dict[str, _Method] = {
-    "CAM": _Method(
+METHODS: dict[str, _Extractor] = {
+    "CAM": _Extractor(
         ctor={"fc_layer": None},
         gradients=False,
         description="CAM: activations weighted by the classifier's weights (needs GAP + one linear layer)",
     ),
-    "ScoreCAM": _Method(
+    "ScoreCAM": _Extractor(
         ctor={"batch_size": 32},
         gradients=False,
         description="Score-CAM: weights from scores of activation-masked images",
     ),
-    "SSCAM": _Method(
+    "SSCAM": _Extractor(
         ctor={"batch_size": 32, "num_samples": 35, "std": 2.0},
         gradients=False,
         random=True,
         description="SS-CAM: Score-CAM with noise-smoothed masks (seeded)",
     ),
-    "ISCAM": _Method(
+    "ISCAM": _Extractor(
         ctor={"batch_size": 32, "num_samples": 10},
         gradients=False,
         description="IS-CAM: Score-CAM integrated over mask intensities",
     ),
-    "GradCAM": _Method(description="Grad-CAM: activations weighted by mean gradients"),
-    "GradCAMpp": _Method(description="Grad-CAM++: second-order weighting of positive gradients"),
-    "SmoothGradCAMpp": _Method(
+    "GradCAM": _Extractor(description="Grad-CAM: activations weighted by mean gradients"),
+    "GradCAMpp": _Extractor(description="Grad-CAM++: second-order weighting of positive gradients"),
+    "SmoothGradCAMpp": _Extractor(
         ctor={"num_samples": 4, "std": None},
         random=True,
         description="Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded)",
     ),
-    "XGradCAM": _Method(description="XGrad-CAM: gradients weighted by normalised activations"),
-    "LayerCAM": _Method(description="LayerCAM: positive gradients x activations per position"),
-    "FinerCAM": _Method(
+    "XGradCAM": _Extractor(description="XGrad-CAM: gradients weighted by normalised activations"),
+    "LayerCAM": _Extractor(description="LayerCAM: positive gradients x activations per position"),
+    "FinerCAM": _Extractor(
         ctor={"base_method": "GradCAM", "gamma": 0.6, "num_references": 3},
         call={"comparison_idx": None},
         description="Finer-CAM: the target score minus the scores of the closest classes",
@@ -221,26 +221,14 @@ def cam(request: ExplainRequest) -> BackendResult:
     layer_range = np.zeros((*targets.shape, 2), np.float32)
     from xai_bridge.adapters._torch import enter_run, seeded
 
-    from ._layers import check_target_range, choose_layer, crop_aligned, gradient_stop
+    from ._layers import check_outputs, crop_aligned, gradient_stop, request_layer
 
     with ExitStack() as stack:
         stack.enter_context(model.guard(freeze_params=True))
         counter = enter_run(stack, model, net)
         x0 = model.pixel_tensor(images[:1])
-        layer = choose_layer(
-            model.module,
-            net,
-            x0,
-            int(targets[0, 0]),
-            params["layer"],
-            params["reshape_transform"],
-            model.memo,
-        )
-        n_outputs = request.n_outputs
-        if n_outputs is None:  # only when called outside explain(), which already checked the targets
-            with torch.no_grad():
-                n_outputs = int(net(x0).shape[-1])
-        check_target_range(targets, n_outputs)
+        layer = request_layer(model, net, x0, targets, params)
+        check_outputs(net, x0, targets, request.n_outputs)
         stopped = spec.gradients and stack.enter_context(gradient_stop(layer))
         extractor = stack.enter_context(_extractor(name, net, model, layer, params))
         stack.callback(extractor.remove_hooks)

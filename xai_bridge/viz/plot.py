@@ -26,7 +26,7 @@ from xai_bridge.normalize import Norm
 from ._text import score_text
 from .colors import BLUE, DEFAULT_OPACITY, RED, ColorRule, colorize, rule_for, sequential_lut
 
-__all__ = ["Scale", "Style", "caption_plot", "comparison_grid", "explanation_plot", "figure_png", "overlay"]
+__all__ = ["MapScale", "Style", "caption_plot", "comparison_grid", "explanation_plot", "figure_png", "overlay"]
 
 
 class Style(str, enum.Enum):
@@ -38,7 +38,7 @@ class Style(str, enum.Enum):
     OUTLINE = "outline"  # the outline of the top region (seed 002's GradVisualizer)
 
 
-class Scale(str, enum.Enum):
+class MapScale(str, enum.Enum):
     """Which maps share one scale under the normalisation rule."""
 
     MAP = "map"  # each map its own scale (the same rule everywhere)
@@ -171,7 +171,7 @@ def comparison_grid(
     style: Style | str = Style.HEAT,
     norm: Norm | str | None = None,
     percentile: float | None = 99.0,
-    scale: Scale | str = Scale.MAP,
+    scale: MapScale | str = MapScale.MAP,
     cmap: str | None = None,
     alpha: float = DEFAULT_OPACITY,
     panel_size: float = 2.2,
@@ -187,7 +187,7 @@ def comparison_grid(
             (signed methods ``Norm.SIGNED``, others ``Norm.ABS``, see
             :func:`~xai_bridge.viz.colors.signed_maps`).
         percentile: clip at this percentile of ``|value|`` before scaling (None: the maximum).
-        scale: which maps share one scale (see :class:`Scale`).
+        scale: which maps share one scale (see :class:`MapScale`).
         cmap: a matplotlib colour map for unsigned maps instead of the default sequential scale.
         alpha: opacity at the clip value (HEAT, SIGNED).
         panel_size: inches per panel.
@@ -203,7 +203,7 @@ def comparison_grid(
     for name, exp in exps.items():
         if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
             raise ParameterError(f"explanations: {name!r} explains other images than {first.method!r}")
-    scale, style = Scale(scale), Style(style)
+    scale, style = MapScale(scale), Style(style)
     if style is Style.SIGNED:
         norm = Norm.SIGNED
     rules = {name: rule_for(exp, norm, percentile, scale.value) for name, exp in exps.items()}
@@ -213,8 +213,8 @@ def comparison_grid(
     normed = {}
     for name, exp in exps.items():
         maps = exp.attributions if per_target else exp.attributions[:, :1]
-        normed[name] = rules[name].normalise(maps, shared=scale is not Scale.MAP)
-    if scale is Scale.FIGURE:
+        normed[name] = rules[name].normalise(maps, shared=scale is not MapScale.MAP)
+    if scale is MapScale.FIGURE:
         for signed in (True, False):  # one scale per kind: a signed and an unsigned scale cannot be shared
             group = [n for n in exps if rules[n].signed is signed]
             if not group:

@@ -1,6 +1,6 @@
-"""The HTML report (content, self-contained, atomic, in headless chromium) and the CLI end to end.
+"""The xai-bridge command end to end: methods, explain (local and --dataset), report, and its errors.
 
-CLI runs use the tiny seeded net of tests/cli_models.py on two 16x16 PNG files.
+CLI runs use the tiny seeded nets of tests/cli_models.py and tests/cli_tiny.py on small PNG files.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 from conftest import make_pngs
 from PIL import Image
 from test_explanation import make_explanation
+from test_report import img_sources
 
 import xai_bridge as xb
 from xai_bridge.cli import main
-from xai_bridge.viz.report import _table, build_report, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,57 +33,6 @@ CHROMIUM_ARGS = [
 ]
 
 
-def three_methods() -> dict[str, xb.Explanation]:
-    exp = make_explanation()  # 2 images x 3 targets, names "class 0".."class 5", 123 evals, 0.30 s
-    return {
-        "captum.IntegratedGradients": exp,
-        "lib.B": dataclasses.replace(exp, method="lib.B", seconds=1.25, n_model_evals=42),
-        "lib.C": dataclasses.replace(
-            exp, method="lib.C", attributions=-exp.attributions, raw=None, seconds=7.5, n_model_evals=9
-        ),
-    }
-
-
-def img_sources(page: str) -> list[str]:
-    return re.findall(r"<img\b[^>]*\bsrc='([^']*)'", page)
-
-
-# ------------------------------------------------------------------ report
-def test_report_renders_the_metrics_pivot() -> None:
-    metrics = pd.DataFrame(
-        {
-            "method": ["lib.B", "lib.B", "lib.C", "lib.B"],
-            "metric": ["deletion", "deletion", "deletion", "insertion"],
-            "image": [0, 1, 0, 0],
-            "value": [0.25, 0.75, 0.125, 0.9],
-        }
-    )
-    page = build_report(three_methods(), metrics=metrics)
-    section = page.split("<h2>Metrics</h2>", 1)[1]
-    assert "<th>method</th><th>deletion</th><th>insertion</th>" in section
-    assert '<td class="l">lib.B</td><td class="">0.500</td><td class="">0.900</td>' in section  # mean of images
-    assert '<td class="l">lib.C</td><td class="">0.125</td><td class="">nan</td>' in section
-    assert "<h2>Metrics</h2>" not in build_report(three_methods(), metrics=metrics.iloc[:0])
-
-
-def test_table_keeps_integer_columns_integer() -> None:
-    html = _table(pd.DataFrame({"target": [3, 12], "value": [0.5, 0.25]}))
-    assert ">3<" in html and ">12<" in html and "3.000" not in html and ">0.250<" in html
-
-
-def test_write_report_is_atomic(tmp_path: Path) -> None:
-    path = write_report(tmp_path / "sub" / "r.html", three_methods(), title="first")
-    assert path == tmp_path / "sub" / "r.html" and "<title>first</title>" in path.read_text()
-    write_report(path, three_methods(), title="second")  # replaces the file
-    assert "<title>second</title>" in path.read_text()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["r.html"]  # no temporary file left
-    with pytest.raises(ValueError):
-        write_report(path, {})  # a failing build leaves the old report untouched
-    assert "<title>second</title>" in path.read_text()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["r.html"]
-
-
-# ------------------------------------------------------------------ CLI
 @pytest.fixture
 def pngs(tmp_path: Path) -> list[Path]:
     return make_pngs(tmp_path / "images", size=16)
@@ -172,30 +120,6 @@ def test_explain_writes_explanations_report_and_grid(
     assert Image.open(tmp_path / "g.png").format == "PNG"
 
 
-def test_report_keeps_two_files_of_the_same_method(tmp_path: Path) -> None:
-    exp = make_explanation()
-    exp.save(tmp_path / "run1.npz")
-    dataclasses.replace(exp, attributions=-exp.attributions, raw=None).save(tmp_path / "run2.npz")
-    rep = run("report", tmp_path / "run1.npz", tmp_path / "run2.npz", "--out", tmp_path / "r.html")
-    assert rep.exit_code == 0, rep.output
-    page = (tmp_path / "r.html").read_text()
-    assert page.count("<canvas") == 2 * 2 and "run1" in page and "run2" in page
-
-
-def test_report_errors_are_clear(tmp_path: Path) -> None:
-    junk = tmp_path / "junk.npz"
-    np.savez(junk, x=np.zeros(2))
-    bad = run("report", junk, "--out", tmp_path / "r.html")
-    assert bad.exit_code == 1 and "Error: " in bad.output and isinstance(bad.exception, SystemExit)
-    exp = make_explanation()
-    exp.save(tmp_path / "a.npz")
-    dataclasses.replace(exp, images=255 - exp.images, method="other").save(tmp_path / "b.npz")
-    mixed = run("report", tmp_path / "a.npz", tmp_path / "b.npz", "--out", tmp_path / "m.html")
-    assert mixed.exit_code == 0, mixed.output  # explanations of other images get their own sections
-    assert (tmp_path / "m.html").read_text().count("<section class='image'") == 2 * 2
-    assert run("report", tmp_path / "missing.npz").exit_code == 2
-
-
 def test_explain_errors_are_clear(tmp_path: Path, pngs: list[Path]) -> None:
     img = pngs[0]
     cases = [
@@ -266,3 +190,158 @@ def test_cli_models_factories() -> None:
     scores = cli_models.box()(np.full((1, 4, 4, 3), 255, np.uint8))
     assert scores.shape == (1, 2) and np.allclose(scores, 1.0)
     assert "cli_models" in sys.modules
+
+
+def two_methods() -> dict[str, xb.Explanation]:
+    exp = make_explanation()
+    return {"lib.A": exp, "lib.B": dataclasses.replace(exp, method="lib.B", seconds=1.5, n_model_evals=42)}
+
+
+@pytest.fixture
+def two_pngs(tmp_path: Path) -> list[Path]:
+    return make_pngs(tmp_path, size=12)
+
+
+def test_cli_methods_lists_install_status() -> None:
+    result = CliRunner().invoke(main, ["methods"])
+    assert result.exit_code == 0
+    assert re.search(r"builtin\.Saliency\s+gradient\s+installed: yes", result.output)
+    assert "captum.IntegratedGradients" in result.output
+    only_cam = CliRunner().invoke(main, ["methods", "--family", "cam"])
+    assert "builtin" not in only_cam.output and "gradcam.GradCAM" in only_cam.output
+
+
+def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path]) -> None:
+    out = tmp_path / "out"
+    spec = str(Path(__file__).with_name("cli_tiny.py")) + ":tiny"
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            spec,
+            *map(str, two_pngs),
+            "--preprocess",
+            "unit",
+            "-m",
+            "builtin.Saliency",
+            "-m",
+            "builtin.Occlusion",
+            "-p",
+            "builtin.Occlusion:window=4",
+            "--targets",
+            "top2",
+            "--out",
+            str(out),
+            "--report",
+            str(out / "report.html"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    occ = xb.Explanation.load(out / "builtin.Occlusion.npz")
+    assert occ.attributions.shape == (2, 2, 12, 12) and occ.params["window"] == [4, 4]
+    sal = xb.Explanation.load(out / "builtin.Saliency.npz")
+    assert np.array_equal(sal.targets, occ.targets)
+    assert (out / "report.html").is_file()
+    rep = CliRunner().invoke(
+        main,
+        [
+            "report",
+            str(out / "builtin.Saliency.npz"),
+            str(out / "builtin.Occlusion.npz"),
+            "--out",
+            str(tmp_path / "r.html"),
+            "--png",
+            str(tmp_path / "g.png"),
+        ],
+    )
+    assert rep.exit_code == 0, rep.output
+    assert (tmp_path / "r.html").stat().st_size > 1000 and (tmp_path / "g.png").stat().st_size > 1000
+
+
+def test_cli_black_box_module_spec_and_dataset(tmp_path: Path, two_pngs: list[Path]) -> None:
+    store = tmp_path / "store"
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "cli_tiny:box",
+            str(two_pngs[0].parent),
+            "--preprocess",
+            "none",
+            "-m",
+            "builtin.Occlusion",
+            "-p",
+            "builtin.Occlusion:window=6",
+            "--dataset",
+            "--out",
+            str(store),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 done, 0 skipped, 0 failed" in result.output
+    assert len((store / "index.jsonl").read_text().splitlines()) == 2
+
+
+def test_cli_errors_are_clear(tmp_path: Path, two_pngs: list[Path]) -> None:
+    bad_spec = CliRunner().invoke(
+        main, ["explain", "no_colon", str(two_pngs[0]), "-m", "builtin.Saliency", "--out", str(tmp_path)]
+    )
+    assert bad_spec.exit_code != 0 and "module:factory" in bad_spec.output
+    bad_param = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "cli_tiny:box",
+            str(two_pngs[0]),
+            "-m",
+            "builtin.Occlusion",
+            "-p",
+            "window=4",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert bad_param.exit_code != 0 and "METHOD:KEY=VALUE" in bad_param.output
+    gradient_on_box = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "cli_tiny:box",
+            str(two_pngs[0]),
+            "--preprocess",
+            "none",
+            "-m",
+            "builtin.Saliency",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert gradient_on_box.exit_code != 0 and "needs gradients" in gradient_on_box.output
+    junk = tmp_path / "junk.npz"
+    np.savez(junk, x=np.zeros(2))
+    bad_file = CliRunner().invoke(main, ["report", str(junk), "--out", str(tmp_path / "r.html")])
+    assert bad_file.exit_code != 0 and "no xai-bridge metadata" in bad_file.output
+
+
+def test_report_keeps_two_files_of_the_same_method(tmp_path: Path) -> None:
+    exp = make_explanation()
+    exp.save(tmp_path / "run1.npz")
+    dataclasses.replace(exp, attributions=-exp.attributions, raw=None).save(tmp_path / "run2.npz")
+    rep = run("report", tmp_path / "run1.npz", tmp_path / "run2.npz", "--out", tmp_path / "r.html")
+    assert rep.exit_code == 0, rep.output
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("<canvas") == 2 * 2 and "run1" in page and "run2" in page
+
+
+def test_report_errors_are_clear(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.npz"
+    np.savez(junk, x=np.zeros(2))
+    bad = run("report", junk, "--out", tmp_path / "r.html")
+    assert bad.exit_code == 1 and "Error: " in bad.output and isinstance(bad.exception, SystemExit)
+    exp = make_explanation()
+    exp.save(tmp_path / "a.npz")
+    dataclasses.replace(exp, images=255 - exp.images, method="other").save(tmp_path / "b.npz")
+    mixed = run("report", tmp_path / "a.npz", tmp_path / "b.npz", "--out", tmp_path / "m.html")
+    assert mixed.exit_code == 0, mixed.output  # explanations of other images get their own sections
+    assert (tmp_path / "m.html").read_text().count("<section class='image'") == 2 * 2
+    assert run("report", tmp_path / "missing.npz").exit_code == 2

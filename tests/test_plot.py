@@ -1,4 +1,4 @@
-"""Figures (layout, titles, colour bar, one normalisation rule) and agreement metrics with known answers.
+"""Figures (layout, titles, colour bars, the one colour rule) and the notebook views, with known answers.
 
 Everything is built from hand-made Explanations: no models, milliseconds per test.
 """
@@ -10,13 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-from scipy import stats
 from test_explanation import make_explanation
 
 import xai_bridge as xb
+from xai_bridge import Norm
 from xai_bridge.viz.colors import RED, SEQUENTIAL
-from xai_bridge.viz.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
-from xai_bridge.viz.plot import Scale, Style, caption_plot, comparison_grid, figure_png, overlay
+from xai_bridge.viz.plot import MapScale, Style, caption_plot, comparison_grid, figure_png, overlay
 
 H, W = 6, 8
 
@@ -55,6 +54,8 @@ def pixels(ax) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ figures
+
+
 def test_grid_layout_titles_labels_and_colour_bar() -> None:
     exp = make_explanation()  # 2 images x 3 targets, 5 x 6 pixels
     fig = comparison_grid({"captum.Saliency": exp, "gradcam.GradCAM": dataclasses.replace(exp, method="x")})
@@ -85,7 +86,7 @@ def test_grid_per_target_has_a_column_per_method_and_target() -> None:
 
 def test_identical_maps_under_other_names_draw_identical_pixels() -> None:
     exp = make_explanation()
-    for scale in Scale:
+    for scale in MapScale:
         fig = comparison_grid({"a": exp, "b": dataclasses.replace(exp, method="b")}, scale=scale)
         ax = panels(fig)
         for row in range(2):
@@ -253,86 +254,53 @@ def test_figure_png_bytes() -> None:
 
 
 # ------------------------------------------------------------------ agreement
-def test_identical_and_inverted_maps() -> None:
-    a = ramp()
-    assert rank_correlation(a, a.copy()) == pytest.approx(1.0)
-    assert top_k_iou(a, a.copy(), 10) == 1.0
-    inverted = a.max() + 1 - a
-    assert rank_correlation(a, inverted) == pytest.approx(-1.0)
-    assert top_k_iou(a, inverted, 10) == 0.0
-    # |.| by default: a sign flip is full agreement; raw signed values disagree completely
-    assert rank_correlation(a, -a) == pytest.approx(1.0)
-    assert rank_correlation(a, -a, mode=None) == pytest.approx(-1.0)
-    assert rank_correlation(a, -a, mode="signed") == pytest.approx(-1.0)
-    assert top_k_iou(a, -a, 10, mode="positive") < 1.0
 
 
-def test_known_partial_overlap() -> None:
-    a = np.zeros((4, 5))
-    b = np.zeros((4, 5))
-    a[0, :4] = [9, 8, 7, 6]  # top 20% = 4 pixels
-    b[0, 2:4] = [9, 9]
-    b[3, :2] = [5, 5]  # shares 2 of 4 pixels with a
-    assert top_k_iou(a, b, 20) == pytest.approx(2 / 6)
-    assert top_k_iou(a, b, 10) == pytest.approx(0.0)  # top 2 pixels: (0,0),(0,1) vs (0,2),(0,3)
-    assert top_k_iou(a, b, 100) == 1.0
-    assert top_k_iou(a, b, 1) == 0.0  # at least one pixel is kept
+def test_grid_titles_and_colour_bar_of_named_methods() -> None:
+    exp = make_explanation()  # 2 images, 3 targets
+    other = dataclasses.replace(exp, method="other")
+    fig = comparison_grid({"lib.MethodA": exp, "lib.MethodB": other})
+    image_axes = [ax for ax in fig.axes if ax.images and ax.get_label() != "<colorbar>"]
+    assert len(image_axes) == 2 * (1 + 2)
+    assert len(fig.axes) == 2 * 3 + 1  # + colour bar
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert titles == ["image", "lib\nMethodA", "lib\nMethodB"]
+    assert fig.axes[1].get_xlabel() == "class 0" and fig.axes[4].get_xlabel() == "class 3"
+    assert "signed" in fig.axes[-1].get_ylabel()  # make_explanation's maps have both signs
+    per_target = comparison_grid({"lib.MethodA": exp}, per_target=True)
+    assert len(per_target.axes) == 2 * (1 + 3) + 1
+    assert fig.xai_bridge_norm == {"norm": "signed", "percentile": 99.0, "scale": "map"}
 
 
-def test_rank_correlation_with_ties_matches_scipy() -> None:
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 4, size=(6, 7)).astype(float)  # many ties
-    b = a + rng.integers(0, 3, size=(6, 7))
-    expected = stats.spearmanr(a.ravel(), b.ravel()).statistic
-    assert rank_correlation(a, b) == pytest.approx(expected, abs=1e-12)
-    tied = np.array([[1.0, 1.0], [2.0, 2.0]])
-    assert rank_correlation(tied, np.array([[0.0, 0.0], [1.0, 1.0]])) == pytest.approx(1.0)
-    assert np.isnan(rank_correlation(np.ones((2, 2)), tied))  # a constant map has no ranking
+def test_one_rule_for_every_map_in_a_row() -> None:
+    exp = make_explanation(n=1, t=1)
+    louder = dataclasses.replace(exp, attributions=exp.attributions * 10, raw=None, method="louder")
+    per_map = comparison_grid({"a": exp, "b": louder}, scale="map")
+    a, b = (ax.images[0].get_array() for ax in per_map.axes[1:3])
+    assert np.array_equal(a, b)  # same rule, each map scaled by itself: identical pictures
+    shared = comparison_grid({"a": exp, "b": louder}, scale="figure", style="masked", percentile=None)
+    a, b = (np.asarray(ax.images[0].get_array(), float) for ax in shared.axes[1:3])
+    assert a.mean() < b.mean() / 5  # one scale for the figure: the quiet map looks quiet
+    with pytest.raises(ValueError, match="other images"):
+        comparison_grid({"a": exp, "b": dataclasses.replace(exp, images=exp.images[:, ::-1].copy())})
 
 
-def test_metric_errors_name_the_argument() -> None:
-    with pytest.raises(ValueError, match="percent"):
-        top_k_iou(ramp(), ramp(), 0)
-    with pytest.raises(ValueError, match="percent"):
-        top_k_iou(ramp(), ramp(), 101)
-    with pytest.raises(ValueError, match="shapes differ"):
-        rank_correlation(ramp(), ramp()[:2])
-    with pytest.raises(ValueError, match="shapes differ"):
-        top_k_iou(ramp(), ramp()[:2])
+def test_overlay_styles_by_name() -> None:
+    image = np.full((20, 20, 3), 128, np.uint8)
+    m = np.zeros((20, 20))
+    m[5:10, 5:10] = 1.0
+    assert overlay(image, m, "masked")[0, 0].tolist() == [0.0, 0.0, 0.0]
+    signed = overlay(image, -m, "signed", alpha=1.0)
+    assert signed[7, 7, 2] > signed[7, 7, 0]  # negative: blue
+    outline = overlay(image, m, "outline", top_percent=6.25)
+    green = (outline[..., 1] == 1.0) & (outline[..., 0] == 0.0)
+    assert green.any() and green[:4].sum() == 0  # outline drawn around the square only
 
 
-def test_agreement_table_rows_columns_and_values() -> None:
-    maps = np.stack([np.stack([ramp(), ramp(2.0)]), np.stack([ramp(), -ramp()])])  # 2 images x 2 targets
-    a = exp_of(maps)
-    same = exp_of(maps * 3, "same")
-    flip = exp_of(maps[..., ::-1, ::-1].copy(), "flip")  # the ramp reversed: rank -1, IoU 0
-    table = agreement_table({"a": a, "same": same, "flip": flip}, percent=10)
-    assert list(table.columns) == ["method_a", "method_b", "image", "target", "rank_correlation", "top_k_iou"]
-    assert len(table) == 3 * 2 * 2  # pairs x images x targets
-    assert list(table.target[:4]) == [0, 1, 2, 3]
-    pair = lambda x, y: table[(table.method_a == x) & (table.method_b == y)]  # noqa: E731
-    assert np.allclose(pair("a", "same").rank_correlation, 1) and np.allclose(pair("a", "same").top_k_iou, 1)
-    assert np.allclose(pair("a", "flip").rank_correlation, -1) and np.allclose(pair("a", "flip").top_k_iou, 0)
-    matrix = agreement_matrix(table)
-    assert list(matrix.index) == list(matrix.columns) == ["a", "same", "flip"]
-    assert np.allclose(matrix.values, matrix.values.T) and np.allclose(np.diag(matrix.values), 1)
-    assert matrix.loc["same", "flip"] == pytest.approx(-1) and matrix.loc["a", "same"] == pytest.approx(1)
-    iou = agreement_matrix(table, "top_k_iou")
-    assert iou.loc["flip", "a"] == 0 and iou.loc["a", "a"] == 1
-    assert len(agreement_table([a])) == 0
-
-
-def test_agreement_compares_only_maps_of_the_same_target() -> None:
-    maps = np.stack([ramp(), ramp()])[None]  # 1 image x 2 targets
-    a = exp_of(maps, targets=np.array([[3, 1]]))
-    b = exp_of(maps, "b", targets=np.array([[3, 2]]))  # position 1 explains another class
-    table = agreement_table([a, b])
-    assert list(table.target) == [3]
-    c = exp_of(maps, "c", targets=np.array([[4, 1]]))  # shares class 1 with a, nothing with b
-    matrix = agreement_matrix(agreement_table({"a": a, "b": b, "c": c}))
-    assert matrix.loc["a", "b"] == pytest.approx(1) and matrix.loc["a", "c"] == pytest.approx(1)
-    assert np.isnan(matrix.loc["b", "c"]) and np.isnan(matrix.loc["c", "b"])  # never compared: NaN, not 0
-    with pytest.raises(ValueError, match="different images"):
-        agreement_table([a, exp_of(np.stack([maps[0], maps[0]]), "two images")])
-    with pytest.raises(ValueError, match="different images"):  # same shape, other pixels
-        agreement_table({"a": a, "dark": exp_of(maps, "dark", images=np.zeros((1, H, W, 3), np.uint8))})
+def test_caption_plot_titles_are_the_tokens() -> None:
+    exp = make_explanation(n=1, t=4)
+    fig = caption_plot(exp)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 5  # image + 4 tokens (+ colour bar axis without image)
+    assert [ax.get_title() for ax in panels[1:]] == [f"class {i}" for i in range(4)]
+    assert Norm.SIGNED.value in fig.axes[-1].get_ylabel()
