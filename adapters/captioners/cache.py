@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from xai_bridge.errors import XaiBridgeError
+from xai_bridge.errors import ParameterError, XaiBridgeError
 
 __all__ = ["CacheError", "DiskCache", "cache_key", "default_cache_dir", "open_cache"]
 
@@ -98,7 +98,7 @@ class DiskCache:
         timeout: float = 30.0,
     ) -> None:
         if on_damage not in ("raise", "rebuild"):
-            raise ValueError(f"on_damage: expected 'raise' or 'rebuild', got {on_damage!r}")
+            raise ParameterError(f"on_damage: expected 'raise' or 'rebuild', got {on_damage!r}")
         self._path = Path(path).expanduser()
         self._path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._on_damage = on_damage
@@ -330,4 +330,4 @@ def open_cache(
         return DiskCache(default_cache_dir() / filename)
     if isinstance(cache, (str, os.PathLike)):
         return DiskCache(cache)
-    raise TypeError(f"cache: expected a DiskCache, a path, True/'auto' or None, got {type(cache).__name__}")
+    raise ParameterError(f"cache: expected a DiskCache, a path, True/'auto' or None, got {type(cache).__name__}")

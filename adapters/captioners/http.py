@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from xai_bridge.errors import BackendNotInstalledError, XaiBridgeError
+from xai_bridge.errors import BackendNotInstalledError, ParameterError, XaiBridgeError
 
 from .cache import DiskCache, cache_key, open_cache
 
@@ -194,9 +194,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.max_malformed < 0:
-            raise ValueError("retry: max_retries and max_malformed must be >= 0")
+            raise ParameterError("retry: max_retries and max_malformed must be >= 0")
         if self.backoff < 0 or self.max_backoff < 0 or self.jitter < 0:
-            raise ValueError("retry: backoff, max_backoff and jitter must be >= 0")
+            raise ParameterError("retry: backoff, max_backoff and jitter must be >= 0")
 
     def backoff_delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt + 1`` (no ``Retry-After``)."""
@@ -251,9 +251,9 @@ class RateLimiter:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not rate > 0:
-            raise ValueError(f"rate_limit: expected requests per second > 0, got {rate}")
+            raise ParameterError(f"rate_limit: expected requests per second > 0, got {rate}")
         if int(burst) < 1:
-            raise ValueError(f"burst: expected >= 1, got {burst}")
+            raise ParameterError(f"burst: expected >= 1, got {burst}")
         self.rate = float(rate)
         self.burst = int(burst)
         self._clock = clock
@@ -329,7 +329,7 @@ _UNCOMPRESSED = ("BMP", "TIFF")
 def _check_format(image_format: str, limits: ImageLimits) -> str:
     fmt = str(image_format).upper().replace("JPG", "JPEG")
     if fmt not in limits.formats:
-        raise ValueError(
+        raise ParameterError(
             f"image_format: {image_format!r} is not accepted by this API; use one of {list(limits.formats)}"
         )
     return fmt
@@ -370,7 +370,7 @@ def encode_image(
     fmt = _check_format(image_format, limits)
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"images: expected uint8 (H, W, 3) RGB, got {arr.dtype} {arr.shape}")
+        raise ParameterError(f"images: expected uint8 (H, W, 3) RGB, got {arr.dtype} {arr.shape}")
     h, w = arr.shape[:2]
     scale = 1.0
     if min(h, w) < limits.min_side:
@@ -378,14 +378,14 @@ def encode_image(
     if limits.max_side is not None and max(h, w) * scale > limits.max_side:
         scale = limits.max_side / max(h, w)
         if min(h, w) * scale < limits.min_side:
-            raise ValueError(
+            raise ParameterError(
                 f"images: a {w}x{h} image cannot fit between {limits.min_side} and {limits.max_side} "
                 f"pixels per side with its aspect ratio kept"
             )
     img = Image.fromarray(arr)
     if scale != 1.0:
         if not fit:
-            raise ValueError(
+            raise ParameterError(
                 f"images: {w}x{h} is outside the API's limits ({limits.min_side}.."
                 f"{limits.max_side or 'any'} pixels per side); pass fit_images=True to resize"
             )
@@ -396,7 +396,7 @@ def encode_image(
     if limits.max_bytes is not None:
         while len(data) > limits.max_bytes:
             if not fit:
-                raise ValueError(f"images: encoded image is {len(data)} bytes, over the API's {limits.max_bytes}")
+                raise ParameterError(f"images: encoded image is {len(data)} bytes, over the API's {limits.max_bytes}")
             if fmt in _UNCOMPRESSED and "PNG" in limits.formats:
                 fmt = "PNG"  # still lossless, and far smaller
             elif fmt != "JPEG" and "JPEG" in limits.formats:
@@ -405,7 +405,9 @@ def encode_image(
                 shrink = math.sqrt(limits.max_bytes / len(data)) * 0.95
                 size = (int(img.width * shrink), int(img.height * shrink))
                 if min(size) < limits.min_side:
-                    raise ValueError(f"images: cannot encode under {limits.max_bytes} bytes at >= {limits.min_side} px")
+                    raise ParameterError(
+                        f"images: cannot encode under {limits.max_bytes} bytes at >= {limits.min_side} px"
+                    )
                 img = img.resize(size, Image.Resampling.BICUBIC)
             data = _encode(img, fmt, jpeg_quality)
     return EncodedImage(
@@ -540,9 +542,9 @@ class RemoteClient:
                 f"{type(self).__name__}: needs the requests package; pip install 'xai-bridge[text]'"
             ) from None
         if not isinstance(url, str) or "://" not in url:
-            raise ValueError(f"url: expected an http(s) URL, got {url!r}")
+            raise ParameterError(f"url: expected an http(s) URL, got {url!r}")
         if int(max_concurrency) < 1:
-            raise ValueError(f"max_concurrency: expected >= 1, got {max_concurrency}")
+            raise ParameterError(f"max_concurrency: expected >= 1, got {max_concurrency}")
         self.url = url
         self.key_env = key_env if key_env is not None else self.default_key_env
         if key is not None:
@@ -560,10 +562,10 @@ class RemoteClient:
         budget = sum(timeout) if isinstance(timeout, tuple) else float(timeout)
         self.deadline = float(deadline) if deadline is not None else budget
         if not self.deadline > 0:
-            raise ValueError(f"deadline: expected seconds > 0, got {deadline}")
+            raise ParameterError(f"deadline: expected seconds > 0, got {deadline}")
         for name, value in (("max_response_bytes", max_response_bytes), ("max_caption_chars", max_caption_chars)):
             if int(value) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {value}")
+                raise ParameterError(f"{name}: expected a positive integer, got {value}")
         self.max_response_bytes = int(max_response_bytes)
         self.max_caption_chars = int(max_caption_chars)
         self.retry = retry or RetryPolicy()
@@ -627,12 +629,12 @@ class RemoteClient:
         if prompt is None:
             return None
         if not self.supports_prompt:
-            raise ValueError(
+            raise ParameterError(
                 f"prompt: {type(self).__name__} sends no instruction with the image, got prompt={prompt!r:.60}; "
                 "use a provider that takes one (OpenAICaptioner) or leave prompt=None"
             )
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"prompt: expected a non-empty str, got {prompt!r:.60}")
+            raise ParameterError(f"prompt: expected a non-empty str, got {prompt!r:.60}")
         return prompt
 
     def _answers(self, images: np.ndarray, prompt: str | None = None) -> list[Any]:
@@ -650,7 +652,7 @@ class RemoteClient:
         """
         arr = np.asarray(images)
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
+            raise ParameterError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
         prompt = self._checked_prompt(prompt)
         keys = [self._cache_key(img, prompt) for img in arr]
         unique: dict[str, np.ndarray] = {}

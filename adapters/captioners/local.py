@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from xai_bridge.adapters._torch import model_guard
 
+from xai_bridge.errors import ModelInputError, ParameterError
 from xai_bridge.models import Preprocess
 
 from .scorers import CaptionTokens, TokenScore, clean_token, token_scores
@@ -76,7 +77,7 @@ def describe(obj: Any) -> dict[str, Any]:
 def _check_images(images: Any) -> np.ndarray:
     arr = np.asarray(images)
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ValueError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
+        raise ParameterError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
     return arr
 
 
@@ -94,7 +95,7 @@ class FunctionCaptioner:
 
     def __init__(self, fn: Callable[[np.ndarray], Any], *, batched: bool = False, name: str | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+            raise ModelInputError(f"fn: expected a callable, got {type(fn).__name__}")
         self.fn = fn
         self.batched = bool(batched)
         self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
@@ -106,12 +107,12 @@ class FunctionCaptioner:
         if self.batched:
             out = list(self.fn(images.copy(), *extra))
             if len(out) != len(images):
-                raise ValueError(f"fn: returned {len(out)} captions for {len(images)} images")
+                raise ModelInputError(f"fn: returned {len(out)} captions for {len(images)} images")
         else:
             out = [self.fn(img.copy(), *extra) for img in images]
         for i, c in enumerate(out):
             if not isinstance(c, str):  # str(None) would be explained as the caption "None"
-                raise TypeError(
+                raise ParameterError(
                     f"fn: {self.name} returned {type(c).__name__} for image {i}; return the caption as a str"
                 )
         return out
@@ -131,7 +132,7 @@ def as_captioner(obj: Any) -> Captioner:
         return captioner
     if callable(obj):
         return FunctionCaptioner(obj)
-    raise TypeError(
+    raise ParameterError(
         f"captioner: expected an object with caption(images) -> list[str] or a function image -> str, "
         f"got {type(obj).__name__}"
     )
@@ -173,11 +174,11 @@ class TransformersCaptioner:
         device: Any = None,
     ) -> None:
         if (preprocess is None) == (image_processor is None):
-            raise TypeError("preprocess: pass exactly one of preprocess=Preprocess(...) or image_processor=...")
+            raise ModelInputError("preprocess: pass exactly one of preprocess=Preprocess(...) or image_processor=...")
         if preprocess is not None and not isinstance(preprocess, Preprocess):
-            raise TypeError(f"preprocess: expected an xai_bridge.Preprocess, got {type(preprocess).__name__}")
+            raise ModelInputError(f"preprocess: expected an xai_bridge.Preprocess, got {type(preprocess).__name__}")
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         from .scorers import _device_of
 
         self.model = model
@@ -197,7 +198,9 @@ class TransformersCaptioner:
             if start is None:
                 start = getattr(getattr(config, "decoder", None), "bos_token_id", None)
         if start is None:
-            raise ValueError("model: the config has no decoder_start_token_id; set model.config.decoder_start_token_id")
+            raise ModelInputError(
+                "model: the config has no decoder_start_token_id; set model.config.decoder_start_token_id"
+            )
         self._start = int(start)
 
     def _pixels(self, images: np.ndarray) -> Any:
@@ -298,13 +301,15 @@ def captions_of(captioner: Captioner, images: np.ndarray, prompt: str | None = N
         except TypeError as exc:
             if "prompt" not in str(exc):
                 raise
-            raise TypeError(
+            raise ParameterError(
                 f"captioner: {type(captioner).__name__}.caption() takes no prompt; use a captioner that answers "
                 "questions (TransformersVLM, OpenAICaptioner, a function fn(image, question))"
             ) from None
     if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != len(images):
-        raise ValueError(f"captioner: caption() must return one string per image ({len(images)}), got {out!r:.80}")
+        raise ModelInputError(f"captioner: caption() must return one string per image ({len(images)}), got {out!r:.80}")
     for i, c in enumerate(out):
         if not isinstance(c, str):  # str(None) would be explained as the caption "None"
-            raise TypeError(f"captioner: caption() returned {type(c).__name__} for image {i}; return a str per image")
+            raise ModelInputError(
+                f"captioner: caption() returned {type(c).__name__} for image {i}; return a str per image"
+            )
     return list(out)

@@ -29,6 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from xai_bridge.adapters._torch import model_guard
 
+from xai_bridge.errors import ModelInputError, ParameterError
+
 __all__ = [
     "CaptionScorer",
     "CaptionTokens",
@@ -60,7 +62,7 @@ class CaptionTokens:
         object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
         object.__setattr__(self, "names", tuple(str(n) for n in self.names))
         if len(self.ids) != len(self.names):
-            raise ValueError(f"CaptionTokens: {len(self.ids)} ids but {len(self.names)} names")
+            raise ModelInputError(f"CaptionTokens: {len(self.ids)} ids but {len(self.names)} names")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -121,16 +123,18 @@ def _device_of(model: Any, device: Any) -> Any:
 
 def _tokenize_reference(tokenizer: Any, caption: str) -> CaptionTokens:
     if not isinstance(caption, str):
-        raise TypeError(f"caption: expected a str, got {type(caption).__name__}")
+        raise ParameterError(f"caption: expected a str, got {type(caption).__name__}")
     ids = list(tokenizer(caption, add_special_tokens=False)["input_ids"])
     return CaptionTokens(text=caption, ids=tuple(ids), names=tuple(clean_token(tokenizer, i) for i in ids))
 
 
 def _check_reference(reference: CaptionTokens) -> None:
     if not isinstance(reference, CaptionTokens):
-        raise TypeError(f"reference: expected CaptionTokens (from scorer.tokenize), got {type(reference).__name__}")
+        raise ModelInputError(
+            f"reference: expected CaptionTokens (from scorer.tokenize), got {type(reference).__name__}"
+        )
     if len(reference) == 0:
-        raise ValueError("reference: the caption has no tokens; nothing to score")
+        raise ModelInputError("reference: the caption has no tokens; nothing to score")
 
 
 class TeacherForcingScorer:
@@ -168,9 +172,9 @@ class TeacherForcingScorer:
         max_context_tokens: int = 64,
     ) -> None:
         if not hasattr(model, "config") or not callable(model):
-            raise TypeError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
+            raise ModelInputError(f"model: expected a transformers PreTrainedModel, got {type(model).__name__}")
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.output = TokenScore(output)
@@ -183,12 +187,12 @@ class TeacherForcingScorer:
             if start is None:
                 start = getattr(model.config, "bos_token_id", None)
             if start is None:
-                raise ValueError("model: the seq2seq config has no decoder_start_token_id or bos_token_id")
+                raise ModelInputError("model: the seq2seq config has no decoder_start_token_id or bos_token_id")
             self._start = int(start)
         else:
             sep = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
             if sep is None:
-                raise ValueError("tokenizer: a causal LM scorer needs a BOS or EOS token to separate the captions")
+                raise ModelInputError("tokenizer: a causal LM scorer needs a BOS or EOS token to separate the captions")
             self._sep = int(sep)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._pad = int(pad) if pad is not None else 0
@@ -292,7 +296,7 @@ class EmbeddingSimilarityScorer:
         self, model: Any, tokenizer: Any, *, layer: int | None = -1, batch_size: int = 64, device: Any = None
     ) -> None:
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         self.model = model
         self.tokenizer = tokenizer
         self.layer = None if layer is None else int(layer)

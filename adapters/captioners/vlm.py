@@ -34,6 +34,7 @@ from torch import nn
 from xai_bridge.adapters._torch import model_guard
 from xai_bridge.adapters.models.torch import TorchModel
 
+from xai_bridge.errors import ModelInputError, ParameterError
 from xai_bridge.models import OutputKind, Preprocess
 
 from .local import _check_images
@@ -102,22 +103,22 @@ class TransformersVLM:
         device: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module) or not hasattr(model, "config"):
-            raise TypeError(f"model: expected a transformers vision-language model, got {type(model).__name__}")
+            raise ModelInputError(f"model: expected a transformers vision-language model, got {type(model).__name__}")
         tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
         if tokenizer is None:
-            raise TypeError("tokenizer: pass processor=<the model's processor> or tokenizer=<its tokenizer>")
+            raise ModelInputError("tokenizer: pass processor=<the model's processor> or tokenizer=<its tokenizer>")
         if preprocess is None:
             source = image_processor if image_processor is not None else getattr(processor, "image_processor", None)
             if source is None:
-                raise TypeError(
+                raise ParameterError(
                     "preprocess: pass processor=, image_processor= or preprocess=xb.Preprocess(...) "
                     "(the model's pixel_values preprocessing)"
                 )
             preprocess = Preprocess.from_transformers(source)
         elif not isinstance(preprocess, Preprocess):
-            raise TypeError(f"preprocess: expected an xai_bridge.Preprocess, got {type(preprocess).__name__}")
+            raise ModelInputError(f"preprocess: expected an xai_bridge.Preprocess, got {type(preprocess).__name__}")
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         self.model: Any = model
         self.processor = processor
         self.tokenizer = tokenizer
@@ -154,7 +155,7 @@ class TransformersVLM:
     def _prompt_ids(self, prompt: str | None) -> torch.Tensor:
         """The prompt's input ids, ``(1, P)``, as the model reads them (special and image tokens included)."""
         if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(
+            raise ParameterError(
                 f"prompt: {type(self.model).__name__} answers a question; pass prompt=<the question>, got {prompt!r}"
             )
         ids = self._prompts.get(prompt)
@@ -184,7 +185,7 @@ class TransformersVLM:
         config: Any = self.model.config
         image_token = getattr(config, "image_token_id", getattr(config, "image_token_index", None))
         if image_token is None:
-            raise TypeError(
+            raise ParameterError(
                 f"processor: {type(self.model).__name__} has no image_token_id in its config; pass processor="
             )
         count = getattr(config, "num_query_tokens", None)

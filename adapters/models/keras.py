@@ -43,7 +43,7 @@ from xai_bridge.adapters._load_order import triton_before_tensorflow
 from xai_bridge.adapters._torch import model_guard
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
-from xai_bridge.errors import MethodNotApplicableError
+from xai_bridge.errors import MethodNotApplicableError, ModelInputError, ParameterError
 from xai_bridge.models import OutputKind, Preprocess, _is_keras_model
 
 from .torch import PixelModule
@@ -394,14 +394,14 @@ class KerasModel:
         tune_batch: bool = True,
     ) -> None:
         if not _is_keras_model(model):
-            raise TypeError(f"model: expected a Keras model, got {type(model).__name__}")
+            raise ModelInputError(f"model: expected a Keras model, got {type(model).__name__}")
         if not isinstance(preprocess, Preprocess):
-            raise TypeError(
+            raise ParameterError(
                 "preprocess: a Keras model needs declared preprocessing, e.g. preprocess=Preprocess.inception() "
                 "(Keras 'tf' mode) or Preprocess.caffe()"
             )
         if isinstance(batch_size, bool) or int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         self.keras_model = model
         self.preprocess = _fit_preprocess(model, preprocess)
         self.output_kind = OutputKind(output_kind) if output_kind is not None else _output_kind(model)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from xai_bridge.batching import batched
-from xai_bridge.errors import MethodNotApplicableError
+from xai_bridge.errors import MethodNotApplicableError, ModelInputError, ParameterError
 from xai_bridge.models import OutputKind, Preprocess
 
 __all__ = ["OnnxModel"]
@@ -57,11 +57,11 @@ class OnnxModel:
         batch_size: int = 32,
     ) -> None:
         if not isinstance(preprocess, Preprocess):
-            raise TypeError(
+            raise ParameterError(
                 "preprocess: an ONNX model needs declared preprocessing, e.g. preprocess=Preprocess.imagenet()"
             )
         if isinstance(batch_size, bool) or int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         self.session = _session(model)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
@@ -106,7 +106,7 @@ class OnnxModel:
 def _session(model: Any) -> Any:
     if not isinstance(model, (str, os.PathLike)):
         if not callable(getattr(model, "run", None)) or not callable(getattr(model, "get_inputs", None)):
-            raise TypeError(
+            raise ParameterError(
                 f"model: expected an onnxruntime.InferenceSession or a .onnx path, got {type(model).__name__}"
             )
         return model
@@ -124,7 +124,7 @@ def _output_name(session: Any, output: str | int) -> str:
         return output
     if isinstance(output, int) and not isinstance(output, bool) and -len(names) <= output < len(names):
         return names[output]
-    raise ValueError(f"output: expected one of the graph's outputs {names} (a name or a position), got {output!r}")
+    raise ModelInputError(f"output: expected one of the graph's outputs {names} (a name or a position), got {output!r}")
 
 
 def _fit_preprocess(name: str, shape: list[Any], preprocess: Preprocess) -> Preprocess:

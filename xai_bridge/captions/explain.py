@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._turns import Turns
-from ..errors import ParameterError
+from ..errors import ModelInputError, ParameterError
 from ..explanation import Explanation
 from ..images import Layout, load_images
 from ..progress import ProgressArg, session, set_prefix
@@ -266,7 +266,7 @@ def _explain_texts(
     if texts is not None:
         texts = [str(c) for c in ([texts] if isinstance(texts, str) else texts)]
         if len(texts) != len(rows):
-            raise ValueError(f"{word}: got {len(texts)} {word} for {len(rows)} images; pass one per image")
+            raise ParameterError(f"{word}: got {len(texts)} {word} for {len(rows)} images; pass one per image")
     method_params = dict(params)
     spec = (registry or default_registry()).spec(method)
     budget = BUDGET_PARAMS.get(spec.name)
@@ -299,7 +299,7 @@ def _explain_texts(
         if spec.needs_gradients and scorer is None and callable(getattr(captioner, "answer_model", None)):
             tokens = reference if not isinstance(reference, str) else captioner.tokenize(reference)  # type: ignore[attr-defined]
             if len(tokens) == 0:
-                raise ValueError(f"reference: {word[:-1]} {tokens.text!r} has no tokens to explain")
+                raise ModelInputError(f"reference: {word[:-1]} {tokens.text!r} has no tokens to explain")
             model = captioner.answer_model(tokens, prompt, batch_size=model_batch_size)  # type: ignore[attr-defined]
         else:
             model = CaptionScoreModel(

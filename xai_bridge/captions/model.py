@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from xai_bridge.errors import ModelInputError, ParameterError
+
 from ..models import OutputKind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,22 +75,24 @@ class CaptionScoreModel:
 
         self.captioner = as_captioner(captioner)
         if scorer is None and not isinstance(self.captioner, SelfScoringCaptioner):
-            raise TypeError(
+            raise ParameterError(
                 f"scorer: {type(self.captioner).__name__} cannot score captions itself; pass "
                 "scorer=TeacherForcingScorer(model, tokenizer) (or EmbeddingSimilarityScorer / WordMatchScorer)"
             )
         if scorer is not None and not (
             callable(getattr(scorer, "score", None)) and callable(getattr(scorer, "tokenize", None))
         ):
-            raise TypeError(f"scorer: expected an object with tokenize() and score(), got {type(scorer).__name__}")
+            raise ModelInputError(
+                f"scorer: expected an object with tokenize() and score(), got {type(scorer).__name__}"
+            )
         if int(batch_size) <= 0:
-            raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         self.scorer = scorer
         self.prompt = None if prompt is None else str(prompt)
         owner = scorer if scorer is not None else self.captioner
         tokens = reference if isinstance(reference, CaptionTokens) else owner.tokenize(str(reference))  # type: ignore[union-attr]
         if len(tokens) == 0:
-            raise ValueError(f"reference: caption {tokens.text!r} has no tokens to explain")
+            raise ModelInputError(f"reference: caption {tokens.text!r} has no tokens to explain")
         self.reference = tokens
         self.class_names = list(tokens.names)
         self.batch_size = int(batch_size)
@@ -107,7 +111,7 @@ class CaptionScoreModel:
         """
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+            raise ParameterError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
         keys = [_digest(img) for img in images]
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         missing = [k for k in first if k not in self._rows]
@@ -129,7 +133,9 @@ class CaptionScoreModel:
             extra = {} if self.prompt is None else {"prompt": self.prompt}
             scores = np.asarray(own_head(self.reference, batch, **extra), np.float32)
             if scores.shape != (len(batch), t):
-                raise ValueError(f"captioner: score_images() returned shape {scores.shape}, expected {(len(batch), t)}")
+                raise ModelInputError(
+                    f"captioner: score_images() returned shape {scores.shape}, expected {(len(batch), t)}"
+                )
             return scores
         unknown = [i for i, k in enumerate(keys) if k not in self._image_captions]
         if unknown:
@@ -141,7 +147,7 @@ class CaptionScoreModel:
         if new:
             scores = np.asarray(self.scorer.score(self.reference, new), np.float32)
             if scores.shape != (len(new), t):
-                raise ValueError(f"scorer: score() returned shape {scores.shape}, expected {(len(new), t)}")
+                raise ModelInputError(f"scorer: score() returned shape {scores.shape}, expected {(len(new), t)}")
             self._caption_rows.update(zip(new, scores, strict=True))
         return np.stack([self._caption_rows[c] for c in captions])
 
@@ -166,7 +172,7 @@ def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     if max_side is None:
         return image
     if int(max_side) < 1:
-        raise ValueError(f"max_side: expected a positive number of pixels, got {max_side}")
+        raise ParameterError(f"max_side: expected a positive number of pixels, got {max_side}")
     h, w = image.shape[:2]
     if max(h, w) <= max_side:
         return image

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_bridge.errors import ImageInputError
+from xai_bridge.errors import ImageInputError, ParameterError
 from xai_bridge.explanation import qualified_name
 from xai_bridge.images import load_image
 from xai_bridge.progress import ProgressArg, session
@@ -78,14 +78,14 @@ def explain_dataset(
         A :class:`DatasetSummary`; bad images are listed there, never raised.
     """
     if engine not in ("local", "ray"):
-        raise ValueError(f"engine: expected 'local' or 'ray', got {engine!r}")
+        raise ParameterError(f"engine: expected 'local' or 'ray', got {engine!r}")
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+        raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
     if not isinstance(targets, (str, int, TopK)) and targets is not None:
-        raise TypeError("targets: use one spec for all images ('top1', top_k(k), an index or a class name)")
+        raise ParameterError("targets: use one spec for all images ('top1', top_k(k), an index or a class name)")
     plan = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
     if not plan:
-        raise ValueError("methods: pass at least one method name")
+        raise ParameterError("methods: pass at least one method name")
     start = time.perf_counter()
     from xai_bridge.models import as_model
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from xai_bridge.errors import ParameterError
+
 __all__ = ["run_ray"]
 
 
@@ -35,7 +37,7 @@ def run_ray(
     except ImportError as exc:
         raise ImportError("engine='ray' needs ray: pip install 'xai-bridge[ray]'") from exc
     if num_workers < 1:
-        raise ValueError(f"num_workers: expected a positive integer, got {num_workers}")
+        raise ParameterError(f"num_workers: expected a positive integer, got {num_workers}")
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=num_workers, include_dashboard=False, log_to_driver=False)

@@ -876,21 +876,23 @@ def boxes_to_masks(boxes: Any, shape: tuple[int, int], n_images: int) -> np.ndar
     if n_images == 1 and len(items) == 4 and all(np.ndim(v) == 0 for v in items):
         items = [items]
     if len(items) != n_images:
-        raise ValueError(f"boxes: got {len(items)} entries for {n_images} images; pass one box (or list) per image")
+        raise ParameterError(f"boxes: got {len(items)} entries for {n_images} images; pass one box (or list) per image")
     h, w = shape
     out = np.zeros((n_images, h, w), bool)
     for i, entry in enumerate(items):
         arr = np.asarray(entry, dtype=float)
         arr = arr[None] if arr.ndim == 1 else arr
         if arr.ndim != 2 or arr.shape[1] != 4:
-            raise ValueError(f"boxes: expected (x0, y0, x1, y1) per box, got {entry!r} for image {i}")
+            raise ParameterError(f"boxes: expected (x0, y0, x1, y1) per box, got {entry!r} for image {i}")
         for x0, y0, x1, y1 in arr.tolist():
             if not (x1 > x0 and y1 > y0):
-                raise ValueError(f"boxes: box {(x0, y0, x1, y1)} of image {i} is empty; expected x1 > x0 and y1 > y0")
+                raise ParameterError(
+                    f"boxes: box {(x0, y0, x1, y1)} of image {i} is empty; expected x1 > x0 and y1 > y0"
+                )
             rows = slice(max(int(y0), 0), min(int(np.ceil(y1)), h))
             cols = slice(max(int(x0), 0), min(int(np.ceil(x1)), w))
             if rows.start >= rows.stop or cols.start >= cols.stop:
-                raise ValueError(
+                raise ParameterError(
                     f"boxes: box {Box(x0, y0, x1, y1)} of image {i} has no pixel inside the {w}x{h} (width x height) "
                     "image; boxes are Box(x0, y0, x1, y1) with x the column and y the row"
                 )
@@ -902,12 +904,12 @@ def _regions(exp: Explanation, boxes: Any, masks: Any) -> np.ndarray:
     """Bool ``(N, T, H, W)`` regions for the pointing game."""
     n, t, h, w = exp.attributions.shape
     if (boxes is None) == (masks is None):
-        raise ValueError("boxes/masks: the pointing game needs exactly one of boxes=... or masks=...")
+        raise ParameterError("boxes/masks: the pointing game needs exactly one of boxes=... or masks=...")
     region = boxes_to_masks(boxes, (h, w), n) if boxes is not None else np.asarray(masks).astype(bool)
     if region.ndim == 3:
         region = np.repeat(region[:, None], t, axis=1)
     if region.shape != (n, t, h, w):
-        raise ValueError(f"masks: expected bool (N, H, W) or (N, T, H, W) = {(n, t, h, w)}, got {region.shape}")
+        raise ParameterError(f"masks: expected bool (N, H, W) or (N, T, H, W) = {(n, t, h, w)}, got {region.shape}")
     return region
 
 
