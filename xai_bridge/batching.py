@@ -295,7 +295,7 @@ class _Merger:
         try:
             self._serve()
         except BaseException as exc:  # the model failed, or an interrupt: stop the jobs at their next call
-            self._fail(exc, list(self.pending))
+            self._fail(exc)
         finally:
             for thread in threads:
                 thread.join()
@@ -303,10 +303,11 @@ class _Merger:
             raise self.failure
         return self.results
 
-    def _fail(self, exc: BaseException, calls: Sequence[int]) -> None:
+    def _fail(self, exc: BaseException, calls: Sequence[int] = ()) -> None:
+        """Record the first failure and abort ``calls`` and every pending call."""
         with self.cond:
             self.failure = self.failure or exc
-            self.answers.update(dict.fromkeys(calls))
+            self.answers.update(dict.fromkeys([*calls, *self.pending]))
             self.pending.clear()
             self.cond.notify_all()
 
@@ -349,7 +350,7 @@ class _Merger:
                 except _Aborted:
                     pass
                 except BaseException as exc:
-                    self._fail(exc, ())
+                    self._fail(exc)
                 finally:
                     self._give(job)
         finally:
