@@ -110,18 +110,18 @@ def occlusion(request: ExplainRequest) -> BackendResult:
         raise ParameterError(f"stride: expected positive steps, got {stride}")
     corners = sliding_windows(h, w, window, stride)
     fills = np.rint(baseline_fills(images, params["baseline"])).astype(np.uint8)
-    base = request.model.predict(images)
-    base_scores = np.take_along_axis(base, targets, axis=1)
 
-    def occluded() -> Iterator[np.ndarray]:
+    def stream() -> Iterator[np.ndarray]:  # the images themselves, then every image's occluded copies
+        yield from images
         for i in range(n):
             for y, x in corners:
                 img = images[i].copy()
                 img[y : y + window[0], x : x + window[1]] = fills[i]
                 yield img
 
-    drops = _predict_stream(request.model, occluded(), n * len(corners))
-    drops = drops.reshape(n, len(corners), -1)
+    out = _predict_stream(request.model, stream(), n + n * len(corners))
+    base_scores = np.take_along_axis(out[:n], targets, axis=1)
+    drops = out[n:].reshape(n, len(corners), -1)
     attributions = np.zeros((n, targets.shape[1], h, w), np.float64)
     coverage = np.zeros((h, w), np.float64)
     for k, (y, x) in enumerate(corners):
@@ -257,6 +257,15 @@ def sample_masks(
     return RiseMasks(grids=grids, shifts=shifts, size=(h, w), cell=cell)
 
 
+def _rise_masked(image: np.ndarray, fill: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """uint8 ``(k, H, W, 3)``: ``fill + mask * (pixel - fill)`` for each mask, rounded."""
+    diff = image.astype(np.float32) - fill  # fill: (1, 1, 3)
+    masked = np.multiply(masks[..., None], diff[None])
+    masked += fill[None]
+    np.rint(masked, out=masked)
+    return masked.astype(np.uint8)
+
+
 def rise(request: ExplainRequest) -> BackendResult:
     """RISE saliency for any model.
 
@@ -279,17 +288,21 @@ def rise(request: ExplainRequest) -> BackendResult:
     n, h, w, _ = images.shape
     fills = baseline_fills(images, params["baseline"]).astype(np.float32)[:, None, None, :]  # (N, 1, 1, 3)
     sampled = sample_masks(int(n_masks), (h, w), (int(grid[0]), int(grid[1])), p1, request.seed)
-    chunk = max(1, _CHUNK_VALUES // (n * h * w * 3))
-    diff = images.astype(np.float32) - fills  # masked = fill + mask * (pixel - fill), in three passes
+    # Masks per chunk and the order of the sums do not depend on N, so each image's saliency is the one
+    # of a run on that image alone; one model call covers a chunk's masks on several images.
+    chunk = max(1, min(len(sampled), _CHUNK_VALUES // (h * w * 3)))
+    group = max(1, 4 * _CHUNK_VALUES // (chunk * h * w * 3))  # images per model call (64 MiB of uint8)
     saliency = np.zeros((n, targets.shape[1], h, w), np.float64)
     for start in range(0, len(sampled), chunk):
         masks = sampled.masks(start, start + chunk)  # (k, H, W)
-        masked = np.multiply(masks[:, None, :, :, None], diff[None])
-        masked += fills[None]
-        np.rint(masked, out=masked)
-        out = request.model.predict(masked.astype(np.uint8).reshape(-1, h, w, 3))
-        scores = np.take_along_axis(out.reshape(len(masks), n, -1), targets[None], axis=2)  # (k, N, T)
-        saliency += np.einsum("knt,khw->nthw", scores.astype(np.float64), masks.astype(np.float64))
+        masks64 = masks.astype(np.float64)
+        for first in range(0, n, group):
+            members = range(first, min(n, first + group))
+            masked = np.concatenate([_rise_masked(images[i], fills[i], masks) for i in members])
+            out = request.model.predict(masked).reshape(len(members), len(masks), -1)  # (g, k, outputs)
+            for row, i in enumerate(members):
+                scores = out[row][:, targets[i]].astype(np.float64)  # (k, T)
+                saliency[i] += np.einsum("kt,khw->thw", scores, masks64)
     saliency /= n_masks * p1
     return BackendResult(
         attributions=saliency.astype(np.float32),

@@ -15,6 +15,8 @@ from which :func:`xai_bridge.viz.masks.image_and_mask` rebuilds lime's
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -99,10 +101,12 @@ def _hide_color(value: Any) -> Any:
 
 
 def lime(request: ExplainRequest) -> BackendResult:
-    """LIME image explanations, one lime call per image (lime has no batch API).
+    """LIME image explanations: lime per image, the perturbed images of all images labelled together.
 
     Each image uses a fresh ``LimeImageExplainer(random_state=seed)``, so an
-    image's result does not depend on the other images in the batch.
+    image's result does not depend on the other images in the batch; lime has
+    no batch API, so its sampling is split in two (see :class:`_Sampling`) and
+    the model calls span images: with N images, N times fewer partial calls.
 
     Params:
         num_samples: perturbed images per image (default 1000).
@@ -149,26 +153,37 @@ def lime(request: ExplainRequest) -> BackendResult:
     order = np.full((n, t, s_max), -1, np.int32)
     fits = np.zeros((3, n, t), np.float32)  # intercept, local_score, local_pred
     attributions = np.zeros((n, t, h, w), np.float32)
+    # Two passes over lime: the first stops once each image's samples are drawn, the perturbed images of
+    # every image are then labelled together (the calls span images), the second pass fits the surrogates.
+    runs, samplings, fitted = [], [], []
     for i in range(n):
         explainer = lime_image.LimeImageExplainer(
             kernel_width=kernel_width,
             feature_selection=feature_selection,
             random_state=request.seed % 2**32,
         )
-        fitted = _capture_fits(explainer)
-        _vectorised_sampling(explainer)
-        exp = explainer.explain_instance(
-            images[i].astype(np.float64),
-            classifier_fn,
-            labels=tuple(int(k) for k in targets[i]),
-            hide_color=hide_color,
-            top_labels=None,
-            num_features=num_features,
-            num_samples=num_samples,
-            batch_size=batch_size,
-            segmentation_fn=lambda _image, seg=segments[i]: seg,
-            random_seed=request.seed % 2**32,
+        fitted.append(_capture_fits(explainer))
+        samplings.append(_Sampling(explainer))
+        runs.append(
+            functools.partial(
+                explainer.explain_instance,
+                images[i].astype(np.float64),
+                classifier_fn,
+                labels=tuple(int(k) for k in targets[i]),
+                hide_color=hide_color,
+                top_labels=None,
+                num_features=num_features,
+                num_samples=num_samples,
+                batch_size=batch_size,
+                segmentation_fn=lambda _image, seg=segments[i]: seg,
+                random_seed=request.seed % 2**32,
+            )
         )
+        with contextlib.suppress(_Drawn):
+            runs[i]()
+    _label_samples(samplings, classifier_fn, batch_size)
+    for i in range(n):
+        exp = runs[i]()
         for j, label in enumerate(targets[i]):
             ranked = exp.local_exp[int(label)]
             ids = np.array([f for f, _ in ranked], np.int64)
@@ -178,7 +193,7 @@ def lime(request: ExplainRequest) -> BackendResult:
             per_superpixel = np.zeros(s_max, np.float64)
             per_superpixel[ids] = vals
             attributions[i, j] = per_superpixel[segments[i]]
-            intercept, _, score, local_pred = fitted[int(label)]
+            intercept, _, score, local_pred = fitted[i][int(label)]
             fits[:, i, j] = (intercept, score, np.ravel(local_pred)[0])
     return BackendResult(
         attributions=attributions,
@@ -203,18 +218,34 @@ def lime(request: ExplainRequest) -> BackendResult:
     )
 
 
-def _vectorised_sampling(explainer: Any) -> None:
-    """Replace lime's per-sample loop in ``data_labels`` with array operations, on this explainer only.
+class _Drawn(Exception):
+    """Stops lime's first pass once the samples are drawn (see :class:`_Sampling`)."""
 
-    Same random draws (one ``randint`` of ``num_samples * n_features``, first
-    row all ones), same perturbed images in the same order and batches, so the
-    result equals lime's; but no per-sample deep copy and per-superpixel
-    comparison (lime's loop costs ~1 ms an image at 224x224), and no progress bar.
-    Only for this backend's ``classifier_fn``, which rounds images to uint8: the
-    images are mixed in uint8 directly.
+
+class _Sampling:
+    """lime's ``data_labels`` on one explainer, split so that several images' samples are labelled together.
+
+    The first call draws the samples exactly as lime does (one ``randint`` of
+    ``num_samples * n_features`` from the explainer's generator, first row all
+    ones), keeps them and stops lime with :class:`_Drawn`; :func:`_label_samples`
+    then builds the perturbed images with array operations (lime's per-sample
+    loop deep-copies the image: ~1 ms a sample at 224x224) and labels them;
+    the second call returns the same samples and their labels, so lime fits
+    the same surrogates as in one pass. Images are mixed in uint8: the
+    backend's ``classifier_fn`` rounds to uint8 anyway, so the perturbed
+    images are the same, with 8x less memory.
     """
 
+    def __init__(self, explainer: Any) -> None:
+        self.data: np.ndarray | None = None
+        self.labels: np.ndarray | None = None
+        self.image = self.fudged = self.segments = np.zeros(0, np.uint8)
+        self.n_features = 0
+        self.explainer = explainer
+        explainer.data_labels = self.data_labels  # this explainer instance only
+
     def data_labels(
+        self,
         image: np.ndarray,
         fudged_image: np.ndarray,
         segments: np.ndarray,
@@ -223,22 +254,58 @@ def _vectorised_sampling(explainer: Any) -> None:
         batch_size: int = 10,
         **_: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Same signature as lime's; the first call raises :class:`_Drawn`, the second returns the labelled samples."""
+        if self.data is not None and self.labels is not None:
+            return self.data, self.labels
         n_features = np.unique(segments).shape[0]
-        data = explainer.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+        data = self.explainer.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1
-        width = max(int(segments.max()) + 1, n_features)
-        # classifier_fn rounds to uint8 anyway: mixing uint8 images gives the same batches, 8x less memory
-        image, fudged_image = (np.clip(np.rint(a), 0, 255).astype(np.uint8) for a in (image, fudged_image))
-        labels = []
-        for start in range(0, num_samples, batch_size):
-            rows = data[start : start + batch_size]
-            hide = np.zeros((len(rows), width), bool)
-            hide[:, :n_features] = rows == 0  # lime hides the pixels of segment ids z with row[z] == 0
-            hidden = hide[:, segments]  # (b, H, W)
-            labels.extend(classifier_fn(np.where(hidden[..., None], fudged_image, image)))
-        return data, np.array(labels)
+        self.data, self.n_features, self.segments = data, n_features, segments
+        self.image, self.fudged = (np.clip(np.rint(a), 0, 255).astype(np.uint8) for a in (image, fudged_image))
+        raise _Drawn
 
-    explainer.data_labels = data_labels
+    def perturbed(self, start: int, stop: int) -> np.ndarray:
+        """uint8 images of samples ``start:stop``: lime hides the pixels of segment ``z`` where ``row[z] == 0``."""
+        assert self.data is not None
+        rows = self.data[start:stop]
+        hide = np.zeros((len(rows), max(int(self.segments.max()) + 1, self.n_features)), bool)
+        hide[:, : self.n_features] = rows == 0
+        hidden = hide[:, self.segments]  # (b, H, W)
+        return np.where(hidden[..., None], self.fudged, self.image)
+
+
+def _label_samples(samplings: list[_Sampling], classifier_fn: Callable[[np.ndarray], np.ndarray], batch: int) -> None:
+    """Label every image's samples, in calls of ``batch`` perturbed images that span images (in order)."""
+    spans = [(k, 0, len(s.data)) for k, s in enumerate(samplings) if s.data is not None]
+    outs: list[list[np.ndarray]] = [[] for _ in samplings]
+    queue: list[tuple[int, int, int]] = []  # (image, start, stop) parts of the next call
+    size = 0
+    for k, start, stop in spans:
+        while start < stop:
+            take = min(batch - size, stop - start)
+            queue.append((k, start, start + take))
+            size, start = size + take, start + take
+            if size == batch:
+                _label_call(samplings, queue, classifier_fn, outs)
+                queue, size = [], 0
+    if queue:
+        _label_call(samplings, queue, classifier_fn, outs)
+    for s, parts in zip(samplings, outs, strict=True):
+        s.labels = np.concatenate(parts, axis=0)
+
+
+def _label_call(
+    samplings: list[_Sampling],
+    parts: list[tuple[int, int, int]],
+    classifier_fn: Callable[[np.ndarray], np.ndarray],
+    outs: list[list[np.ndarray]],
+) -> None:
+    batch = np.concatenate([samplings[k].perturbed(a, b) for k, a, b in parts], axis=0)
+    labels = np.asarray(classifier_fn(batch))
+    offset = 0
+    for k, a, b in parts:
+        outs[k].append(labels[offset : offset + b - a])
+        offset += b - a
 
 
 def _capture_fits(explainer: Any) -> dict[int, tuple[Any, ...]]:

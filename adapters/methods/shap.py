@@ -12,13 +12,16 @@ can be imported without shap.
 
 from __future__ import annotations
 
+import copy
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from xai_bridge._seeding import numpy_seeded
 from xai_bridge._validate import choice, int_at_least, int_or_default, number
+from xai_bridge.batching import merged_calls
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, require_differentiable
 from xai_bridge.errors import ParameterError
 from xai_bridge.options import ImageMasker, MaskKind
@@ -43,13 +46,13 @@ def _as_uint8(x: np.ndarray) -> np.ndarray:
 
 
 class _PredictUint8:
-    """shap's model function: float HWC batches in [0, 255] -> ``model.predict`` on uint8."""
+    """shap's model function: float HWC batches in [0, 255] -> ``predict`` (a model's) on uint8."""
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.predict = predict
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(_as_uint8(x)), dtype=np.float64)
+        return np.asarray(self.predict(_as_uint8(x)), dtype=np.float64)
 
 
 _PARTITION_DEFAULTS = {"masker": MaskKind.INPAINT_TELEA, "max_evals": 500, "batch_size": 50, "fixed_context": None}
@@ -65,7 +68,10 @@ def partition(request: ExplainRequest) -> BackendResult:
     satisfy efficiency: their sum over pixels and channels is
     ``f(x) - f(fully masked)``; ``base_scores`` holds ``f(fully masked)``.
     shap breaks priority ties with numpy's global RNG: it is seeded with
-    ``request.seed`` (and restored) so results are reproducible.
+    ``request.seed`` for each image alone (and restored), so results are
+    reproducible and an image's values do not depend on the other images.
+    Several images are explained concurrently, their model calls merged into
+    shared forward passes (:func:`~xai_bridge.batching.merged_calls`).
 
     Params:
         masker: :class:`ImageMasker`, a :class:`MaskKind` or shap's string
@@ -84,23 +90,30 @@ def partition(request: ExplainRequest) -> BackendResult:
     params["fixed_context"] = choice("fixed_context", params["fixed_context"], [None, 0, 1])
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
-    shap_masker = _image_masker(masker.shap_mask_value((h, w, 3)), (h, w, 3))
-    explainer = shap.explainers.Partition(_PredictUint8(request.model), shap_masker)
-    x = images.astype(np.float64)
-    values = np.zeros((n, targets.shape[1], 3, h, w), np.float32)
-    base = np.zeros(targets.shape, np.float32)
-    for cols, rows in target_groups(targets):
+    shape = (h, w, 3)
+    mask_value = masker.shap_mask_value(shape)
+    call = {
+        "max_evals": max_evals,
+        "batch_size": batch_size,
+        "fixed_context": params["fixed_context"],
+        "silent": True,
+    }
+
+    def explain_one(i: int, predict: Callable[[np.ndarray], np.ndarray]) -> Any:
+        explainer = _explainer(predict, mask_value, shape)
+        return explainer(images[i : i + 1].astype(np.float64), outputs=targets[i], **call)
+
+    # One explainer per image, each seeded alone, so an image's values do not depend on the other images;
+    # with several images they run at once and share forward passes (their rounds depend on each other).
+    if n == 1:
         with numpy_seeded(request.seed):
-            out = explainer(
-                x[rows],
-                max_evals=max_evals,
-                batch_size=batch_size,
-                outputs=cols,
-                fixed_context=params["fixed_context"],
-                silent=True,
-            )
-        values[rows] = np.transpose(np.asarray(out.values).reshape(len(rows), h, w, 3, -1), (0, 4, 3, 1, 2))
-        base[rows] = np.asarray(out.base_values).reshape(len(rows), -1)
+            outs = [explain_one(0, request.model.predict)]
+    else:
+        jobs = [functools.partial(explain_one, i) for i in range(n)]
+        outs = merged_calls(request.model.predict, jobs, numpy_seeds=[request.seed] * n)
+    values = np.stack([np.transpose(np.asarray(o.values).reshape(h, w, 3, -1), (3, 2, 0, 1)) for o in outs])
+    values = values.astype(np.float32)
+    base = np.stack([np.asarray(o.base_values).reshape(-1) for o in outs]).astype(np.float32)
     return BackendResult(
         attributions=values.sum(axis=2),
         raw=values,
@@ -255,6 +268,38 @@ def _masker_class() -> type:
             self.clustering = _partition_tree(tuple(self.input_shape)).copy()
 
     return Image
+
+
+@functools.lru_cache(maxsize=2)
+def _template(shape: tuple[int, int, int]) -> Any:
+    """A Partition explainer for images of ``shape`` with no model: its tree and mask matrix, built once.
+
+    The explainer precomputes a sparse matrix of every partition's pixels from
+    the tree (seconds at 224x224, more than the tree itself); it depends on the
+    shape alone and is only read while explaining.
+    """
+    import shap
+
+    return shap.explainers.Partition(_no_model, _image_masker(0.0, shape))
+
+
+def _no_model(x: np.ndarray) -> np.ndarray:
+    raise RuntimeError("the template explainer has no model")
+
+
+def _explainer(predict: Callable[[np.ndarray], np.ndarray], mask_value: Any, shape: tuple[int, int, int]) -> Any:
+    """A Partition explainer calling ``predict`` (on uint8) with its own masker, sharing the template's structure.
+
+    shap keeps the state of a running explanation on the explainer and a
+    blurred or inpainted image on the masker, so each image gets its own of
+    both; the tree and the mask matrix are shared, read-only.
+    """
+    import shap
+
+    explainer = copy.copy(_template(shape))
+    explainer.masker = _image_masker(mask_value, shape)
+    explainer.model = shap.models.Model(_PredictUint8(predict))
+    return explainer
 
 
 SPECS = (
