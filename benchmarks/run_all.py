@@ -13,7 +13,13 @@ HERE = Path(__file__).resolve().parent
 
 
 def main() -> int:
-    scripts = [["bench_overhead.py"], ["bench_memory.py"], ["bench_caption.py"], ["bench_dataset.py"]]
+    scripts = [
+        ["bench_overhead.py"],
+        ["bench_batching.py", "--repeats", "2"],
+        ["bench_memory.py"],
+        ["bench_caption.py"],
+        ["bench_dataset.py"],
+    ]
     if (HERE.parent / ".venv-omnixai" / "bin" / "python").exists():
         scripts.append(["bench_omnixai.py"])
     else:
