@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
 from xai_bridge.adapters.models import TorchModel
 
@@ -95,7 +96,7 @@ def test_channels_last_gives_the_same_outputs_and_gradients(rgb_images) -> None:
     import xai_bridge as xb
 
     net = make_tiny_net(0)
-    plain = TorchModel(net, TINY_PREPROCESS, batch_size=8)
+    plain = TorchModel(net, TINY_PREPROCESS, batch_size=8, channels_last=False)
     fast = TorchModel(net, TINY_PREPROCESS, batch_size=8, channels_last=True)
     seen: list[bool] = []
     net.register_forward_pre_hook(
@@ -110,3 +111,58 @@ def test_channels_last_gives_the_same_outputs_and_gradients(rgb_images) -> None:
     b = xb.explain(plain, rgb_images, "builtin.Saliency", targets=[1, 2])
     np.testing.assert_allclose(a.attributions, b.attributions, rtol=1e-4, atol=1e-6)
     assert all(p.is_contiguous() for p in net.parameters())  # weights untouched
+
+
+def _layout_seen(model: TorchModel, images: np.ndarray) -> list[bool]:
+    """Whether each forward pass of ``model.predict(images)`` handed the module channels-last input."""
+    import torch
+
+    seen: list[bool] = []
+    handle = model.module.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    try:
+        model.predict(images)
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_channels_last_is_on_automatically_when_the_outputs_match(rgb_images) -> None:
+    import torch
+
+    net = make_tiny_net(0)
+    state = torch.random.get_rng_state()
+    auto = TorchModel(net, TINY_PREPROCESS, batch_size=8)
+    auto.predict(rgb_images[:1])  # the first guarded call decides (its two probe passes reach user hooks)
+    seen = _layout_seen(auto, rgb_images)
+    assert auto.channels_last and seen and all(seen)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the probe's noise has its own generator
+    assert not net._forward_hooks and not net._forward_pre_hooks and not net.training
+    forced = TorchModel(net, TINY_PREPROCESS, batch_size=8, channels_last=False)
+    assert not any(_layout_seen(forced, rgb_images)) and not forced.channels_last
+
+
+class _LayoutSensitive(torch.nn.Module):
+    """A conv net whose output depends on the memory layout (as a custom kernel reading raw memory would)."""
+
+    def __init__(self, reject: bool) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.reject = reject
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.reject:
+            return y.view(len(y), -1)[:, :5]  # view needs contiguous memory: fails on channels-last
+        flat = y.contiguous() if x.is_contiguous() else y.permute(0, 2, 3, 1)
+        return flat.reshape(len(y), -1)[:, :5]
+
+
+@pytest.mark.parametrize("reject", [False, True])
+def test_channels_last_stays_off_when_the_module_differs_or_fails(rgb_images, reject: bool) -> None:
+    model = TorchModel(_LayoutSensitive(reject), TINY_PREPROCESS, batch_size=8)
+    model.predict(rgb_images[:1])
+    seen = _layout_seen(model, rgb_images)
+    assert not model.channels_last and seen and not any(seen)
+    assert model.predict(rgb_images).shape == (len(rgb_images), 5)  # and the model works as before

@@ -144,10 +144,14 @@ class TorchModel:
             calls (see :class:`~xai_bridge.batching.BatchTuner`); False: always
             chunks of ``batch_size``.
         channels_last: feed the module channels-last tensors (its weights are
-            not converted). On CPUs with oneDNN convolutions this is often
-            faster (EfficientNet-Lite0: ~20% for forward and backward);
-            outputs equal the default's up to float rounding. Off by default:
-            modules that ``view`` their activations may reject such inputs.
+            not converted). On CPUs with oneDNN convolutions and on GPUs this
+            is often faster (EfficientNet-Lite0 on CPU: ~20% for forward and
+            backward); outputs equal the default's up to float rounding.
+            ``None`` (the default) decides once per model, on the first guarded
+            call: on when the module has a ``Conv2d`` and gives the same
+            outputs for a channels-last probe image as for a contiguous one
+            (modules that ``view`` or reorder their activations fail that and
+            keep contiguous inputs, silently). True / False force it.
         device: where inputs go; defaults to the module's device. It must be
             the module's device (move the module yourself).
         softmax: explain softmax probabilities instead of the raw outputs.
@@ -163,7 +167,7 @@ class TorchModel:
         device: str | torch.device | None = None,
         softmax: bool = False,
         tune_batch: bool = True,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ModelInputError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
@@ -183,7 +187,8 @@ class TorchModel:
         self.class_names = list(class_names) if class_names is not None else None
         self.batch_size = int(batch_size)
         self._device = here
-        self._pixel = PixelModule(module, preprocess, softmax=softmax, channels_last=channels_last)
+        self._pixel = PixelModule(module, preprocess, softmax=softmax, channels_last=bool(channels_last))
+        self._layout_settled = channels_last is not None
         self._tuner = BatchTuner(self.batch_size) if tune_batch else None
         #: Caches that depend only on the module's structure and the input size
         #: (e.g. the CAM layer found by tracing); never holds tensors of a call.
@@ -214,7 +219,45 @@ class TorchModel:
         Covers :meth:`pixel_module` too (it holds the user's module as a child),
         so hooks a library leaves on the pixel wrapper are removed as well.
         """
+        if not self._layout_settled:
+            self._settle_layout()
         return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the module is fed channels-last tensors (decided on the first guarded call when automatic)."""
+        return self._pixel.channels_last
+
+    def _settle_layout(self) -> None:
+        """Decide ``channels_last`` once: on when a channels-last probe gives the contiguous probe's outputs.
+
+        Runs before any library registers hooks (``guard`` is entered first),
+        on one seeded random image at the declared input size, in eval mode
+        without gradients; the global RNG is not touched.
+        """
+        with self.exclusive():
+            if self._layout_settled:
+                return
+            self._layout_settled = True
+            if self.preprocess.layout != "NCHW" or not any(isinstance(m, nn.Conv2d) for m in self._module.modules()):
+                return
+            size = self.preprocess.size or (224, 224)
+            probe = torch.rand((1, 3, *size), generator=torch.Generator().manual_seed(0)) * 255.0
+            probe = probe.to(self._device)
+            pixel = self._pixel
+            try:
+                with model_guard(pixel, eval_mode=True), torch.inference_mode():
+                    plain = pixel._forward(probe)
+                    pixel.channels_last = True
+                    fast = pixel._forward(probe)
+            except Exception:  # any failure: keep contiguous inputs
+                pixel.channels_last = False
+                return
+            # float rounding differs between the two layouts' kernels; a reordered reshape differs by O(1)
+            tolerance = 1e-4 if plain.dtype in (torch.float32, torch.float64) else 1e-2
+            scale = float(plain.float().abs().max()) + 1e-6
+            same = plain.shape == fast.shape and float((plain.float() - fast.float()).abs().max()) <= tolerance * scale
+            pixel.channels_last = bool(same)
 
     def exclusive(self) -> Any:
         """Context manager: one thread at a time uses this model (and any model sharing its modules).

@@ -60,7 +60,7 @@ def load_efficientnet_lite0() -> torch.nn.Module:
 
 
 def efficientnet_lite0(
-    batch_size: int = 16, softmax: bool = False, tune_batch: bool = True, channels_last: bool = False
+    batch_size: int = 16, softmax: bool = False, tune_batch: bool = True, channels_last: bool | None = None
 ) -> TorchModel:
     """EfficientNet-Lite0 (ImageNet, 224x224, ImageNet mean/std) as a :class:`TorchModel`.
 
@@ -68,7 +68,7 @@ def efficientnet_lite0(
         batch_size: largest batch run at once.
         softmax: explain probabilities instead of logits.
         tune_batch: see :class:`TorchModel`.
-        channels_last: see :class:`TorchModel` (~20% faster on CPU here).
+        channels_last: see :class:`TorchModel` (automatic; ~20% faster on CPU here).
     """
     return TorchModel(
         load_efficientnet_lite0(),
