@@ -10,6 +10,7 @@ from torch import nn
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel, hook_count
 
 import xai_bridge as xb
+from xai_bridge.explanation import jsonable
 from xai_bridge.options import ImageMasker, MaskKind
 
 shap = pytest.importorskip("shap")
@@ -26,21 +27,33 @@ def small_images(rgb_images) -> np.ndarray:
     return np.ascontiguousarray(rgb_images[:, :24, :24])
 
 
-@pytest.mark.parametrize("fixed_context", [None, 1])
-def test_partition_matches_shap_called_directly(tiny_model, small_images, fixed_context) -> None:
+@pytest.mark.parametrize(
+    ("fixed_context", "masker", "shap_mask_value"),
+    [
+        (None, "inpaint_telea", "inpaint_telea"),
+        (1, "inpaint_telea", "inpaint_telea"),
+        (None, "blur(5,7)", "blur(5,7)"),  # these two take xai-bridge's uint8 masking path
+        (None, xb.ImageMasker(xb.MaskKind.CONSTANT, value=(20.0, 127.6, 250.0)), None),
+    ],
+)
+def test_partition_matches_shap_called_directly(
+    tiny_model, small_images, fixed_context, masker, shap_mask_value
+) -> None:
     exp = xb.explain(
         tiny_model,
         small_images,
         "shap.Partition",
         targets=[[1, 3], [1, 3]],
         seed=7,
-        masker="inpaint_telea",
+        masker=masker,
         max_evals=80,
         batch_size=20,
         fixed_context=fixed_context,
     )
+    if shap_mask_value is None:
+        shap_mask_value = np.broadcast_to(np.array([20.0, 127.6, 250.0]), (24, 24, 3)).copy()
     explainer = shap.explainers.Partition(
-        _to_uint8_predict(tiny_model), shap.maskers.Image("inpaint_telea", (24, 24, 3))
+        _to_uint8_predict(tiny_model), shap.maskers.Image(shap_mask_value, (24, 24, 3))
     )
     np.random.seed(7)  # shap breaks priority ties with numpy's global RNG
     ref = explainer(
@@ -57,7 +70,7 @@ def test_partition_matches_shap_called_directly(tiny_model, small_images, fixed_
     assert np.allclose(exp.base_scores, ref.base_values, atol=1e-5)
     assert np.allclose(exp.raw.reshape(2, 2, -1).sum(-1), exp.scores - exp.base_scores, atol=1e-4)
     assert exp.params == {
-        "masker": {"__type__": "ImageMasker", "kind": "inpaint_telea", "blur_kernel": [128, 128], "value": 0.0},
+        "masker": jsonable(xb.ImageMasker.parse(masker)),
         "max_evals": 80,
         "batch_size": 20,
         "fixed_context": fixed_context,
@@ -284,3 +297,21 @@ def test_partition_tree_built_once_per_shape_and_equal_to_shaps() -> None:
     assert isinstance(first, shap.maskers.Image) and first.blur_kernel == (8, 8)
     assert first.clustering is not second.clustering  # each masker owns a copy
     assert _partition_tree.cache_info().currsize >= 1
+
+
+@pytest.mark.parametrize("mask_value", ["blur(5,7)", "inpaint_telea", 37.4, "array"])
+def test_masker_hands_out_the_bytes_of_shaps_masked_image(mask_value) -> None:
+    import shap
+    from xai_bridge.adapters.methods.shap import _image_masker
+
+    shape = (12, 10, 3)
+    rng = np.random.default_rng(0)
+    if mask_value == "array":
+        mask_value = rng.uniform(0, 255, shape)
+    x = rng.integers(0, 256, shape).astype(np.float64)
+    ours, theirs = _image_masker(mask_value, shape), shap.maskers.Image(mask_value, shape)
+    for _ in range(3):
+        mask = rng.random(x.size) < 0.5
+        (got,), (ref,) = ours(mask, x), theirs(mask, x)
+        assert got.dtype == np.uint8 and got.shape == ref.shape == (1, *shape)
+        assert np.array_equal(got, np.clip(np.rint(ref), 0, 255).astype(np.uint8))

@@ -42,6 +42,8 @@ def target_groups(targets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _as_uint8(x: np.ndarray) -> np.ndarray:
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        return x  # the masker below already hands out uint8
     return np.clip(np.rint(np.asarray(x, dtype=np.float64)), 0, 255).astype(np.uint8)
 
 
@@ -262,10 +264,48 @@ def _masker_class() -> type:
     import shap
 
     class Image(shap.maskers.Image):  # type: ignore[misc,name-defined]
-        """shap's image masker, its partition tree built once per shape (a copy per masker)."""
+        """shap's image masker, its partition tree built once per shape (a copy per masker).
+
+        For blur and constant fills it hands out the masked image as uint8,
+        ``where(mask, image, fill)`` with the fill rounded once per image: the
+        bytes the model receives are those of shap's float64 masked image
+        rounded to uint8 (what :class:`_PredictUint8` did per batch), at an
+        eighth of the memory traffic, with one vectorised pass instead of a
+        copy and a boolean-indexed scatter per evaluation (shap's own
+        per-evaluation cost was ~15% of a Partition call on EfficientNet-Lite0).
+        Inpainting keeps shap's path.
+        """
 
         def build_partition_tree(self) -> None:
             self.clustering = _partition_tree(tuple(self.input_shape)).copy()
+
+        def __call__(self, mask: Any, x: Any) -> Any:
+            rounded = self._rounded(x)
+            if rounded is None or mask is None or getattr(mask, "dtype", None) != np.bool_:
+                out = super().__call__(mask, x)
+                return (_as_uint8(out[0]), *out[1:])
+            image, fill = rounded
+            return (np.where(mask, image, fill).reshape(1, *np.shape(x)),)
+
+        def _rounded(self, x: Any) -> tuple[np.ndarray, np.ndarray] | None:
+            """The image and its fill as flat uint8, computed once per image (None: shap's own path)."""
+            if isinstance(self.mask_value, str) and self.blur_kernel is None:
+                return None  # inpainting
+            if not isinstance(x, np.ndarray) or x.size != int(np.prod(self.input_shape)):
+                return None
+            cached = getattr(self, "_rounded_cache", None)
+            if cached is not None and cached[0] is x:
+                return cached[1]
+            import cv2
+
+            flat = x.reshape(-1)
+            if isinstance(self.mask_value, str):
+                fill = cv2.blur(flat.reshape(self.input_shape), self.blur_kernel).reshape(-1)
+            else:
+                fill = np.asarray(self.mask_value, dtype=np.float64).reshape(-1)
+            rounded = (_as_uint8(flat), _as_uint8(fill))
+            self._rounded_cache = (x, rounded)  # holds x: its id cannot be reused meanwhile
+            return rounded
 
     return Image
 
