@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for case in table_cases:
         name = case.method.split("+")[0]
-        if name not in available:
+        if xb.default_registry().spec(name).name not in available:  # "lime", "rise": aliases of canonical names
             rows.append({"method": case.method, "note": "not available"})
             continue
         last: dict[str, Any] = {}
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     full_rows: list[dict[str, Any]] = []
     if not args.no_full_res:
         for case in table_cases:
-            if case.method not in FULL_RES_METHODS or case.method not in available:
+            if case.method not in FULL_RES_METHODS or xb.default_registry().spec(case.method).name not in available:
                 continue
 
             def at(img: np.ndarray, case: Case = case) -> Callable[[], Any]:

@@ -163,7 +163,8 @@ def load_setup(quick: bool = False, batch_size: int = 16, device: str = "cpu") -
         full = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
         image = xb.load_images(full, size=(32, 32))[0]
         name = "tiny CNN, random 32x32 image"
-        return Setup(model, image, full, 1, "features.3", np.float32(mean), np.float32(std), True, name, device)
+        mean_a, std_a = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        return Setup(model, image, full, 1, "features.3", mean_a, std_a, True, name, device)
     from skimage import data
     from xai_bridge.adapters.models import efficientnet_lite0
 
