@@ -2,7 +2,9 @@
 
 It cannot import xai_bridge (OmniXAI pins an older numpy), so the
 EfficientNet-Lite0 loading of ``xai_bridge/adapters/models/zoo.py`` is repeated
-here. Settings come as one JSON argument; then it reads commands from stdin,
+here. Settings come as one JSON argument (``device``: where the module and
+the preprocessed tensors go, as an OmniXAI user on a GPU writes it: OmniXAI's
+LIME path calls the model on what ``preprocess`` returns, unmoved); then it reads commands from stdin,
 one per line, and answers each with one JSON line on stdout:
 
 * ``run``: one ``VisionExplainer.explain`` with every explainer -> ``{"seconds": s}``
@@ -45,16 +47,28 @@ def load_efficientnet_lite0():
     return model.eval()
 
 
-def preprocess(images):
-    """OmniXAI ``Image`` batch (NHWC uint8) -> normalised NCHW float tensor."""
-    x = (images.to_numpy().astype(np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+def preprocessor(device):
+    """OmniXAI ``Image`` batch (NHWC uint8) -> normalised NCHW float tensor on ``device``."""
+
+    def preprocess(images):
+        x = (images.to_numpy().astype(np.float32) / 255.0 - MEAN) / STD
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device)
+
+    return preprocess
+
+
+def synchronize(device):
+    """Wait for queued CUDA kernels before a timer is read."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
     settings = json.loads(sys.argv[1])
     torch.set_num_threads(int(settings.get("threads", 2)))
-    net = load_efficientnet_lite0()
+    device = settings.get("device", "cpu")
+    net = load_efficientnet_lite0().to(device)
+    preprocess = preprocessor(device)
     image = Image(np.load(settings["image"]), batched=False)
     names = ["gradcam", "lime", "ig"]
     params = {
@@ -86,6 +100,7 @@ def main() -> None:
         if command == "run":
             start = time.perf_counter()
             every.explain(image, params=params)
+            synchronize(device)
             print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
         elif command == "per_method":
             out = {}
@@ -93,6 +108,7 @@ def main() -> None:
                 one = explainer([name])
                 start = time.perf_counter()
                 one.explain(image, params={k: v for k, v in params.items() if k == name})
+                synchronize(device)
                 out[name] = time.perf_counter() - start
             print(json.dumps({"per_method": out}), flush=True)
         elif command == "quit":

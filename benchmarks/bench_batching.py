@@ -15,8 +15,8 @@ at 300 evaluations each, this prints side by side, measured in one run:
   drift of the machine's speed, and the evaluations every image sent through
   ``model.predict`` during the call;
 * ``calls``: ``model.predict`` calls of each side, and ``in_forward``: the
-  share of the call spent inside the model's forward passes (CPU only: on
-  CUDA the hooks see launches, not the work).
+  share of the call spent inside the model's forward passes (on CUDA the
+  hooks synchronise the device, or they would time the launches only).
 
 The model is the bundled EfficientNet-Lite0 at 224x224 on scikit-image's
 colour pictures (chelsea, astronaut, coffee, rocket, hubble_deep_field,
@@ -48,6 +48,8 @@ from common import (
     machine,
     median,
     setup_threads,
+    suffix,
+    synchronize,
     table,
     tiny_net,
     verdict,
@@ -85,16 +87,19 @@ def method_params(evals: int, quick: bool, shap_batch: int) -> dict[str, dict[st
 class ForwardClock:
     """Seconds spent inside a module's forward passes (two hooks, registered for the whole run)."""
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, device: str = "cpu") -> None:
         self.seconds = 0.0
         self._start = 0.0
+        self._device = device
         module.register_forward_pre_hook(self._enter)
         module.register_forward_hook(self._exit)
 
     def _enter(self, *_: Any) -> None:
+        synchronize(self._device)
         self._start = time.perf_counter()
 
     def _exit(self, *_: Any) -> None:
+        synchronize(self._device)
         self.seconds += time.perf_counter() - self._start
 
 
@@ -135,9 +140,9 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any, int]:
     if args.quick:
         net, pre, target = tiny_net(), xb.Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3), 1
     else:
-        s = load_setup(False, batch_size=args.batch)
+        s = load_setup(False, batch_size=args.batch, device=args.device)
         net, pre, target = s.net, s.model.preprocess, s.target
-    net = net.to(torch.device(args.device))
+    net = net.to(torch.device(args.device))  # the benchmark is the user: it moves its module
     return xb.TorchModel(net, pre, batch_size=args.batch, device=args.device), net, target
 
 
@@ -146,7 +151,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_common_args(parser, repeats=1)
     parser.add_argument("--images", type=int, default=8, help="images per call")
     parser.add_argument("--evals", type=int, default=300, help="model evaluations per image")
-    parser.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
     parser.add_argument("--batch", type=int, default=None, help="the model's batch_size (default 16; 64 on cuda)")
     parser.add_argument("--methods", nargs="*", default=None, help="subset of methods")
     args = parser.parse_args(argv)
@@ -166,9 +170,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the yardstick: the same module through predict in fixed chunks (no tuning) of the best batch size
     fixed = xm.TorchModel(net, model.preprocess, batch_size=256, device=args.device, tune_batch=False)
     sizes = (1, 2, 4, 8, 16, 32, 64) + ((128, 256) if not on_cpu else ())
-    forward_s, best_batch = best_forward_per_image(fixed.predict, images[0], batch_sizes=sizes)
+    forward_s, best_batch = best_forward_per_image(fixed.predict, images[0], batch_sizes=sizes, device=args.device)
     yardstick = xm.TorchModel(net, model.preprocess, batch_size=best_batch, device=args.device, tune_batch=False)
-    clock = ForwardClock(model.pixel_module()) if on_cpu else None
+    clock = ForwardClock(model.pixel_module(), args.device)
     shap_batch = 16
     params = method_params(args.evals, args.quick, shap_batch)
     names = [m for m in params if args.methods is None or m in args.methods]
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "per_image": per_image,
             "forward": lambda: yardstick.predict(yard_images),
         }
-        times = interleaved(sides, repeats=args.repeats, warm=("together",))
+        times = interleaved(sides, repeats=args.repeats, warm=("together",), device=args.device)
         per_eval = median(times["forward"]) / n_yard
         evals = int(last["evals"])
         row: dict[str, Any] = {
@@ -252,12 +256,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "forward_s_per_image": forward_s,
         "best_batch": best_batch,
         "repeats": args.repeats,
-        "machine": machine(),
+        "machine": machine(args.device),
         "target": TARGET,
         "rows": rows,
     }
-    suffix = ("-quick" if args.quick else "") + ("" if on_cpu else f"-{args.device.replace(':', '')}")
-    print(f"-> {write('batching' + suffix, result, args.results)}")
+    print(f"-> {write('batching' + suffix(args), result, args.results)}")
     return result
 
 

@@ -50,6 +50,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_arg, synchronize
 
 KEY = "bench-key-not-a-secret"
 
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="shap masker for both runs: 'blur(128,128)' (default), 'inpaint_ns' (seed 000's; "
         "its OpenCV inpainting costs ~30 ms per masked image on both sides)",
     )
-    parser.add_argument("--device", default="cpu", help="where the scorer runs (cpu, cuda)")
+    parser.add_argument("--device", type=device_arg, default="cpu", help="where the scorer runs (cpu, cuda)")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed's serial loop (ratios then missing)")
     parser.add_argument("--profile", action="store_true", help="cProfile the cache-warm re-run (top 25 by own time)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -278,6 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not args.no_seed:
             start = time.perf_counter()
             seed_maps = seed_serial(server.url, images, scorer, args, workdir)
+            synchronize(args.device)
             rows.append(
                 {
                     "run": "seed 000 serial loop",
@@ -297,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 profiler.enable()
             start = time.perf_counter()
             maps, stats = bridge(server.url, images, scorer, args, cache)
+            synchronize(args.device)
             seconds = time.perf_counter() - start
             if profiler is not None:
                 import pstats

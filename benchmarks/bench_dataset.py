@@ -3,14 +3,18 @@
 Explains a folder of generated 224x224 images with the bundled EfficientNet-Lite0
 and ``builtin.Saliency`` (and Grad-CAM), once in-process and once on Ray
 actors (one per core), alternating, into fresh stores. Prints a table and JSON.
+With ``--device cuda`` every worker builds its model on the GPU (they share it:
+the benchmark tells Ray not to hide the GPU from actors that request none).
 
-    .venv/bin/python benchmarks/bench_dataset.py [--images 32] [--workers 2] [--repeats 1]
+    .venv/bin/python benchmarks/bench_dataset.py [--images 32] [--workers 2] [--repeats 1] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +22,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_common_args, machine, suffix, write
+
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="tiny model, 8 images (smoke test)")
+    add_common_args(parser, repeats=1)
     args = parser.parse_args(argv)
+    device = args.device
+    if device.startswith("cuda"):  # Ray sets CUDA_VISIBLE_DEVICES="" in actors that request no GPU
+        os.environ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"] = "1"
 
     import ray
     import torch
@@ -45,15 +54,15 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.nn.Flatten(),
                 torch.nn.Linear(4, 3),
             ).eval()
-            return xb.TorchModel(net, xb.Preprocess(scale="unit"))
+            return xb.TorchModel(net.to(device), xb.Preprocess(scale="unit"), device=device)
 
         methods, n_images = ["builtin.Saliency"], 8
     else:
         from xai_bridge.adapters.models import efficientnet_lite0
 
-        factory = model_factory(efficientnet_lite0)
+        factory = model_factory(functools.partial(efficientnet_lite0, device=device))
         methods, n_images = ["builtin.Saliency", "gradcam.GradCAM"], args.images
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "images"
@@ -96,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         "methods": methods,
         "images": n_images,
         "workers": args.workers,
+        "device": device,
+        "machine": machine(device),
         "runs": rows,
         "images_per_s": best,
         "ray_over_local": best["ray"] / best["local"],
@@ -104,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     for r in rows:
         print(f"{r['engine']:8s} {r['images']:7d} {r['seconds']:8.2f} {r['images_per_s']:9.2f}")
     print(f"ray / local: {result['ray_over_local']:.2f}x")
-    print(json.dumps(result))
+    print(f"-> {write('dataset' + suffix(args), result, args.results)}")
     return result
 
 

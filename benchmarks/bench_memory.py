@@ -8,9 +8,12 @@ baseline after loading the model, the time and captum's convergence delta
 run from the smallest batch up; a setting whose peak, extrapolated linearly
 from the smaller ones, would not fit in 85% of the available memory is
 skipped and reported as such. ``0`` means ``internal_batch_size=None``
-(xai-bridge's default: the model's ``batch_size``).
+(xai-bridge's default: the model's ``batch_size``). With ``--device cuda`` each
+row also reports ``torch.cuda.max_memory_allocated`` above what the loaded
+model holds (``gpu_above_baseline_mb``), and the skip rule uses the GPU's free
+memory and those figures.
 
-    .venv/bin/python benchmarks/bench_memory.py [--steps 200] [--sizes 200 50 10 0] [--quick]
+    .venv/bin/python benchmarks/bench_memory.py [--steps 200] [--sizes 200 50 10 0] [--device cuda] [--quick]
 """
 
 from __future__ import annotations
@@ -23,30 +26,47 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_args, machine, table, write
+from common import add_common_args, machine, suffix, table, write
 
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {here!r})
 from common import load_setup, setup_threads
 setup_threads({threads})
+import torch
 import xai_bridge as xb
-s = load_setup({quick!r}, batch_size={batch})
+device = {device!r}
+cuda = device.startswith("cuda")
+s = load_setup({quick!r}, batch_size={batch}, device=device)
 s.model.predict(s.image[None])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if cuda:
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    gpu_base = torch.cuda.memory_allocated(device)
 start = time.perf_counter()
 exp = xb.explain(s.model, s.image, "captum.IntegratedGradients", targets=s.target, n_steps={steps},
                  internal_batch_size={size})
+if cuda:
+    torch.cuda.synchronize(device)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 delta = float(exp.extras["convergence_delta"][0, 0]) if "convergence_delta" in exp.extras else None
-print(json.dumps({{"peak_mb": peak / 1024, "baseline_mb": base / 1024, "seconds": seconds, "delta": delta,
-                  "internal_batch_size": exp.params["internal_batch_size"]}}))
+row = {{"peak_mb": peak / 1024, "baseline_mb": base / 1024, "seconds": seconds, "delta": delta,
+       "internal_batch_size": exp.params["internal_batch_size"]}}
+if cuda:
+    row["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    row["gpu_baseline_mb"] = gpu_base / 2**20
+print(json.dumps(row))
 """
 
 
-def available_mb() -> float | None:
-    """MemAvailable from /proc/meminfo in MiB (None where unknown)."""
+def available_mb(device: str = "cpu") -> float | None:
+    """MemAvailable from /proc/meminfo in MiB, or the GPU's free memory on CUDA (None where unknown)."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0] / 2**20
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -56,9 +76,9 @@ def available_mb() -> float | None:
     return None
 
 
-def predicted_mb(rows: list[dict[str, Any]], size: int) -> float | None:
-    """Peak above baseline at ``size``, extrapolated linearly from the measured rows (None: too few)."""
-    pts = [(r["effective_batch"], r["above_baseline_mb"]) for r in rows if "above_baseline_mb" in r]
+def predicted_mb(rows: list[dict[str, Any]], size: int, key: str = "above_baseline_mb") -> float | None:
+    """Peak above baseline (``key``) at ``size``, extrapolated linearly from the measured rows (None: too few)."""
+    pts = [(r["effective_batch"], r[key]) for r in rows if key in r]
     if len(pts) < 2 or pts[-1][0] == pts[0][0]:
         return None
     (x0, y0), (x1, y1) = pts[0], pts[-1]
@@ -80,9 +100,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     order = sorted(sizes, key=lambda v: v or args.batch_size)
     here = str(Path(__file__).resolve().parent)
     rows: list[dict[str, Any]] = []
+    cuda = args.device.startswith("cuda")
     for size in order:
         effective = size or args.batch_size
-        guess, free = predicted_mb(rows, effective), available_mb()
+        guess = predicted_mb(rows, effective, "gpu_above_baseline_mb" if cuda else "above_baseline_mb")
+        free = available_mb(args.device)
         if guess is not None and free is not None and guess > 0.85 * free:
             rows.append(
                 {
@@ -94,7 +116,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(rows[-1], flush=True)
             continue
         code = CHILD.format(
-            here=here, threads=args.threads, quick=args.quick, batch=args.batch_size, steps=steps, size=size or None
+            here=here,
+            threads=args.threads,
+            quick=args.quick,
+            batch=args.batch_size,
+            steps=steps,
+            size=size or None,
+            device=args.device,
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         if out.returncode != 0:
@@ -119,13 +147,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "convergence_delta": res["delta"],
             }
         )
+        if "gpu_peak_mb" in res:
+            rows[-1]["gpu_peak_mb"] = res["gpu_peak_mb"]
+            rows[-1]["gpu_above_baseline_mb"] = res["gpu_peak_mb"] - res["gpu_baseline_mb"]
         print(table(rows[-1:], list(rows[-1])), flush=True)
     result = {
         "method": "captum.IntegratedGradients",
         "n_steps": steps,
         "setup": "quick" if args.quick else "EfficientNet-Lite0, chelsea 224x224",
         "threads": args.threads,
-        "machine": machine(),
+        "device": args.device,
+        "machine": machine(args.device),
         "rows": rows,
     }
     print(f"\n== IG {steps} steps, one image: peak RSS vs internal_batch_size (fresh process each)")
@@ -138,13 +170,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "peak_rss_mb",
                 "above_baseline_mb",
                 "mb_per_step_in_batch",
+                *(["gpu_peak_mb", "gpu_above_baseline_mb"] if cuda else []),
                 "seconds",
                 "convergence_delta",
                 "note",
             ],
         )
     )
-    print(f"-> {write('memory-quick' if args.quick else 'memory', result, args.results)}")
+    print(f"-> {write('memory' + suffix(args), result, args.results)}")
     return result
 
 

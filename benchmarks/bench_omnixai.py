@@ -37,7 +37,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from common import add_common_args, load_setup, machine, median, setup_threads, table, verdict, write
+from common import (
+    add_common_args,
+    load_setup,
+    machine,
+    median,
+    setup_threads,
+    suffix,
+    synchronize,
+    table,
+    verdict,
+    write,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEEDUP_TARGET = 2.0
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup_threads(args.threads)
     import xai_bridge as xb
 
-    s = load_setup()
+    s = load_setup(device=args.device)
     methods = [
         ("gradcam.GradCAM", {"layer": "bn2"}),
         ("lime", {"num_samples": args.num_samples, "batch_size": args.batch_size, "hide_color": 0}),
@@ -123,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def ours(model: Any = s.model, key: str = "results") -> float:
         start = time.perf_counter()
         last[key] = xb.explain_many(model, s.image, methods)  # top-1, like OmniXAI
+        synchronize(args.device)
         return time.perf_counter() - start
 
     omni_times: list[float] = []
@@ -136,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "steps": args.steps,
             "threads": args.threads,
+            "device": args.device,
         }
         omni = OmniSide(python, settings, err)
         try:
@@ -175,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": {k: v for k, v in settings.items() if k != "image"}
         | {"image": s.name, "baselines": args.baselines},
         "omnixai": omni.hello,
-        "machine": machine(),
+        "machine": machine(args.device),
         "repeats": args.repeats,
         "omnixai_times": omni_times,
         "xai_bridge_times": ours_times,
@@ -187,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\n== OmniXAI VisionExplainer vs xai_bridge.explain_many (gradcam + lime + ig); target >= {SPEEDUP_TARGET}x")
     print(table([row], list(row)))
     print(table(per_rows, ["method", "omnixai_alone_s", "xai_bridge_in_call_s"]))
-    print(f"-> {write('omnixai', result, args.results)}")
+    print(f"-> {write('omnixai' + suffix(args), result, args.results)}")
     return result
 
 

@@ -23,10 +23,11 @@ For every routed method this prints
   over the call on the 224x224 picture.
 
 Both sides get the same 224x224 image, so xai-bridge's resize is a no-op.
-CPU, 2 threads; the sides alternate (A B, B A, ...) after a warm-up; medians
-of ``--repeats`` runs.
+CPU, 2 threads (or ``--device cuda``: the module and the direct side's
+tensors on the GPU); the sides alternate (A B, B A, ...) after a warm-up;
+medians of ``--repeats`` runs.
 
-    .venv/bin/python benchmarks/bench_overhead.py [--repeats 3] [--methods lime gradcam.GradCAM ...] [--quick]
+    .venv/bin/python benchmarks/bench_overhead.py [--repeats 3] [--methods lime gradcam.GradCAM ...] [--device cuda] [--quick]
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from common import (
     machine,
     median,
     setup_threads,
+    suffix,
+    synchronize,
     table,
     verdict,
     write,
@@ -101,13 +104,17 @@ class Case:
 
 
 class ForwardClock:
-    """Seconds spent inside a module's forward passes (two hooks, registered for the whole run)."""
+    """Seconds spent inside a module's forward passes (two hooks, registered for the whole run).
 
-    def __init__(self, module: Any) -> None:
+    On CUDA both hooks synchronise the device first, or they would time the kernels' launch only.
+    """
+
+    def __init__(self, module: Any, device: str = "cpu") -> None:
         import time
 
         self.seconds = 0.0
         self._start = 0.0
+        self._device = device
         self._now = time.perf_counter
         module.register_forward_pre_hook(self._enter)
         module.register_forward_hook(self._exit)
@@ -116,9 +123,11 @@ class ForwardClock:
         self.seconds = 0.0
 
     def _enter(self, *_: Any) -> None:
+        synchronize(self._device)
         self._start = self._now()
 
     def _exit(self, *_: Any) -> None:
+        synchronize(self._device)
         self.seconds += self._now() - self._start
 
 
@@ -291,20 +300,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import xai_bridge as xb
 
     cfg = Settings.quick() if args.quick else Settings()
-    s = load_setup(args.quick, batch_size=cfg.batch)
+    s = load_setup(args.quick, batch_size=cfg.batch, device=args.device)
     import xai_bridge.adapters.models as xm
 
     # The yardstick: the same module through predict in fixed chunks (no tuning), best batch size.
     fixed = xm.TorchModel(s.net, s.model.preprocess, batch_size=64, tune_batch=False)
-    per_image, best_batch = best_forward_per_image(fixed.predict, s.image)
+    per_image, best_batch = best_forward_per_image(fixed.predict, s.image, device=args.device)
     yardstick = xm.TorchModel(s.net, s.model.preprocess, batch_size=best_batch, tune_batch=False)
-    clock = ForwardClock(s.model.pixel_module())
+    clock = ForwardClock(s.model.pixel_module(), args.device)
     available = set(xb.available_methods(installed_only=True))
     table_cases = [c for c in cases(s, cfg) if (args.methods is None or c.method in args.methods)]
     rows: list[dict[str, Any]] = []
     for case in table_cases:
         name = case.method.split("+")[0]
-        if name not in available:
+        if xb.default_registry().spec(name).name not in available:  # "lime", "rise": aliases of canonical names
             rows.append({"method": case.method, "note": "not available"})
             continue
         last: dict[str, Any] = {}
@@ -330,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             yard_images = np.repeat(s.image[None], n_yard, axis=0)
             sides["forward"] = lambda: yardstick.predict(yard_images)
-        times = interleaved(sides, repeats=args.repeats, warm=warm)
+        times = interleaved(sides, repeats=args.repeats, warm=warm, device=args.device)
         row: dict[str, Any] = {"method": case.method, "xai_bridge_s": median(times["xai-bridge"])}
         if case.direct is not None:
             row["direct_s"] = median(times["direct"])
@@ -362,13 +371,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     full_rows: list[dict[str, Any]] = []
     if not args.no_full_res:
         for case in table_cases:
-            if case.method not in FULL_RES_METHODS or case.method not in available:
+            if case.method not in FULL_RES_METHODS or xb.default_registry().spec(case.method).name not in available:
                 continue
 
             def at(img: np.ndarray, case: Case = case) -> Callable[[], Any]:
                 return lambda: xb.explain(s.model, img, case.method, targets=s.target, **case.params)
 
-            times = interleaved({"model_size": at(s.image), "full": at(s.full_image)}, repeats=args.repeats)
+            times = interleaved(
+                {"model_size": at(s.image), "full": at(s.full_image)}, repeats=args.repeats, device=args.device
+            )
             full_rows.append(
                 {
                     "method": case.method,
@@ -389,7 +400,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "forward_s_per_image": per_image,
         "best_batch": best_batch,
         "repeats": args.repeats,
-        "machine": machine(),
+        "device": args.device,
+        "machine": machine(args.device),
         "targets": {"overhead": OVERHEAD_TARGET, "efficiency": EFFICIENCY_TARGET},
         "rows": rows,
         "full_resolution": full_rows,
@@ -420,7 +432,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if full_rows:
         print("\n== full-resolution path: same call on the original picture / on the 224x224 one")
         print(table(full_rows, list(full_rows[0])))
-    print(f"-> {write('overhead-quick' if args.quick else 'overhead', result, args.results)}")
+    print(f"-> {write('overhead' + suffix(args), result, args.results)}")
     return result
 
 

@@ -7,7 +7,9 @@ of medians. No benchmark asserts a time: they print a table and write JSON.
 Two setups: the real one (the bundled EfficientNet-Lite0, scikit-image's cat
 resized to 224x224, target 285 "Egyptian cat", layer ``bn2``) and ``--quick``
 (a tiny seeded CNN on a 32x32 image, for the smoke test; its numbers mean
-nothing).
+nothing). ``--device cuda`` puts the model on the GPU (the benchmark plays the
+user, who moves the module before wrapping it) and the direct side's tensors
+with it; timers are read after :func:`synchronize`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +33,41 @@ RESULTS = HERE / "results"
 
 
 def add_common_args(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
-    """The flags every benchmark takes: ``--quick``, ``--repeats``, ``--threads``, ``--results``."""
+    """The flags every benchmark takes: ``--quick``, ``--repeats``, ``--threads``, ``--results``, ``--device``."""
     parser.add_argument("--quick", action="store_true", help="tiny model and image, few samples (smoke test)")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per side (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the JSON results")
+    parser.add_argument("--device", type=device_arg, default="cpu", help="torch device of the model: cpu, cuda, cuda:1")
+
+
+def device_arg(value: str) -> str:
+    """``--device``: a torch device name; CUDA without a GPU stops the script with one line (not a traceback)."""
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        sys.exit(f"--device: expected cpu, cuda or cuda:N, got {value!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"--device: {value} asked for, but torch.cuda.is_available() is False here; run with --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        sys.exit(f"--device: expected cpu, cuda or cuda:N, got {value!r}")
+    return str(device)
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued kernels (CUDA runs asynchronously), so a timer read after it is true."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def suffix(args: argparse.Namespace) -> str:
+    """Result-file suffix: ``-quick`` and the device when not the CPU (``-cuda``), so runs do not overwrite each other."""
+    device = str(getattr(args, "device", "cpu"))
+    return ("-quick" if args.quick else "") + ("" if device == "cpu" else "-" + device.replace(":", ""))
 
 
 def setup_threads(n: int = 2) -> None:
@@ -60,6 +93,7 @@ class Setup:
         std: per-channel std.
         quick: the tiny setup.
         name: a description for the JSON.
+        device: where the module is (``"cpu"``, ``"cuda"``).
     """
 
     model: Any
@@ -71,6 +105,7 @@ class Setup:
     std: np.ndarray
     quick: bool
     name: str
+    device: str = "cpu"
 
     @property
     def net(self) -> Any:
@@ -85,14 +120,14 @@ class Setup:
         if x.ndim == 3:
             x = x[None]
         x = (x / 255.0 - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(self.device)
 
     def logits_np(self, batch: np.ndarray) -> np.ndarray:
         """A hand-written ``f(x)`` for shap/lime: NHWC pixels in [0, 255] -> logits (numpy)."""
         import torch
 
         with torch.no_grad():
-            return self.net(self.tensor(batch)).numpy()
+            return self.net(self.tensor(batch)).cpu().numpy()
 
 
 def tiny_net(seed: int = 0) -> Any:
@@ -117,22 +152,23 @@ def tiny_net(seed: int = 0) -> Any:
     return net.eval()
 
 
-def load_setup(quick: bool = False, batch_size: int = 16) -> Setup:
-    """The benchmark setup (see the module docstring)."""
+def load_setup(quick: bool = False, batch_size: int = 16, device: str = "cpu") -> Setup:
+    """The benchmark setup (see the module docstring), its module on ``device``."""
     import xai_bridge as xb
 
     if quick:
         mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-        model = xb.TorchModel(tiny_net(), xb.Preprocess(size=(32, 32), mean=mean, std=std), batch_size=batch_size)
+        pre = xb.Preprocess(size=(32, 32), mean=mean, std=std)
+        model = xb.TorchModel(tiny_net().to(device), pre, batch_size=batch_size, device=device)
         full = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
         image = xb.load_images(full, size=(32, 32))[0]
-        return Setup(
-            model, image, full, 1, "features.3", np.float32(mean), np.float32(std), True, "tiny CNN, random 32x32 image"
-        )
+        name = "tiny CNN, random 32x32 image"
+        mean_a, std_a = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        return Setup(model, image, full, 1, "features.3", mean_a, std_a, True, name, device)
     from skimage import data
     from xai_bridge.adapters.models import efficientnet_lite0
 
-    model = efficientnet_lite0(batch_size=batch_size)
+    model = efficientnet_lite0(batch_size=batch_size, device=device)
     pre = model.preprocess
     full = data.chelsea()
     image = xb.load_images(full, size=(224, 224))[0]
@@ -146,17 +182,23 @@ def load_setup(quick: bool = False, batch_size: int = 16) -> Setup:
         np.asarray(pre.std, np.float32),
         False,
         "EfficientNet-Lite0, chelsea 224x224",
+        device,
     )
 
 
 def interleaved(
-    sides: Mapping[str, Callable[[], Any]], repeats: int = 3, warmup: int = 1, warm: Sequence[str] = ()
+    sides: Mapping[str, Callable[[], Any]],
+    repeats: int = 3,
+    warmup: int = 1,
+    warm: Sequence[str] = (),
+    device: str = "cpu",
 ) -> dict[str, list[float]]:
     """Run each side ``warmup`` times, then ``repeats`` rounds alternating sides; seconds per run.
 
     The order of the sides alternates between rounds too (A B, B A, ...), so
     neither side always runs right after the other's memory churn. Sides named
-    in ``warm`` were already run by the caller and skip the warm-up.
+    in ``warm`` were already run by the caller and skip the warm-up. On CUDA
+    the device is synchronised before each timer is read.
     """
     names = list(sides)
     for _ in range(warmup):
@@ -166,8 +208,10 @@ def interleaved(
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
+            synchronize(device)
             start = time.perf_counter()
             sides[name]()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -183,6 +227,7 @@ def best_forward_per_image(
     batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
     rounds: int = 5,
     images_per_run: int = 32,
+    device: str = "cpu",
 ) -> tuple[float, int]:
     """Seconds per image of ``predict`` at its best batch size, and that batch size.
 
@@ -203,18 +248,24 @@ def best_forward_per_image(
         run(b)
     for r in range(rounds):
         for b in batch_sizes if r % 2 == 0 else batch_sizes[::-1]:
+            synchronize(device)
             start = time.perf_counter()
             run(b)
+            synchronize(device)
             times[b].append((time.perf_counter() - start) / (max(1, images_per_run // b) * b))
     return min((median(ts), b) for b, ts in times.items())
 
 
-def machine() -> dict[str, Any]:
-    """Where the numbers were taken: CPU count, load, torch threads, versions."""
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """Where the numbers were taken: CPU count, load, torch threads, versions, the GPU when on one."""
     import torch
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    gpu: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        gpu = {"device": device, "gpu": torch.cuda.get_device_name(device), "cuda": torch.version.cuda}
     return {
+        **gpu,
         "cpus": os.cpu_count(),
         "load_avg": [round(v, 2) for v in load] if load else None,
         "torch_threads": torch.get_num_threads(),

@@ -1,6 +1,7 @@
 """Run the benchmarks that finish in a few minutes and print their ratios (``make bench``).
 
 OmniXAI's comparison runs only when its virtualenv exists (``bash benchmarks/omnixai_env.sh``).
+``--device cuda`` is handed to every script.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="torch device handed to every benchmark (cpu, cuda)")
+    device = ["--device", parser.parse_args(argv).device]
     scripts = [
         ["bench_overhead.py"],
         ["bench_batching.py", "--repeats", "2"],
@@ -27,7 +33,7 @@ def main() -> int:
     failed = 0
     for script in scripts:
         print(f"\n=== {script[0]}", flush=True)
-        failed += subprocess.run([sys.executable, str(HERE / script[0]), *script[1:]]).returncode != 0
+        failed += subprocess.run([sys.executable, str(HERE / script[0]), *script[1:], *device]).returncode != 0
     return failed
 
 

@@ -51,18 +51,19 @@ def saliency(request: ExplainRequest) -> BackendResult:
     model = require_differentiable(request, working="builtin.Occlusion")
     net = model.pixel_module()
     n, t = request.targets.shape
+    targets = torch.as_tensor(request.targets, device=model.device)  # one copy to the device, not one a batch
     raws = []
     with model.guard(freeze_params=True):
         for start in range(0, n, model.batch_size):
             x = model.pixel_tensor(request.images[start : start + model.batch_size]).requires_grad_(True)
             out = net(x)
-            idx = torch.as_tensor(request.targets[start : start + model.batch_size], device=out.device)
+            idx = targets[start : start + model.batch_size].to(out.device)  # a no-op unless outputs move
             per_target = []
             for j in range(t):
                 (grad,) = torch.autograd.grad(out.gather(1, idx[:, j : j + 1]).sum(), x, retain_graph=j < t - 1)
                 per_target.append(grad.abs() if params["abs"] else grad)
-            raws.append(torch.stack(per_target, dim=1).detach().cpu().numpy())
-    raw = np.concatenate(raws, axis=0).astype(np.float32)
+            raws.append(torch.stack(per_target, dim=1).detach())  # stays on the device: no sync a batch
+    raw = torch.cat(raws).float().cpu().numpy()
     return BackendResult(
         attributions=raw.sum(axis=2),
         raw=raw,

@@ -144,6 +144,7 @@ class TorchModel:
             calls (see :class:`~xai_bridge.batching.BatchTuner`); False: always
             chunks of ``batch_size``.
         channels_last: feed the module channels-last tensors (its weights are
+<<<<<<< HEAD
             not converted). On CPUs with oneDNN convolutions and on GPUs this
             is often faster (EfficientNet-Lite0 on CPU: ~20% for forward and
             backward); outputs equal the default's up to float rounding.
@@ -154,6 +155,16 @@ class TorchModel:
             keep contiguous inputs, silently). True / False force it.
         device: where inputs go; defaults to the module's device. It must be
             the module's device (move the module yourself).
+=======
+            not converted). On CPUs with oneDNN convolutions this is often
+            faster (EfficientNet-Lite0: ~20% for forward and backward);
+            outputs equal the default's up to float rounding. Off by default:
+            modules that ``view`` their activations may reject such inputs.
+        device: the module's device, as a check (inputs always go where
+            the module's parameters are); None: take it from the module.
+            xai-bridge never moves a module: ``module.to("cuda")`` before
+            wrapping it. ``"cuda"`` without an index matches any GPU.
+>>>>>>> gpu
         softmax: explain softmax probabilities instead of the raw outputs.
     """
 
@@ -176,11 +187,13 @@ class TorchModel:
         if int(batch_size) <= 0:
             raise ModelInputError(f"batch_size: expected a positive integer, got {batch_size}")
         here = _module_device(module)
-        if device is not None and torch.device(device) != here:
+        if here.type == "meta":
             raise ModelInputError(
-                f"device: the module is on {here}, not {torch.device(device)}; move it first with "
-                f"module.to({str(device)!r}) (xai-bridge never moves your model)"
+                "module: expected a module holding weights, got one on the meta device (no data); "
+                "materialise it first, e.g. module.to_empty(device='cpu') then load_state_dict(...)"
             )
+        if device is not None:
+            _check_device(device, here)
         self._module = module
         self.preprocess = preprocess
         self.output_kind = OutputKind.PROBABILITIES if softmax else OutputKind(output_kind)
@@ -348,6 +361,29 @@ def _offer(tap: ScoreTap, x: torch.Tensor, out: torch.Tensor) -> None:
             ref = torch.from_numpy(images[i]).to(x.device).permute(2, 0, 1).to(x.dtype)
             if torch.equal(x[row].detach(), ref):
                 tap.record(i, out[row].detach().float().cpu().numpy())
+
+
+def as_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``, or a one-line :class:`ModelInputError` naming the argument."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelInputError(
+            f"device: expected a torch device such as 'cpu', 'cuda' or 'cuda:1', got {device!r}; "
+            "pass the module's device or omit device"
+        ) from None
+
+
+def _check_device(device: str | torch.device, here: torch.device) -> None:
+    """Refuse a ``device`` that is not the module's, in one line; ``"cuda"`` (no index) accepts any GPU."""
+    want = as_device(device)
+    # Parameters always carry an index on accelerators (cuda:0) and none on the CPU; an index given
+    # on one side only is not a mismatch.
+    if want.type != here.type or (want.index is not None and here.index is not None and want.index != here.index):
+        raise ModelInputError(
+            f"device: the module is on {here}, not {want}; move it first with module.to({str(want)!r}) "
+            "(xai-bridge never moves your model)"
+        )
 
 
 def _module_device(module: nn.Module) -> torch.device:
