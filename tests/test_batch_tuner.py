@@ -166,3 +166,29 @@ def test_channels_last_stays_off_when_the_module_differs_or_fails(rgb_images, re
     seen = _layout_seen(model, rgb_images)
     assert not model.channels_last and seen and not any(seen)
     assert model.predict(rgb_images).shape == (len(rgb_images), 5)  # and the model works as before
+
+
+def test_pixel_tensor_of_any_strides_and_one_guard_inside_inference(rgb_images, monkeypatch) -> None:
+    from xai_bridge.adapters.models import torch as torch_model
+
+    model = TorchModel(make_tiny_net(0), TINY_PREPROCESS, batch_size=8, tune_batch=False)
+    scrambled = np.moveaxis(np.ascontiguousarray(np.moveaxis(rgb_images, 0, -1)), -1, 0)  # batch axis innermost
+    assert not scrambled.flags.c_contiguous
+    x = model.pixel_tensor(scrambled)
+    assert x.is_contiguous(memory_format=torch.channels_last if model.channels_last else torch.contiguous_format)
+    assert torch.equal(x, model.pixel_tensor(np.ascontiguousarray(rgb_images)))
+    guards: list[int] = []
+    real = torch_model.model_guard
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        guards.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch_model, "model_guard", counting)
+    expected = model.predict(rgb_images)
+    assert len(guards) == 1
+    guards.clear()
+    with model.inference():
+        outs = [model.predict(rgb_images[i : i + 1]) for i in range(len(rgb_images))]
+    assert len(guards) == 1  # one guard for all the calls inside
+    np.testing.assert_allclose(np.concatenate(outs), expected, rtol=1e-5, atol=1e-6)

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("skimage")
 import skimage.segmentation
-from xai_bridge.adapters.methods._segments import as_segmenter, segment_images
+from xai_bridge.adapters.methods._segments import as_segmenter, map_images, segment_images
 
 from xai_bridge.options import DEFAULT_SEGMENTATION, Segmentation, SegmentationKind, relabel
 
@@ -126,3 +126,26 @@ def test_segment_images() -> None:
     np.testing.assert_array_equal(labels[0], labels[1])
     with pytest.raises(ValueError, match="segmentation: expected labels of shape"):
         segment_images(np.zeros((3, 16, 16), int), imgs)
+
+
+def test_library_segmentations_run_in_parallel_in_order_and_callables_serially() -> None:
+    import os
+    import threading
+
+    images = np.stack([_image(seed) for seed in range(5)])
+    seg = Segmentation("quickshift", {"kernel_size": 3, "max_dist": 6, "ratio": 0.5})
+    parallel = map_images(seg, images, parallel=True)
+    assert all(np.array_equal(a, seg(img)) for a, img in zip(parallel, images, strict=True))  # order kept
+    threads: set[str] = set()
+
+    def users(img: np.ndarray) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return (img[..., 0] > 100).astype(np.int32)
+
+    labels, desc = segment_images(users, images)
+    assert threads == {threading.current_thread().name}  # a user's callable is never run on other threads
+    assert labels.shape == (5, 24, 24) and desc == repr(users)
+    seen: set[str] = set()
+    map_images(lambda img: seen.add(threading.current_thread().name), images, parallel=True)
+    if (os.cpu_count() or 1) >= 2:
+        assert any(name.startswith("xai-bridge-segment") for name in seen)

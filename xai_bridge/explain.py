@@ -254,8 +254,10 @@ def _run_one(
         options=step.spec.options,
         n_outputs=n_outputs,
     )
+    # methods that only call predict: one model guard for all their calls (see TorchModel.inference)
+    inference = getattr(model, "inference", None) if not step.spec.needs_gradients else None
     start = time.perf_counter()
-    with pixel_tap(tap) if pixel_tap is not None else nullcontext():
+    with pixel_tap(tap) if pixel_tap is not None else nullcontext(), inference() if inference else nullcontext():
         result: BackendResult = step.backend(request)
     seconds = time.perf_counter() - start
     return result, counted, seconds, shared if tap is None else tap.scores(targets)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -133,39 +134,39 @@ class TorchModel:
     """A torch module as a :class:`xai_bridge.models.DifferentiableModel`.
 
     Args:
-        module: the classifier; it is never modified (mode, ``requires_grad``,
-            ``.grad`` and hooks are restored after every call) nor moved.
-        preprocess: what the module expects; see :class:`~xai_bridge.models.Preprocess`.
-        output_kind: what the module returns.
-        class_names: names of the outputs, for ``target_names`` and class-name targets.
-        batch_size: largest batch run at once (gradient methods use it as is).
-        tune_batch: let ``predict`` (the path of perturbation methods) pick
-            the fastest chunk size up to ``batch_size`` by timing its first
-            calls (see :class:`~xai_bridge.batching.BatchTuner`); False: always
-            chunks of ``batch_size``.
-        channels_last: feed the module channels-last tensors (its weights are
-<<<<<<< HEAD
-            not converted). On CPUs with oneDNN convolutions and on GPUs this
-            is often faster (EfficientNet-Lite0 on CPU: ~20% for forward and
-            backward); outputs equal the default's up to float rounding.
-            ``None`` (the default) decides once per model, on the first guarded
-            call: on when the module has a ``Conv2d`` and gives the same
-            outputs for a channels-last probe image as for a contiguous one
-            (modules that ``view`` or reorder their activations fail that and
-            keep contiguous inputs, silently). True / False force it.
-        device: where inputs go; defaults to the module's device. It must be
-            the module's device (move the module yourself).
-=======
-            not converted). On CPUs with oneDNN convolutions this is often
-            faster (EfficientNet-Lite0: ~20% for forward and backward);
-            outputs equal the default's up to float rounding. Off by default:
-            modules that ``view`` their activations may reject such inputs.
-        device: the module's device, as a check (inputs always go where
-            the module's parameters are); None: take it from the module.
-            xai-bridge never moves a module: ``module.to("cuda")`` before
-            wrapping it. ``"cuda"`` without an index matches any GPU.
->>>>>>> gpu
-        softmax: explain softmax probabilities instead of the raw outputs.
+            module: the classifier; it is never modified (mode, ``requires_grad``,
+                ``.grad`` and hooks are restored after every call) nor moved.
+            preprocess: what the module expects; see :class:`~xai_bridge.models.Preprocess`.
+            output_kind: what the module returns.
+            class_names: names of the outputs, for ``target_names`` and class-name targets.
+            batch_size: largest batch run at once (gradient methods use it as is).
+            tune_batch: let ``predict`` (the path of perturbation methods) pick
+                the fastest chunk size up to ``batch_size`` by timing its first
+                calls (see :class:`~xai_bridge.batching.BatchTuner`); False: always
+                chunks of ``batch_size``.
+            channels_last: feed the module channels-last tensors (its weights are
+    <<<<<<< HEAD
+                not converted). On CPUs with oneDNN convolutions and on GPUs this
+                is often faster (EfficientNet-Lite0 on CPU: ~20% for forward and
+                backward); outputs equal the default's up to float rounding.
+                ``None`` (the default) decides once per model, on the first guarded
+                call: on when the module has a ``Conv2d`` and gives the same
+                outputs for a channels-last probe image as for a contiguous one
+                (modules that ``view`` or reorder their activations fail that and
+                keep contiguous inputs, silently). True / False force it.
+            device: where inputs go; defaults to the module's device. It must be
+                the module's device (move the module yourself).
+    =======
+                not converted). On CPUs with oneDNN convolutions this is often
+                faster (EfficientNet-Lite0: ~20% for forward and backward);
+                outputs equal the default's up to float rounding. Off by default:
+                modules that ``view`` their activations may reject such inputs.
+            device: the module's device, as a check (inputs always go where
+                the module's parameters are); None: take it from the module.
+                xai-bridge never moves a module: ``module.to("cuda")`` before
+                wrapping it. ``"cuda"`` without an index matches any GPU.
+    >>>>>>> gpu
+            softmax: explain softmax probabilities instead of the raw outputs.
     """
 
     def __init__(
@@ -203,6 +204,7 @@ class TorchModel:
         self._pixel = PixelModule(module, preprocess, softmax=softmax, channels_last=bool(channels_last))
         self._layout_settled = channels_last is not None
         self._tuner = BatchTuner(self.batch_size) if tune_batch else None
+        self._inferring = threading.local()  # inference() depth of each thread
         #: Caches that depend only on the module's structure and the input size
         #: (e.g. the CAM layer found by tracing); never holds tensors of a call.
         self.memo: dict[Any, Any] = {}
@@ -222,9 +224,19 @@ class TorchModel:
         return self._pixel
 
     def pixel_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 NHWC -> float32 NCHW tensor in [0, 255] on the model's device."""
-        t = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(self._device)  # inputs may be read-only
-        return t.permute(0, 3, 1, 2).float().contiguous()
+        """uint8 NHWC -> float32 NCHW tensor in [0, 255] on the model's device (channels-last strides when used)."""
+        if not self._layout_settled:
+            self._settle_layout()
+        # C order: an array with other strides (a fancy-indexing result) would reach torch in neither layout.
+        # Shared, not copied, when it is already so (and writeable: torch warns on read-only memory); only
+        # .float() below reads it.
+        arr = np.asarray(images)
+        if not (arr.dtype == np.uint8 and arr.flags.c_contiguous and arr.flags.writeable):
+            arr = np.array(arr, dtype=np.uint8, order="C", copy=True)
+        t = torch.from_numpy(arr).to(self._device)
+        # NHWC memory seen as NCHW is the channels-last layout already: no copy into it and back
+        x = t.permute(0, 3, 1, 2).float()
+        return x if self._pixel.channels_last else x.contiguous()
 
     def guard(self, freeze_params: bool = False) -> Any:
         """Eval mode inside; mode, requires_grad, grads and hooks restored after.
@@ -291,6 +303,8 @@ class TorchModel:
         mode, fails there). The caller's mode is back after the block.
         """
         with self.exclusive(), torch.inference_mode(False), torch.enable_grad():
+            if not self._layout_settled:  # before any library registers hooks on the module
+                self._settle_layout()
             yield
 
     def fingerprint(self) -> dict[str, Any]:
@@ -314,7 +328,9 @@ class TorchModel:
         def run(b: np.ndarray) -> np.ndarray:
             return self._pixel(self.pixel_tensor(b)).float().cpu().numpy()
 
-        with self.guard(), torch.inference_mode():
+        # inside this thread's inference() block the module is guarded already (one guard for all calls)
+        guard = nullcontext() if getattr(self._inferring, "depth", 0) else self.guard()
+        with guard, torch.inference_mode():
             if self._tuner is None or len(images) <= 1:
                 return batched(run, images, self.batch_size)
             return self._tuner(run, images)
@@ -336,9 +352,18 @@ class TorchModel:
 
     @contextmanager
     def inference(self) -> Iterator[None]:
-        """Context for repeated ``predict`` calls: one guard around all of them."""
+        """Context for repeated ``predict`` calls in this thread: one guard around all of them.
+
+        ``explain`` runs perturbation methods inside it: a guard saves and
+        restores the state of every submodule (~1 ms on EfficientNet-Lite0),
+        which a method making hundreds of ``predict`` calls paid each time.
+        """
         with self.guard():
-            yield
+            self._inferring.depth = getattr(self._inferring, "depth", 0) + 1
+            try:
+                yield
+            finally:
+                self._inferring.depth -= 1
 
     def __repr__(self) -> str:
         return (
