@@ -365,6 +365,16 @@ class TorchModel:
             finally:
                 self._inferring.depth -= 1
 
+    def __getstate__(self) -> dict[str, Any]:
+        # picklable (Ray ships models to its workers): a thread's inference() depth stays with the thread
+        state = self.__dict__.copy()
+        del state["_inferring"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._inferring = threading.local()
+
     def __repr__(self) -> str:
         return (
             f"TorchModel({type(self._module).__name__}, preprocess={self.preprocess}, "
