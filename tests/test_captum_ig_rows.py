@@ -36,7 +36,7 @@ def test_rows_of_images_targets_and_baselines_equal_one_captum_call_each(tiny_mo
     ]
     with tiny_model.guard(freeze_params=True):
         for j in range(2):
-            target = torch.as_tensor(exp.targets[:, j])
+            target = torch.as_tensor(np.array(exp.targets[:, j]))
             outs = [
                 ca.IntegratedGradients(net).attribute(
                     x, baselines=b, target=target, n_steps=12, internal_batch_size=8, return_convergence_delta=True
@@ -61,23 +61,43 @@ def test_auto_steps_reach_the_tolerance_with_fewer_passes_than_a_50_step_trapezo
     auto = _ig(tiny_model, images, n_steps="auto", tolerance=tolerance, baselines=BASELINES)
     steps = auto.extras["n_steps"]
     assert steps.shape == (2, 2) and steps.dtype == np.int32
-    assert set(np.unique(steps).tolist()) <= {8, 16, 32, 64, 128, 256} and steps.max() < 512  # all converged
+    assert set(np.unique(steps).tolist()) <= {3, 7, 15, 31, 63, 127, 255} and steps.max() < 511  # all converged
     assert np.abs(auto.extras["convergence_delta"]).max() <= tolerance
     gap = auto.scores - auto.base_scores  # completeness, checked against the maps themselves
     np.testing.assert_allclose(auto.attributions.sum(axis=(2, 3)), gap + auto.extras["convergence_delta"], atol=1e-4)
+    # every point is reused when the steps double: passes = points x baselines + the end points' outputs
+    assert auto.n_model_evals == int(steps.sum()) * len(BASELINES) + 2 + 2 * len(BASELINES)
     assert auto.n_model_evals < fixed.n_model_evals
     assert auto.params["n_steps"] == "auto" and auto.params["tolerance"] == tolerance
-    # each image-target's map is IG at its recorded steps (a single baseline: rows stop on their own delta)
-    one = _ig(tiny_model, images[:1], n_steps="auto", tolerance=tolerance, baselines=0)
-    again = _ig(tiny_model, images[:1], n_steps=int(one.extras["n_steps"][0, 0]), baselines=0)
-    np.testing.assert_allclose(one.raw[0, 0], again.raw[0, 0], rtol=1e-5, atol=1e-7)
+    assert auto.params["method"] == "cosine_trapezoid_nested"
+
+
+def test_auto_map_is_the_nested_rule_and_converges_to_captums_ig(tiny_model, images) -> None:
+    one = _ig(tiny_model, images[:1], n_steps="auto", tolerance=1e9, baselines=0)  # stops after the first round
+    assert one.extras["n_steps"].tolist() == [[3, 3]]
+    net, x = tiny_model.pixel_module(), tiny_model.pixel_tensor(images[:1])
+    us = np.array([0.25, 0.5, 0.75])
+    alphas, weights = (1 - np.cos(np.pi * us)) / 2, np.pi * np.sin(np.pi * us) / 2
+    with tiny_model.guard(freeze_params=True):
+        for j, target in enumerate(one.targets[0]):
+            path = (torch.as_tensor(alphas, dtype=torch.float32).view(-1, 1, 1, 1) * x).requires_grad_(True)
+            (grad,) = torch.autograd.grad(net(path)[:, int(target)].sum(), path)
+            want = (x[0] * (torch.as_tensor(weights, dtype=torch.float32).view(-1, 1, 1, 1) * grad).sum(0) / 4).numpy()
+            np.testing.assert_allclose(one.raw[0, j], want, rtol=1e-4, atol=1e-7)
+    fine = _ig(tiny_model, images, n_steps="auto", tolerance=1e-6, max_steps=255, baselines=BASELINES)
+    captum = _ig(tiny_model, images, n_steps=256, baselines=BASELINES)  # Gauss-Legendre, many steps
+    scale = np.abs(captum.attributions).max()
+    assert np.abs(fine.attributions - captum.attributions).max() <= 1e-3 * scale
+    assert np.abs(fine.extras["convergence_delta"]).max() <= np.abs(one.extras["convergence_delta"]).max()
 
 
 def test_auto_stops_at_max_steps_and_records_it(tiny_model, images) -> None:
     exp = _ig(tiny_model, images[:1], n_steps="auto", tolerance=1e-12, max_steps=16, baselines=0)
-    assert exp.extras["n_steps"].tolist() == [[16, 16]]
+    assert exp.extras["n_steps"].tolist() == [[15, 15]]  # 3, 7, 15 points; 31 would pass max_steps
     with pytest.raises(ValueError, match="tolerance"):
         _ig(tiny_model, images[:1], n_steps="auto", tolerance=0)
+    with pytest.raises(ValueError, match="method: n_steps='auto'"):
+        _ig(tiny_model, images[:1], n_steps="auto", method="gausslegendre")
 
 
 def test_group_size_fills_captum_chunks() -> None:

@@ -94,8 +94,12 @@ PERTURBATION_METHODS: dict[str, dict[str, Any]] = {
 _CAPTUM_NOISE = ".*(did not already require gradients|Setting backward hooks|Setting forward, backward hooks).*"
 
 _DELTA = {"IntegratedGradients", "DeepLift"}
-#: Steps of the first round of ``n_steps="auto"`` (then doubled).
-_AUTO_FIRST_STEPS = 8
+#: Intervals of the first round of ``n_steps="auto"`` (then doubled; points are intervals + 1).
+_AUTO_FIRST_STEPS = 4
+#: The rule of ``n_steps="auto"``, recorded as ``params["method"]``.
+AUTO_RULE = "cosine_trapezoid_nested"
+#: Rows (image x target x baseline) whose gradient sums ``n_steps="auto"`` holds at once.
+_AUTO_ROWS = 64
 _DISTRIBUTION = {"DeepLiftShap", "GradientShap"}
 _RANDOM_METHODS = {"GradientShap", "ShapleyValueSampling", "KernelShap", "Lime"}
 
@@ -107,10 +111,13 @@ def run(request: ExplainRequest) -> BackendResult:
         Saliency: ``abs`` (default True).
         IntegratedGradients (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365):
             ``baselines`` (default 0; a list is averaged over), ``n_steps`` (50,
-            or ``"auto"``: 8 steps doubled until every image, target and
-            baseline's ``|convergence delta|`` is within ``tolerance`` (0.01,
-            in output units) or ``max_steps`` (512) is reached), ``method``
-            ("gausslegendre"), ``internal_batch_size`` (None: the model's
+            or ``"auto"``: a nested rule on 4 intervals, doubled, every point
+            reused, until each image and target's ``|convergence delta|`` (of
+            its map, averaged over the baselines) is within ``tolerance`` (0.01,
+            in output units) or ``max_steps`` points (512) would be passed; see
+            :func:`_integrated_gradients_auto`), ``method`` ("gausslegendre";
+            ``"auto"`` records ``"cosine_trapezoid_nested"``),
+            ``internal_batch_size`` (None: the model's
             batch size; every image, target and baseline share its chunks),
             ``multiply_by_inputs`` (True).
         DeepLift (Shrikumar et al. 2017, https://arxiv.org/abs/1704.02685):
@@ -145,7 +152,7 @@ def run(request: ExplainRequest) -> BackendResult:
             steadily (0.8% there). Raise ``n_steps`` with that rule when the
             delta matters.
         n_steps: int32 ``(N, T)`` (IntegratedGradients with ``n_steps="auto"``):
-            the steps each image and target needed (the most over its baselines).
+            the points per baseline each image and target used (intervals - 1).
         segments: int32 ``(N, T, H, W)`` and superpixel_weights float32
             ``(N, T, S_max)`` (NaN padding) for the superpixel methods.
     """
@@ -183,13 +190,20 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
     if name == "IntegratedGradients":
         from captum.attr._utils.approximation_methods import SUPPORTED_METHODS  # type: ignore[import-untyped]
 
-        effective["method"] = choice("method", params["method"], SUPPORTED_METHODS)
+        effective["method"] = choice("method", params["method"], [*SUPPORTED_METHODS, AUTO_RULE])
         effective["internal_batch_size"] = int_or_default(
             "internal_batch_size", params["internal_batch_size"], model.batch_size
         )
         if params["n_steps"] == "auto":
-            effective["max_steps"] = int_at_least("max_steps", params["max_steps"], _AUTO_FIRST_STEPS)
+            effective["max_steps"] = int_at_least("max_steps", params["max_steps"], _AUTO_FIRST_STEPS - 1)
             effective["tolerance"] = number("tolerance", params["tolerance"], 0, low_open=True)
+            if request.params.get("method", AUTO_RULE) != AUTO_RULE:
+                raise ParameterError(
+                    f"method: n_steps='auto' integrates with its own nested rule (its points are reused when "
+                    f"the steps double), got method={params['method']!r}; leave method unset or give a number "
+                    f"of steps"
+                )
+            effective["method"] = AUTO_RULE
         else:
             effective["n_steps"] = int_at_least("n_steps", params["n_steps"], 1)
             del effective["tolerance"], effective["max_steps"]  # only n_steps="auto" uses them
@@ -285,10 +299,7 @@ def _integrated_gradients(
     them as well as ten images). The end points ``f(x)`` and ``f(baseline)``
     are evaluated once per image and baseline and give both the convergence
     delta, ``sum(attributions) - (f(x) - f(baseline))``, and ``base_scores``.
-    With ``n_steps="auto"`` each row starts at 8 steps and doubles until its
-    ``|delta|`` is within ``tolerance`` (or ``max_steps`` is reached); rows
-    that converged leave the later rounds, and the steps each used are
-    returned (the largest over a row's baselines).
+    ``n_steps="auto"`` goes to :func:`_integrated_gradients_auto`.
 
     Returns:
         ``raw`` float32 ``(N, T, 3, H, W)`` (mean over baselines), ``delta``
@@ -297,6 +308,8 @@ def _integrated_gradients(
     """
     import torch
 
+    if params["n_steps"] == "auto":
+        return _integrated_gradients_auto(algo.forward_func, x, targets, baselines, params)
     n, t = targets.shape
     k = len(baselines)
     ibs = int(params["internal_batch_size"])
@@ -345,6 +358,104 @@ def _integrated_gradients(
     base_scores = fb.mean(dim=0).float().cpu().numpy()
     used = steps.reshape(n, t, k).max(axis=2) if auto else None
     return raw.view(n, t, *x.shape[1:]).cpu().numpy(), delta, base_scores, used
+
+
+def _integrated_gradients_auto(
+    net: Any, x: Any, targets: np.ndarray, baselines: list[Any], params: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """IG to a tolerance: a nested rule on 4, 8, 16, ... intervals, each doubling reusing every point.
+
+    The path integral ``int_0^1 g(a) da`` is taken in the variable ``u`` with
+    ``a = (1 - cos(pi u)) / 2`` (points cluster at both ends, as Gauss-Legendre's
+    do) by the trapezoid rule on ``m`` intervals of ``u``: the points of ``2m``
+    intervals include those of ``m``, and the end points have weight 0, so a map
+    that stops at ``m`` intervals cost ``m - 1`` gradient passes per baseline,
+    whichever round it stopped in. Each (image, target) starts at 4 intervals
+    and doubles while its convergence delta (of the map averaged over its
+    baselines, the map returned) exceeds ``tolerance`` and ``2m - 1 <=
+    max_steps``. The gradient is captum's: of the target output with respect
+    to the path's images, batched ``internal_batch_size`` at a time over every
+    (image, target, baseline, point).
+
+    Returns:
+        As :func:`_integrated_gradients`; the steps are the points used per
+        baseline (``m - 1``), int32 ``(N, T)``.
+    """
+    import torch
+
+    n, t = targets.shape
+    k = len(baselines)
+    ibs = int(params["internal_batch_size"])
+    tolerance, max_points = float(params["tolerance"]), int(params["max_steps"])
+    multiply = bool(params["multiply_by_inputs"])
+    tgt = torch.as_tensor(targets, dtype=torch.int64, device=x.device)
+    with torch.no_grad():  # end points' outputs, once each
+        fx = torch.cat([net(x[s : s + ibs]) for s in range(0, n, ibs)]).gather(1, tgt)  # (N, T)
+        fb = torch.stack(
+            [torch.cat([net(b[s : s + ibs]) for s in range(0, n, ibs)]).gather(1, tgt) for b in baselines]
+        )  # (K, N, T)
+    bases = torch.stack(baselines)  # (K, N, 3, H, W)
+    raw = np.zeros((n, t, *x.shape[1:]), np.float32)
+    delta = np.zeros((n, t), np.float32)
+    steps = np.zeros((n, t), np.int32)
+    pairs = [(i, j) for i in range(n) for j in range(t)]
+    per_block = max(1, _AUTO_ROWS // k)
+    for start in range(0, len(pairs), per_block):  # bounded memory: a block of pairs' gradient sums at a time
+        block = pairs[start : start + per_block]
+        ii = np.repeat([i for i, _ in block], k)
+        jj = np.repeat([j for _, j in block], k)
+        kk = np.tile(np.arange(k), len(block))
+        start_points, diff = bases[kk, ii], x[ii] - bases[kk, ii]  # (R, 3, H, W)
+        row_target = tgt[ii, jj]
+        gap = (fx[ii, jj] - fb[kk, ii, jj]).double().view(len(block), k)
+        weighted = torch.zeros_like(diff)  # sum of g(a(u)) a'(u) over the points so far
+        live = np.arange(len(block))  # pairs still refining
+        m, us = _AUTO_FIRST_STEPS, [q / _AUTO_FIRST_STEPS for q in range(1, _AUTO_FIRST_STEPS)]
+        while len(live):
+            rows = (live[:, None] * k + np.arange(k)).ravel()
+            _add_path_gradients(net, start_points, diff, row_target, rows, us, weighted, ibs)
+            r = torch.as_tensor(rows, device=x.device)
+            mean_grad = weighted[r] / m
+            attr = mean_grad * diff[r]
+            d = (attr.double().sum(dim=(1, 2, 3)).view(len(live), k) - gap[live]).mean(dim=1)
+            last = 2 * m - 1 > max_points
+            ok = np.ones(len(live), bool) if last else (d.abs() <= tolerance).cpu().numpy()
+            out = (attr if multiply else mean_grad).reshape(len(live), k, *x.shape[1:]).mean(dim=1)
+            for q in np.flatnonzero(ok):
+                i, j = block[live[q]]
+                raw[i, j] = out[q].float().cpu().numpy()
+                delta[i, j] = float(d[q])
+                steps[i, j] = m - 1
+            live = live[~ok]
+            m *= 2
+            us = [q / m for q in range(1, m, 2)]  # the new points only
+    return raw, delta, fb.mean(dim=0).float().cpu().numpy(), steps
+
+
+def _add_path_gradients(
+    net: Any, start: Any, diff: Any, target: Any, rows: np.ndarray, us: list[float], into: Any, batch: int
+) -> None:
+    """Add ``g(a(u)) a'(u)`` for every row and ``u`` (batched) into ``into``.
+
+    ``g`` is the target's input gradient at ``start + a * diff`` and
+    ``a(u) = (1 - cos(pi u)) / 2``, ``a'(u) = pi sin(pi u) / 2``.
+    """
+    import math
+
+    import torch
+
+    pairs = [(int(r), u) for u in us for r in rows]
+    for s in range(0, len(pairs), batch):
+        chunk = pairs[s : s + batch]
+        idx = torch.as_tensor([r for r, _ in chunk], device=diff.device)
+        alpha = [(1 - math.cos(math.pi * u)) / 2 for _, u in chunk]
+        weight = [math.pi * math.sin(math.pi * u) / 2 for _, u in chunk]
+        a = torch.as_tensor(alpha, dtype=diff.dtype, device=diff.device).view(-1, 1, 1, 1)
+        path = (start[idx] + a * diff[idx]).requires_grad_(True)
+        out = net(path).gather(1, target[idx].view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(out, path)
+        w = torch.as_tensor(weight, dtype=grad.dtype, device=grad.device).view(-1, 1, 1, 1)
+        into.index_add_(0, idx, grad * w)
 
 
 def _group_size(internal_batch_size: int, rows: int) -> int:
