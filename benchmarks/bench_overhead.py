@@ -295,18 +295,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_common_args(parser)
     parser.add_argument("--methods", nargs="*", default=None, help="subset of methods")
     parser.add_argument("--no-full-res", action="store_true", help="skip the full-resolution rows")
+    parser.add_argument(
+        "--contiguous",
+        action="store_true",
+        help="TorchModel(channels_last=False): the routing overhead alone, without the automatic channels-last layout",
+    )
     args = parser.parse_args(argv)
     setup_threads(args.threads)
     import xai_bridge as xb
 
     cfg = Settings.quick() if args.quick else Settings()
-    s = load_setup(args.quick, batch_size=cfg.batch, device=args.device)
+    s = load_setup(
+        args.quick, batch_size=cfg.batch, device=args.device, channels_last=False if args.contiguous else None
+    )
     import xai_bridge.adapters.models as xm
 
     # The yardstick: the same module through predict in fixed chunks (no tuning), best batch size.
-    fixed = xm.TorchModel(s.net, s.model.preprocess, batch_size=64, tune_batch=False)
+    layout = False if args.contiguous else None
+    fixed = xm.TorchModel(s.net, s.model.preprocess, batch_size=64, tune_batch=False, channels_last=layout)
     per_image, best_batch = best_forward_per_image(fixed.predict, s.image, device=args.device)
-    yardstick = xm.TorchModel(s.net, s.model.preprocess, batch_size=best_batch, tune_batch=False)
+    yardstick = xm.TorchModel(s.net, s.model.preprocess, batch_size=best_batch, tune_batch=False, channels_last=layout)
     clock = ForwardClock(s.model.pixel_module(), args.device)
     available = set(xb.available_methods(installed_only=True))
     table_cases = [c for c in cases(s, cfg) if (args.methods is None or c.method in args.methods)]

@@ -152,14 +152,21 @@ def tiny_net(seed: int = 0) -> Any:
     return net.eval()
 
 
-def load_setup(quick: bool = False, batch_size: int = 16, device: str = "cpu") -> Setup:
-    """The benchmark setup (see the module docstring), its module on ``device``."""
+def load_setup(
+    quick: bool = False, batch_size: int = 16, device: str = "cpu", channels_last: bool | None = None
+) -> Setup:
+    """The benchmark setup (see the module docstring), its module on ``device``.
+
+    ``channels_last``: the TorchModel option (None: decided once per model, the default).
+    """
     import xai_bridge as xb
 
     if quick:
         mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
         pre = xb.Preprocess(size=(32, 32), mean=mean, std=std)
-        model = xb.TorchModel(tiny_net().to(device), pre, batch_size=batch_size, device=device)
+        model = xb.TorchModel(
+            tiny_net().to(device), pre, batch_size=batch_size, device=device, channels_last=channels_last
+        )
         full = np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
         image = xb.load_images(full, size=(32, 32))[0]
         name = "tiny CNN, random 32x32 image"
@@ -168,7 +175,7 @@ def load_setup(quick: bool = False, batch_size: int = 16, device: str = "cpu") -
     from skimage import data
     from xai_bridge.adapters.models import efficientnet_lite0
 
-    model = efficientnet_lite0(batch_size=batch_size, device=device)
+    model = efficientnet_lite0(batch_size=batch_size, device=device, channels_last=channels_last)
     pre = model.preprocess
     full = data.chelsea()
     image = xb.load_images(full, size=(224, 224))[0]

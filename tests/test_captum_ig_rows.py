@@ -61,7 +61,7 @@ def test_auto_steps_reach_the_tolerance_with_fewer_passes_than_a_50_step_trapezo
     auto = _ig(tiny_model, images, n_steps="auto", tolerance=tolerance, baselines=BASELINES)
     steps = auto.extras["n_steps"]
     assert steps.shape == (2, 2) and steps.dtype == np.int32
-    assert set(np.unique(steps).tolist()) <= {3, 7, 15, 31, 63, 127, 255} and steps.max() < 511  # all converged
+    assert set(np.unique(steps).tolist()) <= {4, 8, 16, 32, 64, 128, 256} and steps.max() < 512  # all converged
     assert np.abs(auto.extras["convergence_delta"]).max() <= tolerance
     gap = auto.scores - auto.base_scores  # completeness, checked against the maps themselves
     np.testing.assert_allclose(auto.attributions.sum(axis=(2, 3)), gap + auto.extras["convergence_delta"], atol=1e-4)
@@ -69,14 +69,14 @@ def test_auto_steps_reach_the_tolerance_with_fewer_passes_than_a_50_step_trapezo
     assert auto.n_model_evals == int(steps.sum()) * len(BASELINES) + 2 + 2 * len(BASELINES)
     assert auto.n_model_evals < fixed.n_model_evals
     assert auto.params["n_steps"] == "auto" and auto.params["tolerance"] == tolerance
-    assert auto.params["method"] == "cosine_trapezoid_nested"
+    assert auto.params["method"] == "cosine_shifted_nested"
 
 
 def test_auto_map_is_the_nested_rule_and_converges_to_captums_ig(tiny_model, images) -> None:
     one = _ig(tiny_model, images[:1], n_steps="auto", tolerance=1e9, baselines=0)  # stops after the first round
-    assert one.extras["n_steps"].tolist() == [[3, 3]]
+    assert one.extras["n_steps"].tolist() == [[4, 4]]
     net, x = tiny_model.pixel_module(), tiny_model.pixel_tensor(images[:1])
-    us = np.array([0.25, 0.5, 0.75])
+    us = (np.arange(4) + 0.5) / 4  # one baseline: offset 1/2
     alphas, weights = (1 - np.cos(np.pi * us)) / 2, np.pi * np.sin(np.pi * us) / 2
     with tiny_model.guard(freeze_params=True):
         for j, target in enumerate(one.targets[0]):
@@ -84,7 +84,7 @@ def test_auto_map_is_the_nested_rule_and_converges_to_captums_ig(tiny_model, ima
             (grad,) = torch.autograd.grad(net(path)[:, int(target)].sum(), path)
             want = (x[0] * (torch.as_tensor(weights, dtype=torch.float32).view(-1, 1, 1, 1) * grad).sum(0) / 4).numpy()
             np.testing.assert_allclose(one.raw[0, j], want, rtol=1e-4, atol=1e-7)
-    fine = _ig(tiny_model, images, n_steps="auto", tolerance=1e-6, max_steps=255, baselines=BASELINES)
+    fine = _ig(tiny_model, images, n_steps="auto", tolerance=1e-6, max_steps=256, baselines=BASELINES)
     captum = _ig(tiny_model, images, n_steps=256, baselines=BASELINES)  # Gauss-Legendre, many steps
     scale = np.abs(captum.attributions).max()
     assert np.abs(fine.attributions - captum.attributions).max() <= 1e-3 * scale
@@ -93,7 +93,7 @@ def test_auto_map_is_the_nested_rule_and_converges_to_captums_ig(tiny_model, ima
 
 def test_auto_stops_at_max_steps_and_records_it(tiny_model, images) -> None:
     exp = _ig(tiny_model, images[:1], n_steps="auto", tolerance=1e-12, max_steps=16, baselines=0)
-    assert exp.extras["n_steps"].tolist() == [[15, 15]]  # 3, 7, 15 points; 31 would pass max_steps
+    assert exp.extras["n_steps"].tolist() == [[16, 16]]  # 4, 8, 16 points; 32 would pass max_steps
     with pytest.raises(ValueError, match="tolerance"):
         _ig(tiny_model, images[:1], n_steps="auto", tolerance=0)
     with pytest.raises(ValueError, match="method: n_steps='auto'"):

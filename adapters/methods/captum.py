@@ -94,10 +94,10 @@ PERTURBATION_METHODS: dict[str, dict[str, Any]] = {
 _CAPTUM_NOISE = ".*(did not already require gradients|Setting backward hooks|Setting forward, backward hooks).*"
 
 _DELTA = {"IntegratedGradients", "DeepLift"}
-#: Intervals of the first round of ``n_steps="auto"`` (then doubled; points are intervals + 1).
+#: Points per baseline of the first round of ``n_steps="auto"`` (then doubled).
 _AUTO_FIRST_STEPS = 4
 #: The rule of ``n_steps="auto"``, recorded as ``params["method"]``.
-AUTO_RULE = "cosine_trapezoid_nested"
+AUTO_RULE = "cosine_shifted_nested"
 #: Rows (image x target x baseline) whose gradient sums ``n_steps="auto"`` holds at once.
 _AUTO_ROWS = 64
 _DISTRIBUTION = {"DeepLiftShap", "GradientShap"}
@@ -111,12 +111,12 @@ def run(request: ExplainRequest) -> BackendResult:
         Saliency: ``abs`` (default True).
         IntegratedGradients (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365):
             ``baselines`` (default 0; a list is averaged over), ``n_steps`` (50,
-            or ``"auto"``: a nested rule on 4 intervals, doubled, every point
-            reused, until each image and target's ``|convergence delta|`` (of
-            its map, averaged over the baselines) is within ``tolerance`` (0.01,
-            in output units) or ``max_steps`` points (512) would be passed; see
-            :func:`_integrated_gradients_auto`), ``method`` ("gausslegendre";
-            ``"auto"`` records ``"cosine_trapezoid_nested"``),
+            or ``"auto"``: a nested rule on 4 points per baseline, doubled,
+            every point reused, until each image and target's ``|convergence
+            delta|`` (of its map, averaged over the baselines) is within
+            ``tolerance`` (0.01, in output units) or ``max_steps`` points (512)
+            would be passed; see :func:`_integrated_gradients_auto`),
+            ``method`` ("gausslegendre"; ``"auto"`` records ``"cosine_shifted_nested"``),
             ``internal_batch_size`` (None: the model's
             batch size; every image, target and baseline share its chunks),
             ``multiply_by_inputs`` (True).
@@ -152,7 +152,7 @@ def run(request: ExplainRequest) -> BackendResult:
             steadily (0.8% there). Raise ``n_steps`` with that rule when the
             delta matters.
         n_steps: int32 ``(N, T)`` (IntegratedGradients with ``n_steps="auto"``):
-            the points per baseline each image and target used (intervals - 1).
+            the points per baseline each image and target used.
         segments: int32 ``(N, T, H, W)`` and superpixel_weights float32
             ``(N, T, S_max)`` (NaN padding) for the superpixel methods.
     """
@@ -195,7 +195,7 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
             "internal_batch_size", params["internal_batch_size"], model.batch_size
         )
         if params["n_steps"] == "auto":
-            effective["max_steps"] = int_at_least("max_steps", params["max_steps"], _AUTO_FIRST_STEPS - 1)
+            effective["max_steps"] = int_at_least("max_steps", params["max_steps"], _AUTO_FIRST_STEPS)
             effective["tolerance"] = number("tolerance", params["tolerance"], 0, low_open=True)
             if request.params.get("method", AUTO_RULE) != AUTO_RULE:
                 raise ParameterError(
@@ -363,23 +363,31 @@ def _integrated_gradients(
 def _integrated_gradients_auto(
     net: Any, x: Any, targets: np.ndarray, baselines: list[Any], params: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """IG to a tolerance: a nested rule on 4, 8, 16, ... intervals, each doubling reusing every point.
+    """IG to a tolerance: a nested rule on 4, 8, 16, ... points per baseline, each doubling reusing every point.
 
-    The path integral ``int_0^1 g(a) da`` is taken in the variable ``u`` with
-    ``a = (1 - cos(pi u)) / 2`` (points cluster at both ends, as Gauss-Legendre's
-    do) by the trapezoid rule on ``m`` intervals of ``u``: the points of ``2m``
-    intervals include those of ``m``, and the end points have weight 0, so a map
-    that stops at ``m`` intervals cost ``m - 1`` gradient passes per baseline,
-    whichever round it stopped in. Each (image, target) starts at 4 intervals
-    and doubles while its convergence delta (of the map averaged over its
-    baselines, the map returned) exceeds ``tolerance`` and ``2m - 1 <=
-    max_steps``. The gradient is captum's: of the target output with respect
-    to the path's images, batched ``internal_batch_size`` at a time over every
-    (image, target, baseline, point).
+    The path integral ``int_0^1 g(a) da`` is taken in ``u`` with
+    ``a = (1 - cos(pi u)) / 2``: ``g(a(u)) a'(u)`` vanishes at both ends, and
+    the points cluster there as Gauss-Legendre's do. Baseline ``k`` of ``K``
+    uses the ``m`` points ``u = (j + s_k) / m`` with weights ``a'(u) / m``, a
+    shifted rectangle rule, offsets ``s_k = (k + 1/2) / K``: together the
+    baselines sample the path at ``K m`` distinct points, so the error common
+    to their integrands averages out of the map (the average over baselines)
+    as a ``K m``-point rule's would. Doubling to ``2m`` points with offset
+    ``frac(2 s_k)`` keeps every point of ``m``, so a map that stops at ``m``
+    points cost ``m`` gradient passes per baseline, whichever round it stopped
+    in. Each (image, target) starts at 4 points per baseline, and all its
+    baselines double while the convergence delta of its map (averaged over the
+    baselines, the map returned) exceeds ``tolerance`` and ``2m <= max_steps``.
+    The completeness error is a weak proxy of a map's accuracy on rough
+    integrands: on EfficientNet-Lite0 with 10 random baselines, 32 points gave
+    a smaller delta than a 50-point trapezoid (0.05 vs 0.24) but a larger L2
+    distance to a 128-point map (18% vs 11%). The gradient is captum's: of the target output with
+    respect to the path's images, batched ``internal_batch_size`` at a time
+    over every (image, target, baseline, point).
 
     Returns:
         As :func:`_integrated_gradients`; the steps are the points used per
-        baseline (``m - 1``), int32 ``(N, T)``.
+        baseline, int32 ``(N, T)``.
     """
     import torch
 
@@ -407,35 +415,53 @@ def _integrated_gradients_auto(
         kk = np.tile(np.arange(k), len(block))
         start_points, diff = bases[kk, ii], x[ii] - bases[kk, ii]  # (R, 3, H, W)
         row_target = tgt[ii, jj]
-        gap = (fx[ii, jj] - fb[kk, ii, jj]).double().view(len(block), k)
-        weighted = torch.zeros_like(diff)  # sum of g(a(u)) a'(u) over the points so far
+        gap = (fx[ii, jj] - fb[kk, ii, jj]).double()  # (R,)
+        weighted = torch.zeros_like(diff)  # sum of g(a(u)) a'(u) over each row's points so far
+        offsets = (kk + 0.5) / k  # s of each row
+        points = np.full(len(ii), _AUTO_FIRST_STEPS)  # m of each row
+        row_delta = torch.zeros(len(ii), dtype=torch.float64, device=x.device)
+        new = {r: [(q + offsets[r]) / _AUTO_FIRST_STEPS for q in range(_AUTO_FIRST_STEPS)] for r in range(len(ii))}
         live = np.arange(len(block))  # pairs still refining
-        m, us = _AUTO_FIRST_STEPS, [q / _AUTO_FIRST_STEPS for q in range(1, _AUTO_FIRST_STEPS)]
+        rows = np.arange(len(ii))  # rows refined this round
         while len(live):
-            rows = (live[:, None] * k + np.arange(k)).ravel()
-            _add_path_gradients(net, start_points, diff, row_target, rows, us, weighted, ibs)
+            _add_path_gradients(
+                net, start_points, diff, row_target, [(r, u) for r in rows for u in new[r]], weighted, ibs
+            )
             r = torch.as_tensor(rows, device=x.device)
-            mean_grad = weighted[r] / m
-            attr = mean_grad * diff[r]
-            d = (attr.double().sum(dim=(1, 2, 3)).view(len(live), k) - gap[live]).mean(dim=1)
-            last = 2 * m - 1 > max_points
-            ok = np.ones(len(live), bool) if last else (d.abs() <= tolerance).cpu().numpy()
-            out = (attr if multiply else mean_grad).reshape(len(live), k, *x.shape[1:]).mean(dim=1)
+            m = torch.as_tensor(points[rows], dtype=weighted.dtype, device=x.device).view(-1, 1, 1, 1)
+            row_delta[r] = (weighted[r] / m * diff[r]).double().sum(dim=(1, 2, 3)) - gap[r]
+            d = row_delta.view(len(block), k)[live].mean(dim=1)
+            # all of an (image, target)'s baselines refine together: refining only the worst ones until
+            # their errors cancel in the mean passes maps far from converged (EfficientNet-Lite0, 10 random
+            # baselines: 74% L2 error against a 128-point map at ~11 points a baseline)
+            capped = 2 * points[live * k] > max_points
+            ok = (d.abs() <= tolerance).cpu().numpy() | capped
+            rows = (live[~ok, None] * k + np.arange(k)).ravel()
             for q in np.flatnonzero(ok):
-                i, j = block[live[q]]
-                raw[i, j] = out[q].float().cpu().numpy()
+                pair = live[q]
+                mine = torch.as_tensor(pair * k + np.arange(k), device=x.device)
+                m = torch.as_tensor(points[mine.cpu().numpy()], dtype=weighted.dtype, device=x.device).view(-1, 1, 1, 1)
+                mean_grad = weighted[mine] / m
+                out = (mean_grad * diff[mine] if multiply else mean_grad).mean(dim=0)
+                i, j = block[pair]
+                raw[i, j] = out.float().cpu().numpy()
                 delta[i, j] = float(d[q])
-                steps[i, j] = m - 1
+                steps[i, j] = int(points[pair * k : (pair + 1) * k].max())
             live = live[~ok]
-            m *= 2
-            us = [q / m for q in range(1, m, 2)]  # the new points only
+            # 2m points with offset frac(2s) hold the m old ones at every other index; the others are new
+            for row in rows:
+                doubled = 2 * offsets[row]
+                first_new = 1 if doubled < 1 else 0
+                offsets[row] = doubled % 1.0
+                points[row] *= 2
+                new[row] = [(q + offsets[row]) / points[row] for q in range(first_new, points[row], 2)]
     return raw, delta, fb.mean(dim=0).float().cpu().numpy(), steps
 
 
 def _add_path_gradients(
-    net: Any, start: Any, diff: Any, target: Any, rows: np.ndarray, us: list[float], into: Any, batch: int
+    net: Any, start: Any, diff: Any, target: Any, points: list[tuple[int, float]], into: Any, batch: int
 ) -> None:
-    """Add ``g(a(u)) a'(u)`` for every row and ``u`` (batched) into ``into``.
+    """Add ``g(a(u)) a'(u)`` for every ``(row, u)`` of ``points`` (batched) into ``into[row]``.
 
     ``g`` is the target's input gradient at ``start + a * diff`` and
     ``a(u) = (1 - cos(pi u)) / 2``, ``a'(u) = pi sin(pi u) / 2``.
@@ -444,9 +470,8 @@ def _add_path_gradients(
 
     import torch
 
-    pairs = [(int(r), u) for u in us for r in rows]
-    for s in range(0, len(pairs), batch):
-        chunk = pairs[s : s + batch]
+    for s in range(0, len(points), batch):
+        chunk = points[s : s + batch]
         idx = torch.as_tensor([r for r, _ in chunk], device=diff.device)
         alpha = [(1 - math.cos(math.pi * u)) / 2 for _, u in chunk]
         weight = [math.pi * math.sin(math.pi * u) / 2 for _, u in chunk]
