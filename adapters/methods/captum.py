@@ -44,6 +44,7 @@ import numpy as np
 
 from xai_bridge import progress
 from xai_bridge._validate import choice, flag, int_at_least, int_or_default, number, to_uint8
+from xai_bridge.batching import BatchTuner, batched
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.options import NoiseKind, NoiseTunnel
@@ -118,7 +119,8 @@ def run(request: ExplainRequest) -> BackendResult:
             would be passed; see :func:`_integrated_gradients_auto`),
             ``method`` ("gausslegendre"; ``"auto"`` records ``"cosine_shifted_nested"``),
             ``internal_batch_size`` (None: the model's
-            batch size; every image, target and baseline share its chunks),
+            batch size, with ``"auto"`` tuned chunks up to it as ``predict``'s;
+            every image, target and baseline share its chunks),
             ``multiply_by_inputs`` (True).
         DeepLift (Shrikumar et al. 2017, https://arxiv.org/abs/1704.02685):
             ``baselines`` (0), ``multiply_by_inputs``, ``eps``.
@@ -244,7 +246,12 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
             all_targets = torch.as_tensor(targets, dtype=torch.int64, device=x.device)
             if name == "IntegratedGradients" and nt is None and baselines is not None:
                 # every image, target and baseline as rows of shared captum calls (see _integrated_gradients)
-                raw, delta, base_scores, steps = _integrated_gradients(algo, x, targets, baselines, effective)
+                tuner = None
+                memo = getattr(model, "memo", None)
+                if params["n_steps"] == "auto" and params["internal_batch_size"] is None and memo is not None:
+                    # the gradient passes' chunk size, tuned as predict's is (kept per model and image size)
+                    tuner = memo.setdefault(("ig_auto_chunks", h, w), BatchTuner(int(model.batch_size)))
+                raw, delta, base_scores, steps = _integrated_gradients(algo, x, targets, baselines, effective, tuner)
                 if steps is not None:
                     extras["n_steps"] = steps
             else:
@@ -289,7 +296,12 @@ def _run_gradient(request: ExplainRequest, name: str) -> BackendResult:
 
 
 def _integrated_gradients(
-    algo: Any, x: Any, targets: np.ndarray, baselines: list[Any], params: Mapping[str, Any]
+    algo: Any,
+    x: Any,
+    targets: np.ndarray,
+    baselines: list[Any],
+    params: Mapping[str, Any],
+    tuner: BatchTuner | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """IG over every (image, target, baseline) row at once; returns raw, delta, base scores and steps used.
 
@@ -309,7 +321,7 @@ def _integrated_gradients(
     import torch
 
     if params["n_steps"] == "auto":
-        return _integrated_gradients_auto(algo.forward_func, x, targets, baselines, params)
+        return _integrated_gradients_auto(algo.forward_func, x, targets, baselines, params, tuner)
     n, t = targets.shape
     k = len(baselines)
     ibs = int(params["internal_batch_size"])
@@ -361,7 +373,12 @@ def _integrated_gradients(
 
 
 def _integrated_gradients_auto(
-    net: Any, x: Any, targets: np.ndarray, baselines: list[Any], params: Mapping[str, Any]
+    net: Any,
+    x: Any,
+    targets: np.ndarray,
+    baselines: list[Any],
+    params: Mapping[str, Any],
+    tuner: BatchTuner | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """IG to a tolerance: a nested rule on 4, 8, 16, ... points per baseline, each doubling reusing every point.
 
@@ -382,8 +399,10 @@ def _integrated_gradients_auto(
     integrands: on EfficientNet-Lite0 with 10 random baselines, 32 points gave
     a smaller delta than a 50-point trapezoid (0.05 vs 0.24) but a larger L2
     distance to a 128-point map (18% vs 11%). The gradient is captum's: of the target output with
-    respect to the path's images, batched ``internal_batch_size`` at a time
-    over every (image, target, baseline, point).
+    respect to the path's images, batched over every (image, target,
+    baseline, point): ``internal_batch_size`` at a time, or in chunks chosen
+    by ``tuner`` (when ``internal_batch_size`` was left to its default: on
+    these CPUs 4 images a pass are ~15% faster than 16).
 
     Returns:
         As :func:`_integrated_gradients`; the steps are the points used per
@@ -425,7 +444,7 @@ def _integrated_gradients_auto(
         rows = np.arange(len(ii))  # rows refined this round
         while len(live):
             _add_path_gradients(
-                net, start_points, diff, row_target, [(r, u) for r in rows for u in new[r]], weighted, ibs
+                net, start_points, diff, row_target, [(r, u) for r in rows for u in new[r]], weighted, ibs, tuner
             )
             r = torch.as_tensor(rows, device=x.device)
             m = torch.as_tensor(points[rows], dtype=weighted.dtype, device=x.device).view(-1, 1, 1, 1)
@@ -459,19 +478,41 @@ def _integrated_gradients_auto(
 
 
 def _add_path_gradients(
-    net: Any, start: Any, diff: Any, target: Any, points: list[tuple[int, float]], into: Any, batch: int
+    net: Any,
+    start: Any,
+    diff: Any,
+    target: Any,
+    points: list[tuple[int, float]],
+    into: Any,
+    batch: int,
+    tuner: BatchTuner | None = None,
 ) -> None:
-    """Add ``g(a(u)) a'(u)`` for every ``(row, u)`` of ``points`` (batched) into ``into[row]``.
+    """Add ``g(a(u)) a'(u)`` for every ``(row, u)`` of ``points`` into ``into[row]``, ``batch`` at a time or tuned.
 
     ``g`` is the target's input gradient at ``start + a * diff`` and
     ``a(u) = (1 - cos(pi u)) / 2``, ``a'(u) = pi sin(pi u) / 2``.
     """
+
+    def run(chunk_ids: np.ndarray) -> np.ndarray:
+        _path_gradient_chunk(net, start, diff, target, [points[int(c)] for c in chunk_ids[:, 0]], into)
+        return np.zeros((len(chunk_ids), 1), np.float32)
+
+    ids = np.arange(len(points)).reshape(-1, 1)
+    if tuner is not None and len(points) > 1:
+        tuner(run, ids)
+    else:
+        batched(run, ids, batch)
+
+
+def _path_gradient_chunk(
+    net: Any, start: Any, diff: Any, target: Any, chunk: list[tuple[int, float]], into: Any
+) -> None:
+    """One forward and backward pass over the path images of ``chunk``; their weighted gradients go into ``into``."""
     import math
 
     import torch
 
-    for s in range(0, len(points), batch):
-        chunk = points[s : s + batch]
+    if chunk:
         idx = torch.as_tensor([r for r, _ in chunk], device=diff.device)
         alpha = [(1 - math.cos(math.pi * u)) / 2 for _, u in chunk]
         weight = [math.pi * math.sin(math.pi * u) / 2 for _, u in chunk]
