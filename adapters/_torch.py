@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -93,13 +93,34 @@ class _Ownership:
 _OWNERSHIP = _Ownership()
 
 
-def holding(module: Any) -> Any:
+_ROOTS = threading.local()  # per thread: id(root module) -> depth of holding(root) blocks
+
+
+@contextmanager
+def holding(module: Any) -> Iterator[None]:
     """Context manager: this thread alone guards ``module`` and every submodule inside (re-entrant).
 
     Another thread guarding any of those modules (the same model, a second
     wrapper around it, or a model sharing a backbone) waits until the block ends.
+    Inside a block of this thread on the same ``module`` it costs nothing: the
+    outer block holds the tree already (an explanation nests three, and
+    walking 274 modules each time was ~1 ms of a 40 ms Saliency call).
     """
-    return _OWNERSHIP.hold(module.modules())
+    roots: dict[int, int] = _ROOTS.__dict__.setdefault("depth", {})
+    key = id(module)
+    if roots.get(key):
+        roots[key] += 1
+        try:
+            yield
+        finally:
+            roots[key] -= 1
+        return
+    with _OWNERSHIP.hold(module.modules()):
+        roots[key] = 1
+        try:
+            yield
+        finally:
+            del roots[key]
 
 
 def hook_count(module: Any) -> int:
@@ -129,7 +150,9 @@ def model_guard(module: Any, eval_mode: bool = True, freeze_params: bool = False
         The module itself.
     """
     modules = list(module.modules())
-    with _OWNERSHIP.hold(modules), _guarded(module, modules, eval_mode, freeze_params):
+    # inside this thread's holding(module) block the tree is held already
+    held = nullcontext() if getattr(_ROOTS, "depth", {}).get(id(module)) else _OWNERSHIP.hold(modules)
+    with held, _guarded(module, modules, eval_mode, freeze_params):
         yield module
 
 
