@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if full_rows:
         print("\n== full-resolution path: same call on the original picture / on the 224x224 one")
         print(table(full_rows, list(full_rows[0])))
-    print(f"-> {write('overhead' + suffix(args), result, args.results)}")
+    print(f"-> {write('overhead' + ('-contiguous' if args.contiguous else '') + suffix(args), result, args.results)}")
     return result
 
 

@@ -204,10 +204,12 @@ def _select_columns(net: Any, cols: np.ndarray) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.net = net
-            self.cols = torch.as_tensor(np.asarray(cols, np.int64))
+            device = next((t.device for t in net.parameters()), torch.device("cpu"))
+            self.cols = torch.as_tensor(np.asarray(cols, np.int64), device=device)  # once, not per forward
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x).index_select(1, self.cols.to(x.device))
+            cols = self.cols if self.cols.device == x.device else self.cols.to(x.device)
+            return self.net(x).index_select(1, cols)
 
     return SelectColumns()
 
