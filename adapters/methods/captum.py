@@ -444,7 +444,14 @@ def _integrated_gradients_auto(
         rows = np.arange(len(ii))  # rows refined this round
         while len(live):
             _add_path_gradients(
-                net, start_points, diff, row_target, [(r, u) for r in rows for u in new[r]], weighted, ibs, tuner
+                net,
+                start_points,
+                diff,
+                row_target,
+                [(int(r), u) for r in rows for u in new[int(r)]],
+                weighted,
+                ibs,
+                tuner,
             )
             r = torch.as_tensor(rows, device=x.device)
             m = torch.as_tensor(points[rows], dtype=weighted.dtype, device=x.device).view(-1, 1, 1, 1)
@@ -468,7 +475,7 @@ def _integrated_gradients_auto(
                 steps[i, j] = int(points[pair * k : (pair + 1) * k].max())
             live = live[~ok]
             # 2m points with offset frac(2s) hold the m old ones at every other index; the others are new
-            for row in rows:
+            for row in (int(r) for r in rows):
                 doubled = 2 * offsets[row]
                 first_new = 1 if doubled < 1 else 0
                 offsets[row] = doubled % 1.0
