@@ -106,7 +106,7 @@ class DiskCache:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         try:
-            self._open()
+            self._open_when_free()
         except sqlite3.OperationalError as exc:
             raise self._operational(exc) from None
         except sqlite3.DatabaseError as exc:
@@ -118,6 +118,26 @@ class DiskCache:
         return self._path
 
     # -- opening and damage
+    def _open_when_free(self) -> None:
+        """:meth:`_open`, retried while another process holds the file's lock, up to ``timeout`` seconds.
+
+        Two processes opening a new file at once both switch it to WAL; sqlite
+        answers one of them "database is locked" at once rather than after its
+        busy timeout (waiting could deadlock), so the wait is done here.
+        """
+        deadline = time.monotonic() + self._timeout
+        pause = 0.02
+        while True:
+            try:
+                self._open()
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if not ("locked" in text or "busy" in text) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(0.5, pause * 2)
+
     def _open(self) -> None:
         if self._path.is_dir():
             raise CacheError(
