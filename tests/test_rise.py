@@ -113,3 +113,20 @@ def test_rise_errors_name_the_argument(rgb_images) -> None:
         xb.explain(model, rgb_images, "rise", targets=0, baseline=300)
     with pytest.raises(TypeError, match="n_masks"):
         xb.explain(model, rgb_images, "rise", targets=0, masks=3)
+
+
+def test_masked_images_are_the_bytes_of_the_numpy_formula() -> None:
+    from xai_bridge.adapters.methods.builtin import _rise_masked, sample_masks
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 12, 3)).astype(np.uint8)
+    image[0, :, :] = (1, 3, 5)  # with fill 0 and mask 0.5: 0.5, 1.5, 2.5, ties rounded half to even
+    fill = np.zeros((1, 1, 3), np.float32)
+    masks = sample_masks(20, (16, 12), 4, 0.5, 3).masks()
+    masks[:, 0, :] = 0.5
+    for f in (fill, rng.uniform(0, 255, 3).astype(np.float32)[None, None, :]):
+        want = np.multiply(masks[..., None], image.astype(np.float32) - f)
+        want += f
+        got = _rise_masked(image, f, masks)
+        assert got.dtype == np.uint8 and np.array_equal(got, np.rint(want).astype(np.uint8))
+    assert _rise_masked(image, fill, masks)[0, 0, 0].tolist() == [0, 2, 2]

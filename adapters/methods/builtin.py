@@ -259,12 +259,19 @@ def sample_masks(
 
 
 def _rise_masked(image: np.ndarray, fill: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """uint8 ``(k, H, W, 3)``: ``fill + mask * (pixel - fill)`` for each mask, rounded."""
-    diff = image.astype(np.float32) - fill  # fill: (1, 1, 3)
-    masked = np.multiply(masks[..., None], diff[None])
-    masked += fill[None]
-    np.rint(masked, out=masked)
-    return masked.astype(np.uint8)
+    """uint8 ``(k, H, W, 3)``: ``fill + mask * (pixel - fill)`` for each mask, rounded.
+
+    The float32 arithmetic runs in torch, on all of torch's threads (numpy's
+    is single-threaded: ~8% of a RISE call on 2 cores); each element sees the
+    same IEEE operations either way (multiply, add, round half to even), so
+    the bytes are numpy's.
+    """
+    import torch
+
+    diff = torch.from_numpy(image.astype(np.float32) - fill)  # fill: (1, 1, 3)
+    masked = torch.from_numpy(masks)[..., None] * diff[None]
+    masked += torch.from_numpy(fill)[None]
+    return masked.round_().to(torch.uint8).numpy()
 
 
 def rise(request: ExplainRequest) -> BackendResult:
