@@ -134,39 +134,30 @@ class TorchModel:
     """A torch module as a :class:`xai_bridge.models.DifferentiableModel`.
 
     Args:
-            module: the classifier; it is never modified (mode, ``requires_grad``,
-                ``.grad`` and hooks are restored after every call) nor moved.
-            preprocess: what the module expects; see :class:`~xai_bridge.models.Preprocess`.
-            output_kind: what the module returns.
-            class_names: names of the outputs, for ``target_names`` and class-name targets.
-            batch_size: largest batch run at once (gradient methods use it as is).
-            tune_batch: let ``predict`` (the path of perturbation methods) pick
-                the fastest chunk size up to ``batch_size`` by timing its first
-                calls (see :class:`~xai_bridge.batching.BatchTuner`); False: always
-                chunks of ``batch_size``.
-            channels_last: feed the module channels-last tensors (its weights are
-    <<<<<<< HEAD
-                not converted). On CPUs with oneDNN convolutions and on GPUs this
-                is often faster (EfficientNet-Lite0 on CPU: ~20% for forward and
-                backward); outputs equal the default's up to float rounding.
-                ``None`` (the default) decides once per model, on the first guarded
-                call: on when the module has a ``Conv2d`` and gives the same
-                outputs for a channels-last probe image as for a contiguous one
-                (modules that ``view`` or reorder their activations fail that and
-                keep contiguous inputs, silently). True / False force it.
-            device: where inputs go; defaults to the module's device. It must be
-                the module's device (move the module yourself).
-    =======
-                not converted). On CPUs with oneDNN convolutions this is often
-                faster (EfficientNet-Lite0: ~20% for forward and backward);
-                outputs equal the default's up to float rounding. Off by default:
-                modules that ``view`` their activations may reject such inputs.
-            device: the module's device, as a check (inputs always go where
-                the module's parameters are); None: take it from the module.
-                xai-bridge never moves a module: ``module.to("cuda")`` before
-                wrapping it. ``"cuda"`` without an index matches any GPU.
-    >>>>>>> gpu
-            softmax: explain softmax probabilities instead of the raw outputs.
+        module: the classifier; it is never modified (mode, ``requires_grad``,
+            ``.grad`` and hooks are restored after every call) nor moved.
+        preprocess: what the module expects; see :class:`~xai_bridge.models.Preprocess`.
+        output_kind: what the module returns.
+        class_names: names of the outputs, for ``target_names`` and class-name targets.
+        batch_size: largest batch run at once (gradient methods use it as is).
+        tune_batch: let ``predict`` (the path of perturbation methods) pick
+            the fastest chunk size up to ``batch_size`` by timing its first
+            calls (see :class:`~xai_bridge.batching.BatchTuner`); False: always
+            chunks of ``batch_size``.
+        channels_last: feed the module channels-last tensors (its weights are
+            not converted). On CPUs with oneDNN convolutions and on GPUs this
+            is often faster (EfficientNet-Lite0 on CPU: ~20% for forward and
+            backward); outputs equal the default's up to float rounding.
+            ``None`` (the default) decides once per model, on the first guarded
+            call: on when the module has a ``Conv2d`` and gives the same
+            outputs for a channels-last probe image as for a contiguous one
+            (modules that ``view`` or reorder their activations fail that and
+            keep contiguous inputs, silently). True / False force it.
+        device: the module's device, as a check (inputs always go where
+            the module's parameters are); None: take it from the module.
+            xai-bridge never moves a module: ``module.to("cuda")`` before
+            wrapping it. ``"cuda"`` without an index matches any GPU.
+        softmax: explain softmax probabilities instead of the raw outputs.
     """
 
     def __init__(
@@ -225,8 +216,7 @@ class TorchModel:
 
     def pixel_tensor(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC -> float32 NCHW tensor in [0, 255] on the model's device (channels-last strides when used)."""
-        if not self._layout_settled:
-            self._settle_layout()
+        self._settle_layout()
         # C order: an array with other strides (a fancy-indexing result) would reach torch in neither layout.
         # Shared, not copied, when it is already so (and writeable: torch warns on read-only memory); only
         # .float() below reads it.
@@ -244,8 +234,7 @@ class TorchModel:
         Covers :meth:`pixel_module` too (it holds the user's module as a child),
         so hooks a library leaves on the pixel wrapper are removed as well.
         """
-        if not self._layout_settled:
-            self._settle_layout()
+        self._settle_layout()
         return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
 
     @property
@@ -258,8 +247,10 @@ class TorchModel:
 
         Runs before any library registers hooks (``guard`` is entered first),
         on one seeded random image at the declared input size, in eval mode
-        without gradients; the global RNG is not touched.
+        without gradients; the global RNG is not touched. Free once decided.
         """
+        if self._layout_settled:
+            return
         with self.exclusive():
             if self._layout_settled:
                 return
@@ -303,8 +294,7 @@ class TorchModel:
         mode, fails there). The caller's mode is back after the block.
         """
         with self.exclusive(), torch.inference_mode(False), torch.enable_grad():
-            if not self._layout_settled:  # before any library registers hooks on the module
-                self._settle_layout()
+            self._settle_layout()  # before any library registers hooks on the module
             yield
 
     def fingerprint(self) -> dict[str, Any]:
