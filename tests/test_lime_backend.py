@@ -206,3 +206,27 @@ def test_lime_errors_name_the_argument(tiny_model, cats) -> None:
         xb.explain(tiny_model, cats, "lime", num_samples=0)
     with pytest.raises(TypeError, match="num_samples"):
         xb.explain(tiny_model, cats, "lime", samples=10)
+
+
+def test_a_users_segmentation_runs_in_the_calling_thread_library_ones_on_threads(tiny_model, cats, monkeypatch) -> None:
+    import threading
+
+    from xai_bridge.adapters.methods import _segments
+
+    threads: set[str] = set()
+
+    def users(img: np.ndarray) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return (np.arange(img.shape[0] * img.shape[1]).reshape(img.shape[:2]) // 64).astype(np.int64)
+
+    xb.explain(tiny_model, cats, "lime", targets=[[1], [4]], seed=0, num_samples=20, segmentation=users)
+    assert threads == {threading.current_thread().name}
+    seen: list[bool] = []
+    real = _segments.map_images
+    monkeypatch.setattr(
+        "xai_bridge.adapters.methods.lime.map_images",
+        lambda fn, images, parallel: seen.append(parallel) or real(fn, images, parallel),
+    )
+    xb.explain(tiny_model, cats, "lime", targets=[[1], [4]], seed=0, num_samples=20, segmentation="slic")
+    xb.explain(tiny_model, cats, "lime", targets=[[1], [4]], seed=0, num_samples=20, segmentation=users)
+    assert seen == [True, False]

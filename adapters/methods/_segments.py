@@ -65,5 +65,5 @@ def segment_images(spec: Any, images: np.ndarray) -> tuple[np.ndarray, Any]:
             raise ParameterError(f"segmentation: expected labels of shape {(h, w)} or {(n, h, w)}, got {spec.shape}")
         return np.stack([relabel(s, (h, w)) for s in spec]), "precomputed labels"
     fn, desc = as_segmenter(spec)
-    labels = map_images(fn, images, parallel=isinstance(Segmentation.ensure(spec), Segmentation))
+    labels = map_images(fn, images, parallel=isinstance(fn, Segmentation))  # a user's callable: this thread
     return np.stack([relabel(seg, (h, w)) for seg in labels]), desc

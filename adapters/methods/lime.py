@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_bridge._validate import choice, int_at_least, int_or_default, number
+from xai_bridge._validate import choice, int_at_least, int_or_default, number, to_uint8
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version
 from xai_bridge.errors import ParameterError
 from xai_bridge.options import Segmentation
@@ -130,6 +130,7 @@ def lime(request: ExplainRequest) -> BackendResult:
             intercept, weighted R^2 and prediction on the unperturbed image.
     """
     from lime import lime_image
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
 
     params = check_params(request.method, request.params, _DEFAULTS)
     num_samples = int_at_least("num_samples", params["num_samples"], 2)
@@ -146,11 +147,12 @@ def lime(request: ExplainRequest) -> BackendResult:
 
     def classifier_fn(batch: np.ndarray) -> np.ndarray:
         if batch.dtype != np.uint8:
-            batch = np.clip(np.rint(batch), 0, 255).astype(np.uint8)
+            batch = to_uint8(batch)
         return np.asarray(model.predict(batch), dtype=np.float64)
 
-    library_algorithm = not callable(params["segmentation"]) or isinstance(params["segmentation"], Segmentation)
-    segments = np.stack([_labels(seg, (h, w)) for seg in map_images(segment, images, parallel=library_algorithm)])
+    # lime's wrapper of a library algorithm runs on threads; a user's own callable in this one
+    library = isinstance(segment, SegmentationAlgorithm)
+    segments = np.stack([_labels(seg, (h, w)) for seg in map_images(segment, images, parallel=library)])
     s_max = int(segments.max()) + 1
     weights = np.full((n, t, s_max), np.nan, np.float32)
     order = np.full((n, t, s_max), -1, np.int32)
@@ -265,7 +267,7 @@ class _Sampling:
         data = self.explainer.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
         data[0, :] = 1
         self.data, self.n_features, self.segments = data, n_features, segments
-        self.image, self.fudged = (_packed(np.clip(np.rint(a), 0, 255).astype(np.uint8)) for a in (image, fudged_image))
+        self.image, self.fudged = (_packed(to_uint8(a)) for a in (image, fudged_image))
         raise _Drawn
 
     def perturbed(self, start: int, stop: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from xai_bridge._seeding import numpy_seeded
-from xai_bridge._validate import choice, int_at_least, int_or_default, number
+from xai_bridge._validate import choice, int_at_least, int_or_default, number, to_uint8
 from xai_bridge.batching import merged_calls
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, require_differentiable
 from xai_bridge.errors import ParameterError
@@ -43,8 +43,8 @@ def target_groups(targets: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def _as_uint8(x: np.ndarray) -> np.ndarray:
     if isinstance(x, np.ndarray) and x.dtype == np.uint8:
-        return x  # the masker below already hands out uint8
-    return np.clip(np.rint(np.asarray(x, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return x  # the masker below already hands out uint8 (to_uint8 would copy it)
+    return to_uint8(x)
 
 
 class _PredictUint8:
