@@ -132,8 +132,7 @@ class DiskCache:
                 self._open()
                 return
             except sqlite3.OperationalError as exc:
-                text = str(exc).lower()
-                if not ("locked" in text or "busy" in text) or time.monotonic() + pause > deadline:
+                if not _is_lock_error(exc) or time.monotonic() + pause > deadline:
                     raise
             time.sleep(pause)
             pause = min(0.5, pause * 2)
@@ -161,8 +160,7 @@ class DiskCache:
         self._conn = conn
 
     def _operational(self, exc: sqlite3.OperationalError) -> CacheError:
-        text = str(exc).lower()
-        if "locked" in text or "busy" in text:
+        if _is_lock_error(exc):
             return CacheError(
                 f"cache: {self._path} stayed locked by another process for {self._timeout:g} s ({exc}); "
                 "retry, or give each process its own cache file"
@@ -351,3 +349,9 @@ def open_cache(
     if isinstance(cache, (str, os.PathLike)):
         return DiskCache(cache)
     raise ParameterError(f"cache: expected a DiskCache, a path, True/'auto' or None, got {type(cache).__name__}")
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    """Whether sqlite refused because another connection holds the file's lock."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
