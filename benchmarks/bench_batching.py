@@ -47,6 +47,7 @@ from common import (
     load_setup,
     machine,
     median,
+    pictures,
     setup_threads,
     suffix,
     synchronize,
@@ -57,16 +58,6 @@ from common import (
 )
 
 TARGET = 1.1
-PICTURES = (
-    "chelsea",
-    "astronaut",
-    "coffee",
-    "rocket",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "retina",
-    "colorwheel",
-)
 
 
 def method_params(evals: int, quick: bool, shap_batch: int) -> dict[str, dict[str, Any]]:
@@ -118,17 +109,6 @@ class Calls:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
-
-
-def pictures(quick: bool, n: int, size: tuple[int, int]) -> np.ndarray:
-    """``n`` uint8 images at the model's input size (scikit-image's colour pictures, cycled)."""
-    import xai_bridge as xb
-
-    if quick:
-        return np.random.default_rng(0).integers(0, 256, size=(n, *size, 3), dtype=np.uint8)
-    from skimage import data
-
-    return xb.load_images([getattr(data, PICTURES[i % len(PICTURES)])() for i in range(n)], size=size)
 
 
 def build_model(args: argparse.Namespace) -> tuple[Any, Any, int]:

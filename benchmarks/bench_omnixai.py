@@ -44,10 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
 from common import (
+    PICTURES,
     add_common_args,
     load_setup,
     machine,
     median,
+    pictures,
     setup_threads,
     suffix,
     synchronize,
@@ -102,18 +104,6 @@ class OmniSide:
             self.proc.wait(timeout=30)
 
 
-PICTURES = ("chelsea", "astronaut", "coffee", "rocket")
-
-
-def pictures(n: int) -> np.ndarray:
-    """``n`` of scikit-image's colour pictures at 224x224, uint8 NHWC (cycled)."""
-    from skimage import data
-
-    import xai_bridge as xb
-
-    return xb.load_images([getattr(data, PICTURES[i % len(PICTURES)])() for i in range(n)], size=(224, 224))
-
-
 def errors(results: dict[str, Any]) -> list[float]:
     """|IG completeness error| per image of an ``explain_many`` result: |sum(map) - (f(x) - f(baselines))|."""
     ig = results["captum.IntegratedGradients"]
@@ -124,7 +114,7 @@ def compare(args: argparse.Namespace, s: Any, python: Path, n_images: int) -> di
     """One image count: OmniXAI, xai-bridge with OmniXAI's settings, xai-bridge with IG to OmniXAI's error."""
     import xai_bridge as xb
 
-    images = pictures(n_images)
+    images = pictures(False, n_images, (224, 224))
     lime = {"num_samples": args.num_samples, "batch_size": args.batch_size, "hide_color": 0}
     baselines = ["random"] * args.baselines
     same = [
@@ -253,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "batch_size": args.batch_size,
             "steps": args.steps,
             "baselines": args.baselines,
-            "pictures": PICTURES,
+            "pictures": [PICTURES[i % len(PICTURES)] for i in range(max(args.images))],
         },
         "machine": machine(args.device),
         "repeats": args.repeats,

@@ -319,3 +319,27 @@ def verdict(value: float | None, target: float, higher_is_better: bool = False) 
         return ""
     ok = value >= target if higher_is_better else value <= target
     return "met" if ok else "MISSED"
+
+
+#: scikit-image's colour pictures the multi-image benchmarks cycle through (seed 000's four first).
+PICTURES = (
+    "chelsea",
+    "astronaut",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+)
+
+
+def pictures(quick: bool, n: int, size: tuple[int, int]) -> np.ndarray:
+    """``n`` uint8 images at the model's input size (scikit-image's colour pictures, cycled)."""
+    import xai_bridge as xb
+
+    if quick:
+        return np.random.default_rng(0).integers(0, 256, size=(n, *size, 3), dtype=np.uint8)
+    from skimage import data
+
+    return xb.load_images([getattr(data, PICTURES[i % len(PICTURES)])() for i in range(n)], size=size)
