@@ -48,6 +48,10 @@ class MethodSpec:
             are never negative.
         random: whether the result depends on the seed.
         aliases: older or alternative names that resolve to this method.
+        budget: the method's own parameter that sets its model evaluations per
+            image (``"max_evals"``, ``"num_samples"``, ``"n_masks"``...), or None
+            where the cost is fixed by other parameters. The family's generic
+            ``budget=`` maps onto it.
     """
 
     name: str
@@ -61,6 +65,7 @@ class MethodSpec:
     signed: bool = False
     random: bool = False
     aliases: tuple[str, ...] = ()
+    budget: str | None = None
 
     @property
     def install_hint(self) -> str:

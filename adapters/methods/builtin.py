@@ -341,6 +341,7 @@ SPECS = (
     ),
     MethodSpec(
         name="builtin.RISE",
+        budget="n_masks",
         target=f"{__name__}:rise",
         family="perturbation",
         signed=True,

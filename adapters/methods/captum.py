@@ -899,6 +899,7 @@ SPECS = tuple(
         signed=True,
         options={"cls": cls},
         random=cls in _RANDOM_METHODS,
+        budget="n_samples" if cls in ("KernelShap", "Lime", "ShapleyValueSampling") else None,
         description=f"captum {cls}: {_DESCRIPTIONS[cls]}; any model, batched through model.predict.",
     )
     for cls in PERTURBATION_METHODS

@@ -344,6 +344,7 @@ def _capture_fits(explainer: Any) -> dict[int, tuple[Any, ...]]:
 SPECS = (
     MethodSpec(
         name="lime.Lime",
+        budget="num_samples",
         target=f"{__name__}:lime",
         requires=("lime", "skimage", "sklearn"),
         extra="lime",

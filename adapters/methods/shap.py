@@ -347,6 +347,7 @@ def _explainer(predict: Callable[[np.ndarray], np.ndarray], mask_value: Any, sha
 SPECS = (
     MethodSpec(
         name="shap.Partition",
+        budget="max_evals",
         target=f"{__name__}:partition",
         requires=("shap", "cv2"),
         extra="shap",
