@@ -8,7 +8,7 @@ from importlib import metadata
 import pytest
 
 import xai_bridge as xb
-from xai_bridge.registry import BackendSpec, Registry
+from xai_bridge.registry import BackendSpec, MethodSpec, Registry
 
 
 def test_builtin_methods_are_listed() -> None:
@@ -71,8 +71,8 @@ def test_entry_points_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
             return lambda: [spec]
 
     def fake_entry_points(group: str):
-        assert group == "xai_bridge.backends"
-        return [EP()]
+        assert group in ("xai_bridge.methods", "xai_bridge.backends")
+        return [EP()] if group == "xai_bridge.methods" else []
 
     monkeypatch.setattr(metadata, "entry_points", fake_entry_points)
     reg = Registry([BackendSpec("a.B", "math:floor")])
@@ -105,3 +105,16 @@ def test_registering_a_taken_alias_is_refused() -> None:
     with pytest.raises(ValueError, match="'one' is already registered"):
         registry.register(xb.MethodSpec("b.One", "m:f", aliases=("one",)))
     assert registry.spec("one").name == "a.One"
+
+
+def test_entry_points_of_the_old_group_are_still_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = MethodSpec("legacy.Method", "math:sqrt")
+
+    class EP:
+        name = "legacy"
+
+        def load(self):
+            return lambda: [spec]
+
+    monkeypatch.setattr(metadata, "entry_points", lambda group: [EP()] if group == "xai_bridge.backends" else [])
+    assert Registry([]).available() == ["legacy.Method"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import (
     BackendNotInstalledError,
+    LibraryNotInstalledError,
     FormatError,
     ImageInputError,
     MethodNotApplicableError,
@@ -24,11 +25,11 @@ from .errors import (
     UnknownMethodError,
     XaiBridgeError,
 )
-from .explain import explain, explain_many
+from .routing import explain, explain_many
 from .explanation import Explanation
 from .images import Layout, load_image, load_images
 from .models import CountingModel, DifferentiableModel, Model, OutputKind, Preprocess, Scale, as_model, softmax
-from .normalize import Norm, normalize
+from .normalization import Norm, normalize
 from .options import ImageMasker, MaskKind, NoiseKind, NoiseTunnel, Segmentation, SegmentationKind
 from .registry import BackendSpec, MethodSpec, Registry, available_methods, default_registry
 from .targets import TopK, top_k
@@ -64,6 +65,7 @@ _MODULES = {
 __all__ = [
     "ArrayModel",
     "BackendNotInstalledError",
+    "LibraryNotInstalledError",
     "BackendSpec",
     "BlackBoxModel",
     "Box",

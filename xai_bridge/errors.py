@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendNotInstalledError",
+    "LibraryNotInstalledError",
     "FormatError",
     "ImageInputError",
     "IndexOutOfRangeError",
@@ -26,8 +27,12 @@ class ImageInputError(XaiBridgeError, ValueError):
     """An image argument could not be read or interpreted."""
 
 
-class BackendNotInstalledError(XaiBridgeError, ImportError):
-    """The library behind a registered method is not installed."""
+class LibraryNotInstalledError(XaiBridgeError, ImportError):
+    """A library that a method or feature needs is not installed; the message holds the pip command."""
+
+
+#: Deprecated alias of :class:`LibraryNotInstalledError` (removed in the next release).
+BackendNotInstalledError = LibraryNotInstalledError
 
 
 class UnknownMethodError(XaiBridgeError, KeyError):

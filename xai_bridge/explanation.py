@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._files import write_atomic
-from .errors import BackendNotInstalledError, FormatError, IndexOutOfRangeError, ParameterError
+from .errors import LibraryNotInstalledError, FormatError, IndexOutOfRangeError, ParameterError
 
 __all__ = ["DEFAULT_MAX_LOAD_BYTES", "FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable", "qualified_name"]
 
@@ -219,7 +219,7 @@ class Explanation:
 
     Attributes:
         attributions: float32 ``(N, T, H, W)`` maps at the resolution of ``images``.
-            Raw and unnormalised: use :mod:`xai_bridge.normalize` to scale them.
+            Raw and unnormalised: use :mod:`xai_bridge.normalization` to scale them.
         images: uint8 ``(N, H, W, 3)`` RGB images that were explained.
         targets: int64 ``(N, T)`` class indices (or token ids for captions).
         target_names: str ``(N, T)`` readable names of the targets.
@@ -371,7 +371,7 @@ class Explanation:
         centre-cropping preprocess, pixels outside the crop (which the model
         never sees) hold the value of a zero map.
         """
-        from .normalize import normalize
+        from .normalization import normalize
 
         span = self.extras.get("layer_range")
         if span is None:
@@ -565,7 +565,7 @@ class Explanation:
         try:
             import shap
         except ImportError as exc:  # pragma: no cover - exercised without shap
-            raise BackendNotInstalledError("to_shap() needs shap: pip install 'xai-bridge[shap]'") from exc
+            raise LibraryNotInstalledError("to_shap() needs shap: pip install 'xai-bridge[shap]'") from exc
         if channels:
             if self.raw is not None and self.raw.shape[2] == 3:
                 values = np.transpose(self.raw, (0, 3, 4, 2, 1))

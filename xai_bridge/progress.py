@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .errors import BackendNotInstalledError, ParameterError
+from .errors import LibraryNotInstalledError, ParameterError
 
 __all__ = ["AUTO_DELAY", "Progress", "ProgressArg", "expected_evals", "session", "set_prefix", "stage", "tick", "write"]
 
@@ -131,7 +131,7 @@ def session(progress: ProgressArg, desc: str, total: int | None = None, unit: st
         from tqdm.auto import tqdm
     except ImportError:
         if mode is True:
-            raise BackendNotInstalledError("progress: needs tqdm: pip install tqdm (or progress=False)") from None
+            raise LibraryNotInstalledError("progress: needs tqdm: pip install tqdm (or progress=False)") from None
         token = _ACTIVE.set(_SILENT)
         try:
             yield _SILENT

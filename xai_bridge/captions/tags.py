@@ -284,7 +284,7 @@ def estimate_calls(
     Returns:
         The :class:`CallEstimate` (``int(estimate)`` is the number of paid calls).
     """
-    from ..explain import explain
+    from ..routing import explain
 
     tag_model = model if isinstance(model, TagModel) else None
     client = tag_model.tagger if tag_model is not None else model

@@ -189,7 +189,7 @@ class _Job:
 
     def run(self, model: Any, batch: _Batch, root: Path) -> list[dict[str, Any]]:
         """Explain one batch and write its files; return one index record per image."""
-        from xai_bridge.explain import explain_many
+        from xai_bridge.routing import explain_many
 
         try:
             results = explain_many(model, batch.images, self.plan, self.targets, seed=self.seed)

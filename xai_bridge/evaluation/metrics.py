@@ -755,7 +755,7 @@ def _explain_like(
     model: Any, exp: Explanation, images: np.ndarray, targets: Any, params: Mapping[str, Any] | None = None
 ) -> Explanation:
     """Run ``exp.method`` again with its params; retry with the backend's valid names if some are refused."""
-    from xai_bridge.explain import explain
+    from xai_bridge.routing import explain
 
     kwargs = dict(exp.params if params is None else params)
     seed = exp.seed or 0

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xai_bridge.explanation import Explanation
-from xai_bridge.normalize import Norm, normalize
+from xai_bridge.normalization import Norm, normalize
 
 __all__ = [
     "BLUE",

@@ -14,7 +14,7 @@ import numpy as np
 
 from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
-from xai_bridge.normalize import Norm
+from xai_bridge.normalization import Norm
 
 __all__ = ["agreement_matrix", "agreement_table", "rank_correlation", "top_k_iou"]
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
-from xai_bridge.normalize import Norm
+from xai_bridge.normalization import Norm
 
 from ._text import score_text
 from .colors import BLUE, DEFAULT_OPACITY, RED, ColorRule, colorize, rule_for, sequential_lut

@@ -28,7 +28,7 @@ from PIL import Image
 
 from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
-from xai_bridge.normalize import Norm
+from xai_bridge.normalization import Norm
 
 from ._text import probabilities, safe_text, score_text
 from .colors import BLUE, DEFAULT_OPACITY, RED, sequential_lut, signed_maps
