@@ -16,22 +16,22 @@ from typing import Any
 
 from .errors import (
     BackendNotInstalledError,
-    LibraryNotInstalledError,
     FormatError,
     ImageInputError,
+    LibraryNotInstalledError,
     MethodNotApplicableError,
     ModelInputError,
     ParameterError,
     UnknownMethodError,
     XaiBridgeError,
 )
-from .routing import explain, explain_many
 from .explanation import Explanation
 from .images import Layout, load_image, load_images
 from .models import CountingModel, DifferentiableModel, Model, OutputKind, Preprocess, Scale, as_model, softmax
 from .normalization import Norm, normalize
 from .options import ImageMasker, MaskKind, NoiseKind, NoiseTunnel, Segmentation, SegmentationKind
 from .registry import BackendSpec, MethodSpec, Registry, available_methods, default_registry
+from .routing import explain, explain_many
 from .targets import TopK, top_k
 
 __version__ = "0.1.0"
@@ -65,7 +65,6 @@ _MODULES = {
 __all__ = [
     "ArrayModel",
     "BackendNotInstalledError",
-    "LibraryNotInstalledError",
     "BackendSpec",
     "BlackBoxModel",
     "Box",
@@ -76,6 +75,7 @@ __all__ = [
     "ImageInputError",
     "ImageMasker",
     "Layout",
+    "LibraryNotInstalledError",
     "MaskKind",
     "MethodNotApplicableError",
     "MethodSpec",

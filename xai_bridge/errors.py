@@ -7,10 +7,10 @@ from __future__ import annotations
 
 __all__ = [
     "BackendNotInstalledError",
-    "LibraryNotInstalledError",
     "FormatError",
     "ImageInputError",
     "IndexOutOfRangeError",
+    "LibraryNotInstalledError",
     "MethodNotApplicableError",
     "ModelInputError",
     "ParameterError",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._files import write_atomic
-from .errors import LibraryNotInstalledError, FormatError, IndexOutOfRangeError, ParameterError
+from .errors import FormatError, IndexOutOfRangeError, LibraryNotInstalledError, ParameterError
 
 __all__ = ["DEFAULT_MAX_LOAD_BYTES", "FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable", "qualified_name"]
 

@@ -253,8 +253,8 @@ def _explain_texts(
 ) -> list[Explanation]:
     """The caption/answer loop: per image, a reference text, a token-score model, one ``explain`` call."""
     from ..adapters.captioners.local import as_captioner, describe
-    from ..routing import explain
     from ..registry import default_registry
+    from ..routing import explain
 
     word = "captions" if prompts is None else "answers"
     captioner = as_captioner(captioner)
