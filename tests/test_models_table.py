@@ -114,3 +114,17 @@ def test_torch_models_share_the_differentiable_base(tiny_model) -> None:
     assert isinstance(tiny_model, PixelModelBase) and isinstance(tiny_model, xb.DifferentiableModel)
     with torch.no_grad(), tiny_model.explaining():
         assert torch.is_grad_enabled()
+
+
+def test_the_model_core_imports_adapters_only_through_the_table() -> None:
+    """models.py and preprocess.py name no adapter: the one import into adapters/ is adapter_table()."""
+    import ast
+    from pathlib import Path
+
+    root = Path(xb.__file__).parent
+    found = []
+    for name in ("models.py", "preprocess.py"):
+        for node in ast.walk(ast.parse((root / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and "adapters" in (node.module or ""):
+                found.append((name, node.module, [a.name for a in node.names]))
+    assert found == [("models.py", "adapters.models", ["_table"])]
