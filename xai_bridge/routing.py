@@ -78,25 +78,31 @@ def explain(
         The :class:`~xai_bridge.Explanation`.
     """
     registry = registry or default_registry()
+    method, params = _named_method(registry, method, params)
+    step = [(method, params)]
+    kwargs: dict[str, Any] = {
+        "seed": seed,
+        "preprocess": preprocess,
+        "layout": layout,
+        "registry": registry,
+        "progress": progress,
+    }
+    [result] = explain_many(model, images, step, targets, budget=budget, **kwargs).values()
+    return result
+
+
+def _named_method(registry: Registry, method: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``explain(model, images, method="gradcam.GradCAM")``: a ``method=`` keyword naming a method names it.
+
+    It stays a parameter of the method (Integrated Gradients' integration
+    rule) when the method was given positionally or it names no method.
+    """
     if method == "builtin.Saliency" and isinstance(params.get("method"), str):
-        try:  # explain(model, images, method="gradcam.GradCAM"): the keyword names the method
-            method = registry.spec(params["method"]).name
-            del params["method"]
+        try:
+            return registry.spec(params["method"]).name, {k: v for k, v in params.items() if k != "method"}
         except UnknownMethodError:
             pass
-    [result] = explain_many(
-        model,
-        images,
-        [(method, params)],
-        targets,
-        budget=budget,
-        seed=seed,
-        preprocess=preprocess,
-        layout=layout,
-        registry=registry,
-        progress=progress,
-    ).values()
-    return result
+    return method, params
 
 
 def explain_many(

@@ -54,11 +54,10 @@ def explain_dataset(
 ) -> DatasetSummary:
     """Explain every image of ``source`` with ``methods`` into the store ``out``.
 
-    Called as ``explain_dataset(model, source, methods, targets="top1", *,
-    out, budget=None, seed=0, chunk_size=16, ...)``, the shape of
-    :func:`xai_bridge.explain_many`. The older forms, ``out`` as the fourth
-    positional argument and ``batch_size=`` for ``chunk_size=``, still work
-    for one release with a ``DeprecationWarning``.
+    The shape of :func:`xai_bridge.explain_many`: ``explain_dataset(model,
+    source, methods, targets="top1", *, out, ...)``. ``out`` as the fourth
+    positional argument and ``batch_size=`` still work for one release, with
+    a ``DeprecationWarning``.
 
     Args:
         model: as for :func:`xai_bridge.explain` (a Model, a torch module with
@@ -108,18 +107,8 @@ def explain_dataset(
     store.check_manifest({"methods": plan, "targets": targets, "seed": seed, "size": size, "model": identity})
     pending, skipped, changed = _pending(store, list_sources(source), retry_failed)
     job = Job(plan=plan, targets=targets, seed=int(seed), size=size, preprocess=preprocess)
-    failed: list[tuple[str, str]] = []
-    with session(progress, "explain", total=len(pending), unit="img") as bar:  # the explain calls join this bar
-
-        def finished(rec: Mapping[str, Any]) -> None:
-            store.record(rec)
-            if rec["status"] == "failed":
-                failed.append((rec["path"], rec["reason"]))
-            bar.advance(1)
-
-        _run_engine(
-            engine, model, wrapped, job, read_chunks(pending, job, chunk, finished), store.root, finished, num_workers
-        )
+    run = (engine, model, wrapped, int(num_workers))
+    failed = _explain_pending(run, job, store, pending, chunk, progress)
     return DatasetSummary(
         done=len(pending) - len(failed),
         skipped=skipped,
@@ -129,6 +118,33 @@ def explain_dataset(
         engine=engine,
         changed=tuple(changed),
     )
+
+
+def _explain_pending(
+    run: tuple[str, Any, Any, int],
+    job: Job,
+    store: Store,
+    pending: list[tuple[str, Path]],
+    chunk_size: int,
+    progress: ProgressArg,
+) -> list[tuple[str, str]]:
+    """Explain the pending images under one progress bar, recording each; returns the ``(path, reason)`` failures.
+
+    ``run`` is ``(engine, model as given, the local engine's wrapped model, Ray workers)``.
+    """
+    failed: list[tuple[str, str]] = []
+    with session(progress, "explain", total=len(pending), unit="img") as bar:  # the explain calls join this bar
+
+        def finished(rec: Mapping[str, Any]) -> None:
+            store.record(rec)
+            if rec["status"] == "failed":
+                failed.append((rec["path"], rec["reason"]))
+            bar.advance(1)
+
+        engine, model, wrapped, num_workers = run
+        chunks = read_chunks(pending, job, chunk_size, finished)
+        _run_engine(engine, model, wrapped, job, chunks, store.root, finished, num_workers)
+    return failed
 
 
 def _out_and_targets(args: tuple[Any, ...], out: Any, targets: Any) -> tuple[Any, Any]:
