@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -83,6 +84,14 @@ def _frozen_array(value: Any, dtype: Any, name: str, ndim: int | None = None) ->
         raise ParameterError(f"Explanation.{name}: expected {ndim} dimensions, got shape {arr.shape}")
     arr.setflags(write=False)
     return arr
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(
+        f"Explanation.{old} is deprecated and will be removed in the next release; use Explanation.{new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -276,12 +285,14 @@ class Explanation:
 
     @property
     def backend(self) -> str:
-        """Older name of :attr:`library`."""
+        """Deprecated name of :attr:`library` ("backend" now means only the call contract)."""
+        _renamed("backend", "library")
         return self.library
 
     @property
     def backend_version(self) -> str:
-        """Older name of :attr:`library_version`."""
+        """Deprecated name of :attr:`library_version`."""
+        _renamed("backend_version", "library_version")
         return self.library_version
 
     def __repr__(self) -> str:
