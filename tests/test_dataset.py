@@ -170,7 +170,7 @@ def test_resume_with_other_settings_is_refused(folder: Path, tmp_path: Path) -> 
 def test_bad_arguments(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="engine"):
         explain_dataset(sequential_model(), folder, ["builtin.Saliency"], out=tmp_path / "s", engine="spark")
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size"), pytest.warns(DeprecationWarning, match="chunk_size"):
         explain_dataset(sequential_model(), folder, ["builtin.Saliency"], out=tmp_path / "s", batch_size=0)
 
 

@@ -24,9 +24,13 @@ def test_saliency_equals_autograd_by_hand(tiny_model, rgb_images) -> None:
     assert exp.targets.tolist() == [[1], [3]]
     assert exp.target_names.tolist() == [["dog"], ["tree"]]
     assert np.allclose(exp.scores[:, 0], out.detach().numpy()[[0, 1], [1, 3]], atol=1e-5)
-    assert (
-        exp.method == "builtin.Saliency" and exp.library == "builtin" and exp.backend == "builtin" and exp.seed is None
-    )  # backend: the older name
+    with pytest.warns(DeprecationWarning, match="library"):  # backend: the older name, deprecated
+        assert (
+            exp.method == "builtin.Saliency"
+            and exp.library == "builtin"
+            and exp.backend == "builtin"
+            and exp.seed is None
+        )
     assert exp.params == {"abs": True}
 
 
