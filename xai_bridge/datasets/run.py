@@ -26,7 +26,6 @@ from .store import DatasetSummary, Store, image_key, list_sources, model_fingerp
 __all__ = ["explain_dataset"]
 
 MethodList = Sequence["str | tuple[str, Mapping[str, Any]]"]
-Source = "str | os.PathLike[str] | Iterable[str | os.PathLike[str]]"
 
 #: Marks a keyword left out (``targets`` may be given positionally or by name, not both).
 _UNSET: Any = object()
