@@ -56,29 +56,29 @@ class Job:
     size: tuple[int, int] | None
     preprocess: Any
 
-    def run(self, model: Any, batch: Chunk, root: Path) -> list[dict[str, Any]]:
+    def run(self, model: Any, chunk: Chunk, root: Path) -> list[dict[str, Any]]:
         """Explain one chunk and write its files; return one index record per image."""
         from xai_bridge.routing import explain_many
 
         try:
-            results = explain_many(model, batch.images, self.plan, self.targets, seed=self.seed)
+            results = explain_many(model, chunk.images, self.plan, self.targets, seed=self.seed)
         except Exception as exc:
-            if len(batch.keys) == 1:
-                return [_failed(batch.keys[0], batch.paths[0], f"{type(exc).__name__}: {exc}")]
+            if len(chunk.keys) == 1:
+                return [_failed(chunk.keys[0], chunk.paths[0], f"{type(exc).__name__}: {exc}")]
             return [
                 rec
-                for i in range(len(batch.keys))
+                for i in range(len(chunk.keys))
                 for rec in self.run(
-                    model, Chunk(batch.keys[i : i + 1], batch.paths[i : i + 1], batch.images[i : i + 1]), root
+                    model, Chunk(chunk.keys[i : i + 1], chunk.paths[i : i + 1], chunk.images[i : i + 1]), root
                 )
             ]
         records = []
-        for i, (key, path) in enumerate(zip(batch.keys, batch.paths, strict=False)):
+        for i, (key, path) in enumerate(zip(chunk.keys, chunk.paths, strict=False)):
             files = {}
             for name, exp in results.items():
-                # per-image cost: the batch's evaluations and time shared evenly
+                # per-image cost: the chunk's evaluations and time shared evenly
                 one = replace(
-                    exp[i], n_model_evals=exp.n_model_evals // len(batch.keys), seconds=exp.seconds / len(batch.keys)
+                    exp[i], n_model_evals=exp.n_model_evals // len(chunk.keys), seconds=exp.seconds / len(chunk.keys)
                 )
                 target = root / name / f"{key}.npz"
                 one.save(target)
@@ -100,11 +100,11 @@ def read_chunks(
     images: list[np.ndarray] = []
 
     def flush() -> Chunk:
-        batch = Chunk(tuple(keys), tuple(paths), np.stack(images))
+        chunk = Chunk(tuple(keys), tuple(paths), np.stack(images))
         keys.clear()
         paths.clear()
         images.clear()
-        return batch
+        return chunk
 
     for key, path in pending:
         try:
