@@ -129,6 +129,8 @@ def _smooth_images() -> np.ndarray:
 
 
 _PERTURBATION = [
+    "builtin.Saliency",  # and gradient methods whose count is exact
+    "captum.IntegratedGradients",
     "builtin.Occlusion",
     pytest.param("builtin.RISE", marks=pytest.mark.slow),
     pytest.param("shap.Partition", marks=pytest.mark.slow),

@@ -6,7 +6,8 @@ the one call contract every method implements (:mod:`xai_bridge.contract`).
 
 Each name maps to a :class:`MethodSpec`: an import path ``"module:attribute"``
 to the backend callable, the libraries it needs, the pip extra that installs
-them, and what the method is (family, signed maps, random). The specs live
+them, and what the method is (family, signed maps, random, its budget
+parameter and its own estimate of its model evaluations). The specs live
 beside their code, one module per library in ``xai_bridge.adapters.methods``;
 those modules import their library only when a method runs. Third-party
 packages add methods through the entry-point group ``xai_bridge.methods``,

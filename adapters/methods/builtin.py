@@ -149,6 +149,11 @@ def _occlusion_geometry(params: Mapping[str, Any], h: int, w: int) -> tuple[tupl
     return window, stride
 
 
+def _saliency_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:func:`saliency`'s evaluations: one forward pass per image (each target's gradient reuses it)."""
+    return n
+
+
 def _occlusion_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
     """:func:`occlusion`'s evaluations: each image once, then once per window position (all targets share them)."""
     window, stride = _occlusion_geometry(params, *hw)
@@ -350,6 +355,7 @@ SPECS = (
         family="gradient",
         needs_gradients=True,
         description="Gradient of the target output w.r.t. image pixels (Simonyan et al. 2014), via torch.autograd.",
+        evaluations=_saliency_evals,
         aliases=("builtin.saliency",),
     ),
     MethodSpec(

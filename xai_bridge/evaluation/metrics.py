@@ -116,7 +116,7 @@ def _resolve_metric(metric: Any, steps: int | None, baseline: Any) -> Any:
                 kwargs["baseline"] = baseline
             metric = replace(metric, **kwargs) if kwargs else metric
         return metric
-    if not hasattr(metric, "name") or type(metric).__module__ != __name__:
+    if type(metric) not in (*_METRIC_TYPES, Insertion):
         raise ParameterError(
             f"metrics: expected metric names or xai_bridge.evaluation.metrics dataclasses, got {metric!r}"
         )

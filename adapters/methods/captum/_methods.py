@@ -152,8 +152,17 @@ def _gradient_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, in
 
 
 def _ig_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
-    """``n_steps`` path points plus the two end points per image, target and noise sample."""
-    return int(n * t * (_number(params, "n_steps", 50) + 2) * noise_samples(params))
+    """``n_steps`` path points per image, target and baseline, and the end points once per image and baseline.
+
+    With a noise tunnel (or ``n_steps="auto"``, taken as 50), a guess: the
+    points and both end points per image, target and noise sample.
+    """
+    steps = _number(params, "n_steps", 50)
+    if params.get("noise_tunnel") is not None or params.get("n_steps") == "auto":
+        return int(n * t * (steps + 2) * noise_samples(params))
+    baselines = params.get("baselines", 0)
+    k = len(baselines) if isinstance(baselines, list) else 1
+    return int(n * t * k * steps + n * (1 + k))
 
 
 def _windows(size: int, window: int, stride: int) -> int:
