@@ -1,6 +1,7 @@
 """The contract every installed method keeps, checked on a tiny model.
 
-For each name of ``available_methods(installed_only=True)``: the result has
+For each name of ``available_methods(installed_only=True)``, run at its own
+cheapest params (``MethodSpec.quick``, declared beside the method): the result has
 the contract's shapes and is finite; it is the same given the seed (and, for a
 method not declared random, whatever the seed); the model and the input array
 are unchanged; and what the method declares holds: unsigned maps are never
@@ -15,30 +16,6 @@ from conftest import TINY_CLASSES, TINY_PREPROCESS, make_tiny_net
 from helpers import module_state
 
 import xai_bridge as xb
-
-#: Small budgets so every method runs in well under a second on 2 x 24 x 24 images.
-BUDGETS: dict[str, dict] = {
-    "builtin.Occlusion": {"window": 8, "stride": 8},
-    "builtin.RISE": {"n_masks": 16, "grid": 3},
-    "shap.Partition": {"max_evals": 24, "masker": "blur(8,8)"},
-    "shap.Gradient": {"nsamples": 8},
-    "lime.Lime": {"num_samples": 12, "segmentation": "slic"},
-    "captum.IntegratedGradients": {"n_steps": 4},
-    "captum.GradientShap": {"n_samples": 3},
-    "captum.DeepLiftShap": {"baselines": ["random"] * 2},
-    "captum.Occlusion": {"window": 8, "stride": 8},
-    "captum.ShapleyValueSampling": {"n_samples": 2},
-    "captum.KernelShap": {"n_samples": 12},
-    "captum.Lime": {"n_samples": 12},
-    "gradcam.ScoreCAM": {"batch_size": 8},
-    "gradcam.AblationCAM": {"batch_size": 8},
-    "gradcam.DeepFeatureFactorization": {"n_components": 2},
-    "torchcam.SSCAM": {"num_samples": 2},
-    "torchcam.ISCAM": {"num_samples": 2},
-    "torchcam.SmoothGradCAMpp": {"num_samples": 2},
-    "torchcam.FinerCAM": {"num_references": 2},
-    "gradcam.FinerCAM": {"comparison_categories": (1, 2)},
-}
 
 METHODS = xb.available_methods(installed_only=True)
 
@@ -65,7 +42,7 @@ def test_method_keeps_the_contract(name: str) -> None:
     spec = xb.default_registry().spec(name)
     model, images = _model(), _images()
     before, pixels = module_state(model.module), images.copy()
-    params = BUDGETS.get(name, {})
+    params = dict(spec.quick)  # the method's own cheapest run: well under a second on 2 x 24 x 24 images
     exp = xb.explain(model, images, name, targets=[[1, 3], [0, 2]], seed=5, **params)
     n_targets = exp.targets.shape[1]
     assert exp.method == name and exp.attributions.shape == (2, n_targets, 24, 24)

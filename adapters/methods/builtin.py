@@ -15,8 +15,9 @@ image goes through ``model.predict`` in a few large batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -100,15 +101,10 @@ def occlusion(request: ExplainRequest) -> BackendResult:
         baseline: fill value 0-255, an RGB triple, or ``"mean"`` (the image's
             mean colour). Default 0 (black).
     """
-    params = check_params(request.method, request.params, {"window": None, "stride": None, "baseline": 0})
+    params = check_params(request.method, request.params, _OCCLUSION_DEFAULTS)
     images, targets = request.images, request.targets
     n, h, w, _ = images.shape
-    window = _pixels("window", params["window"], max(1, min(h, w) // 8))
-    if not (0 < window[0] <= h and 0 < window[1] <= w):
-        raise ParameterError(f"window: expected 1..{(h, w)} pixels, got {window}")
-    stride = _pixels("stride", params["stride"], (max(1, window[0] // 2), max(1, window[1] // 2)))
-    if min(stride) < 1:
-        raise ParameterError(f"stride: expected positive steps, got {stride}")
+    window, stride = _occlusion_geometry(params, h, w)
     corners = sliding_windows(h, w, window, stride)
     fills = np.rint(baseline_fills(images, params["baseline"])).astype(np.uint8)
 
@@ -137,6 +133,36 @@ def occlusion(request: ExplainRequest) -> BackendResult:
         backend_version="builtin",
         base_scores=None,
     )
+
+
+_OCCLUSION_DEFAULTS = {"window": None, "stride": None, "baseline": 0}
+
+
+def _occlusion_geometry(params: Mapping[str, Any], h: int, w: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The window and stride of :func:`occlusion` on ``(h, w)`` images, defaults filled in and checked."""
+    window = _pixels("window", params.get("window"), max(1, min(h, w) // 8))
+    if not (0 < window[0] <= h and 0 < window[1] <= w):
+        raise ParameterError(f"window: expected 1..{(h, w)} pixels, got {window}")
+    stride = _pixels("stride", params.get("stride"), (max(1, window[0] // 2), max(1, window[1] // 2)))
+    if min(stride) < 1:
+        raise ParameterError(f"stride: expected positive steps, got {stride}")
+    return window, stride
+
+
+def _saliency_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:func:`saliency`'s evaluations: one forward pass per image (each target's gradient reuses it)."""
+    return n
+
+
+def _occlusion_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:func:`occlusion`'s evaluations: each image once, then once per window position (all targets share them)."""
+    window, stride = _occlusion_geometry(params, *hw)
+    return n * (1 + len(sliding_windows(*hw, window, stride)))
+
+
+def _rise_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:func:`rise`'s evaluations: one per mask and image (all targets share them)."""
+    return n * int(params.get("n_masks", _RISE_DEFAULTS["n_masks"]))
 
 
 def _pixels(name: str, value: object, default: int | tuple[int, int]) -> tuple[int, int]:
@@ -185,7 +211,7 @@ def _predict_stream(model: object, stream: Iterator[np.ndarray], total: int) -> 
     return out
 
 
-_RISE_DEFAULTS = {"n_masks": 4000, "grid": 7, "p1": 0.5, "baseline": 0}
+_RISE_DEFAULTS: dict[str, Any] = {"n_masks": 4000, "grid": 7, "p1": 0.5, "baseline": 0}
 _CHUNK_VALUES = 1 << 24  # float32 values per masked-image chunk (64 MiB)
 
 
@@ -329,6 +355,7 @@ SPECS = (
         family="gradient",
         needs_gradients=True,
         description="Gradient of the target output w.r.t. image pixels (Simonyan et al. 2014), via torch.autograd.",
+        evaluations=_saliency_evals,
         aliases=("builtin.saliency",),
     ),
     MethodSpec(
@@ -337,11 +364,16 @@ SPECS = (
         family="perturbation",
         signed=True,
         description="Sliding-window occlusion in numpy, batched through model.predict; works on any model.",
+        evaluations=_occlusion_evals,
+        quick={"window": 8, "stride": 8},
         aliases=("builtin.occlusion",),
     ),
     MethodSpec(
         name="builtin.RISE",
         budget="n_masks",
+        budget_default=_RISE_DEFAULTS["n_masks"],
+        evaluations=_rise_evals,
+        quick={"n_masks": 16, "grid": 3},
         target=f"{__name__}:rise",
         family="perturbation",
         signed=True,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,16 +57,19 @@ class _PredictUint8:
         return np.asarray(self.predict(_as_uint8(x)), dtype=np.float64)
 
 
-_PARTITION_DEFAULTS = {"masker": MaskKind.INPAINT_TELEA, "max_evals": 500, "batch_size": 50, "fixed_context": None}
+_PARTITION_DEFAULTS: dict[str, Any] = {
+    "masker": MaskKind.INPAINT_TELEA,
+    "max_evals": 500,
+    "batch_size": 50,
+    "fixed_context": None,
+}
 
 
 def partition(request: ExplainRequest) -> BackendResult:
     """Shap's Partition explainer on image pixels: Owen values with hierarchical masking.
 
     Lundberg & Lee 2017 (https://arxiv.org/abs/1705.07874); the masking follows
-    shap's image examples.
-
-    The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
+    shap's image examples. The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
     satisfy efficiency: their sum over pixels and channels is
     ``f(x) - f(fully masked)``; ``base_scores`` holds ``f(fully masked)``.
     shap breaks priority ties with numpy's global RNG: it is seeded with
@@ -94,12 +97,7 @@ def partition(request: ExplainRequest) -> BackendResult:
     n, h, w, _ = images.shape
     shape = (h, w, 3)
     mask_value = masker.shap_mask_value(shape)
-    call = {
-        "max_evals": max_evals,
-        "batch_size": batch_size,
-        "fixed_context": params["fixed_context"],
-        "silent": True,
-    }
+    call = {"max_evals": max_evals, "batch_size": batch_size, "fixed_context": params["fixed_context"], "silent": True}
 
     def explain_one(i: int, predict: Callable[[np.ndarray], np.ndarray]) -> Any:
         explainer = _explainer(predict, mask_value, shape)
@@ -114,7 +112,7 @@ def partition(request: ExplainRequest) -> BackendResult:
         jobs = [functools.partial(explain_one, i) for i in range(n)]
         outs = merged_calls(request.model.predict, jobs, numpy_seeds=[request.seed] * n)
     values = np.stack([np.transpose(np.asarray(o.values).reshape(h, w, 3, -1), (3, 2, 0, 1)) for o in outs])
-    values = values.astype(np.float32)
+    values = values.astype(np.float32)  # (N, T, 3, H, W)
     base = np.stack([np.asarray(o.base_values).reshape(-1) for o in outs]).astype(np.float32)
     return BackendResult(
         attributions=values.sum(axis=2),
@@ -132,10 +130,9 @@ _GRADIENT_DEFAULTS = {"background": "black", "nsamples": 200, "local_smoothing":
 def gradient(request: ExplainRequest) -> BackendResult:
     """Shap's GradientExplainer: expected gradients on image pixels of a torch model.
 
-    Erion et al. 2021, https://arxiv.org/abs/1906.10670.
-
-    Runs on ``model.pixel_module()``, so values are per image pixel in [0, 255]
-    units and the background lives in the same space. ``base_scores`` is the
+    Erion et al. 2021, https://arxiv.org/abs/1906.10670. Runs on
+    ``model.pixel_module()``, so values are per image pixel in [0, 255] units
+    and the background lives in the same space. ``base_scores`` is the
     mean output on the background (what the values sum to approximately, with
     ``f(x)``). Seeded: shap's ``rseed`` and the torch RNG (forked) use
     ``request.seed``.
@@ -182,13 +179,8 @@ def gradient(request: ExplainRequest) -> BackendResult:
         attributions=values.sum(axis=2),
         raw=values,
         base_scores=base,
-        params={
-            **params,
-            "background": _describe(params["background"]),
-            "nsamples": nsamples,
-            "local_smoothing": smoothing,
-            "batch_size": batch_size,
-        },
+        params={**params, "background": _describe(params["background"])}
+        | {"nsamples": nsamples, "local_smoothing": smoothing, "batch_size": batch_size},
         backend_version=shap.__version__,
         n_model_evals=evals,
         uses_seed=True,
@@ -344,10 +336,18 @@ def _explainer(predict: Callable[[np.ndarray], np.ndarray], mask_value: Any, sha
     return explainer
 
 
+def _partition_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:func:`partition`'s evaluations: ``max_evals`` per image (all targets share them)."""
+    return n * int(params.get("max_evals", _PARTITION_DEFAULTS["max_evals"]))
+
+
 SPECS = (
     MethodSpec(
         name="shap.Partition",
         budget="max_evals",
+        budget_default=int(_PARTITION_DEFAULTS["max_evals"]),
+        evaluations=_partition_evals,
+        quick={"max_evals": 24, "masker": "blur(8,8)"},
         target=f"{__name__}:partition",
         requires=("shap", "cv2"),
         extra="shap",
@@ -368,6 +368,7 @@ SPECS = (
         signed=True,
         random=True,
         description="shap's GradientExplainer (expected gradients) on image pixels of a torch model.",
+        quick={"nsamples": 8},
         aliases=("shap.gradient",),
     ),
 )
