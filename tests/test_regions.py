@@ -8,8 +8,9 @@ import pytest
 pytest.importorskip("shap")
 pytest.importorskip("sklearn")
 
-import xai_bridge as xb  # noqa: E402
-from xai_bridge.adapters.methods._regions import region_labels, region_tree, regions_of  # noqa: E402
+from xai_bridge.adapters.methods._regions import region_labels, region_tree, regions_of
+
+import xai_bridge as xb
 
 RED = (slice(20, 40), slice(30, 50))
 

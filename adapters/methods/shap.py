@@ -153,7 +153,7 @@ def _partition_regions(
     from ._segments import map_images
 
     images, targets = request.images, request.targets
-    n, h, w, _ = images.shape
+    n = len(images)
     spec = effective["partition"]
     library = not callable(spec) or isinstance(spec, Segmentation)
     regions = map_images(lambda image: regions_of(spec, image), images, parallel=library)
@@ -171,7 +171,10 @@ def _partition_regions(
         outs = merged_calls(request.model.predict, jobs, numpy_seeds=[request.seed] * n)
     t = targets.shape[1]
     maps = np.stack(
-        [spread(np.asarray(o.values, np.float64).reshape(r.count, t), r.labels) for o, r in zip(outs, regions)]
+        [
+            spread(np.asarray(o.values, np.float64).reshape(r.count, t), r.labels)
+            for o, r in zip(outs, regions, strict=True)
+        ]
     )
     base = np.stack([np.asarray(o.base_values).reshape(-1) for o in outs]).astype(np.float32)
     segments = np.stack([r.labels for r in regions])
