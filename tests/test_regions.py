@@ -121,6 +121,18 @@ def test_masks_and_label_images() -> None:
     np.testing.assert_allclose(by_labels.attributions, exp.attributions, atol=1e-7)
 
 
+def test_boxes_are_regions() -> None:
+    img = scene()
+    exp = explain(img[None], partition=[xb.Box(30, 20, 50, 40), xb.Box(5, 5, 25, 20)], masker="blur(8,8)")
+    segments = exp.extras["segments"][0, 0]
+    assert np.unique(segments).size == 3 and np.unique(segments[RED]).size == 1
+    detector_output = {"boxes": np.array([[30.0, 20, 50, 40]]), "labels": np.array([1]), "scores": np.array([0.9])}
+    same = explain(img[None], partition=detector_output, masker="blur(8,8)")
+    assert np.unique(same.extras["segments"][0, 0]).size == 2
+    with pytest.raises(xb.ParameterError, match=r"partition\[0\]: box \(70.0, 70.0, 80.0, 80.0\) has no pixel inside"):
+        explain(img[None], partition=[xb.Box(70, 70, 80, 80)], max_evals=20)
+
+
 def test_overlapping_masks_give_each_pixel_to_the_smallest_mask() -> None:
     img = scene()
     whole = np.zeros((64, 64), bool)

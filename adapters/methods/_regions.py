@@ -18,13 +18,15 @@ Regions come from:
     * bool masks ``(K, H, W)`` or a list of them, e.g. SAM's; pixels in no mask
       form one more region (the rest of the image). Where masks overlap, a
       pixel belongs to the smallest mask that holds it (earlier masks first
-      among equal sizes), so a part nested in a whole keeps its own region.
+      among equal sizes), so a part nested in a whole keeps its own region;
+    * boxes: a list of ``xb.Box(x0, y0, x1, y1)`` or a detector's output
+      ``{"boxes": (K, 4), ...}``, each box a mask (clipped to the image).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,9 @@ def regions_of(spec: Any, image: np.ndarray) -> Regions:
 def region_labels(spec: Any, image: np.ndarray) -> tuple[np.ndarray, Any]:
     """Labels ``(H, W)`` int32 numbered ``0 .. R-1`` (R >= 2) and a description, for a ``partition=`` value."""
     h, w = image.shape[:2]
+    boxes = _boxes(spec)
+    if boxes is not None:
+        return _from_masks(_box_masks(boxes, (h, w)), (h, w)), f"{len(boxes)} boxes"
     if isinstance(spec, np.ndarray) and spec.dtype == np.bool_ and spec.ndim == 3:
         return _from_masks(list(spec), (h, w)), f"{len(spec)} masks"
     if isinstance(spec, (list, tuple)) and spec and not isinstance(spec[0], (str, int, float)):
@@ -81,6 +86,36 @@ def region_labels(spec: Any, image: np.ndarray) -> tuple[np.ndarray, Any]:
     labels = seg(image) if isinstance(seg, Segmentation) else seg(image.copy())
     desc = seg.describe() if isinstance(seg, Segmentation) else repr(seg)
     return _checked_labels(labels, (h, w), "partition (the segmentation's output)"), desc
+
+
+def _boxes(spec: Any) -> np.ndarray | None:
+    """``(K, 4)`` boxes where ``spec`` is a list of boxes or a detector's output, else None."""
+    if isinstance(spec, Mapping) and "boxes" in spec:
+        value = spec["boxes"]
+        value = value.detach().cpu().numpy() if hasattr(value, "detach") else value
+        return np.asarray(value, np.float64).reshape(-1, 4)
+    if hasattr(spec, "boxes") and hasattr(spec, "labels"):  # Detections
+        return np.asarray(spec.boxes, np.float64).reshape(-1, 4)
+    if isinstance(spec, (list, tuple)) and spec and all(type(b).__name__ == "Box" for b in spec):
+        return np.asarray([tuple(b) for b in spec], np.float64)
+    return None
+
+
+def _box_masks(boxes: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
+    h, w = shape
+    masks = []
+    for k, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        c0, r0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        c1, r1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
+        if c1 <= c0 or r1 <= r0:
+            raise ParameterError(
+                f"partition[{k}]: box {(x0, y0, x1, y1)} has no pixel inside the {w}x{h} image; "
+                "pass xb.Box(x0, y0, x1, y1) with x the column and y the row, in pixels"
+            )
+        mask = np.zeros(shape, bool)
+        mask[r0:r1, c0:c1] = True
+        masks.append(mask)
+    return masks
 
 
 def _checked_labels(labels: Any, shape: tuple[int, int], name: str) -> np.ndarray:
