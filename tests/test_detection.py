@@ -179,3 +179,13 @@ def test_score_model_scores_every_target_in_one_pass() -> None:
     out = model.predict(np.stack([img, np.full_like(img, 120)]))
     assert fn.calls == before + 1
     np.testing.assert_allclose(out, [[1, 1], [0, 0]])
+
+
+def test_semantic_regions_for_a_detector_its_boxes_as_regions() -> None:
+    det, _ = detector()
+    [exp] = explain_detections(det, scene(), "shap.Partition", max_evals=40, masker="blur(8,8)", partition="boxes")
+    segments = exp.extras["segments"][0, 0]
+    assert np.unique(segments).size == 3  # the two boxes and the rest of the image
+    red = exp.attributions[0, 0]
+    total = red.sum()
+    assert red[8:28, 8:28].sum() == pytest.approx(total, rel=1e-5)  # only the red box moves the red detection

@@ -54,7 +54,9 @@ def explain_detections(
         layout: layout of array inputs when ambiguous.
         registry: method table (default: the built-in one).
         progress: as in :func:`xai_bridge.explain`.
-        **params: the method's own parameters.
+        **params: the method's own parameters. ``shap.Partition`` also takes
+            ``partition="boxes"``: the image's detections above
+            ``score_threshold`` as its regions, each box one region.
 
     Returns:
         One Explanation per image: ``targets`` are the detections' class indices,
@@ -79,8 +81,11 @@ def explain_detections(
             chosen = found.take(index)
             labels = describe(chosen, names)
             model = DetectionScoreModel(detector, chosen, labels)
+            own = dict(params)
+            if isinstance(own.get("partition"), str) and own["partition"] == "boxes":
+                own["partition"] = found.take(found.scores >= score_threshold)
             exp = explain(
-                model, image[None], method, targets=[list(range(len(chosen)))], seed=seed, registry=registry, **params
+                model, image[None], method, targets=[list(range(len(chosen)))], seed=seed, registry=registry, **own
             )
             results.append(
                 replace(
