@@ -226,7 +226,8 @@ def find_sites(
 
     One forward pass of ``x`` (no grad) with every candidate recorded; kept
     are the innermost candidates that ran once and returned ``(B, heads, N, N)``
-    probabilities. Raises :class:`MethodNotApplicableError` for a model
+    self-attention probabilities (SigLIP's pooling head attends from one
+    probe token: left out). Raises :class:`MethodNotApplicableError` for a model
     without any, and for windowed attention (Swin), whose ``N`` is a window.
     """
     modules = dict(module.named_modules())
@@ -249,7 +250,7 @@ def find_sites(
     finally:
         for handle in handles:
             handle.remove()
-    ran = {k for k in order if recorder.calls[k] == 1 and order.count(k) == 1}
+    ran = {k for k in order if recorder.calls[k] == 1 and order.count(k) == 1 and _is_self_attention(recorder, k)}
     ran = {k for k in ran if not any(j != k and candidates[j].name.startswith(candidates[k].name + ".") for j in ran)}
     sites = [candidates[k] for k in sorted(ran, key=order.index)]
     if not sites:
@@ -258,6 +259,12 @@ def find_sites(
         )
     shapes = {tuple(recorder.attentions[candidates.index(s)].shape[-2:]) for s in sites}  # type: ignore[union-attr]
     return sites, _patch_grid(method, module, shapes, convs)
+
+
+def _is_self_attention(recorder: AttentionRecorder, k: int) -> bool:
+    """Whether site ``k`` returned square ``(B, heads, N, N)`` probabilities (not a pooling head's cross-attention)."""
+    weights = recorder.attentions[k]
+    return weights is not None and weights.shape[-1] == weights.shape[-2]
 
 
 def _patch_grid(

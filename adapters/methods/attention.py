@@ -189,8 +189,10 @@ def generic_attention(request: ExplainRequest) -> BackendResult:
     """Gradient-weighted attention (Chefer et al. 2021, https://arxiv.org/abs/2103.15679), self-attention rule.
 
     ``R = I``, then for each layer ``R += mean_h((dy_t/dA_l * A_l)^+) R``; the
-    map is the class token's row of ``R`` over the patches, as in the
-    authors' ViT code. One backward pass per target.
+    map is the class token's row of ``R - I`` over the patches, as in the
+    authors' ViT code (``R - I``: the same with a class token; without one,
+    e.g. SigLIP, the mean row would otherwise add ``1 / N`` everywhere). One
+    backward pass per target.
 
     Params:
         layer: attention layers to propagate through (default: all).
@@ -217,7 +219,7 @@ def generic_attention(request: ExplainRequest) -> BackendResult:
                 for attention, grad in zip(attentions, grads, strict=True):
                     cam = (grad.float() * attention.float()).clamp(min=0).mean(dim=1)
                     relevance = relevance + cam @ relevance
-                per_target.append(_patch_row(relevance, run.grid))
+                per_target.append(_patch_row(relevance - eye, run.grid))  # the identity is no evidence
         return torch.stack(per_target, dim=1)
 
     maps, evals = _run(request, params["layer"], batch_maps)
