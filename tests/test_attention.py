@@ -262,6 +262,8 @@ def test_bad_parameters_are_refused_in_one_line() -> None:
         xb.explain(model, _images(), METHODS[0], head_fusion="median")
     with pytest.raises(xb.ParameterError, match=r"layer: expected an attention module .* got 'head'"):
         xb.explain(model, _images(), METHODS[1], layer="head")
+    with pytest.raises(xb.ParameterError, match="layer: expected at least one"):
+        xb.explain(model, _images(), METHODS[2], layer=[])
 
 
 def test_layer_chooses_the_attention_layers() -> None:

@@ -302,6 +302,10 @@ def select(sites: Sequence[AttentionSite], layer: Any, module: nn.Module) -> lis
     if layer is None:
         return list(sites)
     entries = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if not entries:
+        raise ParameterError(
+            "layer: expected at least one attention module or block, got an empty list; pass None for all"
+        )
     chosen: list[AttentionSite] = []
     for entry in entries:
         if isinstance(entry, str):

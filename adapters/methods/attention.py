@@ -295,18 +295,24 @@ def _legrad_torchcam(built: dict[str, Any], run: _Batch) -> torch.Tensor:
 def _legrad_batch(run: _Batch) -> torch.Tensor:
     """LeGrad maps of one batch: every chosen layer's tokens through the model's tail in one forward pass.
 
-    The last block's output is replaced by its own tokens followed by the
-    chosen blocks' tokens, so the first rows of the output are the model's
-    true scores (the ones ``explain`` records) and the others the layer scores.
+    The last block's output is replaced by its own tokens followed by a
+    detached copy of each chosen block's tokens, so the first rows of the
+    output are the model's true scores (the ones ``explain`` records) and the
+    others the layer scores. The chain rule runs in two steps: one backward
+    pass through the tail per target gives ``ds_l / dz_l`` for every layer,
+    then each block's tokens are differentiated w.r.t. its own attention only
+    (differentiating ``s_l`` in one step would also walk every later block,
+    through the tail's copy of the last block's tokens: quadratic in depth).
     """
     import torch
 
     rec, batch, chosen = run.recorder, len(run.x), run.chosen
+    copies: list[torch.Tensor] = []
 
     def substitute(_m: Any, _i: Any, out: Any) -> Any:
-        tokens = [_captured(rec, len(rec.sites) - 1, rec.blocks), *(_captured(rec, k, rec.blocks) for k in chosen)]
-        axis = 0 if tokens[0].shape[0] == batch else 1
-        stacked = torch.cat(tokens, dim=axis)
+        copies[:] = [_captured(rec, k, rec.blocks).detach().requires_grad_(True) for k in chosen]
+        last = _captured(rec, len(rec.sites) - 1, rec.blocks)
+        stacked = torch.cat([last, *copies], dim=0 if last.shape[0] == batch else 1)
         return (stacked, *out[1:]) if isinstance(out, tuple) else stacked
 
     handle = rec.sites[-1].block_module.register_forward_hook(substitute)
@@ -320,16 +326,15 @@ def _legrad_batch(run: _Batch) -> torch.Tensor:
             f"model: builtin.LeGrad needs the layers after the last transformer block to take any batch of tokens; "
             f"got {out.shape[0]} outputs for {batch * (len(chosen) + 1)} token sets; use builtin.GenericAttention"
         )
-    n_targets = run.idx.shape[1]
     per_target = []
     with torch.enable_grad():
-        for j in range(n_targets):
+        for j in range(run.idx.shape[1]):
+            score = out[batch:].gather(1, run.idx[:, j : j + 1].repeat(len(chosen), 1).to(out.device)).sum()
+            token_grads = torch.autograd.grad(score, copies, retain_graph=True)
             layer_maps = []
-            for i, k in enumerate(chosen):
-                scores = out[(i + 1) * batch : (i + 2) * batch]
-                score = scores.gather(1, run.idx[:, j : j + 1].to(out.device)).sum()
-                keep = j < n_targets - 1 or i < len(chosen) - 1
-                (grad,) = torch.autograd.grad(score, _captured(rec, k), retain_graph=keep)
+            for k, token_grad in zip(chosen, token_grads, strict=True):
+                tokens, attention = _captured(rec, k, rec.blocks), _captured(rec, k)
+                (grad,) = torch.autograd.grad(tokens, attention, grad_outputs=token_grad, retain_graph=True)
                 relevance = grad.float().clamp(min=0).mean(dim=(1, 2))[:, run.grid.prefix :]
                 layer_maps.append(relevance.reshape(batch, run.grid.height, run.grid.width))
             per_target.append(torch.stack(layer_maps).mean(dim=0))
