@@ -297,7 +297,7 @@ def _patch_grid(
     )
 
 
-def select(sites: Sequence[AttentionSite], layer: Any, module: nn.Module) -> list[AttentionSite]:
+def select(sites: Sequence[AttentionSite], layer: Any) -> list[AttentionSite]:
     """The sites named by ``layer=``: None (all), or a module / dotted name (attention module or block), or a list."""
     if layer is None:
         return list(sites)

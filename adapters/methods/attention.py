@@ -108,7 +108,7 @@ def _run(
         counter = enter_run(stack, model, net)
         x0 = model.pixel_tensor(images[:1])
         sites, grid = find_sites(model.module, net, x0, request.method)
-        chosen = select(sites, layer, model.module)
+        chosen = select(sites, layer)
         check_outputs(net, x0, targets, request.n_outputs)
         recorder = stack.enter_context(recording(sites if record else [], blocks=blocks))
         chosen_idx = [sites.index(s) for s in chosen]
@@ -360,7 +360,6 @@ SPECS = (
         extra="torch",
         family="other",
         description="Attention rollout (Abnar & Zuidema 2020) on any ViT: head-fused attention multiplied over layers.",
-        aliases=("builtin.rollout",),
     ),
     MethodSpec(
         name="builtin.LeGrad",
@@ -370,7 +369,6 @@ SPECS = (
         family="gradient",
         needs_gradients=True,
         description="LeGrad (Bousselham et al. 2024): positive gradients of each layer's score w.r.t. its attention.",
-        aliases=("builtin.legrad",),
     ),
     MethodSpec(
         name="builtin.GenericAttention",
@@ -380,6 +378,5 @@ SPECS = (
         family="gradient",
         needs_gradients=True,
         description="Gradient-weighted attention relevance (Chefer et al. 2021, generic attention explainability).",
-        aliases=("builtin.chefer",),
     ),
 )
