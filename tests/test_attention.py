@@ -130,6 +130,27 @@ def test_rollout_equals_a_hand_written_rollout_on_a_timm_vit() -> None:
         np.testing.assert_allclose(exp.attributions[:, j], expected, rtol=0, atol=1e-6)
 
 
+def test_generic_attention_equals_the_authors_rule_written_out(hf_dir: Path) -> None:
+    """Chefer et al.'s ViT code: R = I; R += mean_h((grad * A)^+) R per layer; the class token's row over patches."""
+    from transformers import ViTForImageClassification
+
+    images = _images(2)
+    exp = xb.explain(
+        _model(ViTForImageClassification.from_pretrained(hf_dir).eval()), images, METHODS[2], targets=[3, 1]
+    )
+    eager = ViTForImageClassification.from_pretrained(hf_dir, attn_implementation="eager").eval()
+    out = eager(pixel_values=_pixels(images), output_attentions=True)
+    for attention in out.attentions:
+        attention.retain_grad()
+    out.logits[[0, 1], [3, 1]].sum().backward()
+    relevance = torch.eye(17, dtype=torch.float64).repeat(2, 1, 1)
+    for attention in out.attentions:
+        cam = (attention.grad * attention).clamp(min=0).mean(dim=1).double()
+        relevance = relevance + cam @ relevance
+    expected = _up(relevance[:, 0, 1:].reshape(2, 4, 4).detach())
+    np.testing.assert_allclose(exp.attributions[:, 0], expected, rtol=1e-5, atol=1e-8)
+
+
 def test_legrad_equals_torchcams_legrad_on_a_torchvision_vit() -> None:
     pytest.importorskip("torchcam")
     from helpers import assert_close
