@@ -298,6 +298,17 @@ def test_layer_chooses_the_attention_layers() -> None:
     assert by_block.params["layer"] == "blocks.1"
 
 
+def test_the_attention_modules_are_found_once_per_input_size() -> None:
+    net = _timm_vit()
+    model, images = _model(net), _images()
+    first, second = (xb.explain(model, images, METHODS[0], targets=[[1], [2]]) for _ in range(2))
+    assert first.n_model_evals - second.n_model_evals == 1  # the tracing forward pass of one image
+    np.testing.assert_array_equal(first.attributions, second.attributions)
+    net.blocks[1].attn = type(net.blocks[1].attn)(192, num_heads=3, qkv_bias=True).eval()  # a swapped module
+    third = xb.explain(model, images, METHODS[0], targets=[[1], [2]])
+    assert third.n_model_evals == first.n_model_evals and not np.allclose(third.attributions, first.attributions)
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("kind", ["timm", "torchvision", "hf"])
 def test_the_model_ends_exactly_as_it_was(method: str, kind: str, hf_dir: Path) -> None:

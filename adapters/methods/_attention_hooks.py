@@ -44,6 +44,7 @@ __all__ = [
     "PatchGrid",
     "attention_kind",
     "find_sites",
+    "model_sites",
     "recording",
     "select",
 ]
@@ -259,6 +260,31 @@ def find_sites(
         )
     shapes = {tuple(recorder.attentions[candidates.index(s)].shape[-2:]) for s in sites}  # type: ignore[union-attr]
     return sites, _patch_grid(method, module, shapes, convs)
+
+
+def model_sites(model: Any, net: nn.Module, x: torch.Tensor, method: str) -> tuple[list[AttentionSite], PatchGrid]:
+    """:func:`find_sites` for a model wrapper, cached in ``model.memo`` per input size.
+
+    The sites depend only on the module's structure and the input size, so
+    the tracing forward pass runs once, as for a CAM's layer; a cached answer
+    is used only while the module still holds every site under its name.
+    """
+    memo = getattr(model, "memo", None)
+    key = ("attention-sites", tuple(x.shape[1:]))
+    hit = memo.get(key) if isinstance(memo, dict) else None
+    if hit is not None and all(_holds(model.module, site) for site in hit[0]):
+        return hit  # type: ignore[no-any-return]
+    found = find_sites(model.module, net, x, method)
+    if isinstance(memo, dict):
+        memo[key] = found
+    return found
+
+
+def _holds(module: nn.Module, site: AttentionSite) -> bool:
+    try:
+        return module.get_submodule(site.name) is site.module and module.get_submodule(site.block) is site.block_module
+    except AttributeError:
+        return False
 
 
 def _is_self_attention(recorder: AttentionRecorder, k: int) -> bool:

@@ -96,7 +96,7 @@ def _run(
     import torch.nn.functional as F
     from xai_bridge.adapters._torch import enter_run
 
-    from ._attention_hooks import find_sites, recording, select
+    from ._attention_hooks import model_sites, recording, select
     from ._layers import check_outputs, crop_aligned
 
     model = _torch_model(request)
@@ -107,7 +107,7 @@ def _run(
         stack.enter_context(model.guard(freeze_params=True))
         counter = enter_run(stack, model, net)
         x0 = model.pixel_tensor(images[:1])
-        sites, grid = find_sites(model.module, net, x0, request.method)
+        sites, grid = model_sites(model, net, x0, request.method)
         chosen = select(sites, layer)
         check_outputs(net, x0, targets, request.n_outputs)
         recorder = stack.enter_context(recording(sites if record else [], blocks=blocks))
