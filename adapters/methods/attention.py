@@ -149,8 +149,9 @@ def _layer_names(layer: Any) -> Any:
 def attention_rollout(request: ExplainRequest) -> BackendResult:
     """Attention rollout (Abnar & Zuidema 2020, https://arxiv.org/abs/2005.00928).
 
-    ``R = prod_l (A_l + I) / 2`` over the layers, last layer leftmost, with
-    ``A_l`` fused over heads; the map is the class token's row of ``R`` over
+    ``R = prod_l norm(A_l + I)`` over the layers, last layer leftmost, with
+    ``A_l`` fused over heads and ``norm`` making rows sum to 1 (``(A_l + I) / 2``
+    for the mean over heads); the map is the class token's row of ``R`` over
     the patches. Target-independent: every target gets the same map, whose
     values are the fractions of the class token's attention flowing from each
     patch (they sum to at most 1).
@@ -172,13 +173,13 @@ def attention_rollout(request: ExplainRequest) -> BackendResult:
 
         with torch.no_grad():
             run.net(run.x)
-            rollout = torch.eye(1)
-            for n, k in enumerate(run.chosen):
+            steps = []
+            for k in run.chosen:
                 attention = _captured(run.recorder, k).float()
                 fused = attention.mean(dim=1) if fusion == "mean" else getattr(attention, fusion)(dim=1).values
                 step = fused + torch.eye(fused.shape[-1], device=fused.device)
-                step = step / step.sum(dim=-1, keepdim=True)
-                rollout = step if n == 0 else step @ rollout
+                steps.append(step / step.sum(dim=-1, keepdim=True))
+            rollout = functools.reduce(lambda product, step: step @ product, steps)
             return _patch_row(rollout, run.grid)[:, None].expand(-1, run.idx.shape[1], -1, -1)
 
     maps, evals = _run(request, params["layer"], batch_maps)
