@@ -165,7 +165,7 @@ def test_legrad_equals_torchcams_legrad_on_a_torchvision_vit() -> None:
             idx = [int(t) for t in exp.targets[:, j]]
             expected.append(_up(extractor(idx, scores, normalized=False)[0].detach()))
     assert_close(exp.attributions, np.stack(expected, axis=1), rel=1e-5)
-    assert exp.attributions.max() > 0 and exp.backend_version == xb.contract.library_version("torchcam")
+    assert exp.attributions.max() > 0
 
 
 def test_legrads_own_code_equals_torchcams_with_the_models_own_head(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,8 +185,7 @@ def test_legrads_own_code_equals_torchcams_with_the_models_own_head(monkeypatch:
             scores = net(_pixels(images))
             idx = [int(t) for t in exp.targets[:, j]]
             expected.append(_up(extractor(idx, scores, normalized=False)[0].detach()))
-    assert_close(exp.attributions, np.stack(expected, axis=1), rel=1e-5)
-    assert exp.backend_version == torch.__version__
+    assert_close(exp.attributions, np.stack(expected, axis=1), rel=1e-5)  # torchcam's own head (mean) would differ
 
 
 @pytest.mark.parametrize("method", METHODS)
