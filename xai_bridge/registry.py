@@ -74,6 +74,11 @@ class MethodSpec:
             -> int, or None where it cannot tell (the cost depends on the
             model, e.g. one pass per feature channel). Progress bars size
             their ETA from it; read it through :meth:`expected_evals`.
+        model_kind: what the method needs of the model: ``"any"`` (its
+            outputs, or its gradients with ``needs_gradients``),
+            ``"transformer"`` (attention modules: a vision transformer) or
+            ``"detector"`` (an object detector's detections, through
+            :func:`~xai_bridge.detection.explain_detections`).
         quick: parameters of the cheapest run that still exercises the method
             (e.g. a budget of a dozen evaluations), for smoke checks on a tiny
             model: the contract test and ``benchmarks/gpu_check.py --quick``.
@@ -94,6 +99,7 @@ class MethodSpec:
     budget_default: int | None = None
     evaluations: Evaluations | None = field(default=None, compare=False)
     quick: Mapping[str, Any] = field(default_factory=dict)
+    model_kind: str = "any"
 
     def expected_evals(self, params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int | None:
         """The model evaluations a run of ``n`` images and ``t`` targets at ``hw`` pixels should make.

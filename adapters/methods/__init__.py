@@ -16,7 +16,7 @@ from xai_bridge.registry import MethodSpec
 __all__ = ["METHOD_MODULES", "builtin_specs"]
 
 #: Modules in this package that define ``SPECS``, in listing order.
-METHOD_MODULES = ("builtin", "drise", "gradcam", "torchcam", "captum", "shap", "lime")
+METHOD_MODULES = ("builtin", "gradcam", "torchcam", "captum", "shap", "lime")
 
 
 def builtin_specs() -> list[MethodSpec]:
