@@ -1,7 +1,7 @@
 """The transport policy mounted on every remote captioner's ``requests.Session``.
 
 :class:`PolicyAdapter` is a ``requests`` ``HTTPAdapter`` that applies one
-:class:`~xai_bridge.adapters.captioners.http.RetryPolicy` to each API call,
+:class:`~xai_bridge.adapters.captioners.retry.RetryPolicy` to each API call,
 in the style of urllib3's ``HTTPAdapter(max_retries=Retry(...))``, and adds
 what urllib3's ``Retry`` cannot do because it stops at the headers:
 
@@ -19,7 +19,7 @@ what urllib3's ``Retry`` cannot do because it stops at the headers:
   shorter than its ``Content-Length``, a bad gzip stream and a passed deadline
   are retried like timeouts, then raise one ``RemoteCaptionError``.
 
-This module imports ``requests``; ``http.py`` imports it only when a session
+This module imports ``requests``; ``client.py`` imports it only when a session
 is first needed.
 """
 
@@ -39,7 +39,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .http import RetryPolicy
+    from .retry import RetryPolicy
 
 __all__ = ["PolicyAdapter", "TransportError"]
 
@@ -60,8 +60,8 @@ _TRANSIENT = (
 class TransportError(Exception):
     """Raised by the adapter with a message that is already scrubbed of the key.
 
-    ``http.py`` turns it into :class:`~xai_bridge.adapters.captioners.http.RemoteCaptionError`;
-    it exists so that this module need not import ``http.py``.
+    ``client.py`` turns it into :class:`~xai_bridge.adapters.captioners.keys.RemoteCaptionError`;
+    it exists so that this module need not import ``client.py``.
     """
 
 
@@ -194,7 +194,7 @@ class PolicyAdapter(HTTPAdapter):
             else:
                 status = response.status_code
                 logger.debug("POST %s -> HTTP %d in %.3f s", url, status, time.monotonic() - start)
-                if status not in self.retry.retry_statuses:
+                if not self.retry.is_retry(status):
                     return response
                 retry_after = self._parse_retry_after(response.headers)
                 reason = f"HTTP {status}"

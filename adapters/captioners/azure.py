@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http import EncodedImage, ImageLimits, RemoteCaptioner, RemoteTagger, _Call, _join, caption_text, tag_list
+from .client import _Call
+from .encoding import EncodedImage, ImageLimits
+from .remote import RemoteCaptioner, RemoteTagger, _join, caption_text, tag_list
 
 __all__ = [
     "AZURE_V31_LIMITS",
