@@ -38,11 +38,14 @@ masked image costs the same on both sides and bounds the ratio.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -175,56 +178,88 @@ def bridge(
         return [exp.attributions[0] for exp in exps], captioner.stats.snapshot()
 
 
-def _serve(conn: Any, latency: float) -> None:
-    """Child process: run the loopback server, answer 'count' / 'reset' / 'stop' on the pipe."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from caption_server import CaptionServer
+class _PlainHandler(BaseHTTPRequestHandler):
+    """A stock handler (HTTP/1.0: one connection per request): sleep, decode the image, answer Azure v3.1."""
 
-    with CaptionServer(key=KEY, latency=latency) as server:
-        conn.send(server.url)
-        while True:
-            command = conn.recv()
-            if command == "count":
-                conn.send(server.requests)
-            elif command == "reset":
-                server.reset_counts()
-                conn.send(True)
-            else:
-                conn.send(True)
-                return
+    latency = 0.1
+    count: Any = None  # a multiprocessing.Value shared with the parent
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        from caption_server import rule_caption
+
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.count.get_lock():
+            self.count.value += 1
+        time.sleep(self.latency)
+        if self.headers.get("Ocp-Apim-Subscription-Key") != KEY:
+            self.send_error(401)
+            return
+        with Image.open(io.BytesIO(body)) as im:
+            image = np.asarray(im.convert("RGB"))
+        caption = rule_caption(image)
+        answer = {"description": {"tags": caption.split(), "captions": [{"text": caption, "confidence": 0.9}]}}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _serve(conn: Any, latency: float, count: Any) -> None:
+    """Child process: a stock ``ThreadingHTTPServer``; answers 'stop' on the pipe."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    _PlainHandler.latency = latency
+    _PlainHandler.count = count
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PlainHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    conn.send(f"http://{host}:{port}")
+    conn.recv()
+    server.shutdown()
+    server.server_close()
+    conn.send(True)
 
 
 class RemoteServer:
-    """The loopback server in its own process, like a real remote endpoint (its CPU is not ours)."""
+    """A plain threaded HTTP server in its own process, like a real remote endpoint (its CPU is not ours).
+
+    Python's stock ``http.server.ThreadingHTTPServer`` (listen backlog 5, a
+    thread and a connection per request, HTTP/1.0) with a stock handler that
+    sleeps ``latency`` seconds and decodes every image with Pillow: what an
+    outside measurement would run, with none of the test server's tuning.
+    """
 
     def __init__(self, latency: float) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
+        self._count = ctx.Value("l", 0)
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child, latency), daemon=True)
+        self._process = ctx.Process(target=_serve, args=(child, latency, self._count), daemon=True)
         self._process.start()
         if not self._conn.poll(60):
             raise RuntimeError("the loopback server did not start within 60 s")
         self.url = self._conn.recv()
 
-    def _ask(self, command: str) -> Any:
-        self._conn.send(command)
-        return self._conn.recv()
-
     @property
     def requests(self) -> int:
-        return int(self._ask("count"))
+        return int(self._count.value)
 
     def reset(self) -> None:
-        self._ask("reset")
+        with self._count.get_lock():
+            self._count.value = 0
 
     def __enter__(self) -> RemoteServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._ask("stop")
+            self._conn.send("stop")
+            self._conn.poll(10)
         finally:
             self._process.join(timeout=10)
             if self._process.is_alive():
@@ -249,6 +284,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="shap masker for both runs: 'blur(128,128)' (default), 'inpaint_ns' (seed 000's; "
         "its OpenCV inpainting costs ~30 ms per masked image on both sides)",
     )
+    parser.add_argument(
+        "--scorer",
+        choices=["word", "bart"],
+        default="word",
+        help="word: WordMatchScorer (the outside measurement's); bart: a tiny teacher-forced BART",
+    )
     parser.add_argument("--device", type=device_arg, default="cpu", help="where the scorer runs (cpu, cuda)")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed's serial loop (ratios then missing)")
     parser.add_argument("--profile", action="store_true", help="cProfile the cache-warm re-run (top 25 by own time)")
@@ -261,11 +302,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(2)
     from caption_server import rule_caption
     from test_caption_models import build_bart, build_tokenizer
-    from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer
+    from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer, WordMatchScorer
 
-    tok = build_tokenizer()
-    bart = build_bart(len(tok)).to(args.device)
-    scorer = TeacherForcingScorer(bart, tok, output="log_odds")  # shap's TeacherForcing output
+    scorer: Any
+    if args.scorer == "bart":
+        tok = build_tokenizer()
+        bart = build_bart(len(tok)).to(args.device)
+        scorer = TeacherForcingScorer(bart, tok, output="log_odds")  # shap's TeacherForcing output
+    else:
+        scorer = WordMatchScorer()
     images = test_images(args.images)
     # warm-up outside the timings: numba compiles shap's partition code, torch its kernels
     warm = shap.explainers.Partition(lambda x: np.zeros((len(x), 2)), shap.maskers.Image(args.masker, (16, 16, 3)))
