@@ -140,15 +140,7 @@ class Exchanges:
                 raise RemoteCaptionError(
                     f"{name}: {url}: {type(exc).__name__}: {self._scrub(str(exc))[:300]}"
                 ) from None
-            status = response.status_code
-            if status in (401, 403):
-                where = f" or ${self.key_env}" if self.key_env else ""
-                raise AuthenticationError(
-                    f"key: {name} at {url} refused the API key (HTTP {status}): "
-                    f"{self._scrub(response.text)[:200]!r}; check key={where}"
-                )
-            if status >= 400:
-                raise RemoteCaptionError(f"{name}: {url} answered HTTP {status}: {self._scrub(response.text)[:300]!r}")
+            self._check_status(response, url)
             try:
                 answer = self._parse(response.json())
                 self._validate(answer)
@@ -170,3 +162,15 @@ class Exchanges:
             if self.cache is not None:
                 self.cache.set(key, {self._answer_field: answer})
             return answer
+
+    def _check_status(self, response: Any, url: str) -> None:
+        """Raise for an error status: the key refused (401/403) or any other 4xx/5xx left after the retries."""
+        status, name = response.status_code, type(self).__name__
+        if status in (401, 403):
+            where = f" or ${self.key_env}" if self.key_env else ""
+            raise AuthenticationError(
+                f"key: {name} at {url} refused the API key (HTTP {status}): "
+                f"{self._scrub(response.text)[:200]!r}; check key={where}"
+            )
+        if status >= 400:
+            raise RemoteCaptionError(f"{name}: {url} answered HTTP {status}: {self._scrub(response.text)[:300]!r}")

@@ -228,16 +228,7 @@ class RemoteClient(CachedAnswers, Exchanges):
             raise ParameterError(f"max_concurrency: expected >= 1, got {max_concurrency}")
         self.url = url
         self.key_env = key_env if key_env is not None else self.default_key_env
-        if key is not None:
-            raw_key: str | None = key
-            source = "key="
-        else:
-            raw_key = os.environ.get(self.key_env) if self.key_env else None
-            source = f"${self.key_env}"
-        self._key: Secret | None = check_key(raw_key, source) if raw_key else None
-        if self._key is None and self.key_required:
-            where = f" or set the {self.key_env} environment variable" if self.key_env else ""
-            raise AuthenticationError(f"key: {type(self).__name__} needs an API key; pass key=...{where}")
+        self._key: Secret | None = self._read_key(key)
         self.max_concurrency = int(max_concurrency)
         self.timeout = timeout
         budget = sum(timeout) if isinstance(timeout, tuple) else float(timeout)
@@ -262,6 +253,20 @@ class RemoteClient(CachedAnswers, Exchanges):
         self._sessions_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def _read_key(self, key: str | None) -> Secret | None:
+        """The key passed, or the one in ``$key_env``, checked; None where neither is and none is required."""
+        if key is not None:
+            raw_key: str | None = key
+            source = "key="
+        else:
+            raw_key = os.environ.get(self.key_env) if self.key_env else None
+            source = f"${self.key_env}"
+        secret = check_key(raw_key, source) if raw_key else None
+        if secret is None and self.key_required:
+            where = f" or set the {self.key_env} environment variable" if self.key_env else ""
+            raise AuthenticationError(f"key: {type(self).__name__} needs an API key; pass key=...{where}")
+        return secret
 
     # -- what subclasses define
     def _request_params(self) -> dict[str, Any]:

@@ -134,26 +134,33 @@ def encode_image(
         size = (max(limits.min_side, int(rounding(w * scale))), max(limits.min_side, int(rounding(h * scale))))
         img = img.resize(size, Image.Resampling.BICUBIC)
     data = _encode(img, fmt, jpeg_quality)
-    if limits.max_bytes is not None:
-        while len(data) > limits.max_bytes:
-            if not fit:
-                raise ParameterError(f"images: encoded image is {len(data)} bytes, over the API's {limits.max_bytes}")
-            if fmt in _UNCOMPRESSED and "PNG" in limits.formats:
-                fmt = "PNG"  # still lossless, and far smaller
-            elif fmt != "JPEG" and "JPEG" in limits.formats:
-                fmt = "JPEG"
-            else:
-                shrink = math.sqrt(limits.max_bytes / len(data)) * 0.95
-                size = (int(img.width * shrink), int(img.height * shrink))
-                if min(size) < limits.min_side:
-                    raise ParameterError(
-                        f"images: cannot encode under {limits.max_bytes} bytes at >= {limits.min_side} px"
-                    )
-                img = img.resize(size, Image.Resampling.BICUBIC)
-            data = _encode(img, fmt, jpeg_quality)
+    if limits.max_bytes is not None and len(data) > limits.max_bytes:
+        img, fmt, data = _fit_bytes(img, fmt, data, limits, fit, jpeg_quality)
     return EncodedImage(
         data=data,
         content_type=_MIME.get(fmt, "application/octet-stream"),
         sha256=hashlib.sha256(data).hexdigest(),
         size=(img.height, img.width),
     )
+
+
+def _fit_bytes(
+    img: Image.Image, fmt: str, data: bytes, limits: ImageLimits, fit: bool, jpeg_quality: int
+) -> tuple[Image.Image, str, bytes]:
+    """Re-encode a file over ``limits.max_bytes``: an uncompressed one as PNG, then as JPEG when allowed, then shrink."""
+    assert limits.max_bytes is not None
+    while len(data) > limits.max_bytes:
+        if not fit:
+            raise ParameterError(f"images: encoded image is {len(data)} bytes, over the API's {limits.max_bytes}")
+        if fmt in _UNCOMPRESSED and "PNG" in limits.formats:
+            fmt = "PNG"  # still lossless, and far smaller
+        elif fmt != "JPEG" and "JPEG" in limits.formats:
+            fmt = "JPEG"
+        else:
+            shrink = math.sqrt(limits.max_bytes / len(data)) * 0.95
+            size = (int(img.width * shrink), int(img.height * shrink))
+            if min(size) < limits.min_side:
+                raise ParameterError(f"images: cannot encode under {limits.max_bytes} bytes at >= {limits.min_side} px")
+            img = img.resize(size, Image.Resampling.BICUBIC)
+        data = _encode(img, fmt, jpeg_quality)
+    return img, fmt, data

@@ -21,7 +21,17 @@ teacher forcing) in one call::
 A local transformers captioner (:class:`~xai_bridge.adapters.captioners.local.TransformersCaptioner`)
 needs no scorer: it scores the caption with its own language head.
 :func:`explain_answer` does the same for the answer to a question (the
-question is the captioner's prompt). Both take the shape of the explain
+question is the captioner's prompt). With a local model
+(:class:`~xai_bridge.adapters.captioners.vlm.TransformersVLM`, no scorer) the
+score of answer token ``t`` is its teacher-forced log-probability under the
+model's own language head, ``log p(a_t | masked image, question, a_<t)``, and
+gradient methods (``captum.IntegratedGradients``, ``gradcam.GradCAM``...)
+differentiate that same score in the pixels. With a remote model
+(:class:`~xai_bridge.adapters.captioners.openai.OpenAICaptioner`, which sends
+the question as the prompt) each masked image is answered by the API and
+``scorer`` scores the reference answer given that answer (e.g. a
+:class:`~xai_bridge.adapters.captioners.scorers.TeacherForcingScorer`), with
+the client's concurrency, retries, rate limit and cache. Both take the shape of the explain
 family: ``(subject, images, method, /, targets=None, *, ...)``; the older
 orders and keywords still work for one release (``_legacy.py``).
 
@@ -84,15 +94,12 @@ def explain_caption(
 ) -> list[Explanation]:
     """Explain each image's caption, one target per caption token.
 
-    For every image: caption it (unless ``targets`` gives the captions),
-    tokenise the caption, wrap captioner + scorer in a :class:`CaptionScoreModel`
-    and run :func:`xai_bridge.explain` with ``method``. Each image has its own
-    caption, so each gets its own :class:`~xai_bridge.Explanation` (``N == 1``).
-    With a remote captioner (one with ``max_concurrency`` above 1) the images
-    are explained together: while one image's requests are in flight the
-    next image's method runs, so the requests of all images share the
-    captioner's concurrency limit. Each image draws the random numbers it
-    would draw alone, so the results equal one call per image.
+    Per image: caption it (unless ``targets`` are given), tokenise the
+    caption, wrap captioner + scorer in a :class:`CaptionScoreModel` and run
+    :func:`xai_bridge.explain`; each image gets its own Explanation. A remote
+    captioner's images are explained together (one image's method runs while
+    another's requests are in flight), each with the random numbers it would
+    draw alone, so the results equal one call per image.
 
     Args:
         captioner: a captioner (local, remote, function) or a function ``image -> str``.
@@ -100,8 +107,7 @@ def explain_caption(
         method: a perturbation method: ``"shap.Partition"`` (seed 000), ``"lime.Lime"``,
             ``"builtin.RISE"``, ``"builtin.Occlusion"``...
         targets: the captions to explain, one per image (None: the captioner's own).
-        *legacy: the older positional order ``(captioner, images, scorer, method,
-            max_evals)``, deprecated (a scorer or a non-method string third).
+        *legacy: the deprecated older order ``(captioner, images, scorer, method, max_evals)``.
         scorer: a caption scorer; a path/name for
             :meth:`~xai_bridge.adapters.captioners.scorers.TeacherForcingScorer.from_pretrained`;
             or None for a self-scoring (local transformers) captioner.
@@ -156,17 +162,9 @@ def explain_answer(
 
     :func:`explain_caption` with the question as the prompt: the model's own
     answer on the unmasked image is the reference, and each masked image is
-    scored by how likely that answer stays. With a local model
-    (:class:`~xai_bridge.adapters.captioners.vlm.TransformersVLM`, no scorer)
-    the score of token ``t`` is its teacher-forced log-probability under the
-    model's own language head, ``log p(a_t | masked image, question, a_<t)``;
-    gradient methods (``captum.IntegratedGradients``, ``gradcam.GradCAM``...)
-    then differentiate that same score in the pixels. With a remote model
-    (:class:`~xai_bridge.adapters.captioners.openai.OpenAICaptioner`, which
-    sends the question as the prompt) each masked image is answered by the
-    API and ``scorer`` scores the reference answer given that answer (e.g. a
-    :class:`~xai_bridge.adapters.captioners.scorers.TeacherForcingScorer`),
-    with the client's concurrency, retries, rate limit and cache.
+    scored by how likely that answer stays (see the module docstring for
+    local models, whose own head scores it, and remote ones, whose answers
+    ``scorer`` scores).
 
     Args:
         vlm: a captioner that takes ``prompt=`` (``TransformersVLM``,
@@ -175,17 +173,16 @@ def explain_answer(
         method: any perturbation method; gradient methods too with a local
             ``TransformersVLM`` and no scorer.
         targets: the answers to explain, one per image (None: the model's own).
-        *legacy: the older positional order ``(vlm, images, question, scorer,
-            method, max_evals)``, deprecated (a question third).
+        *legacy: the deprecated older order ``(vlm, images, question, scorer, method, max_evals)``.
         question: the question, or one per image (required).
         scorer: as in :func:`explain_caption` (None: the model's own head).
-        budget: as in :func:`explain_caption`.
+        budget: model evaluations per image (as in :func:`explain_caption`).
         seed: random seed.
-        max_side: as in :func:`explain_caption`.
-        batch_size: as in :func:`explain_caption`.
+        max_side: shrink larger images first.
+        batch_size: images per model call.
         layout: layout of array inputs when ambiguous.
-        registry: method table (default: the built-in one).
-        progress: as in :func:`explain_caption`.
+        registry: method table.
+        progress: progress bar.
         **params: the method's own parameters.
 
     Returns:
