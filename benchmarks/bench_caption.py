@@ -3,9 +3,13 @@
 Both explain the captions of seed 000's workload -- four 224x224 images
 (scikit-image's chelsea, astronaut, coffee and rocket), one caption each --
 with shap's Partition explainer (300 evaluations per image, batches of 50,
-the same masker) against the loopback Azure v3.1 server of the tests, with a
-fixed per-request latency (100 ms by default), and score captions with the
-same tiny teacher-forced BART:
+the same masker) against a loopback Azure v3.1 server with a fixed
+per-request latency (100 ms by default), and score captions with the same
+scorer (``WordMatchScorer``; ``--scorer bart``: a tiny teacher-forced BART).
+The server is Python's stock ``http.server.ThreadingHTTPServer`` with a
+stock handler (HTTP/1.0, a connection per request, listen backlog 5) that
+sleeps the latency and decodes every image with Pillow, in its own process:
+what an outside measurement runs, not the tests' tuned server.
 
 * **seed** -- seed 000's loop: every masked image is written to disk as PNG,
   read back and posted with ``requests.post``, one at a time, image after
@@ -13,7 +17,7 @@ same tiny teacher-forced BART:
   longer exists and ``shap.models.TeacherForcing`` fails on image maskers in
   shap 0.51, so the loop is re-created around a plain model function.)
 * **xai-bridge, defaults** -- ``explain_caption(AzureVisionV31Captioner(url),
-  images, scorer, ...)`` with every default: the four images explained
+  images, "shap.Partition", scorer=scorer, ...)`` with every default: the four images explained
   together (their requests share the captioner's 64 in flight), BMP
   encoding in memory, de-duplication, an on-disk cache;
 * **xai-bridge re-run, cache warm** -- the same call again: zero requests.
@@ -22,7 +26,7 @@ shap's Partition explainer asks for its 300 evaluations in ~10 sequential
 batches (each expands the nodes the previous one chose), so at 100 ms per
 request no client can go below ~1 s of waiting, and shap's own CPU time
 (masking, partition tree) is paid on both sides: these bound the ratio.
-The server runs in its own process, like a remote endpoint.
+Each xai-bridge row also prints where its time went (``Breakdown``).
 
 Run::
 
@@ -38,6 +42,7 @@ masked image costs the same on both sides and bounds the ratio.
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import json
 import os
@@ -172,10 +177,99 @@ def bridge(
     from xai_bridge.captions import explain_caption
 
     with AzureVisionV31Captioner(url, key=KEY, cache=cache) as captioner:
-        exps = explain_caption(
-            captioner, images, scorer, method=args.method, max_evals=args.max_evals, seed=0, **_method_params(args)
-        )
+        if "budget" in inspect.signature(explain_caption).parameters:
+            exps = explain_caption(
+                captioner, images, args.method, scorer=scorer, budget=args.max_evals, seed=0, **_method_params(args)
+            )
+        else:  # the older release, for side-by-side runs of two versions
+            exps = explain_caption(
+                captioner, images, scorer, method=args.method, max_evals=args.max_evals, seed=0, **_method_params(args)
+            )
         return [exp.attributions[0] for exp in exps], captioner.stats.snapshot()
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (Linux; 0 elsewhere)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
+
+
+class Breakdown:
+    """Where a run's time goes: CPU seconds of encoding and scoring, shap's dependent rounds, dropped connects.
+
+    Wraps (for the run only) the client's image encoder, the scorer and the
+    caption model's ``predict``; counts the rounds of each image (``predict``
+    calls that asked the captioner for new images: each waits at least one
+    latency) and the kernel's listen-queue overflows (each costs the
+    connection a 1 s SYN retransmission).
+    """
+
+    def __init__(self, scorer: Any, latency: float) -> None:
+        self.scorer, self.latency = scorer, latency
+        self.encode_s = self.score_s = self.cpu_s = 0.0
+        self.drops = 0
+        self.rounds: dict[int, int] = {}
+
+    def __enter__(self) -> Breakdown:
+        try:
+            import xai_bridge.adapters.captioners._exchange as exchange
+        except ImportError:  # the older release: the client was one module
+            import xai_bridge.adapters.captioners.http as exchange  # type: ignore[no-redef]
+
+        from xai_bridge.captions.model import CaptionScoreModel
+
+        self._exchange, self._model = exchange, CaptionScoreModel
+        self._encode, self._score, self._predict = exchange.encode_image, self.scorer.score, CaptionScoreModel.predict
+        lock = threading.Lock()
+
+        def timed(fn: Any, slot: str) -> Any:
+            def call(*a: Any, **k: Any) -> Any:
+                start = time.thread_time()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    with lock:
+                        setattr(self, slot, getattr(self, slot) + time.thread_time() - start)
+
+            return call
+
+        def predict(model: Any, images: np.ndarray) -> np.ndarray:
+            before = len(model._image_captions)
+            out = self._predict(model, images)
+            if len(model._image_captions) > before:
+                with lock:
+                    self.rounds[id(model)] = self.rounds.get(id(model), 0) + 1
+            return out
+
+        exchange.encode_image = timed(self._encode, "encode_s")
+        self.scorer.score = timed(self._score, "score_s")
+        CaptionScoreModel.predict = predict  # type: ignore[method-assign]
+        self._cpu, self._drops = time.process_time(), listen_overflows()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_s = time.process_time() - self._cpu
+        self.drops = listen_overflows() - self._drops
+        self._exchange.encode_image = self._encode
+        self.scorer.score = self._score
+        self._model.predict = self._predict  # type: ignore[method-assign]
+
+    def row(self) -> dict[str, Any]:
+        rounds = sorted(self.rounds.values())
+        return {
+            "process_cpu_s": round(self.cpu_s, 2),
+            "encode_cpu_s": round(self.encode_s, 2),
+            "scorer_cpu_s": round(self.score_s, 2),
+            "rounds_per_image": rounds,
+            "latency_floor_s": round(max(rounds, default=0) * self.latency, 2),
+            "listen_overflows": self.drops,
+        }
 
 
 class _PlainHandler(BaseHTTPRequestHandler):
@@ -344,8 +438,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 profiler = cProfile.Profile()
                 profiler.enable()
             start = time.perf_counter()
-            maps, stats = bridge(server.url, images, scorer, args, cache)
-            synchronize(args.device)
+            with Breakdown(scorer, args.latency) as breakdown:
+                maps, stats = bridge(server.url, images, scorer, args, cache)
+                synchronize(args.device)
             seconds = time.perf_counter() - start
             if profiler is not None:
                 import pstats
@@ -358,6 +453,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "requests": server.requests,
                 "files_written": 0,
                 "cache_hits": stats["cache_hits"],
+                **breakdown.row(),
             }
             if seed_maps is not None:
                 row["max_abs_diff_vs_seed"] = max(
@@ -397,6 +493,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{row['run']:56s} {row['seconds']:8.2f} {row['requests']:9d} {row['files_written']:6d} "
             f"{speedup:>8s} {'' if diff is None else f'{diff:10.2e}'}"
         )
+    for row in rows[1:]:
+        print(f"{row['run']}: " + ", ".join(f"{k} {row[k]}" for k in Breakdown(None, 0).row() if k in row))
     print("\n" + json.dumps(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))
