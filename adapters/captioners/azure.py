@@ -2,7 +2,7 @@
 
 Both send the raw image bytes and the key as ``Ocp-Apim-Subscription-Key``;
 the HTTP plumbing (retries, rate limit, cache, key handling) is
-:class:`~xai_bridge.adapters.captioners.http.RemoteCaptioner`'s.
+:class:`~xai_bridge.adapters.captioners.remote.RemoteCaptioner`'s.
 
 Example (seed 000)::
 
@@ -130,7 +130,7 @@ class AzureVisionV31Tagger(RemoteTagger):
         key: the subscription key (sent as ``Ocp-Apim-Subscription-Key``;
             default ``$AZURE_VISION_KEY``).
         language: tag language.
-        **kwargs: see :class:`~xai_bridge.adapters.captioners.http.RemoteClient`.
+        **kwargs: see :class:`~xai_bridge.adapters.captioners.client.RemoteClient`.
     """
 
     limits = AZURE_V31_LIMITS
@@ -162,7 +162,7 @@ class AzureVision40Tagger(RemoteTagger):
         key: the subscription key (default ``$AZURE_VISION_KEY``).
         api_version: the ``api-version`` query parameter.
         language: tag language.
-        **kwargs: see :class:`~xai_bridge.adapters.captioners.http.RemoteClient`.
+        **kwargs: see :class:`~xai_bridge.adapters.captioners.client.RemoteClient`.
     """
 
     limits = AZURE_V40_LIMITS
