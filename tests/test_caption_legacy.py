@@ -113,3 +113,8 @@ def test_budget_params_is_a_deprecated_read_only_view_of_the_specs():
     with pytest.warns(DeprecationWarning):
         assert BUDGET_PARAMS["shap.Partition"] == "max_evals"
     assert not hasattr(BUDGET_PARAMS, "__setitem__")
+
+
+def test_a_misspelt_method_third_is_an_unknown_method_not_a_scorer_name():
+    with pytest.raises(xb.UnknownMethodError, match="Did you mean"):
+        explain_caption(rule_caption, IMAGE, "builtin.Occlusoin", scorer=WordMatchScorer())

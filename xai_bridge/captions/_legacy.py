@@ -10,6 +10,7 @@ batch was ``model_batch_size=``. Each still works for one release with a
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,16 @@ def _is_method(value: Any, registry: Registry) -> bool:
     except UnknownMethodError:
         return False
     return True
+
+
+def _misspelt_method(value: Any, registry: Registry) -> bool:
+    """A string that reads as a method name (a known library's prefix, or close to a name), not a scorer's path."""
+    if not isinstance(value, str) or "/" in value:
+        return False
+    names = [*registry.specs, *registry.available()]
+    libraries = {name.split(".", 1)[0].lower() for name in names if "." in name}
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.8)
+    return bool(close) or value.split(".", 1)[0].lower() in libraries
 
 
 def method_keyword(method: str, params: dict[str, Any], registry: Registry) -> str:
@@ -120,6 +131,8 @@ def legacy_caption_args(
         ``model_batch_size=``) to the model alone.
     """
     reg = _registry(registry)
+    if _misspelt_method(method, reg) and not _is_method(method, reg):
+        reg.spec(method)  # raises UnknownMethodError with close matches, rather than loading a scorer of that name
     if not _is_method(method, reg):  # the old order: (captioner, images, scorer, method, max_evals)
         _warn(
             "explain_caption(captioner, images, scorer, method, max_evals)",
