@@ -41,7 +41,23 @@ from xai_bridge.adapters._load_order import triton_before_tensorflow
 
 from xai_bridge.errors import MethodNotApplicableError
 
-__all__ = ["KerasModule", "spatial_layers", "triton_before_tensorflow"]
+__all__ = ["KerasModule", "gradient_chunk", "spatial_layers", "triton_before_tensorflow"]
+
+#: Bytes an eager tape keeps per activation element (the output and what the next op saves of it, float32).
+_TAPE_BYTES_PER_VALUE = 8
+
+
+class _Recompute:
+    """What a whole-model TensorFlow pass keeps for its backward: the inputs, not a tape.
+
+    The backward runs the model again, one chunk at a time, each under its own
+    non-persistent eager tape that is dropped before the next chunk: peak
+    memory is one chunk's tape (what the Keras tutorial's own loop costs per
+    chunk), whatever batch the gradient library hands over.
+    """
+
+    def __init__(self, fn: Any, x: np.ndarray) -> None:
+        self.fn, self.x = fn, x
 
 
 class _TensorFlow:
@@ -49,15 +65,18 @@ class _TensorFlow:
 
     device = torch.device("cpu")
 
-    def __init__(self) -> None:
+    def __init__(self, chunk: int) -> None:
         self._compiled: dict[tuple[Any, ...], Any] = {}
+        #: Images per TensorFlow pass on the gradient path (halved on out-of-memory).
+        self.chunk = chunk
 
     def compiled(self, fn: Any, example: Any) -> Any:
         """``fn`` as a ``tf.function`` over any batch size (a few times faster per call than eager Keras).
 
-        Only for the whole model: a tape sees a compiled call as one op, so the
-        gradient between two of its outputs (a cut layer and the scores) would
-        be lost; graphs with cut layers run eagerly.
+        Only for calls without a tape: a tape sees a compiled call as one op
+        and keeps every intermediate of it (about twice an eager tape's
+        memory), and the gradient between two of its outputs (a cut layer and
+        the scores) would be lost.
         """
         import tensorflow as tf  # type: ignore[import-untyped]
 
@@ -78,16 +97,37 @@ class _TensorFlow:
     def run(self, fn: Any, x: torch.Tensor, record: bool, whole: bool) -> tuple[list[Any], Any]:
         import tensorflow as tf  # type: ignore[import-untyped]
 
-        xt = tf.convert_to_tensor(x.detach().cpu().numpy())
-        if whole:
-            fn = self.compiled(fn, xt)
+        xn = x.detach().cpu().numpy()
+        if whole:  # outputs without a tape, in chunks; the backward recomputes (see _Recompute)
+            compiled = self.compiled(fn, tf.convert_to_tensor(xn[:1]))
+            parts = self.chunked(len(xn), lambda a, b: [np.asarray(o) for o in _flat(compiled(xn[a:b]))])
+            outs = [np.concatenate(column) for column in zip(*parts, strict=True)]
+            return outs, _Recompute(fn, xn) if record else None
+        xt = tf.convert_to_tensor(xn)
         if not record:
-            return _flat(fn(xt)), None
+            return _flat(fn(xt, training=False)), None
         tape = tf.GradientTape(persistent=True)  # the cut layers' and the pixels' VJPs may both be asked for
         with tape:
             tape.watch(xt)
-            outs = _flat(fn(xt) if whole else fn(xt, training=False))
+            outs = _flat(fn(xt, training=False))
         return outs, (tape, xt, outs)
+
+    def chunked(self, n: int, work: Any) -> list[Any]:
+        """``work(start, stop)`` over ``range(n)`` in chunks of ``self.chunk``, halved on out-of-memory."""
+        import tensorflow as tf  # type: ignore[import-untyped]
+
+        parts, start = [], 0
+        while start < n:
+            size = self.chunk
+            try:
+                parts.append(work(start, min(n, start + size)))
+            except (tf.errors.ResourceExhaustedError, MemoryError):
+                if size == 1:
+                    raise
+                self.chunk = size // 2
+                continue
+            start += size
+        return parts
 
     def to_torch(self, value: Any) -> torch.Tensor:
         return torch.from_numpy(np.array(value, dtype=np.float32))
@@ -95,6 +135,8 @@ class _TensorFlow:
     def vjp(self, state: Any, grads: Sequence[torch.Tensor | None], sources: Sequence[Any]) -> list[torch.Tensor]:
         import tensorflow as tf  # type: ignore[import-untyped]
 
+        if isinstance(state, _Recompute):
+            return [self._recomputed_vjp(state, grads)]
         tape, _, outs = state
         pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
         found = tape.gradient(
@@ -105,7 +147,30 @@ class _TensorFlow:
         )
         return [self.to_torch(f) for f in found]
 
+    def _recomputed_vjp(self, state: _Recompute, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        """d outputs / d inputs, one chunk per eager non-persistent tape (released before the next)."""
+        import tensorflow as tf  # type: ignore[import-untyped]
+
+        given = [(i, g.detach().cpu().numpy()) for i, g in enumerate(grads) if g is not None]
+
+        def chunk(a: int, b: int) -> np.ndarray:
+            xt = tf.convert_to_tensor(state.x[a:b])
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                outs = _flat(state.fn(xt, training=False))
+            found = tape.gradient(
+                [outs[i] for i, _ in given],
+                xt,
+                output_gradients=[tf.convert_to_tensor(g[a:b]) for _, g in given],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            return np.asarray(found, np.float32)
+
+        return torch.from_numpy(np.concatenate(self.chunked(len(state.x), chunk)))
+
     def source(self, state: Any, index: int) -> Any:
+        if isinstance(state, _Recompute):
+            return None
         return state[1] if index < 0 else state[2][index]
 
 
@@ -248,16 +313,18 @@ class KerasModule(nn.Module):
 
     Args:
         model: a built Keras 3 model with one input and one output.
+        memory_mb: memory one TensorFlow gradient pass may take (see
+            :func:`gradient_chunk`); None: a quarter of the available memory, at most 512 MiB.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, memory_mb: float | None = None) -> None:
         super().__init__()
         import keras  # type: ignore[import-untyped]
 
         backend = keras.backend.backend()
         triton_before_tensorflow()
         if backend == "tensorflow":
-            self._engine: Any = _TensorFlow()
+            self._engine: Any = _TensorFlow(gradient_chunk(model, memory_mb))
         elif backend == "torch":
             self._engine = _Torch()
         else:
@@ -349,3 +416,38 @@ def spatial_layers(model: Any) -> list[Any]:
         if len(shape) == 4:
             found.append(layer)
     return found
+
+
+def gradient_chunk(model: Any, memory_mb: float | None = None) -> int:
+    """Images per TensorFlow gradient pass so that one pass's tape fits in ``memory_mb``.
+
+    A tape keeps every layer's activations of the chunk, so its size is
+    estimated from the layers' output shapes (as ``BatchTuner`` picks chunks
+    from measured time, this picks them from memory); the chunk is then
+    halved whenever TensorFlow runs out of memory anyway.
+
+    Args:
+        model: the Keras model.
+        memory_mb: the budget; None: a quarter of the available memory, at most 512 MiB.
+    """
+    budget = (memory_mb if memory_mb is not None else min(512.0, _available_mb() / 4)) * 2**20
+    per_image = 0
+    for layer in getattr(model, "layers", []):
+        try:
+            shapes = [tuple(o.shape) for o in _flat(layer.output)]
+        except (AttributeError, ValueError):
+            return 1 if memory_mb is None else max(1, int(memory_mb // 256))  # no graph: a cautious guess
+        per_image += sum(int(np.prod([d or 1 for d in s[1:]])) for s in shapes)
+    return max(1, min(256, int(budget // max(1, per_image * _TAPE_BYTES_PER_VALUE))))
+
+
+def _available_mb() -> float:
+    """MemAvailable in MiB (4 GiB where /proc/meminfo is missing)."""
+    try:
+        with open("/proc/meminfo") as lines:
+            for line in lines:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 4096.0
