@@ -148,7 +148,7 @@ class _TensorFlow:
         return [self.to_torch(f) for f in found]
 
     def _recomputed_vjp(self, state: _Recompute, grads: Sequence[torch.Tensor | None]) -> torch.Tensor:
-        """d outputs / d inputs, one chunk per eager non-persistent tape (released before the next)."""
+        """D outputs / d inputs, one chunk per eager non-persistent tape (released before the next)."""
         import tensorflow as tf  # type: ignore[import-untyped]
 
         given = [(i, g.detach().cpu().numpy()) for i, g in enumerate(grads) if g is not None]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from xai_bridge.models import Model, OutputKind
 from xai_bridge.preprocess import Preprocess, require_preprocess
 
 from ._differentiable import PixelModelBase, positive_batch_size
+from ._input_shape import fit_input_shape
 from ._keras_module import KerasModule, triton_before_tensorflow
 from ._kinds import is_keras_model
 from .torch import PixelModule
@@ -144,26 +144,32 @@ def wrap(model: Any, request: ModelRequest) -> Model:
 
 
 def _fit_preprocess(model: Any, preprocess: Preprocess) -> Preprocess:
-    """The layout (and a missing size) read from the model's input shape."""
+    """The layout, channel count (and a missing size) read from the model's input shape.
+
+    An unbuilt model is refused: building it would give the user's model
+    weights at a shape xai-bridge chose.
+    """
+    if not getattr(model, "built", True):
+        raise ModelInputError(
+            f"model: the Keras model {getattr(model, 'name', '')!r} is not built (no input shape, no weights); "
+            "build it first, e.g. model.build((None, 299, 299, 3)), or give it a keras.Input"
+        )
     try:
         shape = tuple(model.inputs[0].shape)
-    except (AttributeError, IndexError, ValueError):
+        outputs = [tuple(o.shape) for o in model.outputs]
+    except (AttributeError, IndexError, ValueError, TypeError):
         return preprocess
+    if len(outputs) != 1:
+        raise MethodNotApplicableError(
+            f"model: expected a Keras model with one output (N, classes), got {len(outputs)} outputs {outputs}; "
+            "wrap the one to explain: keras.Model(model.inputs, model.outputs[0])"
+        )
     if len(model.inputs) != 1 or len(shape) != 4:
         raise MethodNotApplicableError(
             f"model: expected a Keras model with one image input (N, H, W, 3), got inputs "
             f"{[tuple(i.shape) for i in model.inputs]}"
         )
-    if shape[-1] == 3 and shape[1] != 3:
-        layout, hw = "NHWC", shape[1:3]
-    elif shape[1] == 3 and shape[-1] != 3:
-        layout, hw = "NCHW", shape[2:4]
-    else:
-        return preprocess
-    changes: dict[str, Any] = {"layout": layout}
-    if preprocess.size is None and None not in hw:
-        changes["size"] = (int(hw[0]), int(hw[1]))
-    return replace(preprocess, **changes)
+    return fit_input_shape(shape, preprocess)
 
 
 def _output_kind(model: Any) -> OutputKind:
