@@ -382,3 +382,9 @@ def test_keras_gradients_in_chunks_equal_one_tape_and_halve_on_oom(cnn: keras.Mo
     model.pixel_module()(x)[:, 1].sum().backward()
     assert engine.chunk == 1 and calls[:3] == [2, 1, 1]
     np.testing.assert_allclose(x.grad.permute(0, 2, 3, 1).numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_class_names_not_naming_the_outputs_are_refused_at_once(cnn: keras.Model) -> None:
+    with pytest.raises(xb.ModelInputError, match=r"class_names: expected 3 names .* got 2") as err:
+        KerasModel(cnn, PRE, class_names=["cat", "dog"])
+    assert "\n" not in str(err.value)

@@ -29,6 +29,7 @@ from ._differentiable import PixelModelBase, positive_batch_size
 from ._input_shape import fit_input_shape
 from ._keras_module import KerasModule, triton_before_tensorflow
 from ._kinds import is_keras_model
+from ._outputs import check_outputs
 from .torch import PixelModule
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class KerasModel(PixelModelBase):
         self._pixel = PixelModule(self._module, preprocess)
         kind = OutputKind(output_kind) if output_kind is not None else _output_kind(model)
         self._setup(preprocess, kind, class_names, size, tune_batch)
+        if class_names is not None and self.output_count is not None:  # known from the graph: check now
+            check_outputs(np.empty((0, self.output_count), np.float32), self.class_names)
 
     @property
     def module(self) -> nn.Module:
@@ -93,7 +96,8 @@ class KerasModel(PixelModelBase):
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched; prints nothing.
 
-        Runs ``preprocess.apply`` (Pillow resize, like Keras' ``load_img``) and
+        Runs ``preprocess.apply`` (Pillow resize: bilinear unless ``interpolation=``; Keras'
+        ``load_img`` defaults to nearest) and
         the Keras model, with no torch op in between: torch's worker threads
         stall behind TensorFlow's on small CPUs. Gradient methods resize with
         torch instead, so images already at the model's size (the usual Keras
