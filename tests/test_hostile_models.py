@@ -206,7 +206,7 @@ def _hf_resnet(tmp_path: Path, **config: Any) -> Any:
 def test_multi_label_hf_model_gives_sigmoid_probabilities(tmp_path: Path) -> None:
     net = _hf_resnet(tmp_path, problem_type="multi_label_classification")
     model = xb.as_model(net)
-    assert model.output_kind is xb.OutputKind.PROBABILITIES
+    assert model.output_kind is xb.OutputKind.PROBABILITIES and model.activation == "sigmoid"
     images = _images(2)
     with torch.no_grad():
         logits = net(torch.from_numpy(model.preprocess.apply(images))).logits

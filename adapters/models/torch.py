@@ -219,6 +219,15 @@ class TorchModel(PixelModelBase):
         return self._module
 
     @property
+    def activation(self) -> str | None:
+        """What turns the module's outputs into the explained ones: ``"sigmoid"``, ``"softmax"`` or None.
+
+        For callers recording which probabilities an explanation shows
+        (multi-label heads: independent sigmoids, not a softmax across classes).
+        """
+        return "sigmoid" if self._pixel.sigmoid else "softmax" if self._pixel.softmax else None
+
+    @property
     def channels_last(self) -> bool:
         """Whether the module is fed channels-last tensors (decided on the first guarded call when automatic)."""
         return bool(self._pixel.channels_last)
