@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
-from xai_bridge.adapters._load_order import triton_before_tensorflow  # noqa: E402
+from xai_bridge._load_order import triton_before_tensorflow  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
 

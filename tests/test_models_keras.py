@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
     pytest.skip("tensorflow and keras are not installed (pip install 'xai-bridge[keras]')", allow_module_level=True)
 
-from xai_bridge.adapters._load_order import triton_before_tensorflow  # noqa: E402
+from xai_bridge._load_order import triton_before_tensorflow  # noqa: E402
 from xai_bridge.adapters.models.keras import KerasModel  # noqa: E402
 
 triton_before_tensorflow()  # TF 2.21 wheels crash a later `import triton` (torchvision imports it)

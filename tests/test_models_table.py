@@ -19,9 +19,12 @@ from xai_bridge.errors import ParameterError
 
 
 def test_table_keeps_the_order_of_precedence() -> None:
-    # a tagger before any callable, Keras before torch, Hugging Face and timm before other torch modules
+    # bundled models by name, a tagger before any callable, Keras before torch, Hugging Face and timm before
+    # other torch modules
     names = [entry.name for entry in _table.ADAPTERS]
-    assert names == ["tagger", "keras", "onnx", "transformers", "timm", "torch", "function"]
+    assert names == ["bundled model", "tagger", "keras", "onnx", "transformers", "timm", "torch", "function"]
+    bundled = _table.ADAPTERS[0]
+    assert bundled.recognise("efficientnet_lite0") and not bundled.recognise("model.onnx")
     for entry in _table.ADAPTERS:
         module, function = entry.target.split(":")
         assert module and function == "wrap"
