@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from helpers import random_images  # noqa: E402
 from torch import nn  # noqa: E402
-from xai_bridge._load_order import triton_before_tensorflow  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
+from xai_bridge._load_order import triton_before_tensorflow  # noqa: E402
 
 triton_before_tensorflow()  # test modules import TensorFlow (directly or through Quantus) in any order
 
@@ -72,7 +73,7 @@ def tiny_model(tiny_net: TinyNet) -> xb.TorchModel:
 @pytest.fixture
 def rgb_images() -> np.ndarray:
     """Two seeded random uint8 images, (2, 40, 48, 3)."""
-    return np.random.default_rng(0).integers(0, 256, size=(2, 40, 48, 3), dtype=np.uint8)
+    return random_images((2, 40, 48, 3))
 
 
 @pytest.fixture(scope="session")

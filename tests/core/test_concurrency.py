@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
-from helpers import module_state
+from helpers import module_state, random_images
 from torch import nn
 from xai_bridge.adapters.models import TorchModel, hook_count
 
@@ -94,7 +94,7 @@ def run_gated(gate: Gate, a: Callable[[], Any], b: Callable[[], Any]) -> tuple[d
 
 
 def _images() -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    return random_images((2, 32, 32, 3))
 
 
 def _user_state(net: nn.Module) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from conftest import TINY_PREPROCESS, make_tiny_net  # noqa: E402
+from helpers import random_images  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
 
@@ -49,7 +50,7 @@ def model() -> xb.TorchModel:
 @pytest.fixture(scope="module")
 def image() -> np.ndarray:
     """One 32x32 image of 8x8 blocks (superpixel methods need several segments)."""
-    cells = np.random.default_rng(0).integers(0, 256, size=(1, 4, 4, 3), dtype=np.uint8)
+    cells = random_images((1, 4, 4, 3))
     return np.kron(cells, np.ones((1, 8, 8, 1), np.uint8))
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import REPO
+
 
 def test_adapters_only_under_xai_bridge(tmp_path: Path) -> None:
     code = (
@@ -21,7 +23,7 @@ def test_every_adapter_subpackage_is_declared() -> None:
     """Each folder with __init__.py under adapters/ must be listed in pyproject's packages."""
     import tomllib
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     declared = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
         "xai_bridge.adapters"

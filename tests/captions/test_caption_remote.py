@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("requests")
 
 from caption_server import CaptionServer, rule_caption
+from helpers import random_images
 from xai_bridge.adapters.captioners import (
     AZURE_V31_LIMITS,
     AuthenticationError,
@@ -46,7 +47,7 @@ def server():
 @pytest.fixture
 def images() -> np.ndarray:
     """24 distinct seeded 64x64 images."""
-    return np.random.default_rng(1).integers(0, 256, size=(24, 64, 64, 3), dtype=np.uint8)
+    return random_images((24, 64, 64, 3), seed=1)
 
 
 def make(kind: str, srv: CaptionServer, **kwargs):
@@ -269,7 +270,7 @@ def test_images_are_fitted_to_the_api_limits(server):
         encode_image(small, AZURE_V31_LIMITS, fit=False)
     with make("azure31", server) as cap:  # the server refuses < 50x50: the client enlarged it
         assert cap.caption(small[None]) == [rule_caption(small)]
-    noise = np.random.default_rng(0).integers(0, 256, size=(200, 300, 3), dtype=np.uint8)
+    noise = random_images((200, 300, 3))
     limits = ImageLimits(max_bytes=30_000, min_side=10, formats=("PNG", "JPEG"))
     enc = encode_image(noise, limits)
     assert len(enc.data) <= 30_000 and enc.content_type == "image/jpeg"

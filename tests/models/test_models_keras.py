@@ -23,13 +23,15 @@ torch = pytest.importorskip("torch")
 if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("keras") is None:
     pytest.skip("tensorflow and keras are not installed (pip install 'xai-bridge[keras]')", allow_module_level=True)
 
-from xai_bridge._load_order import triton_before_tensorflow  # noqa: E402
 from xai_bridge.adapters.models.keras import KerasModel  # noqa: E402
+
+from xai_bridge._load_order import triton_before_tensorflow  # noqa: E402
 
 triton_before_tensorflow()  # TF 2.21 wheels crash a later `import triton` (torchvision imports it)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from helpers import random_images  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
 from xai_bridge.errors import MethodNotApplicableError  # noqa: E402
@@ -69,7 +71,7 @@ def cnn() -> keras.Model:
 
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, size=(2, SIZE, SIZE, 3), dtype=np.uint8)
+    return random_images((2, SIZE, SIZE, 3))
 
 
 def preprocess(pixels: tf.Tensor) -> tf.Tensor:
@@ -280,7 +282,7 @@ def test_keras_torch_backend_in_a_subprocess(tmp_path: Path) -> None:
         c2 = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="c2")(c1)
         out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(c2))
         model = keras.Model(inp, out)
-        images = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+        images = random_images((2, 16, 16, 3))
         pre = xb.Preprocess.inception(16)
         x = torch.tensor(images, dtype=torch.float32, requires_grad=True)
         model(x * (2 / 255) - 1)[:, 1].sum().backward()

@@ -7,6 +7,8 @@ byte-level BPE tokenizer trained in-process on a small corpus, and BART / GPT-2
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -375,11 +377,10 @@ def test_caption_tokens_validation():
         CaptionTokens("a b", (1, 2), ("a",))
 
 
-def build_blip(vocab_size: int, seed: int = 0):
-    """A tiny BlipForConditionalGeneration (32x32 images, hidden 32, 2 layers)."""
-    from transformers import BlipConfig, BlipForConditionalGeneration
+def tiny_blip_config(vocab_size: int, initializer_range: float = 0.5) -> Any:
+    """A tiny BLIP configuration (32x32 images, hidden 32, 2 layers), shared by the captioning and VQA tests."""
+    from transformers import BlipConfig
 
-    torch.manual_seed(seed)
     text = dict(
         vocab_size=vocab_size,
         hidden_size=32,
@@ -392,7 +393,7 @@ def build_blip(vocab_size: int, seed: int = 0):
         eos_token_id=2,
         sep_token_id=2,
         encoder_hidden_size=32,
-        initializer_range=0.5,
+        initializer_range=initializer_range,
     )
     vision = dict(
         hidden_size=32,
@@ -401,9 +402,17 @@ def build_blip(vocab_size: int, seed: int = 0):
         intermediate_size=64,
         image_size=32,
         patch_size=8,
-        initializer_range=0.5,
+        initializer_range=initializer_range,
     )
-    return BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision)).eval()
+    return BlipConfig(text_config=text, vision_config=vision)
+
+
+def build_blip(vocab_size: int, seed: int = 0):
+    """A tiny BlipForConditionalGeneration, seeded."""
+    from transformers import BlipForConditionalGeneration
+
+    torch.manual_seed(seed)
+    return BlipForConditionalGeneration(tiny_blip_config(vocab_size)).eval()
 
 
 def test_blip_captioner_generation_and_teacher_forcing_agree(causal_tok, rgb_images):

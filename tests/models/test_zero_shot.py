@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from helpers import REPO  # noqa: E402
 from PIL import Image  # noqa: E402
 from xai_bridge.adapters._torch import hook_count  # noqa: E402
 from xai_bridge.adapters.models.zero_shot import preprocess_from_processor  # noqa: E402
@@ -410,7 +411,7 @@ def test_preprocess_shortest_edge_crop_numpy_and_torch_agree(zs) -> None:
 def test_example_runs_on_a_local_folder(clip_dir: Path, tmp_path: Path) -> None:
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "zero_shot_clip.py"
+    path = REPO / "examples" / "zero_shot_clip.py"
     spec = importlib.util.spec_from_file_location("zero_shot_clip", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import make_pngs
+from helpers import REPO
 from PIL import Image
 from test_explanation import make_explanation
 from test_report import img_sources
@@ -57,7 +58,7 @@ def test_methods_lists_install_status() -> None:
 def test_explain_writes_explanations_report_and_grid(
     tmp_path: Path, pngs: list[Path], spec: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(Path(__file__).parent.parent)  # the file spec is relative to the repository root
+    monkeypatch.chdir(REPO)  # the file spec is relative to the repository root
     out = tmp_path / "out"
     result = run(
         "explain",
@@ -213,7 +214,7 @@ def test_cli_methods_lists_install_status() -> None:
 
 def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path]) -> None:
     out = tmp_path / "out"
-    spec = str(Path(__file__).with_name("cli_tiny.py")) + ":tiny"
+    spec = str(REPO / "tests" / "cli_tiny.py") + ":tiny"
     result = CliRunner().invoke(
         main,
         [

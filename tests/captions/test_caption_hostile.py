@@ -22,6 +22,7 @@ import pytest
 pytest.importorskip("requests")
 
 from caption_server import CaptionServer, rule_caption
+from helpers import REPO, random_images
 from xai_bridge.adapters.captioners import (
     AzureVision40Captioner,
     AzureVisionV31Captioner,
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.timeout(60)
 
 FAST = RetryPolicy(backoff=0.01, max_backoff=0.05, seed=0)
 TIMEOUT = (2.0, 1.0)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def server():
 
 @pytest.fixture
 def images() -> np.ndarray:
-    return np.random.default_rng(7).integers(0, 256, size=(6, 64, 64, 3), dtype=np.uint8)
+    return random_images((6, 64, 64, 3), seed=7)
 
 
 def make(kind: str, srv: CaptionServer, **kwargs):

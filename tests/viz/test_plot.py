@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import random_images
 from test_explanation import make_explanation
 
 import xai_bridge as xb
@@ -131,7 +132,7 @@ def test_signed_maps_are_diverging_centred_at_zero_and_transparent_there() -> No
     maps[0, 0, 1, 1] = 2.0  # for
     maps[0, 0, 4, 6] = -2.0  # against
     maps[0, 0, 2, 2] = 0.5
-    images = np.random.default_rng(0).integers(0, 256, (1, H, W, 3), dtype=np.uint8)
+    images = random_images((1, H, W, 3))
     exp = exp_of(maps, "captum.IntegratedGradients", images=images)  # registered as signed
     fig = comparison_grid(exp, percentile=None)
     drawn = pixels(panels(fig)[1])
@@ -218,7 +219,7 @@ def test_grid_rejects_explanations_of_other_images() -> None:
 
 
 def test_overlay_styles() -> None:
-    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    image = random_images((32, 32, 3))
     zeros = np.zeros((32, 32))
     np.testing.assert_allclose(overlay(image, zeros, Style.HEAT, alpha=0.0), image / 255.0, atol=1e-6)
     np.testing.assert_allclose(overlay(image, zeros, Style.SIGNED), image / 255.0, atol=1e-6)  # 0: untouched

@@ -12,6 +12,7 @@ quantus = pytest.importorskip("quantus")
 pytest.importorskip("pandas")
 
 from conftest import TINY_PREPROCESS, make_tiny_net  # noqa: E402
+from helpers import REPO, random_images  # noqa: E402
 from xai_bridge.adapters._torch import hook_count  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
@@ -176,9 +177,8 @@ def test_boxes_are_x0_y0_x1_y1_and_box_names_them(rgb_images):
 
 
 def test_readme_shows_boxes_in_the_documented_order():
-    from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     assert "(y0, x0" not in readme and "xb.Box(x0=" in readme
 
 
@@ -268,7 +268,7 @@ def texture_score(images: np.ndarray) -> np.ndarray:
 
 
 def test_road_morf_and_lerf_rank_the_quadrant_map_first():
-    img = np.random.default_rng(2).integers(0, 256, (1, S, S, 3), dtype=np.uint8)
+    img = random_images((1, S, S, 3), seed=2)
     quad = np.broadcast_to(quadrant_map() + np.linspace(0, 0.01, S * S).reshape(S, S), (1, 1, S, S))
     exps = [hand_explanation(quad, img, "quadrant"), hand_explanation(-quad, img, "inverse")]
     model = xb.BlackBoxModel(texture_score)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_images
 from xai_bridge.adapters.models import hook_count
 
 import xai_bridge as xb
@@ -126,7 +127,7 @@ def test_several_target_columns_and_cam_fc_layer(tiny_model, rgb_images) -> None
 
 
 def test_smoothgradcampp_default_noise_is_in_pixels(tiny_model) -> None:
-    images = np.random.default_rng(1).integers(0, 256, size=(1, 32, 32, 3), dtype=np.uint8)
+    images = random_images((1, 32, 32, 3), seed=1)
     exp = xb.explain(tiny_model, images, "torchcam.SmoothGradCAMpp", num_samples=2)
     assert exp.params["std"] == pytest.approx(0.3 * 0.25 * 255)  # 0.3 in (x / 255 - 0.5) / 0.25 units
     again = xb.explain(tiny_model, images, "torchcam.SmoothGradCAMpp", num_samples=2)

@@ -24,12 +24,13 @@ import pytest
 pytest.importorskip("requests")
 
 from caption_server import CaptionServer
+from helpers import REPO
 from xai_bridge.adapters.captioners import AzureVisionV31Captioner, WordMatchScorer
 
 import xai_bridge.captions.model as model_module
 from xai_bridge.captions import explain_caption
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 CORE, ADAPTERS = str(ROOT / "xai_bridge") + "/", str(ROOT / "adapters") + "/"
 #: who starts the threads a caption walks through
 THREAD_OWNERS = {"xai-bridge-caption": "adapters", "xai-bridge-deadline": "adapters"}

@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("torch")
 import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
+from helpers import random_images
 from xai_bridge.adapters.models.torch import _check_device
 
 import xai_bridge as xb
@@ -102,7 +103,7 @@ BUILTIN: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_builtin_methods_make_their_tensors_on_the_models_device(name: str) -> None:
-    images = np.random.default_rng(1).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    images = random_images((2, 32, 32, 3), seed=1)
     model = xb.TorchModel(DeviceAsserting("cpu"), TINY_PREPROCESS, batch_size=8, tune_batch=False)
     expected = xb.explain(model, images, name, targets=[[1], [2]], seed=3, **BUILTIN[name])
     with default_device("meta"):
@@ -121,7 +122,7 @@ def test_the_meta_default_device_does_catch_a_tensor_made_without_a_device() -> 
 @cuda
 @pytest.mark.parametrize("name", ["builtin.Saliency", "builtin.RISE", "builtin.Occlusion", "gradcam.GradCAM"])
 def test_a_module_moved_to_cuda_explains_as_on_the_cpu(name: str) -> None:
-    images = np.random.default_rng(1).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    images = random_images((2, 32, 32, 3), seed=1)
     params = BUILTIN.get(name, {})
     on_cpu = xb.TorchModel(make_tiny_net(0), TINY_PREPROCESS, batch_size=8, tune_batch=False)
     net = make_tiny_net(0).to("cuda")  # the user moves the module; xai-bridge never does

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_images
 from PIL import Image
 
 from xai_bridge import ImageInputError, load_image, load_images
@@ -16,7 +17,7 @@ from xai_bridge import ImageInputError, load_image, load_images
 
 @pytest.fixture
 def hwc() -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, size=(6, 7, 3), dtype=np.uint8)
+    return random_images((6, 7, 3), seed=1)
 
 
 def test_uint8_layouts_give_the_same_nhwc(hwc: np.ndarray) -> None:

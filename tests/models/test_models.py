@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_PREPROCESS, make_tiny_net
+from helpers import random_images
 from xai_bridge.adapters.models import ArrayModel, BlackBoxModel, TorchModel, hook_count, model_guard
 
 import xai_bridge as xb
@@ -83,7 +84,7 @@ def test_pixel_module_is_differentiable_at_image_resolution(tiny_model, rgb_imag
 
 def test_preprocess_numpy_and_torch_agree_without_resize(tiny_net) -> None:
     pre = xb.Preprocess(scale="symmetric", mean=(0.1, 0.2, 0.3), std=(0.5, 0.6, 0.7), channel_order="BGR")
-    images = np.random.default_rng(3).integers(0, 256, (2, 8, 9, 3), dtype=np.uint8)
+    images = random_images((2, 8, 9, 3), seed=3)
     expected = ((images[..., ::-1] / 127.5 - 1.0) - [0.1, 0.2, 0.3]) / [0.5, 0.6, 0.7]
     assert np.allclose(pre.apply(images), np.transpose(expected, (0, 3, 1, 2)), atol=1e-5)
     model = TorchModel(torch.nn.Identity(), pre)

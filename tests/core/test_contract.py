@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import TINY_CLASSES, TINY_PREPROCESS, make_tiny_net
-from helpers import module_state
+from helpers import module_state, random_images
 
 import xai_bridge as xb
 
@@ -23,7 +23,7 @@ METHODS = xb.available_methods(installed_only=True)
 
 
 def _images() -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, size=(2, 24, 24, 3), dtype=np.uint8)
+    return random_images((2, 24, 24, 3), seed=1)
 
 
 def _model(kind: str = "any") -> Any:

@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("requests")
 
 from caption_server import CaptionServer, rule_tags
+from helpers import REPO
 from xai_bridge.adapters.captioners import (
     AzureVision40Tagger,
     AzureVisionV31Tagger,
@@ -35,12 +36,6 @@ pytestmark = pytest.mark.timeout(120)
 
 FAST = RetryPolicy(backoff=0.01, seed=0)
 TAGGERS = {"v31": AzureVisionV31Tagger, "v40": AzureVision40Tagger}
-
-
-@pytest.fixture
-def server():
-    with CaptionServer() as srv:
-        yield srv
 
 
 def dog_image(size: int = 64, seed: int = 0) -> np.ndarray:
@@ -193,11 +188,10 @@ def test_tagger_keys_never_leak(server, tmp_path, caplog):
 # ------------------------------------------------------------------ the example
 def test_example_prints_the_estimate_then_pays_exactly_that(server, tmp_path, capsys):
     import importlib.util
-    from pathlib import Path
 
     from PIL import Image
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "cloud_tags.py"
+    path = REPO / "examples" / "cloud_tags.py"
     spec = importlib.util.spec_from_file_location("cloud_tags_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -14,8 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from caption_server import CaptionServer, rule_answer  # noqa: E402
-from test_caption_models import TINY_VIT_PREPROCESS, build_bart, build_tokenizer  # noqa: E402
+from caption_server import rule_answer  # noqa: E402
+from helpers import REPO, random_images  # noqa: E402
+from test_caption_models import TINY_VIT_PREPROCESS, build_bart, build_tokenizer, tiny_blip_config  # noqa: E402
 from xai_bridge.adapters._torch import hook_count  # noqa: E402
 from xai_bridge.adapters.captioners import OpenAICaptioner, RetryPolicy  # noqa: E402
 from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer, WordMatchScorer  # noqa: E402
@@ -32,34 +33,11 @@ QUESTION = "what animal is in the picture?"
 
 
 def build_blip_vqa(vocab_size: int, seed: int = 0, initializer_range: float = 0.5):
-    """A tiny BlipForQuestionAnswering (32x32 images, hidden 32, 2 layers), seeded."""
-    from transformers import BlipConfig, BlipForQuestionAnswering
+    """A tiny BlipForQuestionAnswering (the captioning tests' BLIP configuration), seeded."""
+    from transformers import BlipForQuestionAnswering
 
     torch.manual_seed(seed)
-    text = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        bos_token_id=0,
-        pad_token_id=1,
-        eos_token_id=2,
-        sep_token_id=2,
-        encoder_hidden_size=32,
-        initializer_range=initializer_range,
-    )
-    vision = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        initializer_range=initializer_range,
-    )
-    return BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision)).eval()
+    return BlipForQuestionAnswering(tiny_blip_config(vocab_size, initializer_range)).eval()
 
 
 def build_llava(vocab_size: int, seed: int = 0):
@@ -122,7 +100,7 @@ def llava(causal_tok):
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    return random_images((3, 32, 32, 3))
 
 
 # ------------------------------------------------------------------ local: the model's own head
@@ -298,14 +276,8 @@ def test_explain_answer_with_a_function_of_image_and_question():
 
 
 # ------------------------------------------------------------------ remote: chat completions with the question
-@pytest.fixture
-def server():
-    with CaptionServer() as srv:
-        yield srv
-
-
 def test_remote_answers_every_evaluation_exactly_once_and_a_cached_rerun_makes_no_request(server, tok, tmp_path):
-    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    image = random_images((64, 64, 3))
     image[:32, 32:] = 250  # top-right bright: "a dog"
     scorer = TeacherForcingScorer(build_bart(len(tok)), tok)
     cache = tmp_path / "answers.sqlite"
@@ -347,9 +319,8 @@ def test_remote_answers_every_evaluation_exactly_once_and_a_cached_rerun_makes_n
 # ------------------------------------------------------------------ the example
 def _example():
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "explain_answer.py"
+    path = REPO / "examples" / "explain_answer.py"
     spec = importlib.util.spec_from_file_location("explain_answer_example", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

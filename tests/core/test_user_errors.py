@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO, random_images
 from test_explanation import make_explanation
 
 import xai_bridge as xb
 from xai_bridge import Explanation, FormatError, ParameterError, XaiBridgeError
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------ saved files
@@ -205,7 +204,7 @@ def test_save_keeps_an_npz_suffix_in_any_case(tmp_path: Path, name: str) -> None
 # ------------------------------------------------------------------ method parameters
 @pytest.fixture
 def small() -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, size=(2, 24, 24, 3), dtype=np.uint8)
+    return random_images((2, 24, 24, 3), seed=1)
 
 
 BAD_PARAMS = [

@@ -17,7 +17,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from caption_server import CaptionServer, rule_caption  # noqa: E402
+from caption_server import rule_caption  # noqa: E402
+from helpers import REPO, random_images  # noqa: E402
 from test_caption_models import (  # noqa: E402
     TINY_VIT_PREPROCESS,
     build_bart,
@@ -57,12 +58,6 @@ def tok():
 @pytest.fixture(scope="module")
 def bart(tok):
     return build_bart(len(tok))
-
-
-@pytest.fixture
-def server():
-    with CaptionServer() as srv:
-        yield srv
 
 
 class CountingCaptioner(FunctionCaptioner):
@@ -126,7 +121,7 @@ def test_occlusion_localises_each_word_exactly():
 # ------------------------------------------------------------------ remote + teacher forcing
 def test_remote_captioner_with_teacher_forcing(server, tok, bart, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    image = random_images((64, 64, 3))
     image[:32, 32:] = 250  # top-right bright: "dog"
     scorer = TeacherForcingScorer(bart, tok)
     cache = tmp_path / "captions.sqlite"
@@ -313,7 +308,6 @@ def test_fit_max_side_keeps_the_aspect_ratio_like_seed_000():
 # ------------------------------------------------------------------ the example
 def test_seed000_example_runs_against_the_loopback_server(server, tok, bart, tmp_path, monkeypatch, capsys):
     import importlib.util
-    from pathlib import Path
 
     from PIL import Image
 
@@ -324,9 +318,7 @@ def test_seed000_example_runs_against_the_loopback_server(server, tok, bart, tmp
     for i, img in enumerate([quadrant_image(64), np.full((60, 90, 3), 30, np.uint8)]):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(img).save(paths[-1])
-    spec = importlib.util.spec_from_file_location(
-        "seed000_caption", Path(__file__).resolve().parents[1] / "examples" / "seed000_caption.py"
-    )
+    spec = importlib.util.spec_from_file_location("seed000_caption", REPO / "examples" / "seed000_caption.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)  # importing runs nothing
     assert server.requests == 0
@@ -362,7 +354,6 @@ def test_seed000_example_runs_against_the_loopback_server(server, tok, bart, tmp
 def test_seed000_example_on_semantic_regions(server, tok, bart, tmp_path, monkeypatch):
     """Seed 000's named improvement: the caption explained over semantic regions instead of shap's grid."""
     import importlib.util
-    from pathlib import Path
 
     from PIL import Image
 
@@ -371,9 +362,7 @@ def test_seed000_example_on_semantic_regions(server, tok, bart, tmp_path, monkey
     tok.save_pretrained(model_dir)
     path = tmp_path / "quadrants.png"
     Image.fromarray(quadrant_image(64)).save(path)
-    spec = importlib.util.spec_from_file_location(
-        "seed000_caption", Path(__file__).resolve().parents[1] / "examples" / "seed000_caption.py"
-    )
+    spec = importlib.util.spec_from_file_location("seed000_caption", REPO / "examples" / "seed000_caption.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     monkeypatch.setenv("LOOPBACK_KEY", server.key)

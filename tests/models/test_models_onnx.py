@@ -13,6 +13,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (p
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'xai-bridge[onnx]')")
 
 from conftest import TINY_PREPROCESS, make_tiny_net  # noqa: E402
+from helpers import random_images  # noqa: E402
 from xai_bridge.adapters.models import OnnxModel  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
@@ -55,7 +56,7 @@ def onnx_path(net: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture
 def images() -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)  # the model's size
+    return random_images((2, 32, 32, 3), seed=1)  # the model's size
 
 
 def torch_model(net: torch.nn.Module) -> xb.TorchModel:

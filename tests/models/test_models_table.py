@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_PREPROCESS
+from helpers import random_images
 from xai_bridge.adapters.models import ArrayModel, OnnxModel, TorchModel, _table
 from xai_bridge.adapters.models._differentiable import PixelModelBase
 from xai_bridge.adapters.models.transformers import transformers_model
@@ -108,7 +109,7 @@ def test_image_key_is_the_caption_models_key() -> None:
     from xai_bridge.captions import model as caption_model
     from xai_bridge.models import image_key
 
-    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    image = random_images((5, 7, 3))
     assert image_key(image) == caption_model._digest(image)
     assert image_key(image) != image_key(image.reshape(7, 5, 3))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from PIL import Image
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel
 
@@ -208,7 +209,7 @@ def test_ray_engine_builds_a_factory_model_in_each_worker(folder: Path, tmp_path
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}},
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}},
     )
     try:
         summary = explain_dataset(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import assert_close
+from helpers import assert_close, random_images
 from torch import nn
 from xai_bridge.adapters.models import BlackBoxModel, TorchModel, hook_count
 
@@ -237,7 +237,7 @@ def test_gradient_is_exact_on_a_linear_model() -> None:
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
     model = TorchModel(net, xb.Preprocess(scale="unit"))
-    images = np.random.default_rng(1).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    images = random_images((2, 8, 8, 3), seed=1)
     background = np.random.default_rng(2).uniform(0, 255, (8, 8, 3))
     exp = xb.explain(model, images, "shap.Gradient", targets=[[0, 2], [1, 0]], nsamples=5, background=background)
     sums = exp.raw.reshape(2, 2, -1).sum(-1)
