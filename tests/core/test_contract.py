@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TINY_CLASSES, TINY_PREPROCESS, make_tiny_net
+from conftest import tiny_model_of_kind
 from helpers import module_state, random_images
 
 import xai_bridge as xb
@@ -26,37 +26,8 @@ def _images() -> np.ndarray:
     return random_images((2, 24, 24, 3), seed=1)
 
 
-def _model(kind: str = "any") -> Any:
-    """The tiny model for a method's ``model_kind``: a CNN, a 2-layer ViT, or a detector's score model."""
-    if kind == "transformer":
-        import torch
-        from torchvision.models import VisionTransformer
-
-        torch.manual_seed(0)
-        vit = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5)
-        torch.nn.init.normal_(vit.heads.head.weight, std=0.5)  # torchvision starts the head at zero
-        return xb.TorchModel(vit.eval(), TINY_PREPROCESS, class_names=TINY_CLASSES, batch_size=8, tune_batch=False)
-    if kind == "detector":
-        from xai_bridge.detection import DetectionScoreModel
-
-        detector = xb.DetectionModel(_quadrant_detections, class_names=TINY_CLASSES[:4])
-        targets = detector.detect(np.zeros((1, 24, 24, 3), np.uint8))[0]
-        return DetectionScoreModel(detector, targets, TINY_CLASSES[:4])
-    return xb.TorchModel(make_tiny_net(0), TINY_PREPROCESS, class_names=TINY_CLASSES, batch_size=8, tune_batch=False)
-
-
 def _state(model: Any) -> Any:
     return module_state(model.module) if hasattr(model, "module") else None
-
-
-def _quadrant_detections(images: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Four detections per image, one per quadrant (label = quadrant), scored by the quadrant's brightness."""
-    boxes = np.array([[0, 0, 12, 12], [12, 0, 24, 12], [0, 12, 12, 24], [12, 12, 24, 24]], float)
-    out = []
-    for im in images:
-        scores = [im[y0:y1, x0:x1].mean() / 255 + 0.01 for x0, y0, x1, y1 in boxes.astype(int)]
-        out.append({"boxes": boxes, "labels": np.arange(4), "scores": np.asarray(scores)})
-    return out
 
 
 def test_every_method_is_covered_by_a_library_module() -> None:
@@ -71,7 +42,7 @@ def test_every_method_is_covered_by_a_library_module() -> None:
 @pytest.mark.parametrize("name", METHODS)
 def test_method_keeps_the_contract(name: str) -> None:
     spec = xb.default_registry().spec(name)
-    model, images = _model(spec.model_kind), _images()
+    model, images = tiny_model_of_kind(spec.model_kind), _images()
     before, pixels = _state(model), images.copy()
     params = dict(spec.quick)  # the method's own cheapest run: well under a second on 2 x 24 x 24 images
     exp = xb.explain(model, images, name, targets=[[1, 3], [0, 2]], seed=5, **params)
@@ -92,7 +63,7 @@ def test_method_keeps_the_contract(name: str) -> None:
         assert exp.attributions.min() >= -1e-6, "an unsigned method returned negative values"
     if spec.model_kind == "detector":
         with pytest.raises(xb.MethodNotApplicableError, match="explains detections of an object detector"):
-            xb.explain(_model(), images, name, targets=[[1], [0]], **params)
+            xb.explain(tiny_model_of_kind("any"), images, name, targets=[[1], [0]], **params)
     if spec.needs_gradients:
         box = xb.BlackBoxModel(lambda x: model.predict(x))
         with pytest.raises(xb.MethodNotApplicableError, match="needs gradients"):

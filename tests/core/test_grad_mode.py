@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from conftest import TINY_PREPROCESS, make_tiny_net  # noqa: E402
+from conftest import tiny_model_of_kind  # noqa: E402
 from helpers import random_images  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
@@ -42,9 +42,15 @@ GRADIENT_METHODS = [
 _EXPECTED: dict[str, xb.Explanation] = {}
 
 
-@pytest.fixture(scope="module")
-def model() -> xb.TorchModel:
-    return xb.TorchModel(make_tiny_net(0), TINY_PREPROCESS, batch_size=8, tune_batch=False)
+_MODELS: dict[str, Any] = {}
+
+
+def model_for(method: str) -> Any:
+    """One tiny model per ``model_kind`` for the whole module (a CNN, a ViT for the attention methods)."""
+    kind = xb.registry.default_registry().spec(method).model_kind
+    if kind not in _MODELS:
+        _MODELS[kind] = tiny_model_of_kind(kind)
+    return _MODELS[kind]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,8 @@ def image() -> np.ndarray:
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
-def test_method_inside_callers_grad_mode(model: xb.TorchModel, image: np.ndarray, method: str, mode: str) -> None:
+def test_method_inside_callers_grad_mode(image: np.ndarray, method: str, mode: str) -> None:
+    model = model_for(method)
     params = SMALL.get(method, {})
     if method not in _EXPECTED:
         _EXPECTED[method] = xb.explain(model, image, method, targets=1, **params)
