@@ -357,3 +357,28 @@ def test_example_runs_against_an_endpoint(server, tok, tmp_path, capsys):
     [exp] = _example().main([*argv, "--method", "builtin.Occlusion", "--cache", str(tmp_path / "c.sqlite")])
     assert exp.params["caption"] == "a dog" and "A: a dog" in capsys.readouterr().out
     assert server.questions == {QUESTION: server.requests} and set(server.answered.values()) == {1}
+
+
+def test_remote_answer_over_semantic_regions(server, tok, tmp_path):
+    """explain_answer takes partition= as any method parameter: the answer's tokens explained over regions."""
+    image = random_images((64, 64, 3))
+    image[:32, 32:] = 250  # top-right bright: "a dog"
+    scorer = TeacherForcingScorer(build_bart(len(tok)), tok)
+    quadrants = np.zeros((64, 64), np.int32)
+    quadrants[:32, 32:], quadrants[32:, :32], quadrants[32:, 32:] = 1, 2, 3
+    with OpenAICaptioner(server.url + "/v1", "loopback-vlm", key=server.key, cache=tmp_path / "a.sqlite") as vlm:
+        [exp] = explain_answer(
+            vlm,
+            image,
+            "shap.Partition",
+            question=QUESTION,
+            scorer=scorer,
+            budget=20,
+            masker="blur(8,8)",
+            partition=quadrants,
+        )
+    np.testing.assert_array_equal(exp.extras["segments"][0, 0], quadrants)
+    for t in range(exp.n_targets):
+        np.testing.assert_allclose(exp.attributions[0, t].sum(), exp.scores[0, t] - exp.base_scores[0, t], atol=1e-4)
+        for q in range(4):
+            assert np.ptp(exp.attributions[0, t][quadrants == q]) < 1e-6

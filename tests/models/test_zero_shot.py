@@ -424,3 +424,20 @@ def test_example_runs_on_a_local_folder(clip_dir: Path, tmp_path: Path) -> None:
     for name, exp in results.items():
         assert exp.attributions.shape[-2:] == (40, 48)
         assert (tmp_path / "out" / f"{name}.png").is_file()
+
+
+def test_semantic_regions_for_a_prompt(zs) -> None:
+    """shap Partition over semantic regions explains a zero-shot prompt like any classifier (Owen efficiency)."""
+    image = np.kron(_image(12, 4, 4), np.ones((10, 12, 1), np.uint8))  # 40x48 of flat 10x12 blocks
+    exp = xb.explain(
+        zs,
+        image,
+        "shap.Partition",
+        targets="a photo of a dog",
+        max_evals=40,
+        masker="blur(8,8)",
+        partition=image[..., 0],
+    )
+    segments = exp.extras["segments"][0, 0]
+    assert len(np.unique(segments)) >= 2
+    np.testing.assert_allclose(exp.attributions[0, 0].sum(), exp.scores[0, 0] - exp.base_scores[0, 0], atol=1e-4)
