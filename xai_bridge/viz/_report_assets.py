@@ -60,6 +60,12 @@ JS = r"""
       }
       m.u = u;
       window.xbDecoded++;
+      if (!m.outline) { return; }
+      return pixelsOf("data:image/png;base64," + m.outline, w, h).then(function (op) {
+        const o = new Uint8Array(w * h);
+        for (let i = 0; i < o.length; i++) { o[i] = op[4 * i] > 127 ? 1 : 0; }
+        m.o = o;
+      });
     });
   }
 
@@ -111,6 +117,11 @@ JS = r"""
       d[j + 1] = img[j + 1] * (1 - a) + col[1] * a;
       d[j + 2] = img[j + 2] * (1 - a) + col[2] * a;
       d[j + 3] = 255;
+    }
+    if (m.o) {  // outlines: a detection's box, semantic regions' borders
+      for (let i = 0; i < m.o.length; i++) {
+        if (m.o[i]) { const j = 4 * i; d[j] = 255; d[j + 1] = 255; d[j + 2] = 255; }
+      }
     }
     ctx.putImageData(out, 0, 0);
   }

@@ -14,7 +14,7 @@ import numpy as np
 
 from xai_bridge.explanation import Explanation
 
-__all__ = ["draw_outlines", "region_edges"]
+__all__ = ["draw_outlines", "outline_mask", "region_edges"]
 
 
 def region_edges(segments: np.ndarray) -> np.ndarray:
@@ -44,3 +44,28 @@ def draw_outlines(ax: Any, exp: Explanation, n: int, t: int) -> None:
             box = Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5)
             box.set_path_effects(halo)
             ax.add_patch(box)
+
+
+def outline_mask(exp: Explanation, n: int, t: int, shape: tuple[int, int]) -> np.ndarray | None:
+    """Bool ``shape`` of what :func:`draw_outlines` draws (region borders, the box's edges), or None if nothing.
+
+    For the report, whose maps may be shrunk to ``shape``: labels are
+    resampled nearest-neighbour and the box scaled before its edges are drawn.
+    """
+    extras = exp.extras
+    h, w = shape
+    src_h, src_w = exp.attributions.shape[-2:]
+    out = np.zeros(shape, bool)
+    if exp.params.get("partition") is not None and "segments" in extras:
+        rows = (np.arange(h) * src_h // h).clip(0, src_h - 1)
+        cols = (np.arange(w) * src_w // w).clip(0, src_w - 1)
+        out |= region_edges(np.asarray(extras["segments"][n, t])[np.ix_(rows, cols)])
+    if "boxes" in extras:
+        x0, y0, x1, y1 = (float(v) for v in extras["boxes"][n, t])
+        if np.isfinite([x0, y0, x1, y1]).all():
+            sy, sx = h / src_h, w / src_w
+            c0, c1 = int(np.clip(round(x0 * sx), 0, w - 1)), int(np.clip(round(x1 * sx) - 1, 0, w - 1))
+            r0, r1 = int(np.clip(round(y0 * sy), 0, h - 1)), int(np.clip(round(y1 * sy) - 1, 0, h - 1))
+            out[r0 : r1 + 1, [c0, c1]] = True
+            out[[r0, r1], c0 : c1 + 1] = True
+    return out if out.any() else None

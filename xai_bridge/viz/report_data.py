@@ -23,6 +23,7 @@ from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
 from ._text import safe_text, score_text
+from .outlines import outline_mask
 
 __all__ = [
     "PERCENTILES",
@@ -190,9 +191,15 @@ def method_maps(sec: Section, signed: Mapping[str, bool], max_side: int) -> list
                 targets.append(None)
                 continue
             encoded, _ = encode_map(fit(exp.attributions[n, t], max_side, is_map=True))
-            targets.append(
-                {"png": png_base64(encoded), "name": safe_text(exp.target_names[n, t]), "score": score_text(exp, n, t)}
-            )
+            entry = {
+                "png": png_base64(encoded),
+                "name": safe_text(exp.target_names[n, t]),
+                "score": score_text(exp, n, t),
+            }
+            edges = outline_mask(exp, n, t, encoded.shape[:2])
+            if edges is not None:  # a detection's box, the regions of a semantic-region run: drawn over the map
+                entry["outline"] = png_base64(edges.astype(np.uint8) * 255)
+            targets.append(entry)
         methods.append({"name": name, "signed": bool(signed[name]), "targets": targets})
     return methods
 
