@@ -110,6 +110,7 @@ def partition(request: ExplainRequest) -> BackendResult:
     effective = {**params, "masker": masker, "max_evals": max_evals, "batch_size": batch_size}
     if params["partition"] is not None:
         return _partition_regions(request, call, mask_value, effective)
+    del effective["partition"]  # the axis-aligned run records what it always did
 
     def explain_one(i: int, predict: Callable[[np.ndarray], np.ndarray]) -> Any:
         explainer = _explainer(predict, mask_value, shape)

@@ -173,7 +173,7 @@ def test_legrads_own_code_equals_torchcams_with_the_models_own_head(monkeypatch:
     pytest.importorskip("torchcam")
     from helpers import assert_close
     from torchcam.methods import LeGrad
-    from xai_bridge.adapters.methods import attention
+    from xai_bridge.adapters.methods.builtin import _attention as attention
 
     monkeypatch.setattr(attention, "_is_torchvision_vit", lambda _module: False)
     net, images = _torchvision_vit(), _images(3)

@@ -282,7 +282,7 @@ def test_keras_torch_backend_in_a_subprocess(tmp_path: Path) -> None:
         c2 = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="c2")(c1)
         out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(c2))
         model = keras.Model(inp, out)
-        images = random_images((2, 16, 16, 3))
+        images = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
         pre = xb.Preprocess.inception(16)
         x = torch.tensor(images, dtype=torch.float32, requires_grad=True)
         model(x * (2 / 255) - 1)[:, 1].sum().backward()
