@@ -188,3 +188,43 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     methods = (tmp_path / "site" / "methods.html").read_text(encoding="utf-8")
     assert "captum.IntegratedGradients" in methods and "<!-- methods-table -->" not in methods
+
+
+def layout_paths(page: Path) -> list[str]:
+    """Every file and folder the contributing page's layout tree names, as paths from the repository root."""
+    text = page.read_text(encoding="utf-8")
+    tree = text.split("```\n", 2)[1]
+    stack: list[tuple[int, str]] = []
+    paths = []
+    for line in tree.splitlines():
+        if not line.strip() or line.startswith(" " * 20):  # a description's continuation line
+            continue
+        indent = len(line) - len(line.lstrip())
+        names = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        prefix = stack[-1][1] if stack else ""
+        for name in (n.strip() for n in names.split(",")):
+            paths.append(prefix + name)
+            if name.endswith("/"):
+                stack.append((indent, prefix + name))
+    return paths
+
+
+def test_the_layout_on_the_contributing_page_names_files_that_exist() -> None:
+    paths = layout_paths(DOCS / "contributing.md")
+    assert len(paths) > 50
+    missing = [p for p in paths if not (ROOT / p).exists()]
+    assert not missing, f"docs/contributing.md's layout names files that are gone (update the tree): {missing}"
+
+
+def test_the_layout_on_the_contributing_page_names_every_module() -> None:
+    named = set(layout_paths(DOCS / "contributing.md"))
+    modules = [
+        f.relative_to(ROOT).as_posix()
+        for folder in ("xai_bridge", "adapters")
+        for f in sorted((ROOT / folder).rglob("*.py"))
+        if f.name != "__init__.py" and "__pycache__" not in f.parts
+    ]
+    unnamed = [m for m in modules if m not in named]
+    assert not unnamed, f"add these modules to docs/contributing.md's layout, one line each: {unnamed}"
