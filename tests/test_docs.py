@@ -228,3 +228,18 @@ def test_the_layout_on_the_contributing_page_names_every_module() -> None:
     ]
     unnamed = [m for m in modules if m not in named]
     assert not unnamed, f"add these modules to docs/contributing.md's layout, one line each: {unnamed}"
+
+
+#: Keyword forms the explain family deprecated: the docs show only the new ones (budget=, targets=, batch_size=).
+OLD_KEYWORDS = ("max_evals=", "num_samples=", "n_masks=", "captions=", "answers=", "model_batch_size=")
+
+
+def test_the_code_blocks_use_the_explain_familys_current_keywords() -> None:
+    stale = [
+        f"{page.name}:{block.line}: {word}"
+        for page in [*PAGES, ROOT / "README.md"]
+        for block in blocks(page)
+        for word in OLD_KEYWORDS
+        if word in block.code and not block.no_run
+    ]
+    assert not stale, f"use budget= / targets= / batch_size= instead: {stale}"
