@@ -243,3 +243,13 @@ def test_the_code_blocks_use_the_explain_familys_current_keywords() -> None:
         if word in block.code and not block.no_run
     ]
     assert not stale, f"use budget= / targets= / batch_size= instead: {stale}"
+
+
+def test_sphinx_roles_in_docstrings_render_as_code() -> None:
+    sys.path.insert(0, str(DOCS / "_hooks"))
+    try:
+        from sphinx_roles import plain
+    finally:
+        sys.path.remove(str(DOCS / "_hooks"))
+    text = "see :func:`~xai_bridge.load_images` and :class:`xai_bridge.Explanation`, :meth:`Model.predict`"
+    assert plain(text) == "see `load_images` and `xai_bridge.Explanation`, `Model.predict`"
