@@ -21,8 +21,6 @@ from xai_bridge.adapters.captioners import AzureVision40Tagger, AzureVisionV31Ta
 
 import xai_bridge as xb
 
-BUDGETS = {"shap.Partition": "max_evals", "lime.Lime": "num_samples", "builtin.RISE": "n_masks"}
-
 
 def main(argv: list[str] | None = None) -> xb.Explanation | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,7 +29,9 @@ def main(argv: list[str] | None = None) -> xb.Explanation | None:
     parser.add_argument("--tag", help="the tag to explain (default: the most confident one)")
     parser.add_argument("--api", choices=("v3.1", "4.0"), default="4.0")
     parser.add_argument("--method", default="shap.Partition")
-    parser.add_argument("--max-evals", type=int, default=200, help="the method's evaluation budget")
+    parser.add_argument(
+        "--budget", "--max-evals", type=int, default=200, help="model evaluations per image (the method's budget)"
+    )
     parser.add_argument("--key", help="API key (default $AZURE_VISION_KEY)")
     parser.add_argument("--cache", default="auto", help="answer cache file ('auto': ~/.cache/xai-bridge; 'none')")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second")
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> xb.Explanation | None:
     cache = None if args.cache == "none" else args.cache
     params: dict[str, Any] = {}
     spec = xb.default_registry().spec(args.method)
-    if spec.name in BUDGETS:
-        params[BUDGETS[spec.name]] = args.max_evals
+    if spec.budget is not None:  # the method's own budget parameter (max_evals, num_samples, n_masks)
+        params[spec.budget] = args.budget
     elif spec.name == "builtin.Occlusion":
         params.update(window=32, stride=16)
     with kind(args.endpoint, key=args.key, cache=cache, rate_limit=args.rate_limit) as tagger:

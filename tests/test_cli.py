@@ -345,3 +345,25 @@ def test_report_errors_are_clear(tmp_path: Path) -> None:
     assert mixed.exit_code == 0, mixed.output  # explanations of other images get their own sections
     assert (tmp_path / "m.html").read_text().count("<section class='image'") == 2 * 2
     assert run("report", tmp_path / "missing.npz").exit_code == 2
+
+
+def test_budget_and_chunk_size_options(tmp_path: Path, pngs: list[Path]) -> None:
+    base = [
+        "explain",
+        "cli_models:box",
+        *pngs,
+        "--preprocess",
+        "none",
+        "-m",
+        "builtin.RISE",
+        "-p",
+        "builtin.RISE:grid=4",
+    ]
+    result = run(*base, "--budget", "24", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    exp = xb.Explanation.load(tmp_path / "out" / "builtin.RISE.npz")
+    assert exp.params["n_masks"] == 24
+    stored = run(*base, "--budget", "24", "--dataset", "--chunk-size", "1", "--out", tmp_path / "store")
+    assert stored.exit_code == 0 and "2 done, 0 skipped, 0 failed" in stored.output, stored.output
+    refused = run(*base[:-2], "--budget", "24", "-m", "builtin.Occlusion", "--out", tmp_path / "o")
+    assert refused.exit_code != 0 and "no evaluation budget" in refused.output

@@ -24,9 +24,13 @@ def test_saliency_equals_autograd_by_hand(tiny_model, rgb_images) -> None:
     assert exp.targets.tolist() == [[1], [3]]
     assert exp.target_names.tolist() == [["dog"], ["tree"]]
     assert np.allclose(exp.scores[:, 0], out.detach().numpy()[[0, 1], [1, 3]], atol=1e-5)
-    assert (
-        exp.method == "builtin.Saliency" and exp.library == "builtin" and exp.backend == "builtin" and exp.seed is None
-    )  # backend: the older name
+    with pytest.warns(DeprecationWarning, match="library"):  # backend: the older name, deprecated
+        assert (
+            exp.method == "builtin.Saliency"
+            and exp.library == "builtin"
+            and exp.backend == "builtin"
+            and exp.seed is None
+        )
     assert exp.params == {"abs": True}
 
 
@@ -130,3 +134,22 @@ def test_seed_must_be_a_non_negative_int(tiny_model, rgb_images) -> None:
     for bad in (-1, 1.5, True, "0"):
         with pytest.raises(ValueError, match="seed: expected a non-negative integer"):
             xb.explain(tiny_model, rgb_images, "builtin.Saliency", seed=bad)
+
+
+def test_budget_maps_onto_the_methods_own_parameter(tiny_model, rgb_images) -> None:
+    by_budget = xb.explain(tiny_model, rgb_images, "builtin.RISE", budget=64, grid=4)
+    by_own = xb.explain(tiny_model, rgb_images, "builtin.RISE", n_masks=64, grid=4)
+    assert np.array_equal(by_budget.attributions, by_own.attributions)
+    assert by_budget.params["n_masks"] == 64 and by_budget.n_model_evals == by_own.n_model_evals
+    many = xb.explain_many(tiny_model, rgb_images, [("builtin.RISE", {"grid": 4})], budget=64)
+    assert np.array_equal(many["builtin.RISE"].attributions, by_own.attributions)
+
+
+def test_budget_errors(tiny_model, rgb_images) -> None:
+    with pytest.raises(xb.ParameterError, match=r"budget: builtin.RISE got both budget=64 and its own n_masks=32"):
+        xb.explain(tiny_model, rgb_images, "builtin.RISE", budget=64, n_masks=32)
+    with pytest.raises(xb.ParameterError, match=r"budget: builtin.Occlusion has no evaluation budget.*'window'"):
+        xb.explain(tiny_model, rgb_images, "builtin.Occlusion", budget=64)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(xb.ParameterError, match="budget: expected a positive number"):
+            xb.explain(tiny_model, rgb_images, "builtin.RISE", budget=bad)

@@ -174,3 +174,11 @@ def test_normalize_modes() -> None:
     with pytest.raises(ValueError, match="percentile"):
         normalize(maps, percentile=0)
     assert np.array_equal(maps, [[[-2.0, 1.0], [0.0, 4.0]]])  # input untouched
+
+
+def test_backend_names_are_deprecated_aliases_of_library() -> None:
+    exp = make_explanation()
+    with pytest.warns(DeprecationWarning, match="use Explanation.library"):
+        assert exp.backend == exp.library
+    with pytest.warns(DeprecationWarning, match="use Explanation.library_version"):
+        assert exp.backend_version == exp.library_version

@@ -100,6 +100,32 @@ def test_as_model_recognises_keras(cnn: keras.Model) -> None:
         xb.models.as_model(cnn)
 
 
+def test_keras_model_has_the_torch_models_surface(cnn: keras.Model, images: np.ndarray) -> None:
+    """explaining(), inference() and fingerprint() come from the base TorchModel also uses."""
+    from xai_bridge.adapters.models._differentiable import PixelModelBase
+
+    from xai_bridge.errors import ParameterError
+
+    model = KerasModel(cnn, PRE)
+    assert isinstance(model, PixelModelBase) and isinstance(model, xb.models.DifferentiableModel)
+    with pytest.raises(ParameterError, match="preprocess: a Keras model needs"):
+        KerasModel(cnn, None)  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="batch_size"):
+        KerasModel(cnn, PRE, batch_size=0)
+    with torch.no_grad(), model.explaining():
+        assert torch.is_grad_enabled()  # gradient methods work inside a caller's no_grad block
+        assert torch.equal(model.pixel_tensor(images), torch.from_numpy(images).permute(0, 3, 1, 2).float())
+    with model.inference():
+        inside = model.predict(images)
+    np.testing.assert_array_equal(inside, model.predict(images))
+    first = model.fingerprint()
+    assert first == KerasModel(cnn, PRE).fingerprint()  # the same weights, another wrapper
+    assert set(first) == set(xb.TorchModel(torch.nn.Linear(2, 2), xb.Preprocess()).fingerprint())
+    assert first["class"].endswith("Functional") and first["values"] == sum(w.size for w in cnn.get_weights())
+    other = KerasModel(make_cnn(1), PRE).fingerprint()
+    assert other["shapes"] == first["shapes"] and other["weights"] != first["weights"]
+
+
 def test_predict_matches_keras_and_prints_nothing(
     cnn: keras.Model, images: np.ndarray, capsys: pytest.CaptureFixture[str]
 ) -> None:

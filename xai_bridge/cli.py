@@ -15,17 +15,17 @@ Model specs: ``efficientnet_lite0`` (bundled), ``package.module:factory`` or
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+
+from ._model_spec import load_model_spec, one_line
 
 __all__ = ["load_model_spec", "main", "parse_params"]
 
@@ -33,12 +33,6 @@ PREPROCESS = ("imagenet", "inception", "caffe", "unit", "none")
 
 #: Set to 1 to see the Python traceback of an unexpected error instead of its one-line summary.
 TRACEBACK_ENV = "XAI_BRIDGE_TRACEBACK"
-
-
-def one_line(exc: BaseException, limit: int = 600) -> str:
-    """``exc``'s message on one line (libraries put newlines in theirs), cut at ``limit`` characters."""
-    text = "; ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Group(click.Group):
@@ -69,23 +63,6 @@ class _Group(click.Group):
             ) from exc
 
 
-@contextlib.contextmanager
-def _on_path(*folders: Path) -> Iterator[None]:
-    """Put ``folders`` first on ``sys.path`` for an import, and take them off again.
-
-    A console script does not put the current directory on ``sys.path`` as
-    ``python -m`` does, so ``module:factory`` would not find a module there.
-    """
-    added = [str(f) for f in folders if str(f) not in sys.path]
-    sys.path[:0] = added
-    try:
-        yield
-    finally:
-        for entry in added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(entry)
-
-
 def _require(module: str, extra: str, option: str) -> None:
     """Refuse an option whose optional library is missing before any work is done."""
     if importlib.util.find_spec(module) is None:
@@ -105,69 +82,6 @@ def _output(path: Path | None, option: str, folder: bool = False) -> None:
             if not parent.is_dir():
                 raise click.BadParameter(f"{str(parent)!r} is a file, not a folder", param_hint=option)
             break
-
-
-def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 16) -> Any:
-    """Build the model named by ``spec`` (see the module docstring)."""
-    import xai_bridge as xb
-
-    if spec in ("efficientnet_lite0", "efficientnet-lite0"):
-        from xai_bridge.adapters.models import efficientnet_lite0
-
-        return efficientnet_lite0(batch_size=batch_size)
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise click.BadParameter(
-            f"{spec!r}: expected efficientnet_lite0, module:factory or file.py:factory", param_hint="MODEL"
-        )
-    try:
-        if target.endswith(".py"):
-            path = Path(target)
-            if not path.is_file():
-                raise click.BadParameter(f"file {target!r} does not exist", param_hint="MODEL")
-            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-            if mod_spec is None or mod_spec.loader is None:
-                raise click.BadParameter(f"{target!r} cannot be loaded as a Python file", param_hint="MODEL")
-            module = importlib.util.module_from_spec(mod_spec)
-            with _on_path(path.resolve().parent):
-                mod_spec.loader.exec_module(module)
-        else:
-            with _on_path(Path.cwd()):
-                module = importlib.import_module(target)
-    except click.ClickException:
-        raise
-    except ModuleNotFoundError as exc:
-        inner = "" if exc.name == target else f" (it imports {exc.name!r}, which is not installed)"
-        raise click.BadParameter(f"cannot import {target!r}{inner}: {exc}", param_hint="MODEL") from exc
-    except SyntaxError as exc:
-        raise click.BadParameter(
-            f"{target!r} has a syntax error: {exc.msg} ({exc.filename}, line {exc.lineno})", param_hint="MODEL"
-        ) from exc
-    except Exception as exc:  # the user's module failed while it was imported
-        raise click.BadParameter(
-            f"cannot import {target!r}: {type(exc).__name__}: {one_line(exc)}", param_hint="MODEL"
-        ) from exc
-    if not hasattr(module, attr):
-        raise click.BadParameter(f"{target!r} has no attribute {attr!r}", param_hint="MODEL")
-    try:
-        with _on_path(Path.cwd()):
-            obj = getattr(module, attr)()
-    except Exception as exc:  # the user's factory: say which one failed and why
-        raise click.ClickException(f"MODEL: {spec} raised {type(exc).__name__}: {one_line(exc)}") from exc
-    if isinstance(obj, xb.Model) and hasattr(obj, "output_kind"):
-        return obj
-    pre = None
-    if preprocess != "none":
-        pre = {
-            "imagenet": xb.Preprocess.imagenet,
-            "inception": xb.Preprocess.inception,
-            "caffe": xb.Preprocess.caffe,
-            "unit": lambda: xb.Preprocess(scale=xb.Scale.UNIT),
-        }[preprocess]()
-    try:
-        return xb.as_model(obj, preprocess=pre, batch_size=batch_size)
-    except xb.ModelInputError as exc:
-        raise click.ClickException(f"MODEL: {spec} returned an unusable model: {one_line(exc)}") from exc
 
 
 def parse_params(items: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -241,7 +155,19 @@ def methods(installed: bool, family: str | None) -> None:
     help="preprocessing of a torch module / array model given by a factory",
 )
 @click.option("--size", nargs=2, type=click.IntRange(min=1), default=None, help="resize images to HEIGHT WIDTH first")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="images per model call")
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    default=None,
+    help="model evaluations per image, mapped onto each method's own budget parameter",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="with --dataset: images per chunk written (default: --batch-size)",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder (or store with --dataset)")
 @click.option(
@@ -271,6 +197,8 @@ def explain(
     preprocess: str,
     size: tuple[int, int] | None,
     batch_size: int,
+    budget: int | None,
+    chunk_size: int | None,
     seed: int,
     out: Path,
     report_path: Path | None,
@@ -281,9 +209,7 @@ def explain(
     progress: bool | None,
 ) -> None:
     """Explain IMAGES (files or folders) with MODEL and write one .npz per method to --out."""
-    import xai_bridge as xb
-    from xai_bridge.images import _load_images, iter_image_files
-    from xai_bridge.progress import session, write
+    from xai_bridge.images import iter_image_files
 
     show = "auto" if progress is None else progress
 
@@ -304,36 +230,82 @@ def explain(
     click.echo(f"loading model {model_spec} ...")
     model = load_model_spec(model_spec, preprocess, batch_size)
     plan = [(m, per_method[m]) for m in methods_]
+    resize = (size[0], size[1]) if size else None
     if dataset:
-        from xai_bridge.datasets import explain_dataset
-
-        summary = explain_dataset(
-            model,
-            files,
-            plan,
-            out,
-            targets=target,
-            seed=seed,
-            batch_size=batch_size,
-            size=(size[0], size[1]) if size else None,
-            engine=engine,
-            progress=show,
-        )
-        click.echo(str(summary))
-        if summary.failed and not summary.done and not summary.skipped:
-            raise click.ClickException("every image failed (reasons above)")
+        _explain_dataset(model, files, plan, out, target, budget, seed, chunk_size or batch_size, resize, engine, show)
         return
+    results = _explain_in_memory(model, files, plan, out, target, budget, seed, resize, show)
+    _write_views(results, files, report_path, png, title)
+
+
+def _explain_dataset(
+    model: Any,
+    files: list[Path],
+    plan: list[tuple[str, dict[str, Any]]],
+    out: Path,
+    target: Any,
+    budget: int | None,
+    seed: int,
+    chunk_size: int,
+    size: tuple[int, int] | None,
+    engine: str,
+    show: Any,
+) -> None:
+    """``--dataset``: stream the images into a resumable store and print its summary."""
+    from xai_bridge.datasets import explain_dataset
+
+    summary = explain_dataset(
+        model,
+        files,
+        plan,
+        target,
+        out=out,
+        budget=budget,
+        seed=seed,
+        chunk_size=chunk_size,
+        size=size,
+        engine=engine,
+        progress=show,
+    )
+    click.echo(str(summary))
+    if summary.failed and not summary.done and not summary.skipped:
+        raise click.ClickException("every image failed (reasons above)")
+
+
+def _explain_in_memory(
+    model: Any,
+    files: list[Path],
+    plan: list[tuple[str, dict[str, Any]]],
+    out: Path,
+    target: Any,
+    budget: int | None,
+    seed: int,
+    size: tuple[int, int] | None,
+    show: Any,
+) -> dict[str, Any]:
+    """Explain all images in one batch, method by method, saving one ``.npz`` per method to ``out``."""
+    import xai_bridge as xb
+    from xai_bridge.images import _load_images
+    from xai_bridge.progress import session, write
+
     fix = "pass --size HEIGHT WIDTH to resize them, or --dataset to explain each at its own size"
-    batch = _load_images(files, size=(size[0], size[1]) if size else None, fix=fix)
+    batch = _load_images(files, size=size, fix=fix)
     results = {}
     with session(show, "explain"):  # one bar for the run; each method relabels it, lines are written above it
         for i, (name, method_params) in enumerate(plan, start=1):
             write(f"[{i}/{len(plan)}] {name} on {len(batch)} image(s) ...")
-            results.update(xb.explain_many(model, batch, [(name, method_params)], target, seed=seed))
+            results.update(xb.explain_many(model, batch, [(name, method_params)], target, budget=budget, seed=seed))
             exp = results[name]
             out.mkdir(parents=True, exist_ok=True)  # only once there is a result: a refused run leaves nothing
             path = exp.save(out / f"{name}.npz")
             write(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
+    return results
+
+
+def _write_views(
+    results: dict[str, Any], files: list[Path], report_path: Path | None, png: Path | None, title: str
+) -> None:
+    """Write the HTML report and the comparison grid PNG, where asked for."""
     if report_path is not None:
         from xai_bridge.viz.report import write_report
 

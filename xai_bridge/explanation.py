@@ -5,19 +5,18 @@ An Explanation holds parallel arrays indexed by image ``n`` and target ``t``
 arrays are made read-only so nothing downstream can change a result in place.
 
 Saved files are a single ``.npz`` (no pickle) holding the arrays and one JSON
-metadata string; :data:`FORMAT_VERSION` is checked on load.
+metadata string (written and read in :mod:`xai_bridge.saving`); conversions to
+and from other libraries' objects live in :mod:`xai_bridge.interop`.
 """
 
 from __future__ import annotations
 
 import enum
-import io
 import json
 import math
 import os
 import re
-import zipfile
-import zlib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,13 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from ._files import write_atomic
-from .errors import FormatError, IndexOutOfRangeError, LibraryNotInstalledError, ParameterError
+from .errors import IndexOutOfRangeError, ParameterError
+from .saving import DEFAULT_MAX_LOAD_BYTES, FORMAT_NAME, FORMAT_VERSION
 
 __all__ = ["DEFAULT_MAX_LOAD_BYTES", "FORMAT_NAME", "FORMAT_VERSION", "Explanation", "jsonable", "qualified_name"]
 
-FORMAT_NAME = "xai-bridge.explanation"
-FORMAT_VERSION = 1
 
 Index = int | slice | Sequence[int] | np.ndarray
 
@@ -89,128 +86,12 @@ def _frozen_array(value: Any, dtype: Any, name: str, ndim: int | None = None) ->
     return arr
 
 
-#: Largest total decompressed size :meth:`Explanation.load` accepts by default (128 MiB).
-DEFAULT_MAX_LOAD_BYTES = 128 * 2**20
-
-#: How many times its size on disk a file larger than ``max_bytes / _MAX_RATIO`` may inflate.
-_MAX_RATIO = 32
-
-_REQUIRED_ARRAYS = ("attributions", "images", "targets", "target_names", "scores")
-
-#: Metadata fields and the types they must have (JSON types: int covers bool, so bools are refused apart).
-_META_TYPES: dict[str, tuple[type, ...]] = {
-    "method": (str,),
-    "backend": (str,),
-    "backend_version": (str,),
-    "params": (dict,),
-    "seed": (int, type(None)),
-    "n_model_evals": (int,),
-    "seconds": (int, float),
-    "extras": (list,),
-}
-
-
-def _read_npz(path: Path, max_bytes: int | None) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` at ``path``, checking sizes before decompressing anything."""
-    if path.is_dir():
-        raise FormatError(f"path: {path} is a directory; pass an .npz file written by Explanation.save")
-    if not path.is_file():
-        raise FormatError(f"path: {path} does not exist")
-    on_disk = path.stat().st_size
-    if on_disk == 0:
-        raise FormatError(f"path: {path} is empty (0 bytes); it is not an Explanation file")
-    limit = None if max_bytes is None else max(max_bytes, _MAX_RATIO * on_disk)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            total = sum(info.file_size for info in members)
-            if limit is not None and total > limit:
-                raise FormatError(
-                    f"path: {path} would decompress to {total} bytes from {on_disk} on disk, over the limit of "
-                    f"{limit}; if you trust the file, pass max_bytes={total} (or None)"
-                )
-            return {_array_name(path, info): _read_member(path, archive, info) for info in members}
-    except FormatError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
-        hint = " (a plain .npy file, not an .npz)" if _is_npy(path) else ""
-        raise FormatError(f"path: {path} is not a readable .npz file{hint}: {exc}") from None
-
-
-def _is_npy(path: Path) -> bool:
-    with path.open("rb") as f:
-        return f.read(6) == b"\x93NUMPY"
-
-
-def _array_name(path: Path, info: zipfile.ZipInfo) -> str:
-    if not info.filename.endswith(".npy"):
-        raise FormatError(f"path: {path} holds {info.filename!r}, which is not a .npy array; the file is damaged")
-    return info.filename[: -len(".npy")]
-
-
-def _read_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    """One ``.npy`` member, after checking that its header's shape fits the member's declared size."""
-    with archive.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise FormatError(f"path: {path}: array {info.filename!r} has .npy version {version}; expected 1.0 or 2.0")
-        if dtype.hasobject:
-            raise FormatError(f"path: {path}: array {info.filename!r} holds Python objects, which are never loaded")
-        nbytes = math.prod(shape) * dtype.itemsize
-        if f.tell() + nbytes != info.file_size:
-            raise FormatError(
-                f"path: {path}: array {info.filename!r} declares shape {shape} ({nbytes} bytes) but holds "
-                f"{info.file_size - f.tell()}; the file is damaged"
-            )
-        data = f.read(nbytes)  # the CRC is checked when the member is read to its end
-        if len(data) != nbytes or f.read(1):
-            raise FormatError(f"path: {path}: array {info.filename!r} is truncated; the file is damaged")
-    arr = np.frombuffer(data, dtype=dtype)
-    return arr.reshape(shape, order="F" if fortran else "C")
-
-
-def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
-    """The checked JSON metadata of a saved Explanation."""
-    if raw is None:
-        raise FormatError(f"path: {path} has no xai-bridge metadata; it is not an Explanation file")
-    if raw.shape != () or raw.dtype.kind != "U":
-        raise FormatError(f"path: {path}: the metadata is not one string (got {raw.dtype} {raw.shape}); damaged")
-    try:
-        meta = json.loads(str(raw))
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"path: {path}: the metadata is not valid JSON ({exc}); the file is damaged") from None
-    if not isinstance(meta, dict):
-        raise FormatError(f"path: {path}: the metadata is a JSON {type(meta).__name__}, not an object; damaged")
-    if meta.get("format") != FORMAT_NAME:
-        raise FormatError(f"path: {path} is not an xai-bridge Explanation (format {meta.get('format')!r})")
-    version = meta.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise FormatError(
-            f"path: {path} has format version {version!r}; expected an integer 1..{FORMAT_VERSION}: "
-            "the metadata was edited or damaged"
-        )
-    if version > FORMAT_VERSION:
-        raise FormatError(
-            f"path: {path} has format version {version}; this xai-bridge reads up to {FORMAT_VERSION}: "
-            "upgrade xai-bridge"
-        )
-    for key, types in _META_TYPES.items():
-        value = meta.get(key, ...)
-        if value is ... or isinstance(value, bool) or not isinstance(value, types):
-            shown = "missing" if value is ... else f"{value!r:.60}"
-            raise FormatError(
-                f"path: {path}: metadata field {key!r} is {shown}, expected {' or '.join(t.__name__ for t in types)}; "
-                "the metadata was edited or damaged"
-            )
-    if not all(isinstance(k, str) for k in meta["extras"]):
-        raise FormatError(f"path: {path}: metadata field 'extras' must list names; the metadata was edited or damaged")
-    if meta["n_model_evals"] < 0 or meta["seconds"] < 0 or (meta["seed"] is not None and meta["seed"] < 0):
-        raise FormatError(f"path: {path}: negative seed, n_model_evals or seconds; the metadata was edited or damaged")
-    return meta
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(
+        f"Explanation.{old} is deprecated and will be removed in the next release; use Explanation.{new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -371,14 +252,9 @@ class Explanation:
         centre-cropping preprocess, pixels outside the crop (which the model
         never sees) hold the value of a zero map.
         """
-        from .normalization import normalize
+        from .interop import library_view
 
-        span = self.extras.get("layer_range")
-        if span is None:
-            return np.asarray(normalize(self.attributions, "minmax"), np.float32)
-        lo, hi = span[..., 0, None, None].astype(np.float64), span[..., 1, None, None].astype(np.float64)
-        # torchcam's _normalize: (cam - min) / (max + eps) after the subtraction, eps = 1e-8
-        return ((self.attributions - lo) / (hi - lo + 1e-8)).astype(np.float32)
+        return library_view(self)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Explanation):
@@ -409,12 +285,14 @@ class Explanation:
 
     @property
     def backend(self) -> str:
-        """Older name of :attr:`library`."""
+        """Deprecated name of :attr:`library` ("backend" now means only the call contract)."""
+        _renamed("backend", "library")
         return self.library
 
     @property
     def backend_version(self) -> str:
-        """Older name of :attr:`library_version`."""
+        """Deprecated name of :attr:`library_version`."""
+        _renamed("backend_version", "library_version")
         return self.library_version
 
     def __repr__(self) -> str:
@@ -459,40 +337,9 @@ class Explanation:
         never leaves a half-written file under ``path``, and concurrent saves
         to one path each leave a complete file (the last one wins).
         """
-        path = Path(path)
-        if path.suffix.lower() != ".npz":
-            path = path.with_name(path.name + ".npz")
-        arrays: dict[str, np.ndarray] = {
-            "attributions": self.attributions,
-            "images": self.images,
-            "targets": self.targets,
-            "target_names": self.target_names,
-            "scores": self.scores,
-        }
-        if self.raw is not None:
-            arrays["raw"] = self.raw
-        if self.base_scores is not None:
-            arrays["base_scores"] = self.base_scores
-        for key, value in self.extras.items():
-            arrays[f"extras/{key}"] = value
-        meta = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "method": self.method,
-            "backend": self.library,  # the file format's key names predate the library / backend split
-            "backend_version": self.library_version,
-            "params": dict(self.params),
-            "seed": self.seed,
-            "n_model_evals": self.n_model_evals,
-            "seconds": self.seconds,
-            "extras": sorted(self.extras),
-        }
-        arrays["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds as allow_pickle
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buf.getvalue())
-        return path
+        from .saving import save_explanation
+
+        return save_explanation(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], max_bytes: int | None = DEFAULT_MAX_LOAD_BYTES) -> Explanation:
@@ -513,39 +360,9 @@ class Explanation:
                 xai-bridge Explanation, or of a format version this library does
                 not read; the message names the file.
         """
-        path = Path(path)
-        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
-            raise ParameterError(f"max_bytes: expected None or an integer >= 0, got {max_bytes!r}")
-        data = _read_npz(path, max_bytes)
-        meta = _read_meta(path, data.pop("__meta__", None))
-        try:
-            extras = {k: data[f"extras/{k}"] for k in meta["extras"]}
-            missing = [k for k in _REQUIRED_ARRAYS if k not in data]
-            if missing:
-                raise FormatError(f"path: {path} lacks the array(s) {missing}; the file is damaged")
-            return cls(
-                attributions=data["attributions"],
-                images=data["images"],
-                targets=data["targets"],
-                target_names=data["target_names"],
-                scores=data["scores"],
-                raw=data.get("raw"),
-                base_scores=data.get("base_scores"),
-                extras=extras,
-                method=meta["method"],
-                library=meta["backend"],
-                library_version=meta["backend_version"],
-                params=meta["params"],
-                seed=meta["seed"],
-                n_model_evals=meta["n_model_evals"],
-                seconds=meta["seconds"],
-            )
-        except FormatError:
-            raise
-        except KeyError as exc:
-            raise FormatError(f"path: {path} lacks the array {exc}; the file is damaged") from None
-        except (ValueError, TypeError) as exc:  # the arrays disagree with each other (shapes, dtypes)
-            raise FormatError(f"path: {path} holds inconsistent arrays ({exc}); the file is damaged") from None
+        from .saving import load_explanation
+
+        return load_explanation(cls, path, max_bytes)
 
     # ------------------------------------------------------------------ shap
     def to_shap(self, channels: bool = True) -> Any:
@@ -562,24 +379,9 @@ class Explanation:
             floats, ``output_names`` the target names and ``base_values`` the
             base scores (zeros when the method has none).
         """
-        try:
-            import shap
-        except ImportError as exc:  # pragma: no cover - exercised without shap
-            raise LibraryNotInstalledError("to_shap() needs shap: pip install 'xai-bridge[shap]'") from exc
-        if channels:
-            if self.raw is not None and self.raw.shape[2] == 3:
-                values = np.transpose(self.raw, (0, 3, 4, 2, 1))
-            else:
-                values = np.repeat(np.transpose(self.attributions, (0, 2, 3, 1))[:, :, :, None, :] / 3.0, 3, axis=3)
-        else:
-            values = np.transpose(self.attributions, (0, 2, 3, 1))[:, :, :, None, :]
-        base = self.base_scores if self.base_scores is not None else np.zeros(self.targets.shape, np.float32)
-        return shap.Explanation(
-            values=np.ascontiguousarray(values, dtype=np.float32),
-            base_values=np.array(base, dtype=np.float32),
-            data=self.images.astype(np.float32) / 255.0,
-            output_names=np.array(self.target_names, dtype=object),
-        )
+        from .interop import to_shap
+
+        return to_shap(self, channels)
 
     @classmethod
     def from_shap(
@@ -607,37 +409,6 @@ class Explanation:
             Explanation with ``attributions`` the channel sum and ``raw`` the
             per-channel values.
         """
-        values = np.asarray(shap_explanation.values, dtype=np.float32)
-        if values.ndim == 4:
-            values = values[..., None]
-        if values.ndim != 5:
-            raise ParameterError(f"shap_explanation: expected values of shape (N, H, W, C, T), got {values.shape}")
-        raw = np.transpose(values, (0, 4, 3, 1, 2))
-        n, t = raw.shape[:2]
-        if images is None:
-            data = np.asarray(shap_explanation.data, dtype=np.float64)
-            if data.max() <= 1.0:
-                data = data * 255.0
-            images = np.clip(np.rint(data), 0, 255).astype(np.uint8)
-        if targets is None:
-            targets = np.tile(np.arange(t), (n, 1))
-        names = shap_explanation.output_names
-        if names is None:
-            target_names = np.asarray(targets).astype(str)
-        else:
-            names_arr = np.asarray(names, dtype=str)
-            target_names = np.broadcast_to(names_arr, (n, t)) if names_arr.ndim <= 1 else names_arr
-        base = shap_explanation.base_values
-        base_scores = None if base is None else np.broadcast_to(np.asarray(base, np.float32).reshape(n, -1), (n, t))
-        return cls(
-            attributions=raw.sum(axis=2),
-            raw=raw if raw.shape[2] > 1 else None,
-            images=images,
-            targets=np.asarray(targets),
-            target_names=target_names,
-            scores=np.full((n, t), np.nan, np.float32) if scores is None else scores,
-            base_scores=base_scores,
-            method=method,
-            library=provenance.pop("library", provenance.pop("backend", "shap")),
-            **provenance,
-        )
+        from .interop import from_shap
+
+        return from_shap(cls, shap_explanation, images, targets, method, scores, **provenance)

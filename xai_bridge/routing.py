@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ from .models import CountingModel, DifferentiableModel, OutputKind, Preprocess, 
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
-__all__ = ["explain", "explain_many"]
+__all__ = ["explain", "explain_many", "with_budget"]
 
 #: What explain() advises for images of different sizes (it takes no ``size=``, unlike load_images).
 MIXED_SIZES_FIX = (
@@ -36,6 +36,7 @@ def explain(
     /,
     targets: TargetSpec = "top1",
     *,
+    budget: int | None = None,
     seed: int = 0,
     preprocess: Preprocess | Any | None = None,
     layout: Layout | str | None = None,
@@ -55,6 +56,13 @@ def explain(
             reaches the method; ``method="<registered name>"`` as a keyword
             still names the method when it is not given positionally.
         targets: ``"top1"``, ``top_k(k)``, an index, a class name or one entry per image.
+        budget: model evaluations per image, mapped onto the method's own budget
+            parameter (:attr:`~xai_bridge.registry.MethodSpec.budget`: ``max_evals``
+            for shap.Partition, ``num_samples`` for lime.Lime, ``n_masks`` for
+            builtin.RISE...), so one word sets the cost of any sampling method.
+            None keeps the method's default. A method whose cost is fixed by
+            other parameters refuses it, as does giving both ``budget`` and the
+            method's own parameter.
         seed: random seed; every method is deterministic given it.
         preprocess: declared preprocessing when ``model`` is not yet wrapped: a
             :class:`~xai_bridge.models.Preprocess`, a torchvision weights enum or a
@@ -70,32 +78,41 @@ def explain(
         The :class:`~xai_bridge.Explanation`.
     """
     registry = registry or default_registry()
+    method, params = _named_method(registry, method, params)
+    step = [(method, params)]
+    kwargs: dict[str, Any] = {
+        "seed": seed,
+        "preprocess": preprocess,
+        "layout": layout,
+        "registry": registry,
+        "progress": progress,
+    }
+    [result] = explain_many(model, images, step, targets, budget=budget, **kwargs).values()
+    return result
+
+
+def _named_method(registry: Registry, method: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``explain(model, images, method="gradcam.GradCAM")``: a ``method=`` keyword naming a method names it.
+
+    It stays a parameter of the method (Integrated Gradients' integration
+    rule) when the method was given positionally or it names no method.
+    """
     if method == "builtin.Saliency" and isinstance(params.get("method"), str):
-        try:  # explain(model, images, method="gradcam.GradCAM"): the keyword names the method
-            method = registry.spec(params["method"]).name
-            del params["method"]
+        try:
+            return registry.spec(params["method"]).name, {k: v for k, v in params.items() if k != "method"}
         except UnknownMethodError:
             pass
-    [result] = explain_many(
-        model,
-        images,
-        [(method, params)],
-        targets,
-        seed=seed,
-        preprocess=preprocess,
-        layout=layout,
-        registry=registry,
-        progress=progress,
-    ).values()
-    return result
+    return method, params
 
 
 def explain_many(
     model: Any,
     images: Any,
     methods: Sequence[str | tuple[str, Mapping[str, Any]]],
+    /,
     targets: TargetSpec = "top1",
     *,
+    budget: int | None = None,
     seed: int = 0,
     preprocess: Preprocess | Any | None = None,
     layout: Layout | str | None = None,
@@ -116,6 +133,8 @@ def explain_many(
         images: as in :func:`explain`.
         methods: names, or ``(name, params)`` pairs.
         targets: as in :func:`explain`; resolved once for all methods.
+        budget: as in :func:`explain`, for every method (each maps it onto its
+            own budget parameter).
         seed: as in :func:`explain`.
         preprocess: as in :func:`explain`.
         layout: as in :func:`explain`.
@@ -129,7 +148,7 @@ def explain_many(
         prediction pass, ``extras["probability"]`` holds each target's probability.
     """
     with progress_bars.session(progress, "explain"):
-        return _explain_many(model, images, methods, targets, seed, preprocess, layout, registry)
+        return _explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry)
 
 
 def _explain_many(
@@ -137,6 +156,7 @@ def _explain_many(
     images: Any,
     methods: Sequence[str | tuple[str, Mapping[str, Any]]],
     targets: TargetSpec,
+    budget: int | None,
     seed: int,
     preprocess: Preprocess | Any | None,
     layout: Layout | str | None,
@@ -145,7 +165,7 @@ def _explain_many(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"seed: expected a non-negative integer, got {seed!r}")
     registry = registry or default_registry()
-    plan = _plan(registry, methods)
+    plan = _plan(registry, methods, _checked_budget(budget))
     wrapped = as_model(model, preprocess=preprocess)
     _check_applicable(registry, plan, wrapped)
     batch = _load_images(images, layout=layout, fix=MIXED_SIZES_FIX)
@@ -187,15 +207,56 @@ def _run_all(
 
 @dataclass(frozen=True)
 class _Step:
-    """One method of a run: the name the user gave, its spec, backend and parameters."""
+    """One method of a run: the name the user gave, its spec, backend and parameters.
+
+    ``refused_budget`` is the ``budget=`` that a method without a budget
+    parameter was given: the run reports it with the method's own parameters.
+    """
 
     given: str
     spec: MethodSpec
     backend: Callable[[ExplainRequest], BackendResult]
     params: dict[str, Any]
+    refused_budget: int | None = None
 
 
-def _plan(registry: Registry, methods: Sequence[str | tuple[str, Mapping[str, Any]]]) -> list[_Step]:
+def _checked_budget(budget: Any) -> int | None:
+    """``budget`` as a positive int, or None."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ParameterError(f"budget: expected a positive number of model evaluations per image, got {budget!r}")
+    return int(budget)
+
+
+def with_budget(spec: MethodSpec, params: Mapping[str, Any], budget: int | None) -> dict[str, Any]:
+    """``params`` with the generic ``budget`` mapped onto the method's own budget parameter.
+
+    Args:
+        spec: the method's spec; ``spec.budget`` names its budget parameter.
+        params: the method's own parameters as the user gave them.
+        budget: model evaluations per image, or None to keep the method's default.
+
+    Returns:
+        A new dict; ``params`` is not modified.
+
+    Raises:
+        ParameterError: ``budget`` given together with the method's own budget
+            parameter (one cost, two answers).
+    """
+    if budget is None or spec.budget is None:
+        return dict(params)
+    if spec.budget in params:
+        raise ParameterError(
+            f"budget: {spec.name} got both budget={budget} and its own {spec.budget}={params[spec.budget]!r}; "
+            f"pass only one of them"
+        )
+    return {**params, spec.budget: int(budget)}
+
+
+def _plan(
+    registry: Registry, methods: Sequence[str | tuple[str, Mapping[str, Any]]], budget: int | None = None
+) -> list[_Step]:
     """Resolve every method (failing fast on unknown or missing libraries) and refuse duplicates."""
     if isinstance(methods, str):
         methods = [methods]
@@ -210,7 +271,8 @@ def _plan(registry: Registry, methods: Sequence[str | tuple[str, Mapping[str, An
         if not all(isinstance(key, str) for key in params):
             raise ParameterError(f"{name}: parameter names must be strings, got {sorted(map(repr, params))}")
         spec, backend = registry.load(name)
-        steps.append(_Step(name, spec, backend, params))
+        refused = budget if spec.budget is None else None
+        steps.append(_Step(name, spec, backend, with_budget(spec, params, budget), refused))
     if not steps:
         raise ParameterError("methods: pass at least one method name")
     canonical = [step.spec.name for step in steps]
@@ -257,10 +319,31 @@ def _run_one(
     # methods that only call predict: one model guard for all their calls (see TorchModel.inference)
     inference = getattr(model, "inference", None) if not step.spec.needs_gradients else None
     start = time.perf_counter()
+    if step.refused_budget is not None:
+        _refuse_budget(step, request)
     with pixel_tap(tap) if pixel_tap is not None else nullcontext(), inference() if inference else nullcontext():
         result: BackendResult = step.backend(request)
     seconds = time.perf_counter() - start
     return result, counted, seconds, shared if tap is None else tap.scores(targets)
+
+
+def _refuse_budget(step: _Step, request: ExplainRequest) -> None:
+    """Raise for ``budget=`` on a method without a budget, naming the parameters that set its cost.
+
+    The method's own parameter check lists its valid names (``ParameterError.valid``):
+    it runs first in every backend, so this probe does no model work.
+    """
+    valid: tuple[str, ...] = ()
+    try:
+        step.backend(replace(request, params={**step.params, "budget": step.refused_budget}))
+    except ParameterError as exc:
+        valid = exc.valid
+    own = f"its own parameters {list(valid)}" if valid else "its own parameters"
+    raise ParameterError(
+        f"budget: {step.spec.name} has no evaluation budget, its cost is set by {own}; "
+        f"drop budget={step.refused_budget} and set those instead",
+        valid=valid,
+    )
 
 
 def _assemble(
@@ -326,6 +409,4 @@ def _with_probability(exp: Explanation, probability: np.ndarray | None) -> Expla
     """Add the targets' probabilities to ``extras`` (not for methods that chose their own targets)."""
     if probability is None or exp.targets.shape != probability.shape or "probability" in exp.extras:
         return exp
-    from dataclasses import replace
-
     return replace(exp, extras={**exp.extras, "probability": probability})

@@ -1,5 +1,7 @@
-"""Model adapters: torch modules, Keras models, ONNX graphs, NHWC array callables, black boxes, bundled models.
+"""Model adapters: torch modules, Keras models, ONNX graphs, NHWC array callables, black boxes, taggers, bundled models.
 
+Each module defines its adapter and the ``wrap(model, request)`` that
+:func:`xai_bridge.as_model` reaches through the table in ``_table.py``.
 Torch, Keras and onnxruntime are imported only when their adapter is used.
 """
 
@@ -15,6 +17,7 @@ __all__ = [
     "KerasModel",
     "OnnxModel",
     "PixelModule",
+    "TagModel",
     "TorchModel",
     "ZeroShotModel",
     "efficientnet_lite0",
@@ -30,6 +33,7 @@ _LAZY = {
     "model_guard": "xai_bridge.adapters._torch",
     "hook_count": "xai_bridge.adapters._torch",
     "ZeroShotModel": ".zero_shot",
+    "TagModel": ".tags",
     "efficientnet_lite0": ".zoo",
     "imagenet_class_names": ".zoo",
 }

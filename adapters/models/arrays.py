@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xai_bridge.batching import batched
 from xai_bridge.errors import ModelInputError
-from xai_bridge.models import OutputKind, Preprocess
+from xai_bridge.models import Model, OutputKind
+from xai_bridge.preprocess import Preprocess, require_preprocess
 
-__all__ = ["ArrayModel", "BlackBoxModel"]
+if TYPE_CHECKING:
+    from ._table import ModelRequest
+
+__all__ = ["ArrayModel", "BlackBoxModel", "wrap"]
+
+
+def wrap(fn: Any, request: ModelRequest) -> Model:
+    """``as_model``'s entry for any other callable: an :class:`ArrayModel` with ``preprocess``, else a black box."""
+    kind = request.kind(OutputKind.PROBABILITIES)
+    if request.preprocess is not None:
+        return ArrayModel(fn, request.preprocess, kind, request.class_names, request.batch_size)
+    return BlackBoxModel(fn, output_kind=kind, class_names=request.class_names, batch_size=request.batch_size)
 
 
 class ArrayModel:
@@ -39,8 +52,7 @@ class ArrayModel:
     ) -> None:
         if not callable(fn):
             raise ModelInputError(f"fn: expected a callable, got {type(fn).__name__}")
-        if not isinstance(preprocess, Preprocess):
-            raise ModelInputError("preprocess: expected an xai_bridge.Preprocess, e.g. Preprocess.inception()")
+        preprocess = require_preprocess(preprocess, "an array model", "Preprocess.inception()")
         if int(batch_size) <= 0:
             raise ModelInputError(f"batch_size: expected a positive integer, got {batch_size}")
         self.fn = fn

@@ -1,28 +1,12 @@
 """Keras 3 models (TensorFlow or torch backend) as differentiable models.
 
-Gradient methods and CAMs are written against torch modules (captum,
-pytorch-grad-cam, torchcam). :class:`KerasModule` makes a Keras model one: a
-torch ``autograd.Function`` whose forward calls the Keras model and whose
-backward asks the Keras backend for the vector-Jacobian product
-(``tf.GradientTape`` on TensorFlow, ``torch.autograd.grad`` on the model's own
-graph on the torch backend). The torch libraries then run unchanged, with
-every gradient computed by the framework that owns the model.
-
-CAM layers: every top-level Keras layer with a 4-D output gets a placeholder
-child module of the same name (``layer="block14_sepconv2_act"``). When such a
-placeholder is hooked (a CAM library registered a hook on it), the forward
-pass asks Keras for that layer's output as well, hands it (NHWC presented as
-NCHW) to the placeholder, and routes the class scores through the hooked
-tensor: the gradient a CAM reads there is ``d score / d layer output`` from
-one Keras pass, the classic Keras Grad-CAM recipe. Unhooked placeholders cost
-nothing.
-
-TensorFlow 2.20+ wheels load with ``RTLD_GLOBAL``, and a later ``import
-triton`` (which torch does lazily, e.g. through torchvision, which
-pytorch-grad-cam imports) then crashes the interpreter (tensorflow#124205).
-:func:`triton_before_tensorflow` loads triton first, or, when TensorFlow is
-already loaded, with ``RTLD_DEEPBIND`` so that it binds its own LLVM; the
-interpreter's dlopen flags are restored right after.
+:class:`KerasModel` wraps a Keras model in :class:`KerasModule`
+(:mod:`._keras_module`: a torch module whose gradients come from the Keras
+backend) behind the pixel wrapper every torch model has, so captum,
+pytorch-grad-cam and torchcam run on it unchanged, with the guards, locks,
+score tap and fingerprint of :class:`~xai_bridge.adapters.models.TorchModel`
+(shared in :mod:`._differentiable`). Predictions call the Keras model
+directly, with no torch op in between.
 
 Nothing of the user's model is changed: no ``trainable`` flag, weight or
 layer is touched, and every call runs with ``training=False``.
@@ -30,335 +14,32 @@ layer is touched, and every call runs with ``training=False``.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import hashlib
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch import nn
-from xai_bridge.adapters._load_order import triton_before_tensorflow
-from xai_bridge.adapters._torch import model_guard
 
-from xai_bridge.batching import BatchTuner, ScoreTap, batched
-from xai_bridge.errors import MethodNotApplicableError, ModelInputError, ParameterError
-from xai_bridge.models import OutputKind, Preprocess, _is_keras_model
+from xai_bridge.errors import MethodNotApplicableError, ModelInputError
+from xai_bridge.models import Model, OutputKind
+from xai_bridge.preprocess import Preprocess, require_preprocess
 
+from ._differentiable import PixelModelBase, positive_batch_size
+from ._keras_module import KerasModule, triton_before_tensorflow
+from ._kinds import is_keras_model
 from .torch import PixelModule
 
-__all__ = ["KerasModel", "KerasModule", "triton_before_tensorflow"]
+if TYPE_CHECKING:
+    from ._table import ModelRequest
+
+__all__ = ["KerasModel", "KerasModule", "triton_before_tensorflow", "wrap"]
+
+_WHAT, _EXAMPLE = "a Keras model", "Preprocess.inception() (Keras 'tf' mode) or Preprocess.caffe()"
 
 
-class _TensorFlow:
-    """Calls and vector-Jacobian products on the TensorFlow backend."""
-
-    device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self._compiled: dict[tuple[Any, ...], Any] = {}
-
-    def compiled(self, fn: Any, example: Any) -> Any:
-        """``fn`` as a ``tf.function`` over any batch size (a few times faster per call than eager Keras).
-
-        Only for the whole model: a tape sees a compiled call as one op, so the
-        gradient between two of its outputs (a cut layer and the scores) would
-        be lost; graphs with cut layers run eagerly.
-        """
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        key = (id(fn), tuple(example.shape[1:]), str(example.dtype))
-        if key not in self._compiled:
-            spec = tf.TensorSpec([None, *example.shape[1:]], tf.as_dtype(example.dtype))
-            self._compiled[key] = (fn, tf.function(lambda a: fn(a, training=False), input_signature=[spec]))
-        return self._compiled[key][1]
-
-    def predict(self, fn: Any, x: np.ndarray) -> np.ndarray:
-        """Outputs of ``fn`` on a numpy batch, without torch (no torch op between TensorFlow calls)."""
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        xt = tf.convert_to_tensor(x)
-        (out,) = _flat(self.compiled(fn, xt)(xt))
-        return np.asarray(out, np.float32)
-
-    def run(self, fn: Any, x: torch.Tensor, record: bool, whole: bool) -> tuple[list[Any], Any]:
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        xt = tf.convert_to_tensor(x.detach().cpu().numpy())
-        if whole:
-            fn = self.compiled(fn, xt)
-        if not record:
-            return _flat(fn(xt)), None
-        tape = tf.GradientTape(persistent=True)  # the cut layers' and the pixels' VJPs may both be asked for
-        with tape:
-            tape.watch(xt)
-            outs = _flat(fn(xt) if whole else fn(xt, training=False))
-        return outs, (tape, xt, outs)
-
-    def to_torch(self, value: Any) -> torch.Tensor:
-        return torch.from_numpy(np.array(value, dtype=np.float32))
-
-    def vjp(self, state: Any, grads: Sequence[torch.Tensor | None], sources: Sequence[Any]) -> list[torch.Tensor]:
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        tape, _, outs = state
-        pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
-        found = tape.gradient(
-            [o for o, _ in pairs],
-            list(sources),
-            output_gradients=[tf.convert_to_tensor(g.detach().cpu().numpy()) for _, g in pairs],
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
-        )
-        return [self.to_torch(f) for f in found]
-
-    def source(self, state: Any, index: int) -> Any:
-        return state[1] if index < 0 else state[2][index]
-
-
-class _Torch:
-    """Calls and vector-Jacobian products on Keras' torch backend (the model's own autograd graph)."""
-
-    def __init__(self) -> None:
-        from keras.src.backend.torch.core import get_device  # type: ignore[import-untyped]
-
-        self.device = torch.device(get_device())
-
-    def predict(self, fn: Any, x: np.ndarray) -> np.ndarray:
-        """Outputs of ``fn`` on a numpy batch."""
-        with torch.no_grad():
-            (out,) = _flat(fn(torch.from_numpy(x).to(self.device), training=False))
-        return out.detach().float().cpu().numpy()
-
-    def run(self, fn: Any, x: torch.Tensor, record: bool, whole: bool) -> tuple[list[Any], Any]:
-        xt = x.detach().to(self.device).clone().requires_grad_(record)
-        with torch.enable_grad() if record else torch.no_grad():
-            outs = _flat(fn(xt, training=False))
-        return outs, (xt, outs) if record else None
-
-    def to_torch(self, value: Any) -> torch.Tensor:
-        return value.detach().float()
-
-    def vjp(self, state: Any, grads: Sequence[torch.Tensor | None], sources: Sequence[Any]) -> list[torch.Tensor]:
-        _, outs = state
-        pairs = [(o, g.to(o.device)) for o, g in zip(outs, grads, strict=True) if g is not None]
-        found = torch.autograd.grad(
-            [o for o, _ in pairs], list(sources), [g for _, g in pairs], allow_unused=True, materialize_grads=True
-        )
-        return [f.detach() for f in found]
-
-    def source(self, state: Any, index: int) -> Any:
-        return state[0] if index < 0 else state[1][index]
-
-
-def _flat(out: Any) -> list[Any]:
-    if isinstance(out, dict):
-        out = list(out.values())
-    return list(out) if isinstance(out, (list, tuple)) else [out]
-
-
-class _Box:
-    """One Keras call shared by the two autograd functions of a forward pass."""
-
-    def __init__(self, engine: Any, state: Any) -> None:
-        self.engine, self.state = engine, state
-
-
-class _Bridge(torch.autograd.Function):
-    """Model inputs -> (cut layer outputs NCHW..., scores); backward: the Keras backend's VJP."""
-
-    @staticmethod
-    def forward(ctx: Any, box: _Box, x: torch.Tensor, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        ctx.box, ctx.device, ctx.dtype = box, x.device, x.dtype
-        ctx.set_materialize_grads(False)
-        return tuple(v.clone() for v in values)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
-        box = ctx.box
-        n = len(grads)
-        if box.state is None or all(g is None for g in grads):
-            return (None, None, *([None] * n))
-        keras_grads = [g if i == n - 1 or g is None else g.permute(0, 2, 3, 1) for i, g in enumerate(grads)]
-        (gx,) = box.engine.vjp(box.state, keras_grads, [box.engine.source(box.state, -1)])
-        return (None, gx.to(ctx.device, ctx.dtype), *([None] * n))
-
-
-class _Head(torch.autograd.Function):
-    """(scores, hooked cut outputs...) -> scores; backward: ``d scores / d cut output`` for the hooks."""
-
-    @staticmethod
-    def forward(ctx: Any, box: _Box, scores: torch.Tensor, *cuts: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.box = box
-        ctx.shapes = [(c.device, c.dtype) for c in cuts]
-        ctx.set_materialize_grads(False)
-        return scores.clone()
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor | None) -> tuple[Any, ...]:  # type: ignore[override]
-        box = ctx.box
-        if grad is None:
-            return (None, None, *([None] * len(ctx.shapes)))
-        wanted = [i for i, need in enumerate(ctx.needs_input_grad[2:]) if need]
-        out: list[Any] = [None, grad, *([None] * len(ctx.shapes))]
-        if wanted and box.state is not None:
-            n = len(ctx.shapes)
-            grads: list[torch.Tensor | None] = [None] * n + [grad]
-            found = box.engine.vjp(box.state, grads, [box.engine.source(box.state, i) for i in wanted])
-            for i, g in zip(wanted, found, strict=True):
-                device, dtype = ctx.shapes[i]
-                out[2 + i] = g.permute(0, 3, 1, 2).to(device, dtype)
-        return tuple(out)
-
-
-class _Cut(nn.Module):
-    """Placeholder for one Keras layer's output (NCHW); CAM libraries hook it."""
-
-    #: layers.py counts it as a spatial layer (it stands for a Keras conv feature map).
-    spatial_layer = True
-
-    def __init__(self, keras_name: str) -> None:
-        super().__init__()
-        self.keras_name = keras_name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer's output, unchanged (hooks see it here)."""
-        return x
-
-    def extra_repr(self) -> str:
-        return repr(self.keras_name)
-
-
-def _hooked(module: nn.Module) -> bool:
-    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return not isinstance(module, _Cut) or any(getattr(module, h, None) for h in hooks)
-
-
-def _reaches(start: Any, node: Any, limit: int = 256) -> bool:
-    """Whether autograd node ``node`` is reachable from ``start`` (a small, bounded search)."""
-    queue, seen = deque([start]), 0
-    while queue and seen < limit:
-        current = queue.popleft()
-        seen += 1
-        if current is node:
-            return True
-        if current is not None:
-            queue.extend(nxt for nxt, _ in current.next_functions)
-    return False
-
-
-class KerasModule(nn.Module):
-    """A Keras model as a torch module: its own inputs (e.g. NHWC floats) -> its outputs.
-
-    Gradients come from the Keras backend (see the module docstring). The
-    Keras model is held, not registered: torch state helpers never touch it.
-
-    Args:
-        model: a built Keras 3 model with one input and one output.
-    """
-
-    def __init__(self, model: Any) -> None:
-        super().__init__()
-        import keras  # type: ignore[import-untyped]
-
-        backend = keras.backend.backend()
-        triton_before_tensorflow()
-        if backend == "tensorflow":
-            self._engine: Any = _TensorFlow()
-        elif backend == "torch":
-            self._engine = _Torch()
-        else:
-            raise MethodNotApplicableError(
-                f"model: gradients of Keras models need the tensorflow or torch backend, got {backend!r}; set "
-                "KERAS_BACKEND=tensorflow (perturbation methods work on any backend through xai_bridge.ArrayModel)"
-            )
-        self.__dict__["_keras_model"] = model
-        # an empty parameter: torch libraries read a module's device from its first parameter
-        self.device_anchor = nn.Parameter(torch.zeros(0, device=self._engine.device), requires_grad=False)
-        self._graphs: dict[tuple[str, ...], Any] = {}
-        for layer in _spatial_layers(model):
-            name = layer.name
-            if "." not in name and name and not hasattr(self, name):
-                self.add_module(name, _Cut(name))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        active = [(name, m) for name, m in self._modules.items() if m is not None and _hooked(m)]
-        record = torch.is_grad_enabled()
-        engine = self._engine
-        fn = self._graph(tuple(name for name, _ in active))
-        outs, state = engine.run(fn, x, record, whole=not active)
-        values = [engine.to_torch(o).to(x.device) for o in outs]
-        if len(values) != len(active) + 1 or values[-1].ndim != 2:
-            shapes = [tuple(v.shape) for v in values[len(active) :]]
-            raise MethodNotApplicableError(
-                f"model: expected a Keras model with one output of shape (N, classes), got outputs {shapes}"
-            )
-        values[:-1] = [v.permute(0, 3, 1, 2).contiguous() for v in values[:-1]]
-        box = _Box(engine, state)
-        bridged = _Bridge.apply(box, x, *values)
-        cuts = []
-        for (name, module), raw in zip(active, bridged[:-1], strict=True):
-            seen = module(raw)
-            if not torch.equal(seen.detach(), raw.detach()):
-                raise MethodNotApplicableError(
-                    f"layer: the method changed the output of Keras layer {name!r}; xai-bridge cannot feed changed "
-                    "activations back into a Keras model (use a gradient CAM such as gradcam.GradCAM)"
-                )
-            if seen.requires_grad and raw.requires_grad and _reaches(seen.grad_fn, raw.grad_fn):
-                raise MethodNotApplicableError(
-                    f"layer: gradients to the pixels through hooked Keras layer {name!r} are not supported; "
-                    "gradient CAMs (which stop at the layer) and pixel-gradient methods work"
-                )
-            cuts.append(seen)
-        return _Head.apply(box, bridged[-1], *cuts)
-
-    @property
-    def keras_model(self) -> Any:
-        """The user's Keras model (held outside torch's module registry)."""
-        return self.__dict__["_keras_model"]
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """The model's outputs on a numpy batch of its inputs (no torch involved, nothing printed)."""
-        return self._engine.predict(self.keras_model, x)
-
-    def _graph(self, names: tuple[str, ...]) -> Any:
-        model = self.keras_model
-        if not names:
-            return model
-        if names not in self._graphs:
-            import keras  # type: ignore[import-untyped]
-
-            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-            outputs = [model.get_layer(n).output for n in names] + list(model.outputs)
-            self._graphs[names] = keras.Model(inputs, outputs)
-        return self._graphs[names]
-
-    @property
-    def device(self) -> torch.device:
-        """Where the Keras backend computes (CPU for TensorFlow here)."""
-        return self._engine.device
-
-
-def _spatial_layers(model: Any) -> list[Any]:
-    """Top-level layers of a functional model with one 4-D output (CAM layer candidates)."""
-    try:
-        model.inputs  # noqa: B018  subclassed models have no graph to cut
-    except (AttributeError, ValueError):
-        return []
-    found = []
-    for layer in getattr(model, "layers", []):
-        if type(layer).__name__ == "InputLayer" or len(getattr(layer, "_inbound_nodes", ())) != 1:
-            continue
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            continue
-        if len(shape) == 4:
-            found.append(layer)
-    return found
-
-
-class KerasModel:
+class KerasModel(PixelModelBase):
     """A Keras 3 model as a :class:`xai_bridge.models.DifferentiableModel`.
 
     Gradient methods and gradient CAMs run with gradients computed by the
@@ -381,7 +62,7 @@ class KerasModel:
         class_names: names of the outputs.
         batch_size: largest batch sent to the model at once.
         tune_batch: let ``predict`` pick the fastest chunk size (see
-            :class:`~xai_bridge.models.BatchTuner`).
+            :class:`~xai_bridge.batching.BatchTuner`).
     """
 
     def __init__(
@@ -393,47 +74,21 @@ class KerasModel:
         batch_size: int = 32,
         tune_batch: bool = True,
     ) -> None:
-        if not _is_keras_model(model):
+        if not is_keras_model(model):
             raise ModelInputError(f"model: expected a Keras model, got {type(model).__name__}")
-        if not isinstance(preprocess, Preprocess):
-            raise ParameterError(
-                "preprocess: a Keras model needs declared preprocessing, e.g. preprocess=Preprocess.inception() "
-                "(Keras 'tf' mode) or Preprocess.caffe()"
-            )
-        if isinstance(batch_size, bool) or int(batch_size) <= 0:
-            raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
+        preprocess = _fit_preprocess(model, require_preprocess(preprocess, _WHAT, _EXAMPLE))
+        size = positive_batch_size(batch_size)
         self.keras_model = model
-        self.preprocess = _fit_preprocess(model, preprocess)
-        self.output_kind = OutputKind(output_kind) if output_kind is not None else _output_kind(model)
-        self.class_names = list(class_names) if class_names is not None else None
-        self.batch_size = int(batch_size)
         self._module = KerasModule(model)
-        self._pixel = PixelModule(self._module, self.preprocess)
-        self._tuner = BatchTuner(self.batch_size) if tune_batch else None
-        self.memo: dict[Any, Any] = {}
+        self._device = self._module.device
+        self._pixel = PixelModule(self._module, preprocess)
+        kind = OutputKind(output_kind) if output_kind is not None else _output_kind(model)
+        self._setup(preprocess, kind, class_names, size, tune_batch)
 
     @property
     def module(self) -> nn.Module:
         """The torch view of the Keras model (:class:`KerasModule`); CAM layer names are Keras layer names."""
         return self._module
-
-    @property
-    def device(self) -> torch.device:
-        """Where pixel tensors live."""
-        return self._module.device
-
-    def pixel_module(self) -> nn.Module:
-        """Module from [0, 255] NCHW pixels through the preprocessing to the Keras model's outputs."""
-        return self._pixel
-
-    def pixel_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 NHWC -> float32 NCHW tensor in [0, 255]."""
-        t = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).to(self.device)
-        return t.permute(0, 3, 1, 2).float().contiguous()
-
-    def guard(self, freeze_params: bool = False) -> Any:
-        """Hooks a library leaves on the torch wrappers are removed after (the Keras model has none)."""
-        return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched; prints nothing.
@@ -452,9 +107,7 @@ class KerasModel:
                 tap.offer(b, out)
             return out
 
-        if self._tuner is None or len(images) <= 1:
-            return batched(run, images, self.batch_size)
-        return self._tuner(run, images)
+        return self._chunked(run, images)
 
     @property
     def output_count(self) -> int | None:
@@ -462,17 +115,32 @@ class KerasModel:
         shape = getattr(getattr(self.keras_model, "outputs", [None])[0], "shape", None)
         return int(shape[-1]) if shape is not None and shape[-1] is not None else self._pixel.n_outputs
 
-    @contextmanager
-    def tap_scores(self, tap: ScoreTap) -> Iterator[None]:
-        """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside."""
-        previous, self._pixel.tap = self._pixel.tap, tap
-        try:
-            yield
-        finally:
-            self._pixel.tap = previous
+    def _network(self) -> Any:
+        return self.keras_model
+
+    def _weights_fingerprint(self) -> dict[str, Any]:
+        """The Keras model's variables (names, shapes, values): torch's module registry never holds them."""
+        shapes = hashlib.blake2b(digest_size=16)
+        weights = hashlib.blake2b(digest_size=16)
+        count = 0
+        for variable in self.keras_model.weights:
+            value = np.ascontiguousarray(np.asarray(variable))
+            line = f"{getattr(variable, 'path', variable.name)}:{value.shape}:{value.dtype}\n".encode()
+            shapes.update(line)
+            weights.update(line + value.tobytes())
+            count += value.size
+        return {"shapes": shapes.hexdigest(), "weights": weights.hexdigest(), "values": count}
 
     def __repr__(self) -> str:
         return f"KerasModel({self.keras_model.name!r}, preprocess={self.preprocess}, batch_size={self.batch_size})"
+
+
+def wrap(model: Any, request: ModelRequest) -> Model:
+    """``as_model``'s entry for Keras models."""
+    pre = request.declared(_WHAT, _EXAMPLE)
+    return KerasModel(
+        model, pre, output_kind=request.output_kind, class_names=request.class_names, batch_size=request.batch_size
+    )
 
 
 def _fit_preprocess(model: Any, preprocess: Preprocess) -> Preprocess:

@@ -15,15 +15,23 @@ import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xai_bridge.batching import batched
 from xai_bridge.errors import MethodNotApplicableError, ModelInputError, ParameterError
-from xai_bridge.models import OutputKind, Preprocess
+from xai_bridge.models import Model, OutputKind
+from xai_bridge.preprocess import Preprocess, require_preprocess
 
-__all__ = ["OnnxModel"]
+from ._kinds import from_library
+
+if TYPE_CHECKING:
+    from ._table import ModelRequest
+
+__all__ = ["OnnxModel", "is_onnx_model", "wrap"]
+
+_WHAT, _EXAMPLE = "an ONNX model", "Preprocess.imagenet() (the layout is read from the graph)"
 
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
@@ -56,10 +64,7 @@ class OnnxModel:
         class_names: Sequence[str] | None = None,
         batch_size: int = 32,
     ) -> None:
-        if not isinstance(preprocess, Preprocess):
-            raise ParameterError(
-                "preprocess: an ONNX model needs declared preprocessing, e.g. preprocess=Preprocess.imagenet()"
-            )
+        preprocess = require_preprocess(preprocess, _WHAT, _EXAMPLE)
         if isinstance(batch_size, bool) or int(batch_size) <= 0:
             raise ParameterError(f"batch_size: expected a positive integer, got {batch_size}")
         self.session = _session(model)
@@ -101,6 +106,20 @@ class OnnxModel:
 
     def __repr__(self) -> str:
         return f"OnnxModel(input={self.input_name!r}, output={self.output_name!r}, preprocess={self.preprocess})"
+
+
+def is_onnx_model(obj: Any) -> bool:
+    """An onnxruntime session or a ``.onnx`` path: nothing is imported."""
+    if isinstance(obj, (str, os.PathLike)):
+        return str(obj).lower().endswith(".onnx")
+    return from_library(obj, ("onnxruntime",))
+
+
+def wrap(model: Any, request: ModelRequest) -> Model:
+    """``as_model``'s entry for ONNX models (logits by default)."""
+    pre = request.declared(_WHAT, _EXAMPLE)
+    kind = request.kind(OutputKind.LOGITS)
+    return OnnxModel(model, pre, output_kind=kind, class_names=request.class_names, batch_size=request.batch_size)
 
 
 def _session(model: Any) -> Any:

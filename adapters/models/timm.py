@@ -12,17 +12,33 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xai_bridge.errors import ModelInputError
-from xai_bridge.models import OutputKind, Preprocess
+from xai_bridge.models import Model, OutputKind
+from xai_bridge.preprocess import Preprocess
 
-__all__ = ["is_timm_model", "preprocess_from_timm", "timm_class_names", "timm_model"]
+from ._kinds import is_torch_module
+
+if TYPE_CHECKING:
+    from ._table import ModelRequest
+
+__all__ = ["is_timm_model", "preprocess_from_timm", "recognise", "timm_class_names", "timm_model", "wrap"]
 
 
 def is_timm_model(obj: Any) -> bool:
     """Whether ``obj`` is a timm model (its class comes from timm, or it carries a ``pretrained_cfg``)."""
     return type(obj).__module__.startswith("timm.") or isinstance(getattr(obj, "pretrained_cfg", None), Mapping)
+
+
+def recognise(obj: Any) -> bool:
+    """``as_model``'s test: a timm torch model."""
+    return is_torch_module(obj) and is_timm_model(obj)
+
+
+def wrap(model: Any, request: ModelRequest) -> Model:
+    """``as_model``'s entry for timm models (see :func:`timm_model`)."""
+    return timm_model(model, request.preprocess, request.output_kind, request.class_names, request.batch_size)
 
 
 def preprocess_from_timm(model_or_config: Any) -> Preprocess:

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from typing import Any
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from xai_bridge.adapters._torch import holding, model_guard, weights_fingerprint
+from xai_bridge.adapters._torch import model_guard
 
-from xai_bridge.batching import BatchTuner, ScoreTap, batched
+from xai_bridge.batching import ScoreTap
 from xai_bridge.errors import ModelInputError
-from xai_bridge.explanation import qualified_name
-from xai_bridge.models import OutputKind, Preprocess
+from xai_bridge.models import Model, OutputKind
+from xai_bridge.preprocess import Preprocess, require_preprocess
 
-__all__ = ["PixelModule", "TorchModel"]
+from ._differentiable import PixelModelBase, positive_batch_size
+
+if TYPE_CHECKING:
+    from ._table import ModelRequest
+
+__all__ = ["PixelModule", "TorchModel", "wrap"]
 
 
 class PixelModule(nn.Module):
@@ -130,7 +134,7 @@ def _logits(out: Any) -> torch.Tensor:
     )
 
 
-class TorchModel:
+class TorchModel(PixelModelBase):
     """A torch module as a :class:`xai_bridge.models.DifferentiableModel`.
 
     Args:
@@ -174,10 +178,8 @@ class TorchModel:
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ModelInputError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
-        if not isinstance(preprocess, Preprocess):
-            raise ModelInputError("preprocess: expected an xai_bridge.Preprocess, e.g. Preprocess.imagenet()")
-        if int(batch_size) <= 0:
-            raise ModelInputError(f"batch_size: expected a positive integer, got {batch_size}")
+        preprocess = require_preprocess(preprocess, "a torch module", "Preprocess.imagenet()")
+        size = positive_batch_size(batch_size)
         here = _module_device(module)
         if here.type == "meta":
             raise ModelInputError(
@@ -187,18 +189,10 @@ class TorchModel:
         if device is not None:
             _check_device(device, here)
         self._module = module
-        self.preprocess = preprocess
-        self.output_kind = OutputKind.PROBABILITIES if softmax else OutputKind(output_kind)
-        self.class_names = list(class_names) if class_names is not None else None
-        self.batch_size = int(batch_size)
         self._device = here
         self._pixel = PixelModule(module, preprocess, softmax=softmax, channels_last=bool(channels_last))
         self._layout_settled = channels_last is not None
-        self._tuner = BatchTuner(self.batch_size) if tune_batch else None
-        self._inferring = threading.local()  # inference() depth of each thread
-        #: Caches that depend only on the module's structure and the input size
-        #: (e.g. the CAM layer found by tracing); never holds tensors of a call.
-        self.memo: dict[Any, Any] = {}
+        self._setup(preprocess, OutputKind.PROBABILITIES if softmax else output_kind, class_names, size, tune_batch)
 
     @property
     def module(self) -> nn.Module:
@@ -206,41 +200,21 @@ class TorchModel:
         return self._module
 
     @property
-    def device(self) -> torch.device:
-        """Device of the module's parameters."""
-        return self._device
+    def channels_last(self) -> bool:
+        """Whether the module is fed channels-last tensors (decided on the first guarded call when automatic)."""
+        return bool(self._pixel.channels_last)
 
-    def pixel_module(self) -> nn.Module:
-        """Module from [0, 255] NCHW pixels to outputs (see :class:`PixelModule`)."""
-        return self._pixel
-
-    def pixel_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 NHWC -> float32 NCHW tensor in [0, 255] on the model's device (channels-last strides when used)."""
+    def _before_run(self) -> None:
         self._settle_layout()
-        # C order: an array with other strides (a fancy-indexing result) would reach torch in neither layout.
-        # Shared, not copied, when it is already so (and writeable: torch warns on read-only memory); only
-        # .float() below reads it.
-        arr = np.asarray(images)
-        if not (arr.dtype == np.uint8 and arr.flags.c_contiguous and arr.flags.writeable):
-            arr = np.array(arr, dtype=np.uint8, order="C", copy=True)
-        t = torch.from_numpy(arr).to(self._device)
-        # NHWC memory seen as NCHW is the channels-last layout already: no copy into it and back
-        x = t.permute(0, 3, 1, 2).float()
-        return x if self._pixel.channels_last else x.contiguous()
 
     def guard(self, freeze_params: bool = False) -> Any:
-        """Eval mode inside; mode, requires_grad, grads and hooks restored after.
+        """Eval mode inside; mode, requires_grad, grads and hooks restored after (the layout settled first).
 
         Covers :meth:`pixel_module` too (it holds the user's module as a child),
         so hooks a library leaves on the pixel wrapper are removed as well.
         """
         self._settle_layout()
         return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
-
-    @property
-    def channels_last(self) -> bool:
-        """Whether the module is fed channels-last tensors (decided on the first guarded call when automatic)."""
-        return self._pixel.channels_last
 
     def _settle_layout(self) -> None:
         """Decide ``channels_last`` once: on when a channels-last probe gives the contiguous probe's outputs.
@@ -275,101 +249,35 @@ class TorchModel:
             same = plain.shape == fast.shape and float((plain.float() - fast.float()).abs().max()) <= tolerance * scale
             pixel.channels_last = bool(same)
 
-    def exclusive(self) -> Any:
-        """Context manager: one thread at a time uses this model (and any model sharing its modules).
-
-        ``explain`` holds it for a whole run: the score tap, the batch tuner
-        and the guarded state of the module are then never shared by two
-        concurrent runs, which wait for each other instead (re-entrant).
-        """
-        return holding(self._pixel)
-
-    @contextmanager
-    def explaining(self) -> Iterator[None]:
-        """What a whole ``explain`` run on this model holds: :meth:`exclusive` use, and autograd on.
-
-        Gradients are enabled also inside a caller's ``torch.no_grad()`` or
-        ``torch.inference_mode()`` block, which would otherwise stop every
-        gradient and CAM method (a backward pass, or tensors made in inference
-        mode, fails there). The caller's mode is back after the block.
-        """
-        with self.exclusive(), torch.inference_mode(False), torch.enable_grad():
-            self._settle_layout()  # before any library registers hooks on the module
-            yield
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies this model's outputs: the module's class, shapes and weights, and the preprocessing.
-
-        A dataset store keeps it, so that a resume with another model (other
-        weights, another architecture, other preprocessing) is refused rather
-        than mixing two models' results in one store.
-        """
-        return {
-            "class": qualified_name(type(self.module)),
-            "wrapper": qualified_name(type(self)),
-            "preprocess": repr(self.preprocess),
-            "output_kind": self.output_kind.value,
-            **weights_fingerprint(self._pixel),
-        }
-
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched."""
 
         def run(b: np.ndarray) -> np.ndarray:
-            return self._pixel(self.pixel_tensor(b)).float().cpu().numpy()
+            return self._pixel(self.pixel_tensor(b)).float().cpu().numpy()  # type: ignore[no-any-return]
 
         # inside this thread's inference() block the module is guarded already (one guard for all calls)
-        guard = nullcontext() if getattr(self._inferring, "depth", 0) else self.guard()
-        with guard, torch.inference_mode():
-            if self._tuner is None or len(images) <= 1:
-                return batched(run, images, self.batch_size)
-            return self._tuner(run, images)
-
-    @property
-    def output_count(self) -> int | None:
-        """Number of outputs, once any forward pass has shown it (None before)."""
-        return self._pixel.n_outputs
-
-    @contextmanager
-    def tap_scores(self, tap: ScoreTap) -> Iterator[None]:
-        """Offer ``tap`` the outputs of every forward pass of :meth:`pixel_module` inside (held exclusively)."""
-        with self.exclusive():
-            previous, self._pixel.tap = self._pixel.tap, tap
-            try:
-                yield
-            finally:
-                self._pixel.tap = previous
-
-    @contextmanager
-    def inference(self) -> Iterator[None]:
-        """Context for repeated ``predict`` calls in this thread: one guard around all of them.
-
-        ``explain`` runs perturbation methods inside it: a guard saves and
-        restores the state of every submodule (~1 ms on EfficientNet-Lite0),
-        which a method making hundreds of ``predict`` calls paid each time.
-        """
-        with self.guard():
-            self._inferring.depth = getattr(self._inferring, "depth", 0) + 1
-            try:
-                yield
-            finally:
-                self._inferring.depth -= 1
-
-    def __getstate__(self) -> dict[str, Any]:
-        # picklable (Ray ships models to its workers): a thread's inference() depth stays with the thread
-        state = self.__dict__.copy()
-        del state["_inferring"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._inferring = threading.local()
+        with nullcontext() if self._inside_inference() else self.guard(), torch.inference_mode():
+            return self._chunked(run, images)
 
     def __repr__(self) -> str:
         return (
             f"TorchModel({type(self._module).__name__}, preprocess={self.preprocess}, "
             f"output_kind={self.output_kind.value!r}, batch_size={self.batch_size}, device={self._device})"
         )
+
+
+def wrap(module: nn.Module, request: ModelRequest) -> Model:
+    """``as_model``'s entry for any other torch module: its preprocessing must be declared."""
+    hint = " (torchvision: preprocess=<the weights enum>, e.g. ResNet50_Weights.IMAGENET1K_V2)"
+    from_torchvision = type(module).__module__.startswith("torchvision.")
+    pre = request.declared(
+        "a torch module",
+        "Preprocess.imagenet() or Preprocess(scale='unit')"
+        + (hint if from_torchvision else "")
+        + "; or wrap it yourself with xai_bridge.adapters.models.TorchModel",
+    )
+    kind = request.kind(OutputKind.LOGITS)
+    return TorchModel(module, pre, output_kind=kind, class_names=request.class_names, batch_size=request.batch_size)
 
 
 def _offer(tap: ScoreTap, x: torch.Tensor, out: torch.Tensor) -> None:

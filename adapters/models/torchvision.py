@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from xai_bridge.errors import ModelInputError
-from xai_bridge.models import Preprocess
+from xai_bridge.preprocess import Preprocess
 
 __all__ = ["is_weights", "preprocess_from_weights", "weights_class_names"]
 

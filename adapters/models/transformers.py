@@ -18,12 +18,25 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xai_bridge.errors import ModelInputError
-from xai_bridge.models import OutputKind, Preprocess, Scale
+from xai_bridge.models import Model, OutputKind
+from xai_bridge.preprocess import Preprocess, Scale, require_preprocess
 
-__all__ = ["class_names_from_config", "is_transformers_model", "preprocess_from_processor", "transformers_model"]
+from ._kinds import is_torch_module
+
+if TYPE_CHECKING:
+    from ._table import ModelRequest
+
+__all__ = [
+    "class_names_from_config",
+    "is_transformers_model",
+    "preprocess_from_processor",
+    "recognise",
+    "transformers_model",
+    "wrap",
+]
 
 #: PIL resample codes an image processor stores, by the interpolation xai-bridge applies.
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
@@ -36,6 +49,16 @@ _CONVNEXT_RULE = "ConvNextImageProcessor"
 def is_transformers_model(obj: Any) -> bool:
     """Whether ``obj`` is a transformers ``PreTrainedModel`` (checked without importing transformers)."""
     return any(c.__module__.startswith("transformers.") for c in type(obj).__mro__) and hasattr(obj, "config")
+
+
+def recognise(obj: Any) -> bool:
+    """``as_model``'s test: a transformers torch model."""
+    return is_torch_module(obj) and is_transformers_model(obj)
+
+
+def wrap(model: Any, request: ModelRequest) -> Model:
+    """``as_model``'s entry for transformers models (see :func:`transformers_model`)."""
+    return transformers_model(model, request.preprocess, request.output_kind, request.class_names, request.batch_size)
 
 
 def preprocess_from_processor(processor: Any) -> Preprocess:
@@ -176,17 +199,15 @@ def transformers_model(
         batch_size: largest batch run at once.
 
     Raises:
-        TypeError: no preprocessing declared and none saved beside the model.
+        ParameterError: no preprocessing declared and none saved beside the model.
     """
     from .torch import TorchModel
 
-    pre = preprocess or _processor_near(model)
-    if pre is None:
-        raise ModelInputError(
-            f"preprocess: {type(model).__name__} has no preprocessor_config.json at name_or_path="
-            f"{getattr(model, 'name_or_path', '')!r}; pass preprocess=Preprocess.from_transformers(processor) "
-            "(e.g. AutoImageProcessor.from_pretrained(...))"
-        )
+    pre = require_preprocess(
+        preprocess or _processor_near(model),
+        f"{type(model).__name__} (no preprocessor_config.json at name_or_path={getattr(model, 'name_or_path', '')!r})",
+        "Preprocess.from_transformers(processor) (e.g. AutoImageProcessor.from_pretrained(...))",
+    )
     names = class_names if class_names is not None else class_names_from_config(getattr(model, "config", None))
     return TorchModel(
         model, pre, output_kind=output_kind or OutputKind.LOGITS, class_names=names, batch_size=batch_size

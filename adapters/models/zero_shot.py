@@ -23,7 +23,8 @@ from torch import nn
 from xai_bridge.adapters._torch import model_guard
 
 from xai_bridge.errors import ModelInputError
-from xai_bridge.models import OutputKind, Preprocess, Scale
+from xai_bridge.models import OutputKind
+from xai_bridge.preprocess import Preprocess, Scale, require_preprocess
 
 from .torch import TorchModel
 
@@ -155,8 +156,7 @@ class ZeroShotModel(TorchModel):
                     "image_processor= or preprocess=xb.Preprocess(...)"
                 )
             preprocess = preprocess_from_processor(source)
-        elif not isinstance(preprocess, Preprocess):
-            raise ModelInputError(f"preprocess: expected an xai_bridge.Preprocess, got {type(preprocess).__name__}")
+        preprocess = require_preprocess(preprocess, "a zero-shot model", "xb.Preprocess(...)")
         embeds = text_features(model, family, tokenizer, names)
         if output_kind is None:
             output_kind = (

@@ -4,7 +4,7 @@ Actors each hold one copy of the model (built once per actor: the model object
 is shipped once with ``ray.put``, or a factory marked with
 :func:`xai_bridge.datasets.model_factory` is called in the actor). Actors write
 the ``.npz`` files into the shared store folder; the driver appends the index
-lines as batches finish, so the store layout is the local engine's.
+lines as chunks finish, so the store layout is the local engine's.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ __all__ = ["run_ray"]
 def run_ray(
     model: Any,
     job: Any,
-    batches: Iterable[Any],
+    chunks: Iterable[Any],
     root: Path,
     finished: Callable[[Mapping[str, Any]], None],
     num_workers: int = 2,
     is_factory: bool = False,
 ) -> None:
-    """Explain ``batches`` on ``num_workers`` Ray actors.
+    """Explain ``chunks`` on ``num_workers`` Ray actors.
 
     Uses the running Ray instance, or starts a local one (``ray.init()``) and
     shuts it down afterwards.
@@ -52,19 +52,19 @@ def run_ray(
                 self.model = as_model(build_model(model_ref, is_factory), preprocess=job.preprocess)
                 self.job = job
 
-            def run(self, batch: Any, root: str) -> list[dict[str, Any]]:
-                return self.job.run(self.model, batch, Path(root))
+            def run(self, chunk: Any, root: str) -> list[dict[str, Any]]:
+                return self.job.run(self.model, chunk, Path(root))
 
         model_ref = ray.put(model)
         actor: Any = Worker  # ray.remote adds .remote
         workers = [actor.remote(model_ref, job, is_factory) for _ in range(num_workers)]
         in_flight: list[Any] = []
-        for turn, batch in enumerate(batches):
+        for turn, chunk in enumerate(chunks):
             if len(in_flight) >= 2 * num_workers:
                 ready, in_flight = ray.wait(in_flight, num_returns=1)
                 for rec in ray.get(ready[0]):
                     finished(rec)
-            in_flight.append(workers[turn % num_workers].run.remote(batch, str(root)))
+            in_flight.append(workers[turn % num_workers].run.remote(chunk, str(root)))
         while in_flight:
             ready, in_flight = ray.wait(in_flight, num_returns=1)
             for rec in ray.get(ready[0]):

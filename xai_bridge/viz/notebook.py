@@ -53,7 +53,7 @@ def explanation_html(exp: Explanation, side: int = 128) -> str:
     esc = lambda v: html.escape(safe_text(v))  # noqa: E731
     rule = rule_for(exp)
     head = (
-        f"<b>{esc(exp.method)}</b> ({esc(exp.backend)} {esc(exp.backend_version)}) &middot; "
+        f"<b>{esc(exp.method)}</b> ({esc(exp.library)} {esc(exp.library_version)}) &middot; "
         f"{exp.n_images} image(s) x {exp.n_targets} target(s) &middot; {exp.seconds:.2f} s &middot; "
         f"{exp.n_model_evals} model evaluations<br><small>colours: {esc(rule.label())}</small>"
     )

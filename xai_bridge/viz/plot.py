@@ -196,13 +196,8 @@ def comparison_grid(
     Returns:
         The ``Figure``; ``fig.xai_bridge_norm`` records the rule used.
     """
-    exps = _collect(explanations)
-    if not exps:
-        raise ParameterError("explanations: pass at least one Explanation")
+    exps = _same_images(explanations)
     first = next(iter(exps.values()))
-    for name, exp in exps.items():
-        if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
-            raise ParameterError(f"explanations: {name!r} explains other images than {first.method!r}")
     scale, style = MapScale(scale), Style(style)
     if style is Style.SIGNED:
         norm = Norm.SIGNED
@@ -210,43 +205,12 @@ def comparison_grid(
     columns: list[tuple[str, int]] = []
     for name, exp in exps.items():
         columns += [(name, t) for t in (range(exp.n_targets) if per_target else [0])]
-    normed = {}
-    for name, exp in exps.items():
-        maps = exp.attributions if per_target else exp.attributions[:, :1]
-        normed[name] = rules[name].normalise(maps, shared=scale is not MapScale.MAP)
-    if scale is MapScale.FIGURE:
-        for signed in (True, False):  # one scale per kind: a signed and an unsigned scale cannot be shared
-            group = [n for n in exps if rules[n].signed is signed]
-            if not group:
-                continue
-            group_maps = [(exps[n].attributions if per_target else exps[n].attributions[:, :1]) for n in group]
-            stacked = np.concatenate([m.reshape(-1, *first.images.shape[1:3]) for m in group_maps])
-            joint = rules[group[0]].normalise(stacked, shared=True)
-            offset = 0
-            for name, m in zip(group, group_maps, strict=True):
-                size = int(np.prod(m.shape[:2]))
-                normed[name] = joint[offset : offset + size].reshape(m.shape)
-                offset += size
+    normed = _normalised(exps, rules, per_target, scale)
     n_rows, n_cols = first.n_images, 1 + len(columns)
     n_kinds = len({r.signed for r in rules.values()})
     fig = _new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for i in range(n_rows):
-        axes[i, 0].imshow(first.images[i])
-        if titles and i == 0:
-            axes[i, 0].set_title("image", fontsize=9)
-        for j, (name, t) in enumerate(columns, start=1):
-            exp = exps[name]
-            ax = axes[i, j]
-            m = normed[name][i, t if per_target else 0]
-            ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
-            if titles and i == 0:
-                label = name.replace(".", "\n", 1)  # library on one line, method below
-                ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8)
-            ax.set_xlabel(str(exp.target_names[i, t]), fontsize=8)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
+    _draw_panels(axes, exps, columns, normed, rules, per_target, style, cmap, alpha, titles)
     if style in (Style.HEAT, Style.SIGNED):
         _colour_bars(fig, axes, rules, cmap)
     kinds = {r.norm.value for r in rules.values()}
@@ -256,6 +220,75 @@ def comparison_grid(
         "scale": scale.value,
     }
     return fig
+
+
+def _draw_panels(
+    axes: Any,
+    exps: Mapping[str, Explanation],
+    columns: Sequence[tuple[str, int]],
+    normed: Mapping[str, np.ndarray],
+    rules: Mapping[str, Any],
+    per_target: bool,
+    style: Style,
+    cmap: str | None,
+    alpha: float,
+    titles: bool,
+) -> None:
+    """Each row: the image, then every (method, target) column's overlay, titled on the first row."""
+    first = next(iter(exps.values()))
+    for i in range(axes.shape[0]):
+        axes[i, 0].imshow(first.images[i])
+        if titles and i == 0:
+            axes[i, 0].set_title("image", fontsize=9)
+        for j, (name, t) in enumerate(columns, start=1):
+            ax = axes[i, j]
+            m = normed[name][i, t if per_target else 0]
+            ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
+            if titles and i == 0:
+                label = name.replace(".", "\n", 1)  # library on one line, method below
+                ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8)
+            ax.set_xlabel(str(exps[name].target_names[i, t]), fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def _same_images(explanations: Mapping[str, Explanation] | Sequence[Explanation]) -> dict[str, Explanation]:
+    """The named explanations, refusing none and any that explains other images than the first."""
+    exps = _collect(explanations)
+    if not exps:
+        raise ParameterError("explanations: pass at least one Explanation")
+    first = next(iter(exps.values()))
+    for name, exp in exps.items():
+        if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
+            raise ParameterError(f"explanations: {name!r} explains other images than {first.method!r}")
+    return exps
+
+
+def _normalised(
+    exps: Mapping[str, Explanation], rules: Mapping[str, Any], per_target: bool, scale: MapScale
+) -> dict[str, np.ndarray]:
+    """Each method's shown maps under its rule; with ``MapScale.FIGURE`` one scale per kind of map."""
+    normed = {}
+    for name, exp in exps.items():
+        maps = exp.attributions if per_target else exp.attributions[:, :1]
+        normed[name] = rules[name].normalise(maps, shared=scale is not MapScale.MAP)
+    if scale is not MapScale.FIGURE:
+        return normed
+    shape = next(iter(exps.values())).images.shape[1:3]
+    for signed in (True, False):  # one scale per kind: a signed and an unsigned scale cannot be shared
+        group = [n for n in exps if rules[n].signed is signed]
+        if not group:
+            continue
+        group_maps = [(exps[n].attributions if per_target else exps[n].attributions[:, :1]) for n in group]
+        stacked = np.concatenate([m.reshape(-1, *shape) for m in group_maps])
+        joint = rules[group[0]].normalise(stacked, shared=True)
+        offset = 0
+        for name, m in zip(group, group_maps, strict=True):
+            size = int(np.prod(m.shape[:2]))
+            normed[name] = joint[offset : offset + size].reshape(m.shape)
+            offset += size
+    return normed
 
 
 def explanation_plot(
