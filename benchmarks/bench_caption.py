@@ -3,9 +3,13 @@
 Both explain the captions of seed 000's workload -- four 224x224 images
 (scikit-image's chelsea, astronaut, coffee and rocket), one caption each --
 with shap's Partition explainer (300 evaluations per image, batches of 50,
-the same masker) against the loopback Azure v3.1 server of the tests, with a
-fixed per-request latency (100 ms by default), and score captions with the
-same tiny teacher-forced BART:
+the same masker) against a loopback Azure v3.1 server with a fixed
+per-request latency (100 ms by default), and score captions with the same
+scorer (``WordMatchScorer``; ``--scorer bart``: a tiny teacher-forced BART).
+The server is Python's stock ``http.server.ThreadingHTTPServer`` with a
+stock handler (HTTP/1.0, a connection per request, listen backlog 5) that
+sleeps the latency and decodes every image with Pillow, in its own process:
+what an outside measurement runs, not the tests' tuned server.
 
 * **seed** -- seed 000's loop: every masked image is written to disk as PNG,
   read back and posted with ``requests.post``, one at a time, image after
@@ -13,7 +17,7 @@ same tiny teacher-forced BART:
   longer exists and ``shap.models.TeacherForcing`` fails on image maskers in
   shap 0.51, so the loop is re-created around a plain model function.)
 * **xai-bridge, defaults** -- ``explain_caption(AzureVisionV31Captioner(url),
-  images, scorer, ...)`` with every default: the four images explained
+  images, "shap.Partition", scorer=scorer, ...)`` with every default: the four images explained
   together (their requests share the captioner's 64 in flight), BMP
   encoding in memory, de-duplication, an on-disk cache;
 * **xai-bridge re-run, cache warm** -- the same call again: zero requests.
@@ -22,7 +26,7 @@ shap's Partition explainer asks for its 300 evaluations in ~10 sequential
 batches (each expands the nodes the previous one chose), so at 100 ms per
 request no client can go below ~1 s of waiting, and shap's own CPU time
 (masking, partition tree) is paid on both sides: these bound the ratio.
-The server runs in its own process, like a remote endpoint.
+Each xai-bridge row also prints where its time went (``Breakdown``).
 
 Run::
 
@@ -38,11 +42,15 @@ masked image costs the same on both sides and bounds the ratio.
 from __future__ import annotations
 
 import argparse
+import inspect
+import io
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -169,62 +177,183 @@ def bridge(
     from xai_bridge.captions import explain_caption
 
     with AzureVisionV31Captioner(url, key=KEY, cache=cache) as captioner:
-        exps = explain_caption(
-            captioner, images, scorer, method=args.method, max_evals=args.max_evals, seed=0, **_method_params(args)
-        )
+        if "budget" in inspect.signature(explain_caption).parameters:
+            exps = explain_caption(
+                captioner, images, args.method, scorer=scorer, budget=args.max_evals, seed=0, **_method_params(args)
+            )
+        else:  # the older release, for side-by-side runs of two versions
+            exps = explain_caption(
+                captioner, images, scorer, method=args.method, max_evals=args.max_evals, seed=0, **_method_params(args)
+            )
         return [exp.attributions[0] for exp in exps], captioner.stats.snapshot()
 
 
-def _serve(conn: Any, latency: float) -> None:
-    """Child process: run the loopback server, answer 'count' / 'reset' / 'stop' on the pipe."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from caption_server import CaptionServer
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (Linux; 0 elsewhere)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
 
-    with CaptionServer(key=KEY, latency=latency) as server:
-        conn.send(server.url)
-        while True:
-            command = conn.recv()
-            if command == "count":
-                conn.send(server.requests)
-            elif command == "reset":
-                server.reset_counts()
-                conn.send(True)
-            else:
-                conn.send(True)
-                return
+
+class Breakdown:
+    """Where a run's time goes: CPU seconds of encoding and scoring, shap's dependent rounds, dropped connects.
+
+    Wraps (for the run only) the client's image encoder, the scorer and the
+    caption model's ``predict``; counts the rounds of each image (``predict``
+    calls that asked the captioner for new images: each waits at least one
+    latency) and the kernel's listen-queue overflows (each costs the
+    connection a 1 s SYN retransmission).
+    """
+
+    def __init__(self, scorer: Any, latency: float) -> None:
+        self.scorer, self.latency = scorer, latency
+        self.encode_s = self.score_s = self.cpu_s = 0.0
+        self.drops = 0
+        self.rounds: dict[int, int] = {}
+
+    def __enter__(self) -> Breakdown:
+        try:
+            import xai_bridge.adapters.captioners._exchange as exchange
+        except ImportError:  # the older release: the client was one module
+            import xai_bridge.adapters.captioners.http as exchange  # type: ignore[no-redef]
+
+        from xai_bridge.captions.model import CaptionScoreModel
+
+        self._exchange, self._model = exchange, CaptionScoreModel
+        self._encode, self._score, self._predict = exchange.encode_image, self.scorer.score, CaptionScoreModel.predict
+        lock = threading.Lock()
+
+        def timed(fn: Any, slot: str) -> Any:
+            def call(*a: Any, **k: Any) -> Any:
+                start = time.thread_time()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    with lock:
+                        setattr(self, slot, getattr(self, slot) + time.thread_time() - start)
+
+            return call
+
+        def predict(model: Any, images: np.ndarray) -> np.ndarray:
+            before = len(model._image_captions)
+            out = self._predict(model, images)
+            if len(model._image_captions) > before:
+                with lock:
+                    self.rounds[id(model)] = self.rounds.get(id(model), 0) + 1
+            return out
+
+        exchange.encode_image = timed(self._encode, "encode_s")
+        self.scorer.score = timed(self._score, "score_s")
+        CaptionScoreModel.predict = predict  # type: ignore[method-assign]
+        self._cpu, self._drops = time.process_time(), listen_overflows()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_s = time.process_time() - self._cpu
+        self.drops = listen_overflows() - self._drops
+        self._exchange.encode_image = self._encode
+        self.scorer.score = self._score
+        self._model.predict = self._predict  # type: ignore[method-assign]
+
+    def row(self) -> dict[str, Any]:
+        rounds = sorted(self.rounds.values())
+        return {
+            "process_cpu_s": round(self.cpu_s, 2),
+            "encode_cpu_s": round(self.encode_s, 2),
+            "scorer_cpu_s": round(self.score_s, 2),
+            "rounds_per_image": rounds,
+            "latency_floor_s": round(max(rounds, default=0) * self.latency, 2),
+            "listen_overflows": self.drops,
+        }
+
+
+class _PlainHandler(BaseHTTPRequestHandler):
+    """A stock handler (HTTP/1.0: one connection per request): sleep, decode the image, answer Azure v3.1."""
+
+    latency = 0.1
+    count: Any = None  # a multiprocessing.Value shared with the parent
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        from caption_server import rule_caption
+
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.count.get_lock():
+            self.count.value += 1
+        time.sleep(self.latency)
+        if self.headers.get("Ocp-Apim-Subscription-Key") != KEY:
+            self.send_error(401)
+            return
+        with Image.open(io.BytesIO(body)) as im:
+            image = np.asarray(im.convert("RGB"))
+        caption = rule_caption(image)
+        answer = {"description": {"tags": caption.split(), "captions": [{"text": caption, "confidence": 0.9}]}}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _serve(conn: Any, latency: float, count: Any) -> None:
+    """Child process: a stock ``ThreadingHTTPServer``; answers 'stop' on the pipe."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    _PlainHandler.latency = latency
+    _PlainHandler.count = count
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PlainHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address[:2]
+    conn.send(f"http://{host}:{port}")
+    conn.recv()
+    server.shutdown()
+    server.server_close()
+    conn.send(True)
 
 
 class RemoteServer:
-    """The loopback server in its own process, like a real remote endpoint (its CPU is not ours)."""
+    """A plain threaded HTTP server in its own process, like a real remote endpoint (its CPU is not ours).
+
+    Python's stock ``http.server.ThreadingHTTPServer`` (listen backlog 5, a
+    thread and a connection per request, HTTP/1.0) with a stock handler that
+    sleeps ``latency`` seconds and decodes every image with Pillow: what an
+    outside measurement would run, with none of the test server's tuning.
+    """
 
     def __init__(self, latency: float) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
+        self._count = ctx.Value("l", 0)
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_serve, args=(child, latency), daemon=True)
+        self._process = ctx.Process(target=_serve, args=(child, latency, self._count), daemon=True)
         self._process.start()
         if not self._conn.poll(60):
             raise RuntimeError("the loopback server did not start within 60 s")
         self.url = self._conn.recv()
 
-    def _ask(self, command: str) -> Any:
-        self._conn.send(command)
-        return self._conn.recv()
-
     @property
     def requests(self) -> int:
-        return int(self._ask("count"))
+        return int(self._count.value)
 
     def reset(self) -> None:
-        self._ask("reset")
+        with self._count.get_lock():
+            self._count.value = 0
 
     def __enter__(self) -> RemoteServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._ask("stop")
+            self._conn.send("stop")
+            self._conn.poll(10)
         finally:
             self._process.join(timeout=10)
             if self._process.is_alive():
@@ -249,6 +378,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="shap masker for both runs: 'blur(128,128)' (default), 'inpaint_ns' (seed 000's; "
         "its OpenCV inpainting costs ~30 ms per masked image on both sides)",
     )
+    parser.add_argument(
+        "--scorer",
+        choices=["word", "bart"],
+        default="word",
+        help="word: WordMatchScorer (the outside measurement's); bart: a tiny teacher-forced BART",
+    )
     parser.add_argument("--device", type=device_arg, default="cpu", help="where the scorer runs (cpu, cuda)")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed's serial loop (ratios then missing)")
     parser.add_argument("--profile", action="store_true", help="cProfile the cache-warm re-run (top 25 by own time)")
@@ -261,11 +396,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(2)
     from caption_server import rule_caption
     from test_caption_models import build_bart, build_tokenizer
-    from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer
+    from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer, WordMatchScorer
 
-    tok = build_tokenizer()
-    bart = build_bart(len(tok)).to(args.device)
-    scorer = TeacherForcingScorer(bart, tok, output="log_odds")  # shap's TeacherForcing output
+    scorer: Any
+    if args.scorer == "bart":
+        tok = build_tokenizer()
+        bart = build_bart(len(tok)).to(args.device)
+        scorer = TeacherForcingScorer(bart, tok, output="log_odds")  # shap's TeacherForcing output
+    else:
+        scorer = WordMatchScorer()
     images = test_images(args.images)
     # warm-up outside the timings: numba compiles shap's partition code, torch its kernels
     warm = shap.explainers.Partition(lambda x: np.zeros((len(x), 2)), shap.maskers.Image(args.masker, (16, 16, 3)))
@@ -299,8 +438,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 profiler = cProfile.Profile()
                 profiler.enable()
             start = time.perf_counter()
-            maps, stats = bridge(server.url, images, scorer, args, cache)
-            synchronize(args.device)
+            with Breakdown(scorer, args.latency) as breakdown:
+                maps, stats = bridge(server.url, images, scorer, args, cache)
+                synchronize(args.device)
             seconds = time.perf_counter() - start
             if profiler is not None:
                 import pstats
@@ -313,6 +453,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "requests": server.requests,
                 "files_written": 0,
                 "cache_hits": stats["cache_hits"],
+                **breakdown.row(),
             }
             if seed_maps is not None:
                 row["max_abs_diff_vs_seed"] = max(
@@ -352,6 +493,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{row['run']:56s} {row['seconds']:8.2f} {row['requests']:9d} {row['files_written']:6d} "
             f"{speedup:>8s} {'' if diff is None else f'{diff:10.2e}'}"
         )
+    for row in rows[1:]:
+        print(f"{row['run']}: " + ", ".join(f"{k} {row[k]}" for k in Breakdown(None, 0).row() if k in row))
     print("\n" + json.dumps(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

@@ -66,26 +66,6 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "torchcam.FinerCAM": {"num_references": 2},
     "gradcam.FinerCAM": {"comparison_categories": (1, 2)},
 }
-#: The same methods at the contract test's budgets, for ``--quick`` (a tiny model at 32x32).
-QUICK_BUDGETS: dict[str, dict[str, Any]] = {
-    **BUDGETS,
-    "builtin.Occlusion": {"window": 8, "stride": 8},
-    "builtin.RISE": {"n_masks": 16, "grid": 3},
-    "shap.Partition": {"max_evals": 24, "masker": "blur(8,8)"},
-    "shap.Gradient": {"nsamples": 8},
-    "lime.Lime": {"num_samples": 12, "segmentation": "slic"},
-    "captum.IntegratedGradients": {"n_steps": 4},
-    "captum.GradientShap": {"n_samples": 3},
-    "captum.DeepLiftShap": {"baselines": ["random"] * 2},
-    "captum.Occlusion": {"window": 8, "stride": 8},
-    "captum.KernelShap": {"n_samples": 12},
-    "captum.Lime": {"n_samples": 12},
-    "gradcam.ScoreCAM": {"batch_size": 8},
-    "gradcam.AblationCAM": {"batch_size": 8},
-    "torchcam.SSCAM": {"num_samples": 2},
-    "torchcam.ISCAM": {"num_samples": 2},
-    "torchcam.SmoothGradCAMpp": {"num_samples": 2},
-}
 #: bench_overhead's methods in the short form (its names).
 OVERHEAD_METHODS = (
     "builtin.Saliency",
@@ -151,7 +131,6 @@ def check_methods(s: Any, images: np.ndarray, quick: bool, only: list[str] | Non
     model, device = s.model, s.device
     want = str(model.device)
     before = {k: v.detach().clone() for k, v in model.module.state_dict().items()}
-    budgets = QUICK_BUDGETS if quick else BUDGETS
     probe = InputProbe(model.pixel_module(), device)
     rows: list[dict[str, Any]] = []
     try:
@@ -163,7 +142,9 @@ def check_methods(s: Any, images: np.ndarray, quick: bool, only: list[str] | Non
             try:
                 synchronize(device)
                 start = time.perf_counter()
-                exp = xb.explain(model, images, name, targets=[[s.target], [s.target]], seed=0, **budgets.get(name, {}))
+                # --quick: each method's own cheapest run (MethodSpec.quick), the one the contract test makes
+                params = dict(xb.default_registry().spec(name).quick) if quick else BUDGETS.get(name, {})
+                exp = xb.explain(model, images, name, targets=[[s.target], [s.target]], seed=0, **params)
                 synchronize(device)
                 row["seconds"] = time.perf_counter() - start
                 row["in_forward"] = probe.seconds / row["seconds"] if row["seconds"] > 0 else None

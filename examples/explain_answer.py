@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> list[xb.Explanation]:
         [exp] = xb.explain_answer(
             vlm,
             args.image,
-            args.question,
-            scorer,
-            method=args.method,
-            max_evals=args.max_evals,
+            args.method,
+            question=args.question,
+            scorer=scorer,
+            budget=args.max_evals,
             max_side=args.max_side,
             **params,
         )

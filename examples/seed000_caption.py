@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> list[Any]:
             [exp] = explain_caption(
                 captioner,
                 path,
-                scorer,
-                method=args.method,
-                max_evals=args.max_evals,
+                args.method,
+                scorer=scorer,
+                budget=args.max_evals,
                 max_side=args.max_side,
                 **method_params,
             )

@@ -210,7 +210,7 @@ def test_explain_answer_locally_occlusion_drops_are_the_teacher_forced_scores(fa
     vlm = blip if family == "blip" else llava
     image = quadrant_image()
     before = _state(vlm.model)
-    [exp] = explain_answer(vlm, image, QUESTION, method="builtin.Occlusion", window=16, stride=16, baseline=0)
+    [exp] = explain_answer(vlm, image, "builtin.Occlusion", question=QUESTION, window=16, stride=16, baseline=0)
     answer = vlm.caption_tokens(image[None], prompt=QUESTION)[0]
     t = len(answer)
     assert exp.attributions.shape == (1, t, 32, 32) and exp.targets.tolist() == [list(answer.ids)]
@@ -245,7 +245,7 @@ def test_explain_answer_with_gradient_methods(smooth_blip):
     image = quadrant_image()
     before = _state(blip.model)
     answer = blip.caption_tokens(image[None], prompt=QUESTION)[0]
-    [ig] = explain_answer(blip, image, QUESTION, method="captum.IntegratedGradients", n_steps=64, baselines=0)
+    [ig] = explain_answer(blip, image, "captum.IntegratedGradients", question=QUESTION, n_steps=64, baselines=0)
     t = len(answer)
     assert ig.attributions.shape == (1, t, 32, 32) and ig.target_names.tolist() == [list(answer.names)]
     assert ig.params["distinct_captions"] is None and ig.params["question"] == QUESTION
@@ -257,7 +257,7 @@ def test_explain_answer_with_gradient_methods(smooth_blip):
     checked = np.abs(gap) > 0.05  # gaps worth checking against
     assert checked.any()
     np.testing.assert_allclose(sums[checked], gap[checked], rtol=0.05)
-    [cam] = explain_answer(blip, image, QUESTION, method="gradcam.GradCAM")
+    [cam] = explain_answer(blip, image, "gradcam.GradCAM", question=QUESTION)
     assert cam.attributions.shape == (1, t, 32, 32) and np.isfinite(cam.attributions).all()
     assert cam.params["layer"].startswith("encoder.layers.")  # a token grid of the vision tower
     assert np.abs(cam.attributions).max() > 0
@@ -266,11 +266,11 @@ def test_explain_answer_with_gradient_methods(smooth_blip):
 
 def test_explain_caption_is_unchanged_and_answers_need_a_question(blip):
     with pytest.raises(ValueError, match="prompt: BlipForQuestionAnswering answers a question"):
-        explain_caption(blip, quadrant_image(), method="builtin.Occlusion", window=16, stride=16)
+        explain_caption(blip, quadrant_image(), "builtin.Occlusion", window=16, stride=16)
     with pytest.raises(xb.ParameterError, match="question: expected one non-empty question"):
-        explain_answer(blip, quadrant_image(), "  ", method="builtin.Occlusion")
+        explain_answer(blip, quadrant_image(), "builtin.Occlusion", question="  ")
     with pytest.raises(TypeError, match="takes no prompt"):
-        explain_answer(_NoPrompt(), quadrant_image(), QUESTION, WordMatchScorer(), method="builtin.Occlusion")
+        explain_answer(_NoPrompt(), quadrant_image(), "builtin.Occlusion", question=QUESTION, scorer=WordMatchScorer())
 
 
 class _NoPrompt:
@@ -283,7 +283,14 @@ class _NoPrompt:
 def test_explain_answer_with_a_function_of_image_and_question():
     image = np.full((32, 32, 3), 230, np.uint8)
     [exp] = explain_answer(
-        rule_answer, image, QUESTION, WordMatchScorer(), method="builtin.Occlusion", window=16, stride=16, baseline=0
+        rule_answer,
+        image,
+        "builtin.Occlusion",
+        question=QUESTION,
+        scorer=WordMatchScorer(),
+        window=16,
+        stride=16,
+        baseline=0,
     )
     assert exp.params["caption"] == "a dog" and exp.target_names.tolist() == [["a", "dog"]]
     dog = exp.attributions[0, 1]
@@ -307,7 +314,7 @@ def test_remote_answers_every_evaluation_exactly_once_and_a_cached_rerun_makes_n
         with OpenAICaptioner(
             server.url + "/v1", "loopback-vlm", key=server.key, cache=cache, retry=RetryPolicy(backoff=0.01, seed=0)
         ) as vlm:
-            return explain_answer(vlm, image, QUESTION, scorer, method=method, **params)[0]
+            return explain_answer(vlm, image, method, question=QUESTION, scorer=scorer, **params)[0]
 
     exp = run("builtin.Occlusion", window=32, stride=32)
     answer = rule_answer(image, QUESTION)
@@ -330,10 +337,10 @@ def test_remote_answers_every_evaluation_exactly_once_and_a_cached_rerun_makes_n
     if "shap.Partition" in xb.available_methods():
         from xai_bridge.options import ImageMasker, MaskKind
 
-        run("shap.Partition", max_evals=40, masker=ImageMasker(MaskKind.CONSTANT, value=0.0), batch_size=20)
+        run("shap.Partition", budget=40, masker=ImageMasker(MaskKind.CONSTANT, value=0.0), batch_size=20)
         assert server.requests == len(server.answered) > 0 and set(server.answered.values()) == {1}
         server.reset_counts()
-        run("shap.Partition", max_evals=40, masker=ImageMasker(MaskKind.CONSTANT, value=0.0), batch_size=20)
+        run("shap.Partition", budget=40, masker=ImageMasker(MaskKind.CONSTANT, value=0.0), batch_size=20)
         assert server.requests == 0
 
 

@@ -30,7 +30,7 @@ from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer, WordMat
 from xai_bridge.adapters.methods.builtin import sliding_windows  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
-from xai_bridge.captions import BUDGET_PARAMS, CaptionScoreModel, explain_caption, fit_max_side  # noqa: E402
+from xai_bridge.captions import CaptionScoreModel, explain_caption, fit_max_side  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,7 +104,7 @@ def test_caption_score_model_needs_a_scorer_unless_self_scoring():
 # ------------------------------------------------------------------ occlusion, exact
 def test_occlusion_localises_each_word_exactly():
     [exp] = explain_caption(
-        rule_caption, BRIGHT, WordMatchScorer(), method="builtin.Occlusion", window=16, stride=16, baseline=0
+        rule_caption, BRIGHT, "builtin.Occlusion", scorer=WordMatchScorer(), window=16, stride=16, baseline=0
     )
     assert exp.attributions.shape == (1, 7, 32, 32)
     assert exp.target_names.tolist() == [["a", "blue", "dog", "near", "a", "white", "car"]]
@@ -133,7 +133,7 @@ def test_remote_captioner_with_teacher_forcing(server, tok, bart, tmp_path, capl
 
     def run():
         with AzureVisionV31Captioner(server.url, key=server.key, cache=cache) as cap:
-            return explain_caption(cap, image, scorer, method="builtin.Occlusion", window=32, stride=32)[0]
+            return explain_caption(cap, image, "builtin.Occlusion", scorer=scorer, window=32, stride=32)[0]
 
     exp = run()
     caption = rule_caption(image)
@@ -172,7 +172,7 @@ def test_faults_during_an_explanation_cost_one_answer_per_image(server, tmp_path
         server.url, key=server.key, cache=None, timeout=(2.0, 0.3), retry=RetryPolicy(backoff=0.01, seed=0)
     ) as cap:
         [exp] = explain_caption(
-            cap, quadrant_image(64), WordMatchScorer(), method="builtin.Occlusion", window=32, stride=16, baseline=0
+            cap, quadrant_image(64), "builtin.Occlusion", scorer=WordMatchScorer(), window=32, stride=16, baseline=0
         )
     distinct = 1 + len(sliding_windows(64, 64, (32, 32), (16, 16)))  # the caption, then 9 windows
     assert len(server.answered) == distinct and set(server.answered.values()) == {1}
@@ -187,7 +187,7 @@ def test_local_captioner_scored_by_its_own_language_head():
     model = build_vit_gpt2(len(causal))
     cap = TransformersCaptioner(model, causal, preprocess=TINY_VIT_PREPROCESS, generate_kwargs={"max_new_tokens": 4})
     image = quadrant_image(32)
-    [exp] = explain_caption(cap, image, method="builtin.Occlusion", window=16, stride=16, baseline=0)
+    [exp] = explain_caption(cap, image, "builtin.Occlusion", window=16, stride=16, baseline=0)
     tokens = cap.caption_tokens(image[None])[0]
     assert exp.targets.tolist() == [list(tokens.ids)] and exp.target_names.tolist() == [list(tokens.names)]
     assert exp.params["scorer"] == "captioner's own language head"
@@ -212,7 +212,7 @@ def _require(method: str) -> None:
 def test_shap_partition_owen_values_localise_and_add_up():
     _require("shap.Partition")
     [exp] = explain_caption(
-        rule_caption, BRIGHT, WordMatchScorer(), method="shap.Partition", max_evals=120, masker=_constant_black()
+        rule_caption, BRIGHT, "shap.Partition", scorer=WordMatchScorer(), budget=120, masker=_constant_black()
     )
     assert exp.attributions.shape == (1, 7, 32, 32) and exp.params["max_evals"] == 120
     dog = exp.attributions[0, 2]
@@ -236,9 +236,9 @@ def test_shap_partition_through_the_loopback_server(server):
         [exp] = explain_caption(
             cap,
             quadrant_image(64),
-            WordMatchScorer(),
-            method="shap.Partition",
-            max_evals=80,
+            "shap.Partition",
+            scorer=WordMatchScorer(),
+            budget=80,
             masker=_constant_black(),
             batch_size=40,
         )
@@ -258,19 +258,19 @@ def test_lime_and_rise_localise_the_word():
 
     runs = []
     if "lime.Lime" in xb.available_methods():
-        runs.append(("lime", {"max_evals": 64, "hide_color": 0, "segmentation": quadrants}))
+        runs.append(("lime", {"budget": 64, "hide_color": 0, "segmentation": quadrants}))
     if "builtin.RISE" in xb.available_methods():
-        runs.append(("rise", {"max_evals": 200, "grid": 4}))
+        runs.append(("rise", {"budget": 200, "grid": 4}))
     if not runs:
         pytest.skip("neither lime nor rise is available")
     for method, params in runs:
-        [exp] = explain_caption(rule_caption, image, WordMatchScorer(), method=method, seed=3, **params)
+        [exp] = explain_caption(rule_caption, image, method, scorer=WordMatchScorer(), seed=3, **params)
         assert exp.attributions.shape == (1, 7, 32, 32), method
-        assert exp.params[BUDGET_PARAMS[exp.method]] == params["max_evals"], method  # aliases resolve
+        assert exp.params[xb.default_registry().spec(exp.method).budget] == params["budget"], method  # aliases resolve
         dog = exp.attributions[0, 2]
         outside = np.concatenate([dog[16:].ravel(), dog[:16, :16].ravel()])
         assert dog[TR].mean() > outside.max(), method
-        [again] = explain_caption(rule_caption, image, WordMatchScorer(), method=method, seed=3, **params)
+        [again] = explain_caption(rule_caption, image, method, scorer=WordMatchScorer(), seed=3, **params)
         np.testing.assert_array_equal(again.attributions, exp.attributions)  # seeded
 
 
@@ -280,9 +280,9 @@ def test_several_images_of_different_sizes_give_one_explanation_each():
     exps = explain_caption(
         rule_caption,
         [small, large],
-        WordMatchScorer(),
-        method="builtin.Occlusion",
-        captions=["a blue dog", "a red cat near a green tree"],
+        "builtin.Occlusion",
+        scorer=WordMatchScorer(),
+        targets=["a blue dog", "a red cat near a green tree"],
     )
     assert [e.attributions.shape for e in exps] == [(1, 3, 32, 32), (1, 7, 48, 40)]
     assert exps[1].params["caption"] == "a red cat near a green tree"
@@ -290,13 +290,13 @@ def test_several_images_of_different_sizes_give_one_explanation_each():
 
 def test_explain_caption_errors():
     with pytest.raises(ValueError, match="captions"):
-        explain_caption(rule_caption, BRIGHT, WordMatchScorer(), method="builtin.Occlusion", captions=["a", "b"])
+        explain_caption(rule_caption, BRIGHT, "builtin.Occlusion", scorer=WordMatchScorer(), targets=["a", "b"])
     with pytest.raises(TypeError, match="scorer"):
-        explain_caption(rule_caption, BRIGHT, method="builtin.Occlusion")
+        explain_caption(rule_caption, BRIGHT, "builtin.Occlusion")
     with pytest.raises(ValueError, match="no tokens"):
-        explain_caption(lambda img: "", BRIGHT, WordMatchScorer(), method="builtin.Occlusion")
+        explain_caption(lambda img: "", BRIGHT, "builtin.Occlusion", scorer=WordMatchScorer())
     with pytest.raises(TypeError, match="unknown parameter"):
-        explain_caption(rule_caption, BRIGHT, WordMatchScorer(), method="builtin.Occlusion", bogus=1)
+        explain_caption(rule_caption, BRIGHT, "builtin.Occlusion", scorer=WordMatchScorer(), bogus=1)
 
 
 def test_fit_max_side_keeps_the_aspect_ratio_like_seed_000():
@@ -305,7 +305,7 @@ def test_fit_max_side_keeps_the_aspect_ratio_like_seed_000():
     assert fit_max_side(np.zeros((300, 700, 3), np.uint8), 500).shape == (214, 500, 3)
     assert fit_max_side(BRIGHT, 500) is BRIGHT and fit_max_side(img, None) is img
     [exp] = explain_caption(
-        rule_caption, np.full((80, 40, 3), 230, np.uint8), WordMatchScorer(), method="builtin.Occlusion", max_side=40
+        rule_caption, np.full((80, 40, 3), 230, np.uint8), "builtin.Occlusion", scorer=WordMatchScorer(), max_side=40
     )
     assert exp.images.shape == (1, 40, 20, 3)
 

@@ -47,9 +47,9 @@ def _partition(cap, imgs, **kw):
     return explain_caption(
         cap,
         imgs,
-        WordMatchScorer(),
-        method="shap.Partition",
-        max_evals=60,
+        "shap.Partition",
+        scorer=WordMatchScorer(),
+        budget=60,
         batch_size=10,
         masker=ImageMasker(MaskKind.CONSTANT, value=0.0),
         **kw,

@@ -148,7 +148,7 @@ def test_the_key_is_in_no_exception_log_record_cache_row_saved_file_or_repr(serv
             cap.caption(images[:1])
         texts.append(exception_text(info.value))
         [exp] = xb.explain_caption(
-            cap, images[0], WordMatchScorer(), method="builtin.Occlusion", window=32, stride=32, baseline=0
+            cap, images[0], "builtin.Occlusion", scorer=WordMatchScorer(), window=32, stride=32, baseline=0
         )
         texts += [repr(cap), json.dumps(cap.describe()), repr(cap.__dict__), json.dumps(exp.params, default=str)]
     saved = exp.save(tmp_path / "exp.npz")
@@ -230,7 +230,7 @@ def test_function_captioners_must_return_text():
     with pytest.raises(TypeError, match="returned NoneType for image 0; return the caption as a str"):
         FunctionCaptioner(lambda img: None).caption(np.zeros((1, 8, 8, 3), np.uint8))
     with pytest.raises(TypeError, match="returned NoneType for image 0"):
-        xb.explain_caption(lambda img: None, np.zeros((8, 8, 3), np.uint8), WordMatchScorer(), method="rise")
+        xb.explain_caption(lambda img: None, np.zeros((8, 8, 3), np.uint8), "rise", scorer=WordMatchScorer())
 
 
 # ------------------------------------------------------------------ damaged cache files

@@ -464,3 +464,22 @@ def test_chunks_of_batch_size_match_one_batch(tiny_net, tiny_model, small) -> No
         b = xb.explain(one, small, method, targets=xb.top_k(2), **params)
         np.testing.assert_allclose(b.raw, a.raw, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(b.base_scores, a.base_scores, rtol=1e-5)
+
+
+def test_method_records_agree_with_captum() -> None:
+    """What a record declares is what captum's class takes and says about itself."""
+    import inspect
+
+    import captum.attr as ca
+    from xai_bridge.adapters.methods.captum import METHODS
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
+    for name, method in METHODS.items():
+        cls = getattr(ca, name)
+        assert set(method.ctor) <= set(inspect.signature(cls.__init__).parameters), name
+        assert set(method.call) <= set(inspect.signature(cls.attribute).parameters), name
+        algo = cls(net, **{key: method.defaults[key] for key in method.ctor})
+        if method.delta:
+            assert algo.has_convergence_delta(), name
+        if "multiply_by_inputs" in method.ctor:
+            assert algo.multiplies_by_inputs is True, name

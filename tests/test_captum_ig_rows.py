@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 ca = pytest.importorskip("captum.attr")
 
-from xai_bridge.adapters.methods.captum import _group_size  # noqa: E402
+from xai_bridge.adapters.methods.captum._ig import group_size as _group_size  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
 

@@ -8,13 +8,8 @@ import torch
 from conftest import TINY_PREPROCESS
 from torch import nn
 from xai_bridge.adapters._torch import ForwardCounter, children_restored, seeded
-from xai_bridge.adapters.methods._layers import (
-    TokenGrid,
-    check_target_range,
-    choose_layer,
-    layer_candidates,
-    trace_layers,
-)
+from xai_bridge.adapters.methods._layer_run import check_target_range
+from xai_bridge.adapters.methods._layers import TokenGrid, choose_layer, layer_candidates, trace_layers
 
 import xai_bridge as xb
 
@@ -191,7 +186,7 @@ def _inplace_net(seed: int = 0) -> nn.Module:
 
 
 def test_gradient_stop_cuts_the_graph_below_the_layer_and_keeps_the_gradient(rgb_images) -> None:
-    from xai_bridge.adapters.methods._layers import gradient_stop
+    from xai_bridge.adapters.methods._layer_run import gradient_stop
     from xai_bridge.adapters.models import hook_count
 
     model = xb.TorchModel(_inplace_net(), TINY_PREPROCESS, tune_batch=False)
@@ -222,7 +217,8 @@ def test_gradient_stop_cuts_the_graph_below_the_layer_and_keeps_the_gradient(rgb
 
 
 def test_gradient_stop_skips_a_layer_that_runs_twice() -> None:
-    from xai_bridge.adapters.methods._layers import TargetLayer, gradient_stop
+    from xai_bridge.adapters.methods._layer_run import gradient_stop
+    from xai_bridge.adapters.methods._layers import TargetLayer
 
     relu = nn.ReLU()
     with gradient_stop(TargetLayer("relu", relu, (1, 3, 4, 4), None, calls=2)) as stopped:
@@ -246,7 +242,7 @@ def test_cams_are_the_same_with_and_without_the_gradient_stop(rgb_images, monkey
     from contextlib import contextmanager
 
     pytest.importorskip({"gradcam": "pytorch_grad_cam", "torchcam": "torchcam"}[method.split(".")[0]])
-    from xai_bridge.adapters.methods import _layers as backend  # the methods import gradient_stop from here per call
+    from xai_bridge.adapters.methods import _layer_run as backend  # the methods import gradient_stop from here per call
 
     real = backend.gradient_stop
     used = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from importlib import metadata
 
+import numpy as np
 import pytest
 
 import xai_bridge as xb
@@ -118,3 +119,51 @@ def test_entry_points_of_the_old_group_are_still_loaded(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(metadata, "entry_points", lambda group: [EP()] if group == "xai_bridge.backends" else [])
     assert Registry([]).available() == ["legacy.Method"]
+
+
+def _smooth_images() -> np.ndarray:
+    """Two 32 x 32 gradients: enough superpixels for every superpixel method's default segmentation."""
+    yy, xx = np.mgrid[0:32, 0:32]
+    image = np.stack([yy * 8, xx * 8, (yy + xx) * 4], axis=-1).astype(np.uint8)
+    return np.stack([image, image[::-1]])
+
+
+_PERTURBATION = [
+    "builtin.Saliency",  # and gradient methods whose count is exact
+    "captum.IntegratedGradients",
+    "builtin.Occlusion",
+    pytest.param("builtin.RISE", marks=pytest.mark.slow),
+    pytest.param("shap.Partition", marks=pytest.mark.slow),
+    "lime.Lime",
+    "captum.Occlusion",
+    "captum.FeatureAblation",
+    pytest.param("captum.ShapleyValueSampling", marks=pytest.mark.slow),
+    "captum.KernelShap",
+    "captum.Lime",
+]
+
+
+@pytest.mark.parametrize("name", _PERTURBATION)
+def test_expected_evaluations_are_the_counted_ones(tiny_model: xb.TorchModel, name: str) -> None:
+    """Each perturbation method's own estimate (the progress bar's ETA) is what a run at its defaults spends."""
+    from xai_bridge import progress
+
+    spec = xb.default_registry().spec(name)
+    if not spec.is_installed():
+        pytest.skip(f"{name} is not installed")
+    images = _smooth_images()
+    exp = xb.explain(tiny_model, images, name, targets=[[1, 3], [0, 2]], progress=False)
+    params: dict = {}
+    if "segments" in exp.extras and name.startswith("captum."):  # the superpixels the run found, not the nominal 50
+        params["segmentation"] = exp.extras["segments"][:, 0]
+    assert spec.expected_evals(params, 2, 2, (32, 32)) == exp.n_model_evals
+    assert progress.expected_evals(name, params, 2, 2, (32, 32)) == exp.n_model_evals
+
+
+def test_budget_default_is_the_methods_own() -> None:
+    """``budget_default`` is read from the method's defaults: a run with no budget records it."""
+    specs = xb.default_registry().specs
+    assert specs["builtin.RISE"].budget_default == 4000  # the paper's; progress once assumed 2000
+    for spec in specs.values():
+        assert (spec.budget is None) == (spec.budget_default is None), spec.name
+        assert spec.budget is None or spec.budget not in spec.quick or spec.quick[spec.budget] < spec.budget_default

@@ -116,7 +116,7 @@ def test_rise_errors_name_the_argument(rgb_images) -> None:
 
 
 def test_masked_images_are_the_bytes_of_the_numpy_formula() -> None:
-    from xai_bridge.adapters.methods.builtin import _rise_masked, sample_masks
+    from xai_bridge.adapters.methods.builtin._rise import _rise_masked, sample_masks
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (16, 12, 3)).astype(np.uint8)

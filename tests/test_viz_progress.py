@@ -116,3 +116,16 @@ def test_expected_evals_guesses() -> None:
     assert progress.expected_evals("gradcam.ScoreCAM", {}, 1, 1, (8, 8)) is None
     assert progress.expected_evals("lib.Unknown", {}, 1, 1, (8, 8)) is None
     assert np.isscalar(progress.expected_evals("builtin.Occlusion", {"window": [4, 4]}, 1, 1, (16, 16)))
+
+
+def test_expected_evals_asks_the_method() -> None:
+    """The estimate is the method's own hook; a hook that cannot read the params gives no estimate."""
+    from xai_bridge.registry import MethodSpec
+
+    mine = MethodSpec("lib.Mine", "mod:fn", evaluations=lambda params, n, t, hw: n * t * params.get("k", 3))
+    assert progress.expected_evals(mine, {"k": 2}, 2, 3, (8, 8)) == 12
+    assert progress.expected_evals(mine, {}, 1, 1, (8, 8)) == 3
+    broken = MethodSpec("lib.Broken", "mod:fn", evaluations=lambda params, n, t, hw: n // 0)
+    assert progress.expected_evals(broken, {}, 1, 1, (8, 8)) is None
+    assert progress.expected_evals(MethodSpec("lib.Silent", "mod:fn"), {}, 1, 1, (8, 8)) is None
+    assert progress.expected_evals("builtin.RISE", {}, 2, 5, (8, 8)) == 2 * 4000  # the method's own default

@@ -49,6 +49,9 @@ _LAZY = {
     "evaluate": "xai_bridge.evaluation",
     "Box": "xai_bridge.evaluation",
     "explain_dataset": "xai_bridge.datasets",
+    "explain_detections": "xai_bridge.detection",
+    "DetectionModel": "xai_bridge.adapters.models.detectors",
+    "TorchvisionDetector": "xai_bridge.adapters.models.detectors",
 }
 
 #: Sub-packages and modules reachable as attributes (``xb.viz.plot``, ``xb.masks``), imported on first access.
@@ -56,6 +59,7 @@ _MODULES = {
     "viz": "xai_bridge.viz",
     "evaluation": "xai_bridge.evaluation",
     "datasets": "xai_bridge.datasets",
+    "detection": "xai_bridge.detection",
     "masks": "xai_bridge.viz.masks",
     "plot": "xai_bridge.viz.plot",
     "compare": "xai_bridge.viz.compare",
@@ -69,6 +73,7 @@ __all__ = [
     "BlackBoxModel",
     "Box",
     "CountingModel",
+    "DetectionModel",
     "DifferentiableModel",
     "Explanation",
     "FormatError",
@@ -94,6 +99,7 @@ __all__ = [
     "TagModel",
     "TopK",
     "TorchModel",
+    "TorchvisionDetector",
     "UnknownMethodError",
     "XaiBridgeError",
     "ZeroShotModel",
@@ -106,6 +112,7 @@ __all__ = [
     "explain_answer",
     "explain_caption",
     "explain_dataset",
+    "explain_detections",
     "explain_many",
     "load_image",
     "load_images",

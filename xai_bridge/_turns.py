@@ -8,11 +8,14 @@ of a remote model then run one after another even though they spend most of
 their time waiting for the network.
 
 :class:`Turns` runs each explanation in its own thread, holding the lock
-while its library computes; a call that waits for the network (wrapped with
-:meth:`Turns.offload`) hands the lock and the generators over to the next
-explanation and takes its own generators' states back when it resumes. Each
-explanation therefore draws exactly the numbers it would draw alone, and
-their requests are in flight together.
+while its library computes; a job that waits for the network
+(:meth:`Turns.wait` on a future a remote client returned, or a blocking call
+wrapped with :meth:`Turns.offload`) hands the lock and the generators over to
+the next explanation and takes its own generators' states back when it
+resumes. Each explanation therefore draws exactly the numbers it would draw
+alone, and their requests are in flight together. Turns only decides whose
+turn it is on the CPU; how many requests are in flight is the remote
+client's decision (its own pool).
 """
 
 from __future__ import annotations
@@ -55,14 +58,16 @@ class Turns:
     Example::
 
         turns = Turns(workers=4)
-        slow_caption = turns.offload(captioner.caption)  # hands the turn over while waiting
-        results = turns.map(lambda img: explain(model_of(img, slow_caption), img), images)
+        ask = lambda batch: turns.wait(captioner.submit(batch))  # hands the turn over while waiting
+        results = turns.map(lambda img: explain(model_of(img, ask), img), images)
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, int(workers))
         self._cond = threading.Condition(GLOBAL_RNG_LOCK)
-        self._waiters: ThreadPoolExecutor | None = None
+        self._running = False  # inside map()
+        self._waiters: ThreadPoolExecutor | None = None  # runs offload()ed calls, made on first use
+        self._lock = threading.Lock()
         self._local = threading.local()  # .in_turn: whether this thread is a job holding its turn
 
     def map(self, fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
@@ -85,15 +90,18 @@ class Turns:
                 finally:
                     self._local.in_turn = False
 
-        self._waiters = ThreadPoolExecutor(self.workers, thread_name_prefix="xai-bridge-wait")
+        self._running = True
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="xai-bridge-turn") as pool:
                 # each job sees the caller's context (its progress bar), in a copy of its own
                 futures = [pool.submit(contextvars.copy_context().run, job, item) for item in items]
                 errors = [f.exception() for f in futures]
         finally:
-            self._waiters.shutdown(wait=True)
-            self._waiters = None
+            self._running = False
+            with self._lock:
+                waiters, self._waiters = self._waiters, None
+            if waiters is not None:
+                waiters.shutdown(wait=True)
             with GLOBAL_RNG_LOCK:
                 _set_rng_states(start)
         for error in errors:
@@ -102,20 +110,35 @@ class Turns:
         return [f.result() for f in futures]
 
     def offload(self, fn: Callable[..., T]) -> Callable[..., T]:
-        """``fn`` run on a helper thread while the calling job gives up its turn (outside :meth:`map`: ``fn``)."""
+        """``fn`` run on a helper thread while the calling job gives up its turn (outside :meth:`map`: ``fn``).
+
+        For blocking calls that offer no future; a client that returns one
+        (``submit``) is waited on with :meth:`wait` instead, with no helper thread.
+        """
 
         def call(*args: Any, **kwargs: Any) -> T:
-            waiters = self._waiters
-            if waiters is None or not getattr(self._local, "in_turn", False):
+            if not self._in_turn():
                 return fn(*args, **kwargs)
-            mine = _rng_states()
-            future: Future[T] = waiters.submit(fn, *args, **kwargs)
-            future.add_done_callback(self._wake)
-            self._cond.wait_for(future.done)  # releases the lock (all levels) until the answer is in
-            _set_rng_states(mine)
-            return future.result()
+            with self._lock:
+                if self._waiters is None:
+                    self._waiters = ThreadPoolExecutor(self.workers, thread_name_prefix="xai-bridge-wait")
+                waiters = self._waiters
+            return self.wait(waiters.submit(fn, *args, **kwargs))
 
         return call
+
+    def wait(self, future: Future[T]) -> T:
+        """``future.result()``, the calling job giving up its turn until the future is done (outside :meth:`map`: a plain wait)."""
+        if not self._in_turn():
+            return future.result()
+        mine = _rng_states()
+        future.add_done_callback(self._wake)
+        self._cond.wait_for(future.done)  # releases the lock (all levels) until the answer is in
+        _set_rng_states(mine)
+        return future.result()
+
+    def _in_turn(self) -> bool:
+        return self._running and getattr(self._local, "in_turn", False)
 
     def _wake(self, _: Future[Any]) -> None:
         with self._cond:

@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .errors import LibraryNotInstalledError, ParameterError
+from .errors import LibraryNotInstalledError, ParameterError, UnknownMethodError
+from .registry import MethodSpec, default_registry
 
 __all__ = ["AUTO_DELAY", "Progress", "ProgressArg", "expected_evals", "session", "set_prefix", "stage", "tick", "write"]
 
@@ -189,64 +190,18 @@ def write(message: str) -> None:
         print(message)
 
 
-#: Parameter that sets a perturbation method's evaluations per image (per target for captum), and its default.
-_BUDGET: Mapping[str, tuple[str, int]] = {
-    "shap.Partition": ("max_evals", 500),
-    "lime.Lime": ("num_samples", 1000),
-    "builtin.RISE": ("n_masks", 2000),
-    "captum.Lime": ("n_samples", 200),
-    "captum.KernelShap": ("n_samples", 200),
-}
-#: CAM methods that run one forward pass per feature channel: no cheap guess.
-_CHANNEL_CAMS = ("ScoreCAM", "AblationCAM", "SSCAM", "ISCAM")
-
-
-def _pair(value: Any, default: int) -> tuple[int, int]:
-    if value is None or isinstance(value, bool):
-        return default, default
-    if isinstance(value, (int, float)):
-        return int(value), int(value)
-    first, second = tuple(value)[:2]
-    return int(first), int(second)
-
-
-def expected_evals(method: str, params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int | None:
+def expected_evals(
+    method: str | MethodSpec, params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]
+) -> int | None:
     """A best guess of the model evaluations ``method`` will spend, for the bar's ETA (None: no guess).
 
-    Only a guess: the bar still moves by the evaluations actually made, and a
-    wrong guess only makes the ETA wrong.
+    The method answers for itself (:meth:`MethodSpec.expected_evals`); a name
+    is looked up in the default registry. Only a guess: the bar still moves by
+    the evaluations actually made, and a wrong guess only makes the ETA wrong.
     """
-
-    def number(key: str, default: float) -> float:
-        value = params.get(key, default)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else float(default)
-
-    nt = params.get("noise_tunnel")
-    if nt is None:
-        samples = 1.0
-    elif isinstance(nt, Mapping):
-        samples = float(nt.get("nt_samples", 10))
-    else:  # a NoiseTunnel or a kind name
-        samples = float(getattr(nt, "nt_samples", 10))
-    h, w = hw
-    try:
-        if method in _BUDGET:
-            key, default = _BUDGET[method]
-            return int(n * number(key, default) * (t if method.startswith("captum.") else 1))
-        if method == "captum.IntegratedGradients":
-            return int(n * t * (number("n_steps", 50) + 2) * samples)
-        if method == "builtin.Occlusion":
-            win = _pair(params.get("window") or None, max(1, min(h, w) // 8))
-            std = _pair(params.get("stride") or None, 0)
-            std = std if std[0] else (max(1, win[0] // 2), max(1, win[1] // 2))
-            return n * (-(-(h - win[0]) // std[0]) + 1) * (-(-(w - win[1]) // std[1]) + 1) + n
-        if method == "captum.Occlusion":
-            win, std = _pair(params.get("window"), 16), _pair(params.get("stride"), 8)
-            return n * t * (((h - win[0]) // std[0] + 1) * ((w - win[1]) // std[1] + 1) + 1)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    if method.endswith(_CHANNEL_CAMS) or method == "shap.Gradient":
-        return None
-    if method.startswith(("gradcam.", "torchcam.", "captum.")) and "Shap" not in method:
-        return int(n * t * samples)
-    return None
+    if isinstance(method, str):
+        try:
+            method = default_registry().spec(method)
+        except UnknownMethodError:
+            return None
+    return method.expected_evals(params, n, t, hw)

@@ -6,7 +6,8 @@ the one call contract every method implements (:mod:`xai_bridge.contract`).
 
 Each name maps to a :class:`MethodSpec`: an import path ``"module:attribute"``
 to the backend callable, the libraries it needs, the pip extra that installs
-them, and what the method is (family, signed maps, random). The specs live
+them, and what the method is (family, signed maps, random, its budget
+parameter and its own estimate of its model evaluations). The specs live
 beside their code, one module per library in ``xai_bridge.adapters.methods``;
 those modules import their library only when a method runs. Third-party
 packages add methods through the entry-point group ``xai_bridge.methods``,
@@ -25,7 +26,19 @@ from typing import Any
 
 from .errors import LibraryNotInstalledError, ParameterError, UnknownMethodError
 
-__all__ = ["ENTRY_POINT_GROUP", "BackendSpec", "MethodSpec", "Registry", "available_methods", "default_registry"]
+#: A method's estimate of its model evaluations: ``(params, n_images, n_targets, (height, width)) -> int | None``.
+Evaluations = Callable[[Mapping[str, Any], int, int, tuple[int, int]], int | None]
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackendSpec",
+    "Evaluations",
+    "MethodSpec",
+    "Registry",
+    "available_methods",
+    "default_registry",
+    "passes_per_target",
+]
 
 ENTRY_POINT_GROUP = "xai_bridge.methods"
 #: The group's name before "backend" left the public names; still read, for one release.
@@ -54,6 +67,21 @@ class MethodSpec:
             image (``"max_evals"``, ``"num_samples"``, ``"n_masks"``...), or None
             where the cost is fixed by other parameters. The family's generic
             ``budget=`` maps onto it.
+        budget_default: that parameter's default, read from the method's own
+            defaults where it declares the spec (None without a budget).
+        evaluations: the method's own estimate of the model evaluations a run
+            makes, ``evaluations(params, n_images, n_targets, (height, width))``
+            -> int, or None where it cannot tell (the cost depends on the
+            model, e.g. one pass per feature channel). Progress bars size
+            their ETA from it; read it through :meth:`expected_evals`.
+        model_kind: what the method needs of the model: ``"any"`` (its
+            outputs, or its gradients with ``needs_gradients``),
+            ``"transformer"`` (attention modules: a vision transformer) or
+            ``"detector"`` (an object detector's detections, through
+            :func:`~xai_bridge.detection.explain_detections`).
+        quick: parameters of the cheapest run that still exercises the method
+            (e.g. a budget of a dozen evaluations), for smoke checks on a tiny
+            model: the contract test and ``benchmarks/gpu_check.py --quick``.
     """
 
     name: str
@@ -68,6 +96,26 @@ class MethodSpec:
     random: bool = False
     aliases: tuple[str, ...] = ()
     budget: str | None = None
+    budget_default: int | None = None
+    evaluations: Evaluations | None = field(default=None, compare=False)
+    quick: Mapping[str, Any] = field(default_factory=dict)
+    model_kind: str = "any"
+
+    def expected_evals(self, params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int | None:
+        """The model evaluations a run of ``n`` images and ``t`` targets at ``hw`` pixels should make.
+
+        Asks the method's own :attr:`evaluations` hook with the caller's
+        ``params`` (defaults filled in by the hook). None where the method
+        gives no estimate or the params are not understood (the run itself
+        reports bad params; an estimate never raises).
+        """
+        if self.evaluations is None:
+            return None
+        try:
+            value = self.evaluations(params, int(n), int(t), (int(hw[0]), int(hw[1])))
+        except (TypeError, ValueError, KeyError, ZeroDivisionError, ParameterError):
+            return None
+        return None if value is None else int(value)
 
     @property
     def install_hint(self) -> str:
@@ -77,6 +125,11 @@ class MethodSpec:
     def is_installed(self) -> bool:
         """Whether every required library can be imported (without importing it)."""
         return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+
+
+def passes_per_target(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:attr:`MethodSpec.evaluations` of a method making one forward pass per image and target (CAMs, gradients)."""
+    return n * t
 
 
 #: The name this class had before methods and backends were told apart; kept for third-party catalogs.

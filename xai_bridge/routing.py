@@ -282,8 +282,13 @@ def _plan(
 
 
 def _check_applicable(registry: Registry, plan: Sequence[_Step], model: Any) -> None:
-    """Refuse gradient methods on models without gradients, naming the methods that work."""
+    """Refuse gradient methods on models without gradients and detector methods on other models, in one line."""
     for step in plan:
+        if step.spec.model_kind == "detector" and not hasattr(model, "detector"):
+            raise MethodNotApplicableError(
+                f"{step.spec.name}: explains detections of an object detector, got {type(model).__name__}; "
+                "use builtin.RISE for a classifier, or xb.explain_detections(detector, images, method) for a detector"
+            )
         if step.spec.needs_gradients and not isinstance(model, DifferentiableModel):
             working = ", ".join(registry.available(installed_only=True, family="perturbation"))
             raise MethodNotApplicableError(

@@ -1,10 +1,14 @@
 """Captioners and taggers: local models, caption scorers, and remote APIs behind one HTTP client.
 
-``local.py`` holds the captioner protocol, function and transformers
-captioners; ``scorers.py`` the caption scorers; ``http.py`` the HTTP client
-every remote captioner shares (retries, rate limit, image limits, keys) with
-its answer cache in ``cache.py``; ``azure.py``, ``openai.py`` and
-``huggingface.py`` one provider each. Names are imported on first access, so
+The protocols (what a captioner and a scorer are) live in
+:mod:`xai_bridge.captions.protocols`; this package implements them.
+``local.py`` holds the transformers captioners, ``vlm.py`` the local
+vision-language models, ``scorers.py`` the caption scorers. Remote APIs:
+``client.py`` is the HTTP client every remote captioner shares (with
+``keys.py``, ``retry.py``, ``encoding.py`` and the answer cache in
+``cache.py``), ``remote.py`` the generic captioner and tagger, and
+``azure.py``, ``openai.py`` and ``huggingface.py`` one provider each
+(``http.py`` re-exports the client's names for older imports). Names are imported on first access, so
 importing this package loads none of them (and never requests or torch).
 
 Example::
@@ -18,6 +22,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from xai_bridge.captions.protocols import (
+        Captioner,
+        CaptionScorer,
+        CaptionTokens,
+        FunctionCaptioner,
+        SelfScoringCaptioner,
+        as_captioner,
+        captions_of,
+        describe,
+    )
+
     from .azure import (
         AZURE_V31_LIMITS,
         AZURE_V40_LIMITS,
@@ -26,91 +41,50 @@ if TYPE_CHECKING:  # pragma: no cover
         AzureVisionV31Captioner,
         AzureVisionV31Tagger,
     )
-    from .cache import (
-        CacheError,
-        DiskCache,
-        cache_key,
-        default_cache_dir,
-        open_cache,
-    )
-    from .http import (
-        AuthenticationError,
-        EncodedImage,
-        ImageLimits,
-        InvalidKeyError,
-        MalformedAnswer,
-        RateLimiter,
-        RemoteCaptioner,
-        RemoteCaptionError,
-        RemoteClient,
-        RemoteStats,
-        RemoteTagger,
-        RetryPolicy,
-        Secret,
-        caption_text,
-        check_key,
-        encode_image,
-        parse_retry_after,
-        tag_list,
-    )
-    from .huggingface import (
-        HFInferenceCaptioner,
-    )
-    from .local import (
-        Captioner,
-        FunctionCaptioner,
-        SelfScoringCaptioner,
-        TransformersCaptioner,
-        as_captioner,
-        captions_of,
-        describe,
-    )
-    from .openai import (
-        OPENAI_LIMITS,
-        OpenAICaptioner,
-    )
-    from .scorers import (
-        CaptionScorer,
-        CaptionTokens,
-        EmbeddingSimilarityScorer,
-        TeacherForcingScorer,
-        TokenScore,
-        WordMatchScorer,
-    )
+    from .cache import CacheError, DiskCache, cache_key, default_cache_dir, open_cache
+    from .client import RemoteClient, RemoteStats
+    from .encoding import EncodedImage, ImageLimits, encode_image
+    from .huggingface import HFInferenceCaptioner
+    from .keys import AuthenticationError, InvalidKeyError, MalformedAnswer, RemoteCaptionError, Secret, check_key
+    from .local import TransformersCaptioner
+    from .openai import OPENAI_LIMITS, OpenAICaptioner
+    from .remote import RemoteCaptioner, RemoteTagger, caption_text, tag_list
+    from .retry import RateLimiter, RetryPolicy, parse_retry_after
+    from .scorers import EmbeddingSimilarityScorer, TeacherForcingScorer, TokenScore, WordMatchScorer
 
 # name -> submodule holding it
 _LAZY: dict[str, str] = {
-    "Captioner": ".local",
-    "FunctionCaptioner": ".local",
-    "SelfScoringCaptioner": ".local",
+    "Captioner": "xai_bridge.captions.protocols",
+    "FunctionCaptioner": "xai_bridge.captions.protocols",
+    "SelfScoringCaptioner": "xai_bridge.captions.protocols",
     "TransformersCaptioner": ".local",
-    "as_captioner": ".local",
-    "captions_of": ".local",
-    "describe": ".local",
-    "CaptionScorer": ".scorers",
-    "CaptionTokens": ".scorers",
+    "as_captioner": "xai_bridge.captions.protocols",
+    "captions_of": "xai_bridge.captions.protocols",
+    "describe": "xai_bridge.captions.protocols",
+    "CaptionScorer": "xai_bridge.captions.protocols",
+    "CaptionTokens": "xai_bridge.captions.protocols",
     "EmbeddingSimilarityScorer": ".scorers",
     "TeacherForcingScorer": ".scorers",
     "TokenScore": ".scorers",
     "WordMatchScorer": ".scorers",
-    "AuthenticationError": ".http",
-    "EncodedImage": ".http",
-    "ImageLimits": ".http",
-    "InvalidKeyError": ".http",
-    "MalformedAnswer": ".http",
-    "RateLimiter": ".http",
-    "RemoteCaptionError": ".http",
-    "RemoteCaptioner": ".http",
-    "RemoteStats": ".http",
-    "RemoteClient": ".http",
-    "RemoteTagger": ".http",
-    "tag_list": ".http",
-    "RetryPolicy": ".http",
-    "Secret": ".http",
-    "caption_text": ".http",
-    "check_key": ".http",
-    "encode_image": ".http",
-    "parse_retry_after": ".http",
+    "AuthenticationError": ".keys",
+    "EncodedImage": ".encoding",
+    "ImageLimits": ".encoding",
+    "InvalidKeyError": ".keys",
+    "MalformedAnswer": ".keys",
+    "RateLimiter": ".retry",
+    "RemoteCaptionError": ".keys",
+    "RemoteCaptioner": ".remote",
+    "RemoteStats": ".client",
+    "RemoteClient": ".client",
+    "RemoteTagger": ".remote",
+    "tag_list": ".remote",
+    "RetryPolicy": ".retry",
+    "Secret": ".keys",
+    "caption_text": ".remote",
+    "check_key": ".keys",
+    "encode_image": ".encoding",
+    "parse_retry_after": ".retry",
     "AZURE_V31_LIMITS": ".azure",
     "AZURE_V40_LIMITS": ".azure",
     "AzureVision40Captioner": ".azure",
@@ -180,7 +154,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+    return getattr(importlib.import_module(module, __name__ if module.startswith(".") else None), name)
 
 
 def __dir__() -> list[str]:

@@ -1,7 +1,7 @@
 """The transport policy mounted on every remote captioner's ``requests.Session``.
 
 :class:`PolicyAdapter` is a ``requests`` ``HTTPAdapter`` that applies one
-:class:`~xai_bridge.adapters.captioners.http.RetryPolicy` to each API call,
+:class:`~xai_bridge.adapters.captioners.retry.RetryPolicy` to each API call,
 in the style of urllib3's ``HTTPAdapter(max_retries=Retry(...))``, and adds
 what urllib3's ``Retry`` cannot do because it stops at the headers:
 
@@ -12,20 +12,24 @@ what urllib3's ``Retry`` cannot do because it stops at the headers:
 * **bounded bodies** -- the answer is streamed and refused past
   ``max_response_bytes`` (decoded bytes, so a gzip bomb stops too); a body
   that is too large is not retried, so no retry downloads it again;
-* **a total deadline per attempt** -- a watchdog shuts the socket down when an
-  attempt has run ``deadline`` seconds, so a server trickling headers or body
+* **a total deadline per attempt** -- a watchdog (one thread for every
+  client) shuts the socket down when an attempt has run ``deadline`` seconds, so a server trickling headers or body
   bytes (each arriving within the read timeout) cannot hold a call for long;
+* **quick connects** -- a connect whose SYN a full listen queue dropped is
+  tried again within tens of milliseconds instead of the kernel's 1 s;
 * **body faults are transport faults** -- a connection reset mid-body, a body
   shorter than its ``Content-Length``, a bad gzip stream and a passed deadline
   are retried like timeouts, then raise one ``RemoteCaptionError``.
 
-This module imports ``requests``; ``http.py`` imports it only when a session
+This module imports ``requests``; ``client.py`` imports it only when a session
 is first needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import socket
 import threading
@@ -36,10 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .http import RetryPolicy
+    from .retry import RetryPolicy
 
 __all__ = ["PolicyAdapter", "TransportError"]
 
@@ -60,8 +66,8 @@ _TRANSIENT = (
 class TransportError(Exception):
     """Raised by the adapter with a message that is already scrubbed of the key.
 
-    ``http.py`` turns it into :class:`~xai_bridge.adapters.captioners.http.RemoteCaptionError`;
-    it exists so that this module need not import ``http.py``.
+    ``client.py`` turns it into :class:`~xai_bridge.adapters.captioners.keys.RemoteCaptionError`;
+    it exists so that this module need not import ``client.py``.
     """
 
 
@@ -90,30 +96,124 @@ def _track(conn: Any) -> Any:
     return conn
 
 
+class _QuickConnect:
+    """A connect whose SYN goes unanswered is tried again after a short, doubling wait, not the kernel's 1 s.
+
+    A server whose listen queue is full drops the SYN of a new connection
+    (Python's stock ``ThreadingHTTPServer`` listens with a backlog of 5 and
+    closes every connection, so a batch of concurrent requests overflows
+    it); the kernel sends the SYN again only after 1 s. Here each try lasts
+    four times the usual connect time to that host (at least 50 ms), doubling
+    after each miss, all within the caller's connect timeout.
+    """
+
+    timeout: Any
+    host: str
+    port: int
+    _times: dict[tuple[str, int], float] = {}  # noqa: RUF012  (smoothed connect seconds per host, shared)
+
+    def _new_conn(self) -> Any:
+        total = self.timeout
+        if not isinstance(total, (int, float)) or total <= 0:
+            return super()._new_conn()  # type: ignore[misc]
+        host = (self.host, self.port)
+        usual = self._times.get(host)
+        wait = 0.1 if usual is None else max(0.05, 4.0 * usual)
+        end = time.monotonic() + total
+        try:
+            while True:
+                start = time.monotonic()
+                self.timeout = min(wait, end - start)
+                try:
+                    sock = super()._new_conn()  # type: ignore[misc]
+                except ConnectTimeoutError:
+                    if time.monotonic() >= end - 1e-3:
+                        raise
+                    wait *= 2
+                    continue
+                took = time.monotonic() - start
+                self._times[host] = took if usual is None else 0.8 * usual + 0.2 * took
+                sock.settimeout(total)
+                return sock
+        finally:
+            self.timeout = total
+
+
+class _HTTPConnection(_QuickConnect, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_QuickConnect, HTTPSConnection):
+    pass
+
+
 class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         return _track(super()._get_conn(timeout))
 
 
 class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
         return _track(super()._get_conn(timeout))
 
 
-def _expire(attempt: _Attempt) -> None:
-    """Watchdog: shut the attempt's socket down (a blocked read then returns at once)."""
+def _expire(attempt: _Attempt) -> bool:
+    """Shut the attempt's socket down (a blocked read then returns at once); False: still connecting, look again."""
     with attempt.lock:
         if attempt.done:
-            return
+            return True
         attempt.expired = True
         sock = getattr(attempt.conn, "sock", None)
-    if sock is None:  # still connecting: the connect timeout bounds it; look again shortly
-        timer = threading.Timer(0.05, _expire, (attempt,))
-        timer.daemon = True
-        timer.start()
-        return
+    if sock is None:  # still connecting: the connect timeout bounds it
+        return False
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+    return True
+
+
+class _Watchdog:
+    """One daemon thread expiring the attempts that pass their deadline (a thread per attempt cost a start each)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Attempt]] = []
+        self._count = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, attempt: _Attempt) -> None:
+        """Expire ``attempt`` at its deadline unless it is done by then."""
+        with self._cond:
+            heapq.heappush(self._heap, (attempt.deadline, next(self._count), attempt))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="xai-bridge-deadline", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is attempt:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2].done:  # finished in time: forget it
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait(30.0)
+                    continue
+                due, _, attempt = self._heap[0]
+                now = time.monotonic()
+                if due > now:
+                    self._cond.wait(due - now)
+                    continue
+                heapq.heappop(self._heap)
+            if not _expire(attempt):
+                with self._cond:
+                    heapq.heappush(self._heap, (time.monotonic() + 0.05, next(self._count), attempt))
+
+
+_watchdog = _Watchdog()
 
 
 class PolicyAdapter(HTTPAdapter):
@@ -194,7 +294,7 @@ class PolicyAdapter(HTTPAdapter):
             else:
                 status = response.status_code
                 logger.debug("POST %s -> HTTP %d in %.3f s", url, status, time.monotonic() - start)
-                if status not in self.retry.retry_statuses:
+                if not self.retry.is_retry(status):
                     return response
                 retry_after = self._parse_retry_after(response.headers)
                 reason = f"HTTP {status}"
@@ -219,10 +319,8 @@ class PolicyAdapter(HTTPAdapter):
     def _attempt(self, request: requests.PreparedRequest, timeout: Any, kwargs: dict[str, Any]) -> requests.Response:
         """One request under the watchdog; the body is read (bounded) before returning."""
         attempt = _Attempt(deadline=time.monotonic() + self.deadline)
-        timer = threading.Timer(self.deadline, _expire, (attempt,))
-        timer.daemon = True
         _current.attempt = attempt
-        timer.start()
+        _watchdog.watch(attempt)
         try:
             response = super().send(request, stream=True, timeout=timeout, **kwargs)
             _current.attempt = None
@@ -246,7 +344,6 @@ class PolicyAdapter(HTTPAdapter):
             _current.attempt = None
             with attempt.lock:
                 attempt.done = True
-            timer.cancel()
 
     def _read(self, response: requests.Response, attempt: _Attempt) -> tuple[bytes, bool]:
         """The body (bounded) and whether it was read to its end."""

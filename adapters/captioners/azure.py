@@ -2,7 +2,7 @@
 
 Both send the raw image bytes and the key as ``Ocp-Apim-Subscription-Key``;
 the HTTP plumbing (retries, rate limit, cache, key handling) is
-:class:`~xai_bridge.adapters.captioners.http.RemoteCaptioner`'s.
+:class:`~xai_bridge.adapters.captioners.remote.RemoteCaptioner`'s.
 
 Example (seed 000)::
 
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http import EncodedImage, ImageLimits, RemoteCaptioner, RemoteTagger, _Call, _join, caption_text, tag_list
+from .client import _Call
+from .encoding import EncodedImage, ImageLimits
+from .remote import RemoteCaptioner, RemoteTagger, _join, caption_text, tag_list
 
 __all__ = [
     "AZURE_V31_LIMITS",
@@ -128,7 +130,7 @@ class AzureVisionV31Tagger(RemoteTagger):
         key: the subscription key (sent as ``Ocp-Apim-Subscription-Key``;
             default ``$AZURE_VISION_KEY``).
         language: tag language.
-        **kwargs: see :class:`~xai_bridge.adapters.captioners.http.RemoteClient`.
+        **kwargs: see :class:`~xai_bridge.adapters.captioners.client.RemoteClient`.
     """
 
     limits = AZURE_V31_LIMITS
@@ -160,7 +162,7 @@ class AzureVision40Tagger(RemoteTagger):
         key: the subscription key (default ``$AZURE_VISION_KEY``).
         api_version: the ``api-version`` query parameter.
         language: tag language.
-        **kwargs: see :class:`~xai_bridge.adapters.captioners.http.RemoteClient`.
+        **kwargs: see :class:`~xai_bridge.adapters.captioners.client.RemoteClient`.
     """
 
     limits = AZURE_V40_LIMITS

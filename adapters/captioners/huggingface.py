@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .http import EncodedImage, RemoteCaptioner, _Call, _join, caption_text
+from .client import _Call
+from .encoding import EncodedImage
+from .remote import RemoteCaptioner, _join, caption_text
 
 __all__ = ["HFInferenceCaptioner"]
 

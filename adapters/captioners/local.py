@@ -1,12 +1,14 @@
-"""Captioners: anything that turns uint8 RGB images into one caption each.
+"""Local captioners: transformers captioning models (the protocols live in :mod:`xai_bridge.captions.protocols`).
 
 The protocol is one method, ``caption(images) -> list[str]`` on uint8
-``(N, H, W, 3)`` arrays. A captioner that reads an instruction with the image
-(a question: the caption is then the answer) also takes ``prompt=`` in
-``caption`` -- and, when self-scoring, in ``caption_tokens`` and
-``score_images``. Implementations:
+``(N, H, W, 3)`` arrays (:class:`~xai_bridge.captions.protocols.Captioner`).
+A captioner that reads an instruction with the image (a question: the
+caption is then the answer) also takes ``prompt=`` in ``caption`` -- and,
+when self-scoring, in ``caption_tokens`` and ``score_images``.
+Implementations:
 
-* :class:`FunctionCaptioner` -- any Python function;
+* :class:`~xai_bridge.captions.protocols.FunctionCaptioner` -- any Python
+  function (re-exported here, as are the protocols, for older imports);
 * :class:`TransformersCaptioner` -- a local transformers captioning model
   (``VisionEncoderDecoderModel``, BLIP) which can also score a caption with
   *its own* language head given a masked image (:class:`SelfScoringCaptioner`),
@@ -15,23 +17,33 @@ The protocol is one method, ``caption(images) -> list[str]`` on uint8
 * :class:`~xai_bridge.adapters.captioners.vlm.TransformersVLM` -- a local
   vision-language model answering a prompt (BLIP VQA, LLaVA, BLIP-2);
 * remote APIs (Azure AI Vision, OpenAI-compatible, Hugging Face) in
-  :mod:`xai_bridge.adapters.captioners.http` (one module per provider).
+  :mod:`xai_bridge.adapters.captioners.remote` (one module per provider).
 
 torch and transformers are imported only when a transformers captioner runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from xai_bridge.adapters._torch import model_guard
 
+from xai_bridge.captions.protocols import (
+    Captioner,
+    CaptionTokens,
+    FunctionCaptioner,
+    SelfScoringCaptioner,
+    as_captioner,
+    captions_of,
+    describe,
+)
+from xai_bridge.captions.protocols import check_images as _check_images
 from xai_bridge.errors import ModelInputError, ParameterError
 from xai_bridge.models import Preprocess
 
-from .scorers import CaptionTokens, TokenScore, clean_token, token_scores
+from .scorers import TokenScore, clean_token, token_scores
 
 __all__ = [
     "Captioner",
@@ -42,100 +54,6 @@ __all__ = [
     "captions_of",
     "describe",
 ]
-
-
-@runtime_checkable
-class Captioner(Protocol):
-    """Captions a batch of uint8 RGB ``(N, H, W, 3)`` images, one string each."""
-
-    def caption(self, images: np.ndarray) -> list[str]:
-        """One caption per image."""
-        ...
-
-
-@runtime_checkable
-class SelfScoringCaptioner(Captioner, Protocol):
-    """A captioner that scores a reference caption's tokens given an image itself."""
-
-    def tokenize(self, caption: str) -> CaptionTokens:
-        """Tokenise a reference caption with the captioner's own tokenizer."""
-        ...
-
-    def score_images(self, reference: CaptionTokens, images: np.ndarray) -> np.ndarray:
-        """Float ``(N, T)`` scores of the reference tokens given each image."""
-        ...
-
-
-def describe(obj: Any) -> dict[str, Any]:
-    """JSON provenance of a captioner or scorer (its ``describe()`` or its type); never secrets."""
-    fn = getattr(obj, "describe", None)
-    if callable(fn):
-        return dict(fn())
-    return {"type": type(obj).__name__}
-
-
-def _check_images(images: Any) -> np.ndarray:
-    arr = np.asarray(images)
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-        raise ParameterError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
-    return arr
-
-
-class FunctionCaptioner:
-    """Wrap a Python function as a :class:`Captioner`.
-
-    Args:
-        fn: ``fn(image) -> str`` on one uint8 ``(H, W, 3)`` image, or with
-            ``batched=True`` ``fn(images) -> list[str]`` on ``(N, H, W, 3)``.
-            Called with a prompt (``caption(images, prompt=q)``), it gets it
-            as a second argument: ``fn(image, q)``.
-        batched: whether ``fn`` takes a whole batch.
-        name: name recorded in provenance (default: the function's name).
-    """
-
-    def __init__(self, fn: Callable[[np.ndarray], Any], *, batched: bool = False, name: str | None = None) -> None:
-        if not callable(fn):
-            raise ModelInputError(f"fn: expected a callable, got {type(fn).__name__}")
-        self.fn = fn
-        self.batched = bool(batched)
-        self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
-
-    def caption(self, images: np.ndarray, *, prompt: str | None = None) -> list[str]:
-        """Call the function (on copies: it may change them freely), with ``prompt`` as a second argument if given."""
-        images = _check_images(images)
-        extra = () if prompt is None else (prompt,)
-        if self.batched:
-            out = list(self.fn(images.copy(), *extra))
-            if len(out) != len(images):
-                raise ModelInputError(f"fn: returned {len(out)} captions for {len(images)} images")
-        else:
-            out = [self.fn(img.copy(), *extra) for img in images]
-        for i, c in enumerate(out):
-            if not isinstance(c, str):  # str(None) would be explained as the caption "None"
-                raise ParameterError(
-                    f"fn: {self.name} returned {type(c).__name__} for image {i}; return the caption as a str"
-                )
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        """JSON provenance."""
-        return {"type": type(self).__name__, "function": self.name, "batched": self.batched}
-
-    def __repr__(self) -> str:
-        return f"FunctionCaptioner({self.name}, batched={self.batched})"
-
-
-def as_captioner(obj: Any) -> Captioner:
-    """Return ``obj`` if it has ``caption``; wrap a plain function in :class:`FunctionCaptioner`."""
-    if callable(getattr(obj, "caption", None)):
-        captioner: Captioner = obj
-        return captioner
-    if callable(obj):
-        return FunctionCaptioner(obj)
-    raise ParameterError(
-        f"captioner: expected an object with caption(images) -> list[str] or a function image -> str, "
-        f"got {type(obj).__name__}"
-    )
 
 
 class TransformersCaptioner:
@@ -289,27 +207,3 @@ class TransformersCaptioner:
 
     def __repr__(self) -> str:
         return f"TransformersCaptioner({type(self.model).__name__}, output={self.output.value!r})"
-
-
-def captions_of(captioner: Captioner, images: np.ndarray, prompt: str | None = None) -> list[str]:
-    """``captioner.caption(images)`` (``prompt=`` passed on when given) with the result checked (one str per image)."""
-    if prompt is None:
-        out = captioner.caption(images)
-    else:
-        try:
-            out = captioner.caption(images, prompt=prompt)  # type: ignore[call-arg]
-        except TypeError as exc:
-            if "prompt" not in str(exc):
-                raise
-            raise ParameterError(
-                f"captioner: {type(captioner).__name__}.caption() takes no prompt; use a captioner that answers "
-                "questions (TransformersVLM, OpenAICaptioner, a function fn(image, question))"
-            ) from None
-    if not isinstance(out, Sequence) or isinstance(out, str) or len(out) != len(images):
-        raise ModelInputError(f"captioner: caption() must return one string per image ({len(images)}), got {out!r:.80}")
-    for i, c in enumerate(out):
-        if not isinstance(c, str):  # str(None) would be explained as the caption "None"
-            raise ModelInputError(
-                f"captioner: caption() returned {type(c).__name__} for image {i}; return a str per image"
-            )
-    return list(out)

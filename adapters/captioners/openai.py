@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .http import EncodedImage, ImageLimits, RemoteCaptioner, _Call, _join, caption_text
+from .client import _Call
+from .encoding import EncodedImage, ImageLimits
+from .remote import RemoteCaptioner, _join, caption_text
 
 __all__ = ["OPENAI_LIMITS", "OpenAICaptioner"]
 

@@ -15,7 +15,9 @@ becomes a multi-output model that any perturbation method can explain:
 * :class:`WordMatchScorer` -- 1 where a reference word occurs in the caption;
   no dependencies, for tests and quick looks.
 
-torch and transformers are imported only when a model scorer is used.
+The scorer protocol and :class:`~xai_bridge.captions.protocols.CaptionTokens`
+live in :mod:`xai_bridge.captions.protocols` (re-exported here for older
+imports). torch and transformers are imported only when a model scorer is used.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from xai_bridge.adapters._torch import model_guard
 
+from xai_bridge.captions.protocols import CaptionScorer, CaptionTokens
 from xai_bridge.errors import ModelInputError, ParameterError
 
 __all__ = [
@@ -41,44 +43,6 @@ __all__ = [
     "clean_token",
     "token_scores",
 ]
-
-
-@dataclass(frozen=True)
-class CaptionTokens:
-    """A tokenised reference caption: the targets of a caption explanation.
-
-    Attributes:
-        text: the caption.
-        ids: one token id per target (vocabulary ids; word positions for
-            scorers without a vocabulary).
-        names: readable token strings (no ``Ġ``/``▁`` markers), one per id.
-    """
-
-    text: str
-    ids: tuple[int, ...]
-    names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ids", tuple(int(i) for i in self.ids))
-        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
-        if len(self.ids) != len(self.names):
-            raise ModelInputError(f"CaptionTokens: {len(self.ids)} ids but {len(self.names)} names")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@runtime_checkable
-class CaptionScorer(Protocol):
-    """Scores captions against a reference caption, one value per reference token."""
-
-    def tokenize(self, caption: str) -> CaptionTokens:
-        """Tokenise a reference caption."""
-        ...
-
-    def score(self, reference: CaptionTokens, captions: Sequence[str]) -> np.ndarray:
-        """Float ``(len(captions), len(reference))`` scores."""
-        ...
 
 
 class TokenScore(str, enum.Enum):

@@ -35,7 +35,7 @@ mode, ``requires_grad`` and ``.grad`` and removes any hook left behind.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,10 @@ import numpy as np
 from xai_bridge._validate import choice, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import ParameterError
-from xai_bridge.registry import MethodSpec
+from xai_bridge.registry import MethodSpec, passes_per_target
+
+from ._gradcam_dff import deep_feature_factorization
+from ._gradcam_runner import LAYER_PARAMS, Build, Explain, Runner, build_ablation, build_finer, enter, finer_maps
 
 if TYPE_CHECKING:
     from ._layers import TargetLayer
@@ -76,6 +79,13 @@ class _CamClass:
         random: whether the method draws random numbers.
         freeze: run with parameters frozen (``requires_grad=False``); ShapleyCAM
             differentiates gradients, which needs the parameters in the graph.
+        per_channel: whether it runs one forward pass per feature channel
+            (Score-CAM, Ablation-CAM), so its cost is not known beforehand.
+        build: how to construct it (None: the library class of that name).
+        explain: how to call it (None: once per batch and target column).
+        upsample: whether its raw maps are at layer resolution (FullGrad's
+            are at image size already).
+        quick: the cheapest params that still exercise it (:attr:`MethodSpec.quick`).
         description: one line for the method listing.
     """
 
@@ -86,6 +96,11 @@ class _CamClass:
     smoothing: bool = True
     random: bool = False
     freeze: bool = True
+    per_channel: bool = False
+    build: Build | None = None
+    explain: Explain | None = None
+    upsample: bool = True
+    quick: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
 
@@ -96,16 +111,24 @@ METHODS: dict[str, _CamClass] = {
     "GradCAMPlusPlus": _CamClass(description="Grad-CAM++: second-order weighting of positive gradients"),
     "XGradCAM": _CamClass(description="XGrad-CAM: gradients weighted by normalised activations"),
     "ScoreCAM": _CamClass(
-        attrs={"batch_size": 16}, description="Score-CAM: weights from scores of activation-masked images"
+        attrs={"batch_size": 16},
+        per_channel=True,
+        quick={"batch_size": 8},
+        description="Score-CAM: weights from scores of activation-masked images",
     ),
     "AblationCAM": _CamClass(
         ctor={"batch_size": 32, "ratio_channels_to_ablate": 1.0},
+        per_channel=True,
+        build=build_ablation,
+        quick={"batch_size": 8},
         description="Ablation-CAM: weights from the score drop when ablating each channel",
     ),
     "EigenCAM": _CamClass(description="Eigen-CAM: first principal component of the activations"),
     "EigenGradCAM": _CamClass(description="Eigen-Grad-CAM: first principal component of gradients x activations"),
     "LayerCAM": _CamClass(description="LayerCAM: positive gradients x activations per position"),
-    "FullGrad": _CamClass(layer=False, description="FullGrad: input gradients plus every conv/BN bias gradient"),
+    "FullGrad": _CamClass(
+        layer=False, upsample=False, description="FullGrad: input gradients plus every conv/BN bias gradient"
+    ),
     "GradCAMElementWise": _CamClass(description="Grad-CAM element-wise: ReLU of gradients x activations, summed"),
     "KPCA_CAM": _CamClass(
         ctor={"kernel": Kernel.SIGMOID, "gamma": None},
@@ -116,6 +139,9 @@ METHODS: dict[str, _CamClass] = {
     "FinerCAM": _CamClass(
         call={"alpha": 1.0, "comparison_categories": (1, 2, 3)},
         smoothing=False,
+        build=build_finer,
+        explain=finer_maps,
+        quick={"comparison_categories": (1, 2)},
         description="Finer-CAM: Grad-CAM of the target score against the most similar classes",
     ),
     "FEM": _CamClass(ctor={"k": 2}, description="Feature Explanation Method: k-sigma thresholded activations"),
@@ -125,7 +151,6 @@ METHODS: dict[str, _CamClass] = {
     "RandomCAM": _CamClass(random=True, description="Random channel weights: a sanity-check baseline"),
 }
 
-_LAYER = {"layer": None, "reshape_transform": None}
 _SMOOTHING = {"aug_smooth": False, "eigen_smooth": False}
 
 
@@ -133,112 +158,9 @@ def _version() -> str:
     return library_version("grad-cam")
 
 
-def _raw_class(base: Any) -> type:
-    """``base`` keeping the raw per-layer CAM of each call in ``raw_cams``."""
-    from pytorch_grad_cam import FullGrad
-
-    if issubclass(base, FullGrad):
-
-        def aggregate_multi_layers(self: Any, cam_per_target_layer: np.ndarray) -> np.ndarray:
-            self.raw_cams.append(np.sum(cam_per_target_layer, axis=1))
-            return base.aggregate_multi_layers(self, cam_per_target_layer)
-
-        return type(f"Raw{base.__name__}", (base,), {"aggregate_multi_layers": aggregate_multi_layers})
-
-    def get_cam_image(self: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        cam = base.get_cam_image(self, *args, **kwargs)
-        self.raw_cams.append(np.asarray(cam, dtype=np.float32))
-        return cam
-
-    return type(f"Raw{base.__name__}", (base,), {"get_cam_image": get_cam_image})
-
-
-def _upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The library's ReLU and resize without its min-max: ``(n, h, w)`` -> ``(n, H, W)``."""
-    import cv2
-
-    height, width = size
-    return np.stack([cv2.resize(np.maximum(c, 0).astype(np.float32), (width, height)) for c in cam])
-
-
-class _Runner:
-    """One constructed library object, called per (image batch, target column)."""
-
-    def __init__(self, name: str, net: Any, layer: TargetLayer | None, params: Mapping[str, Any]) -> None:
-        import pytorch_grad_cam
-        from pytorch_grad_cam import AblationLayer, AblationLayerVit
-
-        self.name, self.spec, self.params = name, METHODS[name], params
-        reshape = layer.reshape_transform if layer is not None else None
-        layers = [layer.module] if layer is not None else []
-        ctor = {k: params[k] for k in self.spec.ctor}
-        if "kernel" in ctor:
-            ctor["kernel"] = Kernel(ctor["kernel"]).value
-        if name == "AblationCAM":
-            ctor["ablation_layer"] = AblationLayerVit() if reshape is not None else AblationLayer()
-        if name == "FinerCAM":
-            self.obj = pytorch_grad_cam.FinerCAM(net, layers, reshape, base_method=_raw_class(pytorch_grad_cam.GradCAM))
-            self.cam = self.obj.base_cam
-        else:
-            self.obj = self.cam = _raw_class(getattr(pytorch_grad_cam, name))(net, layers, reshape, **ctor)
-        for key in self.spec.attrs:
-            setattr(self.cam, key, params[key])
-
-    def release(self) -> None:
-        """Remove the library's hooks, even when its own cleanup raises."""
-        hooks = self.cam.activations_and_grads
-        try:
-            hooks.release()
-        except RuntimeError:
-            pass  # its clear() cannot detach_() view gradients (ShapleyCAM); the hooks are removed below
-        finally:
-            for handle in hooks.handles:
-                handle.remove()
-            hooks.handles.clear()
-            hooks.activations, hooks.gradients = [], []
-
-    def __call__(self, x: Any, targets: np.ndarray) -> np.ndarray:
-        """Raw maps ``(n, H, W)`` for one target per image."""
-        import torch
-
-        if self.name == "FinerCAM":
-            return self._finer(x, targets)
-        if not self.params.get("aug_smooth", False):
-            return self._once(x, targets)
-        total = 0.0
-        transforms = list(self.cam.tta_transforms)
-        for transform in transforms:
-            raw = self._once(transform.augment_image(x), targets)
-            total = total + transform.deaugment_mask(torch.from_numpy(raw[:, None]))[:, 0].numpy()
-        return np.asarray(total, np.float32) / len(transforms)
-
-    def _once(self, x: Any, targets: np.ndarray) -> np.ndarray:
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-        self.cam.raw_cams = []
-        eigen_smooth = bool(self.params.get("eigen_smooth", False))
-        self.obj(x, [ClassifierOutputTarget(int(t)) for t in targets], eigen_smooth=eigen_smooth)
-        (raw,) = self.cam.raw_cams
-        size = tuple(x.shape[-2:])
-        return raw.astype(np.float32) if self.name == "FullGrad" else _upsample(raw, size)
-
-    def _finer(self, x: Any, targets: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(targets), *x.shape[-2:]), np.float32)
-        for t in np.unique(targets):
-            rows = np.flatnonzero(targets == t)
-            self.cam.raw_cams = []
-            comparison = [int(c) for c in self.params["comparison_categories"]]
-            self.obj(
-                x[rows], None, alpha=float(self.params["alpha"]), comparison_categories=comparison, target_idx=int(t)
-            )
-            (raw,) = self.cam.raw_cams
-            out[rows] = _upsample(raw, tuple(x.shape[-2:]))
-        return out
-
-
 def _defaults(spec: _CamClass) -> dict[str, Any]:
     return {
-        **(_LAYER if spec.layer else {}),
+        **(LAYER_PARAMS if spec.layer else {}),
         **(_SMOOTHING if spec.smoothing else {}),
         **spec.ctor,
         **spec.attrs,
@@ -274,7 +196,7 @@ def _cam_maps(
     request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
 ) -> tuple[np.ndarray, TargetLayer | None]:
     """Raw ``(N, T, H, W)`` maps of one method; runs inside the caller's guard."""
-    from ._layers import check_outputs, crop_aligned, gradient_stop, request_layer
+    from ._layer_run import check_outputs, crop_aligned, gradient_stop, request_layer
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
@@ -285,7 +207,7 @@ def _cam_maps(
     check_outputs(net, x0, targets, request.n_outputs)
     # ShapleyCAM differentiates through the parameters: no stop (and no freeze) for it
     stopped = stack.enter_context(gradient_stop(layer if METHODS[name].freeze else None))
-    runner = _Runner(name, net, layer, params)
+    runner = Runner(name, METHODS[name], net, layer, params)
     stack.callback(runner.release)
     maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
     for start in range(0, len(images), model.batch_size):
@@ -293,14 +215,6 @@ def _cam_maps(
         for j in range(targets.shape[1]):
             maps[start : start + len(x), j] = runner(x, targets[start : start + len(x), j])
     return (crop_aligned(maps, getattr(model, "preprocess", None)) if layer is not None else maps), layer
-
-
-def _enter(request: ExplainRequest, model: Any, stack: ExitStack, freeze: bool = True) -> Any:
-    """Guard the model (parameters frozen unless ``freeze`` is False) and enter the shared run context."""
-    from xai_bridge.adapters._torch import enter_run
-
-    stack.enter_context(model.guard(freeze_params=freeze))
-    return enter_run(stack, model, model.pixel_module(), seed=request.seed)
 
 
 def _effective(params: dict[str, Any], layer: TargetLayer | None) -> dict[str, Any]:
@@ -341,13 +255,13 @@ def cam(request: ExplainRequest) -> BackendResult:
     """
     name = str(request.options["method"])
     spec = METHODS[name]
-    from ._layers import layer_aliases
+    from ._layer_run import layer_aliases
 
     params = check_params(request.method, layer_aliases(request.params), _defaults(spec))
     _check(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
-        counter = _enter(request, model, stack, freeze=spec.freeze)
+        counter = enter(request, model, stack, freeze=spec.freeze)
         maps, layer = _cam_maps(request, model, name, params, stack)
     return BackendResult(
         attributions=maps,
@@ -362,7 +276,7 @@ def _guided(request: ExplainRequest, model: Any) -> np.ndarray:
     """Guided backprop gradients ``(N, T, 3, H, W)``; runs inside the caller's guard."""
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
-    from ._layers import check_outputs
+    from ._layer_run import check_outputs
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
@@ -388,7 +302,7 @@ def guided_backprop(request: ExplainRequest) -> BackendResult:
     params = check_params(request.method, request.params, {})
     model = require_differentiable(request)
     with ExitStack() as stack:
-        counter = _enter(request, model, stack)
+        counter = enter(request, model, stack)
         raw = _guided(request, model)
     return BackendResult(
         attributions=raw.sum(axis=2), raw=raw, params=params, backend_version=_version(), n_model_evals=counter.count
@@ -404,13 +318,13 @@ def guided_gradcam(request: ExplainRequest) -> BackendResult:
     Params:
         layer, reshape_transform, aug_smooth, eigen_smooth: as for Grad-CAM.
     """
-    from ._layers import layer_aliases
+    from ._layer_run import layer_aliases
 
-    params = check_params(request.method, layer_aliases(request.params), {**_LAYER, **_SMOOTHING})
+    params = check_params(request.method, layer_aliases(request.params), {**LAYER_PARAMS, **_SMOOTHING})
     _check(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
-        counter = _enter(request, model, stack)
+        counter = enter(request, model, stack)
         with ExitStack() as cam_stack:
             maps, layer = _cam_maps(request, model, "GradCAM", params, cam_stack)
         raw = _guided(request, model) * maps[:, :, None]
@@ -420,116 +334,6 @@ def guided_gradcam(request: ExplainRequest) -> BackendResult:
         params=_effective(params, layer),
         backend_version=_version(),
         n_model_evals=counter.count,
-    )
-
-
-def _resolve_head(module: Any, head: Any, channels: int) -> Callable[[Any], Any]:
-    from torch import nn
-
-    if callable(head) and not isinstance(head, str):
-        return head
-    modules = dict(module.named_modules())
-    if isinstance(head, str):
-        if head not in modules:
-            raise ParameterError(f"head: no submodule named {head!r}; pass the classifier layer or its dotted name")
-        return modules[head]
-    if head is not None:
-        raise ParameterError(f"head: expected None, a module, a callable or a dotted name, got {type(head).__name__}")
-    linear = [m for m in modules.values() if isinstance(m, nn.Linear) and m.in_features == channels]
-    if not linear:
-        raise ParameterError(
-            f"head: found no nn.Linear with {channels} inputs to score the concepts of the layer; pass head= "
-            "(the classifier applied to the pooled layer output) or a layer feeding it"
-        )
-    return linear[-1]
-
-
-def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
-    """Deep Feature Factorization (Collins et al. 2018, https://arxiv.org/abs/1806.10206).
-
-    See the module docstring for how concepts map to ``(N, T)``.
-
-    Params:
-        layer, reshape_transform: as for Grad-CAM.
-        n_components: concepts per image (default 5, as ``run_dff_on_image``).
-        head: module or callable scoring a concept embedding ``(K, C)`` ->
-            ``(K, classes)`` (default: the last ``nn.Linear`` with ``C`` inputs).
-        top_k: labels kept per concept (default 2).
-    """
-    import torch
-    from pytorch_grad_cam import DeepFeatureFactorization
-    from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff
-
-    from ._layers import layer_aliases
-
-    params = check_params(
-        request.method, layer_aliases(request.params), {**_LAYER, "n_components": 5, "head": None, "top_k": 2}
-    )
-    for key in ("n_components", "top_k"):
-        if not isinstance(params[key], (int, np.integer)) or params[key] < 1:
-            raise ParameterError(f"{key}: expected a positive integer, got {params[key]!r}")
-    model = require_differentiable(request)
-    images, targets = request.images, request.targets
-    n, _t = targets.shape
-    k, top_k = int(params["n_components"]), int(params["top_k"])
-    maps = np.zeros((n, k, *images.shape[1:3]), np.float32)
-    probs_all = []
-    from ._layers import check_outputs, request_layer
-
-    with ExitStack() as stack:
-        counter = _enter(request, model, stack)
-        net = model.pixel_module()
-        x0 = model.pixel_tensor(images[:1])
-        layer = request_layer(model, net, x0, targets, params)
-        check_outputs(net, x0, targets, request.n_outputs)
-        head = None
-        for i in range(n):
-            x = model.pixel_tensor(images[i : i + 1])
-            factorizer = DeepFeatureFactorization(net, layer.module, layer.reshape_transform)
-            try:
-                with torch.no_grad():
-                    factorizer.activations_and_grads(x)
-                activations = factorizer.activations_and_grads.activations[0].cpu().numpy()
-            finally:
-                factorizer.activations_and_grads.release()
-            concepts, explanations = dff(activations, n_components=k)
-            head = head or _resolve_head(model.module, params["head"], concepts.shape[0])
-            with torch.no_grad():
-                emb = torch.from_numpy(np.float32(concepts).T).to(model.device)
-                logits = head(emb).float().cpu().numpy()
-            probs_all.append(torch.softmax(torch.from_numpy(logits), dim=-1).numpy())
-            maps[i] = _upsample(explanations[0], tuple(images.shape[1:3]))
-    probs = np.stack(probs_all)  # (N, K, classes)
-    labels = np.argsort(-probs, axis=2, kind="stable")[:, :, :top_k]  # (N, K, top_k)
-    label_scores = np.take_along_axis(probs, labels, axis=2)
-    names = getattr(model, "class_names", None)
-
-    def label(c: int) -> str:
-        return ",".join(str(names[c]).split(",")[:3]) if names is not None else str(c)
-
-    target_names = np.array(
-        [
-            [
-                f"concept {j}: " + ", ".join(f"{label(c)}:{p:.2f}" for c, p in zip(lab, sc, strict=False))
-                for j, (lab, sc) in enumerate(zip(labels[i], label_scores[i], strict=False))
-            ]
-            for i in range(n)
-        ]
-    )
-    extras: dict[str, np.ndarray] = {
-        "concept_labels": labels.astype(np.int64),
-        "concept_label_scores": label_scores.astype(np.float32),
-        "concept_probs": probs.astype(np.float32),
-    }
-    return BackendResult(
-        attributions=maps,
-        params={**params, **layer.describe()},
-        backend_version=_version(),
-        n_model_evals=counter.count,
-        extras=extras,
-        targets=labels[:, :, 0].astype(np.int64),
-        target_names=target_names,
-        scores=label_scores[:, :, 0].astype(np.float32),
     )
 
 
@@ -570,6 +374,8 @@ SPECS = tuple(
         needs_gradients=True,
         options={"method": name},
         random=spec.random,
+        evaluations=None if spec.per_channel else passes_per_target,
+        quick=spec.quick,
         description=f"pytorch-grad-cam {spec.description}; raw maps at image resolution.",
     )
     for name, spec in METHODS.items()
@@ -582,6 +388,8 @@ SPECS = tuple(
         family=family,
         needs_gradients=True,
         signed=signed,
+        evaluations=passes_per_target,
+        quick={"n_components": 2} if function == "deep_feature_factorization" else {},
         description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
     )
     for name, function, family, signed, description in _OTHERS

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ LIME_SEGMENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
 #: The ``feature_selection`` values lime's ``LimeBase.feature_selection`` knows.
 FEATURE_SELECTION = ("auto", "forward_selection", "highest_weights", "lasso_path", "none")
 
-_DEFAULTS = {
+_DEFAULTS: dict[str, Any] = {
     "num_samples": 1000,
     "hide_color": None,
     "segmentation": "quickshift",
@@ -129,64 +129,108 @@ def lime(request: ExplainRequest) -> BackendResult:
         intercept, local_score, local_pred: float32 ``(N, T)``: the surrogate's
             intercept, weighted R^2 and prediction on the unperturbed image.
     """
-    from lime import lime_image
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
     params = check_params(request.method, request.params, _DEFAULTS)
-    num_samples = int_at_least("num_samples", params["num_samples"], 2)
-    num_features = int_at_least("num_features", params["num_features"], 1)
-    batch_size = int_or_default("batch_size", params["batch_size"], request.model.batch_size)
-    kernel_width = number("kernel_width", params["kernel_width"], 0, low_open=True)
-    feature_selection = choice("feature_selection", params["feature_selection"], FEATURE_SELECTION)
-    hide_color = _hide_color(params["hide_color"])
+    ctor, call = _options(params, request.model.batch_size)
     segment, seg_desc = segmenter(params["segmentation"])
     images, targets = request.images, request.targets
-    n, h, w, _ = images.shape
-    t = targets.shape[1]
-    model = request.model
+    h, w = images.shape[1:3]
+    classifier_fn = _classifier(request.model)
+    # lime's wrapper of a library algorithm runs on threads; a user's own callable in this one
+    library = isinstance(segment, SegmentationAlgorithm)
+    segments = np.stack([_labels(seg, (h, w)) for seg in map_images(segment, images, parallel=library)])
+    # Two passes over lime: the first stops once each image's samples are drawn, the perturbed images of
+    # every image are then labelled together (the calls span images), the second pass fits the surrogates.
+    runs, samplings, fitted = _first_pass(request, segments, classifier_fn, ctor, call)
+    _label_samples(samplings, classifier_fn, call["batch_size"])
+    attributions, extras = _second_pass(runs, fitted, targets, segments)
+    return BackendResult(
+        attributions=attributions,
+        params={
+            **params,
+            "segmentation": seg_desc,
+            **{key: call[key] for key in ("hide_color", "batch_size", "num_samples", "num_features")},
+        },
+        backend_version=library_version("lime"),
+        extras=extras,
+        uses_seed=True,
+    )
+
+
+def _classifier(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``classifier_fn`` lime calls: its float images back to uint8, through ``model.predict``."""
 
     def classifier_fn(batch: np.ndarray) -> np.ndarray:
         if batch.dtype != np.uint8:
             batch = to_uint8(batch)
         return np.asarray(model.predict(batch), dtype=np.float64)
 
-    # lime's wrapper of a library algorithm runs on threads; a user's own callable in this one
-    library = isinstance(segment, SegmentationAlgorithm)
-    segments = np.stack([_labels(seg, (h, w)) for seg in map_images(segment, images, parallel=library)])
-    s_max = int(segments.max()) + 1
-    weights = np.full((n, t, s_max), np.nan, np.float32)
-    order = np.full((n, t, s_max), -1, np.int32)
-    fits = np.zeros((3, n, t), np.float32)  # intercept, local_score, local_pred
-    attributions = np.zeros((n, t, h, w), np.float32)
-    # Two passes over lime: the first stops once each image's samples are drawn, the perturbed images of
-    # every image are then labelled together (the calls span images), the second pass fits the surrogates.
-    runs, samplings, fitted = [], [], []
-    for i in range(n):
-        explainer = lime_image.LimeImageExplainer(
-            kernel_width=kernel_width,
-            feature_selection=feature_selection,
-            random_state=request.seed % 2**32,
-        )
+    return classifier_fn
+
+
+def _options(params: dict[str, Any], model_batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checked params as lime's explainer takes them (``ctor``) and as ``explain_instance`` does (``call``)."""
+    num_samples = int_at_least("num_samples", params["num_samples"], 2)
+    num_features = int_at_least("num_features", params["num_features"], 1)
+    batch_size = int_or_default("batch_size", params["batch_size"], model_batch_size)
+    kernel_width = number("kernel_width", params["kernel_width"], 0, low_open=True)
+    feature_selection = choice("feature_selection", params["feature_selection"], FEATURE_SELECTION)
+    hide_color = _hide_color(params["hide_color"])
+    call = {"hide_color": hide_color, "top_labels": None, "num_features": num_features}
+    call.update(num_samples=num_samples, batch_size=batch_size)
+    return {"kernel_width": kernel_width, "feature_selection": feature_selection}, call
+
+
+def _first_pass(
+    request: ExplainRequest,
+    segments: np.ndarray,
+    classifier_fn: Callable[[np.ndarray], np.ndarray],
+    ctor: dict[str, Any],
+    call: dict[str, Any],
+) -> tuple[list[Callable[[], Any]], list[_Sampling], list[dict[int, tuple[Any, ...]]]]:
+    """Each image's lime run (a fresh seeded explainer), started until its samples are drawn.
+
+    Returns the runs (call one again for the second pass), their samplings
+    (to label together) and the surrogate fits each run will capture.
+    """
+    from lime import lime_image
+
+    runs: list[Callable[[], Any]] = []
+    samplings, fitted = [], []
+    for i, image in enumerate(request.images):
+        explainer = lime_image.LimeImageExplainer(**ctor, random_state=request.seed % 2**32)
         fitted.append(_capture_fits(explainer))
         samplings.append(_Sampling(explainer))
         runs.append(
             functools.partial(
                 explainer.explain_instance,
-                images[i].astype(np.float64),
+                image.astype(np.float64),
                 classifier_fn,
-                labels=tuple(int(k) for k in targets[i]),
-                hide_color=hide_color,
-                top_labels=None,
-                num_features=num_features,
-                num_samples=num_samples,
-                batch_size=batch_size,
+                labels=tuple(int(k) for k in request.targets[i]),
                 segmentation_fn=lambda _image, seg=segments[i]: seg,
                 random_seed=request.seed % 2**32,
+                **call,
             )
         )
         with contextlib.suppress(_Drawn):
             runs[i]()
-    _label_samples(samplings, classifier_fn, batch_size)
+    return runs, samplings, fitted
+
+
+def _second_pass(
+    runs: list[Callable[[], Any]],
+    fitted: list[dict[int, tuple[Any, ...]]],
+    targets: np.ndarray,
+    segments: np.ndarray,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Finish every run on its labelled samples: the maps, and extras (superpixels, weights, order, fits)."""
+    n, t = targets.shape
+    s_max = int(segments.max()) + 1
+    weights = np.full((n, t, s_max), np.nan, np.float32)
+    order = np.full((n, t, s_max), -1, np.int32)
+    fits = np.zeros((3, n, t), np.float32)  # intercept, local_score, local_pred
+    attributions = np.zeros((n, t, *segments.shape[1:]), np.float32)
     for i in range(n):
         exp = runs[i]()
         for j, label in enumerate(targets[i]):
@@ -200,27 +244,9 @@ def lime(request: ExplainRequest) -> BackendResult:
             attributions[i, j] = per_superpixel[segments[i]]
             intercept, _, score, local_pred = fitted[i][int(label)]
             fits[:, i, j] = (intercept, score, np.ravel(local_pred)[0])
-    return BackendResult(
-        attributions=attributions,
-        params={
-            **params,
-            "segmentation": seg_desc,
-            "hide_color": hide_color,
-            "batch_size": batch_size,
-            "num_samples": num_samples,
-            "num_features": num_features,
-        },
-        backend_version=library_version("lime"),
-        extras={
-            "segments": np.repeat(segments[:, None], t, axis=1),
-            "superpixel_weights": weights,
-            "superpixel_order": order,
-            "intercept": fits[0],
-            "local_score": fits[1],
-            "local_pred": fits[2],
-        },
-        uses_seed=True,
-    )
+    extras = {"segments": np.repeat(segments[:, None], t, axis=1), "superpixel_weights": weights}
+    extras.update(superpixel_order=order, intercept=fits[0], local_score=fits[1], local_pred=fits[2])
+    return attributions, extras
 
 
 class _Drawn(Exception):
@@ -341,10 +367,18 @@ def _capture_fits(explainer: Any) -> dict[int, tuple[Any, ...]]:
     return fitted
 
 
+def _lime_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:func:`lime`'s evaluations: ``num_samples`` per image (all targets share them)."""
+    return n * int(params.get("num_samples", _DEFAULTS["num_samples"]))
+
+
 SPECS = (
     MethodSpec(
         name="lime.Lime",
         budget="num_samples",
+        budget_default=int(_DEFAULTS["num_samples"]),
+        evaluations=_lime_evals,
+        quick={"num_samples": 12, "segmentation": "slic"},
         target=f"{__name__}:lime",
         requires=("lime", "skimage", "sklearn"),
         extra="lime",

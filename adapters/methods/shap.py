@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from xai_bridge._validate import choice, int_at_least, int_or_default, number, t
 from xai_bridge.batching import merged_calls
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, require_differentiable
 from xai_bridge.errors import ParameterError
-from xai_bridge.options import ImageMasker, MaskKind
+from xai_bridge.options import ImageMasker, MaskKind, Segmentation
 from xai_bridge.registry import MethodSpec
 
 __all__ = ["ImageMasker", "MaskKind", "gradient", "partition", "target_groups"]
@@ -57,16 +57,20 @@ class _PredictUint8:
         return np.asarray(self.predict(_as_uint8(x)), dtype=np.float64)
 
 
-_PARTITION_DEFAULTS = {"masker": MaskKind.INPAINT_TELEA, "max_evals": 500, "batch_size": 50, "fixed_context": None}
+_PARTITION_DEFAULTS: dict[str, Any] = {
+    "masker": MaskKind.INPAINT_TELEA,
+    "max_evals": 500,
+    "batch_size": 50,
+    "fixed_context": None,
+    "partition": None,
+}
 
 
 def partition(request: ExplainRequest) -> BackendResult:
     """Shap's Partition explainer on image pixels: Owen values with hierarchical masking.
 
     Lundberg & Lee 2017 (https://arxiv.org/abs/1705.07874); the masking follows
-    shap's image examples.
-
-    The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
+    shap's image examples. The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
     satisfy efficiency: their sum over pixels and channels is
     ``f(x) - f(fully masked)``; ``base_scores`` holds ``f(fully masked)``.
     shap breaks priority ties with numpy's global RNG: it is seeded with
@@ -82,6 +86,14 @@ def partition(request: ExplainRequest) -> BackendResult:
         batch_size: masked images per model call; it also decides which
             partitions are expanded within ``max_evals`` (default 50).
         fixed_context: shap's ``fixed_context`` (None, 0 or 1).
+        partition: the feature hierarchy. None (default): shap's axis-aligned
+            split of the pixels. Otherwise semantic regions, merged bottom-up
+            by adjacency and colour (:mod:`~xai_bridge.adapters.methods._regions`):
+            an ``xb.Segmentation`` (or a kind name, a dict, a callable
+            ``image -> int labels``), an int label image ``(H, W)``, or bool
+            masks ``(K, H, W)`` (the rest of the image is one more region).
+            Each region gets one Owen value, spread evenly over its pixels;
+            the regions are in ``extras["segments"]``.
     """
     import shap
 
@@ -91,39 +103,91 @@ def partition(request: ExplainRequest) -> BackendResult:
     batch_size = int_at_least("batch_size", params["batch_size"], 1)
     params["fixed_context"] = choice("fixed_context", params["fixed_context"], [None, 0, 1])
     images, targets = request.images, request.targets
-    n, h, w, _ = images.shape
+    _, h, w, _ = images.shape
     shape = (h, w, 3)
     mask_value = masker.shap_mask_value(shape)
-    call = {
-        "max_evals": max_evals,
-        "batch_size": batch_size,
-        "fixed_context": params["fixed_context"],
-        "silent": True,
-    }
+    call = {"max_evals": max_evals, "batch_size": batch_size, "fixed_context": params["fixed_context"], "silent": True}
+    effective = {**params, "masker": masker, "max_evals": max_evals, "batch_size": batch_size}
+    if params["partition"] is not None:
+        return _partition_regions(request, call, mask_value, effective)
 
     def explain_one(i: int, predict: Callable[[np.ndarray], np.ndarray]) -> Any:
         explainer = _explainer(predict, mask_value, shape)
         return explainer(images[i : i + 1].astype(np.float64), outputs=targets[i], **call)
 
-    # One explainer per image, each seeded alone, so an image's values do not depend on the other images;
-    # with several images they run at once and share forward passes (their rounds depend on each other).
-    if n == 1:
-        with numpy_seeded(request.seed):
-            outs = [explain_one(0, request.model.predict)]
-    else:
-        jobs = [functools.partial(explain_one, i) for i in range(n)]
-        outs = merged_calls(request.model.predict, jobs, numpy_seeds=[request.seed] * n)
+    outs = _each_image(request, explain_one)
     values = np.stack([np.transpose(np.asarray(o.values).reshape(h, w, 3, -1), (3, 2, 0, 1)) for o in outs])
-    values = values.astype(np.float32)
+    values = values.astype(np.float32)  # (N, T, 3, H, W)
     base = np.stack([np.asarray(o.base_values).reshape(-1) for o in outs]).astype(np.float32)
     return BackendResult(
         attributions=values.sum(axis=2),
         raw=values,
         base_scores=base,
-        params={**params, "masker": masker, "max_evals": max_evals, "batch_size": batch_size},
+        params=effective,
         backend_version=shap.__version__,
         uses_seed=True,
     )
+
+
+def _each_image(
+    request: ExplainRequest, explain_one: Callable[[int, Callable[[np.ndarray], np.ndarray]], Any]
+) -> list[Any]:
+    """``explain_one(i, predict)`` for every image: one explainer per image, each seeded alone.
+
+    An image's values then do not depend on the other images; with several
+    images they run at once and share forward passes (their rounds depend
+    on each other).
+    """
+    n = len(request.images)
+    if n == 1:
+        with numpy_seeded(request.seed):
+            return [explain_one(0, request.model.predict)]
+    jobs = [functools.partial(explain_one, i) for i in range(n)]
+    return list(merged_calls(request.model.predict, jobs, numpy_seeds=[request.seed] * n))
+
+
+def _partition_regions(
+    request: ExplainRequest, call: dict[str, Any], mask_value: Any, effective: dict[str, Any]
+) -> BackendResult:
+    """The Partition explainer over each image's semantic regions (see :mod:`._regions`)."""
+    import shap
+
+    from ._regions import region_masker, regions_of, spread
+    from ._segments import map_images
+
+    images, targets = request.images, request.targets
+    spec = effective["partition"]
+    library = not callable(spec) or isinstance(spec, Segmentation)
+    regions = map_images(lambda image: regions_of(spec, image), images, parallel=library)
+
+    def explain_one(i: int, predict: Callable[[np.ndarray], np.ndarray]) -> Any:
+        masker = region_masker(regions[i], images[i], mask_value)
+        explainer = shap.explainers.Partition(_PredictUint8(predict), masker)
+        return explainer(images[i : i + 1].astype(np.float64), outputs=targets[i], **call)
+
+    outs = _each_image(request, explain_one)
+    t = targets.shape[1]
+    maps = np.stack(
+        [
+            spread(np.asarray(o.values, np.float64).reshape(r.count, t), r.labels)
+            for o, r in zip(outs, regions, strict=True)
+        ]
+    )
+    base = np.stack([np.asarray(o.base_values).reshape(-1) for o in outs]).astype(np.float32)
+    segments = np.stack([r.labels for r in regions])
+    return BackendResult(
+        attributions=maps.astype(np.float32),
+        base_scores=base,
+        params={**effective, "partition": _describe_partition(spec, regions)},
+        backend_version=shap.__version__,
+        uses_seed=True,
+        extras={"segments": np.repeat(segments[:, None], t, axis=1)},
+    )
+
+
+def _describe_partition(spec: Any, regions: list[Any]) -> Any:
+    """A JSON-able record of the ``partition=`` value: its description and the region count per image."""
+    return {"regions": regions[0].description, "count": [r.count for r in regions]}
 
 
 _GRADIENT_DEFAULTS = {"background": "black", "nsamples": 200, "local_smoothing": 0.0, "batch_size": None}
@@ -132,10 +196,9 @@ _GRADIENT_DEFAULTS = {"background": "black", "nsamples": 200, "local_smoothing":
 def gradient(request: ExplainRequest) -> BackendResult:
     """Shap's GradientExplainer: expected gradients on image pixels of a torch model.
 
-    Erion et al. 2021, https://arxiv.org/abs/1906.10670.
-
-    Runs on ``model.pixel_module()``, so values are per image pixel in [0, 255]
-    units and the background lives in the same space. ``base_scores`` is the
+    Erion et al. 2021, https://arxiv.org/abs/1906.10670. Runs on
+    ``model.pixel_module()``, so values are per image pixel in [0, 255] units
+    and the background lives in the same space. ``base_scores`` is the
     mean output on the background (what the values sum to approximately, with
     ``f(x)``). Seeded: shap's ``rseed`` and the torch RNG (forked) use
     ``request.seed``.
@@ -182,13 +245,8 @@ def gradient(request: ExplainRequest) -> BackendResult:
         attributions=values.sum(axis=2),
         raw=values,
         base_scores=base,
-        params={
-            **params,
-            "background": _describe(params["background"]),
-            "nsamples": nsamples,
-            "local_smoothing": smoothing,
-            "batch_size": batch_size,
-        },
+        params={**params, "background": _describe(params["background"])}
+        | {"nsamples": nsamples, "local_smoothing": smoothing, "batch_size": batch_size},
         backend_version=shap.__version__,
         n_model_evals=evals,
         uses_seed=True,
@@ -344,10 +402,18 @@ def _explainer(predict: Callable[[np.ndarray], np.ndarray], mask_value: Any, sha
     return explainer
 
 
+def _partition_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
+    """:func:`partition`'s evaluations: ``max_evals`` per image (all targets share them)."""
+    return n * int(params.get("max_evals", _PARTITION_DEFAULTS["max_evals"]))
+
+
 SPECS = (
     MethodSpec(
         name="shap.Partition",
         budget="max_evals",
+        budget_default=int(_PARTITION_DEFAULTS["max_evals"]),
+        evaluations=_partition_evals,
+        quick={"max_evals": 24, "masker": "blur(8,8)"},
         target=f"{__name__}:partition",
         requires=("shap", "cv2"),
         extra="shap",
@@ -368,6 +434,7 @@ SPECS = (
         signed=True,
         random=True,
         description="shap's GradientExplainer (expected gradients) on image pixels of a torch model.",
+        quick={"nsamples": 8},
         aliases=("shap.gradient",),
     ),
 )

@@ -29,7 +29,7 @@ converted to pixels with the declared preprocessing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ import numpy as np
 from xai_bridge._validate import number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import ParameterError
-from xai_bridge.registry import MethodSpec
+from xai_bridge.registry import MethodSpec, passes_per_target
 
 if TYPE_CHECKING:
     from ._layers import TargetLayer
@@ -56,6 +56,11 @@ class _Extractor:
         call: user params passed to the call.
         gradients: whether the extractor backpropagates (forward with grad).
         random: whether the method draws random numbers.
+        prepare: completes the checked params before the run, given the model.
+        describe: rewrites the params after the run, as recorded.
+        per_channel: whether it runs one forward pass per feature channel of
+            the layer (Score-CAM's family), so its cost is not known beforehand.
+        quick: the cheapest params that still exercise it (:attr:`MethodSpec.quick`).
         description: one line for the method listing.
     """
 
@@ -63,6 +68,10 @@ class _Extractor:
     call: Mapping[str, Any] = field(default_factory=dict)
     gradients: bool = True
     random: bool = False
+    prepare: Callable[[dict[str, Any], Any], None] | None = None
+    describe: Callable[[dict[str, Any], Any], None] | None = None
+    per_channel: bool = False
+    quick: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
 
@@ -73,22 +82,28 @@ METHODS: dict[str, _Extractor] = {
     "CAM": _Extractor(
         ctor={"fc_layer": None},
         gradients=False,
+        describe=lambda params, model: _fc_name(params, model),
         description="CAM: activations weighted by the classifier's weights (needs GAP + one linear layer)",
     ),
     "ScoreCAM": _Extractor(
         ctor={"batch_size": 32},
         gradients=False,
+        per_channel=True,
         description="Score-CAM: weights from scores of activation-masked images",
     ),
     "SSCAM": _Extractor(
         ctor={"batch_size": 32, "num_samples": 35, "std": 2.0},
         gradients=False,
         random=True,
+        per_channel=True,
+        quick={"num_samples": 2},
         description="SS-CAM: Score-CAM with noise-smoothed masks (seeded)",
     ),
     "ISCAM": _Extractor(
         ctor={"batch_size": 32, "num_samples": 10},
         gradients=False,
+        per_channel=True,
+        quick={"num_samples": 2},
         description="IS-CAM: Score-CAM integrated over mask intensities",
     ),
     "GradCAM": _Extractor(description="Grad-CAM: activations weighted by mean gradients"),
@@ -96,6 +111,8 @@ METHODS: dict[str, _Extractor] = {
     "SmoothGradCAMpp": _Extractor(
         ctor={"num_samples": 4, "std": None},
         random=True,
+        prepare=lambda params, model: _smooth_std(params, model),
+        quick={"num_samples": 2},
         description="Smooth Grad-CAM++: Grad-CAM++ with gradients averaged over noisy inputs (seeded)",
     ),
     "XGradCAM": _Extractor(description="XGrad-CAM: gradients weighted by normalised activations"),
@@ -103,6 +120,7 @@ METHODS: dict[str, _Extractor] = {
     "FinerCAM": _Extractor(
         ctor={"base_method": "GradCAM", "gamma": 0.6, "num_references": 3},
         call={"comparison_idx": None},
+        quick={"num_references": 2},
         description="Finer-CAM: the target score minus the scores of the closest classes",
     ),
 }
@@ -202,57 +220,21 @@ def cam(request: ExplainRequest) -> BackendResult:
             extractor (``"GradCAM"``, ``"GradCAMpp"``, ``"LayerCAM"``), comparison
             strength, number of automatic reference classes, explicit references.
     """
-    import torch
-    import torch.nn.functional as F
-
     name = str(request.options["method"])
     spec = METHODS[name]
     defaults = {"layer": None, "reshape_transform": None, **spec.ctor, **spec.call}
-    from ._layers import layer_aliases
+    from ._layer_run import crop_aligned, layer_aliases
 
     params = check_params(request.method, layer_aliases(request.params), defaults)
     _check(params)
     model = require_differentiable(request)
-    if name == "SmoothGradCAMpp" and params["std"] is None:
-        params["std"] = _pixel_std(model, _SMOOTH_STD)
-    images, targets = request.images, request.targets
-    net = model.pixel_module()
-    maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
-    layer_range = np.zeros((*targets.shape, 2), np.float32)
-    from xai_bridge.adapters._torch import enter_run, seeded
-
-    from ._layers import check_outputs, crop_aligned, gradient_stop, request_layer
-
+    if spec.prepare is not None:
+        spec.prepare(params, model)
     with ExitStack() as stack:
-        stack.enter_context(model.guard(freeze_params=True))
-        counter = enter_run(stack, model, net)
-        x0 = model.pixel_tensor(images[:1])
-        layer = request_layer(model, net, x0, targets, params)
-        check_outputs(net, x0, targets, request.n_outputs)
-        stopped = spec.gradients and stack.enter_context(gradient_stop(layer))
-        extractor = stack.enter_context(_extractor(name, net, model, layer, params))
-        stack.callback(extractor.remove_hooks)
-        call = {k: params[k] for k in spec.call}
-        for start in range(0, len(images), model.batch_size):
-            x = model.pixel_tensor(images[start : start + model.batch_size])
-            for j in range(targets.shape[1]):
-                idx = [int(t) for t in targets[start : start + len(x), j]]
-                with seeded(request.seed, model.device) if spec.random else nullcontext():
-                    if spec.gradients:
-                        with torch.enable_grad():
-                            scores = net(x.requires_grad_(not stopped))
-                    else:
-                        with torch.no_grad():
-                            scores = net(x)
-                    (raw,) = extractor(idx, scores, normalized=False, **call)
-                up = F.interpolate(raw[:, None].float(), size=images.shape[1:3], mode="bilinear", align_corners=False)
-                maps[start : start + len(x), j] = up[:, 0].detach().cpu().numpy()
-                flat = raw.detach().float().reshape(len(x), -1)
-                layer_range[start : start + len(x), j] = torch.stack([flat.amin(1), flat.amax(1)], 1).cpu().numpy()
+        maps, layer_range, layer, counter = _maps(request, model, name, params, stack)
     maps = crop_aligned(maps, getattr(model, "preprocess", None))
-    if name == "CAM":
-        fc = _fc_layer(model.module, params["fc_layer"])
-        params["fc_layer"] = next(n for n, m in model.module.named_modules() if m is fc)
+    if spec.describe is not None:
+        spec.describe(params, model)
     return BackendResult(
         attributions=maps,
         params={**params, **layer.describe()},
@@ -261,6 +243,60 @@ def cam(request: ExplainRequest) -> BackendResult:
         extras={"layer_range": layer_range},
         uses_seed=spec.random,
     )
+
+
+def _maps(
+    request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
+) -> tuple[np.ndarray, np.ndarray, TargetLayer, Any]:
+    """Raw maps ``(N, T, H, W)``, each layer map's range ``(N, T, 2)``, the layer and the evaluation counter."""
+    import torch
+    import torch.nn.functional as F
+    from xai_bridge.adapters._torch import enter_run, seeded
+
+    from ._layer_run import check_outputs, gradient_stop, request_layer
+
+    spec, images, targets = METHODS[name], request.images, request.targets
+    net = model.pixel_module()
+    maps = np.zeros((*targets.shape, *images.shape[1:3]), np.float32)
+    layer_range = np.zeros((*targets.shape, 2), np.float32)
+    stack.enter_context(model.guard(freeze_params=True))
+    counter = enter_run(stack, model, net)
+    x0 = model.pixel_tensor(images[:1])
+    layer = request_layer(model, net, x0, targets, params)
+    check_outputs(net, x0, targets, request.n_outputs)
+    stopped = spec.gradients and stack.enter_context(gradient_stop(layer))
+    extractor = stack.enter_context(_extractor(name, net, model, layer, params))
+    stack.callback(extractor.remove_hooks)
+    call = {k: params[k] for k in spec.call}
+    for start in range(0, len(images), model.batch_size):
+        x = model.pixel_tensor(images[start : start + model.batch_size])
+        for j in range(targets.shape[1]):
+            idx = [int(t) for t in targets[start : start + len(x), j]]
+            with seeded(request.seed, model.device) if spec.random else nullcontext():
+                if spec.gradients:
+                    with torch.enable_grad():
+                        scores = net(x.requires_grad_(not stopped))
+                else:
+                    with torch.no_grad():
+                        scores = net(x)
+                (raw,) = extractor(idx, scores, normalized=False, **call)
+            up = F.interpolate(raw[:, None].float(), size=images.shape[1:3], mode="bilinear", align_corners=False)
+            maps[start : start + len(x), j] = up[:, 0].detach().cpu().numpy()
+            flat = raw.detach().float().reshape(len(x), -1)
+            layer_range[start : start + len(x), j] = torch.stack([flat.amin(1), flat.amax(1)], 1).cpu().numpy()
+    return maps, layer_range, layer, counter
+
+
+def _smooth_std(params: dict[str, Any], model: Any) -> None:
+    """SmoothGradCAMpp's ``prepare``: its default noise is torchcam's, converted to pixel units."""
+    if params["std"] is None:
+        params["std"] = _pixel_std(model, _SMOOTH_STD)
+
+
+def _fc_name(params: dict[str, Any], model: Any) -> None:
+    """CAM's ``describe``: the classifier layer used, recorded by its dotted name."""
+    fc = _fc_layer(model.module, params["fc_layer"])
+    params["fc_layer"] = next(n for n, m in model.module.named_modules() if m is fc)
 
 
 SPECS = tuple(
@@ -274,6 +310,8 @@ SPECS = tuple(
         options={"method": name},
         signed=name == "CAM",  # the classifier's weights can be negative and torchcam's CAM has no ReLU
         random=spec.random,
+        evaluations=None if spec.per_channel else passes_per_target,
+        quick=spec.quick,
         description=f"torchcam {spec.description}; raw maps at image resolution.",
     )
     for name, spec in METHODS.items()

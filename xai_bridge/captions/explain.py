@@ -15,13 +15,25 @@ teacher forcing) in one call::
 
     captioner = AzureVisionV31Captioner(endpoint)          # key from $AZURE_VISION_KEY
     scorer = TeacherForcingScorer.from_pretrained("sshleifer/distilbart-xsum-12-6")
-    [exp] = explain_caption(captioner, "cat.jpg", scorer, method="shap.Partition", max_evals=300)
+    [exp] = explain_caption(captioner, "cat.jpg", "shap.Partition", scorer=scorer, budget=300)
     exp.target_names  # [['a', 'cat', 'sitting', ...]]
 
 A local transformers captioner (:class:`~xai_bridge.adapters.captioners.local.TransformersCaptioner`)
 needs no scorer: it scores the caption with its own language head.
 :func:`explain_answer` does the same for the answer to a question (the
-question is the captioner's prompt).
+question is the captioner's prompt). With a local model
+(:class:`~xai_bridge.adapters.captioners.vlm.TransformersVLM`, no scorer) the
+score of answer token ``t`` is its teacher-forced log-probability under the
+model's own language head, ``log p(a_t | masked image, question, a_<t)``, and
+gradient methods (``captum.IntegratedGradients``, ``gradcam.GradCAM``...)
+differentiate that same score in the pixels. With a remote model
+(:class:`~xai_bridge.adapters.captioners.openai.OpenAICaptioner`, which sends
+the question as the prompt) each masked image is answered by the API and
+``scorer`` scores the reference answer given that answer (e.g. a
+:class:`~xai_bridge.adapters.captioners.scorers.TeacherForcingScorer`), with
+the client's concurrency, retries, rate limit and cache. Both take the shape of the explain
+family: ``(subject, images, method, /, targets=None, *, ...)``; the older
+orders and keywords still work for one release (``_legacy.py``).
 
 Only numpy and Pillow are imported here; torch/transformers/requests load
 with the adapters that need them.
@@ -29,10 +41,8 @@ with the adapters that need them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,20 +52,19 @@ from ..errors import ModelInputError, ParameterError
 from ..explanation import Explanation
 from ..images import Layout, load_images
 from ..progress import ProgressArg, session, set_prefix
-from .model import CaptionScoreModel, _digest, fit_max_side
+from ._legacy import BUDGET_PARAMS, legacy_answer_args, legacy_caption_args
+from .model import CaptionRequests, CaptionScoreModel, fit_max_side
+from .protocols import Captioner, CaptionScorer, CaptionTokens, as_captioner, describe
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..adapters.captioners.local import Captioner
-    from ..adapters.captioners.scorers import CaptionScorer
-    from ..registry import Registry
+    from ..registry import MethodSpec, Registry
 
 __all__ = ["BUDGET_PARAMS", "explain_answer", "explain_caption"]
 
 #: Images explained at once with a remote captioner (each keeps up to a batch of requests pending).
 MAX_IMAGES_AT_ONCE = 16
-
-#: The parameter that sets the number of model evaluations of each method.
-BUDGET_PARAMS: dict[str, str] = {"shap.Partition": "max_evals", "lime.Lime": "num_samples", "builtin.RISE": "n_masks"}
+#: Images per captioner call unless ``batch_size`` says otherwise.
+DEFAULT_BATCH_SIZE = 64
 
 
 def _image_rows(images: Any, layout: Layout | str | None) -> list[np.ndarray]:
@@ -69,14 +78,15 @@ def _image_rows(images: Any, layout: Layout | str | None) -> list[np.ndarray]:
 def explain_caption(
     captioner: Captioner | Callable[[np.ndarray], str],
     images: Any,
-    scorer: CaptionScorer | str | None = None,
     method: str = "shap.Partition",
-    max_evals: int | None = 300,
-    *,
-    captions: Sequence[str] | None = None,
+    /,
+    targets: Sequence[str] | str | None = None,
+    *legacy: Any,
+    scorer: CaptionScorer | str | None = None,
+    budget: int | None = 300,
     seed: int = 0,
     max_side: int | None = None,
-    model_batch_size: int = 64,
+    batch_size: int | None = None,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
     progress: ProgressArg = "auto",
@@ -84,33 +94,33 @@ def explain_caption(
 ) -> list[Explanation]:
     """Explain each image's caption, one target per caption token.
 
-    For every image: caption it (unless ``captions`` are given), tokenise the
+    Per image: caption it (unless ``targets`` are given), tokenise the
     caption, wrap captioner + scorer in a :class:`CaptionScoreModel` and run
-    :func:`xai_bridge.explain` with ``method``. Each image has its own caption,
-    so each gets its own :class:`~xai_bridge.Explanation` (``N == 1``).
-    With a remote captioner (one with ``max_concurrency`` above 1) the images
-    are explained together: while one image's requests are in flight the
-    next image's method runs, so the requests of all images share the
-    captioner's concurrency limit. Each image draws the random numbers it
-    would draw alone, so the results equal one call per image.
+    :func:`xai_bridge.explain`; each image gets its own Explanation. A remote
+    captioner's images are explained together (one image's method runs while
+    another's requests are in flight), each with the random numbers it would
+    draw alone, so the results equal one call per image.
 
     Args:
         captioner: a captioner (local, remote, function) or a function ``image -> str``.
         images: anything :func:`~xai_bridge.load_images` reads; a list may mix sizes.
+        method: a perturbation method: ``"shap.Partition"`` (seed 000), ``"lime.Lime"``,
+            ``"builtin.RISE"``, ``"builtin.Occlusion"``...
+        targets: the captions to explain, one per image (None: the captioner's own).
+        *legacy: the deprecated older order ``(captioner, images, scorer, method, max_evals)``.
         scorer: a caption scorer; a path/name for
             :meth:`~xai_bridge.adapters.captioners.scorers.TeacherForcingScorer.from_pretrained`;
             or None for a self-scoring (local transformers) captioner.
-        method: a perturbation method: ``"shap.Partition"`` (seed 000), ``"lime.Lime"``,
-            ``"builtin.RISE"``, ``"builtin.Occlusion"``...
-        max_evals: evaluation budget, passed as the method's own budget
-            parameter (see :data:`BUDGET_PARAMS`); ignored by methods whose
-            cost is fixed by other parameters (occlusion: ``window``/``stride``).
-        captions: the captions to explain, one per image (default: the captioner's).
+        budget: model evaluations per image, passed as the method's own budget
+            parameter (its :attr:`~xai_bridge.registry.MethodSpec.budget`);
+            ignored by methods whose cost is fixed by other parameters
+            (occlusion: ``window``/``stride``).
         seed: random seed.
         max_side: shrink images whose longer side exceeds this first (seed 000 used 500).
-        model_batch_size: largest batch of masked images the captioner gets
-            at once (remote captioners send a batch concurrently); methods
-            with their own ``batch_size`` parameter (shap, lime) batch first.
+        batch_size: most masked images per model call (default 64: the
+            captioner gets at most that many at once, and a remote one sends
+            them concurrently); a method with its own ``batch_size``
+            parameter (shap, lime) gets it too when given.
         layout: layout of array inputs when ambiguous.
         registry: method table (default: the built-in one).
         progress: a bar moving per batch of caption scores (True, False or
@@ -123,36 +133,26 @@ def explain_caption(
         scores on the unmasked image, and ``params`` also records the caption,
         the captioner and the scorer (never an API key).
     """
-    return _explain_texts(
-        captioner,
-        images,
-        scorer,
-        method,
-        max_evals,
-        texts=captions,
-        prompts=None,
-        seed=seed,
-        max_side=max_side,
-        model_batch_size=model_batch_size,
-        layout=layout,
-        registry=registry,
-        progress=progress,
-        params=params,
+    method, targets, scorer, budget, batch_size, model_batch = legacy_caption_args(
+        method, targets, legacy, params, scorer=scorer, budget=budget, batch_size=batch_size, registry=registry
     )
+    settings = _Settings(scorer, budget, seed, max_side, batch_size, model_batch, layout, registry, progress, params)
+    return _explain_texts(captioner, images, method, targets, settings)
 
 
 def explain_answer(
     vlm: Captioner | Callable[[np.ndarray, str], str],
     images: Any,
-    question: str | Sequence[str],
-    scorer: CaptionScorer | str | None = None,
     method: str = "shap.Partition",
-    max_evals: int | None = 300,
-    *,
-    answers: Sequence[str] | None = None,
+    /,
+    targets: Sequence[str] | str | None = None,
+    *legacy: Any,
+    question: str | Sequence[str] | None = None,
+    scorer: CaptionScorer | str | None = None,
+    budget: int | None = 300,
     seed: int = 0,
     max_side: int | None = None,
-    model_batch_size: int = 64,
+    batch_size: int | None = None,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
     progress: ProgressArg = "auto",
@@ -162,34 +162,27 @@ def explain_answer(
 
     :func:`explain_caption` with the question as the prompt: the model's own
     answer on the unmasked image is the reference, and each masked image is
-    scored by how likely that answer stays. With a local model
-    (:class:`~xai_bridge.adapters.captioners.vlm.TransformersVLM`, no scorer)
-    the score of token ``t`` is its teacher-forced log-probability under the
-    model's own language head, ``log p(a_t | masked image, question, a_<t)``;
-    gradient methods (``captum.IntegratedGradients``, ``gradcam.GradCAM``...)
-    then differentiate that same score in the pixels. With a remote model
-    (:class:`~xai_bridge.adapters.captioners.openai.OpenAICaptioner`, which
-    sends the question as the prompt) each masked image is answered by the
-    API and ``scorer`` scores the reference answer given that answer (e.g. a
-    :class:`~xai_bridge.adapters.captioners.scorers.TeacherForcingScorer`),
-    with the client's concurrency, retries, rate limit and cache.
+    scored by how likely that answer stays (see the module docstring for
+    local models, whose own head scores it, and remote ones, whose answers
+    ``scorer`` scores).
 
     Args:
         vlm: a captioner that takes ``prompt=`` (``TransformersVLM``,
             ``OpenAICaptioner``) or a function ``(image, question) -> str``.
         images: anything :func:`~xai_bridge.load_images` reads; a list may mix sizes.
-        question: the question, or one per image.
-        scorer: as in :func:`explain_caption` (None: the model's own head).
         method: any perturbation method; gradient methods too with a local
             ``TransformersVLM`` and no scorer.
-        max_evals: as in :func:`explain_caption`.
-        answers: the answers to explain, one per image (default: the model's own).
+        targets: the answers to explain, one per image (None: the model's own).
+        *legacy: the deprecated older order ``(vlm, images, question, scorer, method, max_evals)``.
+        question: the question, or one per image (required).
+        scorer: as in :func:`explain_caption` (None: the model's own head).
+        budget: model evaluations per image (as in :func:`explain_caption`).
         seed: random seed.
-        max_side: as in :func:`explain_caption`.
-        model_batch_size: as in :func:`explain_caption`.
+        max_side: shrink larger images first.
+        batch_size: images per model call.
         layout: layout of array inputs when ambiguous.
-        registry: method table (default: the built-in one).
-        progress: as in :func:`explain_caption`.
+        registry: method table.
+        progress: progress bar.
         **params: the method's own parameters.
 
     Returns:
@@ -201,10 +194,29 @@ def explain_answer(
     Example::
 
         vlm = TransformersVLM(BlipForQuestionAnswering.from_pretrained(folder), BlipProcessor.from_pretrained(folder))
-        [exp] = xb.explain_answer(vlm, "dog.jpg", "what animal is this?", method="builtin.Occlusion")
+        [exp] = xb.explain_answer(vlm, "dog.jpg", "builtin.Occlusion", question="what animal is this?")
         exp.target_names  # [['dog']]
     """
-    n_images = len(_image_rows(images, layout))
+    method, targets, question, scorer, budget, batch_size, model_batch = legacy_answer_args(
+        method,
+        targets,
+        legacy,
+        params,
+        question=question,
+        scorer=scorer,
+        budget=budget,
+        batch_size=batch_size,
+        registry=registry,
+    )
+    settings = _Settings(scorer, budget, seed, max_side, batch_size, model_batch, layout, registry, progress, params)
+    settings.prompts = _questions(question, len(_image_rows(images, layout)))
+    return _explain_texts(vlm, images, method, targets, settings)
+
+
+def _questions(question: Any, n_images: int) -> list[str]:
+    """One non-empty question per image, from one question or a list of them."""
+    if question is None:
+        raise ParameterError("question: expected the question to answer, got None; pass question='...'")
     if isinstance(question, str):
         prompts = [question] * n_images
     elif isinstance(question, Sequence) and all(isinstance(q, str) for q in question):
@@ -216,160 +228,161 @@ def explain_answer(
             f"question: expected one non-empty question (or one per image, {n_images}), got {len(prompts)}; "
             "pass the question as a str"
         )
-    return _explain_texts(
-        vlm,
-        images,
-        scorer,
-        method,
-        max_evals,
-        texts=answers,
-        prompts=prompts,
-        seed=seed,
-        max_side=max_side,
-        model_batch_size=model_batch_size,
-        layout=layout,
-        registry=registry,
-        progress=progress,
-        params=params,
-    )
+    return prompts
+
+
+@dataclass
+class _Settings:
+    """The keywords of one caption/answer call, shared by its images."""
+
+    scorer: CaptionScorer | str | None
+    budget: int | None
+    seed: int
+    max_side: int | None
+    batch_size: int | None  # images per model call, for the model and the method
+    model_batch: int | None  # the deprecated model_batch_size=: the model's alone
+    layout: Layout | str | None
+    registry: Registry | None
+    progress: ProgressArg
+    params: dict[str, Any]
+    prompts: list[str] | None = None
+    spec: MethodSpec | None = field(default=None, repr=False)
+
+    @property
+    def word(self) -> str:
+        return "captions" if self.prompts is None else "answers"
 
 
 def _explain_texts(
-    captioner: Any,
-    images: Any,
-    scorer: CaptionScorer | str | None,
-    method: str,
-    max_evals: int | None,
-    *,
-    texts: Sequence[str] | None,
-    prompts: list[str] | None,
-    seed: int,
-    max_side: int | None,
-    model_batch_size: int,
-    layout: Layout | str | None,
-    registry: Registry | None,
-    progress: ProgressArg,
-    params: dict[str, Any],
+    captioner: Any, images: Any, method: str, texts: Sequence[str] | str | None, settings: _Settings
 ) -> list[Explanation]:
     """The caption/answer loop: per image, a reference text, a token-score model, one ``explain`` call."""
-    from ..adapters.captioners.local import as_captioner, describe
     from ..registry import default_registry
-    from ..routing import explain
 
-    word = "captions" if prompts is None else "answers"
     captioner = as_captioner(captioner)
-    if isinstance(scorer, str):
-        from ..adapters.captioners.scorers import TeacherForcingScorer
-
-        scorer = TeacherForcingScorer.from_pretrained(scorer)
-    rows = [fit_max_side(img, max_side) for img in _image_rows(images, layout)]
-    if texts is not None:
-        texts = [str(c) for c in ([texts] if isinstance(texts, str) else texts)]
-        if len(texts) != len(rows):
-            raise ParameterError(f"{word}: got {len(texts)} {word} for {len(rows)} images; pass one per image")
-    method_params = dict(params)
-    spec = (registry or default_registry()).spec(method)
-    budget = BUDGET_PARAMS.get(spec.name)
-    if budget is not None and max_evals is not None:
-        method_params.setdefault(budget, int(max_evals))
-    own_tokens = getattr(captioner, "caption_tokens", None)
+    if isinstance(settings.scorer, str):
+        settings.scorer = _scorer_named(settings.scorer)
+    rows = [fit_max_side(img, settings.max_side) for img in _image_rows(images, settings.layout)]
+    references = _given_texts(texts, len(rows), settings.word)
+    settings.spec = (settings.registry or default_registry()).spec(method)
+    method_params = _method_params(settings)
     # A remote captioner spends its time waiting: the images then take turns (see xai_bridge._turns), so the
     # requests of every image are in flight together under the captioner's concurrency limit.
-    remote = scorer is not None and int(getattr(captioner, "max_concurrency", 1) or 1) > 1 and len(rows) > 1
+    concurrent = int(getattr(captioner, "max_concurrency", 1) or 1) > 1
+    remote = settings.scorer is not None and concurrent and len(rows) > 1
     turns = Turns(min(len(rows), MAX_IMAGES_AT_ONCE) if remote else 1)
-    asking: Any = _Offloaded(captioner, turns) if remote else captioner
+    asking = CaptionRequests(captioner, turns if remote else None) if settings.scorer is not None else captioner
 
     def one(i: int) -> Explanation:
-        image = rows[i]
         if not remote and len(rows) > 1:  # one image after another: say which (together, they share the bar)
             set_prefix(f"image {i + 1}/{len(rows)} ")
-        batch = image[None]
-        prompt = None if prompts is None else prompts[i]
-        ask = {} if prompt is None else {"prompt": prompt}
-        if texts is not None:
-            reference: Any = texts[i]
-        elif scorer is None and callable(own_tokens):
-            reference = own_tokens(batch, **ask)[0]  # the generated ids themselves
-        else:
-            from ..adapters.captioners.local import captions_of
+        reference = None if references is None else references[i]
+        prompt = None if settings.prompts is None else settings.prompts[i]
+        return _explain_one(captioner, asking, rows[i], reference, prompt, method_params, settings)
 
-            reference = captions_of(asking, batch, prompt)[0]
-        model: Any
-        distinct: int | None = None  # distinct captions seen (None: a gradient model sees none)
-        if spec.needs_gradients and scorer is None and callable(getattr(captioner, "answer_model", None)):
-            tokens = reference if not isinstance(reference, str) else captioner.tokenize(reference)  # type: ignore[attr-defined]
-            if len(tokens) == 0:
-                raise ModelInputError(f"reference: {word[:-1]} {tokens.text!r} has no tokens to explain")
-            model = captioner.answer_model(tokens, prompt, batch_size=model_batch_size)  # type: ignore[attr-defined]
-        else:
-            model = CaptionScoreModel(
-                asking,
-                scorer,
-                reference,
-                batch_size=model_batch_size,
-                reference_image=image if texts is None else None,
-                prompt=prompt,
-            )
-            tokens = model.reference
-        exp = explain(
-            model, batch, method, targets=[list(range(len(tokens)))], seed=seed, registry=registry, **method_params
-        )
-        if isinstance(model, CaptionScoreModel):
-            distinct = len(model.captions)
-        provenance = {
-            **dict(exp.params),
-            "caption": tokens.text,
-            "caption_tokens": list(tokens.names),
-            "captioner": describe(captioner),
-            "scorer": describe(scorer) if scorer is not None else "captioner's own language head",
-            "distinct_captions": distinct,
-        }
-        if prompt is not None:
-            provenance["question"] = prompt
-        return replace(exp, targets=np.asarray([tokens.ids], np.int64), params=provenance)
-
-    with session(progress, f"{'caption' if prompts is None else 'answer'} {method}"):
+    with session(settings.progress, f"{'caption' if settings.prompts is None else 'answer'} {method}"):
         return turns.map(one, list(range(len(rows))))
 
 
-class _Offloaded:
-    """A remote captioner shared by the images of one call, handing the caller's turn over while it waits.
+def _scorer_named(name: str) -> CaptionScorer:
+    """A teacher-forced scorer loaded by name or path (the one load of a transformers model in this package)."""
+    from ..adapters.captioners.scorers import TeacherForcingScorer
 
-    Images that several explanations ask for (the fully masked image of
-    every shap explanation, often) are sent once per call: the first asker
-    sends it, the others wait for its answer.
-    """
+    return TeacherForcingScorer.from_pretrained(name)
 
-    def __init__(self, captioner: Any, turns: Turns) -> None:
-        self.captioner = captioner
-        self.caption = turns.offload(self._caption)
-        self._answers: dict[str, Future[str]] = {}
-        self._lock = threading.Lock()
 
-    def _caption(self, images: np.ndarray, prompt: str | None = None) -> list[str]:
-        from ..adapters.captioners.local import captions_of
+def _given_texts(texts: Sequence[str] | str | None, n_images: int, word: str) -> list[str] | None:
+    if texts is None:
+        return None
+    given = [str(c) for c in ([texts] if isinstance(texts, str) else texts)]
+    if len(given) != n_images:
+        raise ParameterError(f"{word}: got {len(given)} {word} for {n_images} images; pass one per image")
+    return given
 
-        keys = [f"{_digest(img)}|{prompt}" for img in images]  # one answer per image and question
-        mine: dict[str, int] = {}
-        with self._lock:
-            for i, k in enumerate(keys):
-                if k not in self._answers:
-                    self._answers[k] = Future()
-                    mine[k] = i
-        if mine:
-            try:
-                fresh = captions_of(self.captioner, images[list(mine.values())], prompt)
-            except BaseException as exc:
-                with self._lock:
-                    for k in mine:
-                        self._answers.pop(k).set_exception(exc)
-                raise
-            for k, text in zip(mine, fresh, strict=True):
-                self._answers[k].set_result(text)
-        return [self._answers[k].result() for k in keys]
 
-    def describe(self) -> dict[str, Any]:
-        """The wrapped captioner's provenance."""
-        from ..adapters.captioners.local import describe
+def _method_params(settings: _Settings) -> dict[str, Any]:
+    """The method's parameters: the caller's, plus the budget under the method's own name for it."""
+    method_params = dict(settings.params)
+    spec = settings.spec
+    assert spec is not None
+    if spec.budget is not None and settings.budget is not None:
+        method_params.setdefault(spec.budget, int(settings.budget))
+    if settings.batch_size is not None:
+        method_params.setdefault("batch_size", int(settings.batch_size))
+    return method_params
 
-        return describe(self.captioner)
+
+def _explain_one(
+    captioner: Any,
+    asking: Any,
+    image: np.ndarray,
+    reference: str | None,
+    prompt: str | None,
+    method_params: dict[str, Any],
+    settings: _Settings,
+) -> Explanation:
+    """One image: its reference text, the model scoring that text's tokens, the explanation and its provenance."""
+    from ..routing import explain
+
+    batch = image[None]
+    text: Any = reference if reference is not None else _reference(captioner, asking, batch, prompt, settings)
+    model, tokens = _token_model(captioner, asking, image, text, prompt, settings, given=reference is not None)
+    targets = [list(range(len(tokens)))]
+    name = _name(settings)
+    try:
+        exp = explain(model, batch, name, targets, seed=settings.seed, registry=settings.registry, **method_params)
+    except ParameterError as exc:  # batch_size given, but the method has no parameter of that name: the model's alone
+        if "batch_size" not in method_params or not exc.valid or "batch_size" in exc.valid:
+            raise
+        method_params.pop("batch_size")
+        exp = explain(model, batch, name, targets, seed=settings.seed, registry=settings.registry, **method_params)
+    provenance = {
+        **dict(exp.params),
+        "caption": tokens.text,
+        "caption_tokens": list(tokens.names),
+        "captioner": describe(captioner),
+        "scorer": describe(settings.scorer) if settings.scorer is not None else "captioner's own language head",
+        "distinct_captions": len(model.captions) if isinstance(model, CaptionScoreModel) else None,
+    }
+    if prompt is not None:
+        provenance["question"] = prompt
+    return replace(exp, targets=np.asarray([tokens.ids], np.int64), params=provenance)
+
+
+def _name(settings: _Settings) -> str:
+    assert settings.spec is not None
+    return settings.spec.name
+
+
+def _reference(captioner: Any, asking: Any, batch: np.ndarray, prompt: str | None, settings: _Settings) -> Any:
+    """The text to explain: the captioner's own on the unmasked image (its generated ids, when self-scoring)."""
+    from .protocols import captions_of
+
+    own_tokens = getattr(captioner, "caption_tokens", None)
+    if settings.scorer is None and callable(own_tokens):
+        return own_tokens(batch, **({} if prompt is None else {"prompt": prompt}))[0]
+    return captions_of(asking, batch, prompt)[0]
+
+
+def _token_model(
+    captioner: Any, asking: Any, image: np.ndarray, text: Any, prompt: str | None, settings: _Settings, *, given: bool
+) -> tuple[Any, CaptionTokens]:
+    """The model whose outputs are the text's token scores, and the tokens (its targets)."""
+    batch_size = int(settings.model_batch or settings.batch_size or DEFAULT_BATCH_SIZE)
+    assert settings.spec is not None
+    if settings.spec.needs_gradients and settings.scorer is None and callable(getattr(captioner, "answer_model", None)):
+        tokens = text if not isinstance(text, str) else captioner.tokenize(text)
+        if len(tokens) == 0:
+            raise ModelInputError(f"reference: {settings.word[:-1]} {tokens.text!r} has no tokens to explain")
+        return captioner.answer_model(tokens, prompt, batch_size=batch_size), tokens
+    scorer = settings.scorer
+    assert not isinstance(scorer, str)  # a name was loaded into a scorer by _explain_texts
+    model = CaptionScoreModel(
+        asking,
+        scorer,
+        text,
+        batch_size=batch_size,
+        reference_image=None if given else image,
+        prompt=prompt,
+    )
+    return model, model.reference

@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import threading
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from xai_bridge.errors import ModelInputError, ParameterError
-
+from ..errors import ModelInputError, ParameterError
 from ..models import OutputKind
+from .protocols import CaptionScorer, CaptionTokens, SelfScoringCaptioner, as_captioner, captions_of, check_captions
+from .protocols import describe as describe_captioner
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..adapters.captioners.scorers import CaptionScorer, CaptionTokens
+    from .._turns import Turns
 
-__all__ = ["CaptionScoreModel", "fit_max_side"]
+__all__ = ["CaptionRequests", "CaptionScoreModel", "fit_max_side"]
 
 
 class CaptionScoreModel:
@@ -40,7 +43,7 @@ class CaptionScoreModel:
 
     Args:
         captioner: a captioner (``caption(images) -> list[str]``) or a function ``image -> str``.
-        scorer: a :class:`~xai_bridge.adapters.captioners.scorers.CaptionScorer`,
+        scorer: a :class:`~xai_bridge.captions.protocols.CaptionScorer`,
             or None for a self-scoring captioner.
         reference: the caption to explain (a string, or tokens from ``tokenize``).
         batch_size: largest batch passed to the captioner at once.
@@ -54,7 +57,7 @@ class CaptionScoreModel:
     Attributes:
         output_kind: ``OutputKind.SCORES``.
         class_names: the reference's token strings (cleaned).
-        reference: the :class:`~xai_bridge.adapters.captioners.scorers.CaptionTokens`.
+        reference: the :class:`~xai_bridge.captions.protocols.CaptionTokens`.
         captions: how often each caption was produced for the distinct
             images predicted so far (seed 000's grid of masked captions).
     """
@@ -70,9 +73,6 @@ class CaptionScoreModel:
         reference_image: np.ndarray | None = None,
         prompt: str | None = None,
     ) -> None:
-        from ..adapters.captioners.local import SelfScoringCaptioner, as_captioner
-        from ..adapters.captioners.scorers import CaptionTokens
-
         self.captioner = as_captioner(captioner)
         if scorer is None and not isinstance(self.captioner, SelfScoringCaptioner):
             raise ParameterError(
@@ -125,8 +125,6 @@ class CaptionScoreModel:
         return np.stack([self._rows[k] for k in keys]).astype(np.float32, copy=False)
 
     def _score(self, keys: list[str], batch: np.ndarray) -> np.ndarray:
-        from ..adapters.captioners.local import captions_of
-
         t = len(self.reference)
         if self.scorer is None:
             own_head = self.captioner.score_images  # type: ignore[attr-defined]
@@ -156,6 +154,68 @@ class CaptionScoreModel:
             f"CaptionScoreModel({self.captioner!r}, {self.scorer!r}, reference={self.reference.text!r}, "
             f"T={len(self.reference)})"
         )
+
+
+class CaptionRequests:
+    """How the caption models of one call ask their captioner: each distinct image once, turn-aware while waiting.
+
+    Several explanations often ask for the same image (the fully masked
+    image of every shap explanation): the first asker sends it, the others
+    wait for its answer. A captioner that answers in the background
+    (``submit``, a remote API) is waited on directly; a blocking captioner
+    is called as it is (on a helper thread when the images take turns).
+    Only ``turns`` (:mod:`xai_bridge._turns`) decides whose turn it is; how
+    many requests are in flight is the captioner's own decision.
+
+    Args:
+        captioner: the captioner.
+        turns: the turns the images of the call take (None: one image).
+    """
+
+    def __init__(self, captioner: Any, turns: Turns | None = None) -> None:
+        self.captioner = captioner
+        self.turns = turns
+        self._submit = getattr(captioner, "submit", None)
+        self._blocking = turns.offload(captions_of) if turns is not None else captions_of
+        self._answers: dict[str, Future[str]] = {}
+        self._lock = threading.Lock()
+
+    def caption(self, images: np.ndarray, prompt: str | None = None) -> list[str]:
+        """One caption per image; images already asked for in this call are not sent again."""
+        keys = [f"{_digest(img)}|{prompt}" for img in images]  # one answer per image and question
+        mine: dict[str, int] = {}
+        with self._lock:
+            for i, k in enumerate(keys):
+                if k not in self._answers:
+                    self._answers[k] = Future()
+                    mine[k] = i
+        if mine:
+            try:
+                fresh = self._ask(images[list(mine.values())], prompt)
+            except BaseException as exc:
+                with self._lock:
+                    for k in mine:
+                        self._answers.pop(k).set_exception(exc)
+                raise
+            for k, text in zip(mine, fresh, strict=True):
+                self._answers[k].set_result(text)
+        return [self._wait(self._answers[k]) for k in keys]
+
+    def _ask(self, images: np.ndarray, prompt: str | None) -> list[str]:
+        if callable(self._submit):
+            future = self._submit(images) if prompt is None else self._submit(images, prompt=prompt)
+            return check_captions(self._wait(future), len(images))
+        return self._blocking(self.captioner, images, prompt)
+
+    def _wait(self, future: Future[Any]) -> Any:
+        return self.turns.wait(future) if self.turns is not None else future.result()
+
+    def describe(self) -> dict[str, Any]:
+        """The wrapped captioner's provenance."""
+        return describe_captioner(self.captioner)
+
+    def __repr__(self) -> str:
+        return f"CaptionRequests({self.captioner!r})"
 
 
 def _digest(image: np.ndarray) -> str:

@@ -1,0 +1,121 @@
+"""Detector adapters: black-box functions and torchvision detection models, as detectors.
+
+Both return :class:`~xai_bridge.detection.Detections` per image with boxes
+in the pixels of the image they were given, so a detection found on a
+perturbed image is compared with its target in the same coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from xai_bridge.detection import Detections
+from xai_bridge.errors import ModelInputError, ParameterError
+
+__all__ = ["DetectionModel", "TorchvisionDetector", "is_torchvision_detector"]
+
+
+class DetectionModel:
+    """Any function that returns boxes, labels and scores, as a detector (a black box).
+
+    Example::
+
+        def detect(images):  # uint8 (N, H, W, 3)
+            return [{"boxes": b, "labels": l, "scores": s} for b, l, s in my_api(images)]
+
+        [exp] = xb.explain_detections(xb.DetectionModel(detect, class_names=names), "street.jpg")
+
+    Args:
+        fn: ``fn(images)`` takes uint8 ``(N, H, W, 3)`` and returns one dict per
+            image in torchvision's format: ``"boxes"`` ``(K, 4)`` ``(x0, y0, x1, y1)``
+            in pixels, ``"labels"`` ``(K,)``, ``"scores"`` ``(K,)``; optionally
+            ``"probabilities"`` ``(K, C)`` and ``"objectness"`` ``(K,)``.
+        class_names: one name per label index, or None.
+        batch_size: largest batch ``fn`` is given at once.
+    """
+
+    def __init__(
+        self, fn: Callable[[np.ndarray], Sequence[Any]], class_names: Sequence[str] | None = None, batch_size: int = 16
+    ) -> None:
+        if not callable(fn):
+            raise ParameterError(f"fn: expected a function images -> list of detection dicts, got {type(fn).__name__}")
+        if isinstance(batch_size, bool) or int(batch_size) < 1:
+            raise ParameterError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        self.fn = fn
+        self.class_names = None if class_names is None else [str(n) for n in class_names]
+        self.batch_size = int(batch_size)
+
+    def detect(self, images: np.ndarray) -> list[Detections]:
+        """One :class:`Detections` per uint8 ``(N, H, W, 3)`` image, in batches of ``batch_size``."""
+        out: list[Detections] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = np.ascontiguousarray(images[start : start + self.batch_size])
+            answers = list(self.fn(batch))
+            if len(answers) != len(batch):
+                raise ModelInputError(
+                    f"fn: returned {len(answers)} results for {len(batch)} images; return one dict per image"
+                )
+            out.extend(Detections.parse(a, f"fn(images)[{start + i}]") for i, a in enumerate(answers))
+        return out
+
+    def __repr__(self) -> str:
+        return f"DetectionModel({getattr(self.fn, '__name__', type(self.fn).__name__)})"
+
+
+def is_torchvision_detector(obj: Any) -> bool:
+    """Whether ``obj`` is one of torchvision's detection models (checked without importing torch)."""
+    return any(c.__module__.startswith("torchvision.models.detection") for c in type(obj).__mro__[:-1]) and hasattr(
+        obj, "forward"
+    )
+
+
+class TorchvisionDetector:
+    """A torchvision detection model (Faster R-CNN, RetinaNet, FCOS, SSD, Mask or Keypoint R-CNN boxes).
+
+    The model's own transform resizes and normalises, and maps the boxes back
+    to the pixels of the image it was given. It runs in eval mode under the
+    model guard: its mode, hooks, ``requires_grad`` and settings (score
+    thresholds, transform) are as they were afterwards.
+
+    Args:
+        module: the detection model.
+        weights: its torchvision weights enum, for ``meta["categories"]``.
+        class_names: names per label index (default: the weights' categories).
+        batch_size: images per forward pass.
+    """
+
+    def __init__(
+        self, module: Any, weights: Any = None, class_names: Sequence[str] | None = None, batch_size: int = 4
+    ) -> None:
+        if not is_torchvision_detector(module):
+            raise ParameterError(
+                f"module: expected a torchvision detection model, got {type(module).__name__}; "
+                "wrap other detectors with xb.DetectionModel(fn, class_names)"
+            )
+        if class_names is None and weights is not None:
+            class_names = list(getattr(weights, "meta", {}).get("categories", []) or []) or None
+        self.module = module
+        self.class_names = None if class_names is None else [str(n) for n in class_names]
+        self.batch_size = int(batch_size)
+
+    def detect(self, images: np.ndarray) -> list[Detections]:
+        """One :class:`Detections` per uint8 ``(N, H, W, 3)`` image."""
+        import torch
+        from xai_bridge.adapters._torch import model_guard
+
+        device = next((p.device for p in self.module.parameters()), torch.device("cpu"))
+        out: list[Detections] = []
+        with model_guard(self.module), torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                batch = [
+                    torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float().div_(255)
+                    for img in images[start : start + self.batch_size]
+                ]
+                out.extend(Detections.parse(d, "the detector's output") for d in self.module(batch))
+        return out
+
+    def __repr__(self) -> str:
+        return f"TorchvisionDetector({type(self.module).__name__})"
