@@ -14,6 +14,19 @@ model holds (``gpu_above_baseline_mb``), and the skip rule uses the GPU's free
 memory and those figures.
 
     .venv/bin/python benchmarks/bench_memory.py [--steps 200] [--sizes 200 50 10 0] [--device cuda] [--quick]
+
+``--keras`` measures instead the README's one-line Keras Integrated Gradients
+call (``xb.explain(keras_model, image, "captum.IntegratedGradients",
+preprocess=xb.Preprocess.inception(299))``, every other setting at its
+default) against the Keras tutorial's own eager-tape loop (seed 002: one
+interpolated image per ``tf.GradientTape``) at the same steps, and against
+that loop in a process that has imported torch and captum (the fixed
+footprint of xai-bridge's gradient path, which runs through captum), on
+``keras.applications.Xception(weights=None)`` (random weights cost the
+memory of trained ones) and one 299x299 image. The two sides alternate, each
+in a fresh subprocess, ``--repeats`` times; the ratio of the peaks is printed.
+
+    .venv/bin/python benchmarks/bench_memory.py --keras [--steps 50] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -61,6 +74,83 @@ print(json.dumps(row))
 """
 
 
+KERAS_CHILD = r"""
+import json, os, resource, sys, time
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+side, steps = {side!r}, {steps}
+import numpy as np
+import keras
+if side != "tutorial":
+    import xai_bridge as xb  # imported before TensorFlow runs, as a user's script would
+if side == "tutorial+torch":
+    import torch, captum.attr  # the libraries xai-bridge's gradient path loads, nothing of them run
+import tensorflow as tf
+keras.utils.set_random_seed(0)
+model = keras.applications.Xception(weights=None)
+image = np.random.default_rng(0).integers(0, 256, (299, 299, 3), dtype=np.uint8)
+pre = lambda x: x / 127.5 - 1.0
+top = int(np.argmax(model(pre(image[None].astype(np.float32)), training=False)[0]))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+if side.startswith("tutorial"):
+    img = image.astype(np.float32)
+    baseline = np.zeros_like(img)
+    path = np.array([baseline + (s / steps) * (img - baseline) for s in range(steps + 1)], np.float32)
+    grads = []
+    for x in pre(path):
+        x = tf.expand_dims(x, axis=0)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score = model(x)[:, top]
+        grads.append(tape.gradient(score, x)[0])
+    grads = tf.convert_to_tensor(grads)
+    ig = (img - baseline) * tf.reduce_mean((grads[:-1] + grads[1:]) / 2.0, axis=0)
+else:
+    exp = xb.explain(model, image, "captum.IntegratedGradients", preprocess=xb.Preprocess.inception(299),
+                     targets=top, n_steps=steps)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"side": side, "peak_mb": peak / 1024, "baseline_mb": base / 1024, "seconds": seconds}}))
+"""
+
+
+def keras_main(steps: int, repeats: int, results: str | None) -> dict[str, Any]:
+    """The README's Keras IG call vs the tutorial's eager-tape loop, alternating fresh subprocesses."""
+    rows: list[dict[str, Any]] = []
+    for repeat in range(repeats):
+        sides = ("tutorial", "xai-bridge", "tutorial+torch")
+        for side in sides if repeat % 2 == 0 else sides[::-1]:
+            code = KERAS_CHILD.format(side=side, steps=steps)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if out.returncode != 0:
+                rows.append({"side": side, "note": f"failed (rc {out.returncode}): {out.stderr.strip()[-300:]}"})
+            else:
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append({**res, "above_baseline_mb": res["peak_mb"] - res["baseline_mb"]})
+            print(rows[-1], flush=True)
+    peaks = {
+        side: max(r["peak_mb"] for r in rows if r["side"] == side and "peak_mb" in r)
+        for side in ("tutorial", "xai-bridge", "tutorial+torch")
+        if any(r["side"] == side and "peak_mb" in r for r in rows)
+    }
+    ratio = peaks["xai-bridge"] / peaks["tutorial"] if {"xai-bridge", "tutorial"} <= set(peaks) else None
+    same = peaks["xai-bridge"] / peaks["tutorial+torch"] if {"xai-bridge", "tutorial+torch"} <= set(peaks) else None
+    print(f"\n== Keras Xception 299x299, IG {steps} steps: peak RSS (fresh process each, {repeats} each)")
+    print(table(rows, ["side", "peak_mb", "baseline_mb", "above_baseline_mb", "seconds", "note"]))
+    print(f"peak RSS ratio xai-bridge / tutorial (worst of each): {ratio and round(ratio, 3)} (target <= 1.2)")
+    print(f"peak RSS ratio xai-bridge / tutorial with torch and captum imported: {same and round(same, 3)}")
+    result = {
+        "setup": "keras Xception(weights=None), 299x299",
+        "n_steps": steps,
+        "rows": rows,
+        "ratio": ratio,
+        "ratio_same_imports": same,
+        "machine": machine("cpu"),
+    }
+    print(f"-> {write('memory_keras', result, results)}")
+    return result
+
+
 def available_mb(device: str = "cpu") -> float | None:
     """MemAvailable from /proc/meminfo in MiB, or the GPU's free memory on CUDA (None where unknown)."""
     if device.startswith("cuda"):
@@ -94,7 +184,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--sizes", type=int, nargs="+", default=None, help="internal_batch_size values, 0 = None (default 200 50 10 0)"
     )
     parser.add_argument("--batch-size", type=int, default=16, help="the model's batch_size (used by size 0)")
+    parser.add_argument("--keras", action="store_true", help="Keras IG call vs the tutorial's loop (see above)")
     args = parser.parse_args(argv)
+    if args.keras:
+        return keras_main(args.steps or 50, args.repeats, args.results)
     steps = args.steps or (20 if args.quick else 200)
     sizes = args.sizes or ([20, 5, 0] if args.quick else [200, 50, 10, 0])
     order = sorted(sizes, key=lambda v: v or args.batch_size)

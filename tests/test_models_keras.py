@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -309,3 +310,81 @@ def test_keras_torch_backend_in_a_subprocess(tmp_path: Path) -> None:
     assert got["backend"] == "torch" and got["layer"] == "c2" and got["cam_h"] == 16
     assert got["saliency"] <= 1e-5 * got["saliency_scale"]
     assert got["cam_scale"] > 0 and got["cam"] <= 1e-5 * got["cam_scale"]
+
+
+# ------------------------------------------------------------------------- issue 28: hostile Keras models
+
+
+def test_unbuilt_sequential_is_refused_and_left_unbuilt() -> None:
+    model = keras.Sequential([keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    with pytest.raises(xb.ModelInputError, match=r"model.build\(") as err:
+        xb.as_model(model, preprocess=PRE)
+    assert "\n" not in str(err.value)
+    assert not model.built and not model.weights  # never built at a shape xai-bridge chose
+
+
+def test_two_outputs_are_refused_with_the_fix() -> None:
+    inp = keras.Input((SIZE, SIZE, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inp)
+    model = keras.Model(inp, [keras.layers.Dense(3)(pooled), keras.layers.Dense(2)(pooled)])
+    with pytest.raises(MethodNotApplicableError, match=r"keras.Model\(model.inputs, model.outputs\[0\]\)") as err:
+        xb.as_model(model, preprocess=PRE)
+    assert "\n" not in str(err.value)
+
+
+def test_grey_keras_model_gets_grey_pixels(images: np.ndarray) -> None:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((SIZE, SIZE, 1))
+    conv = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(inp)
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(conv)))
+    wrapped = KerasModel(model, PRE)
+    assert wrapped.preprocess.channels == 1
+    grey = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    want = np.asarray(model(preprocess(grey[..., None]), training=False))
+    np.testing.assert_allclose(wrapped.predict(images), want, atol=1e-4)
+    sal = xb.explain(model, images, "captum.Saliency", preprocess=PRE, targets=0)
+    assert np.isfinite(sal.attributions).all() and np.abs(sal.attributions).max() > 0
+
+
+def test_gradient_chunk_follows_the_memory_budget(cnn: keras.Model) -> None:
+    from xai_bridge.adapters.models._keras_module import gradient_chunk
+
+    big = keras.applications.Xception(weights=None)
+    assert gradient_chunk(big, 512) == 1  # one image's eager tape is ~400 MiB
+    assert gradient_chunk(big, 4096) > gradient_chunk(big, 1024) >= 2
+    assert gradient_chunk(cnn, 512) == 256  # tiny models: chunks as large as allowed
+
+
+def test_keras_gradients_in_chunks_equal_one_tape_and_halve_on_oom(cnn: keras.Model, images: np.ndarray) -> None:
+    model = KerasModel(cnn, PRE)
+    engine = model.module._engine
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().requires_grad_(True)
+    engine.chunk = 1  # one image per tape, as the Keras tutorial's loop
+    model.pixel_module()(x)[:, 1].sum().backward()
+    assert x.grad is not None
+    want = np.stack([tape_gradient(cnn, images[i : i + 1].astype(np.float32), 1)[0] for i in range(len(images))])
+    np.testing.assert_allclose(x.grad.permute(0, 2, 3, 1).numpy(), want, rtol=1e-4, atol=1e-6)
+
+    calls: list[int] = []
+    real = engine.chunked
+
+    def flaky(n: int, work: Any) -> list[Any]:
+        def once(a: int, b: int) -> Any:
+            calls.append(b - a)
+            if b - a > 1:
+                raise tf.errors.ResourceExhaustedError(None, None, "OOM")
+            return work(a, b)
+
+        return real(n, once)
+
+    engine.chunk, engine.chunked = 2, flaky
+    x.grad = None
+    model.pixel_module()(x)[:, 1].sum().backward()
+    assert engine.chunk == 1 and calls[:3] == [2, 1, 1]
+    np.testing.assert_allclose(x.grad.permute(0, 2, 3, 1).numpy(), want, rtol=1e-4, atol=1e-6)
+
+
+def test_class_names_not_naming_the_outputs_are_refused_at_once(cnn: keras.Model) -> None:
+    with pytest.raises(xb.ModelInputError, match=r"class_names: expected 3 names .* got 2") as err:
+        KerasModel(cnn, PRE, class_names=["cat", "dog"])
+    assert "\n" not in str(err.value)

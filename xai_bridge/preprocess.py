@@ -20,7 +20,7 @@ from PIL import Image
 
 from .errors import ParameterError
 
-__all__ = ["Preprocess", "Scale", "require_preprocess"]
+__all__ = ["GREY_WEIGHTS", "Preprocess", "Scale", "require_preprocess"]
 
 
 class Scale(str, enum.Enum):
@@ -40,15 +40,17 @@ class Scale(str, enum.Enum):
 class Preprocess:
     """Declared preprocessing from uint8 RGB pixels to the model's input.
 
-    The order is: resize -> scale -> channel order -> ``(x - mean) / std`` ->
-    layout. Everything is applied by xai-bridge, so backends that perturb
-    pixels and backends that need tensors see the same model.
+    The order is: resize -> grey (one-channel models) -> scale -> channel
+    order -> ``(x - mean) / std`` -> layout. Everything is applied by
+    xai-bridge, so backends that perturb pixels and backends that need
+    tensors see the same model.
 
     Attributes:
         size: ``(height, width)`` the model expects, or None to keep the size.
         scale: pixel range before normalisation.
-        mean: per-channel mean in the scaled range (after channel reordering).
-        std: per-channel std in the scaled range.
+        mean: per-channel mean in the scaled range (after channel reordering);
+            one value or three for a one-channel model (three are averaged).
+        std: per-channel std in the scaled range (as ``mean``).
         channel_order: ``"RGB"`` or ``"BGR"``.
         layout: ``"NCHW"`` (torch) or ``"NHWC"`` (Keras / numpy callables).
         antialias: antialias when resizing down (as PIL and torchvision v2 do).
@@ -64,18 +66,24 @@ class Preprocess:
         crop_rounding: how an odd centre-crop margin is split: ``"round"``
             (torchvision, timm: ``round(margin / 2)``) or ``"floor"``
             (Hugging Face: ``margin // 2``).
+        channels: 3 (RGB) or 1: the model takes one grey channel, computed
+            from the RGB pixels with Pillow's ``convert("L")`` weights
+            (0.299 R + 0.587 G + 0.114 B), so attributions still land on the
+            RGB image. Model adapters read it from the model's input where
+            they can (Keras, ONNX, timm ``in_chans``, Hugging Face ``num_channels``).
     """
 
     size: tuple[int, int] | None = None
     scale: Scale = Scale.UNIT
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     channel_order: str = "RGB"
     layout: str = "NCHW"
     antialias: bool = True
     resize: int | tuple[int, int] | None = None
     interpolation: str | None = None
     crop_rounding: str = "round"
+    channels: int = 3
 
     def __post_init__(self) -> None:
         try:
@@ -89,11 +97,15 @@ class Preprocess:
             if len(size) != 2 or min(size) <= 0:
                 raise ParameterError(f"Preprocess.size: expected (height, width) > 0, got {self.size}")
             object.__setattr__(self, "size", size)
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise ParameterError(f"Preprocess.channels: expected 3 (RGB) or 1 (grey), got {self.channels!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is not None:
                 value = _floats(f"Preprocess.{name}", value)
-                if len(value) != 3:
+                if self.channels == 1 and len(value) in (1, 3):
+                    value = (sum(value) / len(value),)
+                elif len(value) != 3:
                     raise ParameterError(f"Preprocess.{name}: expected 3 values, got {value}")
                 object.__setattr__(self, name, value)
         if self.std is not None and min(self.std) <= 0:
@@ -215,8 +227,10 @@ class Preprocess:
     def apply(self, images: np.ndarray) -> np.ndarray:
         """Apply to uint8 ``(N, H, W, 3)`` images; returns float32 in ``layout``.
 
-        Resizing uses Pillow's bilinear filter (antialiased), like Keras'
-        ``load_img(target_size=...)``.
+        Resizing uses Pillow with ``interpolation`` (default: bilinear,
+        antialiased). Keras' ``load_img(target_size=...)`` defaults to
+        nearest-neighbour instead: pass ``interpolation="nearest"`` to match
+        images a Keras script loaded that way.
         """
         x = images
         if self.resize is not None:
@@ -240,10 +254,12 @@ class Preprocess:
         return x[:, top : top + self.size[0], left : left + self.size[1]]
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
-        """Scale, reorder and normalise float NHWC pixels in [0, 255] (no resize)."""
+        """Grey (one-channel models), scale, reorder and normalise float NHWC pixels in [0, 255] (no resize)."""
+        if self.channels == 1:
+            x = x[..., :3] @ GREY_WEIGHTS.astype(np.float32)[:, None]
         factor, offset = self.scale.factor_offset
         x = x * np.float32(factor) + np.float32(offset)
-        if self.channel_order == "BGR":
+        if self.channel_order == "BGR" and self.channels == 3:
             x = x[..., ::-1]
         if self.mean is not None:
             x = x - np.asarray(self.mean, np.float32)
@@ -253,6 +269,9 @@ class Preprocess:
             x = np.transpose(x, (0, 3, 1, 2))
         return np.ascontiguousarray(x, dtype=np.float32)
 
+
+#: RGB weights of one grey channel: Pillow's ``convert("L")`` (ITU-R 601-2 luma).
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 
 #: Pillow filters by interpolation name (the numpy path resizes with Pillow).
 _PIL_FILTERS = {

@@ -21,10 +21,12 @@ from torch import nn
 from xai_bridge.adapters._torch import holding, model_guard, weights_fingerprint
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
-from xai_bridge.errors import ParameterError
+from xai_bridge.errors import ModelInputError, ParameterError, XaiBridgeError
 from xai_bridge.explanation import qualified_name
 from xai_bridge.models import OutputKind
 from xai_bridge.preprocess import Preprocess
+
+from ._outputs import check_outputs, first_call_failure
 
 __all__ = ["PixelModelBase", "positive_batch_size"]
 
@@ -150,7 +152,28 @@ class PixelModelBase:
         return bool(getattr(self._inferring, "depth", 0))
 
     def _chunked(self, run: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
-        """``run`` over ``images`` in chunks: the tuned size, or ``batch_size``."""
+        """``run`` over ``images`` in chunks: the tuned size, or ``batch_size``; the first call checked.
+
+        Until a first call succeeded, a failure of the user's model (the wrong
+        input size or channel count for its preprocessing, say) is reported in
+        one line naming ``preprocess=``, and the first output is checked
+        against the class names (see :func:`check_outputs`).
+        """
+        if getattr(self, "_outputs_checked", False):
+            return self._run_chunks(run, images)
+        try:
+            out = self._run_chunks(run, images)
+        except (XaiBridgeError, MemoryError):
+            raise
+        except Exception as err:
+            if "OutOfMemory" in type(err).__name__:
+                raise
+            raise ModelInputError(first_call_failure(err, self.preprocess, images.shape)) from None
+        check_outputs(out, self.class_names)  # names vs outputs, image-shaped outputs (once per model)
+        self._outputs_checked = True
+        return out
+
+    def _run_chunks(self, run: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
         if self._tuner is None or len(images) <= 1:
             return batched(run, images, self.batch_size)
         return self._tuner(run, images)

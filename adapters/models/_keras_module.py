@@ -31,7 +31,6 @@ layer is touched, and every call runs with ``training=False``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,113 +40,9 @@ from xai_bridge.adapters._load_order import triton_before_tensorflow
 
 from xai_bridge.errors import MethodNotApplicableError
 
-__all__ = ["KerasModule", "spatial_layers", "triton_before_tensorflow"]
+from ._keras_engines import TensorFlowEngine, TorchEngine, gradient_chunk
 
-
-class _TensorFlow:
-    """Calls and vector-Jacobian products on the TensorFlow backend."""
-
-    device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self._compiled: dict[tuple[Any, ...], Any] = {}
-
-    def compiled(self, fn: Any, example: Any) -> Any:
-        """``fn`` as a ``tf.function`` over any batch size (a few times faster per call than eager Keras).
-
-        Only for the whole model: a tape sees a compiled call as one op, so the
-        gradient between two of its outputs (a cut layer and the scores) would
-        be lost; graphs with cut layers run eagerly.
-        """
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        key = (id(fn), tuple(example.shape[1:]), str(example.dtype))
-        if key not in self._compiled:
-            spec = tf.TensorSpec([None, *example.shape[1:]], tf.as_dtype(example.dtype))
-            self._compiled[key] = (fn, tf.function(lambda a: fn(a, training=False), input_signature=[spec]))
-        return self._compiled[key][1]
-
-    def predict(self, fn: Any, x: np.ndarray) -> np.ndarray:
-        """Outputs of ``fn`` on a numpy batch, without torch (no torch op between TensorFlow calls)."""
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        xt = tf.convert_to_tensor(x)
-        (out,) = _flat(self.compiled(fn, xt)(xt))
-        return np.asarray(out, np.float32)
-
-    def run(self, fn: Any, x: torch.Tensor, record: bool, whole: bool) -> tuple[list[Any], Any]:
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        xt = tf.convert_to_tensor(x.detach().cpu().numpy())
-        if whole:
-            fn = self.compiled(fn, xt)
-        if not record:
-            return _flat(fn(xt)), None
-        tape = tf.GradientTape(persistent=True)  # the cut layers' and the pixels' VJPs may both be asked for
-        with tape:
-            tape.watch(xt)
-            outs = _flat(fn(xt) if whole else fn(xt, training=False))
-        return outs, (tape, xt, outs)
-
-    def to_torch(self, value: Any) -> torch.Tensor:
-        return torch.from_numpy(np.array(value, dtype=np.float32))
-
-    def vjp(self, state: Any, grads: Sequence[torch.Tensor | None], sources: Sequence[Any]) -> list[torch.Tensor]:
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        tape, _, outs = state
-        pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
-        found = tape.gradient(
-            [o for o, _ in pairs],
-            list(sources),
-            output_gradients=[tf.convert_to_tensor(g.detach().cpu().numpy()) for _, g in pairs],
-            unconnected_gradients=tf.UnconnectedGradients.ZERO,
-        )
-        return [self.to_torch(f) for f in found]
-
-    def source(self, state: Any, index: int) -> Any:
-        return state[1] if index < 0 else state[2][index]
-
-
-class _Torch:
-    """Calls and vector-Jacobian products on Keras' torch backend (the model's own autograd graph)."""
-
-    def __init__(self) -> None:
-        from keras.src.backend.torch.core import get_device  # type: ignore[import-untyped]
-
-        self.device = torch.device(get_device())
-
-    def predict(self, fn: Any, x: np.ndarray) -> np.ndarray:
-        """Outputs of ``fn`` on a numpy batch."""
-        with torch.no_grad():
-            (out,) = _flat(fn(torch.from_numpy(x).to(self.device), training=False))
-        return out.detach().float().cpu().numpy()
-
-    def run(self, fn: Any, x: torch.Tensor, record: bool, whole: bool) -> tuple[list[Any], Any]:
-        xt = x.detach().to(self.device).clone().requires_grad_(record)
-        with torch.enable_grad() if record else torch.no_grad():
-            outs = _flat(fn(xt, training=False))
-        return outs, (xt, outs) if record else None
-
-    def to_torch(self, value: Any) -> torch.Tensor:
-        return value.detach().float()
-
-    def vjp(self, state: Any, grads: Sequence[torch.Tensor | None], sources: Sequence[Any]) -> list[torch.Tensor]:
-        _, outs = state
-        pairs = [(o, g.to(o.device)) for o, g in zip(outs, grads, strict=True) if g is not None]
-        found = torch.autograd.grad(
-            [o for o, _ in pairs], list(sources), [g for _, g in pairs], allow_unused=True, materialize_grads=True
-        )
-        return [f.detach() for f in found]
-
-    def source(self, state: Any, index: int) -> Any:
-        return state[0] if index < 0 else state[1][index]
-
-
-def _flat(out: Any) -> list[Any]:
-    if isinstance(out, dict):
-        out = list(out.values())
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+__all__ = ["KerasModule", "gradient_chunk", "spatial_layers", "triton_before_tensorflow"]
 
 
 class _Box:
@@ -248,18 +143,20 @@ class KerasModule(nn.Module):
 
     Args:
         model: a built Keras 3 model with one input and one output.
+        memory_mb: memory one TensorFlow gradient pass may take (see
+            :func:`gradient_chunk`); None: a quarter of the available memory, at most 512 MiB.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, memory_mb: float | None = None) -> None:
         super().__init__()
         import keras  # type: ignore[import-untyped]
 
         backend = keras.backend.backend()
         triton_before_tensorflow()
         if backend == "tensorflow":
-            self._engine: Any = _TensorFlow()
+            self._engine: Any = TensorFlowEngine(gradient_chunk(model, memory_mb))
         elif backend == "torch":
-            self._engine = _Torch()
+            self._engine = TorchEngine()
         else:
             raise MethodNotApplicableError(
                 f"model: gradients of Keras models need the tensorflow or torch backend, got {backend!r}; set "

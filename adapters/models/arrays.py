@@ -12,6 +12,8 @@ from xai_bridge.errors import ModelInputError
 from xai_bridge.models import Model, OutputKind
 from xai_bridge.preprocess import Preprocess, require_preprocess
 
+from ._outputs import check_outputs, class_count
+
 if TYPE_CHECKING:
     from ._table import ModelRequest
 
@@ -65,7 +67,7 @@ class ArrayModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32."""
         out = batched(lambda b: _numpy(self.fn(self.preprocess.apply(b))), images, self.batch_size)
-        self.output_count = int(out.shape[1])
+        self.output_count = class_count(check_outputs(out, self.class_names).shape)
         return out
 
     def __repr__(self) -> str:
@@ -104,7 +106,7 @@ class BlackBoxModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32."""
         out = batched(lambda b: _numpy(self.fn(b.copy())), images, self.batch_size)
-        self.output_count = int(out.shape[1])
+        self.output_count = class_count(check_outputs(out, self.class_names).shape)
         return out
 
     def __repr__(self) -> str:

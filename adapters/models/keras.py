@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,8 +26,10 @@ from xai_bridge.models import Model, OutputKind
 from xai_bridge.preprocess import Preprocess, require_preprocess
 
 from ._differentiable import PixelModelBase, positive_batch_size
+from ._input_shape import fit_input_shape
 from ._keras_module import KerasModule, triton_before_tensorflow
 from ._kinds import is_keras_model
+from ._outputs import check_outputs
 from .torch import PixelModule
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class KerasModel(PixelModelBase):
         self._pixel = PixelModule(self._module, preprocess)
         kind = OutputKind(output_kind) if output_kind is not None else _output_kind(model)
         self._setup(preprocess, kind, class_names, size, tune_batch)
+        if class_names is not None and self.output_count is not None:  # known from the graph: check now
+            check_outputs(np.empty((0, self.output_count), np.float32), self.class_names)
 
     @property
     def module(self) -> nn.Module:
@@ -93,7 +96,8 @@ class KerasModel(PixelModelBase):
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Outputs for uint8 NHWC images, ``(N, outputs)`` float32, batched; prints nothing.
 
-        Runs ``preprocess.apply`` (Pillow resize, like Keras' ``load_img``) and
+        Runs ``preprocess.apply`` (Pillow resize: bilinear unless ``interpolation=``; Keras'
+        ``load_img`` defaults to nearest) and
         the Keras model, with no torch op in between: torch's worker threads
         stall behind TensorFlow's on small CPUs. Gradient methods resize with
         torch instead, so images already at the model's size (the usual Keras
@@ -144,26 +148,32 @@ def wrap(model: Any, request: ModelRequest) -> Model:
 
 
 def _fit_preprocess(model: Any, preprocess: Preprocess) -> Preprocess:
-    """The layout (and a missing size) read from the model's input shape."""
+    """The layout, channel count (and a missing size) read from the model's input shape.
+
+    An unbuilt model is refused: building it would give the user's model
+    weights at a shape xai-bridge chose.
+    """
+    if not getattr(model, "built", True):
+        raise ModelInputError(
+            f"model: the Keras model {getattr(model, 'name', '')!r} is not built (no input shape, no weights); "
+            "build it first, e.g. model.build((None, 299, 299, 3)), or give it a keras.Input"
+        )
     try:
         shape = tuple(model.inputs[0].shape)
-    except (AttributeError, IndexError, ValueError):
+        outputs = [tuple(o.shape) for o in model.outputs]
+    except (AttributeError, IndexError, ValueError, TypeError):
         return preprocess
+    if len(outputs) != 1:
+        raise MethodNotApplicableError(
+            f"model: expected a Keras model with one output (N, classes), got {len(outputs)} outputs {outputs}; "
+            "wrap the one to explain: keras.Model(model.inputs, model.outputs[0])"
+        )
     if len(model.inputs) != 1 or len(shape) != 4:
         raise MethodNotApplicableError(
             f"model: expected a Keras model with one image input (N, H, W, 3), got inputs "
             f"{[tuple(i.shape) for i in model.inputs]}"
         )
-    if shape[-1] == 3 and shape[1] != 3:
-        layout, hw = "NHWC", shape[1:3]
-    elif shape[1] == 3 and shape[-1] != 3:
-        layout, hw = "NCHW", shape[2:4]
-    else:
-        return preprocess
-    changes: dict[str, Any] = {"layout": layout}
-    if preprocess.size is None and None not in hw:
-        changes["size"] = (int(hw[0]), int(hw[1]))
-    return replace(preprocess, **changes)
+    return fit_input_shape(shape, preprocess)
 
 
 def _output_kind(model: Any) -> OutputKind:

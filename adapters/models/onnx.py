@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,16 +23,22 @@ from xai_bridge.errors import MethodNotApplicableError, ModelInputError, Paramet
 from xai_bridge.models import Model, OutputKind
 from xai_bridge.preprocess import Preprocess, require_preprocess
 
+from ._input_shape import fit_input_shape
 from ._kinds import from_library
+from ._outputs import check_outputs, class_count
 
 if TYPE_CHECKING:
     from ._table import ModelRequest
 
-__all__ = ["OnnxModel", "is_onnx_model", "wrap"]
+__all__ = ["MissingOnnxFileError", "OnnxModel", "is_onnx_model", "wrap"]
 
 _WHAT, _EXAMPLE = "an ONNX model", "Preprocess.imagenet() (the layout is read from the graph)"
 
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+class MissingOnnxFileError(ModelInputError, FileNotFoundError):
+    """No file at the ``.onnx`` path given (still a ``FileNotFoundError``, as before)."""
 
 
 class OnnxModel:
@@ -96,6 +101,8 @@ class OnnxModel:
             x = np.concatenate([x, np.repeat(x[-1:], fixed - n, axis=0)])
         (out,) = self.session.run([self.output_name], {self.input_name: x})
         out = np.asarray(out, np.float32)
+        if self.output_count is None:  # the first real output: one score per class, as many as names
+            self.output_count = class_count(check_outputs(out, self.class_names).shape)
         return out.reshape(len(out), -1)[:n]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -130,11 +137,21 @@ def _session(model: Any) -> Any:
             )
         return model
     path = Path(model)
+    if path.is_dir():
+        raise ModelInputError(f"model: expected a .onnx file, got the directory {str(path)!r}; pass the file inside it")
     if not path.is_file():
-        raise FileNotFoundError(f"model: no ONNX file at {str(path)!r}")
+        raise MissingOnnxFileError(f"model: no ONNX file at {str(path)!r}; check the path")
     import onnxruntime  # type: ignore[import-untyped]
 
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph, over many lines
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        size = path.stat().st_size
+        raise ModelInputError(
+            f"model: {str(path)!r} ({size} bytes) is not a loadable ONNX model ({type(err).__name__}: {reason}); "
+            "export it again, e.g. with torch.onnx.export, and check the file is complete"
+        ) from None
 
 
 def _output_name(session: Any, output: str | int) -> str:
@@ -147,18 +164,9 @@ def _output_name(session: Any, output: str | int) -> str:
 
 
 def _fit_preprocess(name: str, shape: list[Any], preprocess: Preprocess) -> Preprocess:
-    """The layout (and a missing size) read from the input's shape; an ambiguous shape keeps ``preprocess``."""
+    """The layout, channels (and a missing size) read from the input's shape; an ambiguous shape keeps ``preprocess``."""
     if len(shape) != 4:
         raise MethodNotApplicableError(
             f"model: ONNX input {name!r} has shape {shape}; expected (N, 3, H, W) or (N, H, W, 3)"
         )
-    if shape[1] == 3 and shape[3] != 3:
-        layout, hw = "NCHW", shape[2:4]
-    elif shape[3] == 3 and shape[1] != 3:
-        layout, hw = "NHWC", shape[1:3]
-    else:
-        return preprocess
-    changes: dict[str, Any] = {"layout": layout}
-    if preprocess.size is None and all(isinstance(d, int) and d > 0 for d in hw):
-        changes["size"] = (int(hw[0]), int(hw[1]))
-    return replace(preprocess, **changes)
+    return fit_input_shape(shape, preprocess)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from xai_bridge.errors import ModelInputError
@@ -120,10 +121,25 @@ def timm_model(
     from .torch import TorchModel
 
     names = class_names if class_names is not None else timm_class_names(model)
+    if preprocess is None:
+        preprocess = preprocess_from_timm(model)
+        if _in_chans(model) == 1:  # timm's data config says 3 channels whatever in_chans was
+            preprocess = replace(preprocess, channels=1)
     return TorchModel(
         model,
-        preprocess or preprocess_from_timm(model),
+        preprocess,
         output_kind=output_kind or OutputKind.LOGITS,
         class_names=names,
         batch_size=batch_size,
     )
+
+
+def _in_chans(model: Any) -> int | None:
+    """The channels a timm model takes: ``in_chans``, else its first convolution's input channels."""
+    chans = getattr(model, "in_chans", None)
+    if isinstance(chans, int):
+        return chans
+    for module in model.modules():
+        if type(module).__name__ == "Conv2d":
+            return int(module.in_channels)
+    return None

@@ -15,7 +15,7 @@ from xai_bridge.adapters._torch import model_guard
 from xai_bridge.batching import ScoreTap
 from xai_bridge.errors import ModelInputError
 from xai_bridge.models import Model, OutputKind
-from xai_bridge.preprocess import Preprocess, require_preprocess
+from xai_bridge.preprocess import GREY_WEIGHTS, Preprocess, require_preprocess
 
 from ._differentiable import PixelModelBase, positive_batch_size
 
@@ -35,23 +35,31 @@ class PixelModule(nn.Module):
         preprocess: the declared preprocessing.
         softmax: append a softmax over the last axis.
         channels_last: hand the module channels-last NCHW tensors.
+        sigmoid: append a sigmoid instead (multi-label heads: each class its own probability).
     """
 
     def __init__(
-        self, model: nn.Module, preprocess: Preprocess, softmax: bool = False, channels_last: bool = False
+        self,
+        model: nn.Module,
+        preprocess: Preprocess,
+        softmax: bool = False,
+        channels_last: bool = False,
+        sigmoid: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.preprocess = preprocess
         self.softmax = softmax
+        self.sigmoid = sigmoid
         self.channels_last = channels_last
         factor, offset = preprocess.scale.factor_offset
         self.factor, self.offset = float(factor), float(offset)
         device = _module_device(model)
-        mean = preprocess.mean or (0.0, 0.0, 0.0)
-        std = preprocess.std or (1.0, 1.0, 1.0)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+        c = preprocess.channels
+        mean = preprocess.mean or (0.0,) * c
+        std = preprocess.std or (1.0,) * c
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, c, 1, 1))
         self.tap: ScoreTap | None = None
         self.n_outputs: int | None = None
         # The wrapper's own flag only (the user's module keeps its mode): guards then find
@@ -68,6 +76,8 @@ class PixelModule(nn.Module):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = _logits(self.model(self.prepare(x)))
+        if self.sigmoid:
+            return torch.sigmoid(out)
         return torch.softmax(out, dim=-1) if self.softmax else out
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,8 +87,11 @@ class PixelModule(nn.Module):
             x = _resize_and_crop(x, pre)
         elif pre.size is not None and tuple(x.shape[-2:]) != pre.size:
             x = _interpolate(x, pre.size, pre)
+        if pre.channels == 1:
+            grey = torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            x = (x * grey).sum(dim=1, keepdim=True)  # not a buffer: weight fingerprints stay as they were
         x = x * self.factor + self.offset
-        if pre.channel_order == "BGR":
+        if pre.channel_order == "BGR" and pre.channels == 3:
             x = x.flip(1)
         if pre.mean is not None or pre.std is not None:
             x = (x - self.mean) / self.std  # type: ignore[operator]  # buffers are typed Tensor | Module
@@ -162,6 +175,8 @@ class TorchModel(PixelModelBase):
             xai-bridge never moves a module: ``module.to("cuda")`` before
             wrapping it. ``"cuda"`` without an index matches any GPU.
         softmax: explain softmax probabilities instead of the raw outputs.
+        sigmoid: explain sigmoid probabilities instead (multi-label heads,
+            whose classes are not exclusive: a softmax would make them compete).
     """
 
     def __init__(
@@ -175,6 +190,7 @@ class TorchModel(PixelModelBase):
         softmax: bool = False,
         tune_batch: bool = True,
         channels_last: bool | None = None,
+        sigmoid: bool = False,
     ) -> None:
         if not isinstance(module, nn.Module):
             raise ModelInputError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
@@ -190,14 +206,26 @@ class TorchModel(PixelModelBase):
             _check_device(device, here)
         self._module = module
         self._device = here
-        self._pixel = PixelModule(module, preprocess, softmax=softmax, channels_last=bool(channels_last))
+        self._pixel = PixelModule(
+            module, preprocess, softmax=softmax, channels_last=bool(channels_last), sigmoid=sigmoid
+        )
         self._layout_settled = channels_last is not None
-        self._setup(preprocess, OutputKind.PROBABILITIES if softmax else output_kind, class_names, size, tune_batch)
+        kind = OutputKind.PROBABILITIES if softmax or sigmoid else output_kind
+        self._setup(preprocess, kind, class_names, size, tune_batch)
 
     @property
     def module(self) -> nn.Module:
         """The user's module."""
         return self._module
+
+    @property
+    def activation(self) -> str | None:
+        """What turns the module's outputs into the explained ones: ``"sigmoid"``, ``"softmax"`` or None.
+
+        For callers recording which probabilities an explanation shows
+        (multi-label heads: independent sigmoids, not a softmax across classes).
+        """
+        return "sigmoid" if self._pixel.sigmoid else "softmax" if self._pixel.softmax else None
 
     @property
     def channels_last(self) -> bool:

@@ -29,7 +29,8 @@ def preprocess_from_weights(weights: Any) -> Preprocess:
     """
     transform = weights.transforms()
     needed = ("crop_size", "resize_size", "mean", "std", "interpolation")
-    if not all(hasattr(transform, k) for k in needed):
+    # a video (VideoClassification), optical-flow or segmentation preset has some of the same fields
+    if type(transform).__name__ != "ImageClassification" or not all(hasattr(transform, k) for k in needed):
         raise ModelInputError(
             f"preprocess: {weights} has transforms {type(transform).__name__}, not an image-classification "
             "preset (resize, crop, mean/std); pass preprocess=Preprocess(...) instead"

@@ -6,7 +6,10 @@ A bare ``PreTrainedModel`` (``ViTForImageClassification``,
 is unwrapped to ``.logits`` by the pixel wrapper, its preprocessing is read from
 the ``preprocessor_config.json`` saved beside the weights (``model.name_or_path``
 as a local folder) or from an image processor passed in, and its class names
-come from ``config.id2label``. The module itself is used as is, never changed.
+come from ``config.id2label``. A multi-label head
+(``problem_type="multi_label_classification"``) is explained as sigmoid
+probabilities (``output_kind`` probabilities), and a one-channel model
+(``num_channels=1``) gets grey inputs. The module itself is used as is, never changed.
 
 transformers itself is not imported here: an image processor is read through
 ``to_dict()`` (or a plain dict, the JSON file's content).
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +93,13 @@ def _config_dict(processor: Any) -> dict[str, Any]:
     if isinstance(processor, (str, Path)):
         path = Path(processor)
         path = path / "preprocessor_config.json" if path.is_dir() else path
-        return dict(json.loads(path.read_text()))
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as err:
+            raise ModelInputError(
+                f"processor: {str(path)!r} is not a readable preprocessor_config.json ({type(err).__name__}: "
+                f"{str(err)[:120]}); save it again with processor.save_pretrained(folder)"
+            ) from None
     if isinstance(processor, Mapping):
         return dict(processor)
     to_dict = getattr(processor, "to_dict", None)
@@ -203,12 +213,21 @@ def transformers_model(
     """
     from .torch import TorchModel
 
+    config = getattr(model, "config", None)
     pre = require_preprocess(
         preprocess or _processor_near(model),
         f"{type(model).__name__} (no preprocessor_config.json at name_or_path={getattr(model, 'name_or_path', '')!r})",
         "Preprocess.from_transformers(processor) (e.g. AutoImageProcessor.from_pretrained(...))",
     )
-    names = class_names if class_names is not None else class_names_from_config(getattr(model, "config", None))
+    if getattr(config, "num_channels", 3) == 1 and pre.channels == 3:
+        pre = replace(pre, channels=1)  # the processor makes RGB; the model takes grey
+    names = class_names if class_names is not None else class_names_from_config(config)
+    multi_label = getattr(config, "problem_type", None) == "multi_label_classification" and output_kind is None
     return TorchModel(
-        model, pre, output_kind=output_kind or OutputKind.LOGITS, class_names=names, batch_size=batch_size
+        model,
+        pre,
+        output_kind=output_kind or OutputKind.LOGITS,
+        class_names=names,
+        batch_size=batch_size,
+        sigmoid=multi_label,  # independent classes: sigmoid probabilities, never a softmax across them
     )

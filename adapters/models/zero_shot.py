@@ -265,7 +265,9 @@ def text_features(model: nn.Module, family: str, tokenizer: Any, prompts: Sequen
     device = _device(model)
     with model_guard(model, eval_mode=True), torch.no_grad():
         if family == _HF:
-            feats = _pooled(model.get_text_features(**_hf_tokens(model, tokenizer, prompts, device)))  # type: ignore[operator]
+            encoded = _hf_tokens(model, tokenizer, prompts, device)
+            _refuse_same_tokens(prompts, encoded.get("input_ids"), encoded.get("attention_mask"))
+            feats = _pooled(model.get_text_features(**encoded))  # type: ignore[operator]
         else:
             tokens = tokenizer(list(prompts))
             if not isinstance(tokens, torch.Tensor):
@@ -273,9 +275,29 @@ def text_features(model: nn.Module, family: str, tokenizer: Any, prompts: Sequen
                     f"tokenizer: expected a callable returning token ids (open_clip.get_tokenizer), got "
                     f"{type(tokens).__name__} from {type(tokenizer).__name__}"
                 )
+            _refuse_same_tokens(prompts, tokens, None)
             feats = model.encode_text(tokens.to(device))  # type: ignore[operator]
     feats = feats.detach().float()
     return feats / feats.norm(p=2, dim=-1, keepdim=True)
+
+
+def _refuse_same_tokens(prompts: Sequence[str], ids: Any, mask: Any) -> None:
+    """Refuse prompts the tokenizer makes identical ("a photo of a cat" and "A photo of a cat ").
+
+    Their outputs would be equal, and a target named by either one ambiguous.
+    """
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
+        return
+    seen: dict[tuple[int, ...], str] = {}
+    for i, prompt in enumerate(prompts):
+        row = ids[i] if mask is None else ids[i][mask[i].bool()]
+        key = tuple(int(t) for t in row.tolist())
+        if key in seen:
+            raise ModelInputError(
+                f"prompts: expected prompts that differ after tokenisation, got {seen[key]!r} and {prompt!r} "
+                "(the same tokens, so the same scores); drop one or reword it"
+            )
+        seen[key] = prompt
 
 
 def _hf_tokens(model: nn.Module, tokenizer: Any, prompts: Sequence[str], device: torch.device) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from xai_bridge.normalization import Norm
 
 from ._text import score_text
 from .colors import BLUE, DEFAULT_OPACITY, RED, ColorRule, colorize, rule_for, sequential_lut
+from .outlines import draw_outlines
 
 __all__ = ["MapScale", "Style", "caption_plot", "comparison_grid", "explanation_plot", "figure_png", "overlay"]
 
@@ -244,6 +245,7 @@ def _draw_panels(
             ax = axes[i, j]
             m = normed[name][i, t if per_target else 0]
             ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
+            draw_outlines(ax, exps[name], i, t if per_target else 0)
             if titles and i == 0:
                 label = name.replace(".", "\n", 1)  # library on one line, method below
                 ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8)
@@ -327,6 +329,7 @@ def explanation_plot(
         for t in range(explanation.n_targets):
             ax = axes[r, t + 1]
             ax.imshow(overlay(explanation.images[n], normed[t], alpha=alpha, signed=rule.signed))
+            draw_outlines(ax, explanation, n, t)
             ax.set_title(f"{explanation.target_names[n, t]}\n{score_text(explanation, n, t)}", fontsize=8)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -365,6 +368,7 @@ def caption_plot(
     for t in range(exp.n_targets):
         ax = axes.flat[t + 1]
         ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed))
+        draw_outlines(ax, exp, 0, t)
         ax.set_title(str(exp.target_names[0, t]), fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
