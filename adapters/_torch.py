@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from xai_bridge.adapters._load_order import triton_before_tensorflow
 
 from xai_bridge import progress
+from xai_bridge._load_order import triton_before_tensorflow
 from xai_bridge._seeding import numpy_seeded
 
 __all__ = [

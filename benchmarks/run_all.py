@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         ["bench_memory.py"],
         ["bench_caption.py"],
         ["bench_dataset.py"],
+        ["bench_regions.py"],
     ]
     if (HERE.parent / ".venv-omnixai" / "bin" / "python").exists():
         scripts.append(["bench_omnixai.py"])

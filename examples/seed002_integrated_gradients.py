@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, xb.Explanation]:
     args = parser.parse_args(argv)
     steps, runs = (16, 2) if args.quick else (50, 10)  # the tutorial: 50 steps, 10 random baselines
     if args.keras:
-        from xai_bridge.adapters._load_order import triton_before_tensorflow
+        from xai_bridge._load_order import triton_before_tensorflow
 
         triton_before_tensorflow()  # TensorFlow 2.21 wheels crash a later `import triton`
         from keras.applications import xception

@@ -7,15 +7,17 @@ tests marked ``slow`` use the real EfficientNet-Lite0 on scikit-image samples.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from helpers import random_images  # noqa: E402
 from torch import nn  # noqa: E402
-from xai_bridge.adapters._load_order import triton_before_tensorflow  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
+from xai_bridge._load_order import triton_before_tensorflow  # noqa: E402
 
 triton_before_tensorflow()  # test modules import TensorFlow (directly or through Quantus) in any order
 
@@ -72,7 +74,7 @@ def tiny_model(tiny_net: TinyNet) -> xb.TorchModel:
 @pytest.fixture
 def rgb_images() -> np.ndarray:
     """Two seeded random uint8 images, (2, 40, 48, 3)."""
-    return np.random.default_rng(0).integers(0, 256, size=(2, 40, 48, 3), dtype=np.uint8)
+    return random_images((2, 40, 48, 3))
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +112,32 @@ def make_pngs(folder: Path, n: int = 2, size: int = 16, seed: int = 0) -> list[P
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def tiny_model_of_kind(kind: str = "any") -> Any:
+    """A fresh tiny model for a method's ``MethodSpec.model_kind``: the CNN, a 2-layer ViT, or a detector's score model."""
+    if kind == "transformer":
+        import torch
+        from torchvision.models import VisionTransformer
+
+        torch.manual_seed(0)
+        vit = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5)
+        torch.nn.init.normal_(vit.heads.head.weight, std=0.5)  # torchvision starts the head at zero
+        return xb.TorchModel(vit.eval(), TINY_PREPROCESS, class_names=TINY_CLASSES, batch_size=8, tune_batch=False)
+    if kind == "detector":
+        from xai_bridge.detection import DetectionScoreModel
+
+        detector = xb.DetectionModel(_quadrant_detections, class_names=TINY_CLASSES[:4])
+        targets = detector.detect(np.zeros((1, 24, 24, 3), np.uint8))[0]
+        return DetectionScoreModel(detector, targets, TINY_CLASSES[:4])
+    return xb.TorchModel(make_tiny_net(0), TINY_PREPROCESS, class_names=TINY_CLASSES, batch_size=8, tune_batch=False)
+
+
+def _quadrant_detections(images: np.ndarray) -> list[dict[str, np.ndarray]]:
+    """Four detections per image, one per quadrant (label = quadrant), scored by the quadrant's brightness."""
+    boxes = np.array([[0, 0, 12, 12], [12, 0, 24, 12], [0, 12, 12, 24], [12, 12, 24, 24]], float)
+    out = []
+    for im in images:
+        scores = [im[y0:y1, x0:x1].mean() / 255 + 0.01 for x0, y0, x1, y1 in boxes.astype(int)]
+        out.append({"boxes": boxes, "labels": np.arange(4), "scores": np.asarray(scores)})
+    return out

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: The repository's root (tests live one or two folders below it).
+REPO = Path(__file__).resolve().parents[1]
 
 
 def assert_close(actual: Any, expected: Any, rel: float = 1e-5) -> None:
@@ -28,3 +32,10 @@ def module_state(net: Any) -> list[Any]:
         ]
         + [hook_count(net)]
     )
+
+
+def random_images(shape: tuple[int, ...], seed: int = 0) -> Any:
+    """Seeded uniform uint8 pixels of ``shape`` (``(N, H, W, 3)`` images, or one ``(H, W, 3)`` image)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)

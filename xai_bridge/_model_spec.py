@@ -47,10 +47,8 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
     """Build the model named by ``spec`` (see the module docstring)."""
     import xai_bridge as xb
 
-    if spec in ("efficientnet_lite0", "efficientnet-lite0"):
-        from xai_bridge.adapters.models import efficientnet_lite0
-
-        return efficientnet_lite0(batch_size=batch_size)
+    if spec in ("efficientnet_lite0", "efficientnet-lite0"):  # a bundled model: as_model's table knows it
+        return xb.as_model(spec, batch_size=batch_size)
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise click.BadParameter(

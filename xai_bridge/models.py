@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from types import ModuleType
@@ -199,6 +199,30 @@ def image_key(image: np.ndarray) -> str:
     """
     arr = np.ascontiguousarray(image)
     return hashlib.blake2b(arr.tobytes() + repr(arr.shape).encode(), digest_size=16).hexdigest()
+
+
+def answer_distinct(
+    images: np.ndarray,
+    answers: dict[str, Any],
+    batch_size: int,
+    compute: Callable[[list[str], np.ndarray], Sequence[Any]],
+) -> list[str]:
+    """Fill ``answers`` for each distinct image not answered yet, ``batch_size`` images at a time.
+
+    ``compute(keys, batch)`` answers a uint8 batch, one answer per image, in
+    order. The keys are :func:`image_key`'s, so an image seen before (the
+    unmasked one that most methods evaluate again) is never computed twice.
+
+    Returns:
+        The key of every image of ``images``, in order (look the answers up by them).
+    """
+    keys = [image_key(img) for img in images]
+    first = {k: i for i, k in reversed(list(enumerate(keys)))}
+    missing = [k for k in first if k not in answers]
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        answers.update(zip(chunk, compute(chunk, np.stack([images[first[k]] for k in chunk])), strict=True))
+    return keys
 
 
 def adapter_table() -> ModuleType:

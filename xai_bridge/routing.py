@@ -290,7 +290,11 @@ def _check_applicable(registry: Registry, plan: Sequence[_Step], model: Any) -> 
                 "use builtin.RISE for a classifier, or xb.explain_detections(detector, images, method) for a detector"
             )
         if step.spec.needs_gradients and not isinstance(model, DifferentiableModel):
-            working = ", ".join(registry.available(installed_only=True, family="perturbation"))
+            working = ", ".join(
+                name
+                for name in registry.available(installed_only=True, family="perturbation")
+                if registry.spec(name).model_kind == "any"
+            )
             raise MethodNotApplicableError(
                 f"method: {step.spec.name!r} needs gradients, but the model is a {type(model).__name__}; wrap a "
                 f"torch nn.Module with TorchModel(module, preprocess=...), or use a method that works on any "

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from xai_bridge.adapters._load_order import triton_before_tensorflow
 
+from xai_bridge._load_order import triton_before_tensorflow
 from xai_bridge.errors import MethodNotApplicableError
 
 from ._keras_engines import TensorFlowEngine, TorchEngine, gradient_chunk

@@ -29,7 +29,15 @@ from xai_bridge.preprocess import Preprocess, require_preprocess
 from . import onnx, tags, timm, torchvision, transformers
 from ._kinds import is_keras_model, is_torch_module
 
-__all__ = ["ADAPTERS", "PREPROCESS_READERS", "ModelAdapter", "ModelRequest", "coerce_preprocess"]
+__all__ = [
+    "ADAPTERS",
+    "PREPROCESS_READERS",
+    "ZOO_NAMES",
+    "ModelAdapter",
+    "ModelRequest",
+    "coerce_preprocess",
+    "named_scorer",
+]
 
 
 class ModelRequest:
@@ -101,8 +109,24 @@ class ModelAdapter:
         return wrap(model, request)
 
 
+#: Names of the bundled models (``adapters.models.zoo``), recognised without importing torch.
+ZOO_NAMES = ("efficientnet_lite0", "efficientnet-lite0")
+
+
+def named_scorer(name: str) -> Any:
+    """The caption scorer named by a Hugging Face id or a local folder: a teacher-forcing language model.
+
+    Named by a string as bundled models are, so it comes through this table
+    too: the caption package names no adapter module.
+    """
+    from ..captioners.scorers import TeacherForcingScorer
+
+    return TeacherForcingScorer.from_pretrained(name)
+
+
 #: The adapters, in order of precedence (see the module docstring).
 ADAPTERS: tuple[ModelAdapter, ...] = (
+    ModelAdapter("bundled model", lambda m: isinstance(m, str) and m in ZOO_NAMES, "zoo:wrap"),
     ModelAdapter("tagger", tags.is_tagger, "tags:wrap"),
     ModelAdapter("keras", is_keras_model, "keras:wrap"),
     ModelAdapter("onnx", onnx.is_onnx_model, "onnx:wrap"),

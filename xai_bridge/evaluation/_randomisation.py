@@ -36,9 +36,12 @@ def randomised_copy(model: DifferentiableModel, layers: Sequence[str] | None, se
     """
     import torch
 
-    from xai_bridge.adapters.models import TorchModel
-
     inner: Any = model.wrapped if isinstance(model, CountingModel) else model
+    if not callable(getattr(inner, "with_module", None)):
+        raise ParameterError(
+            f"model: randomisation re-initialises a torch module, got {type(inner).__name__}; wrap the module "
+            "with xb.TorchModel(module, preprocess)"
+        )
     module = inner.module
     net = copy.deepcopy(module)
     named = dict(net.named_modules())
@@ -60,15 +63,7 @@ def randomised_copy(model: DifferentiableModel, layers: Sequence[str] | None, se
                 elif any(True for _ in sub.parameters(recurse=False)):
                     for p in sub.parameters(recurse=False):
                         p.normal_(0.0, 0.01)
-    pixel = inner.pixel_module()
-    return TorchModel(
-        net,
-        inner.preprocess,
-        output_kind=inner.output_kind,
-        class_names=inner.class_names,
-        batch_size=inner.batch_size,
-        softmax=bool(getattr(pixel, "softmax", False)),
-    )
+    return inner.with_module(net)
 
 
 def _randomisation(metric: Randomisation, model: CountingModel, exp: Explanation, seed: int) -> np.ndarray:
