@@ -1,4 +1,4 @@
-# xai-bridge: `make demo` runs the main job, `make test` runs the test suite.
+# xai-bridge: `make demo` runs the main job, `make test` runs the test suite, `make docs` builds the docs site.
 # Each creates/updates the virtual environment in $(VENV) first.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,13 +7,15 @@ STAMP := $(VENV)/.xai-bridge-installed
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
 OUT ?= demo-output
 
-.PHONY: install lint test test-fast demo bench clean
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+
+.PHONY: install lint docs docs-strict test test-fast demo bench clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: pip takes 2.14.1 / 0.29.1 from this machine's local wheels
 	$(PIP) torch==2.14.1 torchvision==0.29.1
-	$(PIP) -e '.[all,dev]'
+	$(PIP) -e '.[all,dev]'  # dev includes the docs extra: mkdocs-material, mkdocstrings
 	# headless chromium for the report's browser test (Debian package; the test skips without it)
 	-command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium not installed: the browser test will be skipped"
 	touch $(STAMP)
@@ -31,7 +33,15 @@ lint: $(STAMP)
 	ln -s "$(CURDIR)/adapters" $(TYPECHECK)/xai_bridge/adapters
 	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p xai_bridge
 
-test: lint
+# the docs site (mkdocs-material + mkdocstrings, from the docstrings; offline) into build/site
+docs: $(STAMP)
+	$(MKDOCS) build
+
+# the same in strict mode: a broken link, a missing API reference or a stale name fails
+docs-strict: $(STAMP)
+	$(MKDOCS) build --strict
+
+test: lint docs-strict
 	$(BIN)/pytest -p no:cacheprovider
 
 test-fast: $(STAMP)
