@@ -45,7 +45,7 @@ _LAZY = {
     "explain_caption": "xai_bridge.captions",
     "explain_answer": "xai_bridge.captions",
     "estimate_calls": "xai_bridge.captions",
-    "TagModel": "xai_bridge.captions",
+    "TagModel": "xai_bridge.adapters.models",
     "evaluate": "xai_bridge.evaluation",
     "Box": "xai_bridge.evaluation",
     "explain_dataset": "xai_bridge.datasets",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import nullcontext
 from types import ModuleType
@@ -205,7 +205,7 @@ def answer_distinct(
     images: np.ndarray,
     answers: dict[str, Any],
     batch_size: int,
-    compute: Callable[[list[str], np.ndarray], Sequence[Any]],
+    compute: Callable[[list[str], np.ndarray], Iterable[Any]],
 ) -> list[str]:
     """Fill ``answers`` for each distinct image not answered yet, ``batch_size`` images at a time.
 

@@ -128,6 +128,13 @@ class TagModel:
             raise ModelInputError(f"tagger: tag() returned {len(found)} answers for {len(keys)} images")
         return [checked_answer(a) for a in found]
 
+    def vocabulary(self, answers: Sequence[Any]) -> list[str]:
+        """The tags a run would explain, given the tagger's raw answers for the unmasked image(s).
+
+        Used by :func:`~xai_bridge.captions.estimate_calls` to name the real run's targets.
+        """
+        return self._vocabulary([checked_answer(a) for a in answers])
+
     def _vocabulary(self, answers: list[dict[str, float]]) -> list[str]:
         best: dict[str, float] = {}
         for answer in answers:

@@ -15,6 +15,8 @@ costs. Only numpy and Pillow are imported here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .explain import BUDGET_PARAMS, explain_answer, explain_caption
 from .model import CaptionScoreModel, fit_max_side
 from .protocols import (
@@ -26,7 +28,7 @@ from .protocols import (
     SelfScoringCaptioner,
     as_captioner,
 )
-from .tags import CallEstimate, TagModel, estimate_calls
+from .tags import CallEstimate, estimate_calls
 
 __all__ = [
     "BUDGET_PARAMS",
@@ -45,3 +47,12 @@ __all__ = [
     "explain_caption",
     "fit_max_side",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``TagModel`` (a model adapter, in :mod:`xai_bridge.adapters.models.tags`), imported on first access."""
+    if name == "TagModel":
+        import importlib
+
+        return importlib.import_module("xai_bridge.adapters.models.tags").TagModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,14 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from ..adapters.models.tags import TagModel
-from ..adapters.models.tags import checked_answer as _checked
 from ..images import Layout, load_images
-from ..models import OutputKind
+from ..models import OutputKind, as_model
 from ..models import image_key as _digest
 from ..targets import TargetSpec, TopK
 
-__all__ = ["CallEstimate", "TagModel", "estimate_calls"]
+__all__ = ["CallEstimate", "estimate_calls"]
 
 
 # ------------------------------------------------------------------ cost
@@ -164,7 +162,7 @@ def estimate_calls(
     """
     from ..routing import explain
 
-    tag_model = model if isinstance(model, TagModel) else None
+    tag_model = model if hasattr(model, "tagger") and hasattr(model, "answers") else None  # a TagModel
     client = tag_model.tagger if tag_model is not None else model
     memo = tag_model.answers if tag_model is not None else {}
     lookup = getattr(client, "cached", None)
@@ -178,7 +176,7 @@ def estimate_calls(
     fixed = tag_model.class_names if tag_model is not None else getattr(model, "class_names", None)
     first = [known(_digest(img), img) for img in batch]
     if fixed is None and first and all(isinstance(a, Mapping) for a in first):
-        fixed = TagModel(client)._vocabulary([_checked(a) for a in first])  # the real run's tags
+        fixed = as_model(client).vocabulary(first)  # the real run's tags (as_model wraps a tagger in a TagModel)
     seen: dict[str, np.ndarray] = {}
     for img in batch:  # the first, unmasked call
         seen.setdefault(_digest(img), img)

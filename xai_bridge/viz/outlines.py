@@ -40,7 +40,7 @@ def draw_outlines(ax: Any, exp: Explanation, n: int, t: int) -> None:
             from matplotlib import patheffects
             from matplotlib.patches import Rectangle
 
-            halo = [patheffects.withStroke(linewidth=3, foreground="black")]
+            halo: list[Any] = [patheffects.withStroke(linewidth=3, foreground="black")]
             box = Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5)
             box.set_path_effects(halo)
             ax.add_patch(box)
