@@ -176,7 +176,8 @@ def estimate_calls(
     fixed = tag_model.class_names if tag_model is not None else getattr(model, "class_names", None)
     first = [known(_digest(img), img) for img in batch]
     if fixed is None and first and all(isinstance(a, Mapping) for a in first):
-        fixed = as_model(client).vocabulary(first)  # the real run's tags (as_model wraps a tagger in a TagModel)
+        tag_view: Any = as_model(client)  # a TagModel: as_model's table wraps a tagger in one
+        fixed = tag_view.vocabulary(first)  # the real run's tags
     seen: dict[str, np.ndarray] = {}
     for img in batch:  # the first, unmasked call
         seen.setdefault(_digest(img), img)
