@@ -12,7 +12,7 @@ from xai_bridge.images import Layout, load_images
 from xai_bridge.progress import ProgressArg, session, set_prefix
 from xai_bridge.registry import Registry, default_registry
 
-from .detections import Detector
+from .detections import Detections, Detector
 from .score_model import DetectionScoreModel
 from .targets import describe, per_image, select
 
@@ -63,41 +63,53 @@ def explain_detections(
         ``target_names`` ``"dog 0.93"``, ``scores`` the detections' scores, and
         ``extras["boxes"]`` float ``(1, T, 4)`` their boxes ``(x0, y0, x1, y1)``.
     """
-    from xai_bridge.routing import explain
-
     registry = registry or default_registry()
     rows = load_images(images, layout=layout)
     specs = per_image(targets, len(rows))
-    names = getattr(detector, "class_names", None)
     results = []
     with session(progress, f"detections {method}"):
         for i, image in enumerate(rows):
             if len(rows) > 1:
                 set_prefix(f"image {i + 1}/{len(rows)} ")
-            found = detector.detect(image[None])[0]
-            index = select(
-                found, specs[i], score_threshold=score_threshold, class_names=names, size=image.shape[:2], image=i
-            )
-            chosen = found.take(index)
-            labels = describe(chosen, names)
-            model = DetectionScoreModel(detector, chosen, labels)
+            found, chosen = _targets_of(detector, image, specs[i], score_threshold, i)
             own = dict(params)
-            if isinstance(own.get("partition"), str) and own["partition"] == "boxes":
+            if isinstance(own.get("partition"), str) and own["partition"] == "boxes":  # the detections as regions
                 own["partition"] = found.take(found.scores >= score_threshold)
-            exp = explain(
-                model, image[None], method, targets=[list(range(len(chosen)))], seed=seed, registry=registry, **own
-            )
-            results.append(
-                replace(
-                    exp,
-                    targets=chosen.labels[None].astype(np.int64),
-                    scores=chosen.scores[None].astype(np.float32),
-                    extras={**dict(exp.extras), "boxes": chosen.boxes[None].astype(np.float32)},
-                    params={
-                        **dict(exp.params),
-                        "score_threshold": score_threshold,
-                        "detector": type(detector).__name__,
-                    },
-                )
-            )
+            results.append(_explain_image(detector, image, chosen, method, score_threshold, seed, registry, own))
     return results
+
+
+def _targets_of(
+    detector: Detector, image: np.ndarray, spec: Any, score_threshold: float, i: int
+) -> tuple[Detections, Detections]:
+    """Detect on the unperturbed image: everything found, and the detections ``spec`` names (never none)."""
+    found = detector.detect(image[None])[0]
+    names = getattr(detector, "class_names", None)
+    index = select(found, spec, score_threshold=score_threshold, class_names=names, size=image.shape[:2], image=i)
+    return found, found.take(index)
+
+
+def _explain_image(
+    detector: Detector,
+    image: np.ndarray,
+    chosen: Detections,
+    method: str,
+    score_threshold: float,
+    seed: int,
+    registry: Registry,
+    params: dict[str, Any],
+) -> Explanation:
+    """One image's detections through ``method``, with their boxes, labels and scores on the result."""
+    from xai_bridge.routing import explain
+
+    model = DetectionScoreModel(detector, chosen, describe(chosen, getattr(detector, "class_names", None)))
+    exp = explain(
+        model, image[None], method, targets=[list(range(len(chosen)))], seed=seed, registry=registry, **params
+    )
+    return replace(
+        exp,
+        targets=chosen.labels[None].astype(np.int64),
+        scores=chosen.scores[None].astype(np.float32),
+        extras={**dict(exp.extras), "boxes": chosen.boxes[None].astype(np.float32)},
+        params={**dict(exp.params), "score_threshold": score_threshold, "detector": type(detector).__name__},
+    )
