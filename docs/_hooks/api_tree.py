@@ -14,11 +14,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from mkdocs.plugins import event_priority
+
 TREE = "build/api-tree"
 
 
+@event_priority(100)  # before mkdocstrings' own on_config: it checks its paths then (a fresh clone has none yet)
 def on_config(config: Any) -> Any:
-    """Rebuild the link tree before mkdocstrings reads the package."""
+    """Rebuild the package tree before mkdocstrings reads the package."""
     root = Path(config.config_file_path).parent
     tree = root / TREE / "xai_bridge"
     shutil.rmtree(tree.parent, ignore_errors=True)
