@@ -81,6 +81,8 @@ class _Attempt:
 
     deadline: float
     conn: Any = None
+    reused: bool = False
+    answered: bool = False
     done: bool = False
     expired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,7 +95,30 @@ def _track(conn: Any) -> Any:
     attempt = getattr(_current, "attempt", None)
     if attempt is not None:
         attempt.conn = conn
+        attempt.reused = getattr(conn, "sock", None) is not None  # a kept-alive connection from the pool
     return conn
+
+
+#: How soon a request on a kept-alive connection must fail, unanswered, to be taken for a stale connection.
+_STALE_WITHIN = 0.1
+
+
+class _StaleConnection(Exception):
+    """A kept-alive connection the server had closed: the request got no answer at all (not an attempt)."""
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the server closed the connection before answering anything."""
+    import http.client
+
+    seen: list[BaseException] = [exc]
+    while seen:
+        err = seen.pop()
+        if isinstance(err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+            return True
+        seen += [a for a in err.args if isinstance(a, BaseException)]
+        seen += [e for e in (err.__cause__, err.__context__) if e is not None]
+    return False
 
 
 class _QuickConnect:
@@ -282,12 +307,22 @@ class PolicyAdapter(HTTPAdapter):
         """
         url = self._scrub(str(request.url).split("?", 1)[0])
         transient = 0
+        stale = False
         while True:
             self._before_attempt()
             start = time.monotonic()
             retry_after: float | None = None
             try:
                 response = self._attempt(request, timeout, kwargs)
+            except _StaleConnection:
+                # The pool handed out a kept-alive connection the server had just closed (its close raced the
+                # reuse): the request was never answered, so it goes again at once on a new connection, once,
+                # without spending the retry budget (what browsers and curl do).
+                logger.debug("POST %s: kept-alive connection closed by the server; sending again", url)
+                if not stale:
+                    stale = True
+                    continue
+                reason = "the server closed the connection without answering"
             except (*_TRANSIENT, _Deadline) as exc:
                 reason = self._reason(exc)
                 logger.debug("POST %s failed after %.3f s: %s", url, time.monotonic() - start, reason)
@@ -318,11 +353,13 @@ class PolicyAdapter(HTTPAdapter):
 
     def _attempt(self, request: requests.PreparedRequest, timeout: Any, kwargs: dict[str, Any]) -> requests.Response:
         """One request under the watchdog; the body is read (bounded) before returning."""
-        attempt = _Attempt(deadline=time.monotonic() + self.deadline)
+        started = time.monotonic()
+        attempt = _Attempt(deadline=started + self.deadline)
         _current.attempt = attempt
         _watchdog.watch(attempt)
         try:
             response = super().send(request, stream=True, timeout=timeout, **kwargs)
+            attempt.answered = True  # a status line arrived: a failure from here on is not a stale connection
             _current.attempt = None
             complete = False
             try:
@@ -336,9 +373,12 @@ class PolicyAdapter(HTTPAdapter):
                     response.raw.close()
                 response.close()
             return response
-        except _TRANSIENT:
+        except _TRANSIENT as exc:
             if attempt.expired:
                 raise _Deadline() from None
+            quick = time.monotonic() - started < _STALE_WITHIN
+            if attempt.reused and not attempt.answered and quick and _unanswered(exc):
+                raise _StaleConnection() from exc
             raise
         finally:
             _current.attempt = None

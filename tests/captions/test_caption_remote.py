@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import time
@@ -305,3 +306,47 @@ def test_answer_shapes_each_api_may_send(server):
     with make("azure40", server, gender_neutral_caption=True) as cap:
         assert cap.describe()["params"]["gender-neutral-caption"] == "true"
         assert cap._parse({"captionResult": {"text": "a person", "confidence": 0.5}}) == "a person"
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_an_attempt(tmp_path):
+    """A server that drops a kept-alive connection as the next request arrives (a keep-alive timeout racing the
+    client's reuse) never answered it: the request goes again on a new connection, without spending retries."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = {"requests": 0, "dropped": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.count = getattr(self, "count", 0) + 1  # requests on this connection
+            seen["requests"] += 1
+            if self.count > 1:  # the second request on a connection: closed unanswered
+                seen["dropped"] += 1
+                self.close_connection = True
+                return
+            body = json.dumps({"description": {"captions": [{"text": "a cat", "confidence": 0.9}]}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        with AzureVisionV31Captioner(url, key="k" * 32, cache=None, retry=RetryPolicy(max_retries=0)) as cap:
+            images = random_images((3, 16, 16, 3), seed=7)
+            for i in range(3):  # one image at a time: each request after the first reuses the pooled connection
+                assert cap.caption(images[i : i + 1]) == ["a cat"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert seen["dropped"] == 2 and seen["requests"] == 5  # two requests dropped and sent again, none failed
