@@ -53,10 +53,8 @@ def _faithfulness(metric: FaithfulnessCorrelation, model: CountingModel, exp: Ex
     module = _predict_module(model)
     columns = _columns(model, exp)
     use_softmax = metric.softmax and model.output_kind != OutputKind.PROBABILITIES
-    values = np.full(exp.n_targets, np.nan)
-    for t in range(exp.n_targets):
-        if _flat(exp, t):
-            continue
+
+    def score(t: int) -> Any:
         q = quantus.FaithfulnessCorrelation(
             nr_runs=metric.nr_runs,
             subset_size=metric.subset_size,
@@ -64,17 +62,10 @@ def _faithfulness(metric: FaithfulnessCorrelation, model: CountingModel, exp: Ex
             return_aggregate=False,
             disable_warnings=True,
         )
-        with numpy_seeded(seed):
-            out = q(
-                model=module,
-                x_batch=x,
-                y_batch=columns[:, t],
-                a_batch=_quantus_a(exp, t),
-                softmax=use_softmax,
-                channel_first=True,
-            )
-        values[t] = float(np.asarray(out, dtype=np.float64).reshape(-1)[0])
-    return values
+        a = _quantus_a(exp, t)
+        return q(model=module, x_batch=x, y_batch=columns[:, t], a_batch=a, softmax=use_softmax, channel_first=True)
+
+    return _seeded_per_target(exp, seed, score)
 
 
 def _random_logit(metric: RandomLogit, model: CountingModel, exp: Explanation, seed: int) -> np.ndarray:
@@ -89,20 +80,25 @@ def _random_logit(metric: RandomLogit, model: CountingModel, exp: Explanation, s
     if num_classes < 2:
         raise ParameterError(f"num_classes: the random logit test needs >= 2 classes, got {num_classes}")
     explain_func = explain_func_for(model, exp, counter=model)
+
+    def score(t: int) -> Any:
+        q = quantus.RandomLogit(num_classes=num_classes, seed=seed, disable_warnings=True)
+        a = _quantus_a(exp, t)
+        return q(
+            model=module, x_batch=x, y_batch=columns[:, t], a_batch=a, explain_func=explain_func, channel_first=True
+        )
+
+    return _seeded_per_target(exp, seed, score)
+
+
+def _seeded_per_target(exp: Explanation, seed: int, score: Callable[[int], Any]) -> np.ndarray:
+    """``score(t)``'s first value for each target, numpy seeded with ``seed`` per call; NaN for a constant map."""
     values = np.full(exp.n_targets, np.nan)
     for t in range(exp.n_targets):
         if _flat(exp, t):
             continue
-        q = quantus.RandomLogit(num_classes=num_classes, seed=seed, disable_warnings=True)
         with numpy_seeded(seed):
-            out = q(
-                model=module,
-                x_batch=x,
-                y_batch=columns[:, t],
-                a_batch=_quantus_a(exp, t),
-                explain_func=explain_func,
-                channel_first=True,
-            )
+            out = score(t)
         values[t] = float(np.asarray(out, dtype=np.float64).reshape(-1)[0])
     return values
 
