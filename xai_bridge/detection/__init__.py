@@ -6,8 +6,16 @@ scored by how well each target detection is found again (the D-RISE
 similarity, defined once in :mod:`.detections`). numpy only at import time.
 """
 
-from .detections import Detections, Detector, box_iou, similarity
+from .detections import Detections, Detector, GradientDetector, box_iou, similarity
 from .routing import explain_detections
 from .score_model import DetectionScoreModel
 
-__all__ = ["DetectionScoreModel", "Detections", "Detector", "box_iou", "explain_detections", "similarity"]
+__all__ = [
+    "DetectionScoreModel",
+    "Detections",
+    "Detector",
+    "GradientDetector",
+    "box_iou",
+    "explain_detections",
+    "similarity",
+]

@@ -27,7 +27,7 @@ import numpy as np
 
 from xai_bridge.errors import ModelInputError
 
-__all__ = ["Detections", "Detector", "box_iou", "similarity"]
+__all__ = ["Detections", "Detector", "GradientDetector", "box_iou", "similarity"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,33 @@ class Detector(Protocol):
 
     def detect(self, images: np.ndarray) -> list[Detections]:
         """One :class:`Detections` per uint8 ``(N, H, W, 3)`` image."""
+        ...
+
+
+@runtime_checkable
+class GradientDetector(Detector, Protocol):
+    """A detector whose scores are differentiable in its input pixels (the gradient and CAM path).
+
+    Gradient methods (captum's, every CAM) explain a detection through the
+    score pytorch-grad-cam's ``FasterRCNNBoxScoreTarget`` defines: the summed
+    scores of the detections of the target's class whose box overlaps the
+    target's above an IoU threshold. They need the detections as tensors
+    that keep the graph back to the pixels.
+
+    Attributes:
+        module: the ``torch.nn.Module`` (guarded while explained; CAM layers are found in it).
+    """
+
+    module: Any
+
+    def detect_torch(self, pixels: Any) -> list[dict[str, Any]]:
+        """Detections of float32 ``(N, 3, H, W)`` RGB pixels in ``[0, 1]``, differentiable in ``pixels``.
+
+        Returns one dict per image in torchvision's format: ``"boxes"``
+        ``(K, 4)`` in the pixels of ``pixels``, ``"labels"`` ``(K,)``,
+        ``"scores"`` ``(K,)`` (with the graph), optionally ``"probabilities"``
+        ``(K, C)``. The module's mode and settings are the caller's to guard.
+        """
         ...
 
 
