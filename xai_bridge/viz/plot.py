@@ -23,8 +23,21 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
-from ._text import score_text
-from .colors import BLUE, DEFAULT_OPACITY, RED, ColorRule, colorize, rule_for, sequential_lut
+from ._text import score_text, shown_label
+from ._thumbs import display_size, fit_image, fit_map
+from .colors import (
+    BLUE,
+    DEFAULT_OPACITY,
+    NON_FINITE_NOTE,
+    RED,
+    ColorRule,
+    colorize,
+    mark_non_finite,
+    non_finite_count,
+    rule_for,
+    sequential_lut,
+    warn_non_finite,
+)
 from .outlines import draw_outlines
 
 __all__ = ["MapScale", "Style", "caption_plot", "comparison_grid", "explanation_plot", "figure_png", "overlay"]
@@ -70,9 +83,22 @@ def overlay(
     Returns:
         float ``(H, W, 3)`` RGB in [0, 1].
     """
-    style = Style(style)
-    img = image.astype(np.float32) / 255.0
     m = np.asarray(norm_map, np.float32)
+    bad = ~np.isfinite(m)  # NaN / inf: drawn hatched whatever the style
+    return mark_non_finite(_overlay(image, np.where(bad, 0, m), Style(style), cmap, alpha, top_percent, signed), bad)
+
+
+def _overlay(
+    image: np.ndarray,
+    m: np.ndarray,
+    style: Style,
+    cmap: str | None,
+    alpha: float,
+    top_percent: float,
+    signed: bool | None,
+) -> np.ndarray:
+    """:func:`overlay` of a finite map."""
+    img = image.astype(np.float32) / 255.0
     if style in (Style.HEAT, Style.SIGNED):
         is_signed = style is Style.SIGNED or (bool((m < 0).any()) if signed is None else signed)
         if cmap is not None and not is_signed:
@@ -92,6 +118,12 @@ def overlay(
     out = img * 0.8
     out[edge] = (0.0, 1.0, 0.0)
     return out
+
+
+#: Keyword arguments of every text a figure draws from data: never mathtext or LaTeX (a label may hold ``$``).
+TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
+#: Longest side, in pixels, at which ``explanation_plot`` draws an image and its maps (a 12-MP photo is shrunk first).
+PLOT_MAX_SIDE = 1024
 
 
 @functools.cache
@@ -114,6 +146,20 @@ def _new_figure(figsize: tuple[float, float]) -> Any:
     fig = _figure_class()(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig
+
+
+def empty_figure(text: str, panel_size: float = 2.4) -> Any:
+    """A one-panel figure that says there is nothing to draw (an Explanation with 0 images or 0 targets)."""
+    fig = _new_figure((panel_size * 2, panel_size * 0.5))
+    fig.text(0.5, 0.5, shown_label(text, 120), ha="center", va="center", fontsize=9, **TEXT)
+    return fig
+
+
+def _non_finite_note(fig: Any, view: str, counts: Mapping[str, int]) -> None:
+    """Warn once and say under the figure how many values are drawn hatched (NaN or infinite)."""
+    bad = warn_non_finite(view, counts)
+    if bad:
+        fig.text(0.01, 0.005, f"{NON_FINITE_NOTE} ({bad})", fontsize=7, ha="left", va="bottom", **TEXT)
 
 
 def _bar_cmap(signed: bool, cmap: str | None = None) -> Any:
@@ -146,14 +192,16 @@ def _colour_bars(fig: Any, axes: Any, rules: Mapping[str, ColorRule], cmap: str 
         kinds.setdefault((rule.signed, rule.label()), []).append(name)
     for (signed, label), names in kinds.items():
         if len(kinds) > 1:  # mixed figure: say which methods each bar is for
-            label = f"{', '.join(n.split('.')[-1] for n in names)}:\n{label}"
+            label = f"{', '.join(shown_label(n.split('.')[-1], 40) for n in names)}:\n{label}"
         bar = fig.colorbar(
             ScalarMappable(Normalize(-1.0 if signed else 0.0, 1.0), _bar_cmap(signed, cmap)),
             ax=axes.ravel().tolist(),
             shrink=0.8,
             pad=0.02,
         )
-        bar.set_label(label.replace(", clipped", ",\nclipped"), fontsize=7)  # two short lines fit beside the bar
+        bar.set_label(
+            label.replace(", clipped", ",\nclipped"), fontsize=7, **TEXT
+        )  # two short lines fit beside the bar
         bar.ax.tick_params(labelsize=7)
 
 
@@ -197,8 +245,13 @@ def comparison_grid(
     Returns:
         The ``Figure``; ``fig.xai_bridge_norm`` records the rule used.
     """
-    exps = _same_images(explanations)
-    first = next(iter(exps.values()))
+    given = _same_images(explanations)
+    exps = {name: exp for name, exp in given.items() if exp.n_targets}  # 0 targets: nothing to draw for it
+    first = next(iter(given.values()))
+    if not exps or not first.n_images:
+        return empty_figure(
+            f"nothing to show: {first.n_images} image(s), no targets in {len(given) - len(exps)} of {len(given)}"
+        )
     scale, style = MapScale(scale), Style(style)
     if style is Style.SIGNED:
         norm = Norm.SIGNED
@@ -212,6 +265,7 @@ def comparison_grid(
     fig = _new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     _draw_panels(axes, exps, columns, normed, rules, per_target, style, cmap, alpha, titles)
+    _non_finite_note(fig, "comparison_grid", {n: non_finite_count(e.attributions) for n, e in exps.items()})
     if style in (Style.HEAT, Style.SIGNED):
         _colour_bars(fig, axes, rules, cmap)
     kinds = {r.norm.value for r in rules.values()}
@@ -240,16 +294,16 @@ def _draw_panels(
     for i in range(axes.shape[0]):
         axes[i, 0].imshow(first.images[i])
         if titles and i == 0:
-            axes[i, 0].set_title("image", fontsize=9)
+            axes[i, 0].set_title("image", fontsize=9, **TEXT)
         for j, (name, t) in enumerate(columns, start=1):
             ax = axes[i, j]
             m = normed[name][i, t if per_target else 0]
             ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
             draw_outlines(ax, exps[name], i, t if per_target else 0)
             if titles and i == 0:
-                label = name.replace(".", "\n", 1)  # library on one line, method below
-                ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8)
-            ax.set_xlabel(str(exps[name].target_names[i, t]), fontsize=8)
+                label = shown_label(name, 48).replace(".", "\n", 1)  # library on one line, method below
+                ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8, **TEXT)
+            ax.set_xlabel(shown_label(exps[name].target_names[i, t], 40), fontsize=8, **TEXT)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -318,25 +372,37 @@ def explanation_plot(
         The ``Figure`` (titles: target name and probability or score; one colour bar stating the rule).
     """
     rows = list(range(min(explanation.n_images, max_images))) if images is None else list(np.atleast_1d(images))
+    if not rows or not explanation.n_targets:
+        return empty_figure(
+            f"{explanation.method}: nothing to show ({explanation.n_images} image(s) x {explanation.n_targets} target(s))"
+        )
     rule = rule_for(explanation, norm, percentile)
     n_cols = 1 + explanation.n_targets
     fig = _new_figure((panel_size * n_cols + 1.0, panel_size * len(rows) + 0.5))
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    h, w = explanation.images.shape[1:3]
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # original pixel coordinates, so boxes and regions stay in place
+    size = display_size(h, w, min(max(h, w), PLOT_MAX_SIDE))
     for r, n in enumerate(rows):
-        axes[r, 0].imshow(explanation.images[n])
+        image = fit_image(explanation.images[n], size)
+        axes[r, 0].imshow(image, extent=extent)
         axes[r, 0].set_title("image" if r == 0 else "", fontsize=9)
-        normed = rule.normalise(explanation.attributions[n])
+        normed = rule.normalise(np.stack([fit_map(m, size) for m in explanation.attributions[n]]))
         for t in range(explanation.n_targets):
             ax = axes[r, t + 1]
-            ax.imshow(overlay(explanation.images[n], normed[t], alpha=alpha, signed=rule.signed))
+            ax.imshow(overlay(image, normed[t], alpha=alpha, signed=rule.signed), extent=extent)
             draw_outlines(ax, explanation, n, t)
-            ax.set_title(f"{explanation.target_names[n, t]}\n{score_text(explanation, n, t)}", fontsize=8)
+            title = f"{shown_label(explanation.target_names[n, t], 40)}\n{score_text(explanation, n, t)}"
+            ax.set_title(title, fontsize=8, **TEXT)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
-        f"{explanation.method} ({explanation.seconds:.2f} s, {explanation.n_model_evals} evaluations)", fontsize=9
+        f"{shown_label(explanation.method, 60)} ({explanation.seconds:.2f} s, {explanation.n_model_evals} evaluations)",
+        fontsize=9,
+        **TEXT,
     )
+    _non_finite_note(fig, "plot", {explanation.method: non_finite_count(explanation.attributions[rows])})
     _colour_bars(fig, axes, {explanation.method: rule}, None)
     return fig
 
@@ -357,6 +423,8 @@ def caption_plot(
     99.9th percentile), so tokens can be compared.
     """
     exp = explanation[image]
+    if not exp.n_targets:
+        return empty_figure(f"{exp.method}: nothing to show (0 tokens)")
     rule = ColorRule(Norm(norm), percentile, "tokens")
     normed = rule.normalise(exp.attributions[0], shared=True)
     n = 1 + exp.n_targets
@@ -369,13 +437,14 @@ def caption_plot(
         ax = axes.flat[t + 1]
         ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed))
         draw_outlines(ax, exp, 0, t)
-        ax.set_title(str(exp.target_names[0, t]), fontsize=9)
+        ax.set_title(shown_label(exp.target_names[0, t], 40), fontsize=9, **TEXT)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         if not ax.images:
             ax.set_axis_off()
     _colour_bars(fig, axes, {exp.method: rule}, None)
+    _non_finite_note(fig, "caption_plot", {exp.method: non_finite_count(exp.attributions)})
     return fig
 
 
