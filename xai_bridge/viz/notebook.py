@@ -115,7 +115,7 @@ def _text_png(text: str, width: int = 360, height: int = 24) -> bytes:
 
 def _drawable(text: str) -> str:
     """``text`` as PIL's default bitmap font can draw it (Latin-1; anything else becomes ``?``)."""
-    return text.encode("latin-1", "replace").decode("latin-1")
+    return text.replace("\u2026", "...").encode("latin-1", "replace").decode("latin-1")
 
 
 def explanation_png(exp: Explanation, side: int = 160) -> bytes:

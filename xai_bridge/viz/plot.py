@@ -13,7 +13,6 @@ transparent. Pass ``norm=`` to choose ``abs``/``positive``/``signed`` yourself.
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,12 +22,12 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
+from ._figure import TEXT, empty_figure, figure_png, new_figure, non_finite_note
 from ._text import score_text, shown_label
 from ._thumbs import display_size, fit_image, fit_map
 from .colors import (
     BLUE,
     DEFAULT_OPACITY,
-    NON_FINITE_NOTE,
     RED,
     ColorRule,
     colorize,
@@ -36,7 +35,6 @@ from .colors import (
     non_finite_count,
     rule_for,
     sequential_lut,
-    warn_non_finite,
 )
 from .outlines import draw_outlines
 
@@ -120,46 +118,10 @@ def _overlay(
     return out
 
 
-#: Keyword arguments of every text a figure draws from data: never mathtext or LaTeX (a label may hold ``$``).
-TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
 #: Longest side, in pixels, at which ``explanation_plot`` draws an image and its maps (a 12-MP photo is shrunk first).
 PLOT_MAX_SIDE = 1024
-
-
-@functools.cache
-def _figure_class() -> type:
-    """A ``Figure`` that Jupyter displays without ``%matplotlib inline`` (it renders itself to PNG)."""
-    from matplotlib.figure import Figure
-
-    class XaiBridgeFigure(Figure):  # type: ignore[misc]
-        """A matplotlib Figure with ``_repr_png_``, so notebooks show it without pyplot."""
-
-        def _repr_png_(self) -> bytes:
-            return figure_png(self, dpi=90)
-
-    return XaiBridgeFigure
-
-
-def _new_figure(figsize: tuple[float, float]) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = _figure_class()(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def empty_figure(text: str, panel_size: float = 2.4) -> Any:
-    """A one-panel figure that says there is nothing to draw (an Explanation with 0 images or 0 targets)."""
-    fig = _new_figure((panel_size * 2, panel_size * 0.5))
-    fig.text(0.5, 0.5, shown_label(text, 120), ha="center", va="center", fontsize=9, **TEXT)
-    return fig
-
-
-def _non_finite_note(fig: Any, view: str, counts: Mapping[str, int]) -> None:
-    """Warn once and say under the figure how many values are drawn hatched (NaN or infinite)."""
-    bad = warn_non_finite(view, counts)
-    if bad:
-        fig.text(0.01, 0.005, f"{NON_FINITE_NOTE} ({bad})", fontsize=7, ha="left", va="bottom", **TEXT)
+#: Characters of a label drawn above or below one panel (longer ones end in an ellipsis; panels do not overlap).
+PANEL_LABEL = 22
 
 
 def _bar_cmap(signed: bool, cmap: str | None = None) -> Any:
@@ -262,10 +224,10 @@ def comparison_grid(
     normed = _normalised(exps, rules, per_target, scale)
     n_rows, n_cols = first.n_images, 1 + len(columns)
     n_kinds = len({r.signed for r in rules.values()})
-    fig = _new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
+    fig = new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     _draw_panels(axes, exps, columns, normed, rules, per_target, style, cmap, alpha, titles)
-    _non_finite_note(fig, "comparison_grid", {n: non_finite_count(e.attributions) for n, e in exps.items()})
+    non_finite_note(fig, "comparison_grid", {n: non_finite_count(e.attributions) for n, e in exps.items()})
     if style in (Style.HEAT, Style.SIGNED):
         _colour_bars(fig, axes, rules, cmap)
     kinds = {r.norm.value for r in rules.values()}
@@ -301,9 +263,9 @@ def _draw_panels(
             ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
             draw_outlines(ax, exps[name], i, t if per_target else 0)
             if titles and i == 0:
-                label = shown_label(name, 48).replace(".", "\n", 1)  # library on one line, method below
+                label = shown_label(name, 2 * PANEL_LABEL).replace(".", "\n", 1)  # library on one line, method below
                 ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8, **TEXT)
-            ax.set_xlabel(shown_label(exps[name].target_names[i, t], 40), fontsize=8, **TEXT)
+            ax.set_xlabel(shown_label(exps[name].target_names[i, t], PANEL_LABEL), fontsize=8, **TEXT)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -378,7 +340,7 @@ def explanation_plot(
         )
     rule = rule_for(explanation, norm, percentile)
     n_cols = 1 + explanation.n_targets
-    fig = _new_figure((panel_size * n_cols + 1.0, panel_size * len(rows) + 0.5))
+    fig = new_figure((panel_size * n_cols + 1.0, panel_size * len(rows) + 0.5))
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
     h, w = explanation.images.shape[1:3]
     extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # original pixel coordinates, so boxes and regions stay in place
@@ -392,7 +354,7 @@ def explanation_plot(
             ax = axes[r, t + 1]
             ax.imshow(overlay(image, normed[t], alpha=alpha, signed=rule.signed), extent=extent)
             draw_outlines(ax, explanation, n, t)
-            title = f"{shown_label(explanation.target_names[n, t], 40)}\n{score_text(explanation, n, t)}"
+            title = f"{shown_label(explanation.target_names[n, t], PANEL_LABEL)}\n{score_text(explanation, n, t)}"
             ax.set_title(title, fontsize=8, **TEXT)
     for ax in axes.ravel():
         ax.set_xticks([])
@@ -402,7 +364,7 @@ def explanation_plot(
         fontsize=9,
         **TEXT,
     )
-    _non_finite_note(fig, "plot", {explanation.method: non_finite_count(explanation.attributions[rows])})
+    non_finite_note(fig, "plot", {explanation.method: sum(non_finite_count(explanation.attributions[n]) for n in rows)})
     _colour_bars(fig, axes, {explanation.method: rule}, None)
     return fig
 
@@ -429,7 +391,7 @@ def caption_plot(
     normed = rule.normalise(exp.attributions[0], shared=True)
     n = 1 + exp.n_targets
     rows = -(-n // columns)
-    fig = _new_figure((panel_size * min(n, columns) + 0.9, panel_size * rows + 0.3))
+    fig = new_figure((panel_size * min(n, columns) + 0.9, panel_size * rows + 0.3))
     axes = fig.subplots(rows, min(n, columns), squeeze=False)
     axes.flat[0].imshow(exp.images[0])
     axes.flat[0].set_title("image", fontsize=9)
@@ -437,21 +399,12 @@ def caption_plot(
         ax = axes.flat[t + 1]
         ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed))
         draw_outlines(ax, exp, 0, t)
-        ax.set_title(shown_label(exp.target_names[0, t], 40), fontsize=9, **TEXT)
+        ax.set_title(shown_label(exp.target_names[0, t], PANEL_LABEL), fontsize=9, **TEXT)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         if not ax.images:
             ax.set_axis_off()
     _colour_bars(fig, axes, {exp.method: rule}, None)
-    _non_finite_note(fig, "caption_plot", {exp.method: non_finite_count(exp.attributions)})
+    non_finite_note(fig, "caption_plot", {exp.method: non_finite_count(exp.attributions)})
     return fig
-
-
-def figure_png(fig: Any, dpi: int = 80) -> bytes:
-    """The figure as PNG bytes."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()

@@ -218,8 +218,8 @@ def script_json(payload: Any) -> str:
 def _intro_html(title: str, n_sections: int, n_items: int) -> str:
     """The page head, the title and the note on how maps are coloured."""
     return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-        f"<style>{CSS % {'px': PANEL_PX}}</style></head><body><h1>{_esc(title)}</h1>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(shown_label(title, 200))}</title>"
+        f"<style>{CSS % {'px': PANEL_PX}}</style></head><body><h1>{_esc(shown_label(title, 200))}</h1>"
         f"<p class='note'>{n_sections} image(s), {n_items} explanation(s). Each map is coloured by one rule: "
         "methods whose maps carry a sign (evidence for and against the target) on a diverging scale, red for and "
         "blue against; unsigned methods on a green-yellow scale. Opacity grows with |value| (zero shows the image), "
@@ -278,7 +278,7 @@ def _section_html(
     bad = sec.non_finite()
     note = f"<p class='note'>{NON_FINITE_NOTE} ({bad}), in black and white stripes.</p>" if bad else ""
     return (
-        f"<section class='image' id='image-{i}'><h2>{_esc(label)}: {_heading(sec)}</h2>"
+        f"<section class='image' id='image-{i}'><h2>{_esc(shown_label(label, 200))}: {_heading(sec)}</h2>"
         f"{_controls_html(sec, view)}{_legend(view.opacity)}{note}"
         f"<div class='row'><figure><img class='input' alt='{_esc(label)}' src='data:image/png;base64,"
         f"{png_base64(image)}'><figcaption><b>input</b><br>{w}x{h}</figcaption></figure>{figures}</div>"
