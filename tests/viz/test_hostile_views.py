@@ -26,7 +26,8 @@ from test_report import CHROMIUM, CHROMIUM_ARGS, screenshot
 import xai_bridge as xb
 from xai_bridge.viz import notebook
 from xai_bridge.viz._text import shown_label
-from xai_bridge.viz.plot import PANEL_LABEL, caption_plot, comparison_grid, figure_png
+from xai_bridge.viz._thumbs import shrink
+from xai_bridge.viz.plot import PANEL_LABEL, PLOT_MAX_SIDE, caption_plot, comparison_grid, figure_png
 from xai_bridge.viz.report import build_report, script_json, write_report
 from xai_bridge.viz.report_data import decode_map, encode_map
 
@@ -246,14 +247,39 @@ def test_huge_report_and_plot_are_bounded(huge: xb.Explanation) -> None:
             tracemalloc.reset_peak()
             fig = huge.plot()
             plot_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            grid = comparison_grid({"a": huge, "b": huge}, per_target=True)
+            tokens = caption_plot(huge)
+            grid_peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
     section = payload(page)["sections"][0]
     assert (section["w"], section["h"]) == (512, 512) and "bad" in section["methods"][0]["targets"][1]
     assert report_peak < 100 * 2**20, f"report: {report_peak / 2**20:.0f} MiB traced"
-    assert plot_peak < 200 * 2**20, f"plot: {plot_peak / 2**20:.0f} MiB traced"
-    assert fig.axes[1].images[0].get_array().shape[:2] == (1024, 1024)
+    assert plot_peak < 100 * 2**20, f"plot: {plot_peak / 2**20:.0f} MiB traced"
+    assert fig.axes[1].images[0].get_array().shape[:2] == (PLOT_MAX_SIDE, PLOT_MAX_SIDE)
     assert fig.axes[1].images[0].get_extent() == [-0.5, 3999.5, 3999.5, -0.5]  # boxes stay in pixel coordinates
+    assert grid_peak < 100 * 2**20, f"comparison_grid + caption_plot: {grid_peak / 2**20:.0f} MiB traced"
+    for figure in (grid, tokens):
+        shown = figure.axes[1].images[0]
+        assert shown.get_array().shape[:2] == (PLOT_MAX_SIDE, PLOT_MAX_SIDE) and shown.get_extent() == [
+            -0.5,
+            3999.5,
+            3999.5,
+            -0.5,
+        ]
+
+
+def test_shrink_is_a_block_mean_that_keeps_non_finite_blocks() -> None:
+    values = np.random.default_rng(1).random((100, 130, 3)).astype(np.float32)
+    shrunk = shrink(values, 20)  # factor 130 // 20 = 6: the last 4 rows and columns do not fill a block
+    assert np.allclose(shrunk, values[:96, :126].reshape(16, 6, 21, 6, 3).mean(axis=(1, 3)), atol=1e-6)
+    one = values[..., 0].copy()
+    one[7, 13] = np.nan
+    one[50, 50] = np.inf
+    got = shrink(one, 20)
+    assert np.isnan(got[1, 2]) and np.isinf(got[8, 8]) and np.isfinite(got).sum() == got.size - 2
+    assert shrink(values, 66) is values  # under twice the side: untouched
 
 
 # ------------------------------------------------------------------ hostile text

@@ -10,10 +10,15 @@ coloured.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 import numpy as np
 from PIL import Image
 
-__all__ = ["display_size", "fit_image", "fit_map", "shrink"]
+from xai_bridge.explanation import Explanation
+
+__all__ = ["at_display_size", "display_size", "fit_image", "fit_map", "shrink"]
 
 #: Input values averaged per strip by :func:`shrink` (about 8 MB of float32).
 _STRIP_VALUES = 1 << 21
@@ -44,8 +49,10 @@ def shrink(array: np.ndarray, side: int) -> np.ndarray:
     step = max(1, _STRIP_VALUES // (cols * factor * factor * channels))  # output rows per strip
     for r in range(0, rows, step):
         n = min(step, rows - r)
-        strip = np.asarray(array[r * factor : (r + n) * factor, : cols * factor], np.float32)
-        out[r : r + n] = strip.reshape(n, factor, cols, factor, *rest).mean(axis=(1, 3))
+        strip = array[r * factor : (r + n) * factor, : cols * factor]
+        # rows first: whole contiguous rows add elementwise (10x faster than a mean over both block axes)
+        rows_summed = strip.reshape(n, factor, cols * factor * channels).sum(axis=1, dtype=np.float32)
+        out[r : r + n] = rows_summed.reshape(n, cols, factor, *rest).sum(axis=2) / (factor * factor)
     return out
 
 
@@ -72,3 +79,26 @@ def fit_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     enlarge = size[0] > small.shape[1]
     img = Image.fromarray(small, mode="F")
     return np.asarray(img.resize(size, Image.Resampling.NEAREST if enlarge else Image.Resampling.BOX), np.float32)
+
+
+def at_display_size(
+    explanations: Mapping[str, Explanation], max_side: int
+) -> tuple[dict[str, Explanation], tuple[float, float, float, float] | None]:
+    """Explanations of one set of images with images and maps at most ``max_side`` pixels a side, and the extent.
+
+    The extent (``(-0.5, W - 0.5, H - 0.5, -0.5)``, matplotlib's ``imshow``
+    order) keeps drawing in the original pixel coordinates, so boxes and
+    region outlines from ``extras`` still fall in place; None when nothing
+    was shrunk. ``raw`` (per-channel maps) is dropped from the shrunk copies.
+    """
+    first = next(iter(explanations.values()))
+    h, w = first.images.shape[1:3]
+    if max(h, w) <= max_side:
+        return dict(explanations), None
+    size = display_size(h, w, max_side)
+    images = np.stack([fit_image(image, size) for image in first.images])
+    shrunk = {}
+    for name, exp in explanations.items():
+        maps = np.stack([np.stack([fit_map(m, size) for m in row]) for row in exp.attributions])
+        shrunk[name] = replace(exp, attributions=maps, images=images, raw=None)
+    return shrunk, (-0.5, w - 0.5, h - 0.5, -0.5)

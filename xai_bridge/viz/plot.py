@@ -24,7 +24,7 @@ from xai_bridge.normalization import Norm
 
 from ._figure import TEXT, empty_figure, figure_png, new_figure, non_finite_note
 from ._text import score_text, shown_label
-from ._thumbs import display_size, fit_image, fit_map
+from ._thumbs import at_display_size, display_size, fit_image, fit_map
 from .colors import (
     BLUE,
     DEFAULT_OPACITY,
@@ -118,8 +118,9 @@ def _overlay(
     return out
 
 
-#: Longest side, in pixels, at which ``explanation_plot`` draws an image and its maps (a 12-MP photo is shrunk first).
-PLOT_MAX_SIDE = 1024
+#: Longest side, in pixels, at which figures draw an image and its maps (a 12-MP photo is shrunk first): a
+#: 2.4-inch panel saved at 200 dpi is 480 pixels wide, and the figure keeps every panel's pixels in memory.
+PLOT_MAX_SIDE = 512
 #: Characters of a label drawn above or below one panel (longer ones end in an ellipsis; panels do not overlap).
 PANEL_LABEL = 22
 
@@ -218,6 +219,8 @@ def comparison_grid(
     if style is Style.SIGNED:
         norm = Norm.SIGNED
     rules = {name: rule_for(exp, norm, percentile, scale.value) for name, exp in exps.items()}
+    counts = {name: non_finite_count(exp.attributions) for name, exp in exps.items()}
+    exps, extent = at_display_size(exps, PLOT_MAX_SIDE)
     columns: list[tuple[str, int]] = []
     for name, exp in exps.items():
         columns += [(name, t) for t in (range(exp.n_targets) if per_target else [0])]
@@ -226,8 +229,8 @@ def comparison_grid(
     n_kinds = len({r.signed for r in rules.values()})
     fig = new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    _draw_panels(axes, exps, columns, normed, rules, per_target, style, cmap, alpha, titles)
-    non_finite_note(fig, "comparison_grid", {n: non_finite_count(e.attributions) for n, e in exps.items()})
+    _draw_panels(axes, exps, columns, normed, rules, per_target, style, cmap, alpha, titles, extent)
+    non_finite_note(fig, "comparison_grid", counts)
     if style in (Style.HEAT, Style.SIGNED):
         _colour_bars(fig, axes, rules, cmap)
     kinds = {r.norm.value for r in rules.values()}
@@ -250,17 +253,21 @@ def _draw_panels(
     cmap: str | None,
     alpha: float,
     titles: bool,
+    extent: tuple[float, float, float, float] | None = None,
 ) -> None:
-    """Each row: the image, then every (method, target) column's overlay, titled on the first row."""
+    """Each row: the image, then every (method, target) column's overlay, titled on the first row.
+
+    ``extent``: the original image's pixel coordinates when the images were shrunk (outlines stay in place).
+    """
     first = next(iter(exps.values()))
     for i in range(axes.shape[0]):
-        axes[i, 0].imshow(first.images[i])
+        axes[i, 0].imshow(first.images[i], extent=extent)
         if titles and i == 0:
             axes[i, 0].set_title("image", fontsize=9, **TEXT)
         for j, (name, t) in enumerate(columns, start=1):
             ax = axes[i, j]
             m = normed[name][i, t if per_target else 0]
-            ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
+            ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed), extent=extent)
             draw_outlines(ax, exps[name], i, t if per_target else 0)
             if titles and i == 0:
                 label = shown_label(name, 2 * PANEL_LABEL).replace(".", "\n", 1)  # library on one line, method below
@@ -278,9 +285,18 @@ def _same_images(explanations: Mapping[str, Explanation] | Sequence[Explanation]
         raise ParameterError("explanations: pass at least one Explanation")
     first = next(iter(exps.values()))
     for name, exp in exps.items():
-        if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
+        if not _same_pixels(exp.images, first.images):
             raise ParameterError(f"explanations: {name!r} explains other images than {first.method!r}")
     return exps
+
+
+def _same_pixels(a: np.ndarray, b: np.ndarray, rows: int = 256) -> bool:
+    """Whether two image stacks are equal, compared a strip of rows at a time (no full-size temporary)."""
+    if a is b:
+        return True
+    if a.shape != b.shape:
+        return False
+    return all(np.array_equal(a[:, r : r + rows], b[:, r : r + rows]) for r in range(0, a.shape[1], rows))
 
 
 def _normalised(
@@ -384,20 +400,22 @@ def caption_plot(
     All tokens share one scale (the rule is shap's: signed, clipped at the
     99.9th percentile), so tokens can be compared.
     """
-    exp = explanation[image]
+    shown, extent = at_display_size({"": explanation}, PLOT_MAX_SIDE)  # before slicing: a slice copies
+    exp = shown[""][image]
     if not exp.n_targets:
         return empty_figure(f"{exp.method}: nothing to show (0 tokens)")
+    bad = non_finite_count(explanation.attributions[image])
     rule = ColorRule(Norm(norm), percentile, "tokens")
     normed = rule.normalise(exp.attributions[0], shared=True)
     n = 1 + exp.n_targets
     rows = -(-n // columns)
     fig = new_figure((panel_size * min(n, columns) + 0.9, panel_size * rows + 0.3))
     axes = fig.subplots(rows, min(n, columns), squeeze=False)
-    axes.flat[0].imshow(exp.images[0])
+    axes.flat[0].imshow(exp.images[0], extent=extent)
     axes.flat[0].set_title("image", fontsize=9)
     for t in range(exp.n_targets):
         ax = axes.flat[t + 1]
-        ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed))
+        ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed), extent=extent)
         draw_outlines(ax, exp, 0, t)
         ax.set_title(shown_label(exp.target_names[0, t], PANEL_LABEL), fontsize=9, **TEXT)
     for ax in axes.flat:
@@ -406,5 +424,5 @@ def caption_plot(
         if not ax.images:
             ax.set_axis_off()
     _colour_bars(fig, axes, {exp.method: rule}, None)
-    non_finite_note(fig, "caption_plot", {exp.method: non_finite_count(exp.attributions)})
+    non_finite_note(fig, "caption_plot", {exp.method: bad})
     return fig
