@@ -159,6 +159,10 @@ def test_report_sends_non_finite_pixels_apart_and_scales_by_the_rest() -> None:
         assert got["png"] == ref["png"] and "bad" not in ref
         mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(got["bad"]))))
         assert np.array_equal(mask > 127, bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        both = build_report({"broken": broken, "zeroed": zeroed})
+    assert both.count("1.00<br><small>(1.00)</small>") == 8  # agreement: the broken pixels count as zero
     encoded, top = encode_map(np.array([[np.nan, np.inf], [-2.0, 1.0]]))
     assert top == 2.0 and np.allclose(decode_map(encoded), [[0, 0], [-1, 0.5]], atol=0.01)
 

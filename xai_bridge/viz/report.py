@@ -331,7 +331,7 @@ def _controls_html(sec: Section, view: _View) -> str:
     )
     return (
         "<div class='controls'>"
-        f"<div class='tabs'>{'token' if caption else 'target'}: {''.join(tabs)}</div>"
+        f"<div class='tabs'>{'token' if caption else 'target'}: {''.join(tabs) or '<i>none</i>'}</div>"
         f"<label>opacity <input class='opacity' type='range' min='0' max='100' value='{round(view.opacity * 100)}'> "
         "<span class='op-value'></span></label>"
         f"<label>clip at <input class='pct' type='range' min='0' max='{len(PERCENTILES) - 1}' step='1' "

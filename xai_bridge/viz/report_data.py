@@ -248,11 +248,16 @@ def agreement(sec: Section, t: int, percent: float = 10.0) -> Agreement | None:
             elif ea.targets[na, t] != eb.targets[nb, t]:
                 rho = iou = float("nan")  # different classes are not compared
             else:
-                ma, mb = ea.attributions[na, t], eb.attributions[nb, t]
+                ma, mb = _finite(ea.attributions[na, t]), _finite(eb.attributions[nb, t])
                 rho, iou = rank_correlation(ma, mb), top_k_iou(ma, mb, percent)
             line.append((rho, iou))
         cells.append(line)
     return Agreement([name for name, _, _ in rows], cells)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN and infinities as 0 (as the page draws them uncoloured), for ranking."""
+    return values if np.isfinite(values).all() else np.where(np.isfinite(values), values, 0.0)
 
 
 def image_metrics(sec: Section, metrics: Any) -> Any:
