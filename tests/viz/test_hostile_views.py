@@ -365,3 +365,21 @@ def test_hostile_report_runs_no_script_and_shows_labels_literally(tmp_path: Path
             screenshot(page, tmp_path / "hostile_report.png")
         finally:
             browser.close()
+
+
+def test_png_view_survives_a_latin1_bitmap_font(monkeypatch: Any) -> None:
+    """Without FreeType, PIL's default font is a Latin-1 bitmap font that raises on other characters."""
+    from PIL import ImageDraw
+
+    real = ImageDraw.ImageDraw.text
+    drawn: list[str] = []
+
+    def latin1_only(self: Any, xy: Any, text: str, *args: Any, **kwargs: Any) -> None:
+        text.encode("latin-1")  # raises UnicodeEncodeError as the bitmap font does
+        drawn.append(text)
+        real(self, xy, text, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", latin1_only)
+    classes, _ = hostile_exps().values()
+    assert png(classes[:, 8:]._repr_png_()).shape[1] > 600
+    assert drawn[:3] == ["image", "evil ???? ?????", "'\"&amp;<>`"]

@@ -107,15 +107,18 @@ def explanation_html(exp: Explanation, side: int = 128) -> str:
 
 def _text_png(text: str, width: int = 360, height: int = 24) -> bytes:
     canvas = Image.new("RGB", (width, height), "white")
-    ImageDraw.Draw(canvas).text((4, 5), _drawable(text), fill=(0, 0, 0))
+    _draw_text(ImageDraw.Draw(canvas), (4, 5), text)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def _drawable(text: str) -> str:
-    """``text`` as PIL's default bitmap font can draw it (Latin-1; anything else becomes ``?``)."""
-    return text.replace("\u2026", "...").encode("latin-1", "replace").decode("latin-1")
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str) -> None:
+    """Draw ``text`` in PIL's default font; where that is the Latin-1 bitmap font, other characters become ``?``."""
+    try:
+        draw.text(xy, text, fill=(0, 0, 0))
+    except UnicodeError:
+        draw.text(xy, text.replace("\u2026", "...").encode("latin-1", "replace").decode("latin-1"), fill=(0, 0, 0))
 
 
 def explanation_png(exp: Explanation, side: int = 160) -> bytes:
@@ -128,7 +131,7 @@ def explanation_png(exp: Explanation, side: int = 160) -> bytes:
     bad = warn_non_finite("_repr_png_", {exp.method: _shown_non_finite(exp, rows)})
     tiles = [[image, *overlays] for image, overlays in (_tiles(exp, n, side) for n in rows)]
     names = [
-        ["image", *(_drawable(shown_label(exp.target_names[n, t], 24)) for t in range(len(tiles[r]) - 1))]
+        ["image", *(shown_label(exp.target_names[n, t], 24) for t in range(len(tiles[r]) - 1))]
         for r, n in enumerate(rows)
     ]
     width = max(sum(t.width + 4 for t in row) for row in tiles)
@@ -140,11 +143,11 @@ def explanation_png(exp: Explanation, side: int = 160) -> bytes:
         x = 0
         for tile, text in zip(row, labels, strict=True):
             canvas.paste(tile, (x, y))
-            draw.text((x + 2, y + tile.height + 1), text, fill=(0, 0, 0))
+            _draw_text(draw, (x + 2, y + tile.height + 1), text)
             x += tile.width + 4
         y += max(t.height for t in row) + label_h + 4
     if bad:
-        draw.text((2, y), f"{NON_FINITE_NOTE} ({bad})", fill=(0, 0, 0))
+        _draw_text(draw, (2, y), f"{NON_FINITE_NOTE} ({bad})")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
