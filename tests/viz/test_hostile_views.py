@@ -190,8 +190,8 @@ def test_empty_explanations_show_an_empty_state(shape: tuple[int, ...]) -> None:
 
 def test_report_of_a_full_and_an_empty_explanation_shows_the_full_one() -> None:
     full = explanation(np.stack([blob(6, 8), blob(16, 22)])[None])
-    empty = xb.Explanation(**{**full.__dict__, "attributions": np.zeros((1, 0, H, W)), "targets": np.zeros((1, 0)),
-                              "target_names": np.zeros((1, 0), str), "scores": np.zeros((1, 0)), "extras": {}})  # fmt: skip
+    empty = explanation(np.zeros((1, 0, H, W), np.float32))
+    empty = xb.Explanation(**{**empty.__dict__, "images": full.images})  # the same image, no targets
     page = build_report({"empty": empty, "full": full})
     assert "predicted class 0" in page and len(payload(page)["sections"][0]["methods"]) == 2
     fig = comparison_grid({"empty": empty, "full": full})
@@ -212,10 +212,15 @@ def huge() -> xb.Explanation:
     maps[0, 1, :300, :300] = np.nan
     image = np.empty((1, side, side, 3), np.uint8)
     image[0] = (np.arange(side, dtype=np.uint16) % 256).astype(np.uint8)[:, None, None]
-    return explanation(maps, images=None) if False else xb.Explanation(
-        attributions=maps, images=image, targets=[[0, 1]], target_names=[["a", "b"]], scores=[[1.0, 2.0]],
-        method="captum.IntegratedGradients", library="captum",
-    )  # fmt: skip
+    return xb.Explanation(
+        attributions=maps,
+        images=image,
+        targets=[[0, 1]],
+        target_names=[["a", "b"]],
+        scores=[[1.0, 2.0]],
+        method="captum.IntegratedGradients",
+        library="captum",
+    )
 
 
 def test_huge_notebook_views_colour_only_what_they_show(huge: xb.Explanation, monkeypatch: Any) -> None:
