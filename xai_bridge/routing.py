@@ -405,17 +405,33 @@ def _target_names(targets: np.ndarray, class_names: Sequence[str] | None) -> np.
     return names[targets]
 
 
-def _probability(model: Any, predicted: np.ndarray | None, targets: np.ndarray) -> np.ndarray | None:
-    """``(N, T)`` probabilities of the targets when the prediction pass gives them (softmax of logits)."""
+def _probability(model: Any, predicted: np.ndarray | None, targets: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """``(N, T)`` probabilities of the targets when the prediction pass gives them, and what made them.
+
+    What made them: ``"softmax"`` of a logits model's outputs (computed here),
+    ``"sigmoid"`` where the adapter's ``activation`` says the model's outputs
+    are independent sigmoids (a multi-label head: a softmax across them would
+    make the classes compete), ``"softmax"`` where it applies one itself, and
+    ``"model"`` for a model that outputs probabilities of its own.
+    """
     kind = getattr(model, "output_kind", None)
     if predicted is None or kind not in (OutputKind.LOGITS, OutputKind.PROBABILITIES):
         return None
-    probs = softmax(np.asarray(predicted, np.float64), axis=1) if kind is OutputKind.LOGITS else predicted
-    return np.take_along_axis(np.asarray(probs, np.float32), targets, axis=1)
+    if kind is OutputKind.LOGITS:
+        probs, source = softmax(np.asarray(predicted, np.float64), axis=1), "softmax"
+    else:
+        activation = getattr(model, "activation", None)
+        probs, source = predicted, activation if activation in ("sigmoid", "softmax") else "model"
+    return np.take_along_axis(np.asarray(probs, np.float32), targets, axis=1), source
 
 
-def _with_probability(exp: Explanation, probability: np.ndarray | None) -> Explanation:
-    """Add the targets' probabilities to ``extras`` (not for methods that chose their own targets)."""
-    if probability is None or exp.targets.shape != probability.shape or "probability" in exp.extras:
+def _with_probability(exp: Explanation, probability: tuple[np.ndarray, str] | None) -> Explanation:
+    """Add the targets' probabilities and what made them to ``extras`` (not for methods that chose their own targets).
+
+    ``extras["probability"]`` holds the values, ``extras["probability_from"]``
+    ``"softmax"``, ``"sigmoid"`` or ``"model"`` for each (the views say "sigmoid").
+    """
+    if probability is None or exp.targets.shape != probability[0].shape or "probability" in exp.extras:
         return exp
-    return replace(exp, extras={**exp.extras, "probability": probability})
+    values, source = probability
+    return replace(exp, extras={**exp.extras, "probability": values, "probability_from": np.full(values.shape, source)})

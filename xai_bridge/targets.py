@@ -108,19 +108,48 @@ def _one(value: Any, class_names: Sequence[str] | None, n_outputs: int | None) -
     if isinstance(value, str):
         if class_names is None:
             raise ParameterError(f"targets: class name {value!r} given but the model has no class_names; pass an index")
-        lowered = [c.lower() for c in class_names]
-        if value.lower() in lowered:
-            return lowered.index(value.lower())
-        # ImageNet names as Hugging Face and timm carry them list synonyms: "tabby, tabby cat"
-        synonyms = [i for i, c in enumerate(lowered) if value.lower() in (s.strip() for s in c.split(","))]
-        if len(synonyms) == 1:
-            return synonyms[0]
-        close = difflib.get_close_matches(value.lower(), lowered, n=3)
-        hint = f" Did you mean {', '.join(repr(class_names[lowered.index(c)]) for c in close)}?" if close else ""
-        raise ParameterError(f"targets: no class named {value!r}.{hint}")
+        return _named(value, [str(c) for c in class_names])
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ParameterError(f"targets: expected class indices or names, got {value!r}")
     idx = int(value)
     if idx < 0 or (n_outputs is not None and idx >= n_outputs):
         raise ParameterError(f"targets: class {idx} is out of range for a model with {n_outputs} outputs")
     return idx
+
+
+#: Candidates an ambiguity error lists before it counts the rest.
+_MAX_LISTED = 6
+
+
+def _named(value: str, names: list[str]) -> int:
+    """The one class ``value`` names, trying ever looser matches; several at the first tier that matches refuse.
+
+    The tiers: the whole name exactly, the whole name ignoring case, then one
+    of the comma-separated synonyms ImageNet names carry as Hugging Face and
+    timm spell them (``"tabby, tabby cat"``), exactly then ignoring case. An
+    exact unique match wins over looser ones, so ``{0: "cat", 1: "Cat"}``
+    resolves ``"cat"`` to 0; ``"crane"`` in ImageNet (134 the bird, 517 the
+    machine) is refused with both indices rather than silently taking the first.
+    """
+    folded = value.casefold()
+    synonyms = [[s.strip() for s in c.split(",")] for c in names]
+    tiers = (
+        lambda i: names[i] == value,
+        lambda i: names[i].casefold() == folded,
+        lambda i: value in synonyms[i],
+        lambda i: folded in (s.casefold() for s in synonyms[i]),
+    )
+    for matches in tiers:
+        found = [i for i in range(len(names)) if matches(i)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            listed = ", ".join(f"{i} {names[i]!r}" for i in found[:_MAX_LISTED])
+            more = f" and {len(found) - _MAX_LISTED} more" if len(found) > _MAX_LISTED else ""
+            raise ParameterError(
+                f"targets: {value!r} names {len(found)} classes: {listed}{more}; pass the index of the one you mean"
+            )
+    lowered = [c.casefold() for c in names]
+    close = difflib.get_close_matches(folded, lowered, n=3)
+    hint = f" Did you mean {', '.join(repr(names[lowered.index(c)]) for c in close)}?" if close else ""
+    raise ParameterError(f"targets: no class named {value!r}.{hint}")

@@ -60,12 +60,20 @@ JS = r"""
       }
       m.u = u;
       window.xbDecoded++;
-      if (!m.outline) { return; }
-      return pixelsOf("data:image/png;base64," + m.outline, w, h).then(function (op) {
-        const o = new Uint8Array(w * h);
-        for (let i = 0; i < o.length; i++) { o[i] = op[4 * i] > 127 ? 1 : 0; }
-        m.o = o;
+      return Promise.all([mask(m.outline, w, h), mask(m.bad, w, h)]).then(function (masks) {
+        m.o = masks[0];
+        m.b = masks[1];
       });
+    });
+  }
+
+  function mask(png, w, h) {
+    // a 0/255 PNG (outlines, NaN or infinite pixels) as 0/1 per pixel; none: null
+    if (!png) { return Promise.resolve(null); }
+    return pixelsOf("data:image/png;base64," + png, w, h).then(function (op) {
+      const o = new Uint8Array(w * h);
+      for (let i = 0; i < o.length; i++) { o[i] = op[4 * i] > 127 ? 1 : 0; }
+      return o;
     });
   }
 
@@ -121,6 +129,14 @@ JS = r"""
     if (m.o) {  // outlines: a detection's box, semantic regions' borders
       for (let i = 0; i < m.o.length; i++) {
         if (m.o[i]) { const j = 4 * i; d[j] = 255; d[j + 1] = 255; d[j + 2] = 255; }
+      }
+    }
+    if (m.b) {  // NaN or infinite values: black and white diagonal stripes, as in the figures
+      for (let i = 0; i < m.b.length; i++) {
+        if (m.b[i]) {
+          const j = 4 * i, v = ((((i % sec.w) + Math.floor(i / sec.w)) >> 1) & 1) ? 255 : 0;
+          d[j] = v; d[j + 1] = v; d[j + 2] = v;
+        }
       }
     }
     ctx.putImageData(out, 0, 0);

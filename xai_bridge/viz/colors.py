@@ -16,6 +16,7 @@ always choose a :class:`~xai_bridge.Norm` explicitly instead.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,13 +28,17 @@ from xai_bridge.normalization import Norm, normalize
 __all__ = [
     "BLUE",
     "DEFAULT_OPACITY",
+    "NON_FINITE_NOTE",
     "RED",
     "SEQUENTIAL",
     "ColorRule",
     "colorize",
+    "mark_non_finite",
+    "non_finite_count",
     "rule_for",
     "sequential_lut",
     "signed_maps",
+    "warn_non_finite",
 ]
 
 #: shap's colours: red for the target, blue against it.
@@ -53,6 +58,8 @@ SEQUENTIAL = (
 )
 #: Opacity of a pixel at the clip value (|normalised value| = 1); lower values fade linearly to transparent.
 DEFAULT_OPACITY = 0.8
+#: What the views say about pixels whose value is NaN or infinite (drawn hatched black and white).
+NON_FINITE_NOTE = "hatched: NaN or infinite values"
 #: Noise tunnels whose maps are squares or variances, hence never negative.
 _UNSIGNED_NOISE = ("smoothgrad_sq", "vargrad")
 
@@ -86,7 +93,8 @@ def signed_maps(explanation: Explanation) -> bool:
         signed = False
     if "abs" in params and isinstance(params["abs"], bool):  # captum/builtin Saliency: abs=False keeps the sign
         signed = not params["abs"]
-    has_negative = bool(explanation.attributions.size) and float(np.min(explanation.attributions)) < 0
+    values = explanation.attributions  # fmin ignores NaN and copies nothing (maps of 12-megapixel photos)
+    has_negative = bool(values.size) and float(np.fmin.reduce(values, axis=None)) < 0
     return bool(signed) or has_negative
 
 
@@ -124,8 +132,21 @@ class ColorRule:
         return f"{what}, {clip}{of}, {shared.get(self.scale, f'per {self.scale}')}"
 
     def normalise(self, maps: np.ndarray, shared: bool = False) -> np.ndarray:
-        """Scale ``maps`` to [-1, 1] (signed) or [0, 1] by this rule; ``shared``: one scale for all of them."""
-        return normalize(maps, self.norm, percentile=self.percentile, axes=None if shared else (-2, -1))
+        """Scale ``maps`` to [-1, 1] (signed) or [0, 1] by this rule; ``shared``: one scale for all of them.
+
+        NaN and infinite values (half-precision models make them) stay NaN and
+        take no part in the scale, so the finite rest is drawn as usual and
+        :func:`colorize` marks them.
+        """
+        maps = np.asarray(maps)
+        bad = ~np.isfinite(maps)
+        if not bad.any():
+            return normalize(maps, self.norm, percentile=self.percentile, axes=None if shared else (-2, -1))
+        out = normalize(
+            np.where(bad, 0.0, maps), self.norm, percentile=self.percentile, axes=None if shared else (-2, -1)
+        )
+        out[bad] = np.nan
+        return out
 
 
 def rule_for(
@@ -146,9 +167,12 @@ def colorize(image: np.ndarray, norm_map: np.ndarray, signed: bool, opacity: flo
         opacity: opacity at ``|value| = 1``; it falls linearly to 0 at 0.
 
     Returns:
-        uint8 ``(H, W, 3)``; where the map is 0 the image pixel is unchanged.
+        uint8 ``(H, W, 3)``; where the map is 0 the image pixel is unchanged,
+        where it is NaN or infinite the pixel is hatched (:func:`mark_non_finite`).
     """
     m = np.asarray(norm_map, np.float64)
+    bad = ~np.isfinite(m)
+    m = np.where(bad, 0.0, m)
     img = np.asarray(image, np.float64)
     if signed:
         m = np.clip(m, -1.0, 1.0)
@@ -157,4 +181,46 @@ def colorize(image: np.ndarray, norm_map: np.ndarray, signed: bool, opacity: flo
         m = np.clip(m, 0.0, 1.0)
         colour = sequential_lut()[np.rint(m * 255).astype(np.int64)].astype(np.float64)
     a = (float(np.clip(opacity, 0.0, 1.0)) * np.abs(m))[..., None]
-    return np.clip(np.rint(img * (1 - a) + colour * a), 0, 255).astype(np.uint8)
+    return mark_non_finite(np.clip(np.rint(img * (1 - a) + colour * a), 0, 255).astype(np.uint8), bad)
+
+
+def mark_non_finite(rgb: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """``rgb`` with the ``bad`` pixels hatched black and white (2-pixel diagonal stripes).
+
+    No colour scale here uses black or white stripes, so a NaN or infinite
+    value is never read as a strong or a zero attribution. ``rgb`` is uint8
+    (0-255) or float (0-1); it is returned as is when no pixel is bad.
+    """
+    if not bad.any():
+        return rgb
+    out = np.array(rgb, copy=True)
+    rows, cols = np.nonzero(bad)
+    white = ((rows + cols) // 2) % 2 == 1
+    out[rows, cols] = 0
+    out[rows[white], cols[white]] = 255 if out.dtype == np.uint8 else 1.0
+    return out
+
+
+def non_finite_count(maps: np.ndarray) -> int:
+    """How many values of ``maps`` are NaN or infinite, one ``(H, W)`` map at a time (no full-size temporary)."""
+    flat = np.asarray(maps).reshape(-1, *np.shape(maps)[-2:]) if np.ndim(maps) >= 2 else np.atleast_2d(maps)
+    return sum(int(m.size - np.count_nonzero(np.isfinite(m))) for m in flat)
+
+
+def warn_non_finite(view: str, counts: Mapping[str, int]) -> int:
+    """Warn once for the whole view when maps hold NaN or infinite values; returns how many they hold.
+
+    Args:
+        view: what is drawn (``"plot"``, ``"_repr_html_"``, ...), named in the warning.
+        counts: ``{method: number of non-finite values}`` of the maps the view shows.
+    """
+    bad = {method: n for method, n in counts.items() if n}
+    if bad:
+        which = ", ".join(f"{method}: {n}" for method, n in bad.items())
+        warnings.warn(
+            f"{view}: the maps hold NaN or infinite values ({which}); they are drawn hatched black and white, "
+            "and the colour scale is set by the finite values",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return sum(bad.values())

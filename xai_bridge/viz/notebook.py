@@ -11,14 +11,16 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from xai_bridge.explanation import Explanation
 
-from ._text import safe_text, score_text
-from .colors import colorize, rule_for
+from ._text import safe_text, score_text, shown_label
+from ._thumbs import display_size, fit_image, fit_map
+from .colors import NON_FINITE_NOTE, colorize, non_finite_count, rule_for, warn_non_finite
 
 __all__ = ["explanation_html", "explanation_png", "thumbnail"]
 
@@ -29,11 +31,9 @@ MAX_TARGETS = 8
 
 
 def thumbnail(array: np.ndarray, side: int) -> Image.Image:
-    """``array`` (uint8 HxWx3) resized so that its longer side is ``side`` pixels."""
-    img = Image.fromarray(np.asarray(array, np.uint8))
-    scale = side / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
+    """``array`` (uint8 HxWx3) resized so that its longer side is ``side`` pixels (work bounded by ``side``)."""
+    h, w = np.shape(array)[:2]
+    return Image.fromarray(fit_image(np.asarray(array), display_size(h, w, side)))
 
 
 def _png_b64(img: Image.Image) -> str:
@@ -42,32 +42,62 @@ def _png_b64(img: Image.Image) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _overlays(exp: Explanation, n: int) -> list[np.ndarray]:
+def _tiles(exp: Explanation, n: int, side: int) -> tuple[Image.Image, list[Image.Image]]:
+    """Image ``n`` and its targets' overlays at the displayed size: shrunk first, then coloured.
+
+    The clip percentile is taken over the displayed map, so a huge photo
+    costs what its thumbnail costs (the colour rule is the same).
+    """
+    image = thumbnail(exp.images[n], side)
+    t_shown = min(exp.n_targets, MAX_TARGETS)
+    if not t_shown:
+        return image, []
     rule = rule_for(exp)
-    normed = rule.normalise(exp.attributions[n, :MAX_TARGETS])
-    return [colorize(exp.images[n], normed[t], rule.signed) for t in range(normed.shape[0])]
+    maps = np.stack([fit_map(exp.attributions[n, t], image.size) for t in range(t_shown)])
+    normed = rule.normalise(maps)
+    pixels = np.asarray(image)
+    return image, [Image.fromarray(colorize(pixels, normed[t], rule.signed)) for t in range(t_shown)]
+
+
+def _shown_non_finite(exp: Explanation, rows: Sequence[int]) -> int:
+    """NaN and infinite values in the maps the view shows (the first images and targets)."""
+    return sum(non_finite_count(exp.attributions[n, :MAX_TARGETS]) for n in rows)
+
+
+def _empty(exp: Explanation) -> str | None:
+    """The empty state's text, or None when there is something to show."""
+    if exp.n_images and exp.n_targets:
+        return None
+    return f"nothing to show: {exp.n_images} image(s) x {exp.n_targets} target(s)"
 
 
 def explanation_html(exp: Explanation, side: int = 128) -> str:
     """The notebook view: one table row per image, one cell per target with its overlay."""
     esc = lambda v: html.escape(safe_text(v))  # noqa: E731
+    label = lambda v: f"<bdi>{html.escape(shown_label(v))}</bdi>"  # noqa: E731
     rule = rule_for(exp)
+    bad = warn_non_finite("_repr_html_", {exp.method: _shown_non_finite(exp, range(min(exp.n_images, MAX_IMAGES)))})
+    note = f" &middot; {NON_FINITE_NOTE} ({bad})" if bad else ""
     head = (
-        f"<b>{esc(exp.method)}</b> ({esc(exp.library)} {esc(exp.library_version)}) &middot; "
+        f"<b>{label(exp.method)}</b> ({label(exp.library)} {label(exp.library_version)}) &middot; "
         f"{exp.n_images} image(s) x {exp.n_targets} target(s) &middot; {exp.seconds:.2f} s &middot; "
-        f"{exp.n_model_evals} model evaluations<br><small>colours: {esc(rule.label())}</small>"
+        f"{exp.n_model_evals} model evaluations<br><small>colours: {esc(rule.label())}{note}</small>"
     )
+    empty = _empty(exp)
+    if empty is not None:
+        return f"<div class='xai-bridge'><p>{head}</p><p><i>{empty}</i></p></div>"
     rows = []
     for n in range(min(exp.n_images, MAX_IMAGES)):
+        image, overlays = _tiles(exp, n, side)
         cells = [
-            f"<td style='text-align:center'><img src='data:image/png;base64,{_png_b64(thumbnail(exp.images[n], side))}'"
-            f" alt='image {n}'><br>image {n}</td>"
+            f"<td style='text-align:center'><img src='data:image/png;base64,{_png_b64(image)}' alt='image {n}'><br>image {n}</td>"
         ]
-        for t, over in enumerate(_overlays(exp, n)):
+        for t, over in enumerate(overlays):
+            name = exp.target_names[n, t]
             cells.append(
-                f"<td style='text-align:center'><img src='data:image/png;base64,{_png_b64(thumbnail(over, side))}'"
-                f" alt='{esc(exp.target_names[n, t])}'><br><b>{esc(exp.target_names[n, t])}</b>"
-                f"<br>{esc(score_text(exp, n, t))}</td>"
+                f"<td style='text-align:center;max-width:{side + 40}px;overflow-wrap:anywhere'>"
+                f"<img src='data:image/png;base64,{_png_b64(over)}' alt='{html.escape(shown_label(name))}'>"
+                f"<br><bdi><b>{html.escape(shown_label(name))}</b></bdi><br>{esc(score_text(exp, n, t))}</td>"
             )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     more = exp.n_images - MAX_IMAGES
@@ -75,27 +105,49 @@ def explanation_html(exp: Explanation, side: int = 128) -> str:
     return f"<div class='xai-bridge'><p>{head}</p><table>{''.join(rows)}</table>{tail}</div>"
 
 
+def _text_png(text: str, width: int = 360, height: int = 24) -> bytes:
+    canvas = Image.new("RGB", (width, height), "white")
+    _draw_text(ImageDraw.Draw(canvas), (4, 5), text)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str) -> None:
+    """Draw ``text`` in PIL's default font; where that is the Latin-1 bitmap font, other characters become ``?``."""
+    try:
+        draw.text(xy, text, fill=(0, 0, 0))
+    except UnicodeError:
+        draw.text(xy, text.replace("\u2026", "...").encode("latin-1", "replace").decode("latin-1"), fill=(0, 0, 0))
+
+
 def explanation_png(exp: Explanation, side: int = 160) -> bytes:
     """A strip per image (the image, then each target's overlay, names below), as PNG bytes."""
+    empty = _empty(exp)
+    if empty is not None:
+        return _text_png(f"{shown_label(exp.method, 40)}: {empty}")
     label_h = 14
     rows = list(range(min(exp.n_images, MAX_IMAGES)))
-    tiles = [[thumbnail(exp.images[n], side), *(thumbnail(o, side) for o in _overlays(exp, n))] for n in rows]
+    bad = warn_non_finite("_repr_png_", {exp.method: _shown_non_finite(exp, rows)})
+    tiles = [[image, *overlays] for image, overlays in (_tiles(exp, n, side) for n in rows)]
     names = [
-        ["image", *(safe_text(exp.target_names[n, t])[:24] for t in range(len(tiles[r]) - 1))]
+        ["image", *(shown_label(exp.target_names[n, t], 24) for t in range(len(tiles[r]) - 1))]
         for r, n in enumerate(rows)
     ]
     width = max(sum(t.width + 4 for t in row) for row in tiles)
-    height = sum(max(t.height for t in row) + label_h + 4 for row in tiles)
-    canvas = Image.new("RGB", (width, height), "white")
+    height = sum(max(t.height for t in row) + label_h + 4 for row in tiles) + (label_h if bad else 0)
+    canvas = Image.new("RGB", (max(width, 240 if bad else 1), height), "white")
     draw = ImageDraw.Draw(canvas)
     y = 0
     for row, labels in zip(tiles, names, strict=True):
         x = 0
-        for tile, label in zip(row, labels, strict=True):
+        for tile, text in zip(row, labels, strict=True):
             canvas.paste(tile, (x, y))
-            draw.text((x + 2, y + tile.height + 1), label, fill=(0, 0, 0))
+            _draw_text(draw, (x + 2, y + tile.height + 1), text)
             x += tile.width + 4
         y += max(t.height for t in row) + label_h + 4
+    if bad:
+        _draw_text(draw, (2, y), f"{NON_FINITE_NOTE} ({bad})")
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

@@ -13,7 +13,6 @@ transparent. Pass ``norm=`` to choose ``abs``/``positive``/``signed`` yourself.
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,8 +22,20 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
-from ._text import score_text
-from .colors import BLUE, DEFAULT_OPACITY, RED, ColorRule, colorize, rule_for, sequential_lut
+from ._figure import TEXT, empty_figure, figure_png, new_figure, non_finite_note
+from ._text import score_text, shown_label
+from ._thumbs import at_display_size, display_size, fit_image, fit_map
+from .colors import (
+    BLUE,
+    DEFAULT_OPACITY,
+    RED,
+    ColorRule,
+    colorize,
+    mark_non_finite,
+    non_finite_count,
+    rule_for,
+    sequential_lut,
+)
 from .outlines import draw_outlines
 
 __all__ = ["MapScale", "Style", "caption_plot", "comparison_grid", "explanation_plot", "figure_png", "overlay"]
@@ -70,9 +81,22 @@ def overlay(
     Returns:
         float ``(H, W, 3)`` RGB in [0, 1].
     """
-    style = Style(style)
-    img = image.astype(np.float32) / 255.0
     m = np.asarray(norm_map, np.float32)
+    bad = ~np.isfinite(m)  # NaN / inf: drawn hatched whatever the style
+    return mark_non_finite(_overlay(image, np.where(bad, 0, m), Style(style), cmap, alpha, top_percent, signed), bad)
+
+
+def _overlay(
+    image: np.ndarray,
+    m: np.ndarray,
+    style: Style,
+    cmap: str | None,
+    alpha: float,
+    top_percent: float,
+    signed: bool | None,
+) -> np.ndarray:
+    """:func:`overlay` of a finite map."""
+    img = image.astype(np.float32) / 255.0
     if style in (Style.HEAT, Style.SIGNED):
         is_signed = style is Style.SIGNED or (bool((m < 0).any()) if signed is None else signed)
         if cmap is not None and not is_signed:
@@ -94,26 +118,11 @@ def overlay(
     return out
 
 
-@functools.cache
-def _figure_class() -> type:
-    """A ``Figure`` that Jupyter displays without ``%matplotlib inline`` (it renders itself to PNG)."""
-    from matplotlib.figure import Figure
-
-    class XaiBridgeFigure(Figure):  # type: ignore[misc]
-        """A matplotlib Figure with ``_repr_png_``, so notebooks show it without pyplot."""
-
-        def _repr_png_(self) -> bytes:
-            return figure_png(self, dpi=90)
-
-    return XaiBridgeFigure
-
-
-def _new_figure(figsize: tuple[float, float]) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = _figure_class()(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
+#: Longest side, in pixels, at which figures draw an image and its maps (a 12-MP photo is shrunk first): a
+#: 2.4-inch panel saved at 200 dpi is 480 pixels wide, and the figure keeps every panel's pixels in memory.
+PLOT_MAX_SIDE = 512
+#: Characters of a label drawn above or below one panel (longer ones end in an ellipsis; panels do not overlap).
+PANEL_LABEL = 22
 
 
 def _bar_cmap(signed: bool, cmap: str | None = None) -> Any:
@@ -146,14 +155,16 @@ def _colour_bars(fig: Any, axes: Any, rules: Mapping[str, ColorRule], cmap: str 
         kinds.setdefault((rule.signed, rule.label()), []).append(name)
     for (signed, label), names in kinds.items():
         if len(kinds) > 1:  # mixed figure: say which methods each bar is for
-            label = f"{', '.join(n.split('.')[-1] for n in names)}:\n{label}"
+            label = f"{', '.join(shown_label(n.split('.')[-1], 40) for n in names)}:\n{label}"
         bar = fig.colorbar(
             ScalarMappable(Normalize(-1.0 if signed else 0.0, 1.0), _bar_cmap(signed, cmap)),
             ax=axes.ravel().tolist(),
             shrink=0.8,
             pad=0.02,
         )
-        bar.set_label(label.replace(", clipped", ",\nclipped"), fontsize=7)  # two short lines fit beside the bar
+        bar.set_label(
+            label.replace(", clipped", ",\nclipped"), fontsize=7, **TEXT
+        )  # two short lines fit beside the bar
         bar.ax.tick_params(labelsize=7)
 
 
@@ -197,21 +208,29 @@ def comparison_grid(
     Returns:
         The ``Figure``; ``fig.xai_bridge_norm`` records the rule used.
     """
-    exps = _same_images(explanations)
-    first = next(iter(exps.values()))
+    given = _same_images(explanations)
+    exps = {name: exp for name, exp in given.items() if exp.n_targets}  # 0 targets: nothing to draw for it
+    first = next(iter(given.values()))
+    if not exps or not first.n_images:
+        return empty_figure(
+            f"nothing to show: {first.n_images} image(s), no targets in {len(given) - len(exps)} of {len(given)}"
+        )
     scale, style = MapScale(scale), Style(style)
     if style is Style.SIGNED:
         norm = Norm.SIGNED
     rules = {name: rule_for(exp, norm, percentile, scale.value) for name, exp in exps.items()}
+    counts = {name: non_finite_count(exp.attributions) for name, exp in exps.items()}
+    exps, extent = at_display_size(exps, PLOT_MAX_SIDE)
     columns: list[tuple[str, int]] = []
     for name, exp in exps.items():
         columns += [(name, t) for t in (range(exp.n_targets) if per_target else [0])]
     normed = _normalised(exps, rules, per_target, scale)
     n_rows, n_cols = first.n_images, 1 + len(columns)
     n_kinds = len({r.signed for r in rules.values()})
-    fig = _new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
+    fig = new_figure((panel_size * n_cols + 0.9 * n_kinds, panel_size * n_rows + 0.4))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    _draw_panels(axes, exps, columns, normed, rules, per_target, style, cmap, alpha, titles)
+    _draw_panels(axes, exps, columns, normed, rules, per_target, style, cmap, alpha, titles, extent)
+    non_finite_note(fig, "comparison_grid", counts)
     if style in (Style.HEAT, Style.SIGNED):
         _colour_bars(fig, axes, rules, cmap)
     kinds = {r.norm.value for r in rules.values()}
@@ -234,22 +253,26 @@ def _draw_panels(
     cmap: str | None,
     alpha: float,
     titles: bool,
+    extent: tuple[float, float, float, float] | None = None,
 ) -> None:
-    """Each row: the image, then every (method, target) column's overlay, titled on the first row."""
+    """Each row: the image, then every (method, target) column's overlay, titled on the first row.
+
+    ``extent``: the original image's pixel coordinates when the images were shrunk (outlines stay in place).
+    """
     first = next(iter(exps.values()))
     for i in range(axes.shape[0]):
-        axes[i, 0].imshow(first.images[i])
+        axes[i, 0].imshow(first.images[i], extent=extent)
         if titles and i == 0:
-            axes[i, 0].set_title("image", fontsize=9)
+            axes[i, 0].set_title("image", fontsize=9, **TEXT)
         for j, (name, t) in enumerate(columns, start=1):
             ax = axes[i, j]
             m = normed[name][i, t if per_target else 0]
-            ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed))
+            ax.imshow(overlay(first.images[i], m, style, cmap, alpha, signed=rules[name].signed), extent=extent)
             draw_outlines(ax, exps[name], i, t if per_target else 0)
             if titles and i == 0:
-                label = name.replace(".", "\n", 1)  # library on one line, method below
-                ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8)
-            ax.set_xlabel(str(exps[name].target_names[i, t]), fontsize=8)
+                label = shown_label(name, 2 * PANEL_LABEL).replace(".", "\n", 1)  # library on one line, method below
+                ax.set_title(label if not per_target else f"{label} [{t}]", fontsize=8, **TEXT)
+            ax.set_xlabel(shown_label(exps[name].target_names[i, t], PANEL_LABEL), fontsize=8, **TEXT)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -262,9 +285,18 @@ def _same_images(explanations: Mapping[str, Explanation] | Sequence[Explanation]
         raise ParameterError("explanations: pass at least one Explanation")
     first = next(iter(exps.values()))
     for name, exp in exps.items():
-        if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
+        if not _same_pixels(exp.images, first.images):
             raise ParameterError(f"explanations: {name!r} explains other images than {first.method!r}")
     return exps
+
+
+def _same_pixels(a: np.ndarray, b: np.ndarray, rows: int = 256) -> bool:
+    """Whether two image stacks are equal, compared a strip of rows at a time (no full-size temporary)."""
+    if a is b:
+        return True
+    if a.shape != b.shape:
+        return False
+    return all(np.array_equal(a[:, r : r + rows], b[:, r : r + rows]) for r in range(0, a.shape[1], rows))
 
 
 def _normalised(
@@ -318,25 +350,37 @@ def explanation_plot(
         The ``Figure`` (titles: target name and probability or score; one colour bar stating the rule).
     """
     rows = list(range(min(explanation.n_images, max_images))) if images is None else list(np.atleast_1d(images))
+    if not rows or not explanation.n_targets:
+        return empty_figure(
+            f"{explanation.method}: nothing to show ({explanation.n_images} image(s) x {explanation.n_targets} target(s))"
+        )
     rule = rule_for(explanation, norm, percentile)
     n_cols = 1 + explanation.n_targets
-    fig = _new_figure((panel_size * n_cols + 1.0, panel_size * len(rows) + 0.5))
+    fig = new_figure((panel_size * n_cols + 1.0, panel_size * len(rows) + 0.5))
     axes = fig.subplots(len(rows), n_cols, squeeze=False)
+    h, w = explanation.images.shape[1:3]
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)  # original pixel coordinates, so boxes and regions stay in place
+    size = display_size(h, w, min(max(h, w), PLOT_MAX_SIDE))
     for r, n in enumerate(rows):
-        axes[r, 0].imshow(explanation.images[n])
+        image = fit_image(explanation.images[n], size)
+        axes[r, 0].imshow(image, extent=extent)
         axes[r, 0].set_title("image" if r == 0 else "", fontsize=9)
-        normed = rule.normalise(explanation.attributions[n])
+        normed = rule.normalise(np.stack([fit_map(m, size) for m in explanation.attributions[n]]))
         for t in range(explanation.n_targets):
             ax = axes[r, t + 1]
-            ax.imshow(overlay(explanation.images[n], normed[t], alpha=alpha, signed=rule.signed))
+            ax.imshow(overlay(image, normed[t], alpha=alpha, signed=rule.signed), extent=extent)
             draw_outlines(ax, explanation, n, t)
-            ax.set_title(f"{explanation.target_names[n, t]}\n{score_text(explanation, n, t)}", fontsize=8)
+            title = f"{shown_label(explanation.target_names[n, t], PANEL_LABEL)}\n{score_text(explanation, n, t)}"
+            ax.set_title(title, fontsize=8, **TEXT)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
-        f"{explanation.method} ({explanation.seconds:.2f} s, {explanation.n_model_evals} evaluations)", fontsize=9
+        f"{shown_label(explanation.method, 60)} ({explanation.seconds:.2f} s, {explanation.n_model_evals} evaluations)",
+        fontsize=9,
+        **TEXT,
     )
+    non_finite_note(fig, "plot", {explanation.method: sum(non_finite_count(explanation.attributions[n]) for n in rows)})
     _colour_bars(fig, axes, {explanation.method: rule}, None)
     return fig
 
@@ -356,33 +400,29 @@ def caption_plot(
     All tokens share one scale (the rule is shap's: signed, clipped at the
     99.9th percentile), so tokens can be compared.
     """
-    exp = explanation[image]
+    shown, extent = at_display_size({"": explanation}, PLOT_MAX_SIDE)  # before slicing: a slice copies
+    exp = shown[""][image]
+    if not exp.n_targets:
+        return empty_figure(f"{exp.method}: nothing to show (0 tokens)")
+    bad = non_finite_count(explanation.attributions[image])
     rule = ColorRule(Norm(norm), percentile, "tokens")
     normed = rule.normalise(exp.attributions[0], shared=True)
     n = 1 + exp.n_targets
     rows = -(-n // columns)
-    fig = _new_figure((panel_size * min(n, columns) + 0.9, panel_size * rows + 0.3))
+    fig = new_figure((panel_size * min(n, columns) + 0.9, panel_size * rows + 0.3))
     axes = fig.subplots(rows, min(n, columns), squeeze=False)
-    axes.flat[0].imshow(exp.images[0])
+    axes.flat[0].imshow(exp.images[0], extent=extent)
     axes.flat[0].set_title("image", fontsize=9)
     for t in range(exp.n_targets):
         ax = axes.flat[t + 1]
-        ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed))
+        ax.imshow(overlay(exp.images[0], normed[t], alpha=alpha, signed=rule.signed), extent=extent)
         draw_outlines(ax, exp, 0, t)
-        ax.set_title(str(exp.target_names[0, t]), fontsize=9)
+        ax.set_title(shown_label(exp.target_names[0, t], PANEL_LABEL), fontsize=9, **TEXT)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
         if not ax.images:
             ax.set_axis_off()
     _colour_bars(fig, axes, {exp.method: rule}, None)
+    non_finite_note(fig, "caption_plot", {exp.method: bad})
     return fig
-
-
-def figure_png(fig: Any, dpi: int = 80) -> bytes:
-    """The figure as PNG bytes."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()

@@ -27,8 +27,17 @@ from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
 from ._report_assets import CSS, JS
-from ._text import probabilities, safe_text, score_text
-from .colors import BLUE, DEFAULT_OPACITY, RED, sequential_lut, signed_maps
+from ._text import probabilities, safe_text, score_text, shown_label
+from .colors import (
+    BLUE,
+    DEFAULT_OPACITY,
+    NON_FINITE_NOTE,
+    RED,
+    non_finite_count,
+    sequential_lut,
+    signed_maps,
+    warn_non_finite,
+)
 from .report_data import (
     PERCENTILES,
     Section,
@@ -183,18 +192,34 @@ def build_report(
         "mode": mode,
         "sections": [],
     }
+    warn_non_finite("report", {name: non_finite_count(exp.attributions) for name, exp in items})
     for i, sec in enumerate(found):
         parts.append(_section_html(i, sec, names[i], signed, payload, metrics, view))
-    data = json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
+    if not found:
+        parts.append("<p class='note'><i>Nothing to show: the explanations hold 0 images.</i></p>")
+    data = script_json(payload)
     parts.append(f"<script type='application/json' id='xb-data'>{data}</script><script>{JS}</script></body></html>")
     return "".join(parts)
+
+
+def script_json(payload: Any) -> str:
+    r"""``payload`` as JSON that stays data inside a ``<script>`` element, whatever text it holds.
+
+    ``<``, ``>`` and ``&`` are written as ``\u003c``, ``\u003e`` and
+    ``\u0026`` (JSON strings read them back unchanged), so a label such as
+    ``<!--<script`` or ``</script>`` can neither end the element nor switch
+    the parser into its escaped states; non-ASCII (U+2028 included) is
+    escaped by ``json.dumps``.
+    """
+    text = json.dumps(payload, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _intro_html(title: str, n_sections: int, n_items: int) -> str:
     """The page head, the title and the note on how maps are coloured."""
     return (
-        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-        f"<style>{CSS % {'px': PANEL_PX}}</style></head><body><h1>{_esc(title)}</h1>"
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_esc(shown_label(title, 200))}</title>"
+        f"<style>{CSS % {'px': PANEL_PX}}</style></head><body><h1>{_esc(shown_label(title, 200))}</h1>"
         f"<p class='note'>{n_sections} image(s), {n_items} explanation(s). Each map is coloured by one rule: "
         "methods whose maps carry a sign (evidence for and against the target) on a diverging scale, red for and "
         "blue against; unsigned methods on a green-yellow scale. Opacity grows with |value| (zero shows the image), "
@@ -250,9 +275,11 @@ def _section_html(
         if per_image is None
         else "<p class='note'>Metrics of this image (mean over its targets):</p>" + _table(per_image)
     )
+    bad = sec.non_finite()
+    note = f"<p class='note'>{NON_FINITE_NOTE} ({bad}), in black and white stripes.</p>" if bad else ""
     return (
-        f"<section class='image' id='image-{i}'><h2>{_esc(label)}: {_heading(sec)}</h2>"
-        f"{_controls_html(sec, view)}{_legend(view.opacity)}"
+        f"<section class='image' id='image-{i}'><h2>{_esc(shown_label(label, 200))}: {_heading(sec)}</h2>"
+        f"{_controls_html(sec, view)}{_legend(view.opacity)}{note}"
         f"<div class='row'><figure><img class='input' alt='{_esc(label)}' src='data:image/png;base64,"
         f"{png_base64(image)}'><figcaption><b>input</b><br>{w}x{h}</figcaption></figure>{figures}</div>"
         f"{agreement_html}{metric_html}</section>"
@@ -273,11 +300,15 @@ def _heading(sec: Section) -> str:
     """What the section explains: the caption, or the predicted class with its probability."""
     _, first, n0 = sec.entries[0]
     if is_caption(first):
-        return f"caption &ldquo;{_esc(first.params.get('caption', ''))}&rdquo;"
-    top = f"{_esc(first.target_names[n0, 0])}"
+        return f"caption &ldquo;{_esc(shown_label(first.params.get('caption', ''), 300))}&rdquo;"
+    if not sec.n_tabs:
+        return "no targets"
+    if not first.n_targets:
+        _, first, n0 = next(entry for entry in sec.entries if entry[1].n_targets)
+    top = f"{_esc(shown_label(first.target_names[n0, 0]))}"
     probs = probabilities(first)
     if probs is not None:
-        top += f" (p={probs[n0, 0]:.2f})"
+        top += f" ({_esc(score_text(first, n0, 0))})"
     return f"predicted {top}"
 
 
@@ -288,7 +319,7 @@ def _controls_html(sec: Section, view: _View) -> str:
     for t in range(sec.n_tabs):
         exp, n = next((exp, n) for _, exp, n in sec.entries if t < exp.n_targets)
         sub = score_text(exp, n, t)
-        text = _esc(exp.target_names[n, t])
+        text = _esc(shown_label(exp.target_names[n, t]))
         tabs.append(
             f"<button type='button' data-t='{t}'{' class=on' if t == 0 else ''}>"
             f"{'' if caption else f'{t + 1}. '}{text}{f' <small>{_esc(sub)}</small>' if sub and not caption else ''}"
@@ -300,7 +331,7 @@ def _controls_html(sec: Section, view: _View) -> str:
     )
     return (
         "<div class='controls'>"
-        f"<div class='tabs'>{'token' if caption else 'target'}: {''.join(tabs)}</div>"
+        f"<div class='tabs'>{'token' if caption else 'target'}: {''.join(tabs) or '<i>none</i>'}</div>"
         f"<label>opacity <input class='opacity' type='range' min='0' max='100' value='{round(view.opacity * 100)}'> "
         "<span class='op-value'></span></label>"
         f"<label>clip at <input class='pct' type='range' min='0' max='{len(PERCENTILES) - 1}' step='1' "

@@ -22,7 +22,8 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
-from ._text import safe_text, score_text
+from ._text import safe_text, score_text, shown_label
+from ._thumbs import display_size, fit_image, fit_map
 from .outlines import outline_mask
 
 __all__ = [
@@ -60,7 +61,8 @@ def encode_map(values: np.ndarray) -> tuple[np.ndarray, float]:
     ``byte = 128 + round(127 * sign(v) * sqrt(|v| / max|v|))``: 0 stays 128
     exactly, and values down to ~1e-4 of the maximum stay distinguishable.
     """
-    v = np.nan_to_num(np.asarray(values, np.float64))
+    v = np.asarray(values, np.float64)
+    v = np.where(np.isfinite(v), v, 0.0)  # NaN / inf are sent apart (``"bad"``): they must not set the scale
     top = float(np.max(np.abs(v))) if v.size else 0.0
     q = np.sign(v) * np.sqrt(np.abs(v) / top) if top > 0 else np.zeros_like(v)
     return (128 + np.rint(127 * q)).astype(np.uint8), top
@@ -73,15 +75,15 @@ def decode_map(encoded: np.ndarray) -> np.ndarray:
 
 
 def fit(array: np.ndarray, max_side: int, is_map: bool) -> np.ndarray:
-    """Shrink images (Lanczos) and maps (box average) whose longer side exceeds ``max_side``."""
+    """Shrink images (Lanczos) and maps (box average) whose longer side exceeds ``max_side``.
+
+    Huge ones are block-averaged first (:func:`~xai_bridge.viz._thumbs.shrink`), so the work follows ``max_side``.
+    """
     h, w = array.shape[:2]
     if max(h, w) <= max_side:
         return array
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if is_map:
-        return np.asarray(Image.fromarray(np.asarray(array, np.float32), mode="F").resize(size, Image.Resampling.BOX))
-    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS))
+    size = display_size(h, w, max_side)
+    return fit_map(array, size) if is_map else fit_image(array, size)
 
 
 @dataclass
@@ -95,6 +97,14 @@ class Section:
     def n_tabs(self) -> int:
         """Target (or caption token) tabs: the most targets any of its explanations has."""
         return max(exp.n_targets for _, exp, _ in self.entries)
+
+    def non_finite(self) -> int:
+        """NaN and infinite values in the section's maps (the page draws them hatched)."""
+        return sum(
+            int(np.size(m) - np.count_nonzero(np.isfinite(m)))
+            for _, exp, n in self.entries
+            for m in exp.attributions[n]
+        )
 
 
 def named(explanations: Any) -> list[tuple[str, Explanation]]:
@@ -190,12 +200,16 @@ def method_maps(sec: Section, signed: Mapping[str, bool], max_side: int) -> list
             if t >= exp.n_targets:
                 targets.append(None)
                 continue
-            encoded, _ = encode_map(fit(exp.attributions[n, t], max_side, is_map=True))
+            shown = fit(exp.attributions[n, t], max_side, is_map=True)
+            encoded, _ = encode_map(shown)
             entry = {
                 "png": png_base64(encoded),
-                "name": safe_text(exp.target_names[n, t]),
+                "name": shown_label(exp.target_names[n, t]),
                 "score": score_text(exp, n, t),
             }
+            bad = ~np.isfinite(shown)
+            if bad.any():  # NaN / inf: the page hatches these pixels
+                entry["bad"] = png_base64(bad.astype(np.uint8) * 255)
             edges = outline_mask(exp, n, t, encoded.shape[:2])
             if edges is not None:  # a detection's box, the regions of a semantic-region run: drawn over the map
                 entry["outline"] = png_base64(edges.astype(np.uint8) * 255)
@@ -234,11 +248,16 @@ def agreement(sec: Section, t: int, percent: float = 10.0) -> Agreement | None:
             elif ea.targets[na, t] != eb.targets[nb, t]:
                 rho = iou = float("nan")  # different classes are not compared
             else:
-                ma, mb = ea.attributions[na, t], eb.attributions[nb, t]
+                ma, mb = _finite(ea.attributions[na, t]), _finite(eb.attributions[nb, t])
                 rho, iou = rank_correlation(ma, mb), top_k_iou(ma, mb, percent)
             line.append((rho, iou))
         cells.append(line)
     return Agreement([name for name, _, _ in rows], cells)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN and infinities as 0 (as the page draws them uncoloured), for ranking."""
+    return values if np.isfinite(values).all() else np.where(np.isfinite(values), values, 0.0)
 
 
 def image_metrics(sec: Section, metrics: Any) -> Any:
