@@ -19,7 +19,11 @@ what urllib3's ``Retry`` cannot do because it stops at the headers:
   tried again within tens of milliseconds instead of the kernel's 1 s;
 * **body faults are transport faults** -- a connection reset mid-body, a body
   shorter than its ``Content-Length``, a bad gzip stream and a passed deadline
-  are retried like timeouts, then raise one ``RemoteCaptionError``.
+  are retried like timeouts, then raise one ``RemoteCaptionError``;
+* **fail fast where retrying cannot help** -- a host name that does not
+  resolve and a failed TLS handshake (wrong scheme, bad certificate) raise at
+  the first attempt, in one line naming the endpoint and the fix; the retry
+  budget stays for transient faults.
 
 This module imports ``requests``; ``client.py`` imports it only when a session
 is first needed.
@@ -32,6 +36,7 @@ import heapq
 import itertools
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +47,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import SSLError as _Urllib3SSLError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .retry import RetryPolicy
@@ -107,6 +113,46 @@ class _StaleConnection(Exception):
     """A kept-alive connection the server had closed: the request got no answer at all (not an attempt)."""
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps (arguments, causes, contexts, urllib3's ``reason``)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 32:
+        err = todo.pop()
+        if any(err is s for s in seen):
+            continue
+        seen.append(err)
+        todo += [a for a in err.args if isinstance(a, BaseException)]
+        todo += [
+            e for e in (err.__cause__, err.__context__, getattr(err, "reason", None)) if isinstance(e, BaseException)
+        ]
+    return seen
+
+
+def permanent_fault(exc: BaseException, name: str, url: str) -> str | None:
+    """The one-line message of a connection fault that retrying cannot fix, or None for a transient one.
+
+    A host name that does not resolve (DNS answers the same a second later)
+    and a failed TLS handshake (a plain-HTTP server behind ``https://``, a
+    certificate the client does not trust) fail at once.
+    """
+    causes = _causes(exc)
+    for err in causes:
+        if isinstance(err, (NameResolutionError, socket.gaierror)):
+            host = url.split("://", 1)[-1].split("/", 1)[0]
+            return (
+                f"{name}: cannot resolve the host {host!r} of {url} (DNS); check the endpoint URL's spelling and "
+                "your network or proxy settings (not retried)"
+            )
+        if isinstance(err, (ssl.SSLError, _Urllib3SSLError, requests.exceptions.SSLError)):
+            detail = next((e.reason for e in causes if isinstance(e, ssl.SSLError) and e.reason), type(err).__name__)
+            return (
+                f"{name}: the TLS handshake with {url} failed ({str(detail)[:60]}); check the scheme (https:// on "
+                "a plain-HTTP server?), the certificate, or REQUESTS_CA_BUNDLE (not retried)"
+            )
+    return None
+
+
 def _unanswered(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) says the server closed the connection before answering anything."""
     import http.client
@@ -151,8 +197,10 @@ class _QuickConnect:
                 self.timeout = min(wait, end - start)
                 try:
                     sock = super()._new_conn()  # type: ignore[misc]
-                except ConnectTimeoutError:
-                    if time.monotonic() >= end - 1e-3:
+                except ConnectTimeoutError as exc:
+                    # urllib3's NewConnectionError (refused, no such host) is a ConnectTimeoutError too: an answer,
+                    # not a lost SYN, so it goes to the adapter at once (a name that does not resolve fails there)
+                    if isinstance(exc, NewConnectionError) or time.monotonic() >= end - 1e-3:
                         raise
                     wait *= 2
                     continue
@@ -324,6 +372,9 @@ class PolicyAdapter(HTTPAdapter):
                     continue
                 reason = "the server closed the connection without answering"
             except (*_TRANSIENT, _Deadline) as exc:
+                permanent = permanent_fault(exc, self.name, url)
+                if permanent is not None:
+                    raise TransportError(permanent) from None
                 reason = self._reason(exc)
                 logger.debug("POST %s failed after %.3f s: %s", url, time.monotonic() - start, reason)
             else:
