@@ -1,30 +1,25 @@
 """Remote detectors (Azure Image Analysis 4.0 objects/people, v3.2 detect) against a loopback server.
 
-The server looks at the image it is sent: a white square is a "dog", a red
-one a "cat" (and, for ``features=people``, a "person"); each box is drawn
-around the square's pixels still visible, its confidence the share of them
-left. Masking a square therefore lowers its confidence and moves its box,
-which is what D-RISE must find.
+The server (``tests/detection_server.py``) looks at the image it is sent: a
+white square is a "dog", a red one a "cat" (and, for ``features=people``, a
+"person"); each box is drawn around the square's pixels still visible, its
+confidence the share of them left. Masking a square therefore lowers its
+confidence and moves its box, which is what D-RISE must find.
 """
 
 from __future__ import annotations
 
-import collections
-import hashlib
-import io
-import json
-import threading
+import time
+import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
 pytest.importorskip("requests")
 
-from PIL import Image
+from detection_server import CAT, DOG, KEY, AzureDetectServer, scene
 from xai_bridge.adapters.captioners import (
     AuthenticationError,
     AzureVision40Detector,
@@ -38,132 +33,7 @@ import xai_bridge as xb
 
 pytestmark = pytest.mark.timeout(60)
 
-KEY = "loopback-detect-key-0123456789"
 FAST_RETRY = RetryPolicy(backoff=0.01, max_backoff=0.05, seed=0)
-DOG = (255, 255, 255), (36, 8, 56, 28)  # colour, box (x0, y0, x1, y1)
-CAT = (230, 20, 20), (6, 36, 22, 56)
-
-
-def scene(size: int = 64, seed: int = 0) -> np.ndarray:
-    """Mid-grey noise with a white square (the dog) and a red one (the cat)."""
-    img = np.random.default_rng(seed).integers(70, 150, (size, size, 3)).astype(np.uint8)
-    for colour, (x0, y0, x1, y1) in (DOG, CAT):
-        img[y0 * size // 64 : y1 * size // 64, x0 * size // 64 : x1 * size // 64] = colour
-    return img
-
-
-def find(image: np.ndarray) -> list[tuple[str, list[float], float]]:
-    """``(name, [x, y, w, h], confidence)`` per square still (partly) visible."""
-    h, w = image.shape[:2]
-    px = image.astype(np.int16)
-    found = []
-    for name, ((r, g, b), (x0, y0, x1, y1)) in (("dog", DOG), ("cat", CAT)):
-        hit = (np.abs(px[..., 0] - r) < 30) & (np.abs(px[..., 1] - g) < 30) & (np.abs(px[..., 2] - b) < 30)
-        area = (x1 - x0) * (y1 - y0) * (h * w) / 64**2
-        ys, xs = np.nonzero(hit)
-        if len(ys) > 4:
-            box = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-            found.append((name, box, round(min(1.0, len(ys) / area), 4)))
-    return found
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Any
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        owner: AzureDetectServer = self.server.owner
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        fault = owner.begin(url.path)
-        sent = self.headers.get("Ocp-Apim-Subscription-Key", "")
-        if sent != owner.key:
-            message = f"Access denied due to invalid subscription key {sent}."  # echoed, as a careless server does
-            return self._send(401, {"error": {"code": "401", "message": message}})
-        if fault is not None and fault.startswith("429"):
-            return self._send(429, {"error": {"code": "429", "message": "Rate limit"}}, {"Retry-After": fault[4:]})
-        if fault is not None and fault.isdigit():
-            return self._send(int(fault), {"error": {"code": fault, "message": f"fault {fault}"}})
-        if url.path not in ("/computervision/imageanalysis:analyze", "/vision/v3.2/detect"):
-            return self._send(404, {"error": {"code": "404", "message": "Resource not found"}})
-        image = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
-        found = find(image)
-        if fault == "echo":  # a server that puts the key in its answer
-            found = [(f"{name} {owner.key}", box, c) for name, box, c in found]
-        owner.answered[hashlib.sha256(body).hexdigest()] += 1
-        meta = {"width": image.shape[1], "height": image.shape[0]}
-        if url.path == "/vision/v3.2/detect":
-            objects = [
-                {
-                    "rectangle": dict(zip("xywh", b, strict=True)),
-                    "object": n,
-                    "confidence": c,
-                    "parent": {"object": "animal", "confidence": c},
-                }
-                for n, b, c in found
-            ]
-            return self._send(200, {"objects": objects, "requestId": "loopback", "metadata": meta})
-        features = query.get("features", "").split(",")
-        payload: dict[str, Any] = {"modelVersion": "2023-10-01", "metadata": meta}
-        if "objects" in features:
-            values = [
-                {
-                    "boundingBox": dict(zip("xywh", b, strict=True)),
-                    "tags": [{"name": "thing", "confidence": c / 2}, {"name": n, "confidence": c}],
-                }
-                for n, b, c in found
-            ]
-            payload["objectsResult"] = {"values": values}
-        if "people" in features:
-            people = [
-                {"boundingBox": dict(zip("xywh", b, strict=True)), "confidence": c}
-                for n, b, c in found
-                if n.startswith("cat")
-            ]
-            payload["peopleResult"] = {"values": people}
-        return self._send(200, payload)
-
-
-class AzureDetectServer:
-    """A threaded loopback server speaking Azure's detection protocols; ``inject`` queues faults."""
-
-    def __init__(self, key: str = KEY) -> None:
-        self.key = key
-        self.requests = 0
-        self.answered: collections.Counter[str] = collections.Counter()
-        self.faults: collections.deque[str] = collections.deque()
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.owner = self  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def begin(self, path: str) -> str | None:
-        with self._lock:
-            self.requests += 1
-            return self.faults.popleft() if self.faults else None
-
-    def __enter__(self) -> AzureDetectServer:
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 @pytest.fixture
@@ -244,14 +114,42 @@ def test_a_404_fails_at_once_naming_the_fix(server: AzureDetectServer) -> None:
     assert server.requests == 1
 
 
-def test_an_echoed_key_reaches_neither_the_labels_nor_the_cache(server: AzureDetectServer, tmp_path: Any) -> None:
-    server.faults.append("echo")
-    path = tmp_path / "detect.sqlite"
-    with make("objects", server, cache=DiskCache(path)) as det:
-        det.detect(scene()[None])
+def test_an_echoed_key_reaches_neither_the_labels_nor_the_cache_nor_a_saved_explanation(
+    server: AzureDetectServer, tmp_path: Any
+) -> None:
+    server.faults.extend(["echo"] * 20)  # the first image and every occluded one
+    with make("objects", server, cache=DiskCache(tmp_path / "detect.sqlite")) as det:
+        [exp] = xb.explain_detections(det, scene(), "builtin.Occlusion", targets=xb.top_k(1), window=32, stride=32)
         names = det.class_names
-    assert names == ["dog ***", "cat ***"]
-    assert KEY.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert names == ["dog ***", "cat ***"] and exp.target_names[0].tolist() == ["dog *** 1.00"]
+    exp.save(tmp_path / "exp.npz")
+    with zipfile.ZipFile(tmp_path / "exp.npz") as npz:
+        stored = b"".join(npz.read(name) for name in npz.namelist())
+    assert b"dog ***" in stored or "dog ***".encode("utf-32-le") in stored  # the label is stored, scrubbed
+    assert KEY.encode() not in stored and KEY.encode("utf-32-le") not in stored
+    assert KEY.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".npz")
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("builtin.Occlusion", {"window": 16, "stride": 16}), ("builtin.RISE", {"budget": 40, "grid": 4})],
+)
+def test_the_estimate_is_the_request_count_for_other_methods(
+    server: AzureDetectServer, tmp_path: Any, method: str, params: dict[str, Any]
+) -> None:
+    with make("objects", server, cache=DiskCache(tmp_path / "c.sqlite")) as det:
+        estimate = xb.estimate_calls(det, scene(), method, targets=xb.top_k(2), verbose=False, **params)
+        xb.explain_detections(det, scene(), method, targets=xb.top_k(2), progress=False, **params)
+    assert estimate.calls == server.requests == sum(server.answered.values()) > 1
+
+
+def test_the_rate_limit_spaces_the_requests(server: AzureDetectServer) -> None:
+    images = np.stack([scene(seed=s) for s in range(6)])
+    with make("objects", server, rate_limit=40.0) as det:
+        start = time.monotonic()
+        det.detect(images)
+        took = time.monotonic() - start
+    assert server.requests == 6 and took >= 5 / 40 * 0.9  # a burst of 1, then 40 requests a second
 
 
 def test_drise_localises_the_box_the_server_finds_and_the_estimate_is_exact(
