@@ -137,6 +137,9 @@ def permanent_fault(exc: BaseException, name: str, url: str) -> str | None:
     certificate the client does not trust) fail at once.
     """
     causes = _causes(exc)
+    handshake = [e for e in causes if isinstance(e, ssl.SSLError)]
+    if handshake and all(isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) for e in handshake):
+        return None  # the connection dropped mid-handshake: transient, like a reset
     for err in causes:
         if isinstance(err, (NameResolutionError, socket.gaierror)):
             host = url.split("://", 1)[-1].split("/", 1)[0]
@@ -145,7 +148,8 @@ def permanent_fault(exc: BaseException, name: str, url: str) -> str | None:
                 "your network or proxy settings (not retried)"
             )
         if isinstance(err, (ssl.SSLError, _Urllib3SSLError, requests.exceptions.SSLError)):
-            detail = next((e.reason for e in causes if isinstance(e, ssl.SSLError) and e.reason), type(err).__name__)
+            reasons = (getattr(e, "reason", None) for e in handshake)
+            detail = next((r for r in reasons if r), type(err).__name__)
             return (
                 f"{name}: the TLS handshake with {url} failed ({str(detail)[:60]}); check the scheme (https:// on "
                 "a plain-HTTP server?), the certificate, or REQUESTS_CA_BUNDLE (not retried)"

@@ -208,3 +208,16 @@ def test_a_row_stored_with_the_key_by_an_older_version_is_scrubbed_when_read(tmp
             assert cache is not None
             cache.set(cap._cache_key(image[0]), {"caption": f"old row {key}"})
             assert cap.caption(image) == ["old row ***"] and srv.requests == 0
+
+
+def test_a_connection_dropped_mid_handshake_is_still_transient() -> None:
+    import ssl
+
+    import requests
+    from xai_bridge.adapters.captioners._transport import permanent_fault
+
+    dropped = requests.exceptions.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
+    wrong = requests.exceptions.SSLError(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"))
+    assert permanent_fault(dropped, "C", "https://h/x") is None
+    assert "TLS handshake with https://h/x failed" in str(permanent_fault(wrong, "C", "https://h/x"))
+    assert permanent_fault(requests.ConnectionError(ConnectionResetError(104, "reset")), "C", "https://h/x") is None
