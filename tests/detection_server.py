@@ -3,7 +3,9 @@
 * ``POST /computervision/imageanalysis:analyze?api-version=...&features=objects|people|objects,people``
   (Image Analysis 4.0: ``objectsResult.values[].boundingBox {x, y, w, h}`` + ``tags[{name, confidence}]``,
   ``peopleResult.values[].boundingBox`` + ``confidence``);
-* ``POST /vision/v3.2/detect`` (``objects[].rectangle {x, y, w, h}``, ``object``, ``confidence``, ``parent``).
+* ``POST /vision/v3.2/detect`` (``objects[].rectangle {x, y, w, h}``, ``object``, ``confidence``, ``parent``);
+* ``POST /v1/chat/completions`` (an OpenAI-compatible vision model asked for boxes: it answers a fenced
+  JSON block ``[{"label", "box": [x0, y0, x1, y1], "score"}]``; the key as ``Authorization: Bearer``).
 
 The server looks at the image it is sent (:func:`find`): a white square is a
 "dog", a red one a "cat" (and, for ``features=people``, a "person"); each box
@@ -12,11 +14,12 @@ of them left, so masking a square lowers its confidence and moves its box.
 A wrong ``Ocp-Apim-Subscription-Key`` gets a 401 with Azure's JSON error body
 (echoing the key, as a careless server does). Faults queued in ``faults``
 take one request each: ``"429:<retry-after>"``, any status (``"500"``), or
-``"echo"`` (the key inside every label).
+``"echo"`` (the key inside every label), ``"prose"`` (a chat reply without the JSON asked for).
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import hashlib
 import io
@@ -82,7 +85,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         fault = owner.begin(url.path)
-        sent = self.headers.get("Ocp-Apim-Subscription-Key", "")
+        chat = url.path == "/v1/chat/completions"
+        sent = self.headers.get("Authorization", "").removeprefix("Bearer ") if chat else ""
+        sent = sent or self.headers.get("Ocp-Apim-Subscription-Key", "")
         if sent != owner.key:
             message = f"Access denied due to invalid subscription key {sent}."  # echoed, as a careless server does
             return self._send(401, {"error": {"code": "401", "message": message}})
@@ -90,14 +95,25 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(429, {"error": {"code": "429", "message": "Rate limit"}}, {"Retry-After": fault[4:]})
         if fault is not None and fault.isdigit():
             return self._send(int(fault), {"error": {"code": fault, "message": f"fault {fault}"}})
-        if url.path not in ("/computervision/imageanalysis:analyze", "/vision/v3.2/detect"):
+        if url.path not in ("/computervision/imageanalysis:analyze", "/vision/v3.2/detect", "/v1/chat/completions"):
             return self._send(404, {"error": {"code": "404", "message": "Resource not found"}})
+        if chat:
+            parts = json.loads(body)["messages"][0]["content"]
+            body = base64.b64decode(
+                next(p for p in parts if p["type"] == "image_url")["image_url"]["url"].split(",")[1]
+            )
         image = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
         found = find(image)
         if fault == "echo":  # a server that puts the key in its answer
             found = [(f"{name} {owner.key}", box, c) for name, box, c in found]
         owner.answered[hashlib.sha256(body).hexdigest()] += 1
         meta = {"width": image.shape[1], "height": image.shape[0]}
+        if chat:  # a VLM's reply: prose around a fenced JSON block, corners in pixels
+            listed = [{"label": n, "box": [x, y, x + w, y + h], "score": c} for n, (x, y, w, h), c in found]
+            reply = f"Here is what I see:\n```json\n{json.dumps(listed)}\n```"
+            if fault == "prose":  # a model that ignored the instruction
+                reply = "I see a dog and a cat."
+            return self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]})
         if url.path == "/vision/v3.2/detect":
             objects = [
                 {

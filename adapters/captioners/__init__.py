@@ -8,7 +8,7 @@ vision-language models, ``scorers.py`` the caption scorers. Remote APIs:
 ``keys.py``, ``retry.py``, ``encoding.py`` and the answer cache in
 ``cache.py``), ``remote.py`` the generic captioner and tagger, and
 ``azure.py``, ``openai.py`` and ``huggingface.py`` one provider each;
-``detect.py`` the remote object detectors on the same client
+``detect.py`` and ``detect_vlm.py`` the remote object detectors on the same client
 (``http.py`` re-exports the client's names for older imports). Names are imported on first access, so
 importing this package loads none of them (and never requests or torch).
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cache import CacheError, DiskCache, cache_key, default_cache_dir, open_cache
     from .client import RemoteClient, RemoteStats
     from .detect import AZURE_V32_LIMITS, AzureVision40Detector, AzureVisionV32Detector, RemoteDetector
+    from .detect_vlm import OpenAIDetector
     from .encoding import EncodedImage, ImageLimits, encode_image
     from .huggingface import HFInferenceCaptioner
     from .keys import AuthenticationError, InvalidKeyError, MalformedAnswer, RemoteCaptionError, Secret, check_key
@@ -100,6 +101,7 @@ _LAZY: dict[str, str] = {
     "AzureVision40Detector": ".detect",
     "AzureVisionV32Detector": ".detect",
     "RemoteDetector": ".detect",
+    "OpenAIDetector": ".detect_vlm",
     "CacheError": ".cache",
     "DiskCache": ".cache",
     "cache_key": ".cache",
@@ -132,6 +134,7 @@ __all__ = [
     "InvalidKeyError",
     "MalformedAnswer",
     "OpenAICaptioner",
+    "OpenAIDetector",
     "RateLimiter",
     "RemoteCaptionError",
     "RemoteCaptioner",

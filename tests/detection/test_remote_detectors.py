@@ -25,6 +25,7 @@ from xai_bridge.adapters.captioners import (
     AzureVision40Detector,
     AzureVisionV32Detector,
     DiskCache,
+    OpenAIDetector,
     RemoteCaptionError,
     RetryPolicy,
 )
@@ -46,14 +47,16 @@ def make(kind: str, srv: AzureDetectServer, **kwargs: Any) -> Any:
     kwargs = {"key": KEY, "cache": None, "retry": FAST_RETRY, "timeout": (2.0, 5.0), "max_concurrency": 8, **kwargs}
     if kind == "v32":
         return AzureVisionV32Detector(srv.url, **kwargs)
+    if kind == "vlm":
+        return OpenAIDetector(srv.url + "/v1", "loopback-vlm", **kwargs)
     return AzureVision40Detector(srv.url, features=kind, **kwargs)
 
 
-@pytest.mark.parametrize("kind", ["objects", "v32"])
+@pytest.mark.parametrize("kind", ["objects", "v32", "vlm"])
 def test_boxes_labels_and_scores_come_back_in_the_images_pixels(kind: str, server: AzureDetectServer) -> None:
     with make(kind, server) as det:
         [found] = det.detect(scene()[None])
-    assert det.class_names == ["dog", "cat"]  # the highest-confidence tag of each 4.0 object; v3.2's "object"
+    assert det.class_names == ["dog", "cat"]  # 4.0: each object's highest-confidence tag; v3.2: "object"; VLM: "label"
     np.testing.assert_array_equal(found.boxes, [DOG[1], CAT[1]])  # x, y, w, h -> x0, y0, x1, y1
     np.testing.assert_array_equal(found.labels, [0, 1])
     np.testing.assert_allclose(found.scores, [1.0, 1.0])
@@ -177,3 +180,19 @@ def test_drise_localises_the_box_the_server_finds_and_the_estimate_is_exact(
     above = np.clip(heat - np.median(heat), 0, None)  # D-RISE maps sit on a positive floor
     assert above[inside].sum() / above.sum() > 0.3  # the box is 10% of the image
     assert heat[inside].mean() > 1.15 * heat[~inside].mean()
+
+
+def test_a_vlm_reply_without_the_json_asked_for_is_retried_then_an_error(server: AzureDetectServer) -> None:
+    server.faults.append("prose")
+    with make("vlm", server) as det:
+        [found] = det.detect(scene()[None])  # one prose reply: asked again
+        assert len(found) == 2 and server.requests == 2
+        server.faults.extend(["prose"] * 3)
+        with pytest.raises(RemoteCaptionError, match=r"sent 3 malformed answers \(the answer is not JSON"):
+            det.detect(scene(seed=1)[None])
+
+
+def test_a_vlm_giving_per_mille_boxes_is_read_in_pixels(server: AzureDetectServer) -> None:
+    with make("vlm", server, coordinates="per_mille") as det:
+        [found] = det.detect(scene()[None])  # the loopback model answers pixels: read as per mille of 64
+    np.testing.assert_allclose(found.boxes[0], np.array(DOG[1]) * 64 / 1000)
