@@ -36,7 +36,6 @@ import heapq
 import itertools
 import logging
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,8 +46,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-from urllib3.exceptions import SSLError as _Urllib3SSLError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from ._faults import permanent_fault, unanswered
 
 if TYPE_CHECKING:  # pragma: no cover
     from .retry import RetryPolicy
@@ -111,64 +111,6 @@ _STALE_WITHIN = 0.1
 
 class _StaleConnection(Exception):
     """A kept-alive connection the server had closed: the request got no answer at all (not an attempt)."""
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and every exception it wraps (arguments, causes, contexts, urllib3's ``reason``)."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 32:
-        err = todo.pop()
-        if any(err is s for s in seen):
-            continue
-        seen.append(err)
-        todo += [a for a in err.args if isinstance(a, BaseException)]
-        todo += [
-            e for e in (err.__cause__, err.__context__, getattr(err, "reason", None)) if isinstance(e, BaseException)
-        ]
-    return seen
-
-
-def permanent_fault(exc: BaseException, name: str, url: str) -> str | None:
-    """The one-line message of a connection fault that retrying cannot fix, or None for a transient one.
-
-    A host name that does not resolve (DNS answers the same a second later)
-    and a failed TLS handshake (a plain-HTTP server behind ``https://``, a
-    certificate the client does not trust) fail at once.
-    """
-    causes = _causes(exc)
-    handshake = [e for e in causes if isinstance(e, ssl.SSLError)]
-    if handshake and all(isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) for e in handshake):
-        return None  # the connection dropped mid-handshake: transient, like a reset
-    for err in causes:
-        if isinstance(err, (NameResolutionError, socket.gaierror)):
-            host = url.split("://", 1)[-1].split("/", 1)[0]
-            return (
-                f"{name}: cannot resolve the host {host!r} of {url} (DNS); check the endpoint URL's spelling and "
-                "your network or proxy settings (not retried)"
-            )
-        if isinstance(err, (ssl.SSLError, _Urllib3SSLError, requests.exceptions.SSLError)):
-            reasons = (getattr(e, "reason", None) for e in handshake)
-            detail = next((r for r in reasons if r), type(err).__name__)
-            return (
-                f"{name}: the TLS handshake with {url} failed ({str(detail)[:60]}); check the scheme (https:// on "
-                "a plain-HTTP server?), the certificate, or REQUESTS_CA_BUNDLE (not retried)"
-            )
-    return None
-
-
-def _unanswered(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) says the server closed the connection before answering anything."""
-    import http.client
-
-    seen: list[BaseException] = [exc]
-    while seen:
-        err = seen.pop()
-        if isinstance(err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
-            return True
-        seen += [a for a in err.args if isinstance(a, BaseException)]
-        seen += [e for e in (err.__cause__, err.__context__) if e is not None]
-    return False
 
 
 class _QuickConnect:
@@ -432,7 +374,7 @@ class PolicyAdapter(HTTPAdapter):
             if attempt.expired:
                 raise _Deadline() from None
             quick = time.monotonic() - started < _STALE_WITHIN
-            if attempt.reused and not attempt.answered and quick and _unanswered(exc):
+            if attempt.reused and not attempt.answered and quick and unanswered(exc):
                 raise _StaleConnection() from exc
             raise
         finally:

@@ -214,7 +214,7 @@ def test_a_connection_dropped_mid_handshake_is_still_transient() -> None:
     import ssl
 
     import requests
-    from xai_bridge.adapters.captioners._transport import permanent_fault
+    from xai_bridge.adapters.captioners._faults import permanent_fault
 
     dropped = requests.exceptions.SSLError(ssl.SSLEOFError(8, "EOF occurred in violation of protocol"))
     wrong = requests.exceptions.SSLError(ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"))
