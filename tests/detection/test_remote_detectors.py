@@ -135,11 +135,17 @@ def test_an_echoed_key_reaches_neither_the_labels_nor_the_cache_nor_a_saved_expl
 
 @pytest.mark.parametrize(
     ("method", "params"),
-    [("builtin.Occlusion", {"window": 16, "stride": 16}), ("builtin.RISE", {"budget": 40, "grid": 4})],
+    [
+        ("builtin.Occlusion", {"window": 16, "stride": 16}),
+        ("builtin.RISE", {"budget": 40, "grid": 4}),
+        pytest.param("shap.Partition", {"budget": 40}, marks=pytest.mark.slow),  # importing shap: ~30 s here
+        ("lime.Lime", {"budget": 30}),
+    ],
 )
 def test_the_estimate_is_the_request_count_for_other_methods(
     server: AzureDetectServer, tmp_path: Any, method: str, params: dict[str, Any]
 ) -> None:
+    pytest.importorskip(method.split(".")[0] if method.split(".")[0] in ("shap", "lime") else "numpy")
     with make("objects", server, cache=DiskCache(tmp_path / "c.sqlite")) as det:
         estimate = xb.estimate_calls(det, scene(), method, targets=xb.top_k(2), verbose=False, **params)
         xb.explain_detections(det, scene(), method, targets=xb.top_k(2), progress=False, **params)
