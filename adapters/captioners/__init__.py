@@ -7,7 +7,8 @@ vision-language models, ``scorers.py`` the caption scorers. Remote APIs:
 ``client.py`` is the HTTP client every remote captioner shares (with
 ``keys.py``, ``retry.py``, ``encoding.py`` and the answer cache in
 ``cache.py``), ``remote.py`` the generic captioner and tagger, and
-``azure.py``, ``openai.py`` and ``huggingface.py`` one provider each
+``azure.py``, ``openai.py`` and ``huggingface.py`` one provider each;
+``detect.py`` and ``detect_vlm.py`` the remote object detectors on the same client
 (``http.py`` re-exports the client's names for older imports). Names are imported on first access, so
 importing this package loads none of them (and never requests or torch).
 
@@ -43,6 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .cache import CacheError, DiskCache, cache_key, default_cache_dir, open_cache
     from .client import RemoteClient, RemoteStats
+    from .detect import AZURE_V32_LIMITS, AzureVision40Detector, AzureVisionV32Detector, RemoteDetector
+    from .detect_vlm import OpenAIDetector
     from .encoding import EncodedImage, ImageLimits, encode_image
     from .huggingface import HFInferenceCaptioner
     from .keys import AuthenticationError, InvalidKeyError, MalformedAnswer, RemoteCaptionError, Secret, check_key
@@ -94,6 +97,11 @@ _LAZY: dict[str, str] = {
     "OPENAI_LIMITS": ".openai",
     "OpenAICaptioner": ".openai",
     "HFInferenceCaptioner": ".huggingface",
+    "AZURE_V32_LIMITS": ".detect",
+    "AzureVision40Detector": ".detect",
+    "AzureVisionV32Detector": ".detect",
+    "RemoteDetector": ".detect",
+    "OpenAIDetector": ".detect_vlm",
     "CacheError": ".cache",
     "DiskCache": ".cache",
     "cache_key": ".cache",
@@ -103,13 +111,16 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AZURE_V31_LIMITS",
+    "AZURE_V32_LIMITS",
     "AZURE_V40_LIMITS",
     "OPENAI_LIMITS",
     "AuthenticationError",
     "AzureVision40Captioner",
+    "AzureVision40Detector",
     "AzureVision40Tagger",
     "AzureVisionV31Captioner",
     "AzureVisionV31Tagger",
+    "AzureVisionV32Detector",
     "CacheError",
     "CaptionScorer",
     "CaptionTokens",
@@ -123,10 +134,12 @@ __all__ = [
     "InvalidKeyError",
     "MalformedAnswer",
     "OpenAICaptioner",
+    "OpenAIDetector",
     "RateLimiter",
     "RemoteCaptionError",
     "RemoteCaptioner",
     "RemoteClient",
+    "RemoteDetector",
     "RemoteStats",
     "RemoteTagger",
     "RetryPolicy",

@@ -55,6 +55,7 @@ class CachedAnswers:
         def _refuse(self, answer: Any) -> str | None: ...
         def _checked_prompt(self, prompt: str | None) -> str | None: ...
         def _exchange(self, key: str, pixels: np.ndarray, prompt: str | None = None) -> Any: ...
+        def scrub_answer(self, answer: Any) -> Any: ...
 
     def cached(self, image: np.ndarray, prompt: str | None = None) -> Any:
         """The cached answer about ``image`` (uint8 ``(H, W, 3)``), or None; sends nothing.
@@ -89,8 +90,11 @@ class CachedAnswers:
         )
 
     def _cached_answer(self, key: str, value: Any, quiet: bool = False) -> Any:
-        """The answer of a cache row, or None for a missing row or one that is not an answer (fetched again)."""
-        answer = value.get(self._answer_field) if isinstance(value, dict) else None
+        """The answer of a cache row, or None for a missing row or one that is not an answer (fetched again).
+
+        Scrubbed of the key again: a row an older version stored with an echoed key never reaches a result.
+        """
+        answer = self.scrub_answer(value.get(self._answer_field)) if isinstance(value, dict) else None
         try:
             self._validate(answer)
             if self._refuse(answer) is None:

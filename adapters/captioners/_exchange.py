@@ -5,6 +5,11 @@ that sends one image: the per-thread ``requests.Session`` carrying the
 :class:`~xai_bridge.adapters.captioners._transport.PolicyAdapter` (retries,
 no redirects, bounded bodies, a deadline), the key header, the answer's
 parsing with bounded retries of malformed answers, and the cache write.
+
+Every answer is scrubbed of the key before it is kept: a server that echoes
+the key (in a caption, a tag, an error text) never gets it into the cache, an
+Explanation or a saved ``.npz``. An error status that retrying cannot fix
+(4xx other than 408/429) fails at once, in one line naming the fix.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Exchanges:
         def _prepare(self, image: EncodedImage, prompt: str | None = None) -> _Call: ...
         def _auth_headers(self, key: str) -> dict[str, str]: ...
         def _parse(self, payload: Any) -> Any: ...
+        def _received(self, answer: Any, image: EncodedImage) -> Any: ...
         def _validate(self, answer: Any) -> None: ...
         def _refuse(self, answer: Any) -> str | None: ...
         def _scrub(self, text: str) -> str: ...
@@ -142,7 +148,7 @@ class Exchanges:
                 ) from None
             self._check_status(response, url)
             try:
-                answer = self._parse(response.json())
+                answer = self.scrub_answer(self._received(self._parse(response.json()), image))
                 self._validate(answer)
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 malformed += 1
@@ -163,14 +169,53 @@ class Exchanges:
                 self.cache.set(key, {self._answer_field: answer})
             return answer
 
+    def scrub_answer(self, answer: Any) -> Any:
+        """``answer`` with the key replaced by ``***`` in every string (dict keys included), however deep."""
+        if isinstance(answer, str):
+            return self._scrub(answer)
+        if isinstance(answer, dict):
+            return {self.scrub_answer(k): self.scrub_answer(v) for k, v in answer.items()}
+        if isinstance(answer, (list, tuple)):
+            return [self.scrub_answer(v) for v in answer]
+        return answer
+
     def _check_status(self, response: Any, url: str) -> None:
         """Raise for an error status: the key refused (401/403) or any other 4xx/5xx left after the retries."""
         status, name = response.status_code, type(self).__name__
+        said = _error_text(self._scrub(response.text))
         if status in (401, 403):
             where = f" or ${self.key_env}" if self.key_env else ""
             raise AuthenticationError(
-                f"key: {name} at {url} refused the API key (HTTP {status}): "
-                f"{self._scrub(response.text)[:200]!r}; check key={where}"
+                f"key: {name} at {url} refused the API key (HTTP {status}: {said}); check key={where}"
             )
+        if 400 <= status < 500:
+            fix = _FIXES.get(status, "retrying cannot fix a client error; check the request")
+            raise RemoteCaptionError(f"{name}: {url} answered HTTP {status} ({said}); {fix} (not retried)")
         if status >= 400:
-            raise RemoteCaptionError(f"{name}: {url} answered HTTP {status}: {self._scrub(response.text)[:300]!r}")
+            raise RemoteCaptionError(f"{name}: {url} answered HTTP {status} ({said}) after the allowed retries")
+
+
+#: the fix of each client error that retrying cannot cure (408 and 429 are retried)
+_FIXES = {
+    400: "the API refused the request; check the parameters (features=, api-version=) and the image",
+    404: "check the endpoint URL (resource name, path) and the api-version",
+    405: "check the endpoint URL: this path takes no POST",
+    413: "the image is too large for the API; pass fit_images=True or send smaller images",
+    415: "the API does not take this image type; pass another image_format=",
+}
+
+
+def _error_text(body: str, limit: int = 120) -> str:
+    """The server's own error message (``{"error": {"message": ...}}``, Azure's and OpenAI's shape), shortened."""
+    import json
+
+    text = body
+    try:
+        payload = json.loads(body)
+        error = payload.get("error", payload) if isinstance(payload, dict) else payload
+        if isinstance(error, dict):
+            text = str(error.get("message") or error.get("code") or body)
+    except ValueError:
+        pass
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

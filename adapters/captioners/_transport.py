@@ -19,7 +19,11 @@ what urllib3's ``Retry`` cannot do because it stops at the headers:
   tried again within tens of milliseconds instead of the kernel's 1 s;
 * **body faults are transport faults** -- a connection reset mid-body, a body
   shorter than its ``Content-Length``, a bad gzip stream and a passed deadline
-  are retried like timeouts, then raise one ``RemoteCaptionError``.
+  are retried like timeouts, then raise one ``RemoteCaptionError``;
+* **fail fast where retrying cannot help** -- a host name that does not
+  resolve and a failed TLS handshake (wrong scheme, bad certificate) raise at
+  the first attempt, in one line naming the endpoint and the fix; the retry
+  budget stays for transient faults.
 
 This module imports ``requests``; ``client.py`` imports it only when a session
 is first needed.
@@ -42,7 +46,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from ._faults import permanent_fault, unanswered
 
 if TYPE_CHECKING:  # pragma: no cover
     from .retry import RetryPolicy
@@ -107,20 +113,6 @@ class _StaleConnection(Exception):
     """A kept-alive connection the server had closed: the request got no answer at all (not an attempt)."""
 
 
-def _unanswered(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) says the server closed the connection before answering anything."""
-    import http.client
-
-    seen: list[BaseException] = [exc]
-    while seen:
-        err = seen.pop()
-        if isinstance(err, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
-            return True
-        seen += [a for a in err.args if isinstance(a, BaseException)]
-        seen += [e for e in (err.__cause__, err.__context__) if e is not None]
-    return False
-
-
 class _QuickConnect:
     """A connect whose SYN goes unanswered is tried again after a short, doubling wait, not the kernel's 1 s.
 
@@ -151,8 +143,10 @@ class _QuickConnect:
                 self.timeout = min(wait, end - start)
                 try:
                     sock = super()._new_conn()  # type: ignore[misc]
-                except ConnectTimeoutError:
-                    if time.monotonic() >= end - 1e-3:
+                except ConnectTimeoutError as exc:
+                    # urllib3's NewConnectionError (refused, no such host) is a ConnectTimeoutError too: an answer,
+                    # not a lost SYN, so it goes to the adapter at once (a name that does not resolve fails there)
+                    if isinstance(exc, NewConnectionError) or time.monotonic() >= end - 1e-3:
                         raise
                     wait *= 2
                     continue
@@ -324,6 +318,9 @@ class PolicyAdapter(HTTPAdapter):
                     continue
                 reason = "the server closed the connection without answering"
             except (*_TRANSIENT, _Deadline) as exc:
+                permanent = permanent_fault(exc, self.name, url)
+                if permanent is not None:
+                    raise TransportError(permanent) from None
                 reason = self._reason(exc)
                 logger.debug("POST %s failed after %.3f s: %s", url, time.monotonic() - start, reason)
             else:
@@ -377,7 +374,7 @@ class PolicyAdapter(HTTPAdapter):
             if attempt.expired:
                 raise _Deadline() from None
             quick = time.monotonic() - started < _STALE_WITHIN
-            if attempt.reused and not attempt.answered and quick and _unanswered(exc):
+            if attempt.reused and not attempt.answered and quick and unanswered(exc):
                 raise _StaleConnection() from exc
             raise
         finally:

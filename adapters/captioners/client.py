@@ -287,6 +287,10 @@ class RemoteClient(CachedAnswers, Exchanges):
         """The answer in a decoded JSON body; raise :class:`MalformedAnswer` (or a lookup error) if absent."""
         raise NotImplementedError
 
+    def _received(self, answer: Any, image: EncodedImage) -> Any:
+        """What is kept of a parsed answer, knowing the image as sent (a detector records its size); default: as is."""
+        return answer
+
     def _validate(self, answer: Any) -> None:
         """Raise :class:`MalformedAnswer` unless ``answer`` is what ``_parse`` promises (retried, never cached)."""
 

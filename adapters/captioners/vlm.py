@@ -160,8 +160,27 @@ class TransformersVLM:
             )
         ids = self._prompts.get(prompt)
         if ids is None:
-            ids = self._prompts[prompt] = self._encode_prompt(prompt)
+            ids = self._encode_prompt(prompt)
+            self._check_length(prompt, int(ids.shape[1]))
+            self._prompts[prompt] = ids
         return ids
+
+    def _text_positions(self) -> int | None:
+        """Positions of the text tower the question goes through (``max_position_embeddings``), if the config says."""
+        config: Any = self.model.config
+        text = getattr(config, "text_config", None) or config
+        value = getattr(text, "max_position_embeddings", None)
+        return int(value) if isinstance(value, int) and value > 0 else None
+
+    def _check_length(self, prompt: str, length: int) -> None:
+        """Refuse a question whose tokens fill the text tower's positions (it would fail deep in an embedding)."""
+        limit = self._text_positions()
+        if limit is not None and length >= limit:
+            raise ParameterError(
+                f"question: {length} tokens with the prompt's own, over the {limit} text positions of "
+                f"{type(self.model).__name__} (one at least is needed for the answer); shorten the question "
+                f"(it starts {prompt[:40]!r})"
+            )
 
     def _encode_prompt(self, prompt: str) -> torch.Tensor:
         if self.family == _BLIP_VQA:

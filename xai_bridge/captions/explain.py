@@ -133,10 +133,12 @@ def explain_caption(
         scores on the unmasked image, and ``params`` also records the caption,
         the captioner and the scorer (never an API key).
     """
+    text_arg = "captions" if "captions" in params else "targets"  # the name the caller used, for messages
     method, targets, scorer, budget, batch_size, model_batch = legacy_caption_args(
         method, targets, legacy, params, scorer=scorer, budget=budget, batch_size=batch_size, registry=registry
     )
     settings = _Settings(scorer, budget, seed, max_side, batch_size, model_batch, layout, registry, progress, params)
+    settings.text_arg = text_arg
     return _explain_texts(captioner, images, method, targets, settings)
 
 
@@ -197,6 +199,7 @@ def explain_answer(
         [exp] = xb.explain_answer(vlm, "dog.jpg", "builtin.Occlusion", question="what animal is this?")
         exp.target_names  # [['dog']]
     """
+    text_arg = "answers" if "answers" in params else "targets"  # the name the caller used, for messages
     method, targets, question, scorer, budget, batch_size, model_batch = legacy_answer_args(
         method,
         targets,
@@ -210,6 +213,7 @@ def explain_answer(
     )
     settings = _Settings(scorer, budget, seed, max_side, batch_size, model_batch, layout, registry, progress, params)
     settings.prompts = _questions(question, len(_image_rows(images, layout)))
+    settings.text_arg = text_arg
     return _explain_texts(vlm, images, method, targets, settings)
 
 
@@ -247,6 +251,7 @@ class _Settings:
     params: dict[str, Any]
     prompts: list[str] | None = None
     spec: MethodSpec | None = field(default=None, repr=False)
+    text_arg: str = "targets"  # the argument that gave the texts: targets=, or the deprecated captions=/answers=
 
     @property
     def word(self) -> str:
@@ -263,7 +268,7 @@ def _explain_texts(
     if isinstance(settings.scorer, str):
         settings.scorer = _scorer_named(settings.scorer)
     rows = [fit_max_side(img, settings.max_side) for img in _image_rows(images, settings.layout)]
-    references = _given_texts(texts, len(rows), settings.word)
+    references = _given_texts(texts, len(rows), settings.word, settings.text_arg)
     settings.spec = (settings.registry or default_registry()).spec(method)
     method_params = _method_params(settings)
     # A remote captioner spends its time waiting: the images then take turns (see xai_bridge._turns), so the
@@ -292,12 +297,19 @@ def _scorer_named(name: str) -> CaptionScorer:
     return scorer
 
 
-def _given_texts(texts: Sequence[str] | str | None, n_images: int, word: str) -> list[str] | None:
+def _given_texts(texts: Sequence[str] | str | None, n_images: int, word: str, arg: str) -> list[str] | None:
+    """The texts to explain, one per image; an empty one is refused naming the argument that gave it."""
     if texts is None:
         return None
     given = [str(c) for c in ([texts] if isinstance(texts, str) else texts)]
     if len(given) != n_images:
-        raise ParameterError(f"{word}: got {len(given)} {word} for {n_images} images; pass one per image")
+        raise ParameterError(f"{arg}: got {len(given)} {word} for {n_images} images; pass one per image")
+    for i, text in enumerate(given):
+        if not text.strip():
+            raise ParameterError(
+                f"{arg}: {word[:-1]} {i} is empty ({text!r}), so it has no token to explain; pass the "
+                f"{word[:-1]} text, or {arg}=None to explain the model's own"
+            )
     return given
 
 
@@ -378,12 +390,20 @@ def _token_model(
         return captioner.answer_model(tokens, prompt, batch_size=batch_size), tokens
     scorer = settings.scorer
     assert not isinstance(scorer, str)  # a name was loaded into a scorer by _explain_texts
-    model = CaptionScoreModel(
-        asking,
-        scorer,
-        text,
-        batch_size=batch_size,
-        reference_image=None if given else image,
-        prompt=prompt,
-    )
+    try:
+        model = CaptionScoreModel(
+            asking,
+            scorer,
+            text,
+            batch_size=batch_size,
+            reference_image=None if given else image,
+            prompt=prompt,
+        )
+    except ModelInputError as exc:
+        if not given or "no tokens" not in str(exc):
+            raise
+        raise ParameterError(
+            f"{settings.text_arg}: {settings.word[:-1]} {text!r:.60} has no token the scorer can score; pass a "
+            f"{settings.word[:-1]} with words in it, or {settings.text_arg}=None to explain the model's own"
+        ) from None
     return model, model.reference

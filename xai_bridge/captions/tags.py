@@ -145,9 +145,15 @@ def estimate_calls(
     that already has the mask value makes a repeat, which the real run pays
     once).
 
+    A detector (anything with ``detect(images)``, e.g.
+    :class:`~xai_bridge.adapters.captioners.detect.AzureVision40Detector`) is
+    estimated for :func:`xai_bridge.explain_detections` with the same
+    arguments (``targets`` as it reads them, default: every detection above
+    ``score_threshold``); see :mod:`xai_bridge.captions._detection_cost`.
+
     Args:
-        model: a tagger, a :class:`TagModel`, or any model with a remote
-            client (``cached(image)``; anything else counts every distinct image).
+        model: a tagger, a :class:`TagModel`, a detector, or any model with a
+            remote client (``cached(image)``; anything else counts every distinct image).
         images: as in :func:`xai_bridge.explain`.
         method: the method.
         targets: as in :func:`xai_bridge.explain`.
@@ -162,6 +168,8 @@ def estimate_calls(
     """
     from ..routing import explain
 
+    if callable(getattr(model, "detect", None)):
+        return _estimate_detections(model, images, method, targets, seed, layout, registry, verbose, params)
     tag_model = model if hasattr(model, "tagger") and hasattr(model, "answers") else None  # a TagModel
     client = tag_model.tagger if tag_model is not None else model
     memo = tag_model.answers if tag_model is not None else {}
@@ -192,6 +200,32 @@ def estimate_calls(
         evaluations=stand_in.evaluations,
         method=_canonical(method, registry),
     )
+    if verbose:
+        print(f"estimate_calls: {estimate}")
+    return estimate
+
+
+def _estimate_detections(
+    detector: Any,
+    images: Any,
+    method: str,
+    targets: Any,
+    seed: int,
+    layout: Layout | str | None,
+    registry: Any,
+    verbose: bool,
+    params: dict[str, Any],
+) -> CallEstimate:
+    """:func:`estimate_calls` for a detector: the dry run of ``explain_detections``."""
+    from ._detection_cost import detection_dry_run
+
+    targets = None if isinstance(targets, str) and targets == "top1" else targets  # explain_detections' default
+    seen, evaluations = detection_dry_run(
+        detector, images, method, targets, seed=seed, layout=layout, registry=registry, params=params
+    )
+    lookup = getattr(detector, "cached", None)
+    paid = sum(1 for img in seen.values() if not callable(lookup) or lookup(img) is None)
+    estimate = CallEstimate(paid, len(seen), len(seen) - paid, evaluations, _canonical(method, registry))
     if verbose:
         print(f"estimate_calls: {estimate}")
     return estimate
