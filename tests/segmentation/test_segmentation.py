@@ -92,6 +92,13 @@ def test_bad_regions_one_line() -> None:
         xb.explain(ColourSegmenter(), scene(), "builtin.Occlusion", targets=xb.Region(np.ones((8, 8), bool), "red"))
 
 
+def test_a_gradient_method_on_a_black_box_segmenter_is_refused_before_running() -> None:
+    seg = ColourSegmenter()
+    with pytest.raises(xb.MethodNotApplicableError, match=r"^method: 'gradcam.GradCAM' needs gradients, but Colour"):
+        xb.explain(seg, scene(), "gradcam.GradCAM")
+    assert seg.images == 0
+
+
 @pytest.mark.slow
 def test_gradcam_equals_the_tutorial_recipe_on_deeplabv3() -> None:
     """pytorch-grad-cam's semantic segmentation tutorial, called directly, on the same model and region."""

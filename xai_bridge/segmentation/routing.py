@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from xai_bridge.errors import ParameterError
+from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.images import Layout, load_images
 from xai_bridge.models import adapter_table, softmax
@@ -102,6 +102,7 @@ def explain_segmentation(
             "Hugging Face segmentation model, or an object with segment(images) -> (N, C, H, W) logits"
         )
     registry = registry or default_registry()
+    _check_gradients(registry, method, model)
     rows = load_images(images, layout=layout)
     specs = per_image(targets, len(rows))
     results = []
@@ -111,6 +112,15 @@ def explain_segmentation(
                 set_prefix(f"image {i + 1}/{len(rows)} ")
             results.append(_explain_image(model, image, specs[i], i, method, min_fraction, seed, registry, params))
     return results
+
+
+def _check_gradients(registry: Registry, method: str, segmenter: Segmenter) -> None:
+    """Refuse a gradient or CAM method on a segmenter without ``segment_torch``, before any model work."""
+    if registry.spec(method).needs_gradients and not isinstance(segmenter, GradientSegmenter):
+        raise MethodNotApplicableError(
+            f"method: {method!r} needs gradients, but {type(segmenter).__name__} has no segment_torch(pixels); "
+            "use a perturbation method (builtin.Occlusion, builtin.RISE, shap.Partition, lime.Lime) or add one"
+        )
 
 
 def _explain_image(
