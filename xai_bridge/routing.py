@@ -79,6 +79,11 @@ def explain(
     """
     registry = registry or default_registry()
     method, params = _named_method(registry, method, params)
+    from .segmentation.routing import as_segmenter, explain_stacked
+
+    if (segmenter := as_segmenter(model, preprocess)) is not None:  # a segmentation model: one target per region
+        kw = {"seed": seed, "layout": layout, "registry": registry, "progress": progress}
+        return explain_stacked(segmenter, images, method, targets, budget=budget, **kw, **params)
     step = [(method, params)]
     kwargs: dict[str, Any] = {
         "seed": seed,

@@ -26,12 +26,13 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.models import Model, OutputKind
 from xai_bridge.preprocess import Preprocess, require_preprocess
 
-from . import onnx, tags, timm, torchvision, transformers
+from . import onnx, segmenters, tags, timm, torchvision, transformers
 from ._kinds import is_keras_model, is_torch_module
 
 __all__ = [
     "ADAPTERS",
     "PREPROCESS_READERS",
+    "SEGMENTERS",
     "ZOO_NAMES",
     "ModelAdapter",
     "ModelRequest",
@@ -134,6 +135,13 @@ ADAPTERS: tuple[ModelAdapter, ...] = (
     ModelAdapter("timm", timm.recognise, "timm:wrap"),
     ModelAdapter("torch", is_torch_module, "torch:wrap"),
     ModelAdapter("function", callable, "arrays:wrap"),
+)
+
+#: Segmentation models ``xb.explain`` sends to :mod:`xai_bridge.segmentation`, before ``ADAPTERS`` is
+#: walked; their ``wrap(model, preprocess)`` takes the raw ``preprocess=`` (a weights enum, a processor).
+SEGMENTERS: tuple[ModelAdapter, ...] = (
+    ModelAdapter("torchvision segmenter", segmenters.is_torchvision_segmenter, "segmenters:wrap_torchvision"),
+    ModelAdapter("transformers segmenter", segmenters.is_hf_segmenter, "segmenters:wrap_hf"),
 )
 
 #: Readers of other libraries' preprocessing settings, behind ``Preprocess.from_<library>``.

@@ -3,7 +3,8 @@
 Detections (``extras["boxes"]``, ``(N, T, 4)`` as ``(x0, y0, x1, y1)``) get
 their box outlined; semantic regions (``extras["segments"]`` of a shap
 Partition run with ``partition=``) get their borders drawn thin, so a reader
-sees which region each value belongs to.
+sees which region each value belongs to; a segmentation target's region
+(``extras["regions"]``, bool ``(N, T, H, W)``) gets its contour.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def draw_outlines(ax: Any, exp: Explanation, n: int, t: int) -> None:
         layer = np.zeros((*edges.shape, 4), np.float32)
         layer[edges] = (1.0, 1.0, 1.0, 0.55)
         ax.imshow(layer, interpolation="nearest")
+    if "regions" in extras:  # a segmentation target's region: its contour
+        edges = region_edges(np.asarray(extras["regions"][n, t], np.int8))
+        layer = np.zeros((*edges.shape, 4), np.float32)
+        layer[edges] = (1.0, 1.0, 1.0, 0.9)
+        ax.imshow(layer, interpolation="nearest")
     if "boxes" in extras:
         x0, y0, x1, y1 = (float(v) for v in extras["boxes"][n, t])
         if np.isfinite([x0, y0, x1, y1]).all():
@@ -60,6 +66,10 @@ def outline_mask(exp: Explanation, n: int, t: int, shape: tuple[int, int]) -> np
         rows = (np.arange(h) * src_h // h).clip(0, src_h - 1)
         cols = (np.arange(w) * src_w // w).clip(0, src_w - 1)
         out |= region_edges(np.asarray(extras["segments"][n, t])[np.ix_(rows, cols)])
+    if "regions" in extras:
+        rows = (np.arange(h) * src_h // h).clip(0, src_h - 1)
+        cols = (np.arange(w) * src_w // w).clip(0, src_w - 1)
+        out |= region_edges(np.asarray(extras["regions"][n, t], np.int8)[np.ix_(rows, cols)])
     if "boxes" in extras:
         x0, y0, x1, y1 = (float(v) for v in extras["boxes"][n, t])
         if np.isfinite([x0, y0, x1, y1]).all():
