@@ -52,6 +52,9 @@ _LAZY = {
     "explain_detections": "xai_bridge.detection",
     "DetectionModel": "xai_bridge.adapters.models.detectors",
     "TorchvisionDetector": "xai_bridge.adapters.models.detectors",
+    "HFDetector": "xai_bridge.adapters.models.hf_detectors",
+    "OnnxDetector": "xai_bridge.adapters.models.onnx_detectors",
+    "YOLODetector": "xai_bridge.adapters.models.yolo",
 }
 
 #: Sub-packages and modules reachable as attributes (``xb.viz.plot``, ``xb.masks``), imported on first access.
@@ -77,6 +80,7 @@ __all__ = [
     "DifferentiableModel",
     "Explanation",
     "FormatError",
+    "HFDetector",
     "ImageInputError",
     "ImageMasker",
     "Layout",
@@ -89,6 +93,7 @@ __all__ = [
     "NoiseKind",
     "NoiseTunnel",
     "Norm",
+    "OnnxDetector",
     "OutputKind",
     "ParameterError",
     "Preprocess",
@@ -102,6 +107,7 @@ __all__ = [
     "TorchvisionDetector",
     "UnknownMethodError",
     "XaiBridgeError",
+    "YOLODetector",
     "ZeroShotModel",
     "as_model",
     "available_methods",

@@ -90,7 +90,9 @@ class HFDetector:
         self.module = model
         self.processor = processor
         self.threshold = float(threshold)
-        self.class_names = list(class_names) if class_names is not None else class_names_from_config(model.config)
+        self.class_names: Sequence[str] | None = (
+            list(class_names) if class_names is not None else class_names_from_config(model.config)
+        )
         self.batch_size = int(batch_size)
         self._geometry: dict[tuple[int, int], _Geometry] = {}
 

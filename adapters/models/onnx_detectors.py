@@ -79,7 +79,7 @@ class OnnxDetector:
         self.session = _session(model)
         self._input = _InputSpec.read(self.session)
         self.outputs = _output_names(self.session, outputs)
-        self.class_names = None if class_names is None else [str(n) for n in class_names]
+        self.class_names: Sequence[str] | None = None if class_names is None else [str(n) for n in class_names]
         self.pixels = pixels
         self.batch_size = int(batch_size)
 

@@ -99,7 +99,7 @@ class YOLODetector:
         self._runner = copy.copy(model)
         self._runner.predictor = None
         names = model.names
-        self.class_names = (
+        self.class_names: Sequence[str] | None = (
             [str(n) for n in class_names] if class_names is not None else [str(names[i]) for i in sorted(names)]
         )
         self.imgsz, self.conf, self.iou, self.batch_size = int(imgsz), float(conf), float(iou), int(batch_size)
@@ -209,7 +209,7 @@ class YOLODetector:
         return upsample(cam.raw_cams[0], tuple(image.shape[:2]))[0]
 
     def __repr__(self) -> str:
-        return f"YOLODetector({type(self.module).__name__}, task={self.yolo.task!r}, {len(self.class_names)} classes)"
+        return f"YOLODetector({type(self.module).__name__}, task={self.yolo.task!r}, {len(self.class_names or ())} classes)"
 
 
 def _unused(output: Any) -> Any:

@@ -167,3 +167,13 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         HFDetector(model, transformers.ViTImageProcessor())
     with pytest.raises(xb.ModelInputError, match=r"^model: no config.json in"):
         HFDetector(tmp_path)
+
+
+def test_a_detection_model_is_recognised_as_a_detector(folder: Path) -> None:
+    from transformers import AutoModelForObjectDetection
+    from xai_bridge.adapters.models.detector_kinds import is_known_detector, wrap_detector
+
+    model = AutoModelForObjectDetection.from_pretrained(folder)
+    assert is_known_detector(model) and isinstance(wrap_detector(model), HFDetector)
+    assert isinstance(wrap_detector(model), xb.detection.GradientDetector)
+    assert wrap_detector(torch.nn.Linear(2, 2)) is None and not is_known_detector("net.onnx")

@@ -132,6 +132,7 @@ def test_a_segmentation_model_gives_its_boxes(yolo: Any) -> None:
 
 def test_bad_input_is_one_line(yolo: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ultralytics
+    from xai_bridge.adapters.models.detector_kinds import wrap_detector
     from xai_bridge.adapters.models.yolo import YOLODetector
 
     with pytest.raises(xb.ModelInputError, match=r"^model: a YOLO classify model has no boxes"):
@@ -143,3 +144,15 @@ def test_bad_input_is_one_line(yolo: Any, tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # as if the extra were not installed
     with pytest.raises(xb.LibraryNotInstalledError, match=r'pip install "xai-bridge\[yolo\]"'):
         YOLODetector(yolo)
+    with pytest.raises(xb.LibraryNotInstalledError, match=r'^YOLODetector: needs ultralytics .*\[yolo\]"$'):
+        wrap_detector("weights/yolo11n.pt")  # what the routing does with a YOLO-looking path
+
+
+def test_a_yolo_model_is_recognised_as_a_detector(yolo: Any) -> None:
+    from xai_bridge.adapters.models.detector_kinds import is_known_detector, wrap_detector
+    from xai_bridge.adapters.models.yolo import YOLODetector
+
+    assert is_known_detector(yolo) and is_known_detector("yolo11n-seg.yaml") and not is_known_detector("net.pt")
+    assert isinstance(wrap_detector(yolo), YOLODetector) and not isinstance(
+        wrap_detector(yolo), xb.detection.GradientDetector
+    )
