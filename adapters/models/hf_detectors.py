@@ -106,6 +106,22 @@ class HFDetector:
         config = self.module.config
         return bool(logits.shape[-1] == config.num_labels + 1 or getattr(config, "use_focal_loss", True) is False)
 
+    @property
+    def cam_layer(self) -> str | None:
+        """The default CAM layer: the convolution feeding the backbone's last feature map to the transformer.
+
+        DETR and Conditional DETR: ``model.input_projection``; Deformable DETR
+        and RT-DETR: the last of their per-level projections. None (the
+        automatic choice) for a model without one (YOLOS, a ViT).
+        """
+        for name in ("model.input_projection", "model.input_proj", "model.encoder_input_proj"):
+            try:
+                module = self.module.get_submodule(name)
+            except AttributeError:
+                continue
+            return f"{name}.{len(module) - 1}" if hasattr(module, "__len__") else name
+        return None
+
     def detect(self, images: np.ndarray) -> list[Detections]:
         """One :class:`Detections` per uint8 ``(N, H, W, 3)`` image: the processor's pre- and post-processing."""
         import torch

@@ -177,3 +177,12 @@ def test_a_detection_model_is_recognised_as_a_detector(folder: Path) -> None:
     assert is_known_detector(model) and isinstance(wrap_detector(model), HFDetector)
     assert isinstance(wrap_detector(model), xb.detection.GradientDetector)
     assert wrap_detector(torch.nn.Linear(2, 2)) is None and not is_known_detector("net.onnx")
+
+
+def test_the_default_cam_layer_is_the_projection_into_the_transformer(folder: Path) -> None:
+    det = HFDetector(folder)
+    if det.module.config.model_type == "detr":
+        assert det.cam_layer == "model.input_projection"
+        assert isinstance(det.module.get_submodule(det.cam_layer), torch.nn.Conv2d)
+    else:  # YOLOS: a ViT, the automatic choice
+        assert det.cam_layer is None
