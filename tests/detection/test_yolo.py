@@ -156,3 +156,14 @@ def test_a_yolo_model_is_recognised_as_a_detector(yolo: Any) -> None:
     assert isinstance(wrap_detector(yolo), YOLODetector) and not isinstance(
         wrap_detector(yolo), xb.detection.GradientDetector
     )
+
+
+def test_without_the_extra_a_yolo_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xai_bridge.adapters.models.detector_kinds import is_known_detector, wrap_detector
+
+    monkeypatch.setitem(sys.modules, "ultralytics", None)  # runs where the extra is not installed too
+    assert is_known_detector("yolov8n.pt")
+    with pytest.raises(xb.LibraryNotInstalledError, match=r'^YOLODetector: needs ultralytics .*"xai-bridge\[yolo\]"$'):
+        xb.YOLODetector("yolov8n.pt")
+    with pytest.raises(xb.LibraryNotInstalledError, match=r"xai-bridge\[yolo\]"):
+        wrap_detector("models/yolo11n-seg.yaml")
