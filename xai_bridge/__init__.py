@@ -56,6 +56,9 @@ _LAZY = {
     "explain_segmentation": "xai_bridge.segmentation",
     "TorchvisionSegmenter": "xai_bridge.adapters.models.segmenters",
     "HFSegmenter": "xai_bridge.adapters.models.segmenters",
+    "HFDetector": "xai_bridge.adapters.models.hf_detectors",
+    "OnnxDetector": "xai_bridge.adapters.models.onnx_detectors",
+    "YOLODetector": "xai_bridge.adapters.models.yolo",
 }
 
 #: Sub-packages and modules reachable as attributes (``xb.viz.plot``, ``xb.masks``), imported on first access.
@@ -83,6 +86,7 @@ __all__ = [
     "Explanation",
     "FormatError",
     "HFSegmenter",
+    "HFDetector",
     "ImageInputError",
     "ImageMasker",
     "Layout",
@@ -95,6 +99,7 @@ __all__ = [
     "NoiseKind",
     "NoiseTunnel",
     "Norm",
+    "OnnxDetector",
     "OutputKind",
     "ParameterError",
     "Preprocess",
@@ -110,6 +115,7 @@ __all__ = [
     "TorchvisionSegmenter",
     "UnknownMethodError",
     "XaiBridgeError",
+    "YOLODetector",
     "ZeroShotModel",
     "as_model",
     "available_methods",
