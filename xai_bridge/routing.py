@@ -16,6 +16,7 @@ from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, _load_images
+from .many import Explanations
 from .models import CountingModel, DifferentiableModel, OutputKind, Preprocess, as_model, explaining, softmax
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
@@ -118,7 +119,7 @@ def explain_many(
     layout: Layout | str | None = None,
     registry: Registry | None = None,
     progress: progress_bars.ProgressArg = "auto",
-) -> dict[str, Explanation]:
+) -> Explanations:
     """Explain with several methods, sharing image loading and the prediction pass.
 
     The prediction pass runs once, before the methods, when ``targets`` need
@@ -142,13 +143,15 @@ def explain_many(
         progress: as in :func:`explain`; one bar, relabelled per method.
 
     Returns:
-        ``{method name as given: Explanation}`` in the order given; each
+        ``{method name as given: Explanation}`` in the order given (an
+        :class:`~xai_bridge.many.Explanations`, a ``dict`` that shows a
+        comparison grid and a table in notebooks); each
         Explanation's ``method`` is the canonical name. Where the model's
         outputs are logits or probabilities and the targets came from a
         prediction pass, ``extras["probability"]`` holds each target's probability.
     """
     with progress_bars.session(progress, "explain"):
-        return _explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry)
+        return Explanations(_explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry))
 
 
 def _explain_many(
