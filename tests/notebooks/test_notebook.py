@@ -45,8 +45,10 @@ def _texts(output: dict) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_notebook_shows_results_without_warnings_or_stale_bars(tmp_path) -> None:
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in CELLS])
+@pytest.mark.parametrize("widgets", [True, False], ids=["ipywidgets", "no-ipywidgets"])
+def test_a_notebook_shows_results_without_warnings_or_stale_bars(tmp_path, widgets) -> None:
+    hide = [] if widgets else ["import sys; sys.modules['ipywidgets'] = None  # as if it were not installed"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in [*hide, *CELLS]])
     nbclient.NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
     ).execute()
@@ -55,9 +57,13 @@ def test_a_notebook_shows_results_without_warnings_or_stale_bars(tmp_path) -> No
     assert not [o for o in outputs if o.get("output_type") == "error"]
     for text in (t for o in outputs for t in _texts(o)):
         assert not re.search(r"\d+%\||\d+/\d+ \[|evals?/s|TqdmWarning|IProgress", text), text  # no bar left
-    [count] = [o for o in nb.cells[1].outputs if o["output_type"] == "execute_result"]
+    cells = nb.cells[len(hide) :]
+    for cell in cells[1:]:  # the bar was shown (a display of its own) and emptied when the call ended
+        bars = [o for o in cell.outputs if o["output_type"] == "display_data"]
+        assert [o["data"] for o in bars] == [{"text/plain": ""}], bars
+    [count] = [o for o in cells[1].outputs if o["output_type"] == "execute_result"]
     assert int(count["data"]["text/plain"]) > 100
-    [shown] = [o for o in nb.cells[2].outputs if o["output_type"] == "execute_result"]
+    [shown] = [o for o in cells[2].outputs if o["output_type"] == "execute_result"]
     page = shown["data"]["text/html"]
     assert len(re.findall(r"<img src='data:image/png;base64,", page)) == 2 * 3
     assert "gradcam.GradCAM" in page and "builtin.RISE" in page and "model evaluations" in page
@@ -84,5 +90,4 @@ def test_a_notebook_shows_results_without_warnings_or_stale_bars(tmp_path) -> No
     keep = os.environ.get("XAI_BRIDGE_SCREENSHOTS")
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp_path / "notebook.png", Path(keep) / "notebook.png")
-        shutil.copy(path, Path(keep) / "notebook.html")
+        shutil.copy(tmp_path / "notebook.png", Path(keep) / f"notebook-{'widgets' if widgets else 'text'}.png")
