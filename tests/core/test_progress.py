@@ -209,3 +209,29 @@ def test_progress_true_with_fd2_closed_runs_silently(tmp_path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("ok "), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("method", "params"), [("builtin.Occlusion", {"window": 16, "stride": 16}), ("lime.Lime", {"num_samples": 20})]
+)
+def test_caption_totals_equal_the_captions_scored(method, params, capsys) -> None:
+    from caption_server import rule_caption
+    from test_caption import BRIGHT
+
+    from xai_bridge.adapters.captioners.scorers import WordMatchScorer
+    from xai_bridge.captions import FunctionCaptioner, explain_caption
+
+    scored = [0]
+
+    def counting(images: np.ndarray) -> list[str]:
+        scored[0] += len(images)
+        return [rule_caption(image) for image in images]
+
+    with progress.session(True, "test") as state:
+        [exp] = explain_caption(
+            FunctionCaptioner(counting, batched=True), BRIGHT, method, scorer=WordMatchScorer(), **params
+        )
+    [only] = state.stages
+    assert only.total == only.done == exp.n_model_evals > 0
+    assert 1 <= scored[0] <= 1 + exp.n_model_evals  # the explained caption, then the images not seen before (memoised)
+    capsys.readouterr()
