@@ -217,8 +217,8 @@ def test_progress_true_with_fd2_closed_runs_silently(tmp_path) -> None:
 def test_caption_totals_equal_the_captions_scored(method, params, capsys) -> None:
     from caption_server import rule_caption
     from test_caption import BRIGHT
-
     from xai_bridge.adapters.captioners.scorers import WordMatchScorer
+
     from xai_bridge.captions import FunctionCaptioner, explain_caption
 
     scored = [0]
