@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import TINY_CLASSES, TINY_PREPROCESS, make_tiny_net, tiny_model_of_kind
 from helpers import random_images
