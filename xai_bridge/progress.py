@@ -350,8 +350,8 @@ def note(message: str) -> None:
     state = _ACTIVE.get()
     if state is None or not state.active:
         return
-    if state.bar is not None:
-        state.bar.write(message, file=sys.stderr)
+    if state.bar is not None:  # a notebook's stderr is a red cell: there the line goes to stdout
+        state.bar.write(message, file=None if in_notebook() else sys.stderr)
     else:
         _emit(message)
 

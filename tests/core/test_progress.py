@@ -236,3 +236,18 @@ def test_caption_totals_equal_the_captions_scored(method, params, capsys) -> Non
     assert only.total == only.done == exp.n_model_evals > 0
     assert 1 <= scored[0] <= 1 + exp.n_model_evals  # the explained caption, then the images not seen before (memoised)
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_evaluate_prints_no_tensorflow_lines_in_a_fresh_process(tmp_path) -> None:
+    pytest.importorskip("quantus")
+    script = (
+        "import numpy as np, torch, xai_bridge as xb\n"
+        "net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))\n"
+        "m = xb.TorchModel(net.eval(), xb.Preprocess(size=(16, 16)), batch_size=8, tune_batch=False)\n"
+        "e = xb.explain(m, np.full((1, 16, 16, 3), 90, np.uint8), 'builtin.Saliency', progress=False)\n"
+        "print(xb.evaluate(m, e, 'sparseness', progress=False)['value'].notna().all())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+    assert "absl" not in done.stderr and "oneDNN" not in done.stderr and "cuda" not in done.stderr, done.stderr
