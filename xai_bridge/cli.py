@@ -290,7 +290,7 @@ def _explain_in_memory(
 
     fix = "pass --size HEIGHT WIDTH to resize them, or --dataset to explain each at its own size"
     batch = _load_images(files, size=size, fix=fix)
-    results = {}
+    results: dict[str, Any] = {}
     with session(show, "explain"):  # one bar for the run; each method relabels it, lines are written above it
         for i, (name, method_params) in enumerate(plan, start=1):
             write(f"[{i}/{len(plan)}] {name} on {len(batch)} image(s) ...")

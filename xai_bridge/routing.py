@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, _load_images
+from .many import Explanations, PerImage
 from .models import CountingModel, DifferentiableModel, OutputKind, Preprocess, as_model, explaining, softmax
 from .registry import MethodSpec, Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
@@ -27,6 +28,42 @@ MIXED_SIZES_FIX = (
     "one call explains one size: resize them first with xb.load_images(images, size=(height, width)) and pass "
     "the result, or explain each size in its own call (xai_bridge.datasets.explain_dataset takes a folder)"
 )
+
+
+@overload
+def explain(
+    model: Any,
+    images: np.ndarray,
+    method: str = "builtin.Saliency",
+    /,
+    targets: TargetSpec = "top1",
+    *,
+    budget: int | None = None,
+    seed: int = 0,
+    preprocess: Preprocess | Any | None = None,
+    layout: Layout | str | None = None,
+    registry: Registry | None = None,
+    progress: progress_bars.ProgressArg = "auto",
+    **params: Any,
+) -> Explanation: ...
+
+
+@overload
+def explain(
+    model: Any,
+    images: Any,
+    method: str = "builtin.Saliency",
+    /,
+    targets: TargetSpec = "top1",
+    *,
+    budget: int | None = None,
+    seed: int = 0,
+    preprocess: Preprocess | Any | None = None,
+    layout: Layout | str | None = None,
+    registry: Registry | None = None,
+    progress: progress_bars.ProgressArg = "auto",
+    **params: Any,
+) -> Explanation | PerImage: ...
 
 
 def explain(
@@ -43,7 +80,7 @@ def explain(
     registry: Registry | None = None,
     progress: progress_bars.ProgressArg = "auto",
     **params: Any,
-) -> Explanation:
+) -> Explanation | PerImage:
     """Explain ``model`` on ``images`` with one method.
 
     Args:
@@ -123,7 +160,7 @@ def explain_many(
     layout: Layout | str | None = None,
     registry: Registry | None = None,
     progress: progress_bars.ProgressArg = "auto",
-) -> dict[str, Explanation]:
+) -> Explanations:
     """Explain with several methods, sharing image loading and the prediction pass.
 
     The prediction pass runs once, before the methods, when ``targets`` need
@@ -147,13 +184,15 @@ def explain_many(
         progress: as in :func:`explain`; one bar, relabelled per method.
 
     Returns:
-        ``{method name as given: Explanation}`` in the order given; each
+        ``{method name as given: Explanation}`` in the order given (an
+        :class:`~xai_bridge.many.Explanations`, a ``dict`` that shows a
+        comparison grid and a table in notebooks); each
         Explanation's ``method`` is the canonical name. Where the model's
         outputs are logits or probabilities and the targets came from a
         prediction pass, ``extras["probability"]`` holds each target's probability.
     """
     with progress_bars.session(progress, "explain"):
-        return _explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry)
+        return Explanations(_explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry))
 
 
 def _explain_many(
@@ -166,16 +205,65 @@ def _explain_many(
     preprocess: Preprocess | Any | None,
     layout: Layout | str | None,
     registry: Registry | None,
-) -> dict[str, Explanation]:
+) -> dict[str, Explanation] | dict[str, PerImage]:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"seed: expected a non-negative integer, got {seed!r}")
     registry = registry or default_registry()
     plan = _plan(registry, methods, _checked_budget(budget))
     wrapped = as_model(model, preprocess=preprocess)
     _check_applicable(registry, plan, wrapped)
-    batch = _load_images(images, layout=layout, fix=MIXED_SIZES_FIX)
+    batch = _load(images, layout, wrapped)
     with explaining(wrapped):  # concurrent runs on one model take turns (see models.explaining)
+        if isinstance(batch, list):
+            return _run_each(plan, wrapped, batch, targets, int(seed))
         return _run_all(plan, wrapped, batch, targets, int(seed))
+
+
+def _load(images: Any, layout: Layout | str | None, model: Any) -> np.ndarray | list[np.ndarray]:
+    """The images as one batch, or one ``(1, H, W, 3)`` batch per image where sizes differ and the model resizes.
+
+    A model whose preprocessing resizes (a :class:`Preprocess` with a
+    ``size``: Hugging Face processors, CLIP, timm and torchvision weights
+    transforms, ``Preprocess(size=...)``) takes any size, so each image is
+    explained at its own; any other model keeps the one-size error.
+    """
+    pre = getattr(model, "preprocess", None)
+    if not (isinstance(images, (list, tuple)) and len(images) > 1 and isinstance(pre, Preprocess) and pre.size):
+        return _load_images(images, layout=layout, fix=MIXED_SIZES_FIX)
+    parts = [_load_images(item, layout=layout) for item in images]
+    if len({part.shape[1:3] for part in parts}) == 1:
+        return np.concatenate(parts, axis=0)
+    return [part[i : i + 1] for part in parts for i in range(len(part))]
+
+
+def _run_each(
+    plan: list[_Step], wrapped: Any, singles: list[np.ndarray], targets: TargetSpec, seed: int
+) -> dict[str, PerImage]:
+    """Images of different sizes: each explained alone, exactly as a call of its own would (its targets, its seed)."""
+    results: dict[str, PerImage] = {step.given: PerImage() for step in plan}
+    per_image = _targets_per_image(targets, len(singles))
+    for i, single in enumerate(singles):
+        progress_bars.set_prefix(f"image {i + 1}/{len(singles)} ")
+        for name, exp in _run_all(plan, wrapped, single, per_image[i], seed).items():
+            results[name].append(exp)
+    progress_bars.set_prefix("")
+    return results
+
+
+def _targets_per_image(targets: TargetSpec, n: int) -> list[TargetSpec]:
+    """``targets`` split into one spec per image: an entry per image becomes that image's, any other spec holds for all."""
+    if isinstance(targets, np.ndarray) and targets.ndim > 0:
+        if len(targets) != n:
+            raise ParameterError(f"targets: got {len(targets)} rows for {n} images; pass one row per image")
+        return [targets[i : i + 1] for i in range(n)]
+    if isinstance(targets, (list, tuple)):
+        if len(targets) != n:
+            raise ParameterError(
+                f"targets: got {len(targets)} entries for {n} images; pass one entry per image, "
+                "a single int/name for all, 'top1' or top_k(k)"
+            )
+        return [[entry] for entry in targets]
+    return [targets] * n
 
 
 def _run_all(

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from xai_bridge import progress
 from xai_bridge.errors import ParameterError
 
 __all__ = [
@@ -361,6 +362,7 @@ def _choose(
     reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None,
 ) -> TargetLayer:
     infos, _ = trace_layers(module, net, x)
+    progress.add_to_total(int(x.shape[0]))  # the tracing pass, once per model and input size
     prefix = _prefix_tokens(module)
     candidates = layer_candidates(infos, prefix)
     if layer is None:

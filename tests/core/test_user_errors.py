@@ -392,7 +392,9 @@ def test_odd_dtypes_are_refused_or_converted_exactly() -> None:
         assert np.array_equal(xb.load_images(tensor, value_range=(0, 255))[0, :, :, 0], pixels)
 
 
-def test_explain_on_mixed_sizes_says_what_explain_can_do(tiny_model) -> None:
+def test_explain_on_mixed_sizes_says_what_explain_can_do(tiny_net) -> None:
+    # a model whose preprocessing does not resize (one that resizes explains each image at its own size)
+    tiny_model = xb.TorchModel(tiny_net, xb.Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3), batch_size=8)
     images = [np.zeros((24, 24, 3), np.uint8), np.zeros((20, 24, 3), np.uint8)]
     with pytest.raises(xb.ImageInputError) as info:
         xb.explain(tiny_model, images, "builtin.Saliency", 0)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .metrics import Box, evaluate
+from .metrics import Box, estimate_evaluations, evaluate
 
-__all__ = ["Box", "evaluate"]
+__all__ = ["Box", "estimate_evaluations", "evaluate"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from xai_bridge.explanation import Explanation
 from xai_bridge.models import CountingModel, OutputKind
 
 from ._common import _columns, _nchw, _predict_module
+from ._quiet import stderr_fd_silenced
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._settings import FaithfulnessCorrelation, RandomLogit
@@ -147,6 +149,9 @@ def _quantus() -> Any:
     from xai_bridge._load_order import triton_before_tensorflow
 
     triton_before_tensorflow()
+    if "quantus" not in sys.modules:
+        with stderr_fd_silenced():  # TensorFlow's C++ logs at import ignore TF_CPP_MIN_LOG_LEVEL (absl)
+            import quantus
     import quantus
 
     return quantus

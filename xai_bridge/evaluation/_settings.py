@@ -5,11 +5,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xai_bridge.errors import ParameterError
 
 from ._curves import Baseline
+
+if TYPE_CHECKING:  # pragma: no cover
+    from xai_bridge.explanation import Explanation
 
 
 def _enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
@@ -18,6 +21,14 @@ def _enum(kind: type[enum.Enum], value: Any, name: str) -> Any:
     except ValueError:
         valid = [m.value for m in kind]  # type: ignore[attr-defined]
         raise ParameterError(f"{name}: expected one of {valid}, got {value!r}") from None
+
+
+def _method_evals(exp: Explanation, runs: int, n_targets: int = 1) -> int | None:
+    """Evaluations of ``runs`` re-runs of ``exp``'s method on one image and ``n_targets`` targets (None: unknown)."""
+    from xai_bridge.progress import expected_evals
+
+    per_run = expected_evals(exp.method, exp.params, 1, n_targets, exp.images.shape[1:3])
+    return None if per_run is None else runs * per_run
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,10 @@ class Deletion:
         if isinstance(self.steps, bool) or int(self.steps) < 1:
             raise ParameterError(f"steps: expected an integer >= 1, got {self.steps!r}")
         object.__setattr__(self, "steps", int(self.steps))
+
+    def evaluations(self, exp: Explanation) -> int | None:
+        """Model evaluations on ``exp``: one curve of ``steps + 1`` images per image and target."""
+        return exp.n_images * exp.n_targets * (self.steps + 1)
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,10 @@ class ROAD:
             raise ParameterError(f"order: expected 'morf' or 'lerf', got {self.order!r}")
         object.__setattr__(self, "percentiles", tuple(int(p) for p in self.percentiles))
 
+    def evaluations(self, exp: Explanation) -> int | None:
+        """Model evaluations on ``exp``: the original and the imputed image per percentile, image and target."""
+        return exp.n_images * exp.n_targets * 2 * len(self.percentiles)
+
     @property
     def name(self) -> str:
         """``road_morf`` or ``road_lerf``."""
@@ -118,6 +137,10 @@ class PointingGame:
 
     name = "pointing_game"
 
+    def evaluations(self, exp: Explanation) -> int | None:
+        """None of the model: the metric reads the map alone."""
+        return 0
+
 
 @dataclass(frozen=True)
 class Sparseness:
@@ -128,6 +151,10 @@ class Sparseness:
 
     name = "sparseness"
 
+    def evaluations(self, exp: Explanation) -> int | None:
+        """None of the model: the metric reads the map alone."""
+        return 0
+
 
 @dataclass(frozen=True)
 class Complexity:
@@ -137,6 +164,10 @@ class Complexity:
     """
 
     name = "complexity"
+
+    def evaluations(self, exp: Explanation) -> int | None:
+        """None of the model: the metric reads the map alone."""
+        return 0
 
 
 @dataclass(frozen=True)
@@ -161,6 +192,10 @@ class FaithfulnessCorrelation:
     softmax: bool = False
     name = "faithfulness_corr"
 
+    def evaluations(self, exp: Explanation) -> int | None:
+        """Model evaluations on ``exp``: the image and ``nr_runs`` perturbed copies per image and target."""
+        return exp.n_images * exp.n_targets * (self.nr_runs + 1)
+
 
 @dataclass(frozen=True)
 class RandomLogit:
@@ -177,6 +212,11 @@ class RandomLogit:
 
     num_classes: int | None = None
     name = "random_logit"
+
+    def evaluations(self, exp: Explanation) -> int | None:
+        """Model evaluations on ``exp``: the image's prediction, and the method on one other class per target."""
+        per_target = _method_evals(exp, exp.n_images * exp.n_targets)
+        return None if per_target is None else per_target + exp.n_images
 
 
 @dataclass(frozen=True)
@@ -215,6 +255,10 @@ class Randomisation:
     absolute: bool = False
     params: Mapping[str, Any] | None = None
     name = "randomisation"
+
+    def evaluations(self, exp: Explanation) -> int | None:
+        """Model evaluations on ``exp``: the method's own, re-run on every image against the randomised copy."""
+        return _method_evals(exp, exp.n_images, exp.n_targets)
 
     def __post_init__(self) -> None:
         if self.layers is not None:

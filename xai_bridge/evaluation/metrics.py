@@ -49,10 +49,11 @@ import numpy as np
 from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.models import CountingModel, as_model, explaining
-from xai_bridge.progress import ProgressArg, session, stage
+from xai_bridge.progress import ProgressArg, holding, note, session, stage
 
 from ._curves import Baseline, _deletion, perturbation_curve
 from ._quantus import _faithfulness, _quantus_no_model, _random_logit, explain_func_for
+from ._quiet import quiet_tensorflow
 from ._randomisation import _randomisation, randomised_copy
 from ._regions import Box, _regions, boxes_to_masks
 from ._road import _road
@@ -90,6 +91,7 @@ __all__ = [
     "Randomisation",
     "Sparseness",
     "boxes_to_masks",
+    "estimate_evaluations",
     "evaluate",
     "explain_func_for",
     "perturbation_curve",
@@ -179,11 +181,47 @@ def evaluate(
     names = [m.name for m in resolved]
     if len(set(names)) != len(names):
         raise ParameterError(f"metrics: each metric may appear once, got {names}")
-    with session(progress, "evaluate"):
+    with session(progress, "evaluate"), quiet_tensorflow():
+        note(_estimate_line(exps, resolved))
         rows = _evaluate_all(exps, models, resolved, boxes, masks, seed)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["n_model_evals"] = frame["n_model_evals"].astype(float)
     return frame
+
+
+def estimate_evaluations(
+    explanations: Explanation | Sequence[Explanation],
+    metrics: Sequence[str | Metric] | str | Metric = ("deletion", "insertion"),
+    *,
+    steps: int | None = None,
+    baseline: Baseline | str | None = None,
+) -> dict[str, int | None]:
+    """The model evaluations :func:`evaluate` would make, per metric, without running anything.
+
+    Each metric answers for itself (``metric.evaluations(exp)``), summed over
+    the explanations; metrics that re-run the explanation's method (random
+    logit, randomisation) ask the method's own estimate, None where it gives none.
+
+    Example:
+        >>> exp = xb.explain(model, images, "gradcam.GradCAM")  # doctest: +SKIP
+        >>> estimate_evaluations(exp, ("deletion", "faithfulness_corr"), steps=20)  # doctest: +SKIP
+        {'deletion': 21, 'faithfulness_corr': 101}
+    """
+    exps = [explanations] if isinstance(explanations, Explanation) else list(explanations)
+    metric_list = [metrics] if isinstance(metrics, (str, *_METRIC_TYPES)) else metrics
+    estimate: dict[str, int | None] = {}
+    for metric in (_resolve_metric(m, steps, baseline) for m in metric_list):
+        counts = [metric.evaluations(exp) for exp in exps]
+        estimate[metric.name] = None if None in counts else sum(c for c in counts if c is not None)
+    return estimate
+
+
+def _estimate_line(exps: Sequence[Explanation], resolved: Sequence[Any]) -> str:
+    """The line shown before evaluate runs: model evaluations per metric and in all."""
+    estimate = estimate_evaluations(exps, resolved)
+    parts = [f"{name} {'?' if count is None else count}" for name, count in estimate.items()]
+    known = sum(c for c in estimate.values() if c is not None)
+    return f"evaluate: about {known} model evaluations ({', '.join(parts)})"
 
 
 def _subjects(model: Any, explanations: Any, seed: Any) -> tuple[list[Explanation], list[Any]]:
@@ -220,13 +258,14 @@ def _evaluate_one(
     if any(isinstance(m, PointingGame) for m in resolved):
         region = _regions(exp, boxes, masks)
     for metric in resolved:
-        stage(f"{metric.name} {exp.method}")
+        stage(f"{metric.name} {exp.method}", metric.evaluations(exp))
         counted = CountingModel(mdl)
         for n in range(exp.n_images):
             one = exp[n]
             before = counted.count
             start = time.perf_counter()
-            values = _run(metric, counted, one, region[n : n + 1] if region is not None else None, seed)
+            with holding():  # a metric re-running explain counts into the metric's stage
+                values = _run(metric, counted, one, region[n : n + 1] if region is not None else None, seed)
             seconds = time.perf_counter() - start
             evals = counted.count - before
             t_count = one.n_targets

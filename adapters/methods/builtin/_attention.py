@@ -353,6 +353,11 @@ def _captured(rec: AttentionRecorder, k: int, store: list[torch.Tensor | None] |
     return tensor
 
 
+def _attention_evals(params: Any, n: int, t: int, hw: tuple[int, int]) -> int:
+    """One pass over the first image finding the attention sites, then one pass per image (all targets share it)."""
+    return n + 1
+
+
 #: Targets point at the package, which re-exports the functions (one module per library).
 _PACKAGE = __name__.rpartition(".")[0]
 
@@ -360,6 +365,7 @@ SPECS = (
     MethodSpec(
         model_kind="transformer",
         name="builtin.AttentionRollout",
+        evaluations=_attention_evals,
         target=f"{_PACKAGE}:attention_rollout",
         requires=("torch",),
         extra="torch",
@@ -369,6 +375,7 @@ SPECS = (
     MethodSpec(
         model_kind="transformer",
         name="builtin.LeGrad",
+        evaluations=_attention_evals,
         target=f"{_PACKAGE}:legrad",
         requires=("torch",),
         extra="torch",
@@ -379,6 +386,7 @@ SPECS = (
     MethodSpec(
         model_kind="transformer",
         name="builtin.GenericAttention",
+        evaluations=_attention_evals,
         target=f"{_PACKAGE}:generic_attention",
         requires=("torch",),
         extra="torch",

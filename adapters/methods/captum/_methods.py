@@ -154,12 +154,14 @@ def _gradient_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, in
 def _ig_evals(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
     """``n_steps`` path points per image, target and baseline, and the end points once per image and baseline.
 
-    With a noise tunnel (or ``n_steps="auto"``, taken as 50), a guess: the
-    points and both end points per image, target and noise sample.
+    With a noise tunnel, the path points per image, target and noise sample,
+    and the image once (its score). With ``n_steps="auto"`` a guess (50 steps).
     """
     steps = _number(params, "n_steps", 50)
-    if params.get("noise_tunnel") is not None or params.get("n_steps") == "auto":
-        return int(n * t * (steps + 2) * noise_samples(params))
+    if params.get("noise_tunnel") is not None:
+        return int(n * t * steps * noise_samples(params) + n)
+    if params.get("n_steps") == "auto":
+        return int(n * t * (steps + 2))
     baselines = params.get("baselines", 0)
     k = len(baselines) if isinstance(baselines, list) else 1
     return int(n * t * k * steps + n * (1 + k))

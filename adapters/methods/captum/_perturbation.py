@@ -55,6 +55,9 @@ def run_perturbation(request: ExplainRequest, name: str) -> BackendResult:
             )
         if "n_samples" in params:
             effective["n_samples"] = kwargs["n_samples"] = int_at_least("n_samples", params["n_samples"], 1)
+        estimate = METHODS[name].evaluations
+        if estimate is not None:  # the superpixels are counted now: the bar's total becomes exact
+            progress.revise_total(estimate({**params, "segmentation": segments}, n, t, (h, w)))
     else:
         win = pair("window", params["window"], (h, w))
         stride = pair("stride", params["stride"], win)
