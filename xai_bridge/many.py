@@ -35,7 +35,7 @@ class Explanations(dict[str, "Explanation | PerImage"]):
     def _repr_html_(self) -> str:
         """The comparison grid and a table of methods, targets, evaluations and seconds."""
         from .viz._text import safe_text
-        from .viz.notebook import _overlays, _png_b64, thumbnail
+        from .viz.notebook import _png_b64, _tiles, thumbnail
 
         esc = lambda v: html.escape(safe_text(v))  # noqa: E731
         if not self:
@@ -55,7 +55,7 @@ class Explanations(dict[str, "Explanation | PerImage"]):
                     cells.append("<td></td>")
                     continue
                 label = esc(exp.target_names[0, 0])
-                over = thumbnail(_overlays(exp, 0)[0], SIDE)
+                over = _tiles(exp[:, :1], 0, SIDE)[1][0]  # shrunk before colouring (huge photos)
                 cells.append(
                     f"<td style='text-align:center'><img src='data:image/png;base64,{_png_b64(over)}'"
                     f" alt='{esc(name)}: {label}'><br>{label}</td>"
