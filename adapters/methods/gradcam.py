@@ -47,13 +47,24 @@ from xai_bridge.contract import BackendResult, ExplainRequest, check_params, lib
 from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec, passes_per_target
 
+from ._drift import LibraryClasses
 from ._gradcam_dff import deep_feature_factorization
+from ._gradcam_refine import refine_cam
 from ._gradcam_runner import LAYER_PARAMS, Build, Explain, Runner, build_ablation, build_finer, enter, finer_maps
 
 if TYPE_CHECKING:
     from ._layers import TargetLayer
 
-__all__ = ["METHODS", "Kernel", "cam", "deep_feature_factorization", "guided_backprop", "guided_gradcam"]
+__all__ = [
+    "CLASSES",
+    "METHODS",
+    "Kernel",
+    "cam",
+    "deep_feature_factorization",
+    "guided_backprop",
+    "guided_gradcam",
+    "refine_cam",
+]
 
 
 class Kernel(str, enum.Enum):
@@ -364,33 +375,64 @@ _OTHERS = (
     ),
 )
 
-SPECS = tuple(
-    MethodSpec(
-        name=f"gradcam.{name}",
-        target=f"{__name__}:cam",
-        requires=_REQUIRES,
-        extra="gradcam",
-        family="cam",
-        needs_gradients=True,
-        options={"method": name},
-        random=spec.random,
-        evaluations=None if spec.per_channel else passes_per_target,
-        quick=spec.quick,
-        description=f"pytorch-grad-cam {spec.description}; raw maps at image resolution.",
+SPECS = (
+    tuple(
+        MethodSpec(
+            name=f"gradcam.{name}",
+            target=f"{__name__}:cam",
+            requires=_REQUIRES,
+            extra="gradcam",
+            family="cam",
+            needs_gradients=True,
+            options={"method": name},
+            random=spec.random,
+            evaluations=None if spec.per_channel else passes_per_target,
+            quick=spec.quick,
+            description=f"pytorch-grad-cam {spec.description}; raw maps at image resolution.",
+        )
+        for name, spec in METHODS.items()
     )
-    for name, spec in METHODS.items()
-) + tuple(
-    MethodSpec(
-        name=f"gradcam.{name}",
-        target=f"{__name__}:{function}",
-        requires=_REQUIRES,
-        extra="gradcam",
-        family=family,
-        needs_gradients=True,
-        signed=signed,
-        evaluations=passes_per_target,
-        quick={"n_components": 2} if function == "deep_feature_factorization" else {},
-        description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
+    + tuple(
+        MethodSpec(
+            name=f"gradcam.{name}",
+            target=f"{__name__}:{function}",
+            requires=_REQUIRES,
+            extra="gradcam",
+            family=family,
+            needs_gradients=True,
+            signed=signed,
+            evaluations=passes_per_target,
+            quick={"n_components": 2} if function == "deep_feature_factorization" else {},
+            description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
+        )
+        for name, function, family, signed, description in _OTHERS
     )
-    for name, function, family, signed, description in _OTHERS
+    + (
+        MethodSpec(
+            name="gradcam.RefineCAM",
+            target=f"{__name__}:refine_cam",
+            requires=_REQUIRES,
+            extra="gradcam",
+            family="cam",
+            needs_gradients=True,
+            evaluations=passes_per_target,
+            normalised=True,
+            description="pytorch-grad-cam RefineCAM: the product of several layers' min-max scaled CAMs "
+            "(Grad-CAM++ by default); the library's normalised map, no raw map.",
+        ),
+    )
+)
+
+#: What the drift test reads: every public class of ``pytorch_grad_cam`` is registered or excluded with a reason.
+CLASSES = LibraryClasses(
+    "pytorch_grad_cam",
+    "gradcam",
+    routed={"GuidedBackpropReLUModel": "gradcam.GuidedBackprop"},
+    excluded={
+        "ActivationsAndGradients": "the library's hook helper, not a method",
+        "AblationLayer": "AblationCAM's ablation layer, chosen by gradcam.AblationCAM",
+        "AblationLayerVit": "AblationCAM's ablation layer for token grids, chosen by gradcam.AblationCAM",
+        "AblationLayerFasterRCNN": "AblationCAM's ablation layer for Faster R-CNN detections, not classifiers",
+        "SESS": "scale-equivariant smoothing wraps a CAM over rescaled patches; not routed yet",
+    },
 )

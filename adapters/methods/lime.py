@@ -28,6 +28,7 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.options import Segmentation
 from xai_bridge.registry import MethodSpec
 
+from ._drift import LibraryClasses
 from ._segments import map_images
 
 __all__ = ["LIME_SEGMENTATION_DEFAULTS", "lime", "segmenter"]
@@ -389,4 +390,15 @@ SPECS = (
         "any model, batched through model.predict.",
         aliases=("lime",),
     ),
+)
+
+#: What the drift test reads: every public class of ``lime.lime_image`` is registered or excluded with a reason.
+CLASSES = LibraryClasses(
+    "lime.lime_image",
+    "lime",
+    routed={"LimeImageExplainer": "lime.Lime"},
+    excluded={
+        "ImageExplanation": "the library's result type, read into an Explanation by lime.Lime",
+        "SegmentationAlgorithm": "the library's superpixel wrapper, the segmentation= option of lime.Lime",
+    },
 )

@@ -27,6 +27,8 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.options import ImageMasker, MaskKind, Segmentation
 from xai_bridge.registry import MethodSpec
 
+from ._drift import LibraryClasses
+
 __all__ = ["ImageMasker", "MaskKind", "gradient", "partition", "target_groups"]
 
 
@@ -438,4 +440,21 @@ SPECS = (
         quick={"nsamples": 8},
         aliases=("shap.gradient",),
     ),
+)
+
+_TABULAR = "explains tabular features of a model's inputs, not image pixels"
+#: What the drift test reads: every public class of ``shap.explainers`` is registered or excluded with a reason.
+CLASSES = LibraryClasses(
+    "shap.explainers",
+    "shap",
+    routed={"PartitionExplainer": "shap.Partition", "GradientExplainer": "shap.Gradient"},
+    excluded={
+        **dict.fromkeys(("TreeExplainer", "GPUTreeExplainer", "LinearExplainer", "AdditiveExplainer"), _TABULAR),
+        "CoalitionExplainer": "Owen values over a user-given grouping of tabular features; images: shap.Partition",
+        "DeepExplainer": "DeepLIFT-style SHAP; captum.DeepLiftShap routes the same method on image pixels",
+        "ExactExplainer": "exact Shapley values need 2^features evaluations; on images shap.Partition",
+        "KernelExplainer": "Kernel SHAP over tabular features; captum.KernelShap routes it over superpixels",
+        "PermutationExplainer": "permutation sampling over tabular features; captum.ShapleyValueSampling on images",
+        "SamplingExplainer": "Shapley sampling over tabular features; captum.ShapleyValueSampling on images",
+    },
 )

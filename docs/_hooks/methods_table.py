@@ -20,7 +20,18 @@ FAMILIES = {
     "other": "Other",
 }
 
-COLUMNS = ("method", "library", "needs gradients", "signed", "budget parameter", "what it does")
+COLUMNS = ("method", "library", "needs", "map", "signed", "budget parameter", "what it does")
+
+#: What each ``MethodSpec.model_kind`` asks of the model, as the "needs" column says it.
+KINDS = {"transformer": "a vision transformer", "detector": "an object detector"}
+
+
+def _needs(spec: Any) -> str:
+    """What the method needs of the model: gradients, and a kind of model beyond any classifier."""
+    needs = ["gradients"] if spec.needs_gradients else []
+    if spec.model_kind in KINDS:
+        needs.append(KINDS[spec.model_kind])
+    return ", ".join(needs) or "outputs only"
 
 
 def _cell(text: str) -> str:
@@ -33,7 +44,8 @@ def _row(spec: Any) -> str:
     cells = (
         f"`{spec.name}`",
         library,
-        "yes" if spec.needs_gradients else "no",
+        _needs(spec),
+        "normalised" if getattr(spec, "normalised", False) else "raw",
         "yes" if spec.signed else "no",
         f"`{spec.budget}`" if spec.budget else "-",
         _cell(spec.description),
