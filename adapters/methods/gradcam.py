@@ -287,18 +287,20 @@ def _guided(request: ExplainRequest, model: Any) -> np.ndarray:
     """Guided backprop gradients ``(N, T, 3, H, W)``; runs inside the caller's guard."""
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
+    from ._guided import guided_relus
     from ._layer_run import check_outputs
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
     x0 = model.pixel_tensor(images[:1])
     check_outputs(net, x0, targets, request.n_outputs)
-    gb = GuidedBackpropReLUModel(net, device=None)
     out = np.zeros((*targets.shape, 3, *images.shape[1:3]), np.float32)
-    for i in range(len(images)):
-        x = model.pixel_tensor(images[i : i + 1])
-        for j in range(targets.shape[1]):
-            out[i, j] = np.transpose(gb(x.clone(), target_category=int(targets[i, j])), (2, 0, 1))
+    with guided_relus(net, x0, request.method):  # ReLU6 / Hardtanh(0, m) as nn.ReLU + clamp, put back after
+        gb = GuidedBackpropReLUModel(net, device=None)
+        for i in range(len(images)):
+            x = model.pixel_tensor(images[i : i + 1])
+            for j in range(targets.shape[1]):
+                out[i, j] = np.transpose(gb(x.clone(), target_category=int(targets[i, j])), (2, 0, 1))
     return out
 
 
@@ -306,9 +308,12 @@ def guided_backprop(request: ExplainRequest) -> BackendResult:
     """Guided backpropagation (Springenberg et al. 2015, https://arxiv.org/abs/1412.6806).
 
     pytorch-grad-cam's ``GuidedBackpropReLUModel``: every ``nn.ReLU`` passes
-    only positive gradients for positive inputs (other activations, e.g.
-    ``ReLU6``, are left as they are). ``raw`` holds the per-channel input
-    gradient; the original ReLU modules are put back afterwards. No params.
+    only positive gradients for positive inputs. Clamped ReLUs (``nn.ReLU6``,
+    ``nn.Hardtanh(0, m)``) are rewritten as ``nn.ReLU`` + clamp for the run
+    (same outputs), so the rule reaches them too; a functional ReLU or a
+    model without ReLUs is refused (see :mod:`._guided`). ``raw`` holds the
+    per-channel input gradient; the original modules are put back afterwards.
+    No params.
     """
     params = check_params(request.method, request.params, {})
     model = require_differentiable(request)
