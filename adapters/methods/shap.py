@@ -75,6 +75,12 @@ def partition(request: ExplainRequest) -> BackendResult:
     shap's image examples. The partition hierarchy is shap's axis-aligned split of ``(H, W, 3)``. Values
     satisfy efficiency: their sum over pixels and channels is
     ``f(x) - f(fully masked)``; ``base_scores`` holds ``f(fully masked)``.
+    Every masked image reaches the model as uint8 (the model contract), so a
+    blur or constant fill is rounded to whole pixel values where shap, given a
+    float model function, would pass the float fill: ``base_scores`` can differ
+    from shap's own base value by that rounding (issue 28 measured 2.7% on
+    seed 003's mean-colour fill); the values still add up to ``f(x)`` minus
+    ``base_scores`` as computed here.
     shap breaks priority ties with numpy's global RNG: it is seeded with
     ``request.seed`` for each image alone (and restored), so results are
     reproducible and an image's values do not depend on the other images.
