@@ -20,7 +20,7 @@ FAMILIES = {
     "other": "Other",
 }
 
-COLUMNS = ("method", "library", "needs", "map", "signed", "budget parameter", "what it does")
+COLUMNS = ("method", "library", "needs", "map", "budget parameter", "what it does")
 
 #: What each ``MethodSpec.model_kind`` asks of the model, as the "needs" column says it.
 KINDS = {"transformer": "a vision transformer", "detector": "an object detector"}
@@ -39,14 +39,19 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _map(spec: Any) -> str:
+    """What the map is: raw or normalised (the library gives only min-max scaled maps), and signed or not."""
+    kind = "normalised" if getattr(spec, "normalised", False) else "raw"
+    return f"{kind}, signed" if spec.signed else kind
+
+
 def _row(spec: Any) -> str:
     library = spec.name.split(".", 1)[0]
     cells = (
         f"`{spec.name}`",
         library,
         _needs(spec),
-        "normalised" if getattr(spec, "normalised", False) else "raw",
-        "yes" if spec.signed else "no",
+        _map(spec),
         f"`{spec.budget}`" if spec.budget else "-",
         _cell(spec.description),
     )
