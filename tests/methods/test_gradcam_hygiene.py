@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 from conftest import TINY_CLASSES, TINY_PREPROCESS, make_tiny_net
 from helpers import random_images
@@ -14,6 +15,7 @@ from helpers import random_images
 import xai_bridge as xb
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and the library: ~10 s
 def test_the_first_gradcam_call_keeps_the_global_random_state() -> None:
     """In a fresh process, where the call imports the library: random's state is the same after it."""
     code = textwrap.dedent(
