@@ -175,6 +175,11 @@ def methods(installed: bool, family: str | None) -> None:
 )
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="also write a comparison grid PNG")
 @click.option("--title", default="xai-bridge report", show_default=True, help="title of the HTML report")
+@click.option(
+    "--sanity",
+    is_flag=True,
+    help="with --report: run the cascading randomisation check per method and mark maps it leaves unchanged",
+)
 @click.option("--dataset", is_flag=True, help="stream a folder into a resumable store (one file per image)")
 @click.option(
     "--engine",
@@ -204,6 +209,7 @@ def explain(
     report_path: Path | None,
     png: Path | None,
     title: str,
+    sanity: bool,
     dataset: bool,
     engine: str,
     progress: bool | None,
@@ -235,7 +241,7 @@ def explain(
         _explain_dataset(model, files, plan, out, target, budget, seed, chunk_size or batch_size, resize, engine, show)
         return
     results = _explain_in_memory(model, files, plan, out, target, budget, seed, resize, show)
-    _write_views(results, files, report_path, png, title)
+    _write_views(results, files, report_path, png, title, model if sanity else None)
 
 
 def _explain_dataset(
@@ -303,15 +309,22 @@ def _explain_in_memory(
 
 
 def _write_views(
-    results: dict[str, Any], files: list[Path], report_path: Path | None, png: Path | None, title: str
+    results: dict[str, Any],
+    files: list[Path],
+    report_path: Path | None,
+    png: Path | None,
+    title: str,
+    sanity_model: Any = None,
 ) -> None:
-    """Write the HTML report and the comparison grid PNG, where asked for."""
+    """Write the HTML report (with the sanity check when given the model) and the comparison grid PNG, where asked."""
     if report_path is not None:
         from xai_bridge.viz.report import write_report
 
         report_path.parent.mkdir(parents=True, exist_ok=True)
         click.echo("writing the report ...")
-        path = write_report(report_path, results, image_names=[f.name for f in files], title=title)
+        names = [f.name for f in files]
+        sanity = {"sanity": True, "model": sanity_model} if sanity_model is not None else {}
+        path = write_report(report_path, results, image_names=names, title=title, **sanity)
         click.echo(f"report -> {path}")
     if png is not None:
         from xai_bridge.viz.plot import comparison_grid

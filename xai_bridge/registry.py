@@ -82,6 +82,9 @@ class MethodSpec:
         quick: parameters of the cheapest run that still exercises the method
             (e.g. a budget of a dozen evaluations), for smoke checks on a tiny
             model: the contract test and ``benchmarks/gpu_check.py --quick``.
+        normalised: whether the library gives only maps built from min-max
+            scaled ones (values in [0, 1]), so no raw map exists and magnitudes
+            do not compare across images or methods; the library's map is kept.
     """
 
     name: str
@@ -100,6 +103,7 @@ class MethodSpec:
     evaluations: Evaluations | None = field(default=None, compare=False)
     quick: Mapping[str, Any] = field(default_factory=dict)
     model_kind: str = "any"
+    normalised: bool = False
 
     def expected_evals(self, params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int | None:
         """The model evaluations a run of ``n`` images and ``t`` targets at ``hw`` pixels should make.

@@ -33,6 +33,7 @@ __all__ = [
     "build_finer",
     "enter",
     "finer_maps",
+    "import_library",
     "upsample",
 ]
 
@@ -43,8 +44,19 @@ Explain = Callable[["Runner", Any, np.ndarray], np.ndarray]
 
 
 def raw_class(base: Any) -> type:
-    """``base`` keeping the raw per-layer CAM of each call in ``raw_cams``."""
+    """``base`` keeping the raw per-layer CAM of each call in ``raw_cams``, on float32 activations.
+
+    A half-precision (bfloat16, float16) model's activations and gradients are
+    cast to float32 before the library turns them into numpy arrays (numpy has
+    no bfloat16, and the library's ``.numpy()`` raised on them).
+    """
     from pytorch_grad_cam import FullGrad
+
+    def compute_cam_per_layer(self: Any, *args: Any, **kwargs: Any) -> Any:
+        hooks = self.activations_and_grads
+        hooks.activations = [_float32(a) for a in hooks.activations]
+        hooks.gradients = [_float32(g) for g in hooks.gradients]
+        return base.compute_cam_per_layer(self, *args, **kwargs)
 
     if issubclass(base, FullGrad):
 
@@ -52,14 +64,32 @@ def raw_class(base: Any) -> type:
             self.raw_cams.append(np.sum(cam_per_target_layer, axis=1))
             return base.aggregate_multi_layers(self, cam_per_target_layer)
 
-        return type(f"Raw{base.__name__}", (base,), {"aggregate_multi_layers": aggregate_multi_layers})
+        def get_bias_data(self: Any, layer: Any) -> Any:
+            return _float32(base.get_bias_data(self, layer))
+
+        methods = {
+            "aggregate_multi_layers": aggregate_multi_layers,
+            "compute_cam_per_layer": compute_cam_per_layer,
+            "get_bias_data": get_bias_data,
+        }
+        return type(f"Raw{base.__name__}", (base,), methods)
 
     def get_cam_image(self: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         cam = base.get_cam_image(self, *args, **kwargs)
         self.raw_cams.append(np.asarray(cam, dtype=np.float32))
         return cam
 
-    return type(f"Raw{base.__name__}", (base,), {"get_cam_image": get_cam_image})
+    methods = {"get_cam_image": get_cam_image, "compute_cam_per_layer": compute_cam_per_layer}
+    return type(f"Raw{base.__name__}", (base,), methods)
+
+
+def _float32(tensor: Any) -> Any:
+    """A half-precision tensor as float32 (differentiably); any other value as it is."""
+    import torch
+
+    if isinstance(tensor, torch.Tensor) and tensor.dtype in (torch.bfloat16, torch.float16):
+        return tensor.float()
+    return tensor
 
 
 def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -171,9 +201,29 @@ def finer_maps(runner: Runner, x: Any, targets: np.ndarray) -> np.ndarray:
     return out
 
 
+def import_library() -> Any:
+    """``import pytorch_grad_cam`` with Python's global ``random`` state as it was.
+
+    The first import (through the libraries it loads) draws from ``random``,
+    which moved the user's random sequence; the state is put back.
+    """
+    import random
+
+    state = random.getstate()
+    try:
+        import pytorch_grad_cam
+    finally:
+        random.setstate(state)
+    return pytorch_grad_cam
+
+
 def enter(request: ExplainRequest, model: Any, stack: ExitStack, freeze: bool = True) -> Any:
-    """Guard the model (parameters frozen unless ``freeze`` is False) and enter the shared run context."""
+    """Guard the model (parameters frozen unless ``freeze`` is False) and enter the shared run context.
+
+    The library is imported first, leaving the global ``random`` state as it was (:func:`import_library`).
+    """
     from xai_bridge.adapters._torch import enter_run
 
+    import_library()
     stack.enter_context(model.guard(freeze_params=freeze))
     return enter_run(stack, model, model.pixel_module(), seed=request.seed)

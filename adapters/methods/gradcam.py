@@ -47,13 +47,24 @@ from xai_bridge.contract import BackendResult, ExplainRequest, check_params, lib
 from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec, passes_per_target
 
+from ._drift import LibraryClasses
 from ._gradcam_dff import deep_feature_factorization
+from ._gradcam_refine import refine_cam
 from ._gradcam_runner import LAYER_PARAMS, Build, Explain, Runner, build_ablation, build_finer, enter, finer_maps
 
 if TYPE_CHECKING:
     from ._layers import TargetLayer
 
-__all__ = ["METHODS", "Kernel", "cam", "deep_feature_factorization", "guided_backprop", "guided_gradcam"]
+__all__ = [
+    "CLASSES",
+    "METHODS",
+    "Kernel",
+    "cam",
+    "deep_feature_factorization",
+    "guided_backprop",
+    "guided_gradcam",
+    "refine_cam",
+]
 
 
 class Kernel(str, enum.Enum):
@@ -276,18 +287,20 @@ def _guided(request: ExplainRequest, model: Any) -> np.ndarray:
     """Guided backprop gradients ``(N, T, 3, H, W)``; runs inside the caller's guard."""
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
+    from ._guided import guided_relus
     from ._layer_run import check_outputs
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
     x0 = model.pixel_tensor(images[:1])
     check_outputs(net, x0, targets, request.n_outputs)
-    gb = GuidedBackpropReLUModel(net, device=None)
     out = np.zeros((*targets.shape, 3, *images.shape[1:3]), np.float32)
-    for i in range(len(images)):
-        x = model.pixel_tensor(images[i : i + 1])
-        for j in range(targets.shape[1]):
-            out[i, j] = np.transpose(gb(x.clone(), target_category=int(targets[i, j])), (2, 0, 1))
+    with guided_relus(net, x0, request.method):  # ReLU6 / Hardtanh(0, m) as nn.ReLU + clamp, put back after
+        gb = GuidedBackpropReLUModel(net, device=None)
+        for i in range(len(images)):
+            x = model.pixel_tensor(images[i : i + 1])
+            for j in range(targets.shape[1]):
+                out[i, j] = np.transpose(gb(x.clone(), target_category=int(targets[i, j])), (2, 0, 1))
     return out
 
 
@@ -295,9 +308,12 @@ def guided_backprop(request: ExplainRequest) -> BackendResult:
     """Guided backpropagation (Springenberg et al. 2015, https://arxiv.org/abs/1412.6806).
 
     pytorch-grad-cam's ``GuidedBackpropReLUModel``: every ``nn.ReLU`` passes
-    only positive gradients for positive inputs (other activations, e.g.
-    ``ReLU6``, are left as they are). ``raw`` holds the per-channel input
-    gradient; the original ReLU modules are put back afterwards. No params.
+    only positive gradients for positive inputs. Clamped ReLUs (``nn.ReLU6``,
+    ``nn.Hardtanh(0, m)``) are rewritten as ``nn.ReLU`` + clamp for the run
+    (same outputs), so the rule reaches them too; a functional ReLU or a
+    model without ReLUs is refused (see :mod:`._guided`). ``raw`` holds the
+    per-channel input gradient; the original modules are put back afterwards.
+    No params.
     """
     params = check_params(request.method, request.params, {})
     model = require_differentiable(request)
@@ -364,33 +380,64 @@ _OTHERS = (
     ),
 )
 
-SPECS = tuple(
-    MethodSpec(
-        name=f"gradcam.{name}",
-        target=f"{__name__}:cam",
-        requires=_REQUIRES,
-        extra="gradcam",
-        family="cam",
-        needs_gradients=True,
-        options={"method": name},
-        random=spec.random,
-        evaluations=None if spec.per_channel else passes_per_target,
-        quick=spec.quick,
-        description=f"pytorch-grad-cam {spec.description}; raw maps at image resolution.",
+SPECS = (
+    tuple(
+        MethodSpec(
+            name=f"gradcam.{name}",
+            target=f"{__name__}:cam",
+            requires=_REQUIRES,
+            extra="gradcam",
+            family="cam",
+            needs_gradients=True,
+            options={"method": name},
+            random=spec.random,
+            evaluations=None if spec.per_channel else passes_per_target,
+            quick=spec.quick,
+            description=f"pytorch-grad-cam {spec.description}; raw maps at image resolution.",
+        )
+        for name, spec in METHODS.items()
     )
-    for name, spec in METHODS.items()
-) + tuple(
-    MethodSpec(
-        name=f"gradcam.{name}",
-        target=f"{__name__}:{function}",
-        requires=_REQUIRES,
-        extra="gradcam",
-        family=family,
-        needs_gradients=True,
-        signed=signed,
-        evaluations=passes_per_target,
-        quick={"n_components": 2} if function == "deep_feature_factorization" else {},
-        description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
+    + tuple(
+        MethodSpec(
+            name=f"gradcam.{name}",
+            target=f"{__name__}:{function}",
+            requires=_REQUIRES,
+            extra="gradcam",
+            family=family,
+            needs_gradients=True,
+            signed=signed,
+            evaluations=passes_per_target,
+            quick={"n_components": 2} if function == "deep_feature_factorization" else {},
+            description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
+        )
+        for name, function, family, signed, description in _OTHERS
     )
-    for name, function, family, signed, description in _OTHERS
+    + (
+        MethodSpec(
+            name="gradcam.RefineCAM",
+            target=f"{__name__}:refine_cam",
+            requires=_REQUIRES,
+            extra="gradcam",
+            family="cam",
+            needs_gradients=True,
+            evaluations=passes_per_target,
+            normalised=True,
+            description="pytorch-grad-cam RefineCAM: the product of several layers' min-max scaled CAMs "
+            "(Grad-CAM++ by default); the library's normalised map, no raw map.",
+        ),
+    )
+)
+
+#: What the drift test reads: every public class of ``pytorch_grad_cam`` is registered or excluded with a reason.
+CLASSES = LibraryClasses(
+    "pytorch_grad_cam",
+    "gradcam",
+    routed={"GuidedBackpropReLUModel": "gradcam.GuidedBackprop"},
+    excluded={
+        "ActivationsAndGradients": "the library's hook helper, not a method",
+        "AblationLayer": "AblationCAM's ablation layer, chosen by gradcam.AblationCAM",
+        "AblationLayerVit": "AblationCAM's ablation layer for token grids, chosen by gradcam.AblationCAM",
+        "AblationLayerFasterRCNN": "AblationCAM's ablation layer for Faster R-CNN detections, not classifiers",
+        "SESS": "scale-equivariant smoothing wraps a CAM over rescaled patches; not routed yet",
+    },
 )

@@ -28,6 +28,7 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.options import Segmentation
 from xai_bridge.registry import MethodSpec
 
+from ._drift import LibraryClasses
 from ._segments import map_images
 
 __all__ = ["LIME_SEGMENTATION_DEFAULTS", "lime", "segmenter"]
@@ -92,13 +93,23 @@ def _labels(segments: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _hide_color(value: Any) -> Any:
+    """``hide_color`` as lime takes it: None, a number, or an RGB triple; colour names (``"red"``, ``"#ff0000"``) too."""
     if value is None:
         return None
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.shape not in ((), (3,)) or arr.min() < 0 or arr.max() > 255:
-        raise ParameterError(
-            f"hide_color: expected None (superpixel mean), a number or RGB triple in 0..255, got {value!r}"
-        )
+    expected = "expected None (superpixel mean), a number, an RGB triple in 0..255 or a colour name like 'gray'"
+    if isinstance(value, str):
+        from PIL import ImageColor
+
+        try:
+            value = ImageColor.getrgb(value)[:3]
+        except ValueError:
+            raise ParameterError(f"hide_color: {expected}, got {value!r}") from None
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParameterError(f"hide_color: {expected}, got {value!r}") from None
+    if arr.shape not in ((), (3,)) or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+        raise ParameterError(f"hide_color: {expected}, got {value!r}")
     return float(arr) if arr.ndim == 0 else tuple(float(v) for v in arr)
 
 
@@ -112,8 +123,9 @@ def lime(request: ExplainRequest) -> BackendResult:
 
     Params:
         num_samples: perturbed images per image (default 1000).
-        hide_color: fill of hidden superpixels in pixel units 0-255 (number or
-            RGB triple), or None for each superpixel's mean colour (lime's default).
+        hide_color: fill of hidden superpixels in pixel units 0-255 (number,
+            RGB triple, or a colour name / hex string such as ``"gray"`` or
+            ``"#808080"``), or None for each superpixel's mean colour (lime's default).
         segmentation: see :func:`segmenter` (default lime's quickshift).
         batch_size: images per ``classifier_fn`` call (default: the model's).
         num_features: superpixels kept in each explanation (lime's default: all).
@@ -389,4 +401,15 @@ SPECS = (
         "any model, batched through model.predict.",
         aliases=("lime",),
     ),
+)
+
+#: What the drift test reads: every public class of ``lime.lime_image`` is registered or excluded with a reason.
+CLASSES = LibraryClasses(
+    "lime.lime_image",
+    "lime",
+    routed={"LimeImageExplainer": "lime.Lime"},
+    excluded={
+        "ImageExplanation": "the library's result type, read into an Explanation by lime.Lime",
+        "SegmentationAlgorithm": "the library's superpixel wrapper, the segmentation= option of lime.Lime",
+    },
 )

@@ -38,13 +38,15 @@ import numpy as np
 
 from xai_bridge._validate import number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
-from xai_bridge.errors import ParameterError
+from xai_bridge.errors import MethodNotApplicableError, ParameterError
 from xai_bridge.registry import MethodSpec, passes_per_target
+
+from ._drift import LibraryClasses
 
 if TYPE_CHECKING:
     from ._layers import TargetLayer
 
-__all__ = ["FINER_BASES", "METHODS", "cam"]
+__all__ = ["CLASSES", "FINER_BASES", "METHODS", "REFINE_BASES", "cam", "legrad"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class _Extractor:
         describe: rewrites the params after the run, as recorded.
         per_channel: whether it runs one forward pass per feature channel of
             the layer (Score-CAM's family), so its cost is not known beforehand.
+        layers: whether it takes several layers (``layers=``, RefineCAM)
+            instead of one (``layer=``).
         quick: the cheapest params that still exercise it (:attr:`MethodSpec.quick`).
         description: one line for the method listing.
     """
@@ -71,13 +75,13 @@ class _Extractor:
     prepare: Callable[[dict[str, Any], Any], None] | None = None
     describe: Callable[[dict[str, Any], Any], None] | None = None
     per_channel: bool = False
+    layers: bool = False
     quick: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
 
 #: torchcam class name -> how to run it; each is registered as ``torchcam.<name>`` (SPECS below).
-#: Not registered: ``RefineCAM`` (a product of min-max-scaled maps from several layers, so no raw map)
-#: and ``LeGrad`` (torchvision ViT attention only).
+#: ``LeGrad`` (torchvision ViT attention only) has a backend of its own, :func:`legrad`.
 METHODS: dict[str, _Extractor] = {
     "CAM": _Extractor(
         ctor={"fc_layer": None},
@@ -123,10 +127,17 @@ METHODS: dict[str, _Extractor] = {
         quick={"num_references": 2},
         description="Finer-CAM: the target score minus the scores of the closest classes",
     ),
+    "RefineCAM": _Extractor(
+        ctor={"base_method": "GradCAMpp"},
+        layers=True,
+        description="RefineCAM: the product of several layers' min-max scaled CAMs (Grad-CAM++ by default)",
+    ),
 }
 
 #: Base extractors FinerCAM accepts.
 FINER_BASES = ("GradCAM", "GradCAMpp", "LayerCAM")
+#: Base extractors RefineCAM accepts here (gradient CAMs taking several layers).
+REFINE_BASES = ("GradCAMpp", "GradCAM", "XGradCAM", "LayerCAM")
 
 #: torchcam's SmoothGradCAMpp default noise, in normalised input units.
 _SMOOTH_STD = 0.3
@@ -146,30 +157,32 @@ def _pixel_std(model: Any, std: float) -> float:
     return float(std * spread / factor)
 
 
-def _check(params: dict[str, Any]) -> None:
+def _check(name: str, params: dict[str, Any]) -> None:
     for key in ("batch_size", "num_samples", "num_references"):
         if key in params and (
             isinstance(params[key], bool) or not isinstance(params[key], (int, np.integer)) or params[key] < 1
         ):
             raise ParameterError(f"{key}: expected a positive integer, got {params[key]!r}")
-    if "base_method" in params and params["base_method"] not in FINER_BASES:
-        raise ParameterError(f"base_method: expected one of {list(FINER_BASES)}, got {params['base_method']!r}")
+    bases = REFINE_BASES if name == "RefineCAM" else FINER_BASES
+    if "base_method" in params and params["base_method"] not in bases:
+        raise ParameterError(f"base_method: expected one of {list(bases)}, got {params['base_method']!r}")
     for key in ("std", "gamma"):
         if params.get(key) is not None:
             number(key, params[key], 0)
 
 
-def _extractor(name: str, net: Any, model: Any, layer: TargetLayer, params: dict[str, Any]) -> Any:
+def _extractor(name: str, net: Any, model: Any, layers: list[TargetLayer], params: dict[str, Any]) -> Any:
     from torchcam import methods
 
     kwargs = {k: params[k] for k in METHODS[name].ctor}
     if name == "CAM":
         kwargs["fc_layer"] = _fc_layer(model.module, kwargs["fc_layer"])
-    if name == "FinerCAM":
+    if "base_method" in kwargs:
         kwargs["base_method"] = getattr(methods, kwargs["base_method"])
-    if layer.reshape_transform is not None:
-        kwargs["reshape_transform"] = layer.reshape_transform
-    return getattr(methods, name)(net, layer.module, **kwargs)
+    if layers[0].reshape_transform is not None:
+        kwargs["reshape_transform"] = layers[0].reshape_transform
+    target = [layer.module for layer in layers] if METHODS[name].layers else layers[0].module
+    return getattr(methods, name)(net, target, **kwargs)
 
 
 def _fc_layer(module: Any, fc: Any) -> Any:
@@ -222,22 +235,24 @@ def cam(request: ExplainRequest) -> BackendResult:
     """
     name = str(request.options["method"])
     spec = METHODS[name]
-    defaults = {"layer": None, "reshape_transform": None, **spec.ctor, **spec.call}
+    defaults = {"layers" if spec.layers else "layer": None, "reshape_transform": None, **spec.ctor, **spec.call}
     from ._layer_run import crop_aligned, layer_aliases
 
-    params = check_params(request.method, layer_aliases(request.params), defaults)
-    _check(params)
+    given = layer_aliases(request.params) if not spec.layers else _layers_alias(request.params)
+    params = check_params(request.method, given, defaults)
+    _check(name, params)
     model = require_differentiable(request)
     if spec.prepare is not None:
         spec.prepare(params, model)
     with ExitStack() as stack:
-        maps, layer_range, layer, counter = _maps(request, model, name, params, stack)
+        maps, layer_range, layers, counter = _maps(request, model, name, params, stack)
     maps = crop_aligned(maps, getattr(model, "preprocess", None))
     if spec.describe is not None:
         spec.describe(params, model)
+    chosen = {"layers": [layer.name for layer in layers]} if spec.layers else layers[0].describe()
     return BackendResult(
         attributions=maps,
-        params={**params, **layer.describe()},
+        params={**params, **chosen},
         backend_version=_version(),
         n_model_evals=counter.count,
         extras={"layer_range": layer_range},
@@ -247,13 +262,14 @@ def cam(request: ExplainRequest) -> BackendResult:
 
 def _maps(
     request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
-) -> tuple[np.ndarray, np.ndarray, TargetLayer, Any]:
-    """Raw maps ``(N, T, H, W)``, each layer map's range ``(N, T, 2)``, the layer and the evaluation counter."""
+) -> tuple[np.ndarray, np.ndarray, list[TargetLayer], Any]:
+    """Raw maps ``(N, T, H, W)``, each layer map's range ``(N, T, 2)``, the layers and the evaluation counter."""
     import torch
     import torch.nn.functional as F
     from xai_bridge.adapters._torch import enter_run, seeded
 
     from ._layer_run import check_outputs, gradient_stop, request_layer
+    from ._refine import refine_layers
 
     spec, images, targets = METHODS[name], request.images, request.targets
     net = model.pixel_module()
@@ -262,10 +278,14 @@ def _maps(
     stack.enter_context(model.guard(freeze_params=True))
     counter = enter_run(stack, model, net)
     x0 = model.pixel_tensor(images[:1])
-    layer = request_layer(model, net, x0, targets, params)
+    if spec.layers:
+        layers = refine_layers(model, net, x0, targets, params)
+    else:
+        layers = [request_layer(model, net, x0, targets, params)]
     check_outputs(net, x0, targets, request.n_outputs)
-    stopped = spec.gradients and stack.enter_context(gradient_stop(layer))
-    extractor = stack.enter_context(_extractor(name, net, model, layer, params))
+    # one stop below the only layer; several layers need the graph through all of them
+    stopped = spec.gradients and not spec.layers and stack.enter_context(gradient_stop(layers[0]))
+    extractor = stack.enter_context(_extractor(name, net, model, layers, params))
     stack.callback(extractor.remove_hooks)
     call = {k: params[k] for k in spec.call}
     for start in range(0, len(images), model.batch_size):
@@ -284,7 +304,15 @@ def _maps(
             maps[start : start + len(x), j] = up[:, 0].detach().cpu().numpy()
             flat = raw.detach().float().reshape(len(x), -1)
             layer_range[start : start + len(x), j] = torch.stack([flat.amin(1), flat.amax(1)], 1).cpu().numpy()
-    return maps, layer_range, layer, counter
+    return maps, layer_range, layers, counter
+
+
+def _layers_alias(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with torchcam's spelling ``target_layer=[...]`` renamed to ``layers=``."""
+    out = dict(params)
+    if "target_layer" in out and "layers" not in out:
+        out["layers"] = out.pop("target_layer")
+    return out
 
 
 def _smooth_std(params: dict[str, Any], model: Any) -> None:
@@ -299,7 +327,7 @@ def _fc_name(params: dict[str, Any], model: Any) -> None:
     params["fc_layer"] = next(n for n, m in model.module.named_modules() if m is fc)
 
 
-SPECS = tuple(
+_CAM_SPECS = tuple(
     MethodSpec(
         name=f"torchcam.{name}",
         target=f"{__name__}:cam",
@@ -312,7 +340,57 @@ SPECS = tuple(
         random=spec.random,
         evaluations=None if spec.per_channel else passes_per_target,
         quick=spec.quick,
-        description=f"torchcam {spec.description}; raw maps at image resolution.",
+        normalised=spec.layers,
+        description=f"torchcam {spec.description}; "
+        + (
+            "per-layer normalised maps multiplied, at image resolution."
+            if spec.layers
+            else "raw maps at image resolution."
+        ),
     )
     for name, spec in METHODS.items()
 )
+SPECS = (
+    *_CAM_SPECS,
+    MethodSpec(
+        name="torchcam.LeGrad",
+        target=f"{__name__}:legrad",
+        requires=("torchcam", "torch", "torchvision"),
+        extra="torchcam",
+        family="other",
+        needs_gradients=True,
+        evaluations=passes_per_target,
+        model_kind="transformer",
+        description="torchcam LeGrad (Bousselham et al. 2024) on a torchvision VisionTransformer: positive "
+        "gradients of each block's score w.r.t. its attention; raw maps at image resolution.",
+    ),
+)
+
+#: What the drift test reads: every public class of ``torchcam.methods`` is registered as ``torchcam.<name>``.
+CLASSES = LibraryClasses("torchcam.methods", "torchcam")
+
+
+def legrad(request: ExplainRequest) -> BackendResult:
+    """Torchcam's ``LeGrad`` (https://arxiv.org/abs/2404.03214) on a torchvision ``VisionTransformer``.
+
+    The same run as ``builtin.LeGrad`` on that model (torchcam's extractor on
+    the chosen encoder blocks, its layer score the head on the mean of the
+    tokens, ``normalized=False``, upsampled bilinearly); other vision
+    transformers are refused, as torchcam supports only torchvision's.
+
+    Params:
+        layer: encoder blocks (modules or dotted names) whose maps are averaged (default: all).
+
+    Example:
+        >>> exp = xb.explain(torchvision_vit, images, "torchcam.LeGrad")
+    """
+    from .builtin._attention import _is_torchvision_vit
+    from .builtin._attention import legrad as run
+
+    model = require_differentiable(request)
+    if not _is_torchvision_vit(getattr(model, "module", None)):
+        raise MethodNotApplicableError(
+            f"model: torchcam.LeGrad needs a torchvision VisionTransformer, got {type(model).__name__} of "
+            f"{type(getattr(model, 'module', model)).__name__}; use builtin.LeGrad for other vision transformers"
+        )
+    return run(request)

@@ -20,7 +20,18 @@ FAMILIES = {
     "other": "Other",
 }
 
-COLUMNS = ("method", "library", "needs gradients", "signed", "budget parameter", "what it does")
+COLUMNS = ("method", "library", "needs", "map", "budget parameter", "what it does")
+
+#: What each ``MethodSpec.model_kind`` asks of the model, as the "needs" column says it.
+KINDS = {"transformer": "a vision transformer", "detector": "an object detector"}
+
+
+def _needs(spec: Any) -> str:
+    """What the method needs of the model: gradients, and a kind of model beyond any classifier."""
+    needs = ["gradients"] if spec.needs_gradients else []
+    if spec.model_kind in KINDS:
+        needs.append(KINDS[spec.model_kind])
+    return ", ".join(needs) or "outputs only"
 
 
 def _cell(text: str) -> str:
@@ -28,13 +39,19 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _map(spec: Any) -> str:
+    """What the map is: raw or normalised (the library gives only min-max scaled maps), and signed or not."""
+    kind = "normalised" if getattr(spec, "normalised", False) else "raw"
+    return f"{kind}, signed" if spec.signed else kind
+
+
 def _row(spec: Any) -> str:
     library = spec.name.split(".", 1)[0]
     cells = (
         f"`{spec.name}`",
         library,
-        "yes" if spec.needs_gradients else "no",
-        "yes" if spec.signed else "no",
+        _needs(spec),
+        _map(spec),
         f"`{spec.budget}`" if spec.budget else "-",
         _cell(spec.description),
     )

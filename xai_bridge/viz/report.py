@@ -151,6 +151,8 @@ def build_report(
     image_names: Sequence[str] | None = None,
     opacity: float = DEFAULT_OPACITY,
     max_side: int = 512,
+    sanity: bool = False,
+    model: Any = None,
 ) -> str:
     """Return the report as one HTML string.
 
@@ -168,6 +170,10 @@ def build_report(
         image_names: one label per image section (default ``image 0``, ...).
         opacity: the overlay opacity at the clip value shown first.
         max_side: maps and images larger than this are shrunk to it (file size).
+        sanity: run the cascading randomisation check per method (one extra
+            explanation each, on ``model``) and mark the methods whose maps do
+            not change when the model is randomised (:mod:`._sanity`).
+        model: the torch model the explanations were made with (for ``sanity``).
 
     Raises:
         ParameterError: no explanations, wrong ``image_names`` length, a
@@ -182,6 +188,10 @@ def build_report(
     view = _View(max_side, float(opacity), float(percentile), mode)
     signed = {name: signed_maps(exp) for name, exp in items}
     parts = [_intro_html(title, len(found), len(items)), _costs_html(items, signed), _metrics_html(metrics)]
+    if sanity:
+        from ._sanity import sanity_html, sanity_rows
+
+        parts.append(sanity_html(sanity_rows(items, model)))
     payload: dict[str, Any] = {
         "red": list(RED),
         "blue": list(BLUE),

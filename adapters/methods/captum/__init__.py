@@ -89,6 +89,7 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.options import NoiseKind, NoiseTunnel
 from xai_bridge.registry import MethodSpec
 
+from .._drift import LibraryClasses
 from ._gradient import run_gradient
 from ._ig import AUTO_RULE
 from ._methods import GRADIENT_METHODS, METHODS, PERTURBATION_METHODS, has_random
@@ -133,4 +134,40 @@ SPECS = tuple(
         ),
     )
     for cls, method in METHODS.items()
+)
+
+_LAYER = "attributes a hidden layer's units, not the image's pixels (Grad-CAM: pytorch-grad-cam's and torchcam's)"
+_NEURON = "explains one hidden neuron, not a class score"
+_BASE = "a base class or interface for writing methods, not a method"
+_TEXT = "text / LLM inputs and outputs, not image classification"
+_STAT = "a statistic of captum's Summarizer, not a method"
+_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (_BASE, ("Attribution", "GradientAttribution", "PerturbationAttribution", "LayerAttribution")),
+    (_BASE, ("NeuronAttribution", "LimeBase", "InterpretableEmbeddingBase", "InterpretableInput")),
+    (_LAYER, ("InternalInfluence", "LayerActivation", "LayerConductance", "LayerDeepLift", "LayerDeepLiftShap")),
+    (_LAYER, ("LayerFeatureAblation", "LayerFeaturePermutation", "LayerGradCam", "LayerGradientShap")),
+    (_LAYER, ("LayerGradientXActivation", "LayerIntegratedGradients", "LayerLRP")),
+    (_NEURON, ("NeuronConductance", "NeuronDeconvolution", "NeuronDeepLift", "NeuronDeepLiftShap")),
+    (_NEURON, ("NeuronFeatureAblation", "NeuronGradient", "NeuronGradientShap", "NeuronGuidedBackprop")),
+    (_NEURON, ("NeuronIntegratedGradients",)),
+    (_TEXT, ("LLMAttribution", "LLMAttributionResult", "LLMGradientAttribution", "RemoteLLMAttribution")),
+    (_TEXT, ("RemoteLLMProvider", "VLLMProvider", "TextTemplateInput", "TextTokenInput", "TokenReferenceBase")),
+    (_TEXT, ("ImageMaskInput",)),
+    (_STAT, ("ClassSummarizer", "Count", "MSE", "Max", "Mean", "Min", "StdDev", "Sum", "Summarizer", "Var")),
+    (_STAT, ("SummarizerSingleTensor",)),
+)
+
+#: What the drift test reads: every public class of ``captum.attr`` is registered or excluded with a reason.
+CLASSES = LibraryClasses(
+    "captum.attr",
+    "captum",
+    excluded={
+        **{name: reason for reason, names in _GROUPS for name in names},
+        "NoiseTunnel": "a wrapper of gradient methods: the noise_tunnel= option of every captum gradient method",
+        "ProductBaselines": "a baseline sampler for the text methods; baselines= covers images",
+        "DataLoaderAttribution": "attributes a whole DataLoader's aggregate metric, not one image's class score",
+        "FeaturePermutation": "permutes features across the images of a batch, so a map depends on the other images",
+        "ShapleyValues": "exact Shapley values need 2^features evaluations; captum.ShapleyValueSampling is routed",
+        "GuidedGradCam": "gradcam.GuidedGradCAM routes the same method (raw Grad-CAM times guided backprop)",
+    },
 )

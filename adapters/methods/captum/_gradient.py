@@ -62,7 +62,7 @@ def run_gradient(request: ExplainRequest, name: str) -> BackendResult:
         baselines = [b.to(x.device) for b in baselines]
     random = nt is not None or method.random or has_random(params.get("baselines"))
     counter = _Counter()
-    guard = method.guard(net) if method.guard is not None else nullcontext()
+    guard = method.guard(net, x) if method.guard is not None else nullcontext()
     with model.guard(freeze_params=True), guard, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_CAPTUM_NOISE)
         handle = net.register_forward_pre_hook(counter)

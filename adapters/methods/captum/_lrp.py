@@ -16,7 +16,7 @@ _LRP_LAYER_ATTRS = ("rule", "activations", "activation")
 
 
 @contextmanager
-def lrp_guard(net: Any) -> Iterator[None]:
+def lrp_guard(net: Any, _x: Any = None) -> Iterator[None]:
     """Put back what captum's LRP leaves on the layers, also when it raises; name a layer it has no rule for.
 
     LRP sets ``rule`` (and deletes rules the user set), and ``activations``, a

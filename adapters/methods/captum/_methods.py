@@ -9,6 +9,7 @@ estimate of its model evaluations (:attr:`~xai_bridge.registry.MethodSpec.evalua
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -22,6 +23,14 @@ from xai_bridge.registry import Evaluations
 
 from ._ig import AUTO_FIRST_STEPS, AUTO_RULE
 from ._lrp import lrp_guard
+
+
+def _guided(method: str, net: Any, x: Any) -> AbstractContextManager[Any]:
+    """The guided methods' guard: clamped ReLUs rewritten as nn.ReLU + clamp (see ``_guided``)."""
+    from .._guided import guided_relus
+
+    return guided_relus(net, x, method)
+
 
 #: A method's own checks: ``check(effective, given, batch_size)`` validates and completes ``effective`` in place.
 Check = Callable[[dict[str, Any], Mapping[str, Any], int], None]
@@ -54,8 +63,9 @@ class CaptumMethod:
         superpixels: whether features are superpixels (``segmentation=``);
             ``min_segments`` is how many an image needs.
         check: the method's own parameter checks (see :data:`Check`).
-        guard: a context manager around the run, given the network (LRP's
-            restores what captum leaves on the layers).
+        guard: a context manager around the run, given the network and the
+            pixel batch (LRP's restores what captum leaves on the layers; the
+            guided methods' rewrite clamped ReLUs, see ``_guided``).
         requires: import names needed beyond captum, torch and (for
             perturbation methods) scikit-image.
         evaluations: the run's model evaluations, see :class:`~xai_bridge.registry.MethodSpec`.
@@ -75,7 +85,7 @@ class CaptumMethod:
     min_segments: int = 1
     check: Check | None = None
     requires: tuple[str, ...] = ()
-    guard: Callable[[Any], AbstractContextManager[None]] | None = None
+    guard: Callable[[Any, Any], AbstractContextManager[Any]] | None = None
     evaluations: Evaluations | None = None
     quick: Mapping[str, Any] = field(default_factory=dict)
 
@@ -265,9 +275,19 @@ METHODS: dict[str, CaptumMethod] = {
         quick={"n_samples": 3},
     ),
     "GuidedBackprop": CaptumMethod(
-        "gradient", {}, "guided backpropagation (Springenberg et al. 2014)", evaluations=_gradient_evals
+        "gradient",
+        {},
+        "guided backpropagation (Springenberg et al. 2014), on every ReLU and clamped ReLU (ReLU6)",
+        guard=functools.partial(_guided, "captum.GuidedBackprop"),
+        evaluations=_gradient_evals,
     ),
-    "Deconvolution": CaptumMethod("gradient", {}, "deconvolution (Zeiler & Fergus 2014)", evaluations=_gradient_evals),
+    "Deconvolution": CaptumMethod(
+        "gradient",
+        {},
+        "deconvolution (Zeiler & Fergus 2014), on every ReLU and clamped ReLU (ReLU6)",
+        guard=functools.partial(_guided, "captum.Deconvolution"),
+        evaluations=_gradient_evals,
+    ),
     "LRP": CaptumMethod(
         "gradient",
         {},
