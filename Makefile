@@ -58,7 +58,7 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -m "not slow and not browser"
 
 $(DEMO_STAMP): pyproject.toml requirements/constraints.txt Makefile
-	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) scripts/heartbeat.py -- $(PYTHON) -m venv $(DEMO_VENV)
 	if $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; \
 	then $(DEMO_PIP) --index-url $(TORCH_CPU_INDEX) torch==2.14.1 torchvision==0.29.1; \
 	else echo "$(TORCH_CPU_INDEX) does not answer: torch from PyPI (with its CUDA libraries)"; \
