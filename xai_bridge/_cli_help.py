@@ -44,7 +44,7 @@ Examples:
       -m builtin.RISE -p builtin.RISE:n_masks=500 --targets top3 --size 224 224 \\
       --out results/ --report results/report.html --png results/grid.png
   xai-bridge explain my_models.py:load cat.jpg -m captum.IntegratedGradients \\
-      -p captum.IntegratedGradients:n_steps=16 --targets "tabby cat" --out results/
+      -p captum.IntegratedGradients:n_steps=16 --targets tabby --out results/
   xai-bridge explain model.onnx cat.jpg -m shap.Partition --preprocess imagenet --out results/
 """
 
