@@ -6,6 +6,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.xai-bridge-installed
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
 OUT ?= demo-output
+# `make demo` installs only what the demo imports (the `demo` extra) into its own venv, or reuses $(VENV)
+# when `make test` has already installed everything there. pip shows its progress; scripts/heartbeat.py
+# prints a line whenever pip is silent (unpacking torch) so the terminal never looks hung.
+DEMO_VENV ?= .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.xai-bridge-demo-installed
+DEMO_PIP = $(PYTHON) scripts/heartbeat.py -- $(DEMO_VENV)/bin/python -m pip install --disable-pip-version-check \
+	--progress-bar on -c requirements/constraints.txt
+# CPU-only torch wheels (a tenth of the CUDA ones) where PyTorch's CPU index answers; PyPI's wheels otherwise
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+DEMO_PYTHON = $(if $(wildcard $(STAMP)),$(BIN)/python,$(DEMO_VENV)/bin/python)
 
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
@@ -47,11 +57,20 @@ test: lint docs-strict
 test-fast: $(STAMP)
 	$(BIN)/pytest -p no:cacheprovider -m "not slow and not browser"
 
-demo: $(STAMP)
-	$(BIN)/python examples/demo.py --out $(OUT)
+$(DEMO_STAMP): pyproject.toml requirements/constraints.txt Makefile
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) scripts/heartbeat.py -- $(PYTHON) -m venv $(DEMO_VENV)
+	if $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; \
+	then $(DEMO_PIP) --index-url $(TORCH_CPU_INDEX) torch==2.14.1 torchvision==0.29.1; \
+	else echo "$(TORCH_CPU_INDEX) does not answer: torch from PyPI (with its CUDA libraries)"; \
+	$(DEMO_PIP) torch==2.14.1 torchvision==0.29.1; fi
+	$(DEMO_PIP) -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
+	$(DEMO_PYTHON) examples/demo.py --out $(OUT)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info
+	rm -rf $(VENV) $(DEMO_VENV) $(OUT) build *.egg-info

@@ -54,10 +54,10 @@ def main(argv: list[str] | None = None) -> xb.Explanation | None:
         if args.dry_run:
             return None
         exp = xb.explain(model, args.image, spec.name, targets, **params)
-        print(f"tags on the image: {list(model.class_names or [])}")
+        print(f"tags on the image: {[str(name) for name in model.class_names or []]}")
         print(f"paid calls: {tagger.stats.requests} (estimated {estimate.calls})")
     print(
-        f"{exp.target_names[0, 0]!r}: confidence {exp.scores[0, 0]:.3f}, {exp.method}, {exp.n_model_evals} evaluations"
+        f"{str(exp.target_names[0, 0])!r}: confidence {exp.scores[0, 0]:.3f}, {exp.method}, {exp.n_model_evals} evaluations"
     )
     if args.out is not None:
         exp.save(args.out.with_suffix(".npz"))

@@ -34,7 +34,7 @@ METHODS = {
     ],
     "captum.Occlusion": ["window=32", "stride=32"],
     "shap.Partition": ['masker="blur(64,64)"', "max_evals=300", "batch_size=25"],
-    "lime": ["num_samples=300", "batch_size=25"],
+    "lime.Lime": ["num_samples=300", "batch_size=25"],
 }
 
 

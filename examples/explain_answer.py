@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> list[xb.Explanation]:
     print(f"Q: {exp.params['question']}")
     print(f"A: {exp.params['caption']}  ({exp.method}, {exp.n_model_evals} evaluations)")
     for name, score, amap in zip(exp.target_names[0], exp.scores[0], exp.attributions[0], strict=True):
-        print(f"  {name!r:>14}  score {score:+.3f}  map sum {amap.sum():+.4f}")
+        print(f"  {str(name)!r:>14}  score {score:+.3f}  map sum {amap.sum():+.4f}")
     if args.out is not None:
         from xai_bridge.viz.plot import caption_plot, figure_png
 

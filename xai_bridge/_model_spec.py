@@ -1,4 +1,4 @@
-"""Build the model a command-line spec names: ``efficientnet_lite0``, ``module:factory`` or ``file.py:factory``.
+"""Build the model a command-line spec names: ``efficientnet_lite0``, ``model.onnx``, ``module:factory`` or ``file.py:factory``.
 
 Kept apart from :mod:`xai_bridge.cli` (which re-exports :func:`load_model_spec`):
 importing the user's module, with its failures turned into one-line CLI errors,
@@ -49,21 +49,14 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
 
     if spec in ("efficientnet_lite0", "efficientnet-lite0"):  # a bundled model: as_model's table knows it
         return xb.as_model(spec, batch_size=batch_size)
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise click.BadParameter(
-            f"{spec!r}: expected efficientnet_lite0, module:factory or file.py:factory", param_hint="MODEL"
-        )
-    module = _import_target(target)
-    if not hasattr(module, attr):
-        raise click.BadParameter(f"{target!r} has no attribute {attr!r}", param_hint="MODEL")
-    try:
-        with _on_path(Path.cwd()):
-            obj = getattr(module, attr)()
-    except Exception as exc:  # the user's factory: say which one failed and why
-        raise click.ClickException(f"MODEL: {spec} raised {type(exc).__name__}: {one_line(exc)}") from exc
-    if isinstance(obj, xb.Model) and hasattr(obj, "output_kind"):
-        return obj
+    if spec.lower().endswith(".onnx"):  # as_model's table opens an ONNX file by its path
+        if not Path(spec).is_file():
+            raise click.BadParameter(f"file {spec!r} does not exist", param_hint="MODEL")
+        obj: Any = spec
+    else:
+        obj = _from_factory(spec)
+        if isinstance(obj, xb.Model) and hasattr(obj, "output_kind"):
+            return obj
     pre = None
     if preprocess != "none":
         pre = {
@@ -76,6 +69,25 @@ def load_model_spec(spec: str, preprocess: str = "imagenet", batch_size: int = 1
         return xb.as_model(obj, preprocess=pre, batch_size=batch_size)
     except xb.ModelInputError as exc:
         raise click.ClickException(f"MODEL: {spec} returned an unusable model: {one_line(exc)}") from exc
+
+
+def _from_factory(spec: str) -> Any:
+    """Call the factory of a ``module:factory`` or ``file.py:factory`` spec and return what it returns."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise click.BadParameter(
+            f"{spec!r}: expected efficientnet_lite0, path/to/model.onnx, module:factory or file.py:factory "
+            "(see xai-bridge explain --help)",
+            param_hint="MODEL",
+        )
+    module = _import_target(target)
+    if not hasattr(module, attr):
+        raise click.BadParameter(f"{target!r} has no attribute {attr!r}", param_hint="MODEL")
+    try:
+        with _on_path(Path.cwd()):
+            return getattr(module, attr)()
+    except Exception as exc:  # the user's factory: say which one failed and why
+        raise click.ClickException(f"MODEL: {spec} raised {type(exc).__name__}: {one_line(exc)}") from exc
 
 
 def _import_target(target: str) -> Any:

@@ -25,6 +25,8 @@ from typing import Any
 
 import click
 
+from ._cli_checks import check_plan, check_targets, first_image_size
+from ._cli_help import EXPLAIN_HELP, REPORT_HELP, SIZE
 from ._model_spec import load_model_spec, one_line
 
 __all__ = ["load_model_spec", "main", "parse_params"]
@@ -50,6 +52,10 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # `xai-bridge methods | head -1`: the reader left; stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's final flush goes nowhere, not to a closed pipe
+            raise click.exceptions.Exit(0) from None
         except XaiBridgeError as exc:
             raise click.ClickException(one_line(exc)) from exc
         except OSError as exc:  # a file or folder the command was pointed at
@@ -141,7 +147,7 @@ def methods(installed: bool, family: str | None) -> None:
         click.echo(f"{name:40s} {spec.family:13s} installed: {status}")
 
 
-@main.command()
+@main.command(help=EXPLAIN_HELP)
 @click.argument("model_spec", metavar="MODEL")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-m", "--method", "methods_", multiple=True, required=True, help="method name (repeatable)")
@@ -154,7 +160,7 @@ def methods(installed: bool, family: str | None) -> None:
     show_default=True,
     help="preprocessing of a torch module / array model given by a factory",
 )
-@click.option("--size", nargs=2, type=click.IntRange(min=1), default=None, help="resize images to HEIGHT WIDTH first")
+@click.option("--size", nargs=2, type=SIZE, default=None, help="resize images to HEIGHT WIDTH first (two integers)")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="images per model call")
 @click.option(
     "--budget",
@@ -214,7 +220,7 @@ def explain(
     engine: str,
     progress: bool | None,
 ) -> None:
-    """Explain IMAGES (files or folders) with MODEL and write one .npz per method to --out."""
+    """Explain IMAGES with MODEL (the command's help is EXPLAIN_HELP: what MODEL, IMAGES and -p accept)."""
     from xai_bridge.images import iter_image_files
 
     show = "auto" if progress is None else progress
@@ -233,10 +239,12 @@ def explain(
             f"no image files in {', '.join(repr(str(p)) for p in images)}; pass image files or folders holding them",
             param_hint="IMAGES",
         )
-    click.echo(f"loading model {model_spec} ...")
-    model = load_model_spec(model_spec, preprocess, batch_size)
     plan = [(m, per_method[m]) for m in methods_]
     resize = (size[0], size[1]) if size else None
+    check_plan(plan, budget, first_image_size(files, resize), seed)  # every -p, before the model loads
+    click.echo(f"loading model {model_spec} ...")
+    model = load_model_spec(model_spec, preprocess, batch_size)
+    check_targets(target, model)  # a class name or index, before the model runs
     if dataset:
         _explain_dataset(model, files, plan, out, target, budget, seed, chunk_size or batch_size, resize, engine, show)
         return
@@ -327,11 +335,25 @@ def _write_views(
         path = write_report(report_path, results, image_names=names, title=title, **sanity)
         click.echo(f"report -> {path}")
     if png is not None:
-        from xai_bridge.viz.plot import comparison_grid
+        click.echo(f"grid -> {_save_grid(results, png)}")
 
-        png.parent.mkdir(parents=True, exist_ok=True)
-        comparison_grid(results).savefig(png, dpi=80, bbox_inches="tight")
-        click.echo(f"grid -> {png}")
+
+#: The grid's resolution: its 7-point colour-bar text is 12 pixels high (at 80 dpi it was 8).
+GRID_DPI = 120
+
+
+def _save_grid(results: dict[str, Any], png: Path) -> Path:
+    """Write the comparison grid, one column per method and target when several targets were asked for.
+
+    The folder is created as ``--out`` and ``--report`` create theirs.
+    """
+    from xai_bridge.viz.plot import comparison_grid
+
+    png.parent.mkdir(parents=True, exist_ok=True)
+    per_target = max(exp.n_targets for exp in results.values()) > 1
+    fig = comparison_grid(results, per_target=per_target)
+    fig.savefig(png, dpi=GRID_DPI, bbox_inches="tight")
+    return png
 
 
 def _unique_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -354,13 +376,13 @@ def _unique_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(seen.values())
 
 
-@main.command()
+@main.command(help=REPORT_HELP)
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("report.html"), show_default=True)
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="also write a comparison grid PNG")
 @click.option("--title", default="xai-bridge report", show_default=True)
 def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> None:
-    """Build an HTML report (and a PNG grid) from saved Explanation .npz FILES."""
+    """Build an HTML report (and a PNG grid) from saved .npz FILES (the command's help is REPORT_HELP)."""
     import xai_bridge as xb
 
     _output(out, "--out")
@@ -369,6 +391,8 @@ def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> 
     from xai_bridge.viz.report import write_report
 
     loaded = [(f, xb.Explanation.load(f)) for f in files]
+    if png is not None:  # the HTML report gives other images sections of their own; the grid cannot
+        _same_images(loaded)
     methods_seen = [e.method for _, e in loaded]
     # the same method from two files (other params, other runs) keeps both, named by file
     exps = {(e.method if methods_seen.count(e.method) == 1 else f.stem): e for f, e in loaded}
@@ -378,13 +402,25 @@ def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> 
         out.parent.mkdir(parents=True, exist_ok=True)
         click.echo(f"report -> {write_report(out, exps, title=title)}")
         if png is not None:
-            from xai_bridge.viz.plot import comparison_grid
-
-            png.parent.mkdir(parents=True, exist_ok=True)
-            comparison_grid(exps).savefig(png, dpi=80, bbox_inches="tight")
-            click.echo(f"grid -> {png}")
+            click.echo(f"grid -> {_save_grid(exps, png)}")
     except ValueError as exc:  # explanations of other images, ...
         raise click.ClickException(one_line(exc)) from exc
+
+
+def _same_images(loaded: list[tuple[Path, Any]]) -> None:
+    """Refuse files that explain other images for ``--png``: the grid compares methods on the same images."""
+    import numpy as np
+
+    first_file, first = loaded[0]
+    for path, exp in loaded[1:]:
+        if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
+            raise click.BadParameter(
+                f"{path.name} explains other images than {first_file.name} ({exp.images.shape[0]} image(s) of "
+                f"{exp.images.shape[1]}x{exp.images.shape[2]} vs {first.images.shape[0]} of "
+                f"{first.images.shape[1]}x{first.images.shape[2]}, or other pixels); --png compares methods on the same images: pass the files of one run, "
+                "or leave out --png (the HTML report shows each image in its own section)",
+                param_hint="FILES",
+            )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -253,6 +253,7 @@ def _infer_layout(shape: tuple[int, ...]) -> Layout:
         if first and not last:
             return Layout.CHW
         if not first and not last:
+            _refuse_channels_in_the_middle(shape)
             return Layout.NHW
     if len(shape) == 4:
         second, last = shape[1] in _CHANNELS, shape[-1] in _CHANNELS
@@ -264,6 +265,25 @@ def _infer_layout(shape: tuple[int, ...]) -> Layout:
         f"images: the layout of an array of shape {shape} is ambiguous; pass layout= one of "
         f"{[m.value for m in Layout if len(m.value) == len(shape)]}"
     )
+
+
+#: Outer axes at least this long around a middle axis of 1, 3 or 4 make "gray images" an implausible reading.
+_LARGE = 8
+
+
+def _refuse_channels_in_the_middle(shape: tuple[int, ...]) -> None:
+    """Refuse ``(H, C, W)``-like shapes: read as ``NHW`` they would be images 1, 3 or 4 pixels high.
+
+    ``np.zeros((224, 3, 224))`` is far more likely a transposed colour image
+    than 224 gray images of 3x224 pixels, so it needs ``layout=`` to say which.
+    """
+    n, middle, width = shape
+    if middle in _CHANNELS and n >= _LARGE and width >= _LARGE:
+        raise ImageInputError(
+            f"images: an array of shape {shape} would be read as {n} gray images of {middle}x{width} pixels, but its "
+            f"middle axis looks like colour channels; pass layout='NHW' if they are gray images, or put the channels "
+            f"last (np.moveaxis(images, 1, -1)) for one {n}x{width} colour image"
+        )
 
 
 def _from_array(

@@ -37,6 +37,7 @@ __all__ = [
     "Registry",
     "available_methods",
     "default_registry",
+    "install_hint",
     "passes_per_target",
 ]
 
@@ -123,12 +124,54 @@ class MethodSpec:
 
     @property
     def install_hint(self) -> str:
-        """The pip command that installs what this method needs."""
-        return f"pip install 'xai-bridge[{self.extra}]'" if self.extra else f"pip install {' '.join(self.requires)}"
+        """The pip command that installs what this method needs: its extra, else one derived from :attr:`requires`."""
+        return f"pip install 'xai-bridge[{self.extra}]'" if self.extra else install_hint(self.requires)
 
     def is_installed(self) -> bool:
         """Whether every required library can be imported (without importing it)."""
         return all(importlib.util.find_spec(mod) is not None for mod in self.requires)
+
+
+#: The xai-bridge extra that installs each library the methods import, by import name.
+EXTRA_OF: Mapping[str, str] = MappingProxyType(
+    {
+        "torch": "torch",
+        "torchvision": "torch",
+        "captum": "captum",
+        "shap": "shap",
+        "cv2": "shap",
+        "lime": "lime",
+        "skimage": "lime",
+        "sklearn": "captum",
+        "pytorch_grad_cam": "gradcam",
+        "torchcam": "torchcam",
+        "transformers": "text",
+        "open_clip": "clip",
+        "timm": "zoo",
+        "quantus": "metrics",
+        "onnxruntime": "onnx",
+        "tensorflow": "keras",
+        "keras": "keras",
+        "ray": "ray",
+        "matplotlib": "viz",
+    }
+)
+#: PyPI names of libraries whose import name differs (for libraries no extra installs).
+PIP_NAME: Mapping[str, str] = MappingProxyType(
+    {"cv2": "opencv-python-headless", "skimage": "scikit-image", "sklearn": "scikit-learn", "PIL": "pillow"}
+)
+
+
+def install_hint(modules: Iterable[str]) -> str:
+    """The pip command that installs the libraries imported as ``modules``: their extras, else their PyPI names.
+
+    Never an empty ``pip install``: with nothing to name it says what to check.
+    """
+    names = [m.partition(".")[0] for m in modules if m]
+    extras = sorted({EXTRA_OF[m] for m in names if m in EXTRA_OF})
+    parts = [f"'xai-bridge[{','.join(extras)}]'"] if extras else []
+    parts += [PIP_NAME.get(m, m) for m in dict.fromkeys(names) if m not in EXTRA_OF]
+    return f"pip install {' '.join(parts)}" if parts else "check the method's package installation"
 
 
 def passes_per_target(params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int:
@@ -222,10 +265,9 @@ class Registry:
         module_name, _, attr = spec.target.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise LibraryNotInstalledError(
-                f"method: {spec.name!r} could not be imported ({exc}); {spec.install_hint}"
-            ) from exc
+        except ImportError as exc:  # a library its module imports: name the one that failed
+            hint = install_hint([exc.name]) if exc.name and exc.name not in spec.requires else spec.install_hint
+            raise LibraryNotInstalledError(f"method: {spec.name!r} could not be imported ({exc}); {hint}") from exc
         backend = getattr(module, attr)
         self._loaded[spec.name] = backend
         return spec, backend
