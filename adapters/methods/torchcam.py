@@ -387,6 +387,7 @@ def legrad(request: ExplainRequest) -> BackendResult:
     from .builtin._attention import _is_torchvision_vit
     from .builtin._attention import legrad as run
 
+    check_params(request.method, request.params, {"layer": None})  # before the model is touched (the CLI's check)
     model = require_differentiable(request)
     if not _is_torchvision_vit(getattr(model, "module", None)):
         raise MethodNotApplicableError(
