@@ -75,10 +75,15 @@ def explain(
         **params: the method's own parameters (unknown names raise).
 
     Returns:
-        The :class:`~xai_bridge.Explanation`.
+        The :class:`~xai_bridge.Explanation`. For an object detector (a
+        torchvision detection model, ``xb.DetectionModel``), a list of them,
+        one per image with one target per detection, as
+        :func:`~xai_bridge.detection.explain_detections` returns.
     """
     registry = registry or default_registry()
     method, params = _named_method(registry, method, params)
+    if _is_detector(model):
+        return _explain_detector(model, images, method, params, targets, budget, seed, preprocess, layout, registry)
     step = [(method, params)]
     kwargs: dict[str, Any] = {
         "seed": seed,
@@ -147,8 +152,56 @@ def explain_many(
         outputs are logits or probabilities and the targets came from a
         prediction pass, ``extras["probability"]`` holds each target's probability.
     """
+    if _is_detector(model):
+        registry = registry or default_registry()
+        steps = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in _method_list(methods)]
+        return {  # type: ignore[return-value]
+            name: _explain_detector(model, images, name, params, targets, budget, seed, preprocess, layout, registry)
+            for name, params in steps
+        }
     with progress_bars.session(progress, "explain"):
         return _explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry)
+
+
+def _is_detector(model: Any) -> bool:
+    from .detection.routing import is_detector
+
+    return is_detector(model)
+
+
+def _method_list(methods: Any) -> list[Any]:
+    if isinstance(methods, str):
+        return [methods]
+    for entry in methods:
+        if not (isinstance(entry, str) or (isinstance(entry, tuple) and len(entry) == 2)):
+            raise ParameterError(f"methods: expected method names or (name, params) pairs, got {entry!r}")
+    return list(methods)
+
+
+def _explain_detector(
+    model: Any,
+    images: Any,
+    method: str,
+    params: dict[str, Any],
+    targets: Any,
+    budget: int | None,
+    seed: int,
+    preprocess: Any,
+    layout: Layout | str | None,
+    registry: Registry | None,
+) -> Any:
+    """An object detector: :func:`~xai_bridge.detection.explain_detections`, one Explanation per image, in a list.
+
+    ``targets`` keeps its meaning for detections (``"top1"``: the best one;
+    None: every detection above ``score_threshold=``); ``preprocess=`` or
+    ``weights=`` is a torchvision detector's weights enum (its categories).
+    """
+    from .detection.routing import as_detector, explain_detections
+
+    detector = as_detector(model, preprocess, weights=params.pop("weights", None))
+    return explain_detections(
+        detector, images, method, targets, budget=budget, seed=seed, layout=layout, registry=registry, **params
+    )
 
 
 def _explain_many(
