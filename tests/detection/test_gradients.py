@@ -265,3 +265,30 @@ def test_bad_input_is_one_line(frcnn, image) -> None:
     with pytest.raises(xb.ParameterError, match=r"iou_threshold: only gradient and CAM methods take it"):
         xb.explain(frcnn, image, "builtin.DRISE", iou_threshold=0.3)
     assert isinstance(TorchvisionDetector(frcnn), xb.detection.GradientDetector)
+
+
+@pytest.fixture(scope="module")
+def trained() -> SquareDetector:
+    from tiny_detector import train_square_net
+
+    return SquareDetector(train_square_net())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "params", "centred"),
+    [
+        ("gradcam.GradCAM", {}, False),
+        ("captum.IntegratedGradients", {"n_steps": 16}, False),
+        ("builtin.DRISE", {"n_masks": 100, "grid": 6}, True),
+    ],
+)
+def test_localisation_on_a_trained_detector(trained, method: str, params: dict, centred: bool) -> None:
+    """Known ground truth: most positive mass inside the detected square's box (D-RISE: above its mean)."""
+    img = square_image(np.random.default_rng(5), 10, 24)
+    [exp] = xb.explain(trained, img, method, targets=xb.top_k(1), **params)
+    x0, y0, x1, y1 = (int(v) for v in exp.extras["boxes"][0, 0])
+    assert abs(x0 - 24) <= 4 and abs(y0 - 10) <= 4  # the detector found the square
+    amap = exp.attributions[0, 0]
+    positive = np.maximum(amap - amap.mean() if centred else amap, 0)
+    assert positive[y0:y1, x0:x1].sum() / positive.sum() > 0.5
