@@ -185,6 +185,9 @@ class DetectionGradientModel(TorchModel):
             tune_batch=False,
             channels_last=False,
         )
+        # the wrapper is built per image; what is found of the detector's structure (the CAM layer per
+        # input size) is kept per detector module
+        self.memo = _MEMOS.setdefault(self.detector.module, {})
 
     @property
     def module(self) -> nn.Module:
@@ -221,6 +224,8 @@ class DetectionGradientModel(TorchModel):
         return f"DetectionGradientModel({type(self.module).__name__}, {len(self.score_module.boxes)} targets)"
 
 
+#: Per detector module: the memo of its wrappers (see ``TorchModel.memo``).
+_MEMOS: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
 #: Per layer module and input shape: the output shapes of a layer returning a dict of maps, or None (a tensor).
 _TRACED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], Any]] = weakref.WeakKeyDictionary()
 
