@@ -83,6 +83,7 @@ def explain(
     registry = registry or default_registry()
     method, params = _named_method(registry, method, params)
     if _is_detector(model):
+        params = {**params, "progress": progress}
         return _explain_detector(model, images, method, params, targets, budget, seed, preprocess, layout, registry)
     step = [(method, params)]
     kwargs: dict[str, Any] = {
@@ -154,7 +155,10 @@ def explain_many(
     """
     if _is_detector(model):
         registry = registry or default_registry()
-        steps = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in _method_list(methods)]
+        steps = [
+            (m, {"progress": progress}) if isinstance(m, str) else (m[0], {**m[1], "progress": progress})
+            for m in _method_list(methods)
+        ]
         return {  # type: ignore[return-value]
             name: _explain_detector(model, images, name, params, targets, budget, seed, preprocess, layout, registry)
             for name, params in steps
