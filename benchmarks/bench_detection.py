@@ -35,13 +35,17 @@ LAYER = "backbone.body.12"
 
 
 def detector(device: str) -> Any:
-    """The detector (random weights, batch-norm statistics of one random batch, every box kept)."""
+    """The detector (random weights, batch-norm statistics of one random batch, every box kept).
+
+    One class: with several, a box of another class can overlap a target best, and the
+    library's target is then a constant its backward pass refuses.
+    """
     import torch
     from torchvision.models import detection
 
     torch.manual_seed(0)
     net = detection.fasterrcnn_mobilenet_v3_large_320_fpn(
-        weights=None, weights_backbone=None, num_classes=3, min_size=128, max_size=128, box_score_thresh=0.001
+        weights=None, weights_backbone=None, num_classes=2, min_size=128, max_size=128, box_score_thresh=0.001
     )
     for mod in net.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
