@@ -64,9 +64,8 @@ def library_gradcam(net: Any, image: np.ndarray, device: str, k: int) -> np.ndar
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
 
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float().to(device) * (1 / 255.0)
-    with torch.no_grad():
-        out = net(x)[0]
-    boxes, labels = out["boxes"][:k].cpu().numpy(), out["labels"][:k].cpu().numpy()
+    out = net(x)[0]  # with autograd on, as the tutorial predicts: the boxes GradCAM's own pass finds again
+    boxes, labels = out["boxes"][:k].detach().cpu().numpy(), out["labels"][:k].cpu().numpy()
     cam = GradCAM(net, [net.get_submodule(LAYER)])
     try:
         return np.stack(
