@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         ["bench_caption.py"],
         ["bench_dataset.py"],
         ["bench_regions.py"],
+        ["bench_detection.py"],
     ]
     if (HERE.parent / ".venv-omnixai" / "bin" / "python").exists():
         scripts.append(["bench_omnixai.py"])

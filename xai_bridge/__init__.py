@@ -58,6 +58,8 @@ _LAZY = {
     "TorchvisionSegmenter": "xai_bridge.adapters.models.segmenters",
     "HFSegmenter": "xai_bridge.adapters.models.segmenters",
     "HFDetector": "xai_bridge.adapters.models.hf_detectors",
+    "AzureVision40Detector": "xai_bridge.adapters.captioners",
+    "AzureVisionV32Detector": "xai_bridge.adapters.captioners",
     "OnnxDetector": "xai_bridge.adapters.models.onnx_detectors",
     "YOLODetector": "xai_bridge.adapters.models.yolo",
 }
@@ -77,6 +79,8 @@ _MODULES = {
 
 __all__ = [
     "ArrayModel",
+    "AzureVision40Detector",
+    "AzureVisionV32Detector",
     "BackendNotInstalledError",
     "BackendSpec",
     "BlackBoxModel",

@@ -11,6 +11,7 @@ from typing import Any, overload
 import numpy as np
 
 from . import progress as progress_bars
+from ._subjects import NOT_SPECIAL, explain_many_detector, explain_other_subject, is_detector
 from .batching import ScoreTap
 from .contract import BackendResult, ExplainRequest
 from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
@@ -93,6 +94,9 @@ def explain(
             reaches the method; ``method="<registered name>"`` as a keyword
             still names the method when it is not given positionally.
         targets: ``"top1"``, ``top_k(k)``, an index, a class name or one entry per image.
+            For a detector the default is every detection above ``score_threshold=``
+            (``xb.Box(...)`` picks one); for a segmentation model the largest predicted
+            class (``xb.Region(mask, label)`` a region of your own).
         budget: model evaluations per image, mapped onto the method's own budget
             parameter (:attr:`~xai_bridge.registry.MethodSpec.budget`: ``max_evals``
             for shap.Partition, ``num_samples`` for lime.Lime, ``n_masks`` for
@@ -112,15 +116,19 @@ def explain(
         **params: the method's own parameters (unknown names raise).
 
     Returns:
-        The :class:`~xai_bridge.Explanation`.
+        The :class:`~xai_bridge.Explanation`. For an object detector (a
+        torchvision, Hugging Face, ONNX or YOLO detector, ``xb.DetectionModel``), a
+        list of them, one per image with one target per detection, as
+        :func:`~xai_bridge.detection.explain_detections` returns; for a
+        segmentation model one Explanation with one target per region.
     """
     registry = registry or default_registry()
     method, params = _named_method(registry, method, params)
-    from .segmentation.routing import as_segmenter, explain_stacked
-
-    if (segmenter := as_segmenter(model, preprocess)) is not None:  # a segmentation model: one target per region
-        kw = {"seed": seed, "layout": layout, "registry": registry, "progress": progress}
-        return explain_stacked(segmenter, images, method, targets, budget=budget, **kw, **params)
+    special = explain_other_subject(
+        model, images, method, params, targets, budget, seed, preprocess, layout, registry, progress
+    )
+    if special is not NOT_SPECIAL:  # an object detector or a segmentation model: one target per detection or region
+        return special  # type: ignore[no-any-return]
     step = [(method, params)]
     kwargs: dict[str, Any] = {
         "seed": seed,
@@ -191,6 +199,10 @@ def explain_many(
         outputs are logits or probabilities and the targets came from a
         prediction pass, ``extras["probability"]`` holds each target's probability.
     """
+    if is_detector(model):
+        return explain_many_detector(  # type: ignore[return-value]
+            model, images, methods, targets, budget, seed, preprocess, layout, registry, progress
+        )
     with progress_bars.session(progress, "explain"):
         return Explanations(_explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry))
 

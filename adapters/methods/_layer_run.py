@@ -120,9 +120,13 @@ def request_layer(model: Any, net: nn.Module, x0: torch.Tensor, targets: np.ndar
     """The CAM layer of a request: ``params["layer"]`` / ``["reshape_transform"]`` or the automatic choice.
 
     Traces the first image ``x0`` for the first target, and caches the choice
-    in ``model.memo`` per input size (see :func:`choose_layer`).
+    in ``model.memo`` per input size (see :func:`choose_layer`). A model with a
+    ``cam_layer(net, x0, layer, reshape_transform)`` method chooses first (None:
+    the usual rules).
     """
-    return choose_layer(
+    own = getattr(model, "cam_layer", None)  # a model with its own layer rules (detectors: a dict of maps)
+    chosen = own(net, x0, params["layer"], params["reshape_transform"]) if callable(own) else None
+    return chosen or choose_layer(
         model.module, net, x0, int(targets[0, 0]), params["layer"], params["reshape_transform"], model.memo
     )
 

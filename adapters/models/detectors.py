@@ -76,7 +76,9 @@ class TorchvisionDetector:
     """A torchvision detection model (Faster R-CNN, RetinaNet, FCOS, SSD, Mask or Keypoint R-CNN boxes).
 
     The model's own transform resizes and normalises, and maps the boxes back
-    to the pixels of the image it was given. It runs in eval mode under the
+    to the pixels of the image it was given. It is a
+    :class:`~xai_bridge.detection.GradientDetector`: gradient and CAM methods
+    explain its detections too, with ``backbone`` as the default CAM layer. It runs in eval mode under the
     model guard: its mode, hooks, ``requires_grad`` and settings (score
     thresholds, transform) are as they were afterwards.
 
@@ -100,6 +102,8 @@ class TorchvisionDetector:
         self.module = module
         self.class_names = None if class_names is None else [str(n) for n in class_names]
         self.batch_size = int(batch_size)
+        #: The default CAM layer: the backbone (with its FPN), as pytorch-grad-cam's Faster R-CNN tutorial.
+        self.cam_layer = "backbone"
 
     def detect(self, images: np.ndarray) -> list[Detections]:
         """One :class:`Detections` per uint8 ``(N, H, W, 3)`` image."""
@@ -116,6 +120,14 @@ class TorchvisionDetector:
                 ]
                 out.extend(Detections.parse(d, "the detector's output") for d in self.module(batch))
         return out
+
+    def detect_torch(self, pixels: Any) -> list[dict[str, Any]]:
+        """Differentiable detections of float32 ``(N, 3, H, W)`` pixels in ``[0, 1]`` (the caller guards the module).
+
+        The batch goes to the model as one tensor, as pytorch-grad-cam's
+        detection tutorial calls it; its transform resizes and normalises it.
+        """
+        return list(self.module(pixels))
 
     def __repr__(self) -> str:
         return f"TorchvisionDetector({type(self.module).__name__})"

@@ -7,16 +7,92 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge.errors import MethodNotApplicableError, ModelInputError, ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.images import Layout, load_images
 from xai_bridge.progress import ProgressArg, session, set_prefix
-from xai_bridge.registry import Registry, default_registry
+from xai_bridge.registry import MethodSpec, Registry, default_registry
 
-from .detections import Detections, Detector
+from .detections import Detections, Detector, GradientDetector
 from .score_model import DetectionScoreModel
 from .targets import describe, per_image, select
 
-__all__ = ["explain_detections"]
+__all__ = ["as_detector", "check_method", "explain_detections", "is_detector"]
+
+
+def is_detector(model: Any) -> bool:
+    """Whether ``model`` is an object detector xai-bridge explains per detection (checked without importing torch).
+
+    A :class:`Detector` adapter (``xb.DetectionModel``, ``TorchvisionDetector``,
+    any object with ``detect``, ``class_names`` and ``batch_size``) or one of
+    torchvision's detection models.
+    """
+    from xai_bridge.adapters.models.detector_kinds import is_known_detector
+    from xai_bridge.adapters.models.detectors import is_torchvision_detector
+
+    return isinstance(model, Detector) or is_torchvision_detector(model) or is_known_detector(model)
+
+
+def as_detector(model: Any, preprocess: Any = None, weights: Any = None) -> Detector:
+    """``model`` as a :class:`Detector`: adapters as they are, a torchvision detection model wrapped.
+
+    Args:
+        model: a detector adapter, a torchvision detection model, a Hugging Face
+            ``...ForObjectDetection`` model or an Ultralytics YOLO model.
+        preprocess: for a torchvision model, its weights enum (its ``meta["categories"]``
+            name the labels); the model's own transform does the preprocessing.
+        weights: the same as ``preprocess`` (either spelling).
+    """
+    from xai_bridge.adapters.models.detector_kinds import wrap_detector
+    from xai_bridge.adapters.models.detectors import TorchvisionDetector, is_torchvision_detector
+
+    if preprocess is not None and weights is not None:
+        raise ParameterError("weights: an alias of preprocess= for a detector, but both were given; pass only one")
+    given = weights if weights is not None else preprocess
+    if isinstance(model, Detector):
+        if given is not None:
+            raise ParameterError(
+                f"preprocess: {type(model).__name__} is a detector adapter with its own class names; drop preprocess="
+            )
+        return model
+    if is_torchvision_detector(model):
+        if given is not None and not isinstance(getattr(given, "meta", None), dict):
+            raise ParameterError(
+                f"preprocess: expected the detector's torchvision weights enum (for its categories), "
+                f"got {type(given).__name__}; e.g. preprocess=FasterRCNN_ResNet50_FPN_Weights.DEFAULT"
+            )
+        return TorchvisionDetector(model, weights=given)  # type: ignore[return-value]
+    wrapped = wrap_detector(model)  # Hugging Face and YOLO detectors, their processor and names their own
+    if wrapped is not None:
+        if given is not None:
+            raise ParameterError(
+                f"preprocess: {type(model).__name__} brings its own processor and class names; drop preprocess="
+            )
+        return wrapped
+    raise ModelInputError(
+        f"model: expected an object detector, got {type(model).__name__}; wrap a function returning boxes with "
+        "xb.DetectionModel(fn, class_names)"
+    )
+
+
+def check_method(spec: MethodSpec, detector: Detector) -> None:
+    """Refuse, in one line and before any detection, a method that cannot explain ``detector``'s detections.
+
+    Perturbation methods explain any detector; gradient and CAM methods a
+    :class:`GradientDetector` (its scores differentiable in the pixels);
+    methods made for one kind of network (attention of a vision transformer)
+    none.
+    """
+    if spec.model_kind not in ("any", "detector"):
+        raise MethodNotApplicableError(
+            f"method: {spec.name} explains a {spec.model_kind} classifier, not an object detector's detections; "
+            "use a CAM, a captum gradient method or a perturbation method (builtin.DRISE, shap.Partition)"
+        )
+    if spec.needs_gradients and not isinstance(detector, GradientDetector):
+        raise MethodNotApplicableError(
+            f"method: {spec.name} needs gradients, but {type(detector).__name__} is a black-box detector; use a "
+            "perturbation method (builtin.DRISE, builtin.RISE, shap.Partition, lime.Lime, builtin.Occlusion)"
+        )
 
 
 def explain_detections(
@@ -27,6 +103,8 @@ def explain_detections(
     targets: Any = None,
     *,
     score_threshold: float = 0.5,
+    iou_threshold: float | None = None,
+    budget: int | None = None,
     seed: int = 0,
     layout: Layout | str | None = None,
     registry: Registry | None = None,
@@ -37,8 +115,12 @@ def explain_detections(
 
     For every image: detect, pick the target detections (see
     :mod:`xai_bridge.detection.targets`), wrap detector and targets in a
-    :class:`DetectionScoreModel` and run :func:`xai_bridge.explain` with
-    ``method``. Each image has its own detections, so each gets its own
+    model with one output per target and run :func:`xai_bridge.explain` with
+    ``method``. Perturbation methods score a perturbed image by the D-RISE
+    similarity (:class:`DetectionScoreModel`); gradient and CAM methods, on a
+    :class:`GradientDetector`, differentiate pytorch-grad-cam's
+    ``FasterRCNNBoxScoreTarget`` score (the matched box's IoU plus its score).
+    Each image has its own detections, so each gets its own
     :class:`~xai_bridge.Explanation` (``N == 1``).
 
     Args:
@@ -46,10 +128,16 @@ def explain_detections(
             a torchvision detector wrapped by ``as_detector``).
         images: anything :func:`~xai_bridge.load_images` reads.
         method: a perturbation method: ``"builtin.DRISE"`` (default), ``"builtin.RISE"``,
-            ``"builtin.Occlusion"``, ``"shap.Partition"``, ``"lime.Lime"``...
+            ``"builtin.Occlusion"``, ``"shap.Partition"``, ``"lime.Lime"``...; or, for a
+            :class:`GradientDetector`, a gradient or CAM method (``"gradcam.GradCAM"``,
+            ``"captum.IntegratedGradients"``...; CAMs hook the detector's ``cam_layer``
+            by default, torchvision's ``backbone``, or ``layer=``).
         targets: None (every detection above ``score_threshold``), ``xb.top_k(k)``,
             a class name or index, ``xb.Box(x0, y0, x1, y1)``, or one of those per image.
         score_threshold: the lowest score of a detection explained by default.
+        iou_threshold: gradient and CAM methods: the IoU above which a detection of the
+            (perturbed) image matches its target (default 0.5, as pytorch-grad-cam).
+        budget: model evaluations per image, as in :func:`xai_bridge.explain`.
         seed: random seed.
         layout: layout of array inputs when ambiguous.
         registry: method table (default: the built-in one).
@@ -64,6 +152,17 @@ def explain_detections(
         ``extras["boxes"]`` float ``(1, T, 4)`` their boxes ``(x0, y0, x1, y1)``.
     """
     registry = registry or default_registry()
+    spec = registry.spec(method)
+    check_method(spec, detector)
+    if iou_threshold is not None and not spec.needs_gradients:
+        raise ParameterError(
+            f"iou_threshold: only gradient and CAM methods take it, {spec.name} scores detections by their "
+            "D-RISE similarity; drop iou_threshold="
+        )
+    if budget is not None:
+        params["budget"] = budget
+    if spec.needs_gradients:
+        params["iou_threshold"] = 0.5 if iou_threshold is None else float(iou_threshold)
     rows = load_images(images, layout=layout)
     specs = per_image(targets, len(rows))
     results = []
@@ -102,7 +201,14 @@ def _explain_image(
     """One image's detections through ``method``, with their boxes, labels and scores on the result."""
     from xai_bridge.routing import explain
 
-    model = DetectionScoreModel(detector, chosen, describe(chosen, getattr(detector, "class_names", None)))
+    names = describe(chosen, getattr(detector, "class_names", None))
+    model: Any
+    if "iou_threshold" in params:  # a gradient or CAM method (see explain_detections)
+        from xai_bridge.adapters.models.detector_gradients import DetectionGradientModel
+
+        model = DetectionGradientModel(detector, chosen, names, params.pop("iou_threshold"))  # type: ignore[arg-type]
+    else:
+        model = DetectionScoreModel(detector, chosen, names)
     exp = explain(
         model, image[None], method, targets=[list(range(len(chosen)))], seed=seed, registry=registry, **params
     )
