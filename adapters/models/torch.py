@@ -62,6 +62,9 @@ class PixelModule(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, c, 1, 1))
         self.tap: ScoreTap | None = None
         self.n_outputs: int | None = None
+        # A half-precision module (bfloat16, float16) is fed its own dtype and answers in float32:
+        # the pixels, the preprocessing and every attribution stay float32.
+        self.input_dtype = _half_dtype(model)
         # The wrapper's own flag only (the user's module keeps its mode): guards then find
         # nothing to switch when the user's module is already in eval mode.
         self.training = False
@@ -75,7 +78,12 @@ class PixelModule(nn.Module):
         return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = _logits(self.model(self.prepare(x)))
+        inp = self.prepare(x)
+        if self.input_dtype is not None:
+            inp = inp.to(self.input_dtype)
+        out = _logits(self.model(inp))
+        if out.dtype != torch.float32 and out.is_floating_point():
+            out = out.float()
         if self.sigmoid:
             return torch.sigmoid(out)
         return torch.softmax(out, dim=-1) if self.softmax else out
@@ -100,6 +108,12 @@ class PixelModule(nn.Module):
         elif self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+def _half_dtype(model: nn.Module) -> torch.dtype | None:
+    """The module's floating dtype when it is a half-precision one (bfloat16, float16), else None."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
 def _interpolate(x: torch.Tensor, size: tuple[int, int], pre: Preprocess) -> torch.Tensor:
