@@ -86,11 +86,17 @@ class TorchvisionDetector:
         module: the detection model.
         weights: its torchvision weights enum, for ``meta["categories"]``.
         class_names: names per label index (default: the weights' categories).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass; None picks it from the size the
+            model's transform resizes to (16 at 320 px, 1 at 800x1333), so
+            perturbed images share passes without a large model running out of memory.
     """
 
     def __init__(
-        self, module: Any, weights: Any = None, class_names: Sequence[str] | None = None, batch_size: int = 4
+        self,
+        module: Any,
+        weights: Any = None,
+        class_names: Sequence[str] | None = None,
+        batch_size: int | None = None,
     ) -> None:
         if not is_torchvision_detector(module):
             raise ParameterError(
@@ -101,7 +107,7 @@ class TorchvisionDetector:
             class_names = list(getattr(weights, "meta", {}).get("categories", []) or []) or None
         self.module = module
         self.class_names = None if class_names is None else [str(n) for n in class_names]
-        self.batch_size = int(batch_size)
+        self.batch_size = _batch_for(module) if batch_size is None else positive_batch(batch_size)
         #: The default CAM layer: the backbone (with its FPN), as pytorch-grad-cam's Faster R-CNN tutorial.
         self.cam_layer = "backbone"
 
@@ -131,3 +137,23 @@ class TorchvisionDetector:
 
     def __repr__(self) -> str:
         return f"TorchvisionDetector({type(self.module).__name__})"
+
+
+#: Pixels of resized input per forward pass when the batch is picked from the model's transform.
+_PIXEL_BUDGET = 16 * 320 * 320
+
+
+def positive_batch(batch_size: Any) -> int:
+    """``batch_size`` as an int >= 1, or one line naming it."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ParameterError(f"batch_size: expected an integer >= 1 (or None to pick one), got {batch_size!r}")
+    return batch_size
+
+
+def _batch_for(module: Any) -> int:
+    """Images per pass from the size the model's transform resizes to: 16 at 320 px, 1 at 800x1333."""
+    transform = getattr(module, "transform", None)
+    min_size = getattr(transform, "min_size", None)
+    side = int(min_size[-1] if isinstance(min_size, (tuple, list)) and min_size else 800)
+    longest = int(getattr(transform, "max_size", side) or side)
+    return max(1, min(16, _PIXEL_BUDGET // max(1, side * min(longest, 2 * side))))

@@ -189,3 +189,20 @@ def test_semantic_regions_for_a_detector_its_boxes_as_regions() -> None:
     red = exp.attributions[0, 0]
     total = red.sum()
     assert red[8:28, 8:28].sum() == pytest.approx(total, rel=1e-5)  # only the red box moves the red detection
+
+
+def test_a_torchvision_detector_batches_by_the_size_its_transform_resizes_to() -> None:
+    """Perturbed images share passes on a small detector; a large one gets one image per pass."""
+    from torchvision.models import detection
+
+    from xai_bridge.adapters.models.detectors import TorchvisionDetector
+
+    small = detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, min_size=128, max_size=128
+    )
+    large = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)  # 800 x 1333
+    assert TorchvisionDetector(small).batch_size == 16
+    assert TorchvisionDetector(large).batch_size == 1
+    assert TorchvisionDetector(large, batch_size=3).batch_size == 3
+    with pytest.raises(xb.ParameterError, match="batch_size: expected an integer >= 1"):
+        TorchvisionDetector(small, batch_size=0)
