@@ -195,8 +195,6 @@ def test_a_torchvision_detector_batches_by_the_size_its_transform_resizes_to() -
     """Perturbed images share passes on a small detector; a large one gets one image per pass."""
     from torchvision.models import detection
 
-    from xai_bridge.adapters.models.detectors import TorchvisionDetector
-
     small = detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, min_size=128, max_size=128
     )
