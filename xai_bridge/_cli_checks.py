@@ -68,8 +68,8 @@ def check_plan(plan: Sequence[tuple[str, dict[str, Any]]], budget: int | None, h
         LibraryNotInstalledError: a method's library is missing (with the pip line).
     """
     import xai_bridge as xb
+    from xai_bridge._plan import with_budget
     from xai_bridge.contract import ExplainRequest
-    from xai_bridge.routing import with_budget
 
     registry = xb.default_registry()
     images = np.zeros((1, *hw, 3), np.uint8)

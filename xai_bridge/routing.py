@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from typing import Any, overload
 
 import numpy as np
 
 from . import progress as progress_bars
+from ._assemble import assemble, target_names, target_probability, with_probability
+from ._plan import Step, check_applicable, checked_budget, make_plan, refuse_budget, with_budget
 from ._subjects import NOT_SPECIAL, explain_many_detector, explain_other_subject, is_detector
 from .batching import ScoreTap
 from .contract import BackendResult, ExplainRequest
-from .errors import MethodNotApplicableError, ParameterError, UnknownMethodError
+from .errors import ParameterError, UnknownMethodError
 from .explanation import Explanation
 from .images import Layout, _load_images
 from .many import Explanations, PerImage
-from .models import CountingModel, DifferentiableModel, OutputKind, Preprocess, as_model, explaining, softmax
-from .registry import MethodSpec, Registry, default_registry
+from .models import CountingModel, Preprocess, as_model, explaining
+from .registry import Registry, default_registry
 from .targets import TargetSpec, needs_predictions, resolve_targets
 
 __all__ = ["explain", "explain_many", "with_budget"]
@@ -221,9 +222,9 @@ def _explain_many(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"seed: expected a non-negative integer, got {seed!r}")
     registry = registry or default_registry()
-    plan = _plan(registry, methods, _checked_budget(budget))
+    plan = make_plan(registry, methods, checked_budget(budget))
     wrapped = as_model(model, preprocess=preprocess)
-    _check_applicable(registry, plan, wrapped)
+    check_applicable(registry, plan, wrapped)
     batch = _load(images, layout, wrapped)
     with explaining(wrapped):  # concurrent runs on one model take turns (see models.explaining)
         if isinstance(batch, list):
@@ -249,7 +250,7 @@ def _load(images: Any, layout: Layout | str | None, model: Any) -> np.ndarray | 
 
 
 def _run_each(
-    plan: list[_Step], wrapped: Any, singles: list[np.ndarray], targets: TargetSpec, seed: int
+    plan: list[Step], wrapped: Any, singles: list[np.ndarray], targets: TargetSpec, seed: int
 ) -> dict[str, PerImage]:
     """Images of different sizes: each explained alone, exactly as a call of its own would (its targets, its seed)."""
     results: dict[str, PerImage] = {step.given: PerImage() for step in plan}
@@ -279,7 +280,7 @@ def _targets_per_image(targets: TargetSpec, n: int) -> list[TargetSpec]:
 
 
 def _run_all(
-    plan: list[_Step], wrapped: Any, batch: np.ndarray, targets: TargetSpec, seed: int
+    plan: list[Step], wrapped: Any, batch: np.ndarray, targets: TargetSpec, seed: int
 ) -> dict[str, Explanation]:
     """Predict if needed, resolve the targets once and run every step of the plan."""
     known = getattr(wrapped, "output_count", None)
@@ -293,8 +294,8 @@ def _run_all(
     # With explicit targets the scores come from the image's own evaluation inside each method (a
     # ScoreTap); one shared prediction pass runs only for methods that never evaluate the image itself.
     shared = np.take_along_axis(predicted, target_idx, axis=1) if predicted is not None else None
-    names = _target_names(target_idx, wrapped.class_names)
-    probability = _probability(wrapped, predicted, target_idx)
+    names = target_names(target_idx, wrapped.class_names)
+    probability = target_probability(wrapped, predicted, target_idx)
     results: dict[str, Explanation] = {}
     for i, step in enumerate(plan):
         label = step.spec.name if len(plan) == 1 else f"{step.spec.name} [{i + 1}/{len(plan)}]"
@@ -304,111 +305,14 @@ def _run_all(
         result, counted, seconds, scores = _run_one(step, wrapped, batch, target_idx, seed, n_outputs, shared)
         if scores is None and result.targets is None:
             shared = scores = np.take_along_axis(wrapped.predict(batch), target_idx, axis=1)
-        results[step.given] = _with_probability(
-            _assemble(step.spec, result, batch, target_idx, names, scores, counted, seconds, seed), probability
+        results[step.given] = with_probability(
+            assemble(step.spec, result, batch, target_idx, names, scores, counted, seconds, seed), probability
         )
     return results
 
 
-@dataclass(frozen=True)
-class _Step:
-    """One method of a run: the name the user gave, its spec, backend and parameters.
-
-    ``refused_budget`` is the ``budget=`` that a method without a budget
-    parameter was given: the run reports it with the method's own parameters.
-    """
-
-    given: str
-    spec: MethodSpec
-    backend: Callable[[ExplainRequest], BackendResult]
-    params: dict[str, Any]
-    refused_budget: int | None = None
-
-
-def _checked_budget(budget: Any) -> int | None:
-    """``budget`` as a positive int, or None."""
-    if budget is None:
-        return None
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-        raise ParameterError(f"budget: expected a positive number of model evaluations per image, got {budget!r}")
-    return int(budget)
-
-
-def with_budget(spec: MethodSpec, params: Mapping[str, Any], budget: int | None) -> dict[str, Any]:
-    """``params`` with the generic ``budget`` mapped onto the method's own budget parameter.
-
-    Args:
-        spec: the method's spec; ``spec.budget`` names its budget parameter.
-        params: the method's own parameters as the user gave them.
-        budget: model evaluations per image, or None to keep the method's default.
-
-    Returns:
-        A new dict; ``params`` is not modified.
-
-    Raises:
-        ParameterError: ``budget`` given together with the method's own budget
-            parameter (one cost, two answers).
-    """
-    if budget is None or spec.budget is None:
-        return dict(params)
-    if spec.budget in params:
-        raise ParameterError(
-            f"budget: {spec.name} got both budget={budget} and its own {spec.budget}={params[spec.budget]!r}; "
-            f"pass only one of them"
-        )
-    return {**params, spec.budget: int(budget)}
-
-
-def _plan(
-    registry: Registry, methods: Sequence[str | tuple[str, Mapping[str, Any]]], budget: int | None = None
-) -> list[_Step]:
-    """Resolve every method (failing fast on unknown or missing libraries) and refuse duplicates."""
-    if isinstance(methods, str):
-        methods = [methods]
-    steps = []
-    for entry in methods:
-        if isinstance(entry, str):
-            name, params = entry, {}
-        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], Mapping):
-            name, params = entry[0], dict(entry[1])
-        else:
-            raise ParameterError(f"methods: expected method names or (name, params) pairs, got {entry!r}")
-        if not all(isinstance(key, str) for key in params):
-            raise ParameterError(f"{name}: parameter names must be strings, got {sorted(map(repr, params))}")
-        spec, backend = registry.load(name)
-        refused = budget if spec.budget is None else None
-        steps.append(_Step(name, spec, backend, with_budget(spec, params, budget), refused))
-    if not steps:
-        raise ParameterError("methods: pass at least one method name")
-    canonical = [step.spec.name for step in steps]
-    if len(set(canonical)) != len(canonical):
-        raise ParameterError(f"methods: each method may appear once, got {[s.given for s in steps]}")
-    return steps
-
-
-def _check_applicable(registry: Registry, plan: Sequence[_Step], model: Any) -> None:
-    """Refuse gradient methods on models without gradients and detector methods on other models, in one line."""
-    for step in plan:
-        if step.spec.model_kind == "detector" and not hasattr(model, "detector"):
-            raise MethodNotApplicableError(
-                f"{step.spec.name}: explains detections of an object detector, got {type(model).__name__}; "
-                "use builtin.RISE for a classifier, or xb.explain_detections(detector, images, method) for a detector"
-            )
-        if step.spec.needs_gradients and not isinstance(model, DifferentiableModel):
-            working = ", ".join(
-                name
-                for name in registry.available(installed_only=True, family="perturbation")
-                if registry.spec(name).model_kind == "any"
-            )
-            raise MethodNotApplicableError(
-                f"method: {step.spec.name!r} needs gradients, but the model is a {type(model).__name__}; wrap a "
-                f"torch nn.Module with TorchModel(module, preprocess=...), or use a method that works on any "
-                f"model: {working}"
-            )
-
-
 def _run_one(
-    step: _Step,
+    step: Step,
     model: Any,
     batch: np.ndarray,
     targets: np.ndarray,
@@ -434,109 +338,8 @@ def _run_one(
     inference = getattr(model, "inference", None) if not step.spec.needs_gradients else None
     start = time.perf_counter()
     if step.refused_budget is not None:
-        _refuse_budget(step, request)
+        refuse_budget(step, request)
     with pixel_tap(tap) if pixel_tap is not None else nullcontext(), inference() if inference else nullcontext():
         result: BackendResult = step.backend(request)
     seconds = time.perf_counter() - start
     return result, counted, seconds, shared if tap is None else tap.scores(targets)
-
-
-def _refuse_budget(step: _Step, request: ExplainRequest) -> None:
-    """Raise for ``budget=`` on a method without a budget, naming the parameters that set its cost.
-
-    The method's own parameter check lists its valid names (``ParameterError.valid``):
-    it runs first in every backend, so this probe does no model work.
-    """
-    valid: tuple[str, ...] = ()
-    try:
-        step.backend(replace(request, params={**step.params, "budget": step.refused_budget}))
-    except ParameterError as exc:
-        valid = exc.valid
-    own = f"its own parameters {list(valid)}" if valid else "its own parameters"
-    raise ParameterError(
-        f"budget: {step.spec.name} has no evaluation budget, its cost is set by {own}; "
-        f"drop budget={step.refused_budget} and set those instead",
-        valid=valid,
-    )
-
-
-def _assemble(
-    spec: MethodSpec,
-    result: BackendResult,
-    batch: np.ndarray,
-    targets: np.ndarray,
-    names: np.ndarray,
-    scores: np.ndarray | None,
-    counted: CountingModel,
-    seconds: float,
-    seed: int,
-) -> Explanation:
-    """Check a backend's result against the contract and build the Explanation."""
-    attributions = np.asarray(result.attributions)
-    if result.targets is not None:  # the method defines its own targets (Deep Feature Factorization's concepts)
-        if result.target_names is None or result.scores is None:
-            raise RuntimeError(f"backend {spec.name!r} returned its own targets without target_names and scores")
-        out_targets, out_names, out_scores = np.asarray(result.targets), result.target_names, result.scores
-    else:
-        if scores is None:
-            raise RuntimeError(f"no scores for {spec.name!r}: explain_many computes them when the method does not")
-        out_targets, out_names, out_scores = targets, names, scores
-    expected = (*out_targets.shape, *batch.shape[1:3])
-    if attributions.shape != expected:
-        raise RuntimeError(f"backend {spec.name!r} returned maps of shape {attributions.shape}, expected {expected}")
-    return Explanation(
-        attributions=attributions,
-        images=batch,
-        targets=out_targets,
-        target_names=out_names,
-        scores=out_scores,
-        raw=result.raw,
-        base_scores=result.base_scores,
-        extras=result.extras,
-        method=spec.name,
-        library=spec.name.split(".", 1)[0],
-        library_version=result.backend_version,
-        params=result.params,
-        seed=int(seed) if result.uses_seed else None,
-        n_model_evals=counted.count + int(result.n_model_evals),
-        seconds=seconds,
-    )
-
-
-def _target_names(targets: np.ndarray, class_names: Sequence[str] | None) -> np.ndarray:
-    if class_names is None:
-        return targets.astype(str)
-    names = np.asarray(list(class_names), dtype=str)
-    return names[targets]
-
-
-def _probability(model: Any, predicted: np.ndarray | None, targets: np.ndarray) -> tuple[np.ndarray, str] | None:
-    """``(N, T)`` probabilities of the targets when the prediction pass gives them, and what made them.
-
-    What made them: ``"softmax"`` of a logits model's outputs (computed here),
-    ``"sigmoid"`` where the adapter's ``activation`` says the model's outputs
-    are independent sigmoids (a multi-label head: a softmax across them would
-    make the classes compete), ``"softmax"`` where it applies one itself, and
-    ``"model"`` for a model that outputs probabilities of its own.
-    """
-    kind = getattr(model, "output_kind", None)
-    if predicted is None or kind not in (OutputKind.LOGITS, OutputKind.PROBABILITIES):
-        return None
-    if kind is OutputKind.LOGITS:
-        probs, source = softmax(np.asarray(predicted, np.float64), axis=1), "softmax"
-    else:
-        activation = getattr(model, "activation", None)
-        probs, source = predicted, activation if activation in ("sigmoid", "softmax") else "model"
-    return np.take_along_axis(np.asarray(probs, np.float32), targets, axis=1), source
-
-
-def _with_probability(exp: Explanation, probability: tuple[np.ndarray, str] | None) -> Explanation:
-    """Add the targets' probabilities and what made them to ``extras`` (not for methods that chose their own targets).
-
-    ``extras["probability"]`` holds the values, ``extras["probability_from"]``
-    ``"softmax"``, ``"sigmoid"`` or ``"model"`` for each (the views say "sigmoid").
-    """
-    if probability is None or exp.targets.shape != probability[0].shape or "probability" in exp.extras:
-        return exp
-    values, source = probability
-    return replace(exp, extras={**exp.extras, "probability": values, "probability_from": np.full(values.shape, source)})

@@ -195,8 +195,9 @@ def _plan(methods: MethodList, budget: int | None) -> list[tuple[str, dict[str, 
     Folding it here (not passing it per chunk) records the real parameters in
     the manifest, and refuses a method without a budget before any image runs.
     """
+    from xai_bridge._plan import checked_budget as _checked_budget
+    from xai_bridge._plan import with_budget
     from xai_bridge.registry import default_registry
-    from xai_bridge.routing import _checked_budget, with_budget
 
     plan = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in methods]
     if not plan:
