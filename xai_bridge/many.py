@@ -67,14 +67,15 @@ class Explanations(dict[str, "Explanation | PerImage"]):
 
     def _table_html(self, esc: Any) -> str:
         """One row per method: its library, the first image's targets, model evaluations and seconds."""
+        from .viz._text import library_text
+
         rows = ["<tr><th>method</th><th>library</th><th>targets</th><th>model evaluations</th><th>seconds</th></tr>"]
         for name, value in self.items():
             parts = list(value) if isinstance(value, PerImage) else [value]
             exp = _image(value, 0)
             targets = ", ".join(esc(t) for t in exp.target_names[0])
-            version = "" if exp.library_version in ("", exp.library) else f" {esc(exp.library_version)}"
             rows.append(
-                f"<tr><td>{esc(name)}</td><td>{esc(exp.library)}{version}</td><td>{targets}</td>"
+                f"<tr><td>{esc(name)}</td><td>{esc(library_text(exp))}</td><td>{targets}</td>"
                 f"<td style='text-align:right'>{sum(e.n_model_evals for e in parts)}</td>"
                 f"<td style='text-align:right'>{sum(e.seconds for e in parts):.2f}</td></tr>"
             )

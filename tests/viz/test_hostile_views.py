@@ -388,3 +388,15 @@ def test_png_view_survives_a_latin1_bitmap_font(monkeypatch: Any) -> None:
     classes, _ = hostile_exps().values()
     assert png(classes[:, 8:]._repr_png_()).shape[1] > 600
     assert drawn[:3] == ["image", "evil ???? ?????", "'\"&amp;<>`"]
+
+
+def test_a_library_without_a_version_of_its_own_is_named_once() -> None:
+    """builtin methods carry ``library_version="builtin"``: the views say "builtin", not "builtin builtin"."""
+    from xai_bridge.viz._text import library_text
+
+    exp = explanation(np.ones((1, 1, 8, 8), np.float32), method="builtin.RISE", library_version="builtin")
+    assert library_text(exp) == "builtin"
+    assert "builtin builtin" not in exp._repr_html_()
+    assert "builtin builtin" not in build_report([exp])
+    other = explanation(np.ones((1, 1, 8, 8), np.float32), library_version="0.9.0")
+    assert library_text(other) == "captum 0.9.0"

@@ -45,6 +45,12 @@ def shown_label(value: object, limit: int = MAX_LABEL) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "\u2026"
 
 
+def library_text(explanation: Explanation) -> str:
+    """The library and its version, the version left out where it only repeats the name (``builtin``)."""
+    version = explanation.library_version
+    return explanation.library if version in ("", explanation.library) else f"{explanation.library} {version}"
+
+
 def probabilities(explanation: Explanation) -> np.ndarray | None:
     """``(N, T)`` class probabilities of the targets, where the model's outputs make them known."""
     value = explanation.extras.get(PROBABILITY_KEY)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from xai_bridge.explanation import Explanation
 
-from ._text import safe_text, score_text, shown_label
+from ._text import library_text, safe_text, score_text, shown_label
 from ._thumbs import display_size, fit_image, fit_map
 from .colors import NON_FINITE_NOTE, colorize, non_finite_count, rule_for, warn_non_finite
 
@@ -79,7 +79,7 @@ def explanation_html(exp: Explanation, side: int = 128) -> str:
     bad = warn_non_finite("_repr_html_", {exp.method: _shown_non_finite(exp, range(min(exp.n_images, MAX_IMAGES)))})
     note = f" &middot; {NON_FINITE_NOTE} ({bad})" if bad else ""
     head = (
-        f"<b>{label(exp.method)}</b> ({label(exp.library)} {label(exp.library_version)}) &middot; "
+        f"<b>{label(exp.method)}</b> ({label(library_text(exp))}) &middot; "
         f"{exp.n_images} image(s) x {exp.n_targets} target(s) &middot; {exp.seconds:.2f} s &middot; "
         f"{exp.n_model_evals} model evaluations<br><small>colours: {esc(rule.label())}{note}</small>"
     )

@@ -27,7 +27,7 @@ from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
 from ._report_assets import CSS, JS
-from ._text import probabilities, safe_text, score_text, shown_label
+from ._text import library_text, probabilities, safe_text, score_text, shown_label
 from .colors import (
     BLUE,
     DEFAULT_OPACITY,
@@ -241,7 +241,7 @@ def _intro_html(title: str, n_sections: int, n_items: int) -> str:
 def _costs_html(items: list[tuple[str, Explanation]], signed: Mapping[str, bool]) -> str:
     """The table of methods: library, kind of map, and what each call cost in total and per image."""
     cost = "".join(
-        f"<tr><td class='l'>{_esc(name)}</td><td class='l'>{_esc(exp.library)} {_esc(exp.library_version)}</td>"
+        f"<tr><td class='l'>{_esc(name)}</td><td class='l'>{_esc(library_text(exp))}</td>"
         f"<td class='l'>{'signed' if signed[name] else 'unsigned'}</td><td>{exp.n_images}</td>"
         f"<td>{exp.seconds:.2f}</td><td>{exp.n_model_evals}</td>"
         f"<td>{exp.seconds / max(exp.n_images, 1):.2f}</td><td>{exp.n_model_evals / max(exp.n_images, 1):.0f}</td></tr>"
