@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge._validate import int_at_least
 from xai_bridge.detection import Detections
 from xai_bridge.errors import ModelInputError, ParameterError
 
@@ -42,8 +43,7 @@ class DetectionModel:
     ) -> None:
         if not callable(fn):
             raise ParameterError(f"fn: expected a function images -> list of detection dicts, got {type(fn).__name__}")
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ParameterError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        batch_size = int_at_least("batch_size", batch_size, 1)
         self.fn = fn
         self.class_names = None if class_names is None else [str(n) for n in class_names]
         self.batch_size = int(batch_size)
@@ -107,7 +107,7 @@ class TorchvisionDetector:
             class_names = list(getattr(weights, "meta", {}).get("categories", []) or []) or None
         self.module = module
         self.class_names = None if class_names is None else [str(n) for n in class_names]
-        self.batch_size = _batch_for(module) if batch_size is None else positive_batch(batch_size)
+        self.batch_size = _batch_for(module) if batch_size is None else int_at_least("batch_size", batch_size, 1)
         #: The default CAM layer: the backbone (with its FPN), as pytorch-grad-cam's Faster R-CNN tutorial.
         self.cam_layer = "backbone"
 
@@ -141,13 +141,6 @@ class TorchvisionDetector:
 
 #: Pixels of resized input per forward pass when the batch is picked from the model's transform.
 _PIXEL_BUDGET = 16 * 320 * 320
-
-
-def positive_batch(batch_size: Any) -> int:
-    """``batch_size`` as an int >= 1, or one line naming it."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size: expected an integer >= 1 (or None to pick one), got {batch_size!r}")
-    return batch_size
 
 
 def _batch_for(module: Any) -> int:

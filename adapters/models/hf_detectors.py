@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge._validate import int_at_least
 from xai_bridge.detection import Detections
-from xai_bridge.errors import ModelInputError, ParameterError
+from xai_bridge.errors import ModelInputError
 
 from .transformers import class_names_from_config, is_transformers_model
 
@@ -85,8 +86,7 @@ class HFDetector:
                 f"processor: expected the model's object detection image processor, got {type(processor).__name__}; "
                 "pass AutoImageProcessor.from_pretrained(folder)"
             )
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ParameterError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        batch_size = int_at_least("batch_size", batch_size, 1)
         self.module = model
         self.processor = processor
         self.threshold = float(threshold)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge._validate import int_at_least
 from xai_bridge.detection import Detections
 from xai_bridge.errors import ModelInputError, ParameterError
 
@@ -74,8 +75,7 @@ class OnnxDetector:
 
         if pixels not in ("unit", "byte"):
             raise ParameterError(f"pixels: expected 'unit' ([0, 1]) or 'byte' ([0, 255]), got {pixels!r}")
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ParameterError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        batch_size = int_at_least("batch_size", batch_size, 1)
         self.session = _session(model)
         self._input = _InputSpec.read(self.session)
         self.outputs = _output_names(self.session, outputs)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge._validate import int_at_least
 from xai_bridge.errors import ModelInputError, ParameterError
 from xai_bridge.preprocess import Preprocess
 
@@ -72,8 +73,7 @@ class _TorchSegmenter:
     def _setup(self, module: Any, class_names: Sequence[str] | None, batch_size: int) -> None:
         import torch
 
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ParameterError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        batch_size = int_at_least("batch_size", batch_size, 1)
         self.module = module
         self.class_names = None if class_names is None else [str(n) for n in class_names]
         self.batch_size = int(batch_size)

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from xai_bridge._validate import int_at_least
 from xai_bridge.detection import Detections
-from xai_bridge.errors import LibraryNotInstalledError, ModelInputError, ParameterError
+from xai_bridge.errors import LibraryNotInstalledError, ModelInputError
 from xai_bridge.explanation import Explanation
 
 __all__ = ["YOLODetector", "is_yolo"]
@@ -91,8 +92,7 @@ class YOLODetector:
                 f"model: a YOLO {getattr(model, 'task', None)} model has no boxes to explain; "
                 f"expected one of the tasks {list(_TASKS)}"
             )
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ParameterError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        batch_size = int_at_least("batch_size", batch_size, 1)
         self.yolo = model
         self.module = model.model
         # predict caches its predictor (a fused copy of the network) on the wrapper: ours, never the user's

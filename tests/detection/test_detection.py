@@ -204,3 +204,10 @@ def test_a_torchvision_detector_batches_by_the_size_its_transform_resizes_to() -
     assert TorchvisionDetector(large, batch_size=3).batch_size == 3
     with pytest.raises(xb.ParameterError, match="batch_size: expected an integer >= 1"):
         TorchvisionDetector(small, batch_size=0)
+
+
+@pytest.mark.parametrize("bad", [0, "abc", 2.5, True])
+def test_a_bad_batch_size_is_one_line_naming_it(bad: object) -> None:
+    """The adapters share the project's integer check: no raw int() error for a string."""
+    with pytest.raises(xb.ParameterError, match="batch_size: expected an integer >= 1"):
+        DetectionModel(lambda images: [], batch_size=bad)  # type: ignore[arg-type]
