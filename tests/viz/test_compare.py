@@ -13,7 +13,13 @@ from scipy import stats
 from test_explanation import make_explanation
 from test_plot import exp_of, ramp
 
-from xai_bridge.viz.compare import agreement_matrix, agreement_table, rank_correlation, top_k_iou
+from xai_bridge.viz.compare import (
+    agreement_matrix,
+    agreement_table,
+    pairwise_agreement,
+    rank_correlation,
+    top_k_iou,
+)
 
 H, W = 6, 8
 
@@ -41,6 +47,17 @@ def test_known_partial_overlap_and_ties() -> None:
         top_k_iou(a, b, 0)
     with pytest.raises(ValueError, match="shapes differ"):
         rank_correlation(a, b[:2])
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 0])
+def test_rank_correlation_equals_scipy_spearman_with_and_without_ties(decimals: int | None) -> None:
+    """Average ranks of tied runs (a blocky occlusion map, an upsampled CAM) as scipy computes them."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(2, 64, 64))
+    if decimals is not None:
+        a, b = np.round(a, decimals), np.round(b + a, decimals)
+    expected = stats.spearmanr(np.abs(a).ravel(), np.abs(b).ravel()).statistic
+    assert rank_correlation(a, b) == pytest.approx(expected, abs=1e-12)
 
 
 def test_agreement_table_and_matrix() -> None:
@@ -140,3 +157,25 @@ def test_agreement_compares_only_maps_of_the_same_target() -> None:
         agreement_table([a, exp_of(np.stack([maps[0], maps[0]]), "two images")])
     with pytest.raises(ValueError, match="different images"):  # same shape, other pixels
         agreement_table({"a": a, "dark": exp_of(maps, "dark", images=np.zeros((1, H, W, 3), np.uint8))})
+
+
+def test_pairwise_agreement_equals_the_per_pair_functions() -> None:
+    """Each map ranked once gives the same matrix as every pair compared on its own (ties and a constant map)."""
+    rng = np.random.default_rng(5)
+    maps = [
+        rng.normal(size=(16, 16)),
+        np.round(rng.normal(size=(16, 16)), 1),
+        np.ones((16, 16)),
+        np.arange(256.0).reshape(16, 16),
+    ]
+    rho, iou = pairwise_agreement(maps, percent=20)
+    for i, a in enumerate(maps):
+        for j, b in enumerate(maps):
+            if i == j:
+                assert rho[i, j] == iou[i, j] == 1.0
+                continue
+            expected = rank_correlation(a, b)
+            assert (np.isnan(rho[i, j]) and np.isnan(expected)) or rho[i, j] == pytest.approx(expected, abs=1e-12)
+            assert iou[i, j] == pytest.approx(top_k_iou(a, b, 20))
+    with pytest.raises(ValueError, match="shapes differ"):
+        pairwise_agreement([maps[0], maps[0][:2]])

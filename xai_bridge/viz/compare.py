@@ -16,7 +16,7 @@ from xai_bridge.errors import ParameterError
 from xai_bridge.explanation import Explanation
 from xai_bridge.normalization import Norm
 
-__all__ = ["agreement_matrix", "agreement_table", "rank_correlation", "top_k_iou"]
+__all__ = ["agreement_matrix", "agreement_table", "pairwise_agreement", "rank_correlation", "top_k_iou"]
 
 
 def _prepare(a: np.ndarray, mode: Norm | str | None) -> np.ndarray:
@@ -27,15 +27,16 @@ def _prepare(a: np.ndarray, mode: Norm | str | None) -> np.ndarray:
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
-    """Average ranks of a flat array (ties share their mean rank)."""
+    """Average ranks of a flat array (ties share their mean rank), vectorised over the runs of equal values."""
     order = np.argsort(a, kind="stable")
-    ranks = np.empty(a.size, np.float64)
     sorted_a = a[order]
-    boundaries = np.flatnonzero(np.diff(sorted_a)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [a.size]])
-    for s, e in zip(starts, ends, strict=False):
-        ranks[order[s:e]] = (s + e - 1) / 2.0
+    starts_run = np.empty(a.size, bool)
+    starts_run[:1] = True
+    np.not_equal(sorted_a[1:], sorted_a[:-1], out=starts_run[1:])
+    starts = np.flatnonzero(starts_run)
+    ends = np.append(starts[1:], a.size)
+    ranks = np.empty(a.size, np.float64)
+    ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(starts_run) - 1]
     return ranks
 
 
@@ -74,12 +75,51 @@ def top_k_iou(a: np.ndarray, b: np.ndarray, percent: float = 10.0, mode: Norm | 
     x, y = _prepare(a, mode).ravel(), _prepare(b, mode).ravel()
     if x.shape != y.shape:
         raise ParameterError(f"maps: shapes differ, {np.shape(a)} vs {np.shape(b)}")
-    k = max(1, round(x.size * percent / 100.0))
-    top_x = np.zeros(x.size, bool)
-    top_y = np.zeros(x.size, bool)
-    top_x[np.argsort(-x, kind="stable")[:k]] = True
-    top_y[np.argsort(-y, kind="stable")[:k]] = True
+    top_x, top_y = _top_mask(x, percent), _top_mask(y, percent)
     return float((top_x & top_y).sum() / (top_x | top_y).sum())
+
+
+def _top_mask(x: np.ndarray, percent: float) -> np.ndarray:
+    """The top ``percent`` % of a flat map as a bool mask (ties broken by position, as a stable sort does)."""
+    k = max(1, round(x.size * percent / 100.0))
+    top = np.zeros(x.size, bool)
+    top[np.argsort(-x, kind="stable")[:k]] = True
+    return top
+
+
+def pairwise_agreement(
+    maps: Sequence[np.ndarray], percent: float = 10.0, mode: Norm | str | None = Norm.ABS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank correlation and top-k IoU of every pair of ``maps``, each map ranked once.
+
+    Equal to :func:`rank_correlation` and :func:`top_k_iou` per pair, but a
+    report comparing M methods sorts M maps instead of 2 x M x M.
+
+    Args:
+        maps: maps of one shape.
+        percent: top region size for the IoU (0-100].
+        mode: transform applied first (see :func:`rank_correlation`).
+
+    Returns:
+        ``(rho, iou)``, two symmetric ``(M, M)`` arrays with 1 on the diagonal
+        (NaN in ``rho`` where a map is constant).
+    """
+    if not 0 < percent <= 100:
+        raise ParameterError(f"percent: expected a value in (0, 100], got {percent}")
+    flat = [_prepare(m, mode).ravel() for m in maps]
+    if len({f.shape for f in flat}) > 1:
+        raise ParameterError(f"maps: shapes differ, {sorted({np.shape(m) for m in maps})}")
+    ranks = [r - r.mean() for r in map(_ranks, flat)]
+    norms = [float(np.sqrt((r**2).sum())) for r in ranks]
+    tops = [_top_mask(f, percent) for f in flat]
+    m = len(flat)
+    rho, iou = np.eye(m), np.eye(m)
+    for i in range(m):
+        for j in range(i + 1, m):
+            denom = norms[i] * norms[j]
+            rho[i, j] = rho[j, i] = float((ranks[i] * ranks[j]).sum() / denom) if denom > 0 else float("nan")
+            iou[i, j] = iou[j, i] = float((tops[i] & tops[j]).sum() / (tops[i] | tops[j]).sum())
+    return rho, iou
 
 
 def _maps(explanations: Mapping[str, Explanation] | Sequence[Explanation]) -> dict[str, Explanation]:
@@ -109,28 +149,28 @@ def agreement_table(
 
     exps = _maps(explanations)
     names = list(exps)
-    rows = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             ea, eb = exps[a], exps[b]
             if ea.images.shape != eb.images.shape or not np.array_equal(ea.images, eb.images):
                 raise ParameterError(f"explanations: {a!r} and {b!r} explain different images")
-            for n in range(ea.n_images):
-                for t in range(min(ea.n_targets, eb.n_targets)):
-                    if ea.targets[n, t] != eb.targets[n, t]:
+    rows: list[tuple[int, int, int, int, list[Any]]] = []  # sort key (pair, image, position), then the row
+    n_images = exps[names[0]].n_images if names else 0
+    for n in range(n_images):
+        for t in range(max((exps[m].n_targets for m in names), default=0)):
+            here = [m for m in names if t < exps[m].n_targets]
+            rho, iou = pairwise_agreement([exps[m].attributions[n, t] for m in here], percent, mode)
+            for i, a in enumerate(here):
+                for j in range(i + 1, len(here)):
+                    target = exps[a].targets[n, t]
+                    if target != exps[here[j]].targets[n, t]:
                         continue  # maps of different classes are not compared
-                    ma, mb = ea.attributions[n, t], eb.attributions[n, t]
-                    rows.append(
-                        {
-                            "method_a": a,
-                            "method_b": b,
-                            "image": n,
-                            "target": int(ea.targets[n, t]),
-                            "rank_correlation": rank_correlation(ma, mb, mode),
-                            "top_k_iou": top_k_iou(ma, mb, percent, mode),
-                        }
-                    )
-    return pd.DataFrame(rows, columns=["method_a", "method_b", "image", "target", "rank_correlation", "top_k_iou"])
+                    row = [a, here[j], n, int(target), float(rho[i, j]), float(iou[i, j])]
+                    rows.append((names.index(a), names.index(here[j]), n, t, row))
+    rows.sort(key=lambda r: r[:4])
+    return pd.DataFrame(
+        [r[4] for r in rows], columns=["method_a", "method_b", "image", "target", "rank_correlation", "top_k_iou"]
+    )
 
 
 def agreement_matrix(table: Any, value: str = "rank_correlation") -> Any:

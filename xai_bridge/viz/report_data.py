@@ -234,24 +234,20 @@ class Agreement:
 
 def agreement(sec: Section, t: int, percent: float = 10.0) -> Agreement | None:
     """Pairwise agreement of the section's maps at target position ``t`` (None with fewer than two methods)."""
-    from .compare import rank_correlation, top_k_iou
+    from .compare import pairwise_agreement
 
     rows = [(name, exp, n) for name, exp, n in sec.entries if t < exp.n_targets]
     if len(rows) < 2:
         return None
-    cells = []
-    for name_a, ea, na in rows:
-        line = []
-        for name_b, eb, nb in rows:
-            if name_a == name_b:
-                rho, iou = 1.0, 1.0
-            elif ea.targets[na, t] != eb.targets[nb, t]:
-                rho = iou = float("nan")  # different classes are not compared
-            else:
-                ma, mb = _finite(ea.attributions[na, t]), _finite(eb.attributions[nb, t])
-                rho, iou = rank_correlation(ma, mb), top_k_iou(ma, mb, percent)
-            line.append((rho, iou))
-        cells.append(line)
+    rho, iou = pairwise_agreement([_finite(exp.attributions[n, t]) for _, exp, n in rows], percent)
+    classes = [exp.targets[n, t] for _, exp, n in rows]
+    cells = [
+        [
+            (float(rho[a, b]), float(iou[a, b])) if classes[a] == classes[b] else (float("nan"), float("nan"))
+            for b in range(len(rows))
+        ]
+        for a in range(len(rows))
+    ]  # different classes are not compared
     return Agreement([name for name, _, _ in rows], cells)
 
 
