@@ -128,11 +128,12 @@ def test_guided_backprop_on_efficientnet_lite0_is_guided(effnet, coffee) -> None
 def test_cascading_randomisation_on_efficientnet_lite0(effnet, coffee) -> None:
     """The cascade of Adebayo et al. 2018 on the bundled model, with guided backprop now guided.
 
+    Signed channel sums, He-normal re-initialisation (the check's defaults compare absolute maps).
     Guided backprop stays similar while the top of the network is randomised (logits down to
     blocks.4: Spearman 0.88 on coffee) and falls once the early blocks go; after the full cascade
-    every method here decorrelates (coffee, He-normal re-initialisation, top class: guided backprop
-    0.09, saliency 0.23, Grad-CAM 0.24). Issue 27 expected guided backprop >= 0.5 after the full
-    cascade; that is not what this model gives (see changes/methods27.md).
+    every method here decorrelates (coffee, top class: guided backprop 0.09, saliency 0.23, Grad-CAM
+    0.24): He-normal weights push ReLU6 inputs past the ceiling. The paper's ordering under the
+    layer's own initialiser is tested in test_randomisation.py.
     """
     from skimage.transform import resize
 
@@ -143,9 +144,9 @@ def test_cascading_randomisation_on_efficientnet_lite0(effnet, coffee) -> None:
     full = {}
     for name in ("captum.GuidedBackprop", "captum.Saliency", "gradcam.GradCAM"):
         exp = xb.explain(effnet, image, name, targets=xb.top_k(1))
-        full[name] = float(np.nanmean(cascading_randomisation(effnet, exp, seed=0)))
+        full[name] = float(np.nanmean(cascading_randomisation(effnet, exp, seed=0, absolute=False)))
         if name == "captum.GuidedBackprop":
-            top = float(np.nanmean(cascading_randomisation(effnet, exp, seed=0, depth=6)))
+            top = float(np.nanmean(cascading_randomisation(effnet, exp, seed=0, depth=6, absolute=False)))
     print("top-6 stages, guided backprop:", top, "full cascade:", full)
     assert top >= 0.8
     assert all(-0.2 <= v <= 0.5 for v in full.values())
