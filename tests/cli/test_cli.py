@@ -343,8 +343,11 @@ def test_report_errors_are_clear(tmp_path: Path) -> None:
     exp.save(tmp_path / "a.npz")
     dataclasses.replace(exp, images=255 - exp.images, method="other").save(tmp_path / "b.npz")
     mixed = run("report", tmp_path / "a.npz", tmp_path / "b.npz", "--out", tmp_path / "m.html")
-    assert mixed.exit_code == 0, mixed.output  # explanations of other images get their own sections
-    assert (tmp_path / "m.html").read_text().count("<section class='image'") == 2 * 2
+    # issue 28: files of other images are refused in one line naming both files and the fix (it used to exit 0)
+    assert mixed.exit_code == 2 and "b.npz explains other images than a.npz" in mixed.output, mixed.output
+    assert "one report per run" in mixed.output and "explain_many" in mixed.output
+    assert len([line for line in mixed.output.splitlines() if line.startswith("Error")]) == 1
+    assert not (tmp_path / "m.html").exists()
     assert run("report", tmp_path / "missing.npz").exit_code == 2
 
 
