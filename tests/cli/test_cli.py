@@ -54,6 +54,13 @@ def test_methods_lists_install_status() -> None:
     assert run("methods", "--family", "nope").exit_code != 0
 
 
+#: The explain options both end-to-end runs share: saliency and 4-pixel occlusion of the top 2 classes, unit scaling.
+TWO_METHODS_TOP2 = (
+    *("--preprocess", "unit", "-m", "builtin.Saliency", "-m", "builtin.Occlusion"),
+    *("-p", "builtin.Occlusion:window=4", "--targets", "top2"),
+)
+
+
 @pytest.mark.parametrize("spec", ["tests/cli_models.py:tiny", "cli_models:tiny"])
 def test_explain_writes_explanations_report_and_grid(
     tmp_path: Path, pngs: list[Path], spec: str, monkeypatch: pytest.MonkeyPatch
@@ -64,16 +71,7 @@ def test_explain_writes_explanations_report_and_grid(
         "explain",
         spec,
         *pngs,
-        "--preprocess",
-        "unit",
-        "-m",
-        "builtin.Saliency",
-        "-m",
-        "builtin.Occlusion",
-        "-p",
-        "builtin.Occlusion:window=4",
-        "--targets",
-        "top2",
+        *TWO_METHODS_TOP2,
         "--seed",
         "3",
         "--out",
@@ -221,16 +219,7 @@ def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path])
             "explain",
             spec,
             *map(str, two_pngs),
-            "--preprocess",
-            "unit",
-            "-m",
-            "builtin.Saliency",
-            "-m",
-            "builtin.Occlusion",
-            "-p",
-            "builtin.Occlusion:window=4",
-            "--targets",
-            "top2",
+            *TWO_METHODS_TOP2,
             "--out",
             str(out),
             "--report",
