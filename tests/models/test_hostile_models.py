@@ -259,11 +259,11 @@ def test_zero_shot_model_refuses_prompts_equal_after_tokenisation() -> None:
     pytest.importorskip("transformers")
     import tempfile
 
-    from test_zero_shot import PROMPTS, _tiny_text_config, _write_tokenizer  # noqa: F401
+    from hf_tiny import tiny_text_config, write_clip_vocab
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as folder:
-        tok = CLIPTokenizer(*map(str, _write_tokenizer(Path(folder))))
+        tok = CLIPTokenizer(*map(str, write_clip_vocab(Path(folder))))
         torch.manual_seed(0)
         vision = dict(
             hidden_size=16,
@@ -273,7 +273,7 @@ def test_zero_shot_model_refuses_prompts_equal_after_tokenisation() -> None:
             image_size=32,
             patch_size=8,
         )
-        clip = CLIPModel(CLIPConfig(text_config=_tiny_text_config(tok), vision_config=vision, projection_dim=8)).eval()
+        clip = CLIPModel(CLIPConfig(text_config=tiny_text_config(tok), vision_config=vision, projection_dim=8)).eval()
         processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
         with pytest.raises(ModelInputError) as err:
             xb.ZeroShotModel(clip, ["a photo of a cat", "A photo of a cat "], tokenizer=tok, image_processor=processor)
