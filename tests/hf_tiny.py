@@ -225,3 +225,17 @@ def tiny_text_config(tok: Any) -> dict[str, Any]:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
+
+
+def saved_hf_resnet(folder: Path, num_labels: int, **config: Any) -> Any:
+    """A tiny Hugging Face ResNet classifier (2 stages, 8/16 channels) with a ConvNext processor (32 px), seeded,
+    saved to ``folder`` with ``save_pretrained`` and loaded back as a user's model is; ``config`` goes to its config."""
+    import transformers
+
+    _seed(0)
+    cfg = transformers.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=num_labels, **config
+    )
+    transformers.ResNetForImageClassification(cfg).eval().save_pretrained(folder)
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(folder)
+    return transformers.ResNetForImageClassification.from_pretrained(folder).eval()

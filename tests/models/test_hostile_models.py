@@ -194,13 +194,10 @@ def test_timm_in_chans_1_is_explained() -> None:
 
 
 def _hf_resnet(tmp_path: Path, **config: Any) -> Any:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3, **config)
-    model = transformers.ResNetForImageClassification(cfg).eval()
-    model.save_pretrained(tmp_path)
-    transformers.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(tmp_path)
-    return transformers.ResNetForImageClassification.from_pretrained(tmp_path).eval()
+    pytest.importorskip("transformers")
+    from hf_tiny import saved_hf_resnet
+
+    return saved_hf_resnet(tmp_path, num_labels=3, **config)
 
 
 def test_multi_label_hf_model_gives_sigmoid_probabilities(tmp_path: Path) -> None:
