@@ -52,7 +52,8 @@ REPORT_HELP = """Build one HTML report (and a PNG grid) from saved Explanation .
 
 \b
 FILES are .npz files written by `xai-bridge explain` or Explanation.save, all of
-the same images (the report compares methods image by image).
+the same images (the report compares methods image by image); files of other
+images are refused: write one report per run, or explain all images in one run.
 
 \b
 Examples:

@@ -15,9 +15,6 @@ Model specs: ``efficientnet_lite0`` (bundled), ``package.module:factory`` or
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,8 +22,10 @@ from typing import Any
 
 import click
 
+from ._cli_args import check_output, parse_params, parse_targets, require, unique_methods
 from ._cli_checks import check_plan, check_targets, first_image_size
 from ._cli_help import EXPLAIN_HELP, REPORT_HELP, SIZE
+from ._cli_run import explain_in_memory, explain_into_store, report_inputs, save_grid, write_views
 from ._model_spec import load_model_spec, one_line
 
 __all__ = ["load_model_spec", "main", "parse_params"]
@@ -67,64 +66,6 @@ class _Group(click.Group):
             raise click.ClickException(
                 f"{type(exc).__name__}: {one_line(exc)} (unexpected; set {TRACEBACK_ENV}=1 to see the traceback)"
             ) from exc
-
-
-def _require(module: str, extra: str, option: str) -> None:
-    """Refuse an option whose optional library is missing before any work is done."""
-    if importlib.util.find_spec(module) is None:
-        raise click.UsageError(f"{option} needs {module}, which is not installed: pip install 'xai-bridge[{extra}]'")
-
-
-def _output(path: Path | None, option: str, folder: bool = False) -> None:
-    """Refuse an output path that cannot be written (a file in the way), before any work is done."""
-    if path is None:
-        return
-    if folder and path.exists() and not path.is_dir():
-        raise click.BadParameter(f"{str(path)!r} is a file; expected a folder", param_hint=option)
-    if not folder and path.is_dir():
-        raise click.BadParameter(f"{str(path)!r} is a folder; expected a file name", param_hint=option)
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise click.BadParameter(f"{str(parent)!r} is a file, not a folder", param_hint=option)
-            break
-
-
-def parse_params(items: tuple[str, ...], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``METHOD:KEY=VALUE`` items -> ``{method: {key: value}}`` (values parsed as JSON when they can be)."""
-    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
-    for item in items:
-        head, eq, raw = item.partition("=")
-        method, colon, key = head.rpartition(":")
-        if not eq or not colon or not key:
-            raise click.BadParameter(f"{item!r}: expected METHOD:KEY=VALUE", param_hint="--param")
-        if method not in out:
-            raise click.BadParameter(
-                f"{item!r}: {method!r} is not one of the methods {list(methods)}", param_hint="--param"
-            )
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out[method][key] = value
-    return out
-
-
-def _targets(text: str) -> Any:
-    """``--targets``: ``topK`` (K >= 1), a class index or a class name."""
-    import xai_bridge as xb
-
-    low = text.strip().lower()
-    if low.startswith("top") and low[3:].lstrip("-").isdigit():
-        k = int(low[3:].lstrip("-"))
-        if k < 1:
-            raise click.BadParameter(f"{text!r}: expected top1, top2, ...; K must be >= 1", param_hint="--targets")
-        return xb.top_k(k)
-    if low.lstrip("-").isdigit():
-        if int(low) < 0:
-            raise click.BadParameter(f"{text!r}: class indices are >= 0", param_hint="--targets")
-        return int(low)
-    return text
 
 
 @click.group(cls=_Group)
@@ -225,14 +166,14 @@ def explain(
 
     show = "auto" if progress is None else progress
 
-    methods_ = _unique_methods(methods_)
+    methods_ = unique_methods(methods_)
     per_method = parse_params(params, methods_)
-    _output(out, "--out", folder=True)
-    _output(report_path, "--report")
-    _output(png, "--png")
+    check_output(out, "--out", folder=True)
+    check_output(report_path, "--report")
+    check_output(png, "--png")
     if report_path is not None or png is not None:
-        _require("matplotlib", "viz", "--report" if report_path is not None else "--png")
-    target = _targets(targets)
+        require("matplotlib", "viz", "--report" if report_path is not None else "--png")
+    target = parse_targets(targets)
     files = list(iter_image_files(images))
     if not files:
         raise click.BadParameter(
@@ -246,134 +187,12 @@ def explain(
     model = load_model_spec(model_spec, preprocess, batch_size)
     check_targets(target, model)  # a class name or index, before the model runs
     if dataset:
-        _explain_dataset(model, files, plan, out, target, budget, seed, chunk_size or batch_size, resize, engine, show)
+        explain_into_store(
+            model, files, plan, out, target, budget, seed, chunk_size or batch_size, resize, engine, show
+        )
         return
-    results = _explain_in_memory(model, files, plan, out, target, budget, seed, resize, show)
-    _write_views(results, files, report_path, png, title, model if sanity else None)
-
-
-def _explain_dataset(
-    model: Any,
-    files: list[Path],
-    plan: list[tuple[str, dict[str, Any]]],
-    out: Path,
-    target: Any,
-    budget: int | None,
-    seed: int,
-    chunk_size: int,
-    size: tuple[int, int] | None,
-    engine: str,
-    show: Any,
-) -> None:
-    """``--dataset``: stream the images into a resumable store and print its summary."""
-    from xai_bridge.datasets import explain_dataset
-
-    summary = explain_dataset(
-        model,
-        files,
-        plan,
-        target,
-        out=out,
-        budget=budget,
-        seed=seed,
-        chunk_size=chunk_size,
-        size=size,
-        engine=engine,
-        progress=show,
-    )
-    click.echo(str(summary))
-    if summary.failed and not summary.done and not summary.skipped:
-        raise click.ClickException("every image failed (reasons above)")
-
-
-def _explain_in_memory(
-    model: Any,
-    files: list[Path],
-    plan: list[tuple[str, dict[str, Any]]],
-    out: Path,
-    target: Any,
-    budget: int | None,
-    seed: int,
-    size: tuple[int, int] | None,
-    show: Any,
-) -> dict[str, Any]:
-    """Explain all images in one batch, method by method, saving one ``.npz`` per method to ``out``."""
-    import xai_bridge as xb
-    from xai_bridge.images import _load_images
-    from xai_bridge.progress import session, write
-
-    fix = "pass --size HEIGHT WIDTH to resize them, or --dataset to explain each at its own size"
-    batch = _load_images(files, size=size, fix=fix)
-    results: dict[str, Any] = {}
-    with session(show, "explain"):  # one bar for the run; each method relabels it, lines are written above it
-        for i, (name, method_params) in enumerate(plan, start=1):
-            write(f"[{i}/{len(plan)}] {name} on {len(batch)} image(s) ...")
-            results.update(xb.explain_many(model, batch, [(name, method_params)], target, budget=budget, seed=seed))
-            exp = results[name]
-            out.mkdir(parents=True, exist_ok=True)  # only once there is a result: a refused run leaves nothing
-            path = exp.save(out / f"{name}.npz")
-            write(f"{name}: {exp.seconds:.2f}s, {exp.n_model_evals} evaluations -> {path}")
-    return results
-
-
-def _write_views(
-    results: dict[str, Any],
-    files: list[Path],
-    report_path: Path | None,
-    png: Path | None,
-    title: str,
-    sanity_model: Any = None,
-) -> None:
-    """Write the HTML report (with the sanity check when given the model) and the comparison grid PNG, where asked."""
-    if report_path is not None:
-        from xai_bridge.viz.report import write_report
-
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        click.echo("writing the report ...")
-        names = [f.name for f in files]
-        sanity = {"sanity": True, "model": sanity_model} if sanity_model is not None else {}
-        path = write_report(report_path, results, image_names=names, title=title, **sanity)
-        click.echo(f"report -> {path}")
-    if png is not None:
-        click.echo(f"grid -> {_save_grid(results, png)}")
-
-
-#: The grid's resolution: its 7-point colour-bar text is 12 pixels high (at 80 dpi it was 8).
-GRID_DPI = 120
-
-
-def _save_grid(results: dict[str, Any], png: Path) -> Path:
-    """Write the comparison grid, one column per method and target when several targets were asked for.
-
-    The folder is created as ``--out`` and ``--report`` create theirs.
-    """
-    from xai_bridge.viz.plot import comparison_grid
-
-    png.parent.mkdir(parents=True, exist_ok=True)
-    per_target = max(exp.n_targets for exp in results.values()) > 1
-    fig = comparison_grid(results, per_target=per_target)
-    fig.savefig(png, dpi=GRID_DPI, bbox_inches="tight")
-    return png
-
-
-def _unique_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
-    """The ``-m`` names, each once; two spellings of one method are refused (their outputs would collide)."""
-    import xai_bridge as xb
-
-    registry = xb.default_registry()
-    seen: dict[str, str] = {}
-    for name in dict.fromkeys(methods):  # -m X -m X runs X once
-        try:
-            canonical = registry.spec(name).name
-        except xb.UnknownMethodError as exc:  # fail before any work (a --dataset run would fail every image)
-            raise click.BadParameter(str(exc), param_hint="--method") from exc
-        if canonical in seen:
-            raise click.BadParameter(
-                f"{seen[canonical]!r} and {name!r} are the same method {canonical!r}; give it once",
-                param_hint="--method",
-            )
-        seen[canonical] = name
-    return tuple(seen.values())
+    results = explain_in_memory(model, files, plan, out, target, budget, seed, resize, show)
+    write_views(results, files, report_path, png, title, model if sanity else None)
 
 
 @main.command(help=REPORT_HELP)
@@ -382,45 +201,20 @@ def _unique_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="also write a comparison grid PNG")
 @click.option("--title", default="xai-bridge report", show_default=True)
 def report(files: tuple[Path, ...], out: Path, png: Path | None, title: str) -> None:
-    """Build an HTML report (and a PNG grid) from saved .npz FILES (the command's help is REPORT_HELP)."""
-    import xai_bridge as xb
-
-    _output(out, "--out")
-    _output(png, "--png")
-    _require("matplotlib", "viz", "report")
+    """Build an HTML report (and a PNG grid) from saved .npz FILES of the same images (help: REPORT_HELP)."""
+    check_output(out, "--out")
+    check_output(png, "--png")
+    require("matplotlib", "viz", "report")
     from xai_bridge.viz.report import write_report
 
-    loaded = [(f, xb.Explanation.load(f)) for f in files]
-    if png is not None:  # the HTML report gives other images sections of their own; the grid cannot
-        _same_images(loaded)
-    methods_seen = [e.method for _, e in loaded]
-    # the same method from two files (other params, other runs) keeps both, named by file
-    exps = {(e.method if methods_seen.count(e.method) == 1 else f.stem): e for f, e in loaded}
-    if len(exps) != len(loaded):
-        raise click.ClickException("FILES: two files have the same name and method; rename one")
+    exps = report_inputs(files)  # files of other images are refused here, before anything is written
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         click.echo(f"report -> {write_report(out, exps, title=title)}")
         if png is not None:
-            click.echo(f"grid -> {_save_grid(exps, png)}")
-    except ValueError as exc:  # explanations of other images, ...
+            click.echo(f"grid -> {save_grid(exps, png)}")
+    except ValueError as exc:  # a report the viz refuses (shapes, names): one line
         raise click.ClickException(one_line(exc)) from exc
-
-
-def _same_images(loaded: list[tuple[Path, Any]]) -> None:
-    """Refuse files that explain other images for ``--png``: the grid compares methods on the same images."""
-    import numpy as np
-
-    first_file, first = loaded[0]
-    for path, exp in loaded[1:]:
-        if exp.images.shape != first.images.shape or not np.array_equal(exp.images, first.images):
-            raise click.BadParameter(
-                f"{path.name} explains other images than {first_file.name} ({exp.images.shape[0]} image(s) of "
-                f"{exp.images.shape[1]}x{exp.images.shape[2]} vs {first.images.shape[0]} of "
-                f"{first.images.shape[1]}x{first.images.shape[2]}, or other pixels); --png compares methods on the same images: pass the files of one run, "
-                "or leave out --png (the HTML report shows each image in its own section)",
-                param_hint="FILES",
-            )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ._frozen import as_slice, frozen_array
 from .errors import IndexOutOfRangeError, ParameterError
 from .saving import DEFAULT_MAX_LOAD_BYTES, FORMAT_NAME, FORMAT_VERSION
 
@@ -76,14 +77,6 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return {"__type__": type(value).__name__, **{f.name: jsonable(getattr(value, f.name)) for f in fields(value)}}
     return qualified_name(value) or _ADDRESS.sub("", repr(value))
-
-
-def _frozen_array(value: Any, dtype: Any, name: str, ndim: int | None = None) -> np.ndarray:
-    arr = np.array(value, dtype=dtype, copy=True)
-    if ndim is not None and arr.ndim != ndim:
-        raise ParameterError(f"Explanation.{name}: expected {ndim} dimensions, got shape {arr.shape}")
-    arr.setflags(write=False)
-    return arr
 
 
 def _renamed(old: str, new: str) -> None:
@@ -139,8 +132,8 @@ class Explanation:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        attributions = _frozen_array(self.attributions, np.float32, "attributions", 4)
-        images = _frozen_array(self.images, np.uint8, "images", 4)
+        attributions = frozen_array(self.attributions, np.float32, "attributions", 4)
+        images = frozen_array(self.images, np.uint8, "images", 4)
         n, t, h, w = attributions.shape
         if images.shape != (n, h, w, 3):
             raise ParameterError(
@@ -158,20 +151,19 @@ class Explanation:
         if self.base_scores is not None:
             set_(self, "base_scores", self._per_target(self.base_scores, np.float32, "base_scores"))
         if self.raw is not None:
-            raw = _frozen_array(self.raw, np.float32, "raw", 5)
+            raw = frozen_array(self.raw, np.float32, "raw", 5)
             if raw.shape[:2] != (n, t) or raw.shape[3:] != (h, w):
                 raise ParameterError(f"Explanation.raw: expected shape ({n}, {t}, C, {h}, {w}), got {raw.shape}")
             set_(self, "raw", raw)
         extras: dict[str, np.ndarray] = {}
         for key, value in dict(self.extras).items():
-            arr = np.array(value, copy=True)
+            arr = frozen_array(value, None, f"extras[{key!r}]")
             if arr.dtype == object:
                 raise ParameterError(f"Explanation.extras[{key!r}]: object arrays cannot be saved; use numbers or str")
             if arr.shape[:2] != (n, t):
                 raise ParameterError(
                     f"Explanation.extras[{key!r}]: leading axes must be (N, T) = {(n, t)}, got {arr.shape}"
                 )
-            arr.setflags(write=False)
             extras[str(key)] = arr
         set_(self, "extras", MappingProxyType(extras))
         set_(self, "params", MappingProxyType(jsonable(dict(self.params))))
@@ -180,7 +172,7 @@ class Explanation:
         set_(self, "seconds", float(self.seconds))
 
     def _per_target(self, value: Any, dtype: Any, name: str) -> np.ndarray:
-        arr = _frozen_array(value, dtype, name)
+        arr = frozen_array(value, dtype, name)
         expected = self.attributions.shape[:2]
         if arr.shape != expected:
             raise ParameterError(f"Explanation.{name}: expected shape {expected} (N, T), got {arr.shape}")
@@ -204,7 +196,9 @@ class Explanation:
         """Slice by image, or by ``(image, target)``; dimensions are always kept.
 
         ``exp[0]`` is an Explanation with ``N == 1``; ``exp[:, :2]`` keeps the
-        first two targets of every image.
+        first two targets of every image. Integers, slices and evenly spaced
+        ascending positions give views of this Explanation's read-only arrays
+        (no copy); other position lists copy.
         """
         img_key, tgt_key = key if isinstance(key, tuple) else (key, slice(None))
         img_idx = self._index(img_key, self.n_images, "image")
@@ -226,13 +220,13 @@ class Explanation:
         )
 
     @staticmethod
-    def _index(key: Index, size: int, what: str) -> np.ndarray:
+    def _index(key: Index, size: int, what: str) -> slice | np.ndarray:
         idx = np.arange(size)
         try:
             picked = idx[key]
         except IndexError as exc:
             raise IndexOutOfRangeError(f"{what} index {key!r} out of range for {size} {what}s") from exc
-        return np.atleast_1d(picked)
+        return as_slice(np.atleast_1d(picked))
 
     def map(self, image: int = 0, target: int = 0) -> np.ndarray:
         """Return the ``(H, W)`` attribution map of one image and target."""

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 from xai_bridge.adapters._torch import model_guard
-from xai_bridge.adapters.models.torch import TorchModel
 
 from xai_bridge.errors import ModelInputError, ParameterError
-from xai_bridge.models import OutputKind, Preprocess
+from xai_bridge.models import Preprocess
 
 from .local import _check_images
 from .scorers import CaptionTokens, TokenScore, _check_reference, _device_of, _tokenize_reference, clean_token
+from .vlm_answer import AnswerHead, AnswerModel, convert_log_probs
 
 __all__ = ["AnswerHead", "AnswerModel", "TransformersVLM"]
 
@@ -291,7 +291,9 @@ class TransformersVLM:
         with model_guard(self.model), torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 pixels = self.pixel_values(images[start : start + self.batch_size])
-                outs.append(_convert(self.token_log_probs(pixels, reference, prompt or ""), self.output).cpu().numpy())
+                outs.append(
+                    convert_log_probs(self.token_log_probs(pixels, reference, prompt or ""), self.output).cpu().numpy()
+                )
         if not outs:
             return np.zeros((0, len(reference)), np.float32)
         return np.concatenate(outs, axis=0).astype(np.float32)
@@ -339,99 +341,3 @@ def _blip_vqa_logits(
         encoder_hidden_states=question_embeds,
         encoder_attention_mask=question_mask,
     ).logits
-
-
-def _convert(log_probs: torch.Tensor, output: TokenScore) -> torch.Tensor:
-    """Float64 log-probabilities to ``output`` (as :func:`~xai_bridge.adapters.captioners.scorers.token_scores`)."""
-    if output is TokenScore.LOG_PROB:
-        return log_probs
-    if output is TokenScore.PROB:
-        return log_probs.exp()
-    return log_probs - torch.log(-torch.expm1(log_probs))
-
-
-class AnswerHead(nn.Module):
-    """Preprocessed pixels -> the scores of a fixed reference answer's tokens, ``(N, T)`` float32.
-
-    The user's model is a child (not a copy); the wrapper's own ``training``
-    flag stays False, so guards find nothing to switch on it.
-
-    Args:
-        vlm: the :class:`TransformersVLM`.
-        reference: the answer's tokens.
-        prompt: the question.
-    """
-
-    def __init__(self, vlm: TransformersVLM, reference: CaptionTokens, prompt: str) -> None:
-        super().__init__()
-        self.model = vlm.model
-        self._vlm = vlm
-        self.reference = reference
-        self.prompt = prompt
-        self.training = False
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        dtype = next(self.model.parameters()).dtype
-        scores = _convert(
-            self._vlm.token_log_probs(pixel_values.to(dtype), self.reference, self.prompt), self._vlm.output
-        )
-        return scores.float()
-
-
-class AnswerModel(TorchModel):
-    """A reference answer's token scores as a :class:`~xai_bridge.models.DifferentiableModel` of the pixels.
-
-    Outputs, one per answer token, are ``log p(a_t | image, question, a_<t)``
-    (or the VLM's ``output`` kind); ``class_names`` are the token strings.
-    ``predict`` equals :meth:`TransformersVLM.score_images`; gradient methods
-    differentiate the same computation through the declared preprocessing.
-    CAM layers are named inside the model's vision tower (``module``: BLIP's
-    ``vision_model``, LLaVA's ``vision_tower``), e.g.
-    ``"encoder.layers.1.layer_norm1"``: the automatic choice would otherwise
-    find the answer tokens' own sequence, which is no image grid.
-
-    Args:
-        vlm: the :class:`TransformersVLM`.
-        reference: the answer's tokens.
-        prompt: the question.
-        batch_size: largest batch of images run at once.
-    """
-
-    def __init__(self, vlm: TransformersVLM, reference: CaptionTokens, prompt: str, batch_size: int = 16) -> None:
-        _check_reference(reference)
-        vlm._prompt_ids(prompt)  # fail now on a missing question
-        self._user_model = vlm.model
-        self.reference = reference
-        self.prompt = prompt
-        super().__init__(
-            AnswerHead(vlm, reference, prompt),
-            vlm.preprocess,
-            output_kind=OutputKind.SCORES,
-            class_names=list(reference.names),
-            batch_size=batch_size,
-            tune_batch=False,
-        )
-
-    @property
-    def module(self) -> nn.Module:
-        """The model's vision tower (CAM layer names are relative to it), or the whole model if none is found."""
-        return _vision_tower(self._user_model)
-
-    @property
-    def user_model(self) -> nn.Module:
-        """The user's model."""
-        return self._user_model
-
-    def __repr__(self) -> str:
-        return (
-            f"AnswerModel({type(self._user_model).__name__}, answer={self.reference.text!r}, "
-            f"T={len(self.reference)}, preprocess={self.preprocess})"
-        )
-
-
-def _vision_tower(model: nn.Module) -> nn.Module:
-    """The first submodule named like a vision tower (``vision_model``, ``vision_tower``, ``visual``)."""
-    for name, sub in model.named_modules():
-        if name.rsplit(".", 1)[-1] in ("vision_model", "vision_tower", "visual"):
-            return sub
-    return model

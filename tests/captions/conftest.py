@@ -1,8 +1,9 @@
-"""Fixtures of the caption tests: the loopback caption server (127.0.0.1 only)."""
+"""Fixtures of the caption tests: the loopback caption server (127.0.0.1 only) and the tiny tokenizers."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from caption_server import CaptionServer
@@ -16,3 +17,19 @@ def server() -> Iterator[CaptionServer]:
     """
     with CaptionServer() as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    """The tiny byte-level BPE tokenizer with ``<s> $A </s>`` around each text (see ``hf_tiny.build_tokenizer``)."""
+    from hf_tiny import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def causal_tok() -> Any:
+    """The same tokenizer without the template, for decoder-only models."""
+    from hf_tiny import build_tokenizer
+
+    return build_tokenizer(special_template=False)

@@ -16,7 +16,7 @@ pytest.importorskip("transformers")
 
 from caption_server import rule_answer  # noqa: E402
 from helpers import REPO, random_images  # noqa: E402
-from test_caption_models import TINY_VIT_PREPROCESS, build_bart, build_tokenizer, tiny_blip_config  # noqa: E402
+from hf_tiny import TINY_VIT_PREPROCESS, build_bart, build_blip_vqa, build_llava  # noqa: E402
 from xai_bridge.adapters._torch import hook_count  # noqa: E402
 from xai_bridge.adapters.captioners import OpenAICaptioner, RetryPolicy  # noqa: E402
 from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer, WordMatchScorer  # noqa: E402
@@ -32,53 +32,11 @@ torch.set_num_threads(2)
 QUESTION = "what animal is in the picture?"
 
 
-def build_blip_vqa(vocab_size: int, seed: int = 0, initializer_range: float = 0.5):
-    """A tiny BlipForQuestionAnswering (the captioning tests' BLIP configuration), seeded."""
-    from transformers import BlipForQuestionAnswering
-
-    torch.manual_seed(seed)
-    return BlipForQuestionAnswering(tiny_blip_config(vocab_size, initializer_range)).eval()
-
-
-def build_llava(vocab_size: int, seed: int = 0):
-    """A tiny LlavaForConditionalGeneration: 2-layer CLIP vision tower (32x32, 8x8 patches) + 2-layer Llama."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    torch.manual_seed(seed)
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
-    )
-    text = LlamaConfig(
-        vocab_size=vocab_size + 1,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=1,
-    )
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=vocab_size)
-    return LlavaForConditionalGeneration(config).eval()
-
-
 def quadrant_image(size: int = 32) -> np.ndarray:
     img = np.zeros((size, size, 3), np.uint8)
     h = size // 2
     img[:h, :h], img[:h, h:], img[h:, :h], img[h:, h:] = (255, 200, 200), (200, 255, 200), (200, 200, 255), (90, 90, 20)
     return img
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def causal_tok():
-    return build_tokenizer(special_template=False)
 
 
 @pytest.fixture(scope="module")

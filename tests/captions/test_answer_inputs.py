@@ -63,8 +63,7 @@ def test_an_answer_without_a_scorable_token_names_its_argument() -> None:
 def test_a_question_over_the_text_towers_positions_is_refused_before_running() -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from test_answer import build_blip_vqa
-    from test_caption_models import TINY_VIT_PREPROCESS, build_tokenizer
+    from hf_tiny import TINY_VIT_PREPROCESS, build_blip_vqa, build_tokenizer
     from xai_bridge.adapters.captioners.vlm import TransformersVLM
 
     tok = build_tokenizer()

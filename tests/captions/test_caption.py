@@ -19,12 +19,7 @@ pytest.importorskip("transformers")
 
 from caption_server import rule_caption  # noqa: E402
 from helpers import REPO, random_images  # noqa: E402
-from test_caption_models import (  # noqa: E402
-    TINY_VIT_PREPROCESS,
-    build_bart,
-    build_tokenizer,
-    build_vit_gpt2,
-)
+from hf_tiny import TINY_VIT_PREPROCESS, build_bart, build_tokenizer, build_vit_gpt2  # noqa: E402
 from xai_bridge.adapters.captioners import AzureVisionV31Captioner, RetryPolicy  # noqa: E402
 from xai_bridge.adapters.captioners.local import FunctionCaptioner, TransformersCaptioner  # noqa: E402
 from xai_bridge.adapters.captioners.scorers import TeacherForcingScorer, WordMatchScorer  # noqa: E402
@@ -48,11 +43,6 @@ def quadrant_image(size: int = 32) -> np.ndarray:
     img[h:, :h] = (200, 200, 255)
     img[h:, h:] = (255, 255, 200)
     return img
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,11 @@
 """Caption scorers and the local transformers captioner, on tiny seeded models built from configs.
 
-Also home of the tiny-model builders the other caption tests import: a
-byte-level BPE tokenizer trained in-process on a small corpus, and BART / GPT-2
-/ ViT-GPT-2 models with ``d_model=32`` and 2 layers. Nothing is downloaded.
+The tiny models (a byte-level BPE tokenizer trained in-process on a small
+corpus, BART / GPT-2 / ViT-GPT-2 / BLIP with ``d_model=32`` and 2 layers) come
+from ``tests/hf_tiny.py``. Nothing is downloaded.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +14,13 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from hf_tiny import (  # noqa: E402
+    TINY_VIT_PREPROCESS,
+    build_bart,
+    build_blip,
+    build_gpt2,
+    build_vit_gpt2,
+)
 from xai_bridge.adapters._torch import hook_count  # noqa: E402
 from xai_bridge.adapters.captioners.local import (  # noqa: E402
     FunctionCaptioner,
@@ -31,123 +36,7 @@ from xai_bridge.adapters.captioners.scorers import (  # noqa: E402
     WordMatchScorer,
 )
 
-import xai_bridge as xb  # noqa: E402
-
 torch.set_num_threads(2)
-
-CORPUS = [
-    "a red cat near a green tree",
-    "a blue dog near a white car",
-    "a red dog near a white tree",
-    "a blue cat near a green car",
-    "a red cat near a white car",
-    "a blue dog near a green tree",
-    "a bird on a branch",
-    "a woman wearing glasses",
-    "a group of horses standing on grass",
-]
-TINY_VIT_PREPROCESS = xb.Preprocess(size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-
-
-def build_tokenizer(special_template: bool = True):
-    """A byte-level BPE tokenizer (vocab 300) trained on CORPUS; ``<s> $A </s>`` added when ``special_template``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 3, trainer)
-    if special_template:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
-
-
-def build_bart(vocab_size: int, seed: int = 0):
-    """A 2-layer BART (d_model 32), seeded, in eval mode."""
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    torch.manual_seed(seed)
-    config = BartConfig(
-        vocab_size=vocab_size,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        decoder_start_token_id=2,
-        forced_eos_token_id=2,
-    )
-    return BartForConditionalGeneration(config).eval()
-
-
-def build_gpt2(vocab_size: int, seed: int = 0):
-    """A 2-layer GPT-2 (n_embd 32), seeded, in eval mode."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=64,
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=1,
-    )
-    return GPT2LMHeadModel(config).eval()
-
-
-def build_vit_gpt2(vocab_size: int, seed: int = 0):
-    """A VisionEncoderDecoderModel: 2-layer ViT (32x32 images, 8x8 patches) + 2-layer GPT-2 with cross-attention."""
-    from transformers import GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
-
-    torch.manual_seed(seed)
-    vit = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    gpt = GPT2Config(
-        vocab_size=vocab_size,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=64,
-        add_cross_attention=True,
-        is_decoder=True,
-        bos_token_id=0,
-        eos_token_id=2,
-        pad_token_id=1,
-    )
-    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(vit, gpt)
-    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 0, 1, 2
-    return VisionEncoderDecoderModel(config=config).eval()
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return build_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def causal_tok():
-    return build_tokenizer(special_template=False)
 
 
 @pytest.fixture(scope="module")
@@ -375,44 +264,6 @@ def test_transformers_captioner_restores_state_and_checks_args(causal_tok, vit_g
 def test_caption_tokens_validation():
     with pytest.raises(ValueError, match="names"):
         CaptionTokens("a b", (1, 2), ("a",))
-
-
-def tiny_blip_config(vocab_size: int, initializer_range: float = 0.5) -> Any:
-    """A tiny BLIP configuration (32x32 images, hidden 32, 2 layers), shared by the captioning and VQA tests."""
-    from transformers import BlipConfig
-
-    text = dict(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        bos_token_id=0,
-        pad_token_id=1,
-        eos_token_id=2,
-        sep_token_id=2,
-        encoder_hidden_size=32,
-        initializer_range=initializer_range,
-    )
-    vision = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        initializer_range=initializer_range,
-    )
-    return BlipConfig(text_config=text, vision_config=vision)
-
-
-def build_blip(vocab_size: int, seed: int = 0):
-    """A tiny BlipForConditionalGeneration, seeded."""
-    from transformers import BlipForConditionalGeneration
-
-    torch.manual_seed(seed)
-    return BlipForConditionalGeneration(tiny_blip_config(vocab_size)).eval()
 
 
 def test_blip_captioner_generation_and_teacher_forcing_agree(causal_tok, rgb_images):

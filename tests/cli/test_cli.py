@@ -54,6 +54,13 @@ def test_methods_lists_install_status() -> None:
     assert run("methods", "--family", "nope").exit_code != 0
 
 
+#: The explain options both end-to-end runs share: saliency and 4-pixel occlusion of the top 2 classes, unit scaling.
+TWO_METHODS_TOP2 = (
+    *("--preprocess", "unit", "-m", "builtin.Saliency", "-m", "builtin.Occlusion"),
+    *("-p", "builtin.Occlusion:window=4", "--targets", "top2"),
+)
+
+
 @pytest.mark.parametrize("spec", ["tests/cli_models.py:tiny", "cli_models:tiny"])
 def test_explain_writes_explanations_report_and_grid(
     tmp_path: Path, pngs: list[Path], spec: str, monkeypatch: pytest.MonkeyPatch
@@ -64,16 +71,7 @@ def test_explain_writes_explanations_report_and_grid(
         "explain",
         spec,
         *pngs,
-        "--preprocess",
-        "unit",
-        "-m",
-        "builtin.Saliency",
-        "-m",
-        "builtin.Occlusion",
-        "-p",
-        "builtin.Occlusion:window=4",
-        "--targets",
-        "top2",
+        *TWO_METHODS_TOP2,
         "--seed",
         "3",
         "--out",
@@ -221,16 +219,7 @@ def test_cli_explain_and_report_end_to_end(tmp_path: Path, two_pngs: list[Path])
             "explain",
             spec,
             *map(str, two_pngs),
-            "--preprocess",
-            "unit",
-            "-m",
-            "builtin.Saliency",
-            "-m",
-            "builtin.Occlusion",
-            "-p",
-            "builtin.Occlusion:window=4",
-            "--targets",
-            "top2",
+            *TWO_METHODS_TOP2,
             "--out",
             str(out),
             "--report",
@@ -343,8 +332,11 @@ def test_report_errors_are_clear(tmp_path: Path) -> None:
     exp.save(tmp_path / "a.npz")
     dataclasses.replace(exp, images=255 - exp.images, method="other").save(tmp_path / "b.npz")
     mixed = run("report", tmp_path / "a.npz", tmp_path / "b.npz", "--out", tmp_path / "m.html")
-    assert mixed.exit_code == 0, mixed.output  # explanations of other images get their own sections
-    assert (tmp_path / "m.html").read_text().count("<section class='image'") == 2 * 2
+    # issue 28: files of other images are refused in one line naming both files and the fix (it used to exit 0)
+    assert mixed.exit_code == 2 and "b.npz explains other images than a.npz" in mixed.output, mixed.output
+    assert "one report per run" in mixed.output and "explain_many" in mixed.output
+    assert len([line for line in mixed.output.splitlines() if line.startswith("Error")]) == 1
+    assert not (tmp_path / "m.html").exists()
     assert run("report", tmp_path / "missing.npz").exit_code == 2
 
 

@@ -174,3 +174,18 @@ def test_report_png_of_other_images_is_refused_before_writing(tmp_path: Path) ->
     assert done.exit_code == 2 and "b.npz explains other images than a.npz" in done.output, done.output
     assert len([line for line in done.output.splitlines() if line.startswith("Error")]) == 1
     assert not out.exists() and not png.exists()
+
+
+def test_report_writes_into_missing_folders_and_refuses_a_file_in_the_way(tmp_path: Path) -> None:
+    exp = make_explanation()
+    exp.save(tmp_path / "a.npz")
+    dataclasses.replace(exp, method="other").save(tmp_path / "b.npz")  # the same images, another method
+    out, png = tmp_path / "new" / "r.html", tmp_path / "new" / "dir" / "g.png"
+    done = run("report", tmp_path / "a.npz", tmp_path / "b.npz", "--out", out, "--png", png)
+    assert done.exit_code == 0, done.output
+    assert Image.open(png).format == "PNG" and out.read_text().count("<canvas") == 2 * 2  # 2 images x 2 methods
+    (tmp_path / "file").write_text("")
+    blocked = run("report", tmp_path / "a.npz", "--out", tmp_path / "r2.html", "--png", tmp_path / "file" / "g.png")
+    assert blocked.exit_code == 2 and "is a file, not a folder" in blocked.output, blocked.output
+    assert len([line for line in blocked.output.splitlines() if line.startswith("Error")]) == 1
+    assert not (tmp_path / "r2.html").exists()

@@ -14,13 +14,10 @@ from xai_bridge.viz._text import probability_source, score_text
 
 
 def _hf_resnet(tmp_path: Path, **config: Any) -> Any:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=4, **config)
-    model = transformers.ResNetForImageClassification(cfg).eval()
-    model.save_pretrained(tmp_path)
-    transformers.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(tmp_path)
-    return transformers.ResNetForImageClassification.from_pretrained(tmp_path).eval()
+    pytest.importorskip("transformers")
+    from hf_tiny import saved_hf_resnet
+
+    return saved_hf_resnet(tmp_path, num_labels=4, **config)
 
 
 def _images(n: int = 2, size: int = 32) -> np.ndarray:

@@ -23,6 +23,7 @@ import test_zero_shot as zero_shot  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from conftest import make_tiny_net  # noqa: E402
 from helpers import module_state  # noqa: E402
+from hf_tiny import TINY_VISION, tiny_text_config, write_clip_vocab  # noqa: E402
 
 import xai_bridge as xb  # noqa: E402
 
@@ -85,9 +86,7 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("vit")
     torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
+    config = ViTConfig(**TINY_VISION)
     config.num_labels = 5
     ViTForImageClassification(config).save_pretrained(folder)
     return folder
@@ -222,11 +221,10 @@ def test_methods_run_on_hugging_face_deit_and_beit(method: str, kind: str) -> No
     from transformers import BeitConfig, BeitForImageClassification, DeiTConfig, DeiTForImageClassificationWithTeacher
 
     torch.manual_seed(0)
-    sizes = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
     if kind == "deit":
-        net = DeiTForImageClassificationWithTeacher(DeiTConfig(**sizes, intermediate_size=64, num_labels=5))
+        net = DeiTForImageClassificationWithTeacher(DeiTConfig(**TINY_VISION, num_labels=5))
     else:
-        config = BeitConfig(**sizes, intermediate_size=64, num_labels=5, use_relative_position_bias=True)
+        config = BeitConfig(**TINY_VISION, num_labels=5, use_relative_position_bias=True)
         net = BeitForImageClassification(config)
     exp = xb.explain(_model(net.eval()), _images(), method, targets=[[1, 2], [0, 3]])
     assert exp.attributions.min() >= 0 and exp.attributions.max() > 0
@@ -237,9 +235,9 @@ def test_methods_run_on_a_tiny_siglip_without_class_token(method: str, tmp_path:
     """SigLIP pools with an attention head (cross-attention from one probe: not a site) and has no class token."""
     from transformers import CLIPTokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel
 
-    tok = CLIPTokenizer(*map(str, zero_shot._write_tokenizer(tmp_path)))
+    tok = CLIPTokenizer(*map(str, write_clip_vocab(tmp_path)))
     torch.manual_seed(0)
-    config = SiglipConfig(text_config=zero_shot._tiny_text_config(tok), vision_config=zero_shot._VISION)
+    config = SiglipConfig(text_config=tiny_text_config(tok), vision_config=TINY_VISION)
     model = SiglipModel(config).eval()
     zs = xb.ZeroShotModel(
         model, PROMPTS, tokenizer=tok, image_processor=SiglipImageProcessor(size={"height": 32, "width": 32})

@@ -194,13 +194,10 @@ def test_timm_in_chans_1_is_explained() -> None:
 
 
 def _hf_resnet(tmp_path: Path, **config: Any) -> Any:
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3, **config)
-    model = transformers.ResNetForImageClassification(cfg).eval()
-    model.save_pretrained(tmp_path)
-    transformers.ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(tmp_path)
-    return transformers.ResNetForImageClassification.from_pretrained(tmp_path).eval()
+    pytest.importorskip("transformers")
+    from hf_tiny import saved_hf_resnet
+
+    return saved_hf_resnet(tmp_path, num_labels=3, **config)
 
 
 def test_multi_label_hf_model_gives_sigmoid_probabilities(tmp_path: Path) -> None:
@@ -259,11 +256,11 @@ def test_zero_shot_model_refuses_prompts_equal_after_tokenisation() -> None:
     pytest.importorskip("transformers")
     import tempfile
 
-    from test_zero_shot import PROMPTS, _tiny_text_config, _write_tokenizer  # noqa: F401
+    from hf_tiny import tiny_text_config, write_clip_vocab
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as folder:
-        tok = CLIPTokenizer(*map(str, _write_tokenizer(Path(folder))))
+        tok = CLIPTokenizer(*map(str, write_clip_vocab(Path(folder))))
         torch.manual_seed(0)
         vision = dict(
             hidden_size=16,
@@ -273,7 +270,7 @@ def test_zero_shot_model_refuses_prompts_equal_after_tokenisation() -> None:
             image_size=32,
             patch_size=8,
         )
-        clip = CLIPModel(CLIPConfig(text_config=_tiny_text_config(tok), vision_config=vision, projection_dim=8)).eval()
+        clip = CLIPModel(CLIPConfig(text_config=tiny_text_config(tok), vision_config=vision, projection_dim=8)).eval()
         processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
         with pytest.raises(ModelInputError) as err:
             xb.ZeroShotModel(clip, ["a photo of a cat", "A photo of a cat "], tokenizer=tok, image_processor=processor)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hf_tiny import TINY_VISION
 from PIL import Image
 from torch import nn
 from xai_bridge.adapters._torch import hook_count
@@ -97,12 +98,7 @@ def _save_hf(folder: Path, model: nn.Module, processor: Any) -> None:
 def hf_vit_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     config = transformers.ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_VISION,
         num_labels=3,
         id2label=LABELS,
         label2id={v: k for k, v in LABELS.items()},
@@ -261,15 +257,7 @@ def test_hf_without_processor_file_names_the_fix(tmp_path: Path) -> None:
 def test_hf_transformer_cam_layers(name: str, expected_layer: str, prefix: int) -> None:
     torch.manual_seed(0)
     if name == "deit":
-        config = transformers.DeiTConfig(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            num_labels=3,
-        )
+        config = transformers.DeiTConfig(**TINY_VISION, num_labels=3)
         model = transformers.DeiTForImageClassificationWithTeacher(config).eval()
     else:
         config = transformers.SwinConfig(

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from helpers import REPO  # noqa: E402
+from hf_tiny import TINY_VISION, tiny_text_config, write_clip_vocab  # noqa: E402
 from PIL import Image  # noqa: E402
 from xai_bridge.adapters._torch import hook_count  # noqa: E402
 from xai_bridge.adapters.models.zero_shot import preprocess_from_processor  # noqa: E402
@@ -25,49 +26,6 @@ from xai_bridge.adapters.models.zero_shot import preprocess_from_processor  # no
 import xai_bridge as xb  # noqa: E402
 
 PROMPTS = ["a photo of a cat", "a photo of a dog", "a photo of a car"]
-WORDS = ["a", "photo", "of", "cat", "dog", "car", "tree"]
-
-
-def _write_tokenizer(folder: Path) -> tuple[Path, Path]:
-    """A byte-level-free CLIP BPE vocabulary covering WORDS, merged letter by letter."""
-    vocab: dict[str, int] = {}
-    for c in sorted(set("".join(WORDS))):
-        vocab[c] = len(vocab)
-    for c in sorted(set("".join(WORDS))):
-        vocab[c + "</w>"] = len(vocab)
-    merges: list[str] = []
-    for word in WORDS:
-        parts = [*word[:-1], word[-1] + "</w>"]
-        while len(parts) > 1:
-            merge = f"{parts[0]} {parts[1]}"
-            if merge not in merges:
-                merges.append(merge)
-            vocab.setdefault(parts[0] + parts[1], len(vocab))
-            parts = [parts[0] + parts[1], *parts[2:]]
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return folder / "vocab.json", folder / "merges.txt"
-
-
-def _tiny_text_config(tok: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=16,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-
-
-_VISION = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
-)
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +34,9 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     folder = tmp_path_factory.mktemp("clip")
-    tok = CLIPTokenizer(*map(str, _write_tokenizer(folder)))
+    tok = CLIPTokenizer(*map(str, write_clip_vocab(folder)))
     torch.manual_seed(0)
-    config = CLIPConfig(text_config=_tiny_text_config(tok), vision_config=_VISION, projection_dim=16)
+    config = CLIPConfig(text_config=tiny_text_config(tok), vision_config=TINY_VISION, projection_dim=16)
     CLIPModel(config).save_pretrained(folder)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(folder)
@@ -200,9 +158,9 @@ def test_text_embeddings_equal_get_text_features(clip, zs) -> None:
 def test_siglip_logit_bias_and_max_length_padding(tmp_path: Path) -> None:
     from transformers import CLIPTokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel
 
-    tok = CLIPTokenizer(*map(str, _write_tokenizer(tmp_path)))
+    tok = CLIPTokenizer(*map(str, write_clip_vocab(tmp_path)))
     torch.manual_seed(1)
-    model = SiglipModel(SiglipConfig(text_config=_tiny_text_config(tok), vision_config=_VISION)).eval()
+    model = SiglipModel(SiglipConfig(text_config=tiny_text_config(tok), vision_config=TINY_VISION)).eval()
     with torch.no_grad():
         model.logit_bias.fill_(-1.5)
     ip = SiglipImageProcessor(size={"height": 32, "width": 32})

@@ -170,18 +170,8 @@ def estimate_calls(
 
     if callable(getattr(model, "detect", None)):
         return _estimate_detections(model, images, method, targets, seed, layout, registry, verbose, params)
-    tag_model = model if hasattr(model, "tagger") and hasattr(model, "answers") else None  # a TagModel
-    client = tag_model.tagger if tag_model is not None else model
-    memo = tag_model.answers if tag_model is not None else {}
-    lookup = getattr(client, "cached", None)
-
-    def known(key: str, image: np.ndarray) -> Any:
-        if key in memo:
-            return memo[key]
-        return lookup(image) if callable(lookup) else None
-
+    client, known, fixed = _known_answers(model)
     batch = load_images(images, layout=layout)
-    fixed = tag_model.class_names if tag_model is not None else getattr(model, "class_names", None)
     first = [known(_digest(img), img) for img in batch]
     if fixed is None and first and all(isinstance(a, Mapping) for a in first):
         tag_view: Any = as_model(client)  # a TagModel: as_model's table wraps a tagger in one
@@ -200,6 +190,31 @@ def estimate_calls(
         evaluations=stand_in.evaluations,
         method=_canonical(method, registry),
     )
+    return _shown(estimate, verbose)
+
+
+def _known_answers(model: Any) -> tuple[Any, Callable[[str, np.ndarray], Any], list[str] | None]:
+    """The client a run would ask, what it answers free, and the class names when they are fixed already.
+
+    Free answers are a :class:`TagModel`'s memo and the client's cache
+    (``cached(image)``); ``known(key, image)`` returns one, or None.
+    """
+    tag_model = model if hasattr(model, "tagger") and hasattr(model, "answers") else None  # a TagModel
+    client = tag_model.tagger if tag_model is not None else model
+    memo = tag_model.answers if tag_model is not None else {}
+    lookup = getattr(client, "cached", None)
+
+    def known(key: str, image: np.ndarray) -> Any:
+        if key in memo:
+            return memo[key]
+        return lookup(image) if callable(lookup) else None
+
+    fixed = tag_model.class_names if tag_model is not None else getattr(model, "class_names", None)
+    return client, known, fixed
+
+
+def _shown(estimate: CallEstimate, verbose: bool) -> CallEstimate:
+    """The estimate, printed first when ``verbose``."""
     if verbose:
         print(f"estimate_calls: {estimate}")
     return estimate
@@ -225,10 +240,7 @@ def _estimate_detections(
     )
     lookup = getattr(detector, "cached", None)
     paid = sum(1 for img in seen.values() if not callable(lookup) or lookup(img) is None)
-    estimate = CallEstimate(paid, len(seen), len(seen) - paid, evaluations, _canonical(method, registry))
-    if verbose:
-        print(f"estimate_calls: {estimate}")
-    return estimate
+    return _shown(CallEstimate(paid, len(seen), len(seen) - paid, evaluations, _canonical(method, registry)), verbose)
 
 
 def _canonical(method: str, registry: Any) -> str:

@@ -174,8 +174,7 @@ def evaluate(
     import pandas as pd
 
     exps, models = _subjects(model, explanations, seed)
-    metric_list = [metrics] if isinstance(metrics, (str, *_METRIC_TYPES)) else metrics
-    resolved = [_resolve_metric(m, steps, baseline) for m in metric_list]
+    resolved = _resolved(metrics, steps, baseline)
     if not resolved:
         raise ParameterError("metrics: pass at least one metric")
     names = [m.name for m in resolved]
@@ -208,12 +207,17 @@ def estimate_evaluations(
         {'deletion': 21, 'faithfulness_corr': 101}
     """
     exps = [explanations] if isinstance(explanations, Explanation) else list(explanations)
-    metric_list = [metrics] if isinstance(metrics, (str, *_METRIC_TYPES)) else metrics
     estimate: dict[str, int | None] = {}
-    for metric in (_resolve_metric(m, steps, baseline) for m in metric_list):
+    for metric in _resolved(metrics, steps, baseline):
         counts = [metric.evaluations(exp) for exp in exps]
         estimate[metric.name] = None if None in counts else sum(c for c in counts if c is not None)
     return estimate
+
+
+def _resolved(metrics: Sequence[str | Metric] | str | Metric, steps: int | None, baseline: Any) -> list[Any]:
+    """One metric or a sequence of them (names or dataclasses), each resolved with ``steps`` and ``baseline``."""
+    metric_list = [metrics] if isinstance(metrics, (str, *_METRIC_TYPES)) else metrics
+    return [_resolve_metric(m, steps, baseline) for m in metric_list]
 
 
 def _estimate_line(exps: Sequence[Explanation], resolved: Sequence[Any]) -> str:

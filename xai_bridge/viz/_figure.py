@@ -13,10 +13,15 @@ from typing import Any
 from ._text import shown_label
 from .colors import NON_FINITE_NOTE, warn_non_finite
 
-__all__ = ["TEXT", "empty_figure", "figure_png", "new_figure", "non_finite_note"]
+__all__ = ["PANEL_LABEL", "PLOT_MAX_SIDE", "TEXT", "empty_figure", "figure_png", "new_figure", "non_finite_note"]
 
 #: Keyword arguments of every text a figure draws from data: never mathtext or LaTeX (a label may hold ``$``).
 TEXT: dict[str, Any] = {"parse_math": False, "usetex": False}
+#: Longest side, in pixels, at which figures draw an image and its maps (a 12-MP photo is shrunk first): a
+#: 2.4-inch panel saved at 200 dpi is 480 pixels wide, and the figure keeps every panel's pixels in memory.
+PLOT_MAX_SIDE = 512
+#: Characters of a label drawn above or below one panel (longer ones end in an ellipsis; panels do not overlap).
+PANEL_LABEL = 22
 
 
 @functools.cache

@@ -187,21 +187,8 @@ def build_report(
         metrics = check_metrics(metrics)
     view = _View(max_side, float(opacity), float(percentile), mode)
     signed = {name: signed_maps(exp) for name, exp in items}
-    parts = [_intro_html(title, len(found), len(items)), _costs_html(items, signed), _metrics_html(metrics)]
-    if sanity:
-        from ._sanity import sanity_html, sanity_rows
-
-        parts.append(sanity_html(sanity_rows(items, model)))
-    payload: dict[str, Any] = {
-        "red": list(RED),
-        "blue": list(BLUE),
-        "seq": sequential_lut().ravel().tolist(),
-        "opacity": view.opacity,
-        "percentile": view.percentile,
-        "percentiles": list(PERCENTILES),
-        "mode": mode,
-        "sections": [],
-    }
+    parts = _summary_html(title, len(found), items, signed, metrics, sanity, model)
+    payload = _payload(view)
     warn_non_finite("report", {name: non_finite_count(exp.attributions) for name, exp in items})
     for i, sec in enumerate(found):
         parts.append(_section_html(i, sec, names[i], signed, payload, metrics, view))
@@ -210,6 +197,38 @@ def build_report(
     data = script_json(payload)
     parts.append(f"<script type='application/json' id='xb-data'>{data}</script><script>{JS}</script></body></html>")
     return "".join(parts)
+
+
+def _summary_html(
+    title: str,
+    n_sections: int,
+    items: list[tuple[str, Explanation]],
+    signed: Mapping[str, bool],
+    metrics: Any,
+    sanity: bool,
+    model: Any,
+) -> list[str]:
+    """The page's head: title and counts, each method's cost, the metric means, and the sanity check if asked."""
+    parts = [_intro_html(title, n_sections, len(items)), _costs_html(items, signed), _metrics_html(metrics)]
+    if sanity:
+        from ._sanity import sanity_html, sanity_rows
+
+        parts.append(sanity_html(sanity_rows(items, model)))
+    return parts
+
+
+def _payload(view: _View) -> dict[str, Any]:
+    """The data the page's script reads: the colour rule's tables, the view shown first; sections are added."""
+    return {
+        "red": list(RED),
+        "blue": list(BLUE),
+        "seq": sequential_lut().ravel().tolist(),
+        "opacity": view.opacity,
+        "percentile": view.percentile,
+        "percentiles": list(PERCENTILES),
+        "mode": view.mode,
+        "sections": [],
+    }
 
 
 def script_json(payload: Any) -> str:
