@@ -65,7 +65,8 @@ def sanity_html(rows: Sequence[tuple[str, float, bool]]) -> str:
     return (
         "<h2>Sanity check</h2><p class='note'>Cascading randomisation (Adebayo et al. 2018): every layer "
         "of a copy of the model re-initialised from the top down, each method re-run on it, and the Spearman rank "
-        f"correlation of the maps (mean over images and targets). At {SIMILAR} or above the map does not depend "
+        "correlation of the maps (summed absolute values over colour channels, as the paper compares them; mean over "
+        f"images and targets). At {SIMILAR} or above the map does not depend "
         "on what the model learned.</p><table><tr><th class='l'>method</th><th>Spearman after the full cascade</th>"
         "<th class='l'>verdict</th></tr>" + "".join(body) + "</table>"
     )
