@@ -1,4 +1,4 @@
-"""Hugging Face UperNet (ConvNeXt backbone) and DPT segmenters: logits, Grad-CAM and occlusion for a class name.
+"""Hugging Face UperNet (ConvNeXt and Swin backbones) and DPT segmenters: logits, Grad-CAM and occlusion for a class name.
 
 Tiny models from their configs with random weights, saved with
 ``save_pretrained`` beside their processor and loaded back (nothing
@@ -43,6 +43,28 @@ def _upernet() -> tuple[Any, Any]:
     return transformers.UperNetForSemanticSegmentation(config), processor
 
 
+def _upernet_swin() -> tuple[Any, Any]:
+    backbone = transformers.SwinConfig(
+        image_size=32,
+        patch_size=4,
+        embed_dim=8,
+        depths=[1, 1],
+        num_heads=[1, 2],
+        window_size=4,
+        out_features=["stage1", "stage2"],
+    )
+    config = transformers.UperNetConfig(
+        backbone_config=backbone,
+        hidden_size=16,
+        pool_scales=[1, 2],
+        use_auxiliary_head=False,
+        auxiliary_in_channels=16,
+        **NAMED,
+    )
+    processor = transformers.SegformerImageProcessor(size={"height": 32, "width": 32})
+    return transformers.UperNetForSemanticSegmentation(config), processor
+
+
 def _dpt() -> tuple[Any, Any]:
     config = transformers.DPTConfig(
         hidden_size=16,
@@ -70,10 +92,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module", params=["upernet", "dpt"])
+BUILDERS = {"upernet": _upernet, "upernet_swin": _upernet_swin, "dpt": _dpt}
+SEEDS = {"upernet_swin": 3}  # a random Swin UperNet that predicts "red" somewhere
+
+
+@pytest.fixture(scope="module", params=list(BUILDERS))
 def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    torch.manual_seed(0)
-    net, processor = {"upernet": _upernet, "dpt": _dpt}[request.param]()
+    torch.manual_seed(SEEDS.get(request.param, 0))
+    net, processor = BUILDERS[request.param]()
     with torch.no_grad():  # spread the weights: DPT's initialisation gives logits that barely move (~1e-7)
         for p in net.parameters():
             p.normal_(0, 0.3)
@@ -159,6 +185,7 @@ def test_occlusion_for_a_class_name_is_the_drop_of_the_regions_logits(model: Any
     scores = (logits * region).sum(axis=(1, 2))
     drops = scores[0] - scores[1:]
     assert np.abs(drops).min() > 1e-3 * np.abs(scores[0])  # windows that matter, each its own drop
+    rounding = 1e-6 * float(np.abs(logits[0] * region).sum())  # float32 sums over the region, then a difference
     for k, (y, x) in enumerate(corners):  # each window's pixels hold the drop of the region's summed logits
-        np.testing.assert_allclose(exp.attributions[0, 0, y : y + 8, x : x + 8], drops[k], rtol=1e-4)
+        np.testing.assert_allclose(exp.attributions[0, 0, y : y + 8, x : x + 8], drops[k], rtol=1e-4, atol=rounding)
     assert np.ptp(exp.attributions) > 0
