@@ -103,3 +103,15 @@ def test_bad_parameters_are_one_line(det: Any) -> None:
         with pytest.raises(xb.ParameterError, match=message) as err:
             xb.explain(det, image, "gradcam.EigenCAM", targets=xb.top_k(1), **params)
         assert "\n" not in str(err.value)
+
+
+def test_explain_many_runs_eigencam_beside_a_perturbation_method(det: Any) -> None:
+    image = _image()
+    many = xb.explain_many(
+        det, image, ["gradcam.EigenCAM", ("builtin.DRISE", {"n_masks": 8, "grid": 4})], targets=xb.top_k(1)
+    )
+    [eigen], [drise] = many["gradcam.EigenCAM"], many["builtin.DRISE"]
+    [direct] = det.eigencam(image, targets=xb.top_k(1))
+    _assert_same(eigen, direct)
+    np.testing.assert_array_equal(drise.extras["boxes"], direct.extras["boxes"])
+    assert drise.method == "builtin.DRISE" and np.ptp(drise.attributions) > 0
