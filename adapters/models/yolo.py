@@ -152,11 +152,10 @@ class YOLODetector:
 
         if method not in self.own_methods:
             raise ParameterError(f"method: expected one of {list(self.own_methods)}, got {method!r}")
+        why = {"budget": "makes one forward pass, with no budget to spend", "iou_threshold": "matches no boxes"}
         for name, value in (("budget", budget), ("iou_threshold", iou_threshold)):
             if value is not None:
-                raise ParameterError(
-                    f"{name}: {method} on a YOLO detector makes one forward pass and matches no boxes; drop {name}="
-                )
+                raise ParameterError(f"{name}: {method} on a YOLO detector {why[name]}; drop {name}=")
         kept = check_params(method, layer_aliases(params), {"layer": -2})
         rows = load_images(images, layout=layout)
         return self.eigencam(rows, targets, score_threshold=score_threshold, layer=kept["layer"])
