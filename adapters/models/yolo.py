@@ -7,10 +7,11 @@ pixels) with the class names of ``model.names``; ultralytics is kept offline
 (``YOLO_OFFLINE=1`` unless set otherwise) and nothing is downloaded.
 
 YOLO's ``predict`` runs without gradients, so gradient methods are refused
-(one line, before running); every perturbation method explains its
-detections, and :meth:`YOLODetector.eigencam` gives Eigen-CAM as
-pytorch-grad-cam's YOLO tutorial does (the first principal component of the
-layer before the detection head, class-agnostic: no gradients needed).
+(one line, before running, naming Eigen-CAM); every perturbation method
+explains its detections, and Eigen-CAM runs as pytorch-grad-cam's YOLO
+tutorial does (the first principal component of the layer before the
+detection head, class-agnostic: no gradients needed), by name through
+``xb.explain(yolo, images, "gradcam.EigenCAM")`` or :meth:`YOLODetector.eigencam`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from xai_bridge._validate import int_at_least
 from xai_bridge.detection import Detections
-from xai_bridge.errors import LibraryNotInstalledError, ModelInputError
+from xai_bridge.errors import LibraryNotInstalledError, ModelInputError, ParameterError
 from xai_bridge.explanation import Explanation
 
 __all__ = ["YOLODetector", "is_yolo"]
@@ -68,7 +69,13 @@ class YOLODetector:
         iou: the IoU of ``predict``'s non-maximum suppression.
         class_names: names per class index (default: ``model.names``).
         batch_size: images per ``predict`` call.
+
+    Attributes:
+        own_methods: the methods this detector runs itself, without gradients
+            (``explain_detections`` hands them to :meth:`explain_own`).
     """
+
+    own_methods: tuple[str, ...] = ("gradcam.EigenCAM",)
 
     def __init__(
         self,
@@ -120,6 +127,39 @@ class YOLODetector:
                     out.append(Detections.parse({"boxes": boxes.xyxy, "labels": boxes.cls, "scores": boxes.conf}))
         return out
 
+    def explain_own(
+        self,
+        method: str,
+        images: Any,
+        targets: Any = None,
+        *,
+        score_threshold: float = 0.5,
+        layout: Any = None,
+        budget: int | None = None,
+        iou_threshold: float | None = None,
+        seed: int = 0,
+        **params: Any,
+    ) -> list[Explanation]:
+        """``method`` (one of :attr:`own_methods`) by name, as ``xb.explain`` routes it: :meth:`eigencam`.
+
+        ``layer`` (or pytorch-grad-cam's ``target_layers=[layer]``) is the one
+        parameter; ``seed`` is accepted and unused (Eigen-CAM draws nothing).
+        """
+        from xai_bridge.adapters.methods._layer_run import layer_aliases
+
+        from xai_bridge.contract import check_params
+        from xai_bridge.images import load_images
+
+        if method not in self.own_methods:
+            raise ParameterError(f"method: expected one of {list(self.own_methods)}, got {method!r}")
+        why = {"budget": "makes one forward pass, with no budget to spend", "iou_threshold": "matches no boxes"}
+        for name, value in (("budget", budget), ("iou_threshold", iou_threshold)):
+            if value is not None:
+                raise ParameterError(f"{name}: {method} on a YOLO detector {why[name]}; drop {name}=")
+        kept = check_params(method, layer_aliases(params), {"layer": -2})
+        rows = load_images(images, layout=layout)
+        return self.eigencam(rows, targets, score_threshold=score_threshold, layer=kept["layer"])
+
     def eigencam(
         self,
         images: Any,
@@ -142,7 +182,8 @@ class YOLODetector:
             targets: as in :func:`~xai_bridge.explain_detections`.
             score_threshold: the lowest score of a detection explained by default.
             layer: the layer hooked: an index into the network's layers (default
-                -2, the one before the detection head, as the tutorial) or a module.
+                -2, the one before the detection head, as the tutorial), a
+                module, or its dotted name in the network (``"model.21"``).
 
         Returns:
             One Explanation per image, one target per chosen detection.
@@ -195,7 +236,7 @@ class YOLODetector:
         from xai_bridge.adapters._torch import model_guard
         from xai_bridge.adapters.methods._gradcam_runner import raw_class, upsample
 
-        target = self.module.model[layer] if isinstance(layer, int) else layer
+        target = self._layer(layer)
         device = next((p.device for p in self.module.parameters()), torch.device("cpu"))
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255).to(device)
         x = F.interpolate(x, size=(self.imgsz, self.imgsz), mode="bilinear", align_corners=False)
@@ -207,6 +248,24 @@ class YOLODetector:
             finally:
                 cam.activations_and_grads.release()
         return upsample(cam.raw_cams[0], tuple(image.shape[:2]))[0]
+
+    def _layer(self, layer: int | str | Any) -> Any:
+        """The hooked module: an index into the network's layers, a dotted name in it, or a module of it."""
+        try:
+            if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+                return self.module.model[int(layer)]
+            if isinstance(layer, str):
+                return self.module.get_submodule(layer)
+        except (IndexError, AttributeError):
+            raise ParameterError(
+                f"layer: {layer!r} is not a layer of the network ({len(self.module.model)} layers); "
+                "pass an index such as -2 or a dotted name such as 'model.21'"
+            ) from None
+        if not any(m is layer for m in self.module.modules()):
+            raise ParameterError(
+                f"layer: expected an index, a dotted name or a module of the YOLO network, got {type(layer).__name__}"
+            )
+        return layer
 
     def __repr__(self) -> str:
         return f"YOLODetector({type(self.module).__name__}, task={self.yolo.task!r}, {len(self.class_names or ())} classes)"

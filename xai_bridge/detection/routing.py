@@ -81,17 +81,23 @@ def check_method(spec: MethodSpec, detector: Detector) -> None:
     Perturbation methods explain any detector; gradient and CAM methods a
     :class:`GradientDetector` (its scores differentiable in the pixels);
     methods made for one kind of network (attention of a vision transformer)
-    none.
+    none. A method the detector runs itself (its ``own_methods``: YOLO's
+    Eigen-CAM) is its own to check.
     """
+    own = tuple(getattr(detector, "own_methods", ()))
+    if spec.name in own:
+        return
     if spec.model_kind not in ("any", "detector"):
         raise MethodNotApplicableError(
             f"method: {spec.name} explains a {spec.model_kind} classifier, not an object detector's detections; "
             "use a CAM, a captum gradient method or a perturbation method (builtin.DRISE, shap.Partition)"
         )
     if spec.needs_gradients and not isinstance(detector, GradientDetector):
+        instead = f"{' or '.join(own)} (no gradients) or " if own else ""
         raise MethodNotApplicableError(
-            f"method: {spec.name} needs gradients, but {type(detector).__name__} is a black-box detector; use a "
-            "perturbation method (builtin.DRISE, builtin.RISE, shap.Partition, lime.Lime, builtin.Occlusion)"
+            f"method: {spec.name} needs gradients, but {type(detector).__name__} is a black-box detector; use "
+            f"{instead}a perturbation method (builtin.DRISE, builtin.RISE, shap.Partition, lime.Lime, "
+            "builtin.Occlusion)"
         )
 
 
@@ -154,6 +160,11 @@ def explain_detections(
     registry = registry or default_registry()
     spec = registry.spec(method)
     check_method(spec, detector)
+    if spec.name in getattr(detector, "own_methods", ()):  # run by the detector itself (YOLO's Eigen-CAM)
+        own: Any = detector
+        kw = {"score_threshold": score_threshold, "layout": layout, "budget": budget, "iou_threshold": iou_threshold}
+        ran: list[Explanation] = own.explain_own(spec.name, images, targets, seed=seed, **kw, **params)
+        return ran
     if iou_threshold is not None and not spec.needs_gradients:
         raise ParameterError(
             f"iou_threshold: only gradient and CAM methods take it, {spec.name} scores detections by their "
