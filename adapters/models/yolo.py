@@ -8,7 +8,8 @@ pixels) with the class names of ``model.names``; ultralytics is kept offline
 
 YOLO's ``predict`` runs without gradients, so gradient methods are refused
 (one line, before running); every perturbation method explains its
-detections, and :meth:`YOLODetector.eigencam` gives Eigen-CAM as
+detections (a segmentation model's masks become the explanations'
+``extras["regions"]``), and :meth:`YOLODetector.eigencam` gives Eigen-CAM as
 pytorch-grad-cam's YOLO tutorial does (the first principal component of the
 layer before the detection head, class-agnostic: no gradients needed).
 """
@@ -48,6 +49,13 @@ def _ultralytics() -> Any:
     except ImportError:
         raise LibraryNotInstalledError(f"YOLODetector: needs ultralytics (AGPL-3.0): {_INSTALL}") from None
     return ultralytics
+
+
+def _masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
+    """Bool ``(K, H, W)``: a YOLO-seg result's masks at the image's size (none when nothing was found)."""
+    if masks is None or count == 0:
+        return np.zeros((count, *size), bool)
+    return np.asarray(masks.data.detach().cpu().numpy() >= 0.5)
 
 
 class YOLODetector:
@@ -109,15 +117,25 @@ class YOLODetector:
         from xai_bridge.adapters._torch import model_guard
 
         out: list[Detections] = []
+        segment = self.yolo.task == "segment"  # masks at the image's size (retina_masks), one per detection
         with model_guard(self.module):
             for start in range(0, len(images), self.batch_size):
                 batch = [np.ascontiguousarray(img[..., ::-1]) for img in images[start : start + self.batch_size]]
                 results = self._runner.predict(
-                    batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou, verbose=False, save=False
+                    batch,
+                    imgsz=self.imgsz,
+                    conf=self.conf,
+                    iou=self.iou,
+                    verbose=False,
+                    save=False,
+                    retina_masks=segment,
                 )
-                for r in results:  # predict reads numpy arrays as BGR (OpenCV's order): flipped above
+                for r, img in zip(results, batch, strict=True):  # predict reads numpy arrays as BGR: flipped above
                     boxes = r.boxes
-                    out.append(Detections.parse({"boxes": boxes.xyxy, "labels": boxes.cls, "scores": boxes.conf}))
+                    found = {"boxes": boxes.xyxy, "labels": boxes.cls, "scores": boxes.conf}
+                    if segment:
+                        found["masks"] = _masks(r.masks, len(boxes), img.shape[:2])
+                    out.append(Detections.parse(found))
         return out
 
     def eigencam(

@@ -81,8 +81,14 @@ def check_method(spec: MethodSpec, detector: Detector) -> None:
     Perturbation methods explain any detector; gradient and CAM methods a
     :class:`GradientDetector` (its scores differentiable in the pixels);
     methods made for one kind of network (attention of a vision transformer)
-    none.
+    none; methods with targets of their own (Deep Feature Factorization's
+    concepts) none either.
     """
+    if spec.own_targets:
+        raise MethodNotApplicableError(
+            f"method: {spec.name} gives maps of targets of its own, not one map per detection; use a CAM "
+            "(gradcam.GradCAM, gradcam.EigenCAM), a captum gradient method or a perturbation method (builtin.DRISE)"
+        )
     if spec.model_kind not in ("any", "detector"):
         raise MethodNotApplicableError(
             f"method: {spec.name} explains a {spec.model_kind} classifier, not an object detector's detections; "
@@ -149,7 +155,9 @@ def explain_detections(
     Returns:
         One Explanation per image: ``targets`` are the detections' class indices,
         ``target_names`` ``"dog 0.93"``, ``scores`` the detections' scores, and
-        ``extras["boxes"]`` float ``(1, T, 4)`` their boxes ``(x0, y0, x1, y1)``.
+        ``extras["boxes"]`` float ``(1, T, 4)`` their boxes ``(x0, y0, x1, y1)``; for a
+        detector with a mask head (Mask R-CNN, YOLO-seg) ``extras["regions"]`` bool
+        ``(1, T, H, W)`` their masks, the layout a segmentation model's regions have.
     """
     registry = registry or default_registry()
     spec = registry.spec(method)
@@ -212,10 +220,18 @@ def _explain_image(
     exp = explain(
         model, image[None], method, targets=[list(range(len(chosen)))], seed=seed, registry=registry, **params
     )
+    extras = {**dict(exp.extras), "boxes": chosen.boxes[None].astype(np.float32)}
+    if chosen.masks is not None:  # a mask head: each detection's mask, outlined as a segmenter's regions are
+        if chosen.masks.shape[1:] != image.shape[:2]:
+            raise ModelInputError(
+                f"detector: returned masks of {chosen.masks.shape[1:]} pixels for an image of {image.shape[:2]}; "
+                "return each detection's mask at the size of the image it was given"
+            )
+        extras["regions"] = chosen.masks[None]
     return replace(
         exp,
         targets=chosen.labels[None].astype(np.int64),
         scores=chosen.scores[None].astype(np.float32),
-        extras={**dict(exp.extras), "boxes": chosen.boxes[None].astype(np.float32)},
+        extras=extras,
         params={**dict(exp.params), "score_threshold": score_threshold, "detector": type(detector).__name__},
     )
