@@ -199,6 +199,9 @@ def explain_many(
         Explanation's ``method`` is the canonical name. Where the model's
         outputs are logits or probabilities and the targets came from a
         prediction pass, ``extras["probability"]`` holds each target's probability.
+        For an object detector each method's result is a list, one Explanation
+        per image, as :func:`explain` returns; for a segmentation model one
+        Explanation with one target per region.
     """
     special = explain_many_other_subject(
         model, images, methods, targets, budget, seed, preprocess, layout, registry, progress
