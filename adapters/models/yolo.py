@@ -113,11 +113,22 @@ class YOLODetector:
         self.imgsz, self.conf, self.iou, self.batch_size = int(imgsz), float(conf), float(iou), int(batch_size)
 
     def detect(self, images: np.ndarray) -> list[Detections]:
-        """One :class:`Detections` per uint8 ``(N, H, W, 3)`` RGB image, through ``model.predict``."""
+        """One :class:`Detections` per uint8 ``(N, H, W, 3)`` RGB image, through ``model.predict`` (no masks)."""
+        return self._predict(images, masks=False)
+
+    def detect_masks(self, images: np.ndarray) -> list[Detections]:
+        """:meth:`detect` with each detection's mask at the image's size, for a segmentation model.
+
+        Called once per explained image (the detections to explain), not on
+        the perturbed images: ``retina_masks`` masks of every weak detection
+        would cost far more than the boxes.
+        """
+        return self._predict(images, masks=self.yolo.task == "segment")
+
+    def _predict(self, images: np.ndarray, masks: bool) -> list[Detections]:
         from xai_bridge.adapters._torch import model_guard
 
         out: list[Detections] = []
-        segment = self.yolo.task == "segment"  # masks at the image's size (retina_masks), one per detection
         with model_guard(self.module):
             for start in range(0, len(images), self.batch_size):
                 batch = [np.ascontiguousarray(img[..., ::-1]) for img in images[start : start + self.batch_size]]
@@ -128,12 +139,12 @@ class YOLODetector:
                     iou=self.iou,
                     verbose=False,
                     save=False,
-                    retina_masks=segment,
+                    retina_masks=masks,
                 )
                 for r, img in zip(results, batch, strict=True):  # predict reads numpy arrays as BGR: flipped above
                     boxes = r.boxes
                     found = {"boxes": boxes.xyxy, "labels": boxes.cls, "scores": boxes.conf}
-                    if segment:
+                    if masks:
                         found["masks"] = _masks(r.masks, len(boxes), img.shape[:2])
                     out.append(Detections.parse(found))
         return out

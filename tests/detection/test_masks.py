@@ -109,7 +109,8 @@ def test_yolo_seg_masks_are_the_regions_at_the_images_size() -> None:
             branch[-1].bias.normal_(0, 1)
     image = random_images((64, 80, 3), seed=2)
     det = YOLODetector(yolo, imgsz=64, conf=0.001)
-    [found] = det.detect(image[None])
+    assert det.detect(image[None])[0].masks is None  # the perturbed images' pass: boxes only
+    [found] = det.detect_masks(image[None])
     assert found.masks is not None and found.masks.shape == (len(found), 64, 80) and len(found) > 0
     direct = yolo.predict(
         np.ascontiguousarray(image[..., ::-1]), imgsz=64, conf=0.001, retina_masks=True, verbose=False

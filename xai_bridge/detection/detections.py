@@ -109,6 +109,11 @@ class Detections:
 class Detector(Protocol):
     """What xai-bridge needs of an object detector (model adapters implement it).
 
+    A detector with a mask head gives each detection's mask as ``Detections.masks``;
+    one whose masks cost much more than its boxes may give them from an optional
+    ``detect_masks(images)`` instead, which the routing calls on the explained
+    image only (the perturbed images need no masks).
+
     Attributes:
         class_names: one name per class index, or None.
         batch_size: largest batch ``detect`` is given at once.

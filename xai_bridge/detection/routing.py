@@ -189,8 +189,12 @@ def explain_detections(
 def _targets_of(
     detector: Detector, image: np.ndarray, spec: Any, score_threshold: float, i: int
 ) -> tuple[Detections, Detections]:
-    """Detect on the unperturbed image: everything found, and the detections ``spec`` names (never none)."""
-    found = detector.detect(image[None])[0]
+    """Detect on the unperturbed image: everything found, and the detections ``spec`` names (never none).
+
+    A detector whose masks cost more than its boxes (YOLO-seg) gives them
+    through ``detect_masks``, asked here only: the perturbed images need boxes.
+    """
+    found = getattr(detector, "detect_masks", detector.detect)(image[None])[0]
     names = getattr(detector, "class_names", None)
     index = select(found, spec, score_threshold=score_threshold, class_names=names, size=image.shape[:2], image=i)
     return found, found.take(index)
