@@ -86,6 +86,10 @@ class MethodSpec:
         normalised: whether the library gives only maps built from min-max
             scaled ones (values in [0, 1]), so no raw map exists and magnitudes
             do not compare across images or methods; the library's map is kept.
+        own_targets: whether the method defines its own targets (Deep Feature
+            Factorization: one map per concept) instead of one map per target
+            asked for; detectors and segmenters, whose targets are detections
+            and regions, refuse it before running.
     """
 
     name: str
@@ -105,6 +109,7 @@ class MethodSpec:
     quick: Mapping[str, Any] = field(default_factory=dict)
     model_kind: str = "any"
     normalised: bool = False
+    own_targets: bool = False
 
     def expected_evals(self, params: Mapping[str, Any], n: int, t: int, hw: tuple[int, int]) -> int | None:
         """The model evaluations a run of ``n`` images and ``t`` targets at ``hw`` pixels should make.

@@ -12,7 +12,7 @@ import numpy as np
 from . import progress as progress_bars
 from ._assemble import assemble, target_names, target_probability, with_probability
 from ._plan import Step, check_applicable, checked_budget, make_plan, refuse_budget, with_budget
-from ._subjects import NOT_SPECIAL, explain_many_detector, explain_other_subject, is_detector
+from ._subjects import NOT_SPECIAL, explain_many_other_subject, explain_other_subject
 from .batching import ScoreTap
 from .contract import BackendResult, ExplainRequest
 from .errors import ParameterError, UnknownMethodError
@@ -199,11 +199,15 @@ def explain_many(
         Explanation's ``method`` is the canonical name. Where the model's
         outputs are logits or probabilities and the targets came from a
         prediction pass, ``extras["probability"]`` holds each target's probability.
+        For an object detector each method's result is a list, one Explanation
+        per image, as :func:`explain` returns; for a segmentation model one
+        Explanation with one target per region.
     """
-    if is_detector(model):
-        return explain_many_detector(  # type: ignore[return-value]
-            model, images, methods, targets, budget, seed, preprocess, layout, registry, progress
-        )
+    special = explain_many_other_subject(
+        model, images, methods, targets, budget, seed, preprocess, layout, registry, progress
+    )
+    if special is not NOT_SPECIAL:  # a detector (a list per method) or a segmentation model (an Explanation)
+        return special  # type: ignore[no-any-return]
     with progress_bars.session(progress, "explain"):
         return Explanations(_explain_many(model, images, methods, targets, budget, seed, preprocess, layout, registry))
 

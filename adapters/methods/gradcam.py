@@ -408,6 +408,7 @@ SPECS = (
             signed=signed,
             evaluations=passes_per_target,
             quick={"n_components": 2} if function == "deep_feature_factorization" else {},
+            own_targets=function == "deep_feature_factorization",
             description=f"pytorch-grad-cam {description}; raw maps at image resolution.",
         )
         for name, function, family, signed, description in _OTHERS

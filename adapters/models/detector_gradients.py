@@ -60,14 +60,21 @@ def box_scores(
 
 
 def _box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU ``(len(a), len(b))`` of ``(x0, y0, x1, y1)`` boxes, as ``torchvision.ops.box_iou`` computes it."""
+    """IoU ``(len(a), len(b))`` of ``(x0, y0, x1, y1)`` boxes, as ``torchvision.ops.box_iou`` computes it.
+
+    Two empty boxes (zero width or height: FCOS and RetinaNet with random
+    weights find them) have IoU 0 here, not torchvision's 0/0 = NaN, whose
+    gradient would turn every pixel's NaN even where the pair is not chosen.
+    """
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     lt = torch.max(a[:, None, :2], b[None, :, :2])
     rb = torch.min(a[:, None, 2:], b[None, :, 2:])
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    union = area_a[:, None] + area_b[None, :] - inter
+    empty = union <= 0
+    return torch.where(empty, torch.zeros_like(inter), inter / torch.where(empty, torch.ones_like(union), union))
 
 
 class _Packer(nn.Module):

@@ -8,8 +8,9 @@ pixels) with the class names of ``model.names``; ultralytics is kept offline
 
 YOLO's ``predict`` runs without gradients, so gradient methods are refused
 (one line, before running, naming Eigen-CAM); every perturbation method
-explains its detections, and Eigen-CAM runs as pytorch-grad-cam's YOLO
-tutorial does (the first principal component of the layer before the
+explains its detections (a segmentation model's masks become the
+explanations' ``extras["regions"]``), and Eigen-CAM runs as pytorch-grad-cam's
+YOLO tutorial does (the first principal component of the layer before the
 detection head, class-agnostic: no gradients needed), by name through
 ``xb.explain(yolo, images, "gradcam.EigenCAM")`` or :meth:`YOLODetector.eigencam`.
 """
@@ -49,6 +50,13 @@ def _ultralytics() -> Any:
     except ImportError:
         raise LibraryNotInstalledError(f"YOLODetector: needs ultralytics (AGPL-3.0): {_INSTALL}") from None
     return ultralytics
+
+
+def _masks(masks: Any, count: int, size: tuple[int, ...]) -> np.ndarray:
+    """Bool ``(K, H, W)``: a YOLO-seg result's masks at the image's size (none when nothing was found)."""
+    if masks is None or count == 0:
+        return np.zeros((count, *size), bool)
+    return np.asarray(masks.data.detach().cpu().numpy() >= 0.5)
 
 
 class YOLODetector:
@@ -112,7 +120,19 @@ class YOLODetector:
         self.imgsz, self.conf, self.iou, self.batch_size = int(imgsz), float(conf), float(iou), int(batch_size)
 
     def detect(self, images: np.ndarray) -> list[Detections]:
-        """One :class:`Detections` per uint8 ``(N, H, W, 3)`` RGB image, through ``model.predict``."""
+        """One :class:`Detections` per uint8 ``(N, H, W, 3)`` RGB image, through ``model.predict`` (no masks)."""
+        return self._predict(images, masks=False)
+
+    def detect_masks(self, images: np.ndarray) -> list[Detections]:
+        """:meth:`detect` with each detection's mask at the image's size, for a segmentation model.
+
+        Called once per explained image (the detections to explain), not on
+        the perturbed images: ``retina_masks`` masks of every weak detection
+        would cost far more than the boxes.
+        """
+        return self._predict(images, masks=self.yolo.task == "segment")
+
+    def _predict(self, images: np.ndarray, masks: bool) -> list[Detections]:
         from xai_bridge.adapters._torch import model_guard
 
         out: list[Detections] = []
@@ -120,11 +140,20 @@ class YOLODetector:
             for start in range(0, len(images), self.batch_size):
                 batch = [np.ascontiguousarray(img[..., ::-1]) for img in images[start : start + self.batch_size]]
                 results = self._runner.predict(
-                    batch, imgsz=self.imgsz, conf=self.conf, iou=self.iou, verbose=False, save=False
+                    batch,
+                    imgsz=self.imgsz,
+                    conf=self.conf,
+                    iou=self.iou,
+                    verbose=False,
+                    save=False,
+                    retina_masks=masks,
                 )
-                for r in results:  # predict reads numpy arrays as BGR (OpenCV's order): flipped above
+                for r, img in zip(results, batch, strict=True):  # predict reads numpy arrays as BGR: flipped above
                     boxes = r.boxes
-                    out.append(Detections.parse({"boxes": boxes.xyxy, "labels": boxes.cls, "scores": boxes.conf}))
+                    found = {"boxes": boxes.xyxy, "labels": boxes.cls, "scores": boxes.conf}
+                    if masks:
+                        found["masks"] = _masks(r.masks, len(boxes), img.shape[:2])
+                    out.append(Detections.parse(found))
         return out
 
     def explain_own(

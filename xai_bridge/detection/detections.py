@@ -40,6 +40,9 @@ class Detections:
         scores: float64 ``(K,)`` confidences.
         probabilities: float64 ``(K, C)`` class probabilities, where the model gives them.
         objectness: float64 ``(K,)`` objectness, where the model gives it (YOLO).
+        masks: bool ``(K, H, W)`` each detection's pixels at the image's size,
+            where the model has a mask head (Mask R-CNN, YOLO-seg); explanations
+            carry the targets' masks as ``extras["regions"]``.
     """
 
     boxes: np.ndarray
@@ -47,6 +50,7 @@ class Detections:
     scores: np.ndarray
     probabilities: np.ndarray | None = None
     objectness: np.ndarray | None = None
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -60,14 +64,17 @@ class Detections:
             self.scores[idx],
             None if self.probabilities is None else self.probabilities[idx],
             None if self.objectness is None else self.objectness[idx],
+            None if self.masks is None else self.masks[idx],
         )
 
     @classmethod
     def parse(cls, value: Any, where: str = "detector output") -> Detections:
         """Detections from torchvision's dict ``{"boxes", "labels", "scores"}`` (arrays or tensors).
 
-        Optional keys ``"probabilities"`` ``(K, C)`` and ``"objectness"`` ``(K,)``
-        are read too. Anything else is refused in one line naming ``where``.
+        Optional keys ``"probabilities"`` ``(K, C)``, ``"objectness"`` ``(K,)`` and
+        ``"masks"`` are read too: masks bool or float ``(K, H, W)`` or torchvision's
+        ``(K, 1, H, W)`` probabilities, a pixel in the mask where its value is
+        at least 0.5 (torchvision's threshold). Anything else is refused in one line naming ``where``.
         """
         if isinstance(value, Detections):
             return value
@@ -94,12 +101,18 @@ class Detections:
             scores,
             None if probs is None else _array(probs, np.float64).reshape(len(scores), -1),
             None if obj is None else _array(obj, np.float64).reshape(-1),
+            None if value.get("masks") is None else _masks(value["masks"], len(scores), where),
         )
 
 
 @runtime_checkable
 class Detector(Protocol):
     """What xai-bridge needs of an object detector (model adapters implement it).
+
+    A detector with a mask head gives each detection's mask as ``Detections.masks``;
+    one whose masks cost much more than its boxes may give them from an optional
+    ``detect_masks(images)`` instead, which the routing calls on the explained
+    image only (the perturbed images need no masks).
 
     Attributes:
         class_names: one name per class index, or None.
@@ -169,6 +182,18 @@ def similarity(targets: Detections, found: Detections, n_classes: int | None = N
         cos = (targets.labels[:, None] == found.labels[None, :]).astype(np.float64)
         weight = found.objectness if found.objectness is not None else found.scores
     return np.asarray((iou * cos * weight[None, :]).max(axis=1))
+
+
+def _masks(value: Any, count: int, where: str) -> np.ndarray:
+    """Bool ``(K, H, W)`` from ``(K, H, W)`` or ``(K, 1, H, W)`` masks (bool, or probabilities cut at 0.5)."""
+    masks = _array(value)
+    if masks.ndim == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.ndim != 3 or len(masks) != count:
+        raise ModelInputError(
+            f"{where}: 'masks' has shape {masks.shape}; expected one (H, W) mask per detection, ({count}, H, W)"
+        )
+    return masks if masks.dtype == np.bool_ else masks >= 0.5
 
 
 def _array(value: Any, dtype: Any = None) -> np.ndarray:

@@ -81,12 +81,18 @@ def check_method(spec: MethodSpec, detector: Detector) -> None:
     Perturbation methods explain any detector; gradient and CAM methods a
     :class:`GradientDetector` (its scores differentiable in the pixels);
     methods made for one kind of network (attention of a vision transformer)
-    none. A method the detector runs itself (its ``own_methods``: YOLO's
-    Eigen-CAM) is its own to check.
+    none; methods with targets of their own (Deep Feature Factorization's
+    concepts) none either. A method the detector runs itself (its
+    ``own_methods``: YOLO's Eigen-CAM) is its own to check.
     """
     own = tuple(getattr(detector, "own_methods", ()))
     if spec.name in own:
         return
+    if spec.own_targets:
+        raise MethodNotApplicableError(
+            f"method: {spec.name} gives maps of targets of its own, not one map per detection; use a CAM "
+            "(gradcam.GradCAM, gradcam.EigenCAM), a captum gradient method or a perturbation method (builtin.DRISE)"
+        )
     if spec.model_kind not in ("any", "detector"):
         raise MethodNotApplicableError(
             f"method: {spec.name} explains a {spec.model_kind} classifier, not an object detector's detections; "
@@ -155,7 +161,9 @@ def explain_detections(
     Returns:
         One Explanation per image: ``targets`` are the detections' class indices,
         ``target_names`` ``"dog 0.93"``, ``scores`` the detections' scores, and
-        ``extras["boxes"]`` float ``(1, T, 4)`` their boxes ``(x0, y0, x1, y1)``.
+        ``extras["boxes"]`` float ``(1, T, 4)`` their boxes ``(x0, y0, x1, y1)``; for a
+        detector with a mask head (Mask R-CNN, YOLO-seg) ``extras["regions"]`` bool
+        ``(1, T, H, W)`` their masks, the layout a segmentation model's regions have.
     """
     registry = registry or default_registry()
     spec = registry.spec(method)
@@ -192,8 +200,12 @@ def explain_detections(
 def _targets_of(
     detector: Detector, image: np.ndarray, spec: Any, score_threshold: float, i: int
 ) -> tuple[Detections, Detections]:
-    """Detect on the unperturbed image: everything found, and the detections ``spec`` names (never none)."""
-    found = detector.detect(image[None])[0]
+    """Detect on the unperturbed image: everything found, and the detections ``spec`` names (never none).
+
+    A detector whose masks cost more than its boxes (YOLO-seg) gives them
+    through ``detect_masks``, asked here only: the perturbed images need boxes.
+    """
+    found = getattr(detector, "detect_masks", detector.detect)(image[None])[0]
     names = getattr(detector, "class_names", None)
     index = select(found, spec, score_threshold=score_threshold, class_names=names, size=image.shape[:2], image=i)
     return found, found.take(index)
@@ -223,10 +235,18 @@ def _explain_image(
     exp = explain(
         model, image[None], method, targets=[list(range(len(chosen)))], seed=seed, registry=registry, **params
     )
+    extras = {**dict(exp.extras), "boxes": chosen.boxes[None].astype(np.float32)}
+    if chosen.masks is not None:  # a mask head: each detection's mask, outlined as a segmenter's regions are
+        if chosen.masks.shape[1:] != image.shape[:2]:
+            raise ModelInputError(
+                f"detector: returned masks of {chosen.masks.shape[1:]} pixels for an image of {image.shape[:2]}; "
+                "return each detection's mask at the size of the image it was given"
+            )
+        extras["regions"] = chosen.masks[None]
     return replace(
         exp,
         targets=chosen.labels[None].astype(np.int64),
         scores=chosen.scores[None].astype(np.float32),
-        extras={**dict(exp.extras), "boxes": chosen.boxes[None].astype(np.float32)},
+        extras=extras,
         params={**dict(exp.params), "score_threshold": score_threshold, "detector": type(detector).__name__},
     )

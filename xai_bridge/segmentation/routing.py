@@ -20,12 +20,12 @@ from xai_bridge.explanation import Explanation
 from xai_bridge.images import Layout, load_images
 from xai_bridge.models import adapter_table, softmax
 from xai_bridge.progress import ProgressArg, session, set_prefix
-from xai_bridge.registry import Registry, default_registry
+from xai_bridge.registry import MethodSpec, Registry, default_registry
 
 from .segmenter import GradientSegmenter, SegmentationScoreModel, Segmenter
 from .targets import describe, per_image, select
 
-__all__ = ["as_segmenter", "explain_segmentation", "explain_stacked", "score_model"]
+__all__ = ["as_segmenter", "check_method", "explain_segmentation", "explain_stacked", "score_model"]
 
 #: The share of an image's pixels a class must be predicted on to be explained by default.
 MIN_FRACTION = 0.01
@@ -102,7 +102,7 @@ def explain_segmentation(
             "Hugging Face segmentation model, or an object with segment(images) -> (N, C, H, W) logits"
         )
     registry = registry or default_registry()
-    _check_gradients(registry, method, model)
+    check_method(registry.spec(method), model)
     rows = load_images(images, layout=layout)
     specs = per_image(targets, len(rows))
     results = []
@@ -114,9 +114,23 @@ def explain_segmentation(
     return results
 
 
-def _check_gradients(registry: Registry, method: str, segmenter: Segmenter) -> None:
-    """Refuse a gradient or CAM method on a segmenter without ``segment_torch``, before any model work."""
-    if registry.spec(method).needs_gradients and not isinstance(segmenter, GradientSegmenter):
+def check_method(spec: MethodSpec, segmenter: Segmenter) -> None:
+    """Refuse, in one line and before any model work, a method that cannot explain ``segmenter``'s regions.
+
+    Every method whose map explains the target it is asked for applies; not
+    those made for one kind of model (a detector's D-RISE, a vision
+    transformer's attention), nor those with targets of their own (Deep
+    Feature Factorization's concepts); gradient and CAM methods need a
+    :class:`GradientSegmenter`.
+    """
+    method = spec.name
+    if spec.own_targets or spec.model_kind != "any":
+        what = "targets of its own" if spec.own_targets else f"a {spec.model_kind}'s outputs"
+        raise MethodNotApplicableError(
+            f"method: {method} explains {what}, not one map per region of a segmentation model; use a CAM "
+            "(gradcam.GradCAM), a captum gradient method or a perturbation method (builtin.Occlusion, shap.Partition)"
+        )
+    if spec.needs_gradients and not isinstance(segmenter, GradientSegmenter):
         raise MethodNotApplicableError(
             f"method: {method!r} needs gradients, but {type(segmenter).__name__} has no segment_torch(pixels); "
             "use a perturbation method (builtin.Occlusion, builtin.RISE, shap.Partition, lime.Lime) or add one"
