@@ -136,8 +136,8 @@ class KerasModel(PixelModelBase):
     def _pixel(self) -> Any:  # read by the shared base (guards, pixel tensors)
         return self._torch_parts()[1]
 
-    @property  # type: ignore[override]  # the base's attribute, built here on first read
-    def _device(self) -> torch.device:
+    @property
+    def _device(self) -> torch.device:  # type: ignore[override]  # the base's attribute, built on first read
         return self._torch_parts()[0].device  # type: ignore[no-any-return]
 
     @property

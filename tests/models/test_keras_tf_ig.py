@@ -30,10 +30,10 @@ triton_before_tensorflow()  # TF 2.21 wheels crash a later `import triton` (torc
 
 import keras  # noqa: E402
 from helpers import random_images  # noqa: E402
-
-import xai_bridge as xb  # noqa: E402
 from xai_bridge.adapters.methods._keras_ig import RULES, integration_rule  # noqa: E402
 from xai_bridge.adapters.models.keras import KerasModel  # noqa: E402
+
+import xai_bridge as xb  # noqa: E402
 
 if keras.backend.backend() != "tensorflow":
     pytest.skip("these tests need KERAS_BACKEND=tensorflow", allow_module_level=True)
