@@ -242,3 +242,16 @@ def test_no_torch_is_imported(tmp_path: Path) -> None:
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["torch"] is False, "import torch happened on the Keras IG path"
     assert "TensorFlow" in got["library"] and got["gap"] > 0 and got["delta"] <= 1e-4 * got["gap"]
+
+
+def test_grey_model_equals_captum_on_the_torch_bridge(images: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((SIZE, SIZE, 1))
+    conv = keras.layers.Conv2D(3, 3, padding="same", activation="tanh")(inp)
+    grey = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(conv)))
+    pre = xb.Preprocess(scale="unit", channels=1, mean=(0.5,), std=(0.25,))
+    mine = xb.explain(grey, images, IG, 1, preprocess=pre, n_steps=6)
+    through_torch(monkeypatch)
+    theirs = xb.explain(grey, images, IG, 1, preprocess=pre, n_steps=6)
+    assert "TensorFlow" in mine.library_version and mine.raw is not None and theirs.raw is not None
+    assert_close(mine.raw, theirs.raw)
