@@ -15,10 +15,12 @@ channels, ``multiply_by_inputs``, ``base_scores`` and the convergence delta.
 The Explanation says so: ``library_version`` reads e.g.
 ``"0.9.0 (its rule in TensorFlow 2.21.0)"``.
 
-What it does not cover goes to captum on the torch bridge, unchanged:
-``n_steps="auto"``, ``noise_tunnel=``, images that the preprocessing must
-resize or crop (the torch bridge resizes as Pillow does), invalid values
-(captum's checks then say what is wrong).
+Images of another size are resized bilinearly in TensorFlow
+(``tf.image.resize``, antialiased as the torch bridge's ``F.interpolate``: the
+two agree to ~1e-6 of the pixel range). What it does not cover goes to captum
+on the torch bridge, unchanged: ``n_steps="auto"``, ``noise_tunnel=``,
+shortest-edge resizes with a crop and bicubic or nearest resampling, invalid
+values (captum's checks then say what is wrong).
 """
 
 from __future__ import annotations
@@ -98,7 +100,11 @@ def _run(request: ExplainRequest, fallback: Backend) -> BackendResult:
     ]
     x = images.astype(np.float32)
     run = _Path(model, effective, tf)
-    fx = np.take_along_axis(model.predict(images), request.targets, axis=1)  # counted; offers the score tap
+    outputs = run.outputs(x)  # the images through the same TensorFlow preprocessing as the path
+    offer = getattr(model, "offer_scores", None)
+    if offer is not None:
+        offer(images, outputs)  # explain's score tap, as the torch bridge's forward offers it
+    fx = np.take_along_axis(outputs, request.targets, axis=1)
     fb = np.stack([np.take_along_axis(run.outputs(b), request.targets, axis=1) for b in bases])  # (K, N, T)
     raw, delta = run.integrate(x, bases, request.targets, fx, fb)
     return BackendResult(
@@ -119,8 +125,9 @@ def _covered(params: Mapping[str, Any], model: Any, images: np.ndarray) -> dict[
     runner = getattr(model, "runner", None)
     if runner is None or not isinstance(pre, Preprocess) or params["noise_tunnel"] is not None:
         return None
-    if pre.resize is not None or (pre.size is not None and tuple(pre.size) != tuple(images.shape[1:3])):
-        return None  # the torch bridge resizes as Pillow does
+    resized = pre.size is not None and tuple(pre.size) != tuple(images.shape[1:3])
+    if pre.resize is not None or (resized and (pre.interpolation or "bilinear") != "bilinear"):
+        return None  # shortest-edge resize and crop, bicubic or nearest: the torch bridge's own resampling
     try:
         effective = {
             **params,
@@ -231,9 +238,11 @@ class _PixelForward:
         return self.tf.cast(out, self.tf.float32)
 
     def prepare(self, pixels: Any) -> Any:
-        """The declared preprocessing, as the torch bridge's ``PixelModule.prepare`` (no resize: not covered here)."""
+        """The declared preprocessing, as the torch bridge's ``PixelModule.prepare`` (a bilinear resize at most)."""
         tf, pre = self.tf, self.pre
         x = pixels
+        if pre.size is not None and tuple(x.shape[1:3]) != tuple(pre.size):  # bilinear, antialiased as torch's
+            x = tf.image.resize(x, pre.size, method="bilinear", antialias=pre.antialias)
         if pre.channels == 1:
             x = tf.reduce_sum(x * tf.constant(GREY_WEIGHTS, tf.float32), axis=-1, keepdims=True)
         factor, offset = pre.scale.factor_offset

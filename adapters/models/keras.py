@@ -183,6 +183,11 @@ class KerasModel(PixelModelBase):
         finally:
             self._inferring.depth -= 1
 
+    def offer_scores(self, images: np.ndarray, outputs: np.ndarray) -> None:
+        """Offer the score tap of a :meth:`tap_scores` block (if any) the outputs of uint8 ``images``."""
+        if self._tap is not None:
+            self._tap.offer(images, outputs)
+
     @contextmanager
     def tap_scores(self, tap: ScoreTap) -> Iterator[None]:
         """Offer ``tap`` the outputs of every prediction and gradient forward pass inside (held exclusively)."""

@@ -94,6 +94,7 @@ CASES = {
         [[0, 2], [1, 1]],
     ),
     "no multiply": (xb.Preprocess.inception(SIZE), {"n_steps": 5, "multiply_by_inputs": False}, 1),
+    "resized from 27x17": (xb.Preprocess.inception(SIZE), {"n_steps": 5}, 2),
 }
 
 
@@ -102,6 +103,8 @@ def test_tensorflow_ig_equals_captum_on_the_torch_bridge(
     cnn: keras.Model, images: np.ndarray, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pre, params, targets = CASES[case]
+    if case.startswith("resized"):
+        images = random_images((2, 27, 17, 3))
     mine = xb.explain(cnn, images, IG, targets, preprocess=pre, **params)
     through_torch(monkeypatch)
     theirs = xb.explain(cnn, images, IG, targets, preprocess=pre, **params)
@@ -170,16 +173,15 @@ def test_the_model_is_unchanged(cnn: keras.Model, images: np.ndarray) -> None:
 @pytest.mark.parametrize(
     ("params", "size"),
     [({"n_steps": "auto", "max_steps": 8}, SIZE), ({"noise_tunnel": {"nt_samples": 2}}, SIZE), ({}, SIZE + 4)],
-    ids=["auto steps", "noise tunnel", "resized image"],
+    ids=["auto steps", "noise tunnel", "bicubic resize"],
 )
 def test_what_it_does_not_cover_runs_captum_on_the_torch_bridge(
     cnn: keras.Model, params: dict[str, Any], size: int
 ) -> None:
-    e = xb.explain(cnn, random_images((1, size, size, 3)), IG, 0, preprocess=xb.Preprocess.inception(SIZE), n_steps=4)
-    if params:
-        e = xb.explain(
-            cnn, random_images((1, size, size, 3)), IG, 0, preprocess=xb.Preprocess.inception(SIZE), **params
-        )
+    pre = xb.Preprocess.inception(SIZE)
+    if not params:  # a resize that is not bilinear
+        pre, params = xb.Preprocess(size=(SIZE, SIZE), scale="symmetric", layout="NHWC", interpolation="bicubic"), {}
+    e = xb.explain(cnn, random_images((1, size, size, 3)), IG, 0, preprocess=pre, **{"n_steps": 4, **params})
     assert "TensorFlow" not in e.library_version and e.library == "captum"
     assert e.attributions.shape == (1, 1, size, size) and np.abs(e.attributions).max() > 0
 
