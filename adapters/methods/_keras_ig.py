@@ -13,7 +13,7 @@ eager non-persistent ``tf.GradientTape`` released before the next (chunks of
 out-of-memory), and the same outputs: ``raw`` per channel, maps summed over
 channels, ``multiply_by_inputs``, ``base_scores`` and the convergence delta.
 The Explanation says so: ``library_version`` reads e.g.
-``"0.9.0 (its rule in TensorFlow 2.21.0)"``.
+``"0.9.0, its rule in TensorFlow 2.21.0"``.
 
 Images of another size are resized bilinearly in TensorFlow
 (``tf.image.resize``, antialiased as the torch bridge's ``F.interpolate``: the
@@ -111,7 +111,7 @@ def _run(request: ExplainRequest, fallback: Backend) -> BackendResult:
         attributions=raw.sum(axis=2),
         raw=raw,
         params=effective,
-        backend_version=f"{library_version('captum')} (its rule in TensorFlow {tf.__version__})",
+        backend_version=f"{library_version('captum')}, its rule in TensorFlow {tf.__version__}",
         base_scores=fb.mean(axis=0).astype(np.float32),
         n_model_evals=run.evaluations,
         extras={"convergence_delta": delta},
