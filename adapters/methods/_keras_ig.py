@@ -1,4 +1,4 @@
-"""captum's Integrated Gradients rule computed in TensorFlow, for Keras models on the TensorFlow backend.
+"""captum's Integrated Gradients rule in TensorFlow for Keras models, and which calls a TensorFlow path takes.
 
 ``xb.explain(keras_model, images, "captum.IntegratedGradients")`` would run
 captum on the torch bridge of :mod:`xai_bridge.adapters.models._keras_module`,
@@ -42,7 +42,7 @@ from ..models._keras_tf import flat
 from .captum._baselines import _one_baseline, describe_baselines
 from .captum._methods import GRADIENT_METHODS, has_random
 
-__all__ = ["RULES", "integration_rule", "tensorflow_backend"]
+__all__ = ["RULES", "covers", "integration_rule", "pixel_forward", "tensorflow_backend"]
 
 #: captum's integration rules (``captum.attr._utils.approximation_methods.SUPPORTED_METHODS``).
 RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -50,6 +50,10 @@ RULES = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
 
 def tensorflow_backend(spec: MethodSpec, fallback: Backend) -> Backend | None:
     """The TensorFlow implementation of ``spec``'s method (falling back to ``fallback``), or None."""
+    if spec.name == "captum.Saliency":
+        from ._keras_saliency import run_saliency
+
+        return functools.partial(run_saliency, fallback=fallback)
     if spec.name != "captum.IntegratedGradients":
         return None
     return functools.partial(_run, fallback=fallback)
@@ -119,15 +123,25 @@ def _run(request: ExplainRequest, fallback: Backend) -> BackendResult:
     )
 
 
+def covers(model: Any, images: np.ndarray, noise_tunnel: Any) -> bool:
+    """Whether a TensorFlow path runs on ``model``: Keras on TensorFlow, no noise tunnel, a bilinear resize at most."""
+    pre = getattr(model, "preprocess", None)
+    if getattr(model, "runner", None) is None or not isinstance(pre, Preprocess) or noise_tunnel is not None:
+        return False
+    resized = pre.size is not None and tuple(pre.size) != tuple(images.shape[1:3])
+    # a shortest-edge resize and crop, bicubic or nearest resampling: the torch bridge's own resampling
+    return pre.resize is None and not (resized and (pre.interpolation or "bilinear") != "bilinear")
+
+
+def pixel_forward(model: Any, tf: Any) -> Any:
+    """The model's :class:`_PixelForward`, one per model so that its compiled form is traced once."""
+    return model.memo.setdefault("tensorflow_pixel_forward", _PixelForward(model, tf))
+
+
 def _covered(params: Mapping[str, Any], model: Any, images: np.ndarray) -> dict[str, Any] | None:
     """The effective params (as captum's path records them) where this backend computes the call, else None."""
-    pre = getattr(model, "preprocess", None)
-    runner = getattr(model, "runner", None)
-    if runner is None or not isinstance(pre, Preprocess) or params["noise_tunnel"] is not None:
+    if not covers(model, images, params["noise_tunnel"]):
         return None
-    resized = pre.size is not None and tuple(pre.size) != tuple(images.shape[1:3])
-    if pre.resize is not None or (resized and (pre.interpolation or "bilinear") != "bilinear"):
-        return None  # shortest-edge resize and crop, bicubic or nearest: the torch bridge's own resampling
     try:
         effective = {
             **params,
@@ -152,8 +166,7 @@ class _Path:
 
     def __init__(self, model: Any, params: Mapping[str, Any], tf: Any) -> None:
         self.tf, self.params, self.runner = tf, params, model.runner
-        # one function per model, so that its compiled form is traced once (the runner caches it by identity)
-        self.forward = model.memo.setdefault("tensorflow_pixel_forward", _PixelForward(model, tf))
+        self.forward = pixel_forward(model, tf)
         self.batch = int(params["internal_batch_size"])
         self.evaluations = 0  # forward passes not made through predict
 

@@ -226,6 +226,8 @@ def test_no_torch_is_imported(tmp_path: Path) -> None:
         conv = keras.layers.Conv2D(3, 3, activation="relu")(inp)
         model = keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(conv)))
         images = np.random.default_rng(0).integers(0, 256, size=(2, 12, 12, 3), dtype=np.uint8)
+        sal = xb.explain(model, images, "captum.Saliency", targets=1, preprocess=xb.Preprocess.inception(12))
+        assert "TensorFlow" in sal.library_version and sal.attributions.max() > 0
         e = xb.explain(model, images, "captum.IntegratedGradients", preprocess=xb.Preprocess.inception(12), n_steps=8)
         gap = e.scores - e.base_scores
         print(json.dumps({
@@ -257,3 +259,19 @@ def test_grey_model_equals_captum_on_the_torch_bridge(images: np.ndarray, monkey
     theirs = xb.explain(grey, images, IG, 1, preprocess=pre, n_steps=6)
     assert "TensorFlow" in mine.library_version and mine.raw is not None and theirs.raw is not None
     assert_close(mine.raw, theirs.raw)
+
+
+@pytest.mark.parametrize("params", [{}, {"abs": False}])
+def test_tensorflow_saliency_equals_captum_on_the_torch_bridge(
+    cnn: keras.Model, images: np.ndarray, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pre, targets = xb.Preprocess.caffe(SIZE), [[0, 2], [1, 1]]  # explicit targets: scores from the score tap
+    mine = xb.explain(cnn, images, "captum.Saliency", targets, preprocess=pre, **params)
+    through_torch(monkeypatch)
+    theirs = xb.explain(cnn, images, "captum.Saliency", targets, preprocess=pre, **params)
+    assert "TensorFlow" in mine.library_version and "TensorFlow" not in theirs.library_version
+    assert mine.raw is not None and theirs.raw is not None
+    assert_close(mine.raw, theirs.raw)
+    assert (mine.raw < 0).any() == (params.get("abs") is False)
+    np.testing.assert_allclose(mine.scores, theirs.scores, rtol=1e-5, atol=1e-6)
+    assert mine.params == theirs.params and mine.n_model_evals == theirs.n_model_evals
