@@ -21,7 +21,10 @@ preprocess=xb.Preprocess.inception(299))``, every other setting at its
 default) against the Keras tutorial's own eager-tape loop (seed 002: one
 interpolated image per ``tf.GradientTape``) at the same steps, and against
 that loop in a process that has imported torch and captum (the fixed
-footprint of xai-bridge's gradient path, which runs through captum), on
+footprint of the torch bridge that every other Keras gradient method runs
+through; the IG call itself computes captum's rule in TensorFlow and imports
+neither: the xai-bridge rows report ``torch_loaded`` and the library version
+the Explanation records), on
 ``keras.applications.Xception(weights=None)`` (random weights cost the
 memory of trained ones) and one 299x299 image. The two sides alternate, each
 in a fresh subprocess, ``--repeats`` times; the ratio of the peaks is printed.
@@ -110,7 +113,11 @@ else:
                      targets=top, n_steps=steps)
 seconds = time.perf_counter() - start
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"side": side, "peak_mb": peak / 1024, "baseline_mb": base / 1024, "seconds": seconds}}))
+row = {{"side": side, "peak_mb": peak / 1024, "baseline_mb": base / 1024, "seconds": seconds,
+       "load": round(os.getloadavg()[0], 1), "torch_loaded": "torch" in sys.modules}}
+if not side.startswith("tutorial"):
+    row["library"] = exp.library + " " + exp.library_version
+print(json.dumps(row))
 """
 
 
@@ -136,7 +143,10 @@ def keras_main(steps: int, repeats: int, results: str | None) -> dict[str, Any]:
     ratio = peaks["xai-bridge"] / peaks["tutorial"] if {"xai-bridge", "tutorial"} <= set(peaks) else None
     same = peaks["xai-bridge"] / peaks["tutorial+torch"] if {"xai-bridge", "tutorial+torch"} <= set(peaks) else None
     print(f"\n== Keras Xception 299x299, IG {steps} steps: peak RSS (fresh process each, {repeats} each)")
-    print(table(rows, ["side", "peak_mb", "baseline_mb", "above_baseline_mb", "seconds", "note"]))
+    print(
+        table(rows, ["side", "peak_mb", "baseline_mb", "above_baseline_mb", "seconds", "load", "torch_loaded", "note"])
+    )
+    print("xai-bridge's library:", {r.get("library") for r in rows if r["side"] == "xai-bridge"})
     print(f"peak RSS ratio xai-bridge / tutorial (worst of each): {ratio and round(ratio, 3)} (target <= 1.2)")
     print(f"peak RSS ratio xai-bridge / tutorial with torch and captum imported: {same and round(same, 3)}")
     result = {

@@ -13,7 +13,7 @@ from .errors import MethodNotApplicableError, ParameterError
 from .models import DifferentiableModel
 from .registry import MethodSpec, Registry
 
-__all__ = ["Step", "check_applicable", "checked_budget", "make_plan", "refuse_budget", "with_budget"]
+__all__ = ["Step", "check_applicable", "checked_budget", "make_plan", "model_backends", "refuse_budget", "with_budget"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class Step:
 
     ``refused_budget`` is the ``budget=`` that a method without a budget
     parameter was given: the run reports it with the method's own parameters.
+    ``own`` says that the model computes the method itself (see :func:`model_backends`).
     """
 
     given: str
@@ -29,6 +30,7 @@ class Step:
     backend: Callable[[ExplainRequest], BackendResult]
     params: dict[str, Any]
     refused_budget: int | None = None
+    own: bool = False
 
 
 def checked_budget(budget: Any) -> int | None:
@@ -92,6 +94,24 @@ def make_plan(
     return steps
 
 
+def model_backends(plan: Sequence[Step], model: Any) -> list[Step]:
+    """The plan with the model's own implementation of a method where it offers one.
+
+    A model may compute a method in its own framework (a Keras model's
+    Integrated Gradients in TensorFlow, without importing torch):
+    ``model.own_backend(spec, backend)`` returns that backend, which falls
+    back to the library's ``backend`` for what it does not cover, or None.
+    """
+    own = getattr(model, "own_backend", None)
+    if own is None:
+        return list(plan)
+    steps = []
+    for step in plan:
+        backend = own(step.spec, step.backend)
+        steps.append(step if backend is None else replace(step, backend=backend, own=True))
+    return steps
+
+
 def check_applicable(registry: Registry, plan: Sequence[Step], model: Any) -> None:
     """Refuse gradient methods on models without gradients and detector methods on other models, in one line."""
     for step in plan:
@@ -100,7 +120,7 @@ def check_applicable(registry: Registry, plan: Sequence[Step], model: Any) -> No
                 f"{step.spec.name}: explains detections of an object detector, got {type(model).__name__}; "
                 "use builtin.RISE for a classifier, or xb.explain_detections(detector, images, method) for a detector"
             )
-        if step.spec.needs_gradients and not isinstance(model, DifferentiableModel):
+        if step.spec.needs_gradients and not step.own and not isinstance(model, DifferentiableModel):
             working = ", ".join(
                 name
                 for name in registry.available(installed_only=True, family="perturbation")

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import progress as progress_bars
 from ._assemble import assemble, target_names, target_probability, with_probability
-from ._plan import Step, check_applicable, checked_budget, make_plan, refuse_budget, with_budget
+from ._plan import Step, check_applicable, checked_budget, make_plan, model_backends, refuse_budget, with_budget
 from ._subjects import NOT_SPECIAL, explain_many_other_subject, explain_other_subject
 from .batching import ScoreTap
 from .contract import BackendResult, ExplainRequest
@@ -228,6 +228,7 @@ def _explain_many(
     registry = registry or default_registry()
     plan = make_plan(registry, methods, checked_budget(budget))
     wrapped = as_model(model, preprocess=preprocess)
+    plan = model_backends(plan, wrapped)  # e.g. a Keras model's IG in TensorFlow
     check_applicable(registry, plan, wrapped)
     batch = _load(images, layout, wrapped)
     with explaining(wrapped):  # concurrent runs on one model take turns (see models.explaining)

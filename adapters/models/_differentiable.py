@@ -13,12 +13,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
-from xai_bridge.adapters._torch import holding, model_guard, weights_fingerprint
 
 from xai_bridge.batching import BatchTuner, ScoreTap, batched
 from xai_bridge.errors import ModelInputError, ParameterError, XaiBridgeError
@@ -27,6 +24,10 @@ from xai_bridge.models import OutputKind
 from xai_bridge.preprocess import Preprocess
 
 from ._outputs import check_outputs, first_call_failure
+
+if TYPE_CHECKING:  # torch is imported when a torch path first runs: a Keras model's own paths never need it
+    import torch
+    from torch import nn
 
 __all__ = ["PixelModelBase", "positive_batch_size"]
 
@@ -87,6 +88,8 @@ class PixelModelBase:
 
     def pixel_tensor(self, images: np.ndarray) -> torch.Tensor:
         """uint8 NHWC -> float32 NCHW tensor in [0, 255] on ``device`` (channels-last strides when used)."""
+        import torch
+
         self._before_run()
         # C order: an array with other strides (a fancy-indexing result) would reach torch in neither layout.
         # Shared, not copied, when it is already so (and writeable: torch warns on read-only memory); only
@@ -108,6 +111,8 @@ class PixelModelBase:
         Covers :meth:`pixel_module` and the user's module below it, so hooks a
         library leaves on the pixel wrapper are removed as well.
         """
+        from xai_bridge.adapters._torch import model_guard
+
         self._before_run()
         return model_guard(self._pixel, eval_mode=True, freeze_params=freeze_params)
 
@@ -118,6 +123,8 @@ class PixelModelBase:
         and the guarded state of the module are then never shared by two
         concurrent runs, which wait for each other instead (re-entrant).
         """
+        from xai_bridge.adapters._torch import holding
+
         return holding(self._pixel)
 
     @contextmanager
@@ -129,6 +136,8 @@ class PixelModelBase:
         gradient and CAM method (a backward pass, or tensors made in inference
         mode, fails there). The caller's mode is back after the block.
         """
+        import torch
+
         with self.exclusive(), torch.inference_mode(False), torch.enable_grad():
             self._before_run()  # before any library registers hooks on the module
             yield
@@ -198,6 +207,8 @@ class PixelModelBase:
         return self.module
 
     def _weights_fingerprint(self) -> dict[str, Any]:
+        from xai_bridge.adapters._torch import weights_fingerprint
+
         return weights_fingerprint(self._pixel)
 
     @property

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TensorFlowEngine", "TorchEngine", "flat", "gradient_chunk"]
+from ._keras_tf import TensorFlowRunner, flat, gradient_chunk
 
-#: Bytes an eager tape keeps per activation element (the output and what the next op saves of it, float32).
-_TAPE_BYTES_PER_VALUE = 8
+__all__ = ["TensorFlowEngine", "TorchEngine", "flat", "gradient_chunk"]
 
 
 class _Recompute:
@@ -36,39 +35,15 @@ class _Recompute:
         self.fn, self.x = fn, x
 
 
-class TensorFlowEngine:
-    """Calls and vector-Jacobian products on the TensorFlow backend."""
+class TensorFlowEngine(TensorFlowRunner):
+    """Calls and vector-Jacobian products on the TensorFlow backend (a :class:`TensorFlowRunner` with torch tensors).
+
+    Args:
+        chunk: images per gradient pass.
+        compiled: compiled functions shared with the model's own runner (traced once).
+    """
 
     device = torch.device("cpu")
-
-    def __init__(self, chunk: int) -> None:
-        self._compiled: dict[tuple[Any, ...], Any] = {}
-        #: Images per TensorFlow pass on the gradient path (halved on out-of-memory).
-        self.chunk = chunk
-
-    def compiled(self, fn: Any, example: Any) -> Any:
-        """``fn`` as a ``tf.function`` over any batch size (a few times faster per call than eager Keras).
-
-        Only for calls without a tape: a tape sees a compiled call as one op
-        and keeps every intermediate of it (about twice an eager tape's
-        memory), and the gradient between two of its outputs (a cut layer and
-        the scores) would be lost.
-        """
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        key = (id(fn), tuple(example.shape[1:]), str(example.dtype))
-        if key not in self._compiled:
-            spec = tf.TensorSpec([None, *example.shape[1:]], tf.as_dtype(example.dtype))
-            self._compiled[key] = (fn, tf.function(lambda a: fn(a, training=False), input_signature=[spec]))
-        return self._compiled[key][1]
-
-    def predict(self, fn: Any, x: np.ndarray) -> np.ndarray:
-        """Outputs of ``fn`` on a numpy batch, without torch (no torch op between TensorFlow calls)."""
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        xt = tf.convert_to_tensor(x)
-        (out,) = flat(self.compiled(fn, xt)(xt))
-        return np.asarray(out, np.float32)
 
     def run(self, fn: Any, x: torch.Tensor, record: bool, whole: bool) -> tuple[list[Any], Any]:
         import tensorflow as tf  # type: ignore[import-untyped]
@@ -87,23 +62,6 @@ class TensorFlowEngine:
             tape.watch(xt)
             outs = flat(fn(xt, training=False))
         return outs, (tape, xt, outs)
-
-    def chunked(self, n: int, work: Any) -> list[Any]:
-        """``work(start, stop)`` over ``range(n)`` in chunks of ``self.chunk``, halved on out-of-memory."""
-        import tensorflow as tf  # type: ignore[import-untyped]
-
-        parts, start = [], 0
-        while start < n:
-            size = self.chunk
-            try:
-                parts.append(work(start, min(n, start + size)))
-            except (tf.errors.ResourceExhaustedError, MemoryError):
-                if size == 1:
-                    raise
-                self.chunk = size // 2
-                continue
-            start += size
-        return parts
 
     def to_torch(self, value: Any) -> torch.Tensor:
         return torch.from_numpy(np.array(value, dtype=np.float32))
@@ -183,44 +141,3 @@ class TorchEngine:
 
     def source(self, state: Any, index: int) -> Any:
         return state[0] if index < 0 else state[1][index]
-
-
-def flat(out: Any) -> list[Any]:
-    if isinstance(out, dict):
-        out = list(out.values())
-    return list(out) if isinstance(out, (list, tuple)) else [out]
-
-
-def gradient_chunk(model: Any, memory_mb: float | None = None) -> int:
-    """Images per TensorFlow gradient pass so that one pass's tape fits in ``memory_mb``.
-
-    A tape keeps every layer's activations of the chunk, so its size is
-    estimated from the layers' output shapes (as ``BatchTuner`` picks chunks
-    from measured time, this picks them from memory); the chunk is then
-    halved whenever TensorFlow runs out of memory anyway.
-
-    Args:
-        model: the Keras model.
-        memory_mb: the budget; None: a quarter of the available memory, at most 512 MiB.
-    """
-    budget = (memory_mb if memory_mb is not None else min(512.0, _available_mb() / 4)) * 2**20
-    per_image = 0
-    for layer in getattr(model, "layers", []):
-        try:
-            shapes = [tuple(o.shape) for o in flat(layer.output)]
-        except (AttributeError, ValueError):
-            return 1 if memory_mb is None else max(1, int(memory_mb // 256))  # no graph: a cautious guess
-        per_image += sum(int(np.prod([d or 1 for d in s[1:]])) for s in shapes)
-    return max(1, min(256, int(budget // max(1, per_image * _TAPE_BYTES_PER_VALUE))))
-
-
-def _available_mb() -> float:
-    """MemAvailable in MiB (4 GiB where /proc/meminfo is missing)."""
-    try:
-        with open("/proc/meminfo") as lines:
-            for line in lines:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 4096.0

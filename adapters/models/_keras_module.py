@@ -40,7 +40,8 @@ from torch import nn
 from xai_bridge._load_order import triton_before_tensorflow
 from xai_bridge.errors import MethodNotApplicableError
 
-from ._keras_engines import TensorFlowEngine, TorchEngine, gradient_chunk
+from ._keras_engines import TensorFlowEngine, TorchEngine
+from ._keras_tf import TensorFlowRunner, gradient_chunk, keras_backend
 
 __all__ = ["KerasModule", "gradient_chunk", "spatial_layers", "triton_before_tensorflow"]
 
@@ -145,23 +146,20 @@ class KerasModule(nn.Module):
         model: a built Keras 3 model with one input and one output.
         memory_mb: memory one TensorFlow gradient pass may take (see
             :func:`gradient_chunk`); None: a quarter of the available memory, at most 512 MiB.
+        runner: the model's own :class:`TensorFlowRunner`, whose chunk and
+            compiled functions the gradient engine starts from (nothing traced twice).
     """
 
-    def __init__(self, model: Any, memory_mb: float | None = None) -> None:
+    def __init__(self, model: Any, memory_mb: float | None = None, runner: TensorFlowRunner | None = None) -> None:
         super().__init__()
-        import keras  # type: ignore[import-untyped]
-
-        backend = keras.backend.backend()
+        backend = keras_backend()
         triton_before_tensorflow()
         if backend == "tensorflow":
-            self._engine: Any = TensorFlowEngine(gradient_chunk(model, memory_mb))
-        elif backend == "torch":
-            self._engine = TorchEngine()
+            if runner is None:
+                runner = TensorFlowRunner(gradient_chunk(model, memory_mb))
+            self._engine: Any = TensorFlowEngine(runner.chunk, runner.functions)
         else:
-            raise MethodNotApplicableError(
-                f"model: gradients of Keras models need the tensorflow or torch backend, got {backend!r}; set "
-                "KERAS_BACKEND=tensorflow (perturbation methods work on any backend through xai_bridge.ArrayModel)"
-            )
+            self._engine = TorchEngine()
         self.__dict__["_keras_model"] = model
         # an empty parameter: torch libraries read a module's device from its first parameter
         self.device_anchor = nn.Parameter(torch.zeros(0, device=self._engine.device), requires_grad=False)
