@@ -45,10 +45,10 @@ def first_image_size(files: Sequence[Path], size: tuple[int, int] | None) -> tup
     """``(height, width)`` the methods will see: ``--size``, else the first image's (read from its header)."""
     if size is not None:
         return size
-    from PIL import Image
+    from .images import pil_open
 
     try:
-        with Image.open(files[0]) as img:
+        with pil_open(files[0]) as img:
             return img.height, img.width
     except (OSError, ValueError):  # not an image: loading reports it with the file's name
         return 224, 224

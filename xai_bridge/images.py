@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -190,7 +191,7 @@ def _read_file(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with pil_open(path) as img:
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageInputError(
@@ -210,6 +211,22 @@ def _read_file(
         raise ImageInputError(f"images: file {str(path)!r} is not an image Pillow can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(f"images: file {str(path)!r} is truncated or corrupt: {exc}") from exc
+
+
+def pil_open(path: Path | str) -> Image.Image:
+    """Pillow's own ``Image.open``, also after another library replaced it.
+
+    ultralytics (imported with a YOLO model) swaps ``PIL.Image.open`` for a
+    wrapper that, on any file Pillow cannot identify, tries to pip-install a
+    HEIF plugin and raises ``ModuleNotFoundError`` where it cannot: a text
+    file among the user's images would reach the network, or end in a
+    traceback instead of this module's one line. The wrapper keeps Pillow's
+    function as ``_image_open`` in its module; that one is used when present.
+    """
+    opener: Any = Image.open
+    if getattr(opener, "__module__", Image.__name__) != Image.__name__:
+        opener = getattr(sys.modules.get(opener.__module__), "_image_open", opener)
+    return opener(path)  # type: ignore[no-any-return]
 
 
 def _from_pil(

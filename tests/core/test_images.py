@@ -169,6 +169,18 @@ def test_truncated_and_non_image_files_name_the_file(tmp_path: Path, hwc: np.nda
         load_images(tmp_path / "missing.png")
 
 
+def test_a_non_image_file_is_one_line_after_ultralytics_patched_pillow(tmp_path: Path) -> None:
+    """ultralytics replaces ``PIL.Image.open`` on import; reading a text file must not reach its HEIF installer."""
+    pytest.importorskip("ultralytics")
+    import ultralytics.utils.patches  # noqa: F401  (the import applies the patch)
+
+    assert Image.open.__module__ == "ultralytics.utils.patches"
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    with pytest.raises(ImageInputError, match="notes.jpg.*not an image"):
+        load_images(text)
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
