@@ -89,7 +89,8 @@ def partition(request: ExplainRequest) -> BackendResult:
 
     Params:
         masker: :class:`ImageMasker`, a :class:`MaskKind` or shap's string
-            (default ``"inpaint_telea"``).
+            (default ``"inpaint_telea"``; a model with a ``default_image_masker``
+            gives its own: a detector's is a blur as large as the image).
         max_evals: model evaluations per image (default 500, shap's).
         batch_size: masked images per model call; it also decides which
             partitions are expanded within ``max_evals`` (default 50).
@@ -106,7 +107,7 @@ def partition(request: ExplainRequest) -> BackendResult:
     import shap
 
     params = check_params(request.method, request.params, _PARTITION_DEFAULTS)
-    masker = ImageMasker.parse(params["masker"])
+    masker = _masker(request, params["masker"])
     max_evals = int_at_least("max_evals", params["max_evals"], 2)
     batch_size = int_at_least("batch_size", params["batch_size"], 1)
     params["fixed_context"] = choice("fixed_context", params["fixed_context"], [None, 0, 1])
@@ -136,6 +137,18 @@ def partition(request: ExplainRequest) -> BackendResult:
         backend_version=shap.__version__,
         uses_seed=True,
     )
+
+
+def _masker(request: ExplainRequest, given: Any) -> ImageMasker:
+    """``masker=``, else the model's ``default_image_masker(height, width)`` where it has one (a detector's).
+
+    Classifiers keep shap's default, inpainting.
+    """
+    default = getattr(request.model, "default_image_masker", None)
+    if "masker" in request.params or default is None:
+        return ImageMasker.parse(given)
+    _, h, w, _ = request.images.shape
+    return ImageMasker.parse(default(h, w))
 
 
 def _each_image(
