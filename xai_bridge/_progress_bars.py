@@ -25,6 +25,9 @@ __all__ = ["in_notebook", "make_bar", "stderr_usable"]
 #: Width of a text bar drawn into a notebook output (no terminal to measure).
 NOTEBOOK_COLUMNS = 100
 
+#: Size of a terminal bar's screen where the terminal reports 0 columns or rows.
+FALLBACK_COLUMNS, FALLBACK_ROWS = 80, 24
+
 
 def stderr_usable() -> bool:
     """Whether writing to ``sys.stderr`` can work: it exists and, where it has one, its file descriptor is open."""
@@ -70,7 +73,21 @@ def make_bar(kind: str, rate_of: Callable[[], float | None], **kwargs: Any) -> A
         return _notebook_text_class()(rate_of, file=io.StringIO(), ncols=NOTEBOOK_COLUMNS, **kwargs)
     from tqdm.std import tqdm
 
+    if 0 in _reported_size(sys.stderr):  # tqdm would follow it: no room, so no bar at all
+        return _with_rate(tqdm)(rate_of, file=sys.stderr, ncols=FALLBACK_COLUMNS, nrows=FALLBACK_ROWS, **kwargs)
     return _with_rate(tqdm)(rate_of, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+def _reported_size(stream: Any) -> tuple[int, ...]:
+    """``(columns, rows)`` that the terminal behind ``stream`` reports, or ``()`` where it is no terminal.
+
+    A pseudo-terminal nobody sized (``docker exec -t``, ``script``, some CI
+    runners) reports 0 x 0.
+    """
+    try:
+        return tuple(os.get_terminal_size(stream.fileno()))
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return ()
 
 
 def _with_rate(base: type) -> type:

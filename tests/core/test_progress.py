@@ -150,6 +150,26 @@ def test_the_bar_shows_the_measured_rate(capsys, monkeypatch) -> None:
         assert "ETA 0:08" in state.line()
 
 
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_a_terminal_of_zero_columns_still_shows_the_bar(monkeypatch) -> None:
+    """A pseudo-terminal nobody sized reports 0 columns; tqdm following it would draw empty lines."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    with os.fdopen(slave, "w", closefd=True) as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        monkeypatch.setattr(progress, "MIN_INTERVAL", 0.0)
+        with progress.session(True, "test", total=4):
+            progress.tick(3)
+        terminal.flush()
+        shown = os.read(master, 65536).decode()
+    os.close(master)
+    assert "3/4" in shown and "test" in shown
+
+
 def test_outside_a_terminal_a_log_line_every_ten_seconds(monkeypatch, caplog) -> None:
     now = [0.0]
     monkeypatch.setattr(progress, "clock", lambda: now[0])
