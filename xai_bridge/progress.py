@@ -196,7 +196,8 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         """The log line of the current state: done/total, rate and ETA, e.g. ``explain RISE: 40/400 evals (10%)``."""
         now = clock() if now is None else now
-        label = " ".join(part for part in (self.desc, self._label) if part)
+        stage = "" if self.desc.endswith(self._label) else self._label  # "detections RISE", not "... RISE RISE"
+        label = " ".join(part for part in (self.desc, stage) if part)
         if self._total is None:
             text = f"{label}: {self._done} {self.unit}s"
         else:

@@ -271,3 +271,12 @@ def test_evaluate_prints_no_tensorflow_lines_in_a_fresh_process(tmp_path) -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
     assert "absl" not in done.stderr and "oneDNN" not in done.stderr and "cuda" not in done.stderr, done.stderr
+
+
+def test_a_log_line_names_the_method_once() -> None:
+    """A detector run's session already names its method; the stage of that method does not repeat it."""
+    state = progress.Progress(log=True, desc="detections builtin.RISE")
+    state.stage("builtin.RISE", 10)
+    assert state.line().startswith("detections builtin.RISE: 0/10 evals")
+    state.stage("explain", 10)
+    assert state.line().startswith("detections builtin.RISE explain: 0/10 evals")
