@@ -39,7 +39,7 @@ from xai_bridge.preprocess import GREY_WEIGHTS, Preprocess
 from xai_bridge.registry import MethodSpec
 
 from ..models._keras_tf import flat
-from .captum._baselines import _one_baseline, describe_baselines
+from .captum._baselines import describe_baselines, one_baseline
 from .captum._methods import GRADIENT_METHODS, has_random
 
 __all__ = ["RULES", "covers", "integration_rule", "pixel_forward", "tensorflow_backend"]
@@ -100,7 +100,7 @@ def _run(request: ExplainRequest, fallback: Backend) -> BackendResult:
         return fallback(request)  # captum's path says what is wrong
     images = request.images
     bases = [
-        np.stack([_one_baseline(s, img, rng, i) for i, img in enumerate(images)]).transpose(0, 2, 3, 1) for s in specs
+        np.stack([one_baseline(s, img, rng, i) for i, img in enumerate(images)]).transpose(0, 2, 3, 1) for s in specs
     ]
     x = images.astype(np.float32)
     run = _Path(model, effective, tf)

@@ -14,7 +14,7 @@ import numpy as np
 
 from xai_bridge.errors import ParameterError
 
-__all__ = ["baselines_list", "describe_baselines"]
+__all__ = ["baselines_list", "describe_baselines", "one_baseline"]
 
 
 def baselines_list(spec: Any, images: np.ndarray, rng: np.random.Generator) -> list[Any]:
@@ -26,12 +26,12 @@ def baselines_list(spec: Any, images: np.ndarray, rng: np.random.Generator) -> l
         raise ParameterError("baselines: expected at least one baseline, got an empty list")
     out = []
     for s in specs:
-        arr = np.stack([_one_baseline(s, img, rng, i) for i, img in enumerate(images)])
+        arr = np.stack([one_baseline(s, img, rng, i) for i, img in enumerate(images)])
         out.append(torch.from_numpy(arr))
     return out
 
 
-def _one_baseline(spec: Any, image: np.ndarray, rng: np.random.Generator, index: int) -> np.ndarray:
+def one_baseline(spec: Any, image: np.ndarray, rng: np.random.Generator, index: int) -> np.ndarray:
     h, w = image.shape[:2]
     hint = (
         "baselines: expected a number, an RGB tuple, an image array, 'random', 'mean' or a list of those "
