@@ -31,16 +31,7 @@ def _upernet() -> tuple[Any, Any]:
     backbone = transformers.ConvNextConfig(
         hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, out_features=["stage1", "stage2"]
     )
-    config = transformers.UperNetConfig(
-        backbone_config=backbone,
-        hidden_size=16,
-        pool_scales=[1, 2],
-        use_auxiliary_head=False,
-        auxiliary_in_channels=16,
-        **NAMED,
-    )
-    processor = transformers.SegformerImageProcessor(size={"height": 32, "width": 32})
-    return transformers.UperNetForSemanticSegmentation(config), processor
+    return _upernet_on(backbone)
 
 
 def _upernet_swin() -> tuple[Any, Any]:
@@ -53,6 +44,11 @@ def _upernet_swin() -> tuple[Any, Any]:
         window_size=4,
         out_features=["stage1", "stage2"],
     )
+    return _upernet_on(backbone)
+
+
+def _upernet_on(backbone: Any) -> tuple[Any, Any]:
+    """A tiny UperNet on ``backbone`` (two stages, 16 channels) and a 32x32 processor."""
     config = transformers.UperNetConfig(
         backbone_config=backbone,
         hidden_size=16,
