@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -169,9 +169,8 @@ def explain_detections(
     spec = registry.spec(method)
     check_method(spec, detector)
     if spec.name in getattr(detector, "own_methods", ()):  # run by the detector itself (YOLO's Eigen-CAM)
-        own: Any = detector
         kw = {"score_threshold": score_threshold, "layout": layout, "budget": budget, "iou_threshold": iou_threshold}
-        ran: list[Explanation] = own.explain_own(spec.name, images, targets, seed=seed, **kw, **params)
+        ran: list[Explanation] = cast(Any, detector).explain_own(spec.name, images, targets, seed=seed, **kw, **params)
         return ran
     if iou_threshold is not None and not spec.needs_gradients:
         raise ParameterError(
@@ -190,10 +189,10 @@ def explain_detections(
             if len(rows) > 1:
                 set_prefix(f"image {i + 1}/{len(rows)} ")
             found, chosen = _targets_of(detector, image, specs[i], score_threshold, i)
-            own = dict(params)
-            if isinstance(own.get("partition"), str) and own["partition"] == "boxes":  # the detections as regions
-                own["partition"] = found.take(found.scores >= score_threshold)
-            results.append(_explain_image(detector, image, chosen, method, score_threshold, seed, registry, own))
+            run_params = dict(params)
+            if isinstance(run_params.get("partition"), str) and run_params["partition"] == "boxes":  # boxes as regions
+                run_params["partition"] = found.take(found.scores >= score_threshold)
+            results.append(_explain_image(detector, image, chosen, method, score_threshold, seed, registry, run_params))
     return results
 
 
