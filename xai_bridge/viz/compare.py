@@ -55,8 +55,16 @@ def rank_correlation(a: np.ndarray, b: np.ndarray, mode: Norm | str | None = Nor
     x, y = _prepare(a, mode).ravel(), _prepare(b, mode).ravel()
     if x.shape != y.shape:
         raise ParameterError(f"maps: shapes differ, {np.shape(a)} vs {np.shape(b)}")
-    rx, ry = _ranks(x), _ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return _correlation(_centred_ranks(x), _centred_ranks(y))
+
+
+def _centred_ranks(x: np.ndarray) -> np.ndarray:
+    r = _ranks(x)
+    return r - r.mean()
+
+
+def _correlation(rx: np.ndarray, ry: np.ndarray) -> float:
+    """Pearson correlation of centred ranks (Spearman's rho); NaN when either map is constant."""
     denom = np.sqrt((rx**2).sum() * (ry**2).sum())
     return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
 
@@ -109,15 +117,13 @@ def pairwise_agreement(
     flat = [_prepare(m, mode).ravel() for m in maps]
     if len({f.shape for f in flat}) > 1:
         raise ParameterError(f"maps: shapes differ, {sorted({np.shape(m) for m in maps})}")
-    ranks = [r - r.mean() for r in map(_ranks, flat)]
-    norms = [float(np.sqrt((r**2).sum())) for r in ranks]
+    ranks = [_centred_ranks(f) for f in flat]
     tops = [_top_mask(f, percent) for f in flat]
     m = len(flat)
     rho, iou = np.eye(m), np.eye(m)
     for i in range(m):
         for j in range(i + 1, m):
-            denom = norms[i] * norms[j]
-            rho[i, j] = rho[j, i] = float((ranks[i] * ranks[j]).sum() / denom) if denom > 0 else float("nan")
+            rho[i, j] = rho[j, i] = _correlation(ranks[i], ranks[j])
             iou[i, j] = iou[j, i] = float((tops[i] & tops[j]).sum() / (tops[i] | tops[j]).sum())
     return rho, iou
 
