@@ -336,6 +336,21 @@ def test_randomisation_never_touches_the_users_model(rgb_images):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
+def test_absolute_randomisation_compares_absolute_channel_sums(rgb_images):
+    """Adebayo et al.'s ABS comparison: per-channel absolute values summed, not the absolute channel sum."""
+    from scipy.stats import spearmanr
+
+    model = xb.TorchModel(make_tiny_net(0), TINY_PREPROCESS, batch_size=8)
+    exp = xb.explain(model, rgb_images[:1], "captum.InputXGradient")
+    got = evaluate(model, exp, [Randomisation(layers=("fc",), absolute=True)], seed=3)["value"].iloc[0]
+    copy = randomised_copy(model, ("fc",), seed=3)
+    new = xb.explain(copy, rgb_images[:1], "captum.InputXGradient", targets=exp.targets.tolist())
+    a, b = (np.abs(np.asarray(e.raw))[0, 0].sum(axis=0).ravel() for e in (exp, new))
+    assert got == pytest.approx(spearmanr(a, b).statistic, abs=1e-9)
+    summed = (np.abs(np.asarray(e.attributions))[0, 0].ravel() for e in (exp, new))
+    assert got != pytest.approx(spearmanr(*summed).statistic, abs=1e-3)  # not |channel sum|
+
+
 def test_randomisation_decorrelates_gradcam_on_efficientnet(effnet, chelsea):
     from PIL import Image
 

@@ -100,11 +100,10 @@ def _randomisation(metric: Randomisation, model: CountingModel, exp: Explanation
     rand_model = randomised_copy(inner, metric.layers, seed)
     new = _explain_like(rand_model, exp, np.array(exp.images), exp.targets.tolist(), metric.params)
     model.count += int(new.n_model_evals)
+    before, after = compared_maps(exp, metric.absolute), compared_maps(new, metric.absolute)
     values = np.empty(exp.n_targets)
     for t in range(exp.n_targets):
-        a, b = exp.attributions[0, t].reshape(-1), new.attributions[0, t].reshape(-1)
-        if metric.absolute:
-            a, b = np.abs(a), np.abs(b)
+        a, b = before[0, t].reshape(-1), after[0, t].reshape(-1)
         values[t] = np.nan if np.ptp(a) == 0 or np.ptp(b) == 0 else float(spearmanr(a, b).statistic)
     return values
 

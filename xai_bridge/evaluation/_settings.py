@@ -247,7 +247,9 @@ class Randomisation:
         layers: dotted names of submodules to re-initialise (with all their
             children); None means the last submodule that has parameters.
             An empty tuple randomises nothing (the value is then ~1).
-        absolute: correlate absolute maps (Adebayo et al. report both).
+        absolute: correlate absolute maps (Adebayo et al. report both): the
+            sum of absolute colour-channel values where the method gives
+            them, as :func:`cascading_randomisation` compares.
         params: method parameters to use instead of ``exp.params``.
     """
 
