@@ -375,7 +375,7 @@ def test_caption_explanations_score_each_token_column():
 
     bright = np.full((32, 32, 3), 230, np.uint8)
     [exp] = explain_caption(
-        rule_caption, bright, WordMatchScorer(), method="builtin.Occlusion", window=16, stride=16, baseline=0
+        rule_caption, bright, "builtin.Occlusion", scorer=WordMatchScorer(), window=16, stride=16, baseline=0
     )
     model = CaptionScoreModel(rule_caption, WordMatchScorer(), exp.params["caption"])
     tl = np.zeros((1, 32, 32), bool)
