@@ -14,9 +14,9 @@ what urllib3's ``Retry`` cannot do because it stops at the headers:
   that is too large is not retried, so no retry downloads it again;
 * **a total deadline per attempt** -- a watchdog (one thread for every
   client) shuts the socket down when an attempt has run ``deadline`` seconds, so a server trickling headers or body
-  bytes (each arriving within the read timeout) cannot hold a call for long;
+  bytes (each arriving within the read timeout) cannot hold a call for long (``_deadline.py``);
 * **quick connects** -- a connect whose SYN a full listen queue dropped is
-  tried again within tens of milliseconds instead of the kernel's 1 s;
+  tried again within tens of milliseconds instead of the kernel's 1 s (``_connections.py``);
 * **body faults are transport faults** -- a connection reset mid-body, a body
   shorter than its ``Content-Length``, a bad gzip stream and a passed deadline
   are retried like timeouts, then raise one ``RemoteCaptionError``;
@@ -31,23 +31,16 @@ is first needed.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from ._connections import HTTPPool, HTTPSPool
+from ._deadline import Attempt, DeadlinePassed, current, watchdog
 from ._faults import permanent_fault, unanswered
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,162 +70,12 @@ class TransportError(Exception):
     """
 
 
-class _Deadline(Exception):
-    pass
-
-
-@dataclass
-class _Attempt:
-    """One attempt's deadline and the connection it uses (seen by the watchdog thread)."""
-
-    deadline: float
-    conn: Any = None
-    reused: bool = False
-    answered: bool = False
-    done: bool = False
-    expired: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_current = threading.local()
-
-
-def _track(conn: Any) -> Any:
-    attempt = getattr(_current, "attempt", None)
-    if attempt is not None:
-        attempt.conn = conn
-        attempt.reused = getattr(conn, "sock", None) is not None  # a kept-alive connection from the pool
-    return conn
-
-
 #: How soon a request on a kept-alive connection must fail, unanswered, to be taken for a stale connection.
 _STALE_WITHIN = 0.1
 
 
 class _StaleConnection(Exception):
     """A kept-alive connection the server had closed: the request got no answer at all (not an attempt)."""
-
-
-class _QuickConnect:
-    """A connect whose SYN goes unanswered is tried again after a short, doubling wait, not the kernel's 1 s.
-
-    A server whose listen queue is full drops the SYN of a new connection
-    (Python's stock ``ThreadingHTTPServer`` listens with a backlog of 5 and
-    closes every connection, so a batch of concurrent requests overflows
-    it); the kernel sends the SYN again only after 1 s. Here each try lasts
-    four times the usual connect time to that host (at least 50 ms), doubling
-    after each miss, all within the caller's connect timeout.
-    """
-
-    timeout: Any
-    host: str
-    port: int
-    _times: dict[tuple[str, int], float] = {}  # noqa: RUF012  (smoothed connect seconds per host, shared)
-
-    def _new_conn(self) -> Any:
-        total = self.timeout
-        if not isinstance(total, (int, float)) or total <= 0:
-            return super()._new_conn()  # type: ignore[misc]
-        host = (self.host, self.port)
-        usual = self._times.get(host)
-        wait = 0.1 if usual is None else max(0.05, 4.0 * usual)
-        end = time.monotonic() + total
-        try:
-            while True:
-                start = time.monotonic()
-                self.timeout = min(wait, end - start)
-                try:
-                    sock = super()._new_conn()  # type: ignore[misc]
-                except ConnectTimeoutError as exc:
-                    # urllib3's NewConnectionError (refused, no such host) is a ConnectTimeoutError too: an answer,
-                    # not a lost SYN, so it goes to the adapter at once (a name that does not resolve fails there)
-                    if isinstance(exc, NewConnectionError) or time.monotonic() >= end - 1e-3:
-                        raise
-                    wait *= 2
-                    continue
-                took = time.monotonic() - start
-                self._times[host] = took if usual is None else 0.8 * usual + 0.2 * took
-                sock.settimeout(total)
-                return sock
-        finally:
-            self.timeout = total
-
-
-class _HTTPConnection(_QuickConnect, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_QuickConnect, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return _track(super()._get_conn(timeout))
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return _track(super()._get_conn(timeout))
-
-
-def _expire(attempt: _Attempt) -> bool:
-    """Shut the attempt's socket down (a blocked read then returns at once); False: still connecting, look again."""
-    with attempt.lock:
-        if attempt.done:
-            return True
-        attempt.expired = True
-        sock = getattr(attempt.conn, "sock", None)
-    if sock is None:  # still connecting: the connect timeout bounds it
-        return False
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    return True
-
-
-class _Watchdog:
-    """One daemon thread expiring the attempts that pass their deadline (a thread per attempt cost a start each)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Attempt]] = []
-        self._count = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, attempt: _Attempt) -> None:
-        """Expire ``attempt`` at its deadline unless it is done by then."""
-        with self._cond:
-            heapq.heappush(self._heap, (attempt.deadline, next(self._count), attempt))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="xai-bridge-deadline", daemon=True)
-                self._thread.start()
-            if self._heap[0][2] is attempt:
-                self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._heap and self._heap[0][2].done:  # finished in time: forget it
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait(30.0)
-                    continue
-                due, _, attempt = self._heap[0]
-                now = time.monotonic()
-                if due > now:
-                    self._cond.wait(due - now)
-                    continue
-                heapq.heappop(self._heap)
-            if not _expire(attempt):
-                with self._cond:
-                    heapq.heappush(self._heap, (time.monotonic() + 0.05, next(self._count), attempt))
-
-
-_watchdog = _Watchdog()
 
 
 class PolicyAdapter(HTTPAdapter):
@@ -284,7 +127,7 @@ class PolicyAdapter(HTTPAdapter):
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         """Pools whose connections the deadline watchdog can reach."""
         super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
 
     def send(  # type: ignore[override]
         self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None, **kwargs: Any
@@ -317,7 +160,7 @@ class PolicyAdapter(HTTPAdapter):
                     stale = True
                     continue
                 reason = "the server closed the connection without answering"
-            except (*_TRANSIENT, _Deadline) as exc:
+            except (*_TRANSIENT, DeadlinePassed) as exc:
                 permanent = permanent_fault(exc, self.name, url)
                 if permanent is not None:
                     raise TransportError(permanent) from None
@@ -344,25 +187,25 @@ class PolicyAdapter(HTTPAdapter):
             self._sleep(delay)
 
     def _reason(self, exc: BaseException) -> str:
-        if isinstance(exc, _Deadline):
+        if isinstance(exc, DeadlinePassed):
             return f"deadline: no complete answer within {self.deadline:g} s (the server sends too slowly)"
         return f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}"
 
     def _attempt(self, request: requests.PreparedRequest, timeout: Any, kwargs: dict[str, Any]) -> requests.Response:
         """One request under the watchdog; the body is read (bounded) before returning."""
         started = time.monotonic()
-        attempt = _Attempt(deadline=started + self.deadline)
-        _current.attempt = attempt
-        _watchdog.watch(attempt)
+        attempt = Attempt(deadline=started + self.deadline)
+        current.attempt = attempt
+        watchdog.watch(attempt)
         try:
             response = super().send(request, stream=True, timeout=timeout, **kwargs)
             attempt.answered = True  # a status line arrived: a failure from here on is not a stale connection
-            _current.attempt = None
+            current.attempt = None
             complete = False
             try:
                 body, complete = self._read(response, attempt)
                 if attempt.expired:  # the watchdog cut it: what arrived may look complete (e.g. no body)
-                    raise _Deadline()
+                    raise DeadlinePassed()
                 response._content = body  # what requests' own .content does
                 response._content_consumed = True
             finally:
@@ -372,17 +215,17 @@ class PolicyAdapter(HTTPAdapter):
             return response
         except _TRANSIENT as exc:
             if attempt.expired:
-                raise _Deadline() from None
+                raise DeadlinePassed() from None
             quick = time.monotonic() - started < _STALE_WITHIN
             if attempt.reused and not attempt.answered and quick and unanswered(exc):
                 raise _StaleConnection() from exc
             raise
         finally:
-            _current.attempt = None
+            current.attempt = None
             with attempt.lock:
                 attempt.done = True
 
-    def _read(self, response: requests.Response, attempt: _Attempt) -> tuple[bytes, bool]:
+    def _read(self, response: requests.Response, attempt: Attempt) -> tuple[bytes, bool]:
         """The body (bounded) and whether it was read to its end."""
         status = response.status_code
         url = self._scrub(str(response.url).split("?", 1)[0])
@@ -402,7 +245,7 @@ class PolicyAdapter(HTTPAdapter):
             total += len(chunk)
             if attempt.expired or time.monotonic() > attempt.deadline:
                 attempt.expired = True
-                raise _Deadline()
+                raise DeadlinePassed()
             if total > limit:
                 if status >= 300:  # an error answer: its start is enough for the message
                     chunks.append(chunk[: limit - (total - len(chunk))])

@@ -7,7 +7,7 @@ It does what seed 000's one-request-at-a-time loop did not:
   flight); identical images in a batch are sent once. ``submit`` returns a
   future at once, so a caller can do other work (explain another image)
   while the answers come in: the client alone decides how many requests
-  are in flight;
+  are in flight (``_batch.py``; one request and its answer: ``_exchange.py``);
 * **retries** -- 429, 408 and 5xx answers, timeouts, dropped connections and
   faults in the body are retried with exponential backoff and jitter,
   honouring ``Retry-After``; 401/403 fail at once; malformed JSON is retried
@@ -37,14 +37,13 @@ import random
 import threading
 import weakref
 from collections.abc import Mapping
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
-
 from xai_bridge.errors import LibraryNotInstalledError, ParameterError
 
+from ._batch import Batches
 from ._claims import CachedAnswers
 from ._exchange import Exchanges
 from .cache import DiskCache, open_cache
@@ -101,51 +100,10 @@ class _Call:
     json: Any = None
 
 
-class _Gathered(Future[list[Any]]):
-    """The answers of one batch: done once every request is; failed with the first failure, in image order.
-
-    A failure cancels the requests that have not started; those in flight
-    finish (and reach the cache) before this future reports the failure.
-    """
-
-    def __init__(self, keys: list[str], results: dict[str, Any], parts: dict[str, Future[Any]]) -> None:
-        super().__init__()
-        self.keys = keys
-        self.results = results
-        self.parts = parts
-        self._left = len(parts)
-        self._lock = threading.Lock()
-        if not parts:
-            self.set_result([results[k] for k in keys])
-        for part in list(parts.values()):
-            part.add_done_callback(self._one_done)
-
-    def stop(self) -> None:
-        """Cancel the requests that have not started."""
-        for part in self.parts.values():
-            part.cancel()
-
-    def _one_done(self, part: Future[Any]) -> None:
-        if not part.cancelled() and part.exception() is not None:
-            self.stop()
-        with self._lock:
-            self._left -= 1
-            last = self._left == 0
-        if not last:
-            return
-        failures = [p.exception() if not p.cancelled() else CancelledError() for p in self.parts.values()]
-        failure = next((f for f in failures if f is not None), None)
-        if failure is not None:
-            self.set_exception(failure)
-            return
-        self.results.update((k, p.result()) for k, p in self.parts.items())
-        self.set_result([self.results[k] for k in self.keys])
-
-
 _Client = TypeVar("_Client", bound="RemoteClient")
 
 
-class RemoteClient(CachedAnswers, Exchanges):
+class RemoteClient(Batches, CachedAnswers, Exchanges):
     """Base class of the HTTP clients (captioners, taggers); subclasses say how to ask and how to read the answer.
 
     Args:
@@ -312,54 +270,6 @@ class RemoteClient(CachedAnswers, Exchanges):
             raise ParameterError(f"prompt: expected a non-empty str, got {prompt!r:.60}")
         return prompt
 
-    def _answers(self, images: np.ndarray, prompt: str | None = None) -> list[Any]:
-        """Answer uint8 ``(N, H, W, 3)`` images concurrently; one answer per image.
-
-        Cached answers are reused, identical images are sent once, and the
-        rest go out ``max_concurrency`` at a time. Each answer is written to
-        the cache as soon as it arrives.
-
-        Raises:
-            AuthenticationError: the key was refused (401/403).
-            RemoteCaptionError: a request failed after the allowed retries, was
-                redirected, or its answer was too large.
-            CacheError: the cache file is damaged or locked.
-        """
-        answers = self._submit(images, prompt, inline=True)
-        try:
-            return answers.result()
-        except BaseException:
-            answers.stop()  # stop what has not started; requests in flight finish (and reach the cache)
-            wait(answers.parts.values())
-            raise
-
-    def _submit(self, images: np.ndarray, prompt: str | None = None, inline: bool = False) -> _Gathered:
-        """Start answering the images on the client's threads; the future holds one answer per image.
-
-        With ``inline``, a single image to send is sent from the calling thread.
-        """
-        arr = np.asarray(images)
-        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
-            raise ParameterError(f"images: expected uint8 (N, H, W, 3) RGB, got {arr.dtype} {arr.shape}")
-        prompt = self._checked_prompt(prompt)
-        keys = [self._cache_key(img, prompt) for img in arr]
-        unique: dict[str, np.ndarray] = {}
-        for k, img in zip(keys, arr, strict=True):
-            unique.setdefault(k, img)
-        results: dict[str, Any] = {}
-        if self.cache is not None and unique:
-            for k, value in self.cache.get_many(unique).items():
-                answer = self._cached_answer(k, value)
-                if answer is not None:
-                    results[k] = answer
-        todo = [k for k in unique if k not in results]
-        self.stats.add(cache_hits=len(unique) - len(todo), deduplicated=len(keys) - len(unique), captions=len(keys))
-        if inline and len(todo) == 1:
-            results[todo[0]] = self._fetch(todo[0], unique[todo[0]], prompt)
-            todo = []
-        parts = {k: self._pool().submit(self._fetch, k, unique[k], prompt) for k in todo}
-        return _Gathered(keys, results, parts)
-
     def describe(self) -> dict[str, Any]:
         """JSON provenance: type, URL and request parameters; never the key."""
         return {
@@ -400,13 +310,6 @@ class RemoteClient(CachedAnswers, Exchanges):
         raise TypeError(f"{type(self).__name__} holds an API key and open connections; it cannot be pickled")
 
     # -- internals
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._sessions_lock:  # several images' explanations may ask at once (explain_caption)
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="xai-bridge-caption")
-                self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
-            return self._executor
 
     def _scrub(self, text: str) -> str:
         if self._key is not None and self._key.reveal():

@@ -1,6 +1,6 @@
 """The remote captioners' HTTP client, as it was imported before it was split (kept for older imports).
 
-The client now lives in ``client.py`` (with ``_claims.py``, ``_exchange.py``
+The client now lives in ``client.py`` (with ``_batch.py``, ``_claims.py``, ``_exchange.py``
 and ``_transport.py``), keys and errors in ``keys.py``, the retry policy and
 rate limiter in ``retry.py``, image encoding in ``encoding.py`` and the
 generic captioner and tagger in ``remote.py``; every name is re-exported here.

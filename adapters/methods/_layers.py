@@ -1,6 +1,8 @@
-"""Where CAM methods look: target-layer choice, token-grid reshaping, module-tree safety.
+"""Where CAM methods look: the target-layer choice, automatic or given, and the reshape it needs.
 
-Shared by the pytorch-grad-cam and torchcam backends. Layer names are dotted
+Shared by the pytorch-grad-cam and torchcam backends; the traced forward pass
+and what it says of each layer are in :mod:`._layer_trace`, the reshapes
+(:class:`TokenGrid`, :class:`ChannelsLast`) in :mod:`._layer_reshapes`. Layer names are dotted
 names inside the user's module (``model.module``), e.g. ``"layer4"`` or
 ``"blocks.11.norm1"``.
 
@@ -31,7 +33,6 @@ as pytorch-grad-cam's ViT tutorial does.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,17 @@ from torch import nn
 from xai_bridge import progress
 from xai_bridge.errors import ParameterError
 
+from ._layer_reshapes import ChannelsLast, TokenGrid
+from ._layer_trace import (
+    LayerInfo,
+    is_channels_last,
+    is_spatial,
+    layer_candidates,
+    model_prefix_tokens,
+    token_grid,
+    trace_layers,
+)
+
 __all__ = [
     "ChannelsLast",
     "LayerInfo",
@@ -51,91 +63,6 @@ __all__ = [
     "layer_candidates",
     "trace_layers",
 ]
-
-#: Prefix tokens tried when the model does not say how many it has.
-_MAX_PREFIX_TOKENS = 8
-_CONV_LIKE = (
-    nn.Conv2d,
-    nn.modules.batchnorm._BatchNorm,
-    nn.GroupNorm,
-    nn.modules.instancenorm._InstanceNorm,
-)
-
-
-@dataclass(frozen=True)
-class TokenGrid:
-    """``reshape_transform`` for token outputs: ``(N, prefix + h * w, D)`` -> ``(N, D, h, w)``.
-
-    Drops the prefix tokens (class token, ...) and lays the patch tokens out
-    row by row, like pytorch-grad-cam's ``vit_reshape_transform``.
-
-    Attributes:
-        prefix_tokens: tokens before the patch grid.
-        height: grid rows.
-        width: grid columns.
-    """
-
-    prefix_tokens: int
-    height: int
-    width: int
-
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Reshape ``(N, L, D)`` tokens into a ``(N, D, h, w)`` map."""
-        if tensor.ndim != 3 or tensor.shape[1] != self.prefix_tokens + self.height * self.width:
-            raise ParameterError(
-                f"reshape_transform: expected tokens of shape (N, {self.prefix_tokens + self.height * self.width}, D), "
-                f"got {tuple(tensor.shape)}"
-            )
-        grid = tensor[:, self.prefix_tokens :, :].reshape(tensor.shape[0], self.height, self.width, tensor.shape[2])
-        return grid.permute(0, 3, 1, 2)
-
-    @classmethod
-    def infer(cls, n_tokens: int, prefix_tokens: int | None = None) -> TokenGrid | None:
-        """The square grid of ``n_tokens`` tokens, or None when there is none.
-
-        Args:
-            n_tokens: ``L``, tokens per image.
-            prefix_tokens: known prefix count (e.g. timm's ``num_prefix_tokens``);
-                by default the smallest count in 0..8 leaving a square grid.
-        """
-        tries = [prefix_tokens] if prefix_tokens is not None else range(_MAX_PREFIX_TOKENS + 1)
-        for prefix in tries:
-            side = math.isqrt(max(n_tokens - prefix, 0))
-            if side >= 2 and side * side == n_tokens - prefix:
-                return cls(int(prefix), side, side)
-        return None
-
-
-@dataclass(frozen=True)
-class ChannelsLast:
-    """``reshape_transform`` for channels-last maps: ``(N, h, w, C)`` -> ``(N, C, h, w)``."""
-
-    def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Move the channel axis of an ``(N, h, w, C)`` map to position 1."""
-        if tensor.ndim != 4:
-            raise ParameterError(
-                f"reshape_transform: expected a channels-last map (N, h, w, C), got {tuple(tensor.shape)}"
-            )
-        return tensor.permute(0, 3, 1, 2)
-
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One submodule seen in a traced forward pass.
-
-    Attributes:
-        name: dotted name inside the user's module.
-        module: the submodule.
-        shape: its output shape for one image (``()`` when not a tensor).
-        calls: how often it ran in one forward pass.
-        order: position in the order modules finished.
-    """
-
-    name: str
-    module: nn.Module = field(repr=False, compare=False)
-    shape: tuple[int, ...]
-    calls: int
-    order: int
 
 
 @dataclass(frozen=True)
@@ -162,99 +89,8 @@ class TargetLayer:
         return {"layer": self.name, "reshape_transform": self.reshape_transform}
 
 
-def trace_layers(module: nn.Module, net: nn.Module, x: torch.Tensor) -> tuple[list[LayerInfo], tuple[int, ...]]:
-    """Run ``net(x)`` once (no grad) and record every submodule of ``module``.
-
-    Args:
-        module: the user's module (names are relative to it).
-        net: the module to run (the pixel module wrapping ``module``).
-        x: one input batch.
-
-    Returns:
-        ``(layers in the order they finished, shape of net's output)``.
-    """
-    seen: dict[int, list[Any]] = {}
-    counter = iter(range(1 << 62))
-    handles = []
-
-    def record(name: str) -> Callable[..., None]:
-        def hook(mod: nn.Module, _inp: Any, out: Any) -> None:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-            entry = seen.setdefault(id(mod), [name, mod, shape, 0, 0])
-            entry[2], entry[3], entry[4] = shape, entry[3] + 1, next(counter)
-
-        return hook
-
-    try:
-        for name, mod in module.named_modules():
-            if name:
-                handles.append(mod.register_forward_hook(record(name)))
-        with torch.no_grad():
-            out = net(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    infos = sorted((LayerInfo(n, m, s, c, o) for n, m, s, c, o in seen.values()), key=lambda i: i.order)
-    return infos, tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-
-
-def _is_spatial(info: LayerInfo) -> bool:
-    shape = info.shape
-    if _is_channels_last(info):
-        return shape[1] * shape[2] > 1
-    # ``spatial_layer``: a stand-in for a feature map of a non-torch model (adapters/models/keras.py)
-    return (
-        len(shape) == 4
-        and shape[2] * shape[3] > 1
-        and any(isinstance(m, _CONV_LIKE) or getattr(m, "spatial_layer", False) is True for m in info.module.modules())
-    )
-
-
-def _is_channels_last(info: LayerInfo) -> bool:
-    """A plain ``nn.LayerNorm`` (it normalises the last axis: channels) with a 4-D output."""
-    module = info.module
-    return (
-        len(info.shape) == 4
-        and isinstance(module, nn.LayerNorm)
-        and type(module).forward is nn.LayerNorm.forward  # LayerNorm2d & co. permute: channels first
-        and tuple(module.normalized_shape) == info.shape[-1:]
-    )
-
-
 def _spatial_reshape(info: LayerInfo) -> ChannelsLast | None:
-    return ChannelsLast() if _is_channels_last(info) else None
-
-
-def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.LayerNorm) or "Norm" in type(module).__name__
-
-
-def _token_grid(info: LayerInfo, prefix_tokens: int | None) -> TokenGrid | None:
-    if len(info.shape) != 3 or not _is_norm(info.module):
-        return None
-    return TokenGrid.infer(info.shape[1], prefix_tokens)
-
-
-def _prefix_tokens(module: nn.Module) -> int | None:
-    value = getattr(module, "num_prefix_tokens", None)  # timm
-    if isinstance(value, int):
-        return value
-    if isinstance(getattr(module, "class_token", None), torch.Tensor):  # torchvision ViT
-        return 1
-    for sub in module.modules():  # Hugging Face ViT / DeiT / Dinov2: tokens live on the embeddings
-        if isinstance(getattr(sub, "cls_token", None), torch.Tensor):
-            registers = getattr(sub, "register_tokens", None)
-            return (
-                1
-                + isinstance(getattr(sub, "distillation_token", None), torch.Tensor)
-                + (int(registers.shape[1]) if isinstance(registers, torch.Tensor) and registers.ndim == 3 else 0)
-            )
-    return None
-
-
-def layer_candidates(infos: Sequence[LayerInfo], prefix_tokens: int | None = None) -> list[LayerInfo]:
-    """Layers an automatic choice may pick, in forward order (see the module docstring)."""
-    return [i for i in infos if i.calls == 1 and (_is_spatial(i) or _token_grid(i, prefix_tokens) is not None)]
+    return ChannelsLast() if is_channels_last(info) else None
 
 
 def _patch_gradient_flags(
@@ -363,7 +199,7 @@ def _choose(
 ) -> TargetLayer:
     infos, _ = trace_layers(module, net, x)
     progress.add_to_total(int(x.shape[0]))  # the tracing pass, once per model and input size
-    prefix = _prefix_tokens(module)
+    prefix = model_prefix_tokens(module)
     candidates = layer_candidates(infos, prefix)
     if layer is None:
         return _automatic(net, x, target, infos, candidates, prefix, reshape_transform)
@@ -376,7 +212,7 @@ def _choose(
                 f"reshape_transform: must map the output of {info.name!r} {info.shape} to (N, C, h, w), got {got}"
             )
         return TargetLayer(info.name, info.module, info.shape, reshape_transform, info.calls)
-    if _is_channels_last(info):
+    if is_channels_last(info):
         return TargetLayer(info.name, info.module, info.shape, ChannelsLast(), info.calls)
     if len(info.shape) == 4 and info.shape[2] * info.shape[3] > 1:
         return TargetLayer(info.name, info.module, info.shape, None, info.calls)
@@ -404,8 +240,8 @@ def _automatic(
             "layer: found no layer that outputs (N, C, h, w) with h * w > 1 or a square token grid; pass "
             f"layer=<name> (and reshape_transform= for other layouts). Layers (last first): {_listing(list(infos))}"
         )
-    spatial = [c for c in candidates if _is_spatial(c)]
-    tokens = [(c, grid) for c in candidates if not _is_spatial(c) and (grid := _token_grid(c, prefix)) is not None]
+    spatial = [c for c in candidates if is_spatial(c)]
+    tokens = [(c, grid) for c in candidates if not is_spatial(c) and (grid := token_grid(c, prefix)) is not None]
     if tokens and (not spatial or tokens[-1][0].order > spatial[-1].order):
         flags = _patch_gradient_flags(net, x, target, tokens)
         live = [pair for pair, flag in zip(tokens, flags, strict=False) if flag]

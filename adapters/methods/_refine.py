@@ -22,7 +22,8 @@ from torch import nn
 
 from xai_bridge.errors import ParameterError
 
-from ._layers import TargetLayer, _prefix_tokens, choose_layer, layer_candidates, trace_layers
+from ._layer_trace import layer_candidates, model_prefix_tokens, trace_layers
+from ._layers import TargetLayer, choose_layer
 
 __all__ = ["DEFAULT_DEPTH", "refine_layers"]
 
@@ -60,7 +61,7 @@ def refine_layers(model: Any, net: nn.Module, x0: torch.Tensor, targets: np.ndar
 def _default_names(module: nn.Module, net: nn.Module, x0: torch.Tensor, auto: TargetLayer) -> list[str]:
     """The automatic layer and the last layer of each earlier resolution (see the module docstring)."""
     infos, _ = trace_layers(module, net, x0)
-    candidates = layer_candidates(infos, _prefix_tokens(module))
+    candidates = layer_candidates(infos, model_prefix_tokens(module))
     mine = next((c for c in candidates if c.name == auto.name), None)
     if mine is None:
         return [auto.name]

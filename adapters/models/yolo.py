@@ -263,7 +263,7 @@ class YOLODetector:
         import torch.nn.functional as F
         from pytorch_grad_cam import EigenCAM
         from xai_bridge.adapters._torch import model_guard
-        from xai_bridge.adapters.methods._gradcam_runner import raw_class, upsample
+        from xai_bridge.adapters.methods.gradcam._runner import raw_class, upsample
 
         target = self._layer(layer)
         device = next((p.device for p in self.module.parameters()), torch.device("cpu"))

@@ -15,25 +15,21 @@ a fixed tensor afterwards, so an explanation costs image-tower passes only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
 from torch import nn
-from xai_bridge.adapters._torch import model_guard
 
 from xai_bridge.errors import ModelInputError
 from xai_bridge.models import OutputKind
-from xai_bridge.preprocess import Preprocess, Scale, require_preprocess
+from xai_bridge.preprocess import Preprocess, require_preprocess
 
+from ._clip_preprocess import preprocess_from_processor
+from ._clip_towers import OPEN_CLIP, family_of, image_features, model_dtype, text_features
 from .torch import TorchModel
 
 __all__ = ["SimilarityHead", "ZeroShotModel", "preprocess_from_processor"]
-
-_HF = "transformers"
-_OPEN_CLIP = "open_clip"
-#: PIL resampling codes (``PILImageResampling``) -> :attr:`Preprocess.interpolation`.
-_RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 
 class SimilarityHead(nn.Module):
@@ -61,7 +57,7 @@ class SimilarityHead(nn.Module):
         self.training = False
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        dtype = _dtype(self.model)
+        dtype = model_dtype(self.model)
         feats = image_features(self.model, self.family, pixel_values.to(dtype))
         feats = feats / feats.norm(p=2, dim=-1, keepdim=True)
         scale = cast(torch.Tensor, self.model.logit_scale)
@@ -134,17 +130,17 @@ class ZeroShotModel(TorchModel):
         softmax: bool = False,
         tune_batch: bool = True,
     ) -> None:
-        family = _family(model)
+        family = family_of(model)
         names = _check_prompts(prompts)
         tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
         if tokenizer is None:
             raise ModelInputError(
                 "tokenizer: expected the model's tokenizer, got none; pass processor=<its processor> or "
-                "tokenizer=" + ("open_clip.get_tokenizer(<model name>)" if family == _OPEN_CLIP else "<CLIPTokenizer>")
+                "tokenizer=" + ("open_clip.get_tokenizer(<model name>)" if family == OPEN_CLIP else "<CLIPTokenizer>")
             )
         if preprocess is None:
             source = image_processor if image_processor is not None else getattr(processor, "image_processor", None)
-            if source is None and family == _OPEN_CLIP:
+            if source is None and family == OPEN_CLIP:
                 source = (
                     processor
                     if processor is not None
@@ -194,27 +190,6 @@ class ZeroShotModel(TorchModel):
         )
 
 
-def _family(model: Any) -> str:
-    if not isinstance(model, nn.Module):
-        raise ModelInputError(
-            f"model: expected a CLIP-style torch model (Hugging Face CLIPModel / SiglipModel or open_clip), "
-            f"got {type(model).__name__}"
-        )
-    if not isinstance(getattr(model, "logit_scale", None), torch.Tensor):
-        raise ModelInputError(
-            f"model: expected an image-text model with a logit_scale (CLIPModel, SiglipModel, open_clip), got "
-            f"{type(model).__name__}; for a vision tower alone (e.g. CLIPVisionModel) load the full model"
-        )
-    if callable(getattr(model, "get_image_features", None)) and callable(getattr(model, "get_text_features", None)):
-        return _HF
-    if callable(getattr(model, "encode_image", None)) and callable(getattr(model, "encode_text", None)):
-        return _OPEN_CLIP
-    raise ModelInputError(
-        f"model: {type(model).__name__} has neither get_image_features/get_text_features (Hugging Face) nor "
-        "encode_image/encode_text (open_clip); pass a CLIP-style image-text model"
-    )
-
-
 def _check_prompts(prompts: Any) -> list[str]:
     if isinstance(prompts, str):
         raise ModelInputError(f"prompts: expected a list of strings, got one string; wrap it: [{prompts!r}]")
@@ -228,216 +203,3 @@ def _check_prompts(prompts: Any) -> list[str]:
     if dupes:
         raise ModelInputError(f"prompts: expected distinct prompts (they are the class names), got {dupes} twice")
     return names
-
-
-def _dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
-
-
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _pooled(out: Any) -> torch.Tensor:
-    """The embedding from ``get_*_features``: a tensor (transformers 4) or ``pooler_output`` (5)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    pooled = getattr(out, "pooler_output", None)
-    if isinstance(pooled, torch.Tensor):
-        return pooled
-    raise ModelInputError(f"model: get_*_features returned {type(out).__name__} without a pooler_output tensor")
-
-
-def image_features(model: nn.Module, family: str, pixel_values: torch.Tensor) -> torch.Tensor:
-    """Unnormalised image embeddings of preprocessed ``pixel_values``."""
-    if family == _HF:
-        return _pooled(model.get_image_features(pixel_values=pixel_values))  # type: ignore[operator]
-    return model.encode_image(pixel_values)  # type: ignore[operator,no-any-return]
-
-
-def text_features(model: nn.Module, family: str, tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
-    """L2-normalised ``(prompts, D)`` text embeddings; one text-tower pass, no grad, model restored after."""
-    device = _device(model)
-    with model_guard(model, eval_mode=True), torch.no_grad():
-        if family == _HF:
-            encoded = _hf_tokens(model, tokenizer, prompts, device)
-            _refuse_same_tokens(prompts, encoded.get("input_ids"), encoded.get("attention_mask"))
-            feats = _pooled(model.get_text_features(**encoded))  # type: ignore[operator]
-        else:
-            tokens = tokenizer(list(prompts))
-            if not isinstance(tokens, torch.Tensor):
-                raise ModelInputError(
-                    f"tokenizer: expected a callable returning token ids (open_clip.get_tokenizer), got "
-                    f"{type(tokens).__name__} from {type(tokenizer).__name__}"
-                )
-            _refuse_same_tokens(prompts, tokens, None)
-            feats = model.encode_text(tokens.to(device))  # type: ignore[operator]
-    feats = feats.detach().float()
-    return feats / feats.norm(p=2, dim=-1, keepdim=True)
-
-
-def _refuse_same_tokens(prompts: Sequence[str], ids: Any, mask: Any) -> None:
-    """Refuse prompts the tokenizer makes identical ("a photo of a cat" and "A photo of a cat ").
-
-    Their outputs would be equal, and a target named by either one ambiguous.
-    """
-    if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
-        return
-    seen: dict[tuple[int, ...], str] = {}
-    for i, prompt in enumerate(prompts):
-        row = ids[i] if mask is None else ids[i][mask[i].bool()]
-        key = tuple(int(t) for t in row.tolist())
-        if key in seen:
-            raise ModelInputError(
-                f"prompts: expected prompts that differ after tokenisation, got {seen[key]!r} and {prompt!r} "
-                "(the same tokens, so the same scores); drop one or reword it"
-            )
-        seen[key] = prompt
-
-
-def _hf_tokens(model: nn.Module, tokenizer: Any, prompts: Sequence[str], device: torch.device) -> dict[str, Any]:
-    if not callable(tokenizer):
-        raise ModelInputError(f"tokenizer: expected a Hugging Face tokenizer, got {type(tokenizer).__name__}")
-    config = getattr(model, "config", None)
-    text_config = getattr(config, "text_config", None)
-    max_length = getattr(text_config, "max_position_embeddings", None)
-    # SigLIP is trained on prompts padded to the full length, and its processor documents padding="max_length"
-    padding: bool | str = "max_length" if "siglip" in str(getattr(config, "model_type", "")) else True
-    kwargs: dict[str, Any] = {"padding": padding, "return_tensors": "pt"}
-    if isinstance(max_length, int):
-        kwargs.update(truncation=True, max_length=max_length)
-    encoded = tokenizer(list(prompts), **kwargs)
-    keep = ("input_ids", "attention_mask", "position_ids")
-    return {k: v.to(device) for k, v in dict(encoded).items() if k in keep and isinstance(v, torch.Tensor)}
-
-
-def preprocess_from_processor(processor: Any) -> Preprocess:
-    """The :class:`~xai_bridge.models.Preprocess` a CLIP processor applies.
-
-    Reads a Hugging Face image processor (``CLIPImageProcessor``,
-    ``SiglipImageProcessor``, or a processor holding one), an open_clip /
-    torchvision ``Compose`` (``Resize``, ``CenterCrop``, ``ToTensor``,
-    ``Normalize``) or an open_clip ``preprocess_cfg`` dict.
-
-    Raises:
-        ModelInputError: a step xai-bridge cannot apply differentiably; pass
-            ``preprocess=`` instead.
-    """
-    inner = getattr(processor, "image_processor", None)
-    if inner is not None:
-        processor = inner
-    if isinstance(processor, Mapping) and "mean" in processor and "size" in processor:
-        return _from_open_clip_cfg(processor)
-    if hasattr(processor, "transforms") and isinstance(processor.transforms, (list, tuple)):
-        return _from_transforms(processor.transforms)
-    if hasattr(processor, "do_resize") and hasattr(processor, "image_mean"):
-        return Preprocess.from_transformers(processor)
-    raise ModelInputError(
-        f"processor: expected a Hugging Face (image) processor or an open_clip preprocess transform, got "
-        f"{type(processor).__name__}; or pass preprocess=xb.Preprocess(...)"
-    )
-
-
-def _field(obj: Any, key: str) -> Any:
-    """A key of a size dict (plain dict or transformers' ``SizeDict``)."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
-def _unsupported(what: str) -> ModelInputError:
-    return ModelInputError(
-        f"processor: {what} cannot be applied differentiably by xai-bridge; pass preprocess=xb.Preprocess(size=..., "
-        "resize=..., mean=..., std=...) describing the steps"
-    )
-
-
-def _triple(value: Any) -> tuple[float, float, float]:
-    values = [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
-    if len(values) != 3:
-        raise _unsupported(f"mean/std {value!r} (3 channels expected)")
-    return values[0], values[1], values[2]
-
-
-def _hw(size: Any) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    values = [int(s) for s in size]
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
-
-
-def _from_transforms(steps: Sequence[Any]) -> Preprocess:
-    """Read a torchvision / open_clip eval ``Compose``."""
-    shortest: int | None = None
-    size: tuple[int, int] | None = None
-    interpolation = "bilinear"
-    scale = Scale.BYTE
-    mean = std = None
-    for step in steps:
-        kind = type(step).__name__
-        if kind == "Resize":
-            raw = step.size
-            interpolation = _interpolation(step.interpolation)
-            if isinstance(raw, int) or len(raw) == 1:
-                if getattr(step, "max_size", None):
-                    raise _unsupported("Resize(max_size=...)")
-                shortest = _hw(raw)[0]
-            else:
-                size = _hw(raw)
-        elif kind == "ResizeKeepRatio" and not getattr(step, "longest", 0):
-            interpolation = _interpolation(step.interpolation)
-            target = _hw(step.size)
-            if target[0] != target[1]:
-                raise _unsupported(f"ResizeKeepRatio({target}) to a non-square size")
-            shortest = target[0]
-        elif kind in ("CenterCrop", "CenterCropOrPad"):
-            crop = _hw(step.size)
-            if size is not None and size != crop:
-                raise _unsupported(f"a resize to {size} followed by a centre crop to {crop}")
-            size = crop
-        elif kind in ("ToTensor", "MaybeToTensor"):
-            scale = Scale.UNIT
-        elif kind == "Normalize":
-            mean, std = _triple(step.mean), _triple(step.std)
-        elif kind in ("MaybeConvertMode", "function", "ConvertImageDtype", "ToImage", "PILToTensor"):
-            # RGB conversion (images are RGB already) and dtype steps: nothing to apply
-            if kind == "ConvertImageDtype":
-                scale = Scale.UNIT
-        else:
-            raise _unsupported(f"the transform {kind}")
-    return Preprocess(
-        size=size,
-        resize=shortest,
-        interpolation=interpolation,
-        scale=scale,
-        mean=mean,
-        std=std,
-        crop_rounding="round",  # torchvision's CenterCrop
-    )
-
-
-def _interpolation(mode: Any) -> str:
-    name = str(getattr(mode, "value", mode)).lower()
-    if name not in ("bilinear", "bicubic"):
-        raise _unsupported(f"interpolation {name!r} (only bilinear and bicubic are)")
-    return name
-
-
-def _from_open_clip_cfg(cfg: Mapping[str, Any]) -> Preprocess:
-    """Read open_clip's ``model.visual.preprocess_cfg`` (eval transform)."""
-    hw = _hw(cfg["size"])
-    mode = cfg.get("resize_mode", "shortest")
-    interpolation = _interpolation(cfg.get("interpolation", "bicubic"))
-    mean, std = _triple(cfg["mean"]), _triple(cfg["std"])
-    if mode == "squash":
-        return Preprocess(size=hw, interpolation=interpolation, mean=mean, std=std)
-    if mode != "shortest" or hw[0] != hw[1]:
-        raise _unsupported(f"open_clip resize_mode={mode!r} with size {hw}")
-    return Preprocess(size=hw, resize=hw[0], interpolation=interpolation, mean=mean, std=std, crop_rounding="round")

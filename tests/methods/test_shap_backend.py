@@ -289,7 +289,7 @@ def test_partition_efficiency_on_effnet_chelsea(effnet, chelsea) -> None:
 
 def test_partition_tree_built_once_per_shape_and_equal_to_shaps() -> None:
     import shap
-    from xai_bridge.adapters.methods.shap import _image_masker, _partition_tree
+    from xai_bridge.adapters.methods.shap._maskers import _image_masker, _partition_tree
 
     first, second = _image_masker("blur(8,8)", (12, 10, 3)), _image_masker(0.0, (12, 10, 3))
     reference = shap.maskers.Image("blur(8,8)", (12, 10, 3))
@@ -302,7 +302,7 @@ def test_partition_tree_built_once_per_shape_and_equal_to_shaps() -> None:
 @pytest.mark.parametrize("mask_value", ["blur(5,7)", "inpaint_telea", 37.4, "array"])
 def test_masker_hands_out_the_bytes_of_shaps_masked_image(mask_value) -> None:
     import shap
-    from xai_bridge.adapters.methods.shap import _image_masker
+    from xai_bridge.adapters.methods.shap._maskers import _image_masker
 
     shape = (12, 10, 3)
     rng = np.random.default_rng(0)

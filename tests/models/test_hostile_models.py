@@ -242,7 +242,7 @@ def test_processor_without_resize_and_another_image_size_is_one_line(tmp_path: P
 
 
 def test_prompts_equal_after_tokenisation_are_refused() -> None:
-    from xai_bridge.adapters.models.zero_shot import _refuse_same_tokens
+    from xai_bridge.adapters.models._clip_towers import _refuse_same_tokens
 
     ids = torch.tensor([[1, 5, 6, 2, 0], [1, 5, 6, 2, 0], [1, 7, 2, 0, 0]])
     with pytest.raises(ModelInputError) as err:

@@ -17,7 +17,7 @@ import numpy as np
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import ParameterError
 
-from ._gradcam_runner import LAYER_PARAMS, enter, upsample
+from ._runner import LAYER_PARAMS, enter, upsample
 
 __all__ = ["deep_feature_factorization"]
 
@@ -55,7 +55,7 @@ def deep_feature_factorization(request: ExplainRequest) -> BackendResult:
             ``(K, classes)`` (default: the last ``nn.Linear`` with ``C`` inputs).
         top_k: labels kept per concept (default 2).
     """
-    from ._layer_run import layer_aliases
+    from .._layer_run import layer_aliases
 
     params = check_params(
         request.method, layer_aliases(request.params), {**LAYER_PARAMS, "n_components": 5, "head": None, "top_k": 2}
@@ -92,7 +92,7 @@ def _factorize(request: ExplainRequest, model: Any, params: Mapping[str, Any]) -
     from pytorch_grad_cam import DeepFeatureFactorization
     from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff
 
-    from ._layer_run import check_outputs, request_layer
+    from .._layer_run import check_outputs, request_layer
 
     images, targets = request.images, request.targets
     n, k = len(images), int(params["n_components"])

@@ -18,7 +18,7 @@ import numpy as np
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
 from xai_bridge.errors import ParameterError
 
-from ._gradcam_runner import enter
+from ._runner import enter
 
 __all__ = ["REFINE_BASES", "refine_cam"]
 
@@ -69,8 +69,8 @@ def _maps(
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from ._layer_run import check_outputs, crop_aligned
-    from ._refine import refine_layers
+    from .._layer_run import check_outputs, crop_aligned
+    from .._refine import refine_layers
 
     net = model.pixel_module()
     images, targets = request.images, request.targets

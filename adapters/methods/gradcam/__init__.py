@@ -30,30 +30,31 @@ to the concept embedding, ``scores[n, k]`` that class's probability and
 Hooks are released and swapped submodules (AblationCAM's ablation layer,
 guided backprop's ReLUs) put back in ``finally``; the model guard restores
 mode, ``requires_grad`` and ``.grad`` and removes any hook left behind.
+
+Here: the CAM backend, guided backprop and Guided Grad-CAM, and the specs.
+:mod:`._methods` holds one record per library class (adding a method is one
+entry there), :mod:`._runner` runs one class with raw maps, :mod:`._dff` and
+:mod:`._refine_cam` the two methods whose results differ in shape or scale.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xai_bridge._validate import choice, number
 from xai_bridge.contract import BackendResult, ExplainRequest, check_params, library_version, require_differentiable
-from xai_bridge.errors import ParameterError
 from xai_bridge.registry import MethodSpec, passes_per_target
 
-from ._drift import LibraryClasses
-from ._gradcam_dff import deep_feature_factorization
-from ._gradcam_refine import refine_cam
-from ._gradcam_runner import LAYER_PARAMS, Build, Explain, Runner, build_ablation, build_finer, enter, finer_maps
+from .._drift import LibraryClasses
+from ._dff import deep_feature_factorization
+from ._methods import METHODS, SMOOTHING, Kernel, check_values, defaults
+from ._refine_cam import refine_cam
+from ._runner import LAYER_PARAMS, Runner, enter
 
 if TYPE_CHECKING:
-    from ._layers import TargetLayer
+    from .._layers import TargetLayer
 
 __all__ = [
     "CLASSES",
@@ -67,147 +68,15 @@ __all__ = [
 ]
 
 
-class Kernel(str, enum.Enum):
-    """Kernel of KPCA-CAM's kernel PCA (scikit-learn names)."""
-
-    LINEAR = "linear"
-    POLY = "poly"
-    RBF = "rbf"
-    SIGMOID = "sigmoid"
-    COSINE = "cosine"
-
-
-@dataclass(frozen=True)
-class _CamClass:
-    """How to build and call one pytorch-grad-cam class.
-
-    Attributes:
-        ctor: user params passed to the constructor, with their defaults.
-        attrs: user params set as attributes after construction.
-        call: user params of the call (FinerCAM).
-        layer: whether the method uses a target layer.
-        smoothing: whether ``aug_smooth`` / ``eigen_smooth`` apply.
-        random: whether the method draws random numbers.
-        freeze: run with parameters frozen (``requires_grad=False``); ShapleyCAM
-            differentiates gradients, which needs the parameters in the graph.
-        per_channel: whether it runs one forward pass per feature channel
-            (Score-CAM, Ablation-CAM), so its cost is not known beforehand.
-        build: how to construct it (None: the library class of that name).
-        explain: how to call it (None: once per batch and target column).
-        upsample: whether its raw maps are at layer resolution (FullGrad's
-            are at image size already).
-        quick: the cheapest params that still exercise it (:attr:`MethodSpec.quick`).
-        description: one line for the method listing.
-    """
-
-    ctor: Mapping[str, Any] = field(default_factory=dict)
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-    call: Mapping[str, Any] = field(default_factory=dict)
-    layer: bool = True
-    smoothing: bool = True
-    random: bool = False
-    freeze: bool = True
-    per_channel: bool = False
-    build: Build | None = None
-    explain: Explain | None = None
-    upsample: bool = True
-    quick: Mapping[str, Any] = field(default_factory=dict)
-    description: str = ""
-
-
-#: Library class name -> how to run it; each is registered as ``gradcam.<name>`` (SPECS below).
-METHODS: dict[str, _CamClass] = {
-    "GradCAM": _CamClass(description="Grad-CAM: activations weighted by mean gradients"),
-    "HiResCAM": _CamClass(description="HiResCAM: element-wise gradients x activations, summed"),
-    "GradCAMPlusPlus": _CamClass(description="Grad-CAM++: second-order weighting of positive gradients"),
-    "XGradCAM": _CamClass(description="XGrad-CAM: gradients weighted by normalised activations"),
-    "ScoreCAM": _CamClass(
-        attrs={"batch_size": 16},
-        per_channel=True,
-        quick={"batch_size": 8},
-        description="Score-CAM: weights from scores of activation-masked images",
-    ),
-    "AblationCAM": _CamClass(
-        ctor={"batch_size": 32, "ratio_channels_to_ablate": 1.0},
-        per_channel=True,
-        build=build_ablation,
-        quick={"batch_size": 8},
-        description="Ablation-CAM: weights from the score drop when ablating each channel",
-    ),
-    "EigenCAM": _CamClass(description="Eigen-CAM: first principal component of the activations"),
-    "EigenGradCAM": _CamClass(description="Eigen-Grad-CAM: first principal component of gradients x activations"),
-    "LayerCAM": _CamClass(description="LayerCAM: positive gradients x activations per position"),
-    "FullGrad": _CamClass(
-        layer=False, upsample=False, description="FullGrad: input gradients plus every conv/BN bias gradient"
-    ),
-    "GradCAMElementWise": _CamClass(description="Grad-CAM element-wise: ReLU of gradients x activations, summed"),
-    "KPCA_CAM": _CamClass(
-        ctor={"kernel": Kernel.SIGMOID, "gamma": None},
-        random=True,
-        description="KPCA-CAM: first kernel-PCA component of the activations",
-    ),
-    "ShapleyCAM": _CamClass(freeze=False, description="ShapleyCAM: gradient and Hessian-vector-product weights"),
-    "FinerCAM": _CamClass(
-        call={"alpha": 1.0, "comparison_categories": (1, 2, 3)},
-        smoothing=False,
-        build=build_finer,
-        explain=finer_maps,
-        quick={"comparison_categories": (1, 2)},
-        description="Finer-CAM: Grad-CAM of the target score against the most similar classes",
-    ),
-    "FEM": _CamClass(ctor={"k": 2}, description="Feature Explanation Method: k-sigma thresholded activations"),
-    "SegEigenCAM": _CamClass(
-        description="Seg-Eigen-CAM: sign-corrected principal component of |gradients| x activations"
-    ),
-    "RandomCAM": _CamClass(random=True, description="Random channel weights: a sanity-check baseline"),
-}
-
-_SMOOTHING = {"aug_smooth": False, "eigen_smooth": False}
-
-
 def _version() -> str:
     return library_version("grad-cam")
-
-
-def _defaults(spec: _CamClass) -> dict[str, Any]:
-    return {
-        **(LAYER_PARAMS if spec.layer else {}),
-        **(_SMOOTHING if spec.smoothing else {}),
-        **spec.ctor,
-        **spec.attrs,
-        **spec.call,
-    }
-
-
-def _check(params: dict[str, Any]) -> None:
-    """Refuse bad values before the library sees them; ``kernel`` is stored as spelled by scikit-learn."""
-    for key in ("batch_size", "k"):
-        value = params.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ParameterError(f"{key}: expected a positive integer, got {value!r}")
-    comparison = params.get("comparison_categories", (1,))
-    if isinstance(comparison, (str, bytes)) or not all(isinstance(c, (int, np.integer)) for c in comparison):
-        raise ParameterError(f"comparison_categories: expected ranks as integers, e.g. (1, 2, 3), got {comparison!r}")
-    if "ratio_channels_to_ablate" in params:
-        number("ratio_channels_to_ablate", params["ratio_channels_to_ablate"], 0, 1, low_open=True)
-    if "kernel" in params:  # the library's own check is an assertion deep in scikit-learn
-        params["kernel"] = choice(
-            "kernel", getattr(params["kernel"], "value", params["kernel"]), [k.value for k in Kernel]
-        )
-    if params.get("gamma") is not None:
-        number("gamma", params["gamma"], 0, low_open=True)
-    if "alpha" in params:
-        number("alpha", params["alpha"])
-    for key in ("aug_smooth", "eigen_smooth"):
-        if key in params and not isinstance(params[key], (bool, np.bool_)):
-            raise ParameterError(f"{key}: expected True or False, got {params[key]!r}")
 
 
 def _cam_maps(
     request: ExplainRequest, model: Any, name: str, params: dict[str, Any], stack: ExitStack
 ) -> tuple[np.ndarray, TargetLayer | None]:
     """Raw ``(N, T, H, W)`` maps of one method; runs inside the caller's guard."""
-    from ._layer_run import check_outputs, crop_aligned, gradient_stop, request_layer
+    from .._layer_run import check_outputs, crop_aligned, gradient_stop, request_layer
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
@@ -266,10 +135,10 @@ def cam(request: ExplainRequest) -> BackendResult:
     """
     name = str(request.options["method"])
     spec = METHODS[name]
-    from ._layer_run import layer_aliases
+    from .._layer_run import layer_aliases
 
-    params = check_params(request.method, layer_aliases(request.params), _defaults(spec))
-    _check(params)
+    params = check_params(request.method, layer_aliases(request.params), defaults(spec))
+    check_values(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
         counter = enter(request, model, stack, freeze=spec.freeze)
@@ -287,8 +156,8 @@ def _guided(request: ExplainRequest, model: Any) -> np.ndarray:
     """Guided backprop gradients ``(N, T, 3, H, W)``; runs inside the caller's guard."""
     from pytorch_grad_cam import GuidedBackpropReLUModel
 
-    from ._guided import guided_relus
-    from ._layer_run import check_outputs
+    from .._guided import guided_relus
+    from .._layer_run import check_outputs
 
     net = model.pixel_module()
     images, targets = request.images, request.targets
@@ -334,10 +203,10 @@ def guided_gradcam(request: ExplainRequest) -> BackendResult:
     Params:
         layer, reshape_transform, aug_smooth, eigen_smooth: as for Grad-CAM.
     """
-    from ._layer_run import layer_aliases
+    from .._layer_run import layer_aliases
 
-    params = check_params(request.method, layer_aliases(request.params), {**LAYER_PARAMS, **_SMOOTHING})
-    _check(params)
+    params = check_params(request.method, layer_aliases(request.params), {**LAYER_PARAMS, **SMOOTHING})
+    check_values(params)
     model = require_differentiable(request)
     with ExitStack() as stack:
         counter = enter(request, model, stack)

@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from xai_bridge.contract import ExplainRequest
 
-    from ._layers import TargetLayer
+    from .._layers import TargetLayer
 
 #: The target-layer params every layer method takes.
 LAYER_PARAMS = {"layer": None, "reshape_transform": None}
