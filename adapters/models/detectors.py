@@ -127,10 +127,11 @@ class TorchvisionDetector:
     def detect(self, images: np.ndarray) -> list[Detections]:
         """One :class:`Detections` per uint8 ``(N, H, W, 3)`` image: boxes, labels and scores.
 
-        A Mask or Keypoint R-CNN's masks and keypoints are left unread: only
+        A Mask or Keypoint R-CNN's masks and keypoints are not computed: only
         the explained image's are used (:meth:`detect_masks`), and a perturbed
-        image's masks, one bool image per detection, would be held for every
-        image of a perturbation method's batch.
+        image's mask head pastes one float image per detection and costs more
+        than the rest of the pass. The model's own modules run its box path
+        (:func:`_boxes_pass`) where it is torchvision's, unchanged.
         """
         return self._detect(images, full=False)
 
@@ -154,7 +155,10 @@ class TorchvisionDetector:
                     torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).float().div_(255)
                     for img in images[start : start + self.batch_size]
                 ]
-                out.extend(Detections.parse(_kept(d, full), "the detector's output") for d in self.module(batch))
+                found = (
+                    self.module(batch) if full or not _has_boxes_pass(self.module) else _boxes_pass(self.module, batch)
+                )
+                out.extend(Detections.parse(_kept(d, full), "the detector's output") for d in found)
         return out
 
     def detect_torch(self, pixels: Any) -> list[dict[str, Any]]:
@@ -178,6 +182,44 @@ def _kept(found: Any, full: bool) -> Any:
     if full or not isinstance(found, Mapping) or not any(k in found for k in _HEADS):
         return found
     return {k: v for k, v in found.items() if k not in _HEADS}
+
+
+def _has_boxes_pass(module: Any) -> bool:
+    """Whether ``module`` is a torchvision R-CNN with a mask or keypoint head that :func:`_boxes_pass` can run.
+
+    Only torchvision's own ``forward`` of the model and of its ROI heads, with no
+    hook on either: a subclass or a hook may change what the model returns.
+    """
+    from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    from torchvision.models.detection.roi_heads import RoIHeads
+
+    heads: Any = getattr(module, "roi_heads", None)
+    if (
+        type(module).forward is not GeneralizedRCNN.forward
+        or getattr(type(heads), "forward", None) is not RoIHeads.forward
+    ):
+        return False
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (module, heads))
+    return not hooked and bool(heads.has_mask() or heads.has_keypoint())
+
+
+def _boxes_pass(module: Any, images: list[Any]) -> list[dict[str, Any]]:
+    """``module(images)`` in eval mode without its mask and keypoint heads: boxes, labels and scores.
+
+    torchvision's ``GeneralizedRCNN.forward`` and the box part of
+    ``RoIHeads.forward``, step for step, so the boxes are those the whole pass gives.
+    """
+    sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+    batch, _ = module.transform(images)
+    features = module.backbone(batch.tensors)
+    if not isinstance(features, dict):
+        features = {"0": features}
+    proposals, _ = module.rpn(batch, features)
+    heads = module.roi_heads
+    logits, regression = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, batch.image_sizes)))
+    boxes, scores, labels = heads.postprocess_detections(logits, regression, proposals, batch.image_sizes)
+    found = [{"boxes": b, "labels": c, "scores": p} for b, p, c in zip(boxes, scores, labels, strict=True)]
+    return list(module.transform.postprocess(found, batch.image_sizes, sizes))
 
 
 #: Pixels of resized input per forward pass when the batch is picked from the model's transform.
