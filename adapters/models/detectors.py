@@ -166,8 +166,10 @@ class TorchvisionDetector:
 
         The batch goes to the model as one tensor, as pytorch-grad-cam's
         detection tutorial calls it; its transform resizes and normalises it.
+        A Mask or Keypoint R-CNN runs its box path, as in :meth:`detect`: the
+        scores explained do not depend on its mask or keypoint head.
         """
-        return list(self.module(pixels))
+        return list(_boxes_pass(self.module, pixels) if _has_boxes_pass(self.module) else self.module(pixels))
 
     def __repr__(self) -> str:
         return f"TorchvisionDetector({type(self.module).__name__})"
@@ -188,7 +190,8 @@ def _has_boxes_pass(module: Any) -> bool:
     """Whether ``module`` is a torchvision R-CNN with a mask or keypoint head that :func:`_boxes_pass` can run.
 
     Only torchvision's own ``forward`` of the model and of its ROI heads, with no
-    hook on either: a subclass or a hook may change what the model returns.
+    hook on either nor in the heads it skips: a subclass or a hook may change
+    what the model returns, and a hook in a skipped head (a CAM layer there) expects it to run.
     """
     from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
     from torchvision.models.detection.roi_heads import RoIHeads
@@ -199,8 +202,14 @@ def _has_boxes_pass(module: Any) -> bool:
         or getattr(type(heads), "forward", None) is not RoIHeads.forward
     ):
         return False
-    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (module, heads))
+    skipped = [getattr(heads, name, None) for name in _SKIPPED]
+    watched = [module, heads, *(m for part in skipped if part is not None for m in part.modules())]
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in watched)
     return not hooked and bool(heads.has_mask() or heads.has_keypoint())
+
+
+#: The parts of torchvision's ``RoIHeads`` that :func:`_boxes_pass` does not run.
+_SKIPPED = ("mask_roi_pool", "mask_head", "mask_predictor", "keypoint_roi_pool", "keypoint_head", "keypoint_predictor")
 
 
 def _boxes_pass(module: Any, images: list[Any]) -> list[dict[str, Any]]:
