@@ -176,14 +176,14 @@ class TorchvisionDetector:
 
 
 #: What :func:`_kept` drops from a detection dict when only boxes are needed: per-detection images and points.
-_HEADS = ("masks", "keypoints", "keypoints_scores")
+_HEAD_OUTPUTS = ("masks", "keypoints", "keypoints_scores")
 
 
 def _kept(found: Any, full: bool) -> Any:
     """``found`` as given (``full``), or without its masks and keypoints (not a mapping: as given, for parse to refuse)."""
-    if full or not isinstance(found, Mapping) or not any(k in found for k in _HEADS):
+    if full or not isinstance(found, Mapping) or not any(k in found for k in _HEAD_OUTPUTS):
         return found
-    return {k: v for k, v in found.items() if k not in _HEADS}
+    return {k: v for k, v in found.items() if k not in _HEAD_OUTPUTS}
 
 
 def _has_boxes_pass(module: Any) -> bool:
