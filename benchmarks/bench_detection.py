@@ -54,7 +54,9 @@ def detector(device: str) -> Any:
     """The detector (random weights, batch-norm statistics of one random batch, every box kept).
 
     One class: with several, a box of another class can overlap a target best, and the
-    library's target is then a constant its backward pass refuses.
+    library's target is then a constant its backward pass refuses. The batch-norm
+    calibration is tests/detection/test_gradients.py's ``calibrated`` (benchmarks and
+    tests import neither the other, and users never need it): change both.
     """
     import torch
     from torchvision.models import detection
