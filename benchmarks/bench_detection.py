@@ -20,13 +20,25 @@ two target detections:
 
 Sides run interleaved in one process. ``--quick``: fewer evaluations, one repeat.
 
+``--masks`` instead: D-RISE (200 evaluations, 2 targets) on a Mask R-CNN
+(random weights, 128-192 px, 50 detections, a 240x360 image), as
+xai-bridge runs it (the perturbed images through the box path only) and with
+the whole pass forced by a forward hook on the model (the masks of every
+detection of every perturbed image computed and dropped). Each run is a
+child process, so each reports its own peak RSS; the sides alternate.
+
     .venv/bin/python benchmarks/bench_detection.py [--quick] [--repeats 3] [--threads 2] [--device cuda]
+    .venv/bin/python benchmarks/bench_detection.py --masks [--quick] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +54,9 @@ def detector(device: str) -> Any:
     """The detector (random weights, batch-norm statistics of one random batch, every box kept).
 
     One class: with several, a box of another class can overlap a target best, and the
-    library's target is then a constant its backward pass refuses.
+    library's target is then a constant its backward pass refuses. The batch-norm
+    calibration is tests/detection/test_gradients.py's ``calibrated`` (benchmarks and
+    tests import neither the other, and users never need it): change both.
     """
     import torch
     from torchvision.models import detection
@@ -88,8 +102,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side, after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1: no waits on a descheduled thread)")
+    parser.add_argument("--masks", action="store_true", help="Mask R-CNN: the box path against the whole pass")
+    parser.add_argument("--mask-side", choices=["box path", "whole pass"], help=argparse.SUPPRESS)  # one child run
     args = parser.parse_args(argv)
     setup_threads(args.threads)
+    if args.mask_side:
+        print(json.dumps(mask_run(args.mask_side, 40 if args.quick else 200)))
+        return {}
+    if args.masks:
+        return mask_rows(args)
     import torch
 
     import xai_bridge as xb
@@ -192,6 +213,67 @@ def gradcam_rows(net: Any, image: np.ndarray, device: str, k: int, repeats: int)
         }
     )
     return rows
+
+
+def mask_run(side: str, evals: int) -> dict[str, Any]:
+    """One D-RISE run on a Mask R-CNN in this process: seconds, and the process's peak RSS (MiB) before and after."""
+    import torch
+    from torchvision.models import detection
+
+    import xai_bridge as xb
+
+    torch.manual_seed(0)
+    net = detection.maskrcnn_resnet50_fpn(
+        weights=None,
+        weights_backbone=None,
+        min_size=128,
+        max_size=192,
+        box_score_thresh=0.0,
+        box_detections_per_img=50,
+        rpn_pre_nms_top_n_test=100,
+        rpn_post_nms_top_n_test=50,
+    ).eval()
+    if side == "whole pass":  # a hook on the model keeps torchvision's whole forward for every image
+        net.register_forward_hook(lambda module, args, out: out)
+    image = np.random.default_rng(0).integers(0, 255, (240, 360, 3), dtype=np.uint8)
+    image[60:180, 90:270] = 240
+    xb.explain(net, image, "builtin.DRISE", targets=xb.top_k(2), n_masks=2, progress=False)  # warm-up
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    xb.explain(net, image, "builtin.DRISE", targets=xb.top_k(2), n_masks=evals, progress=False)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"side": side, "seconds": seconds, "rss_before_mib": before, "peak_rss_mib": peak}
+
+
+def mask_rows(args: argparse.Namespace) -> dict[str, Any]:
+    """The box path and the whole pass, each run in a child process, alternating; medians of seconds and peak RSS."""
+    runs: dict[str, list[dict[str, Any]]] = {"box path": [], "whole pass": []}
+    for r in range(1 if args.quick else args.repeats):
+        for side in list(runs) if r % 2 == 0 else list(runs)[::-1]:
+            command = [sys.executable, __file__, "--mask-side", side, "--threads", str(args.threads)]
+            out = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"{side}: the child run failed:\n{out.stderr[-2000:]}")
+            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = [
+        {
+            "side": side,
+            "seconds": f"{median([r['seconds'] for r in done]):.1f}",
+            "peak RSS MiB": f"{median([r['peak_rss_mib'] for r in done]):.0f}",
+            "RSS before MiB": f"{median([r['rss_before_mib'] for r in done]):.0f}",
+        }
+        for side, done in runs.items()
+    ]
+    print(table(rows, ["side", "seconds", "peak RSS MiB", "RSS before MiB"]))
+    result = {
+        "machine": machine("cpu"),
+        "threads": args.threads,
+        "evaluations": 40 if args.quick else 200,
+        "rows": rows,
+    }
+    write("detection_masks", result)
+    return result
 
 
 if __name__ == "__main__":

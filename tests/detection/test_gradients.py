@@ -20,7 +20,11 @@ import xai_bridge as xb  # noqa: E402
 
 
 def calibrated(net: torch.nn.Module) -> torch.nn.Module:
-    """Batch-norm statistics of one random batch: a randomly initialised detector whose features are not degenerate."""
+    """Batch-norm statistics of one random batch: a randomly initialised detector whose features are not degenerate.
+
+    benchmarks/bench_detection.py's ``detector`` holds the same lines (tests and
+    benchmarks import neither the other, and users never need it): change both.
+    """
     for mod in net.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.reset_running_stats()

@@ -43,6 +43,11 @@ class Detections:
         masks: bool ``(K, H, W)`` each detection's pixels at the image's size,
             where the model has a mask head (Mask R-CNN, YOLO-seg); explanations
             carry the targets' masks as ``extras["regions"]``.
+        keypoints: float64 ``(K, J, 3)`` each detection's ``J`` keypoints ``(x, y, visibility)``
+            in the image's pixels, where the model has a keypoint head (Keypoint R-CNN);
+            explanations carry the targets' as ``extras["keypoints"]``.
+        keypoints_scores: float64 ``(K, J)`` each keypoint's score (torchvision's
+            ``keypoints_scores``, a heatmap logit), with ``keypoints``.
     """
 
     boxes: np.ndarray
@@ -51,6 +56,8 @@ class Detections:
     probabilities: np.ndarray | None = None
     objectness: np.ndarray | None = None
     masks: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    keypoints_scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -65,16 +72,20 @@ class Detections:
             None if self.probabilities is None else self.probabilities[idx],
             None if self.objectness is None else self.objectness[idx],
             None if self.masks is None else self.masks[idx],
+            None if self.keypoints is None else self.keypoints[idx],
+            None if self.keypoints_scores is None else self.keypoints_scores[idx],
         )
 
     @classmethod
     def parse(cls, value: Any, where: str = "detector output") -> Detections:
         """Detections from torchvision's dict ``{"boxes", "labels", "scores"}`` (arrays or tensors).
 
-        Optional keys ``"probabilities"`` ``(K, C)``, ``"objectness"`` ``(K,)`` and
-        ``"masks"`` are read too: masks bool or float ``(K, H, W)`` or torchvision's
-        ``(K, 1, H, W)`` probabilities, a pixel in the mask where its value is
-        at least 0.5 (torchvision's threshold). Anything else is refused in one line naming ``where``.
+        Optional keys ``"probabilities"`` ``(K, C)``, ``"objectness"`` ``(K,)``,
+        ``"masks"`` and ``"keypoints"`` are read too: masks bool or float ``(K, H, W)``
+        or torchvision's ``(K, 1, H, W)`` probabilities, a pixel in the mask where
+        its value is at least 0.5 (torchvision's threshold); keypoints ``(K, J, 3)``
+        ``(x, y, visibility)`` with ``"keypoints_scores"`` ``(K, J)`` where given.
+        Anything else is refused in one line naming ``where``.
         """
         if isinstance(value, Detections):
             return value
@@ -102,6 +113,7 @@ class Detections:
             None if probs is None else _array(probs, np.float64).reshape(len(scores), -1),
             None if obj is None else _array(obj, np.float64).reshape(-1),
             None if value.get("masks") is None else _masks(value["masks"], len(scores), where),
+            *_keypoints(value, len(scores), where),
         )
 
 
@@ -109,10 +121,11 @@ class Detections:
 class Detector(Protocol):
     """What xai-bridge needs of an object detector (model adapters implement it).
 
-    A detector with a mask head gives each detection's mask as ``Detections.masks``;
-    one whose masks cost much more than its boxes may give them from an optional
-    ``detect_masks(images)`` instead, which the routing calls on the explained
-    image only (the perturbed images need no masks).
+    A detector with a mask or keypoint head gives each detection's mask as
+    ``Detections.masks`` and its keypoints as ``Detections.keypoints``; one whose
+    masks or keypoints cost more than its boxes may give them from an optional
+    ``detect_masks(images)`` instead (masks and keypoints both), which the
+    routing calls on the explained image only: the perturbed images need boxes.
 
     Attributes:
         class_names: one name per class index, or None.
@@ -194,6 +207,25 @@ def _masks(value: Any, count: int, where: str) -> np.ndarray:
             f"{where}: 'masks' has shape {masks.shape}; expected one (H, W) mask per detection, ({count}, H, W)"
         )
     return masks if masks.dtype == np.bool_ else masks >= 0.5
+
+
+def _keypoints(value: Mapping[str, Any], count: int, where: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """float64 ``(K, J, 3)`` keypoints and ``(K, J)`` scores (None where not given), their shapes checked."""
+    if value.get("keypoints") is None:
+        return None, None
+    points = _array(value["keypoints"], np.float64)
+    if points.ndim != 3 or points.shape[0] != count or points.shape[2] != 3:
+        raise ModelInputError(
+            f"{where}: 'keypoints' has shape {points.shape}; expected (x, y, visibility) per keypoint, ({count}, J, 3)"
+        )
+    if value.get("keypoints_scores") is None:
+        return points, None
+    scores = _array(value["keypoints_scores"], np.float64)
+    if scores.shape != points.shape[:2]:
+        raise ModelInputError(
+            f"{where}: 'keypoints_scores' has shape {scores.shape}; expected one score per keypoint, {points.shape[:2]}"
+        )
+    return points, scores
 
 
 def _array(value: Any, dtype: Any = None) -> np.ndarray:

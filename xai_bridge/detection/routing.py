@@ -163,7 +163,10 @@ def explain_detections(
         ``target_names`` ``"dog 0.93"``, ``scores`` the detections' scores, and
         ``extras["boxes"]`` float ``(1, T, 4)`` their boxes ``(x0, y0, x1, y1)``; for a
         detector with a mask head (Mask R-CNN, YOLO-seg) ``extras["regions"]`` bool
-        ``(1, T, H, W)`` their masks, the layout a segmentation model's regions have.
+        ``(1, T, H, W)`` their masks, the layout a segmentation model's regions have;
+        for one with a keypoint head (Keypoint R-CNN) ``extras["keypoints"]`` float
+        ``(1, T, J, 3)`` their keypoints ``(x, y, visibility)`` in the image's pixels
+        and ``extras["keypoints_scores"]`` ``(1, T, J)``.
     """
     registry = registry or default_registry()
     spec = registry.spec(method)
@@ -201,8 +204,9 @@ def _targets_of(
 ) -> tuple[Detections, Detections]:
     """Detect on the unperturbed image: everything found, and the detections ``spec`` names (never none).
 
-    A detector whose masks cost more than its boxes (YOLO-seg) gives them
-    through ``detect_masks``, asked here only: the perturbed images need boxes.
+    A detector whose masks or keypoints cost more than its boxes (YOLO-seg,
+    torchvision's Mask and Keypoint R-CNN) gives them through ``detect_masks``,
+    asked here only: the perturbed images need boxes.
     """
     found = getattr(detector, "detect_masks", detector.detect)(image[None])[0]
     names = getattr(detector, "class_names", None)
@@ -242,6 +246,10 @@ def _explain_image(
                 "return each detection's mask at the size of the image it was given"
             )
         extras["regions"] = chosen.masks[None]
+    if chosen.keypoints is not None:  # a keypoint head: each detection's keypoints, drawn with its box
+        extras["keypoints"] = chosen.keypoints[None].astype(np.float32)
+        if chosen.keypoints_scores is not None:
+            extras["keypoints_scores"] = chosen.keypoints_scores[None].astype(np.float32)
     return replace(
         exp,
         targets=chosen.labels[None].astype(np.int64),

@@ -4,7 +4,9 @@ Detections (``extras["boxes"]``, ``(N, T, 4)`` as ``(x0, y0, x1, y1)``) get
 their box outlined; semantic regions (``extras["segments"]`` of a shap
 Partition run with ``partition=``) get their borders drawn thin, so a reader
 sees which region each value belongs to; a segmentation target's region
-(``extras["regions"]``, bool ``(N, T, H, W)``) gets its contour.
+(``extras["regions"]``, bool ``(N, T, H, W)``) gets its contour; a
+detection's keypoints (``extras["keypoints"]``, ``(N, T, J, 3)`` as ``(x, y,
+visibility)``) get a dot each where visible.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def draw_outlines(ax: Any, exp: Explanation, n: int, t: int) -> None:
             box = Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor="white", linewidth=1.5)
             box.set_path_effects(halo)
             ax.add_patch(box)
+    if "keypoints" in extras:  # pixel i spans [i, i + 1) as for boxes; the axes put its centre at i
+        xs, ys = _visible(extras["keypoints"][n, t])
+        ax.scatter(xs - 0.5, ys - 0.5, s=14, c="white", edgecolors="black", linewidths=0.8, zorder=3)
 
 
 def outline_mask(exp: Explanation, n: int, t: int, shape: tuple[int, int]) -> np.ndarray | None:
@@ -78,4 +83,17 @@ def outline_mask(exp: Explanation, n: int, t: int, shape: tuple[int, int]) -> np
             r0, r1 = int(np.clip(round(y0 * sy), 0, h - 1)), int(np.clip(round(y1 * sy) - 1, 0, h - 1))
             out[r0 : r1 + 1, [c0, c1]] = True
             out[[r0, r1], c0 : c1 + 1] = True
+    if "keypoints" in extras:  # a plus of 5 pixels per visible keypoint
+        xs, ys = _visible(extras["keypoints"][n, t])
+        cols = np.clip(np.floor(xs * (w / src_w)).astype(int), 0, w - 1)
+        rows = np.clip(np.floor(ys * (h / src_h)).astype(int), 0, h - 1)
+        for dr, dc in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)):
+            out[np.clip(rows + dr, 0, h - 1), np.clip(cols + dc, 0, w - 1)] = True
     return out if out.any() else None
+
+
+def _visible(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The keypoints of one detection (``(J, 3)``) that are visible (above 0) and finite: their xs and their ys."""
+    points = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    keep = (points[:, 2] > 0) & np.isfinite(points[:, :2]).all(axis=1)
+    return points[keep, 0], points[keep, 1]
