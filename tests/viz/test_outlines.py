@@ -48,3 +48,16 @@ def test_plot_draws_the_box_and_the_report_carries_the_outline() -> None:
     assert all(target is None or "outline" in target for target in maps[0]["targets"])
     plain = method_maps(sections(named({"m": make_explanation()}))[0], {"m": True}, max_side=512)
     assert all(target is None or "outline" not in target for target in plain[0]["targets"])
+
+
+def test_the_notebook_view_draws_the_outline_in_white() -> None:
+    from xai_bridge.viz.notebook import _tiles
+
+    exp = _with_box_and_regions(make_explanation(h=16, w=16))
+    _, outlined = _tiles(exp, 0, side=16)
+    _, plain = _tiles(make_explanation(h=16, w=16), 0, side=16)
+    tile, bare = np.asarray(outlined[0]), np.asarray(plain[0])
+    edges = outline_mask(exp, 0, 0, tile.shape[:2])
+    assert edges is not None and tile.shape[:2] == (16, 16)
+    assert (tile[edges] == 255).all() and (tile[~edges] == bare[~edges]).all()
+    assert (bare[edges] != 255).any()  # the white is drawn, not the colour map's

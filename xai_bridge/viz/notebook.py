@@ -21,6 +21,7 @@ from xai_bridge.explanation import Explanation
 from ._text import library_text, safe_text, score_text, shown_label
 from ._thumbs import display_size, fit_image, fit_map
 from .colors import NON_FINITE_NOTE, colorize, non_finite_count, rule_for, warn_non_finite
+from .outlines import outline_mask
 
 __all__ = ["explanation_html", "explanation_png", "thumbnail"]
 
@@ -56,7 +57,14 @@ def _tiles(exp: Explanation, n: int, side: int) -> tuple[Image.Image, list[Image
     maps = np.stack([fit_map(exp.attributions[n, t], image.size) for t in range(t_shown)])
     normed = rule.normalise(maps)
     pixels = np.asarray(image)
-    return image, [Image.fromarray(colorize(pixels, normed[t], rule.signed)) for t in range(t_shown)]
+    overlays = []
+    for t in range(t_shown):
+        tile = colorize(pixels, normed[t], rule.signed)
+        edges = outline_mask(exp, n, t, tile.shape[:2])
+        if edges is not None:  # a detection's box and keypoints, a region's border: white, as the report draws them
+            tile[edges] = 255
+        overlays.append(Image.fromarray(tile))
+    return image, overlays
 
 
 def _shown_non_finite(exp: Explanation, rows: Sequence[int]) -> int:
