@@ -89,7 +89,7 @@ def test_evaluate_and_datasets_show_progress(tiny_model, small, tmp_path, capsys
     folder = tmp_path / "images"
     make_pngs(folder, n=3, size=16)
     summary = explain_dataset(
-        tiny_model, folder, ["builtin.Occlusion"], tmp_path / "store", batch_size=1, progress=True
+        tiny_model, folder, ["builtin.Occlusion"], out=tmp_path / "store", chunk_size=1, progress=True
     )
     err = capsys.readouterr().err
     assert summary.done == 3 and re.search(r"3/3 \[", err) and "evals" in err
