@@ -20,7 +20,7 @@ probabilities are given (a weakly found box counts less), else 1.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -65,16 +65,11 @@ class Detections:
     def take(self, index: Any) -> Detections:
         """The detections at ``index`` (an int array or a bool mask)."""
         idx = np.asarray(index)
-        return Detections(
-            self.boxes[idx],
-            self.labels[idx],
-            self.scores[idx],
-            None if self.probabilities is None else self.probabilities[idx],
-            None if self.objectness is None else self.objectness[idx],
-            None if self.masks is None else self.masks[idx],
-            None if self.keypoints is None else self.keypoints[idx],
-            None if self.keypoints_scores is None else self.keypoints_scores[idx],
-        )
+        taken: dict[str, Any] = {}
+        for f in fields(self):  # every field holds one row per detection
+            value = getattr(self, f.name)
+            taken[f.name] = None if value is None else value[idx]
+        return Detections(**taken)
 
     @classmethod
     def parse(cls, value: Any, where: str = "detector output") -> Detections:

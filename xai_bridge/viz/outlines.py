@@ -67,14 +67,11 @@ def outline_mask(exp: Explanation, n: int, t: int, shape: tuple[int, int]) -> np
     h, w = shape
     src_h, src_w = exp.attributions.shape[-2:]
     out = np.zeros(shape, bool)
+    nearest = np.ix_((np.arange(h) * src_h // h).clip(0, src_h - 1), (np.arange(w) * src_w // w).clip(0, src_w - 1))
     if exp.params.get("partition") is not None and "segments" in extras:
-        rows = (np.arange(h) * src_h // h).clip(0, src_h - 1)
-        cols = (np.arange(w) * src_w // w).clip(0, src_w - 1)
-        out |= region_edges(np.asarray(extras["segments"][n, t])[np.ix_(rows, cols)])
+        out |= region_edges(np.asarray(extras["segments"][n, t])[nearest])
     if "regions" in extras:
-        rows = (np.arange(h) * src_h // h).clip(0, src_h - 1)
-        cols = (np.arange(w) * src_w // w).clip(0, src_w - 1)
-        out |= region_edges(np.asarray(extras["regions"][n, t], np.int8)[np.ix_(rows, cols)])
+        out |= region_edges(np.asarray(extras["regions"][n, t], np.int8)[nearest])
     if "boxes" in extras:
         x0, y0, x1, y1 = (float(v) for v in extras["boxes"][n, t])
         if np.isfinite([x0, y0, x1, y1]).all():
